@@ -1,0 +1,3 @@
+from shardis.cli import main
+
+raise SystemExit(main())

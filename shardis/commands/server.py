@@ -1,0 +1,92 @@
+"""Connection and server commands.
+
+Most of these are answered by the router alone (``Fanout.ROUTER``: PING, HELLO, CLIENT,
+COMMAND...) and are implemented in ``shardis.router.server``; this module holds their table
+entries and the worker-side share of INFO (``__info``).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+
+from shardis.commands import Fanout, command, container
+from shardis.worker.keyspace import Keyspace
+
+R = Fanout.ROUTER
+CONN = "connection"
+
+command("ping", -1, "fast", fanout=R, acl="fast connection", group=CONN,
+        tips="request_policy:all_shards response_policy:all_succeeded")(None)
+command("echo", 2, "loading stale fast", fanout=R, acl="fast connection", group=CONN)(None)
+command("quit", -1, "noscript loading stale fast no_auth allow_busy", fanout=R,
+        acl="fast connection", group=CONN)(None)
+command("select", 2, "loading stale fast", fanout=R, acl="fast connection", group=CONN)(None)
+command("hello", -1, "noscript loading stale fast no_auth allow_busy", fanout=R,
+        acl="fast connection", group=CONN)(None)
+command("reset", 1, "noscript loading stale fast no_auth allow_busy", fanout=R,
+        acl="fast connection", group=CONN)(None)
+command("auth", -2, "noscript loading stale fast no_auth allow_busy", fanout=R,
+        acl="fast connection", group=CONN)(None)
+command("time", 1, "loading stale fast", fanout=R, acl="fast", group="server",
+        tips="nondeterministic_output")(None)
+command("info", -1, "loading stale", fanout=Fanout.COORDINATED, acl="slow dangerous",
+        group="server",
+        tips="nondeterministic_output request_policy:all_shards response_policy:special")(None)
+
+container("client", group=CONN)
+for _name, _arity, _flags, _acl in (
+    ("setname", 3, "noscript loading stale", "slow connection"),
+    ("getname", 2, "noscript loading stale", "slow connection"),
+    ("id", 2, "noscript loading stale", "slow connection"),
+    ("info", 2, "noscript loading stale", "slow connection"),
+    ("list", -2, "admin noscript loading stale", "admin slow dangerous connection"),
+    ("setinfo", 4, "noscript loading stale", "slow connection"),
+    ("help", 2, "loading stale", "slow connection"),
+):
+    command(_name, _arity, _flags, fanout=R, acl=_acl, group=CONN, parent="client")(None)
+
+# Bare COMMAND is valid too, hence arity -1 for the container.
+container("command", arity=-1, flags="loading stale", acl="slow connection", group="server",
+          tips="nondeterministic_output_order")
+for _name, _arity in (("count", 2), ("info", -2), ("docs", -2), ("list", -2), ("help", 2),
+                      ("getkeys", -4)):
+    command(_name, _arity, "loading stale", fanout=R, acl="slow connection", group="server",
+            parent="command")(None)
+
+container("config", group="server")
+command("get", -3, "admin noscript loading stale", fanout=R, acl="admin slow dangerous",
+        group="server", parent="config")(None)
+command("set", -4, "admin noscript loading stale", fanout=R,
+        acl="admin slow dangerous", group="server", parent="config",
+        tips="request_policy:all_nodes response_policy:all_succeeded")(None)
+command("resetstat", 2, "admin noscript loading stale", fanout=R,
+        acl="admin slow dangerous", group="server", parent="config")(None)
+command("help", 2, "loading stale", fanout=R, acl="slow", group="server", parent="config")(None)
+
+_STARTED = time.time()
+
+
+@command("__info", 1, "readonly internal", fanout=Fanout.SINGLE)
+def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
+    """This shard's counters, summed by the router into INFO."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        b"keys": len(db.data),
+        b"expires": len(db.expires),
+        b"expired_keys": db.expired_keys,
+        b"error_replies": db.stats.error_replies,  # type: ignore[attr-defined]
+        b"process_id": os.getpid(),
+        b"used_memory_rss": _rss_bytes(),
+        b"used_cpu_sys": usage.ru_stime,
+        b"used_cpu_user": usage.ru_utime,
+    }
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

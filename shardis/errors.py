@@ -1,0 +1,87 @@
+"""Every error reply shardis sends, with Redis 7's exact text and prefix.
+
+Command code raises :class:`ReplyError` (the ``...OrReply`` pattern of Redis: reply with an error
+and return early); the worker or the router turns it into a RESP error.  Keeping the texts here
+means a differential test failure on an error string is fixed in one place.
+"""
+
+from __future__ import annotations
+
+
+class ReplyError(Exception):
+    """An error reply.  ``message`` carries the prefix (``ERR``, ``WRONGTYPE``...) and no CRLF."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# Generic -------------------------------------------------------------------------------------
+SYNTAX = "ERR syntax error"
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+NO_SUCH_KEY = "ERR no such key"
+NOT_INTEGER = "ERR value is not an integer or out of range"
+NOT_FLOAT = "ERR value is not a valid float"
+OUT_OF_RANGE = "ERR value is out of range"
+INDEX_OUT_OF_RANGE = "ERR index out of range"
+SAME_OBJECT = "ERR source and destination objects are the same"
+OVERFLOW = "ERR increment or decrement would overflow"
+NAN_OR_INF = "ERR increment would produce NaN or Infinity"
+STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
+OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
+DB_OUT_OF_RANGE = "ERR DB index is out of range"
+EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+NOAUTH = "NOAUTH Authentication required."
+BUSYKEY = "BUSYKEY Target key name already exists."
+NOPROTO = "NOPROTO unsupported protocol version"
+INVALID_EXPIRE = "ERR invalid expire time in '{}' command"
+CROSS_DB_COPY = "ERR Copying to another database is not allowed in cluster mode"
+
+# Protocol ------------------------------------------------------------------------------------
+PROTO_UNBALANCED_QUOTES = "ERR Protocol error: unbalanced quotes in request"
+PROTO_TOO_BIG_INLINE = "ERR Protocol error: too big inline request"
+PROTO_INVALID_MULTIBULK = "ERR Protocol error: invalid multibulk length"
+PROTO_INVALID_BULK = "ERR Protocol error: invalid bulk length"
+PROTO_EXPECTED_DOLLAR = "ERR Protocol error: expected '$', got '{}'"
+
+# OBJECT --------------------------------------------------------------------------------------
+LFU_NOT_SELECTED = (
+    "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
+    "that when switching between policies at runtime LRU and LFU data will take some time to "
+    "adjust."
+)
+
+
+def unknown_command(name: bytes, args: list[bytes]) -> str:
+    """Redis's text for an unknown command: name and the first arguments, quoted, CR/LF blanked."""
+    shown = ""
+    for arg in args:
+        if len(shown) >= 128:
+            break
+        shown += "'" + arg_text(arg)[: 128 - len(shown)] + "' "
+    message = f"ERR unknown command '{arg_text(name)[:128]}', with args beginning with: {shown}"
+    return _blank_newlines(message)
+
+
+def unknown_subcommand(container: bytes, sub: bytes) -> str:
+    """Redis's text for ``CLIENT FOO``: points the user at the container's HELP."""
+    message = (
+        f"ERR unknown subcommand '{arg_text(sub)[:128]}'. Try {arg_text(container).upper()} HELP."
+    )
+    return _blank_newlines(message)
+
+
+def wrong_arity(fullname: str) -> str:
+    """``fullname`` is ``get`` or ``client|setname``, as Redis names subcommands."""
+    return f"ERR wrong number of arguments for '{fullname}' command"
+
+
+def arg_text(raw: bytes) -> str:
+    """User bytes for an error message; C's ``%s`` stops at a NUL byte, and so do we."""
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _blank_newlines(message: str) -> str:
+    return message.replace("\r", " ").replace("\n", " ")

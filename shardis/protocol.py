@@ -1,0 +1,69 @@
+"""The router <-> worker message format (one module, versioned).
+
+Transport: ZeroMQ.  Each worker binds a ROUTER socket; each router connects one DEALER socket
+per worker.  A message is two frames::
+
+    [header, payload]      header = b"SHD" + version byte + kind byte + sequence (8 bytes)
+
+``BATCH`` (router -> worker): payload is ``marshal`` of a list of commands, each a tuple
+``(proto, args)`` where ``proto`` is the RESP version the reply must be encoded in (2 or 3) and
+``args`` the command as a list of bytes.  A batch holds every command the router parsed for that
+worker in one event-loop iteration, from all clients, in arrival order.
+
+``REPLIES`` (worker -> router): payload is ``marshal`` of a list with one encoded RESP reply
+(bytes) per command of the batch, in order, under the batch's sequence number.  Batches are
+answered in the order they arrive, so the router matches replies to batches with a FIFO; the
+sequence number tells it when a batch was lost (a worker died with it) so that those commands
+get an error instead of someone else's replies.
+
+The router asks for RESP3 when it must merge parts itself (MGET across workers, INFO...) and
+decodes them with hiredis.  ``marshal`` (C speed) is safe here because both ends are shardis
+processes of the same version: the header's version byte is checked on every message.
+"""
+
+from __future__ import annotations
+
+import marshal
+
+VERSION = 1
+MAGIC = b"SHD"
+
+BATCH = 1
+REPLIES = 2
+
+BATCH_PREFIX = MAGIC + bytes([VERSION, BATCH])
+REPLIES_PREFIX = MAGIC + bytes([VERSION, REPLIES])
+_PREFIX_LEN = len(BATCH_PREFIX)
+
+# marshal format 4 is stable across CPython 3.4+.
+_MARSHAL_VERSION = 4
+
+
+class ProtocolMismatch(Exception):
+    """A peer speaks another version of this format."""
+
+
+def encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> list[bytes]:
+    return [BATCH_PREFIX + seq.to_bytes(8, "big"), marshal.dumps(commands, _MARSHAL_VERSION)]
+
+
+def decode_batch(frames: list[bytes]) -> tuple[bytes, list[tuple[int, list[bytes]]]]:
+    """(sequence bytes, commands); the sequence goes back unchanged with the replies."""
+    header = frames[0]
+    _check(header, BATCH_PREFIX)
+    return header[_PREFIX_LEN:], marshal.loads(frames[1])
+
+
+def encode_replies(seq: bytes, replies: list[bytes]) -> list[bytes]:
+    return [REPLIES_PREFIX + seq, marshal.dumps(replies, _MARSHAL_VERSION)]
+
+
+def decode_replies(frames: list[bytes]) -> tuple[int, list[bytes]]:
+    header = frames[0]
+    _check(header, REPLIES_PREFIX)
+    return int.from_bytes(header[_PREFIX_LEN:], "big"), marshal.loads(frames[1])
+
+
+def _check(header: bytes, prefix: bytes) -> None:
+    if header[:_PREFIX_LEN] != prefix or len(header) != _PREFIX_LEN + 8:
+        raise ProtocolMismatch(f"unexpected message header {header!r}, expected {prefix!r}+seq")

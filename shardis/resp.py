@@ -1,0 +1,446 @@
+"""The RESP codec: request parsing and reply encoding, RESP2 and RESP3.  Sans-IO.
+
+Nothing here touches a socket (the h11 design): the router feeds bytes in and writes bytes out.
+
+Requests come as multibulk arrays (parsed by ``hiredis.Reader``, in C) or as inline lines
+(``PING``, ``SET a "b c"``, as typed into telnet), split with Redis's quoting rules.
+
+Replies are plain Python values, encoded per connection protocol (2 or 3):
+
+========================  =====================  ======================
+Python value              RESP2                  RESP3
+========================  =====================  ======================
+``bytes``/``bytearray``   bulk string            bulk string
+``Status``                simple string          simple string
+``int``                   integer                integer
+``bool``                  integer 1/0            boolean
+``float``                 bulk ``%.17g``         double
+``None``                  null bulk ``$-1``      null ``_``
+``NULL_ARRAY``            null array ``*-1``     null ``_``
+``list``/``tuple``        array                  array
+``SetReply``              array                  set ``~``
+``dict``                  flat array             map ``%``
+``Verbatim``              bulk string            verbatim ``=``
+``Push``                  array                  push ``>``
+``ReplyError``            error                  error
+========================  =====================  ======================
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import hiredis
+
+from shardis import errors
+from shardis.errors import ReplyError
+
+#: Bumped whenever the encoding of a reply type changes.
+CODEC_VERSION = 1
+
+#: Redis's ``client-query-buffer-limit``: a client with more unparsed input is disconnected.
+MAX_QUERY_BUFFER = 1024 * 1024 * 1024
+#: Redis's PROTO_INLINE_MAX_SIZE: an inline request without a newline beyond this is an error.
+MAX_INLINE_SIZE = 64 * 1024
+
+
+class Status(bytes):
+    """A simple-string reply (``+OK``), as opposed to a bulk string."""
+
+    __slots__ = ()
+
+
+class SetReply(list):
+    """An array that RESP3 sends as a set (``~``); a list so that order stays deterministic."""
+
+    __slots__ = ()
+
+
+class Push(list):
+    """An out-of-band push message (pub/sub); an array in RESP2."""
+
+    __slots__ = ()
+
+
+class Verbatim:
+    """A verbatim string (``=``) in RESP3, e.g. INFO's ``txt`` text; a bulk string in RESP2."""
+
+    __slots__ = ("fmt", "text")
+
+    def __init__(self, text: bytes, fmt: bytes = b"txt") -> None:
+        self.text = text
+        self.fmt = fmt
+
+
+class _NullArray:
+    """RESP2's ``*-1`` (e.g. EXEC aborted by WATCH); plain null in RESP3."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NULL_ARRAY"
+
+
+NULL_ARRAY = _NullArray()
+OK = Status(b"OK")
+PONG = Status(b"PONG")
+
+# Precomputed replies for the hot path.
+OK_REPLY = b"+OK\r\n"
+NULL_BULK = {2: b"$-1\r\n", 3: b"_\r\n"}
+NULL_ARRAY_REPLY = {2: b"*-1\r\n", 3: b"_\r\n"}
+EMPTY_ARRAY = b"*0\r\n"
+_SMALL_INTS = [b":%d\r\n" % i for i in range(-1, 1024)]
+
+
+def format_double(value: float) -> bytes:
+    """Redis's ``%.17g`` text for a double, with ``inf``/``-inf`` spelled out."""
+    if math.isinf(value):
+        return b"inf" if value > 0 else b"-inf"
+    return b"%.17g" % value
+
+
+def encode_int(value: int) -> bytes:
+    if -1 <= value < 1023:
+        return _SMALL_INTS[value + 1]
+    return b":%d\r\n" % value
+
+
+def encode_bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def encode_error(message: str) -> bytes:
+    return b"-" + message.encode("utf-8", "surrogateescape") + b"\r\n"
+
+
+def encode(value: object, proto: int = 2) -> bytes:
+    """Encode one reply for a connection speaking RESP ``proto`` (2 or 3)."""
+    out: list[bytes] = []
+    _encode_into(value, proto, out)
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        out.append(b"$%d\r\n%b\r\n" % (len(value), value))  # type: ignore[arg-type]
+    elif kind is int:
+        out.append(encode_int(value))  # type: ignore[arg-type]
+    elif kind is Status:
+        out.append(b"+" + value + b"\r\n")  # type: ignore[operator]
+    elif value is None:
+        out.append(NULL_BULK[proto])
+    elif kind is list or kind is tuple:
+        out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]
+        for item in value:  # type: ignore[attr-defined]
+            _encode_into(item, proto, out)
+    elif kind is ReplyError:
+        out.append(encode_error(value.message))  # type: ignore[attr-defined]
+    elif kind is bool:
+        if proto == 3:
+            out.append(b"#t\r\n" if value else b"#f\r\n")
+        else:
+            out.append(b":1\r\n" if value else b":0\r\n")
+    elif kind is float:
+        text = format_double(value)  # type: ignore[arg-type]
+        if proto == 3:
+            out.append(b"," + text + b"\r\n")
+        else:
+            out.append(b"$%d\r\n%b\r\n" % (len(text), text))
+    elif kind is dict:
+        prefix = b"%" if proto == 3 else b"*"
+        count = len(value) if proto == 3 else 2 * len(value)  # type: ignore[arg-type]
+        out.append(prefix + b"%d\r\n" % count)
+        for key, item in value.items():  # type: ignore[attr-defined]
+            _encode_into(key, proto, out)
+            _encode_into(item, proto, out)
+    elif kind is SetReply or kind is Push:
+        prefix = b"*" if proto == 2 else (b"~" if kind is SetReply else b">")
+        out.append(prefix + b"%d\r\n" % len(value))  # type: ignore[arg-type]
+        for item in value:  # type: ignore[attr-defined]
+            _encode_into(item, proto, out)
+    elif kind is Verbatim:
+        text = value.text  # type: ignore[attr-defined]
+        if proto == 3:
+            out.append(b"=%d\r\n%b:%b\r\n" % (len(text) + 4, value.fmt, text))  # type: ignore[attr-defined]
+        else:
+            out.append(b"$%d\r\n%b\r\n" % (len(text), text))
+    elif value is NULL_ARRAY:
+        out.append(NULL_ARRAY_REPLY[proto])
+    elif isinstance(value, bytes):
+        out.append(b"$%d\r\n%b\r\n" % (len(value), value))
+    else:
+        raise TypeError(f"cannot encode {kind.__name__} as RESP")
+
+
+class ProtocolError(Exception):
+    """Malformed input: the connection gets this error text and is then closed, as in Redis."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestParser:
+    """Turns a client's byte stream into commands (lists of bytes).
+
+    Multibulk requests go through hiredis; a request that does not start with ``*`` is an
+    inline command, split here with Redis's quoting rules.  Inline requests are recognised at
+    the start of a read or after the previous request ended, which is where telnet users and
+    redis-cli's inline mode put them.
+    """
+
+    __slots__ = ("_reader", "_inline", "_partial", "error")
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._inline = b""
+        #: hiredis holds the start of an unfinished request (``has_data()`` cannot tell: hiredis
+        #: may have consumed every byte into its stack of half-built arrays).
+        self._partial = False
+        #: set once input was malformed: the text of the error to send before closing.
+        self.error: str | None = None
+
+    def feed(self, data: bytes) -> list[list[bytes]]:
+        """Parse as many complete commands as ``data`` completes; keep the rest buffered.
+
+        On malformed input, returns the commands parsed before the fault and sets
+        :attr:`error`; like Redis, the connection answers those, then the error, then closes.
+        """
+        if self.error is not None:
+            return []
+        commands: list[list[bytes]] = []
+        try:
+            self._feed(data, commands)
+        except ProtocolError as exc:
+            self.error = exc.message
+        return commands
+
+    def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
+        if self._inline:
+            data = self._inline + data
+            self._inline = b""
+        if self._partial:
+            self._drain(data, commands)  # the middle of a multibulk request: hiredis has the head
+        elif data[:1] == b"*" and not _ODD_HEADERS.search(data):
+            before = len(commands)
+            try:
+                self._drain(data, commands)
+                retry = self._partial and len(data) <= _SMALL_READ
+            except ProtocolError:
+                retry = True
+            if retry:
+                # Parse the read again in Python: exact Redis error texts, inline requests mixed
+                # into a pipeline (which hiredis refuses), and a small unfinished read checked
+                # for what hiredis only rejects once complete (a nested array).
+                del commands[before:]
+                self._reader = hiredis.Reader()
+                self._parse_slowly(data, commands)
+        else:
+            self._parse_slowly(data, commands)
+
+    def _drain(self, data: bytes, commands: list[list[bytes]]) -> None:
+        """The fast path: hiredis parses every complete multibulk request in ``data``."""
+        reader = self._reader
+        reader.feed(data)
+        self._partial = True
+        try:
+            while (command := reader.gets()) is not False:
+                if type(command) is not list:
+                    raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
+                if command:
+                    for arg in command:
+                        if type(arg) is not bytes:
+                            raise ProtocolError(errors.PROTO_INVALID_BULK)
+                    commands.append(command)
+                if not reader.has_data():
+                    self._partial = False  # the read ended exactly after a request
+                    break
+        except hiredis.ProtocolError as exc:
+            raise ProtocolError(_hiredis_error_text(str(exc))) from None
+        except MemoryError:
+            raise ProtocolError(errors.PROTO_INVALID_MULTIBULK) from None
+        if self._partial:
+            _check_pending_header(data[-32:])
+            if reader.len() > MAX_QUERY_BUFFER:
+                raise ProtocolError("ERR Protocol error: query buffer limit reached")
+
+    def _parse_slowly(self, data: bytes, commands: list[list[bytes]]) -> None:
+        """Inline and multibulk requests, in Python, with Redis's checks and error texts."""
+        pos, end = 0, len(data)
+        while pos < end:
+            if data[pos] != 0x2A:  # not '*': an inline request
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > MAX_INLINE_SIZE:
+                        raise ProtocolError(errors.PROTO_TOO_BIG_INLINE)
+                    self._inline = data[pos:]
+                    return
+                args = split_inline(data[pos:newline])
+                if args:
+                    commands.append(args)
+                pos = newline + 1
+                continue
+            parsed = _parse_multibulk(data, pos)
+            if parsed is None:
+                # Incomplete: hand the rest to hiredis, which waits for the remainder.
+                self._reader.feed(data[pos:])
+                self._partial = True
+                _check_pending_header(data[-32:])
+                return
+            args, pos = parsed
+            if args:
+                commands.append(args)
+
+
+#: An unfinished read this small is checked again by the exact Python parser (cheap).
+_SMALL_READ = 4096
+#: Redis's proto-max-bulk-len default.
+MAX_BULK_LENGTH = 512 * 1024 * 1024
+_INT_MAX = 2**31 - 1
+
+
+def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
+    """One ``*N`` request at ``pos``: (args, end) or None when incomplete."""
+    end = len(data)
+    newline = data.find(b"\r\n", pos)
+    if newline < 0:
+        if end - pos > MAX_INLINE_SIZE:
+            raise ProtocolError("ERR Protocol error: too big mbulk count string")
+        return None
+    count = _header_number(data[pos + 1 : newline])
+    if count is None or count > _INT_MAX:
+        raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
+    pos = newline + 2
+    args: list[bytes] = []
+    for _ in range(max(count, 0)):
+        if pos >= end:
+            return None
+        if data[pos] != 0x24:  # '$'
+            got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
+            raise ProtocolError(errors.PROTO_EXPECTED_DOLLAR.format(got))
+        newline = data.find(b"\r\n", pos)
+        if newline < 0:
+            if end - pos > MAX_INLINE_SIZE:
+                raise ProtocolError("ERR Protocol error: too big bulk count string")
+            return None
+        length = _header_number(data[pos + 1 : newline])
+        if length is None or length < 0 or length > MAX_BULK_LENGTH:
+            raise ProtocolError(errors.PROTO_INVALID_BULK)
+        start = newline + 2
+        if start + length + 2 > end:
+            return None
+        args.append(data[start : start + length])
+        pos = start + length + 2
+    return args, pos
+
+
+def _header_number(raw: bytes) -> int | None:
+    """Redis's strict ``string2ll``: no leading zeros, no sign but ``-``, no spaces."""
+    return int(raw) if _STRICT_INT.match(raw) else None
+
+
+_STRICT_INT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")
+
+
+def _check_pending_header(tail: bytes) -> None:
+    """Refuse at once a declared length Redis would refuse, instead of waiting for its data."""
+    match = _PENDING_HEADER.search(tail)
+    if match is None:
+        return
+    number = int(match.group(2))
+    if match.group(1) == b"$" and number > MAX_BULK_LENGTH:
+        raise ProtocolError(errors.PROTO_INVALID_BULK)
+    if match.group(1) == b"*" and number > _INT_MAX:
+        raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
+
+
+#: Requests hiredis would accept but Redis refuses (a non-bulk element, a zero-padded length);
+#: a read containing these bytes takes the exact Python path (values may contain them too, which
+#: only costs speed).
+_ODD_HEADERS = re.compile(rb"[*$]0[0-9]|\r\n[+:\-_,#(!=%~>|]")
+
+_PENDING_HEADER = re.compile(rb"(?:^|\n)([*$])(\d+)\r\n\Z")
+
+
+def _hiredis_error_text(text: str) -> str:
+    if "length" in text.lower() and "bulk" in text.lower() and "multi" not in text.lower():
+        return errors.PROTO_INVALID_BULK
+    if "multi" in text.lower():
+        return errors.PROTO_INVALID_MULTIBULK
+    return "ERR Protocol error: " + text
+
+
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX = b"0123456789abcdefABCDEF"
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline request like Redis's ``sdssplitargs``: quotes, escapes and ``\\xHH``."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t\n\r\v\f":
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        in_double = in_single = False
+        while True:
+            if in_double:
+                if i >= n:
+                    raise ProtocolError(errors.PROTO_UNBALANCED_QUOTES)
+                c = line[i]
+                if (
+                    c == 0x5C
+                    and i + 3 < n
+                    and line[i + 1] == ord("x")
+                    and line[i + 2] in _HEX
+                    and line[i + 3] in _HEX
+                ):
+                    current.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 0x5C and i + 1 < n:
+                    i += 1
+                    current.append(_ESCAPES.get(line[i], line[i]))
+                elif c == 0x22:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError(errors.PROTO_UNBALANCED_QUOTES)
+                    in_double = False
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            elif in_single:
+                if i >= n:
+                    raise ProtocolError(errors.PROTO_UNBALANCED_QUOTES)
+                c = line[i]
+                if c == 0x5C and i + 1 < n and line[i + 1] == 0x27:
+                    i += 1
+                    current.append(0x27)
+                elif c == 0x27:
+                    if i + 1 < n and line[i + 1] not in b" \t\n\r\v\f":
+                        raise ProtocolError(errors.PROTO_UNBALANCED_QUOTES)
+                    in_single = False
+                    i += 1
+                    break
+                else:
+                    current.append(c)
+            else:
+                if i >= n:
+                    break
+                c = line[i]
+                if c in b" \n\r\t\0":
+                    break
+                if c == 0x22:
+                    in_double = True
+                elif c == 0x27:
+                    in_single = True
+                else:
+                    current.append(c)
+            i += 1
+        args.append(bytes(current))

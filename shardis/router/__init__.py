@@ -1,0 +1,1 @@
+"""The router: accepts client connections, routes commands to workers and merges replies."""

@@ -1,0 +1,164 @@
+"""One client connection on the router: an ``asyncio.Protocol`` around a RESP parser.
+
+Replies leave in request order: every command gets a :class:`Reply` slot, appended to the
+connection's queue when the command is dispatched; workers fill slots as their batches come
+back, and :meth:`ClientConnection.flush` writes the ready prefix of the queue in one ``write``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from shardis.resp import RequestParser, encode_error
+
+if TYPE_CHECKING:
+    from shardis.router.core import Router
+
+#: Commands a client may queue while it waits (blocked or held) before we stop reading it.
+MAX_BACKLOG = 10_000
+#: Backlog marker: the input turned malformed here; answer what came before, then the error.
+PROTOCOL_ERROR: list[bytes] = []
+
+
+class Reply:
+    """The slot for one command's reply; ``data`` is the encoded reply once known."""
+
+    __slots__ = ("client", "data")
+
+    def __init__(self, client: ClientConnection, data: bytes | None = None) -> None:
+        self.client = client
+        self.data = data
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.transport: asyncio.Transport | None = None
+        self.parser = RequestParser()
+        self.replies: deque[Reply] = deque()
+        #: commands received while ``waiting`` (an operation of ours is in flight or held).
+        self.backlog: deque[list[bytes]] = deque()
+        self.waiting = False
+        self.closed = False
+        self.closing = False
+        self.reading_paused = False
+        self.proto = 2
+        self.name: bytes | None = None
+        self.lib_name: bytes | None = None
+        self.lib_ver: bytes | None = None
+        self.id = router.next_client_id()
+        self.created = time.monotonic()
+        self.last_active = self.created
+        self.last_command = b"NULL"
+        self.addr = "?:0"
+        self.laddr = "?:0"
+
+    # asyncio.Protocol -----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple):
+            self.addr = f"{peer[0]}:{peer[1]}"
+        if isinstance(local, tuple):
+            self.laddr = f"{local[0]}:{local[1]}"
+        self.router.client_connected(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        commands = self.parser.feed(data)
+        if not commands:
+            if self.parser.error is not None:
+                self.protocol_error(self.parser.error)
+            return
+        self.last_active = time.monotonic()
+        router = self.router
+        if self.waiting:
+            self.backlog.extend(commands)
+            self.limit_backlog()
+        else:
+            dispatch = router.dispatch
+            for index, args in enumerate(commands):
+                dispatch(self, args)
+                if self.waiting or self.closing:
+                    if not self.closing:
+                        self.backlog.extend(commands[index + 1 :])
+                        self.limit_backlog()
+                    break
+        if self.parser.error is not None:
+            self.backlog.append(PROTOCOL_ERROR)
+            if not self.waiting:
+                self.resume()
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.backlog.clear()
+        self.replies.clear()
+        self.router.client_disconnected(self)
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its requests until it does.
+        self.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.resume_reading()
+
+    # Helpers --------------------------------------------------------------------------------
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def limit_backlog(self) -> None:
+        if len(self.backlog) > MAX_BACKLOG:
+            self.pause_reading()
+
+    def reply_now(self, data: bytes) -> None:
+        """Queue an already-encoded reply behind the pending ones."""
+        self.replies.append(Reply(self, data))
+
+    def flush(self) -> None:
+        """Write every reply at the head of the queue that is ready, in one write."""
+        replies = self.replies
+        if not replies or replies[0].data is None:
+            return
+        ready = []
+        while replies and replies[0].data is not None:
+            ready.append(replies.popleft().data)
+        if self.closed or self.transport is None:
+            return
+        self.transport.write(b"".join(ready) if len(ready) > 1 else ready[0])  # type: ignore[arg-type]
+        if self.closing and not replies:
+            self.transport.close()
+
+    def protocol_error(self, message: str) -> None:
+        """Malformed input: reply with the error once pending replies are out, then close."""
+        self.router.stats.error_replies += 1
+        self.reply_now(encode_error(message))
+        self.closing = True
+        self.backlog.clear()
+        self.flush()
+
+    def resume(self) -> None:
+        """Dispatch what queued up while this client waited, until it waits again."""
+        backlog = self.backlog
+        dispatch = self.router.dispatch
+        while backlog and not self.waiting and not self.closing and not self.closed:
+            args = backlog.popleft()
+            if args is PROTOCOL_ERROR:
+                self.protocol_error(self.parser.error or "ERR Protocol error")
+                break
+            dispatch(self, args)
+        if len(backlog) < MAX_BACKLOG // 2:
+            self.resume_reading()
+        self.flush()

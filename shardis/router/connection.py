@@ -1,0 +1,216 @@
+"""Connection commands, answered by the router alone: PING, ECHO, QUIT, SELECT, HELLO, RESET,
+AUTH and the CLIENT family."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shardis import REDIS_VERSION, errors
+from shardis.commands import help_reply
+from shardis.commands.strings import parse_int
+from shardis.errors import ReplyError
+from shardis.resp import OK, PONG, Status, Verbatim
+from shardis.router.registry import router_command
+
+
+@router_command("ping")
+def ping(router: Any, client: Any, args: list[bytes]) -> object:
+    if len(args) > 2:
+        raise ReplyError(errors.wrong_arity("ping"))
+    return args[1] if len(args) == 2 else PONG
+
+
+@router_command("echo")
+def echo(router: Any, client: Any, args: list[bytes]) -> object:
+    return args[1]
+
+
+@router_command("quit")
+def quit_(router: Any, client: Any, args: list[bytes]) -> object:
+    client.closing = True
+    return OK
+
+
+@router_command("select")
+def select(router: Any, client: Any, args: list[bytes]) -> object:
+    index = parse_int(args[1], errors.NOT_INTEGER)
+    if index != 0:
+        raise ReplyError(errors.DB_OUT_OF_RANGE)
+    return OK
+
+
+@router_command("reset")
+def reset(router: Any, client: Any, args: list[bytes]) -> object:
+    client.proto = 2
+    client.name = None
+    return Status(b"RESET")
+
+
+NO_PASSWORD = (
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?"
+)
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+
+
+@router_command("auth")
+def auth(router: Any, client: Any, args: list[bytes]) -> object:
+    """No users are configured: like Redis's passwordless ``default`` user."""
+    if len(args) > 3:
+        raise ReplyError(errors.SYNTAX)
+    if len(args) == 2:
+        raise ReplyError(NO_PASSWORD)
+    if args[1] != b"default":
+        raise ReplyError(WRONGPASS)
+    return OK
+
+
+@router_command("hello")
+def hello(router: Any, client: Any, args: list[bytes]) -> object:
+    version = 0
+    if len(args) >= 2:
+        version = parse_int(args[1], "ERR Protocol version is not an integer or out of range")
+        if version < 2 or version > 3:
+            raise ReplyError(errors.NOPROTO)
+    j = 2
+    while j < len(args):
+        more = len(args) - 1 - j
+        opt = args[j].upper()
+        if opt == b"AUTH" and more >= 2:
+            if args[j + 1] != b"default":
+                raise ReplyError(WRONGPASS)
+            j += 2
+        elif opt == b"SETNAME" and more:
+            # Redis names the client as soon as it parses the option, even if a later one fails.
+            check_client_name(args[j + 1])
+            client.name = args[j + 1] or None
+            j += 1
+        else:
+            raise ReplyError(
+                f"ERR Syntax error in HELLO option '{args[j].decode(errors='replace')}'"
+            )
+        j += 1
+    if version:
+        client.proto = version
+    return {
+        b"server": b"redis",
+        b"version": REDIS_VERSION.encode(),
+        b"proto": client.proto,
+        b"id": client.id,
+        b"mode": b"standalone",
+        b"role": b"master",
+        b"modules": [],
+    }
+
+
+BAD_NAME = "ERR Client names cannot contain spaces, newlines or special characters."
+
+
+def check_client_name(name: bytes) -> None:
+    if any(c < 0x21 or c > 0x7E for c in name):
+        raise ReplyError(BAD_NAME)
+
+
+@router_command("client|setname")
+def client_setname(router: Any, client: Any, args: list[bytes]) -> object:
+    check_client_name(args[2])
+    client.name = args[2] or None
+    return OK
+
+
+@router_command("client|getname")
+def client_getname(router: Any, client: Any, args: list[bytes]) -> object:
+    return client.name
+
+
+@router_command("client|id")
+def client_id(router: Any, client: Any, args: list[bytes]) -> object:
+    return client.id
+
+
+@router_command("client|setinfo")
+def client_setinfo(router: Any, client: Any, args: list[bytes]) -> object:
+    """Redis 7.2's CLIENT SETINFO, which redis-py's handshake sends."""
+    attribute = args[2].upper()
+    value = args[3]
+    if attribute not in (b"LIB-NAME", b"LIB-VER"):
+        raise ReplyError(
+            f"ERR Unrecognized option '{args[2].decode(errors='replace')}'"
+        )
+    if any(c < 0x21 or c > 0x7E for c in value):
+        raise ReplyError(
+            f"ERR {attribute.decode().lower()} cannot contain spaces, newlines or special "
+            "characters."
+        )
+    if attribute == b"LIB-NAME":
+        client.lib_name = value
+    else:
+        client.lib_ver = value
+    return OK
+
+
+def client_info_line(client: Any, now: float) -> str:
+    """One line of CLIENT LIST / CLIENT INFO, in Redis's field order."""
+    name = (client.name or b"").decode(errors="replace")
+    waiting = len(client.backlog)
+    return (
+        f"id={client.id} addr={client.addr} laddr={client.laddr} fd=-1 name={name} "
+        f"age={int(now - client.created)} idle={int(now - client.last_active)} flags=N db=0 "
+        f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+        f"obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
+        f"cmd={client.last_command.decode(errors='replace').lower()} user=default redir=-1 "
+        f"resp={client.proto} backlog={waiting}"
+        + (f" lib-name={client.lib_name.decode()}" if client.lib_name else "")
+        + (f" lib-ver={client.lib_ver.decode()}" if client.lib_ver else "")
+    )
+
+
+@router_command("client|info")
+def client_info(router: Any, client: Any, args: list[bytes]) -> object:
+    return Verbatim((client_info_line(client, time.monotonic()) + "\n").encode())
+
+
+@router_command("client|list")
+def client_list(router: Any, client: Any, args: list[bytes]) -> object:
+    if len(args) != 2:
+        if len(args) == 4 and args[2].upper() == b"TYPE":
+            kind = args[3].lower()
+            if kind not in (b"normal", b"master", b"replica", b"pubsub", b"slave"):
+                raise ReplyError(f"ERR Unknown client type '{args[3].decode(errors='replace')}'")
+            clients = list(router.clients.values()) if kind == b"normal" else []
+        elif len(args) > 3 and args[2].upper() == b"ID":
+            ids = [parse_int(raw, "ERR Invalid client ID") for raw in args[3:]]
+            clients = [router.clients[i] for i in ids if i in router.clients]
+        else:
+            raise ReplyError(errors.SYNTAX)
+    else:
+        clients = list(router.clients.values())
+    now = time.monotonic()
+    return Verbatim("".join(client_info_line(c, now) + "\n" for c in clients).encode())
+
+
+CLIENT_HELP = [
+    "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETNAME",
+    "    Return the name of the current connection.",
+    "ID",
+    "    Return the ID of the current connection.",
+    "INFO",
+    "    Return information about the current client connection.",
+    "LIST [options ...]",
+    "    Return information about client connections. Options:",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Return clients of specified type.",
+    "SETNAME <name>",
+    "    Assign the name <name> to the current connection.",
+    "SETINFO <option> <value>",
+    "    Set client meta attr. Options are:",
+    "    * LIB-NAME: the client lib name.",
+    "    * LIB-VER: the client lib version.",
+]
+
+
+@router_command("client|help")
+def client_help(router: Any, client: Any, args: list[bytes]) -> object:
+    return help_reply(CLIENT_HELP)

@@ -1,0 +1,431 @@
+"""The router's heart: dispatch by the command table, batching, merging, and atomicity.
+
+Batching
+    Every command parsed in one event-loop iteration, from every client, is queued on its
+    worker's link; one callback per iteration (``call_soon``) sends each link's queue as one
+    ZeroMQ message.  Replies come back one message per batch and fill the clients' reply slots;
+    each client then gets one ``write`` for everything that became ready.
+
+Atomicity across workers
+    The router is the only path to the workers and each link is a FIFO that the worker executes
+    in order.  So the order in which the router queues commands is a total order that every
+    worker respects.  A multi-worker command whose parts are queued in the same iteration (MSET,
+    MGET, DEL...) is therefore atomic: a command queued before it precedes all of its parts on
+    every worker, one queued after it follows them all; no client can observe half of it.
+
+    Operations that need several round trips (MSETNX's check-then-set, RENAME across workers)
+    *gate* their workers: while gated, new commands that touch a gated worker are held in
+    arrival order (their clients stop dispatching, so per-client order holds) and released when
+    the operation ends.  Commands for other workers flow on.  The cost to single-shard traffic
+    is one worker round trip of delay, only on the gated workers, only while such an operation
+    runs.  A client's own commands never overtake one of its operations: while it waits, they
+    queue in its backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+import hiredis
+
+from shardis import errors
+from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
+from shardis.errors import ReplyError
+from shardis.protocol import ProtocolMismatch, decode_replies
+from shardis.resp import OK, encode, encode_error
+from shardis.router.client import ClientConnection, Reply
+from shardis.router.links import WorkerLink
+from shardis.router.registry import COORDINATED, ROUTER_COMMANDS, Plan, load_handlers
+from shardis.slots import SlotMap
+
+log = logging.getLogger("shardis.router")
+
+
+class RouterStats:
+    __slots__ = ("commands", "error_replies", "connections_received", "started")
+
+    def __init__(self) -> None:
+        self.commands = 0
+        self.error_replies = 0
+        self.connections_received = 0
+        self.started = time.time()
+
+
+def decode_resp3(data: bytes) -> Any:
+    """Decode one encoded RESP3 reply from a worker; errors come back as ReplyError values."""
+    reader = hiredis.Reader(replyError=ReplyError)
+    reader.feed(data)
+    return reader.gets()
+
+
+class FutureTarget:
+    """Resolves an asyncio future with a worker's decoded reply (coordinated operations)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def fill(self, data: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(decode_resp3(data))
+
+
+class Gather:
+    """Collects the parts of a split or all-workers command, then merges them into the reply."""
+
+    __slots__ = ("router", "reply", "parts", "remaining", "merge", "context")
+
+    def __init__(self, router: Router, reply: Reply, count: int, merge: Any, context: Any) -> None:
+        self.router = router
+        self.reply = reply
+        self.parts: list[Any] = [None] * count
+        self.remaining = count
+        self.merge = merge
+        self.context = context
+
+    def part(self, index: int) -> GatherPart:
+        return GatherPart(self, index)
+
+    def done(self) -> None:
+        client = self.reply.client
+        parts = [decode_resp3(part) for part in self.parts]
+        try:
+            value = self.merge(parts, self.context)
+        except ReplyError as exc:
+            value = exc
+        if type(value) is ReplyError:
+            self.router.stats.error_replies += 1
+        self.reply.data = encode(value, client.proto)
+        self.router.touched.add(client)
+
+
+class GatherPart:
+    __slots__ = ("gather", "index")
+
+    def __init__(self, gather: Gather, index: int) -> None:
+        self.gather = gather
+        self.index = index
+
+    def fill(self, data: bytes) -> None:
+        gather = self.gather
+        gather.parts[self.index] = data
+        gather.remaining -= 1
+        if gather.remaining == 0:
+            gather.done()
+
+
+# Merges: (decoded parts, context) -> reply ---------------------------------------------------
+def _first_error(parts: list[Any]) -> ReplyError | None:
+    for part in parts:
+        if type(part) is ReplyError:
+            return part
+    return None
+
+
+def merge_sum(parts: list[Any], _context: Any) -> Any:
+    return _first_error(parts) or sum(parts)
+
+
+def merge_all_ok(parts: list[Any], _context: Any) -> Any:
+    return _first_error(parts) or OK
+
+
+def merge_concat(parts: list[Any], _context: Any) -> Any:
+    return _first_error(parts) or list(itertools.chain.from_iterable(parts))
+
+
+def merge_by_position(parts: list[Any], positions: list[list[int]]) -> Any:
+    """Put each part's array elements back where their keys were in the request (MGET)."""
+    error = _first_error(parts)
+    if error is not None:
+        return error
+    size = sum(len(p) for p in positions)
+    merged: list[Any] = [None] * size
+    for part, where in zip(parts, positions):
+        for index, value in zip(where, part):
+            merged[index] = value
+    return merged
+
+
+_MERGES = {
+    Fanout.SPLIT_CONCAT: merge_by_position,
+    Fanout.SPLIT_SUM: merge_sum,
+    Fanout.SPLIT_ALL_OK: merge_all_ok,
+    Fanout.ALL_SUM: merge_sum,
+    Fanout.ALL_CONCAT: merge_concat,
+    Fanout.ALL_OK: merge_all_ok,
+}
+
+
+class Router:
+    """Routes commands from client connections to worker links."""
+
+    def __init__(self, worker_addresses: list[str], config: dict[str, Any] | None = None) -> None:
+        import zmq
+
+        load_families()
+        load_handlers()
+        self.config = config or {}
+        self.loop = asyncio.get_event_loop()
+        self.context = zmq.Context.instance()
+        self.links = [
+            WorkerLink(self, index, address, self.context)
+            for index, address in enumerate(worker_addresses)
+        ]
+        self.all_workers = frozenset(range(len(self.links)))
+        self.slots = SlotMap(len(self.links))
+        self.stats = RouterStats()
+        self.clients: dict[int, ClientConnection] = {}
+        self.touched: set[ClientConnection] = set()
+        self.flush_scheduled = False
+        #: workers gated by a running multi-step operation, and what waits for them.
+        self.gates: set[int] = set()
+        self.held: list[tuple[ClientConnection, list[bytes]]] = []
+        self._client_ids = itertools.count(1)
+        for link in self.links:
+            self.loop.add_reader(link.fd, self.on_link_readable, link)
+
+    # Clients --------------------------------------------------------------------------------
+    def next_client_id(self) -> int:
+        return next(self._client_ids)
+
+    def client_connected(self, client: ClientConnection) -> None:
+        self.clients[client.id] = client
+        self.stats.connections_received += 1
+
+    def client_disconnected(self, client: ClientConnection) -> None:
+        self.clients.pop(client.id, None)
+        self.touched.discard(client)
+
+    # Dispatch -------------------------------------------------------------------------------
+    def dispatch(self, client: ClientConnection, args: list[bytes]) -> None:
+        """Route one command; its reply slot joins the client's queue in request order."""
+        spec = COMMANDS.get(args[0])
+        if spec is None or spec.subcommands or "internal" in spec.flags or not spec.arity_ok(
+            len(args)
+        ):
+            try:
+                spec = lookup(args)
+            except ReplyError as exc:
+                self.reply_error(client, exc.message)
+                return
+        client.last_command = args[0]
+        fanout = spec.fanout
+        if fanout is Fanout.SINGLE:
+            worker = self.slots.worker_of(args[spec.first_key]) if spec.first_key else 0
+            if self.gates and worker in self.gates:
+                self.hold(client, args)
+                return
+            self.stats.commands += 1
+            reply = Reply(client)
+            client.replies.append(reply)
+            self.links[worker].send(reply, client.proto, args)
+            self.schedule_flush()
+        elif fanout is Fanout.ROUTER:
+            self.stats.commands += 1
+            self.run_router_command(client, spec, args)
+        elif fanout is Fanout.COORDINATED:
+            self.run_coordinated(client, spec, args)
+        else:
+            self.fan_out(client, spec, args)
+
+    def reply_error(self, client: ClientConnection, message: str) -> None:
+        self.stats.error_replies += 1
+        client.reply_now(encode_error(message))
+
+    def hold(self, client: ClientConnection, args: list[bytes]) -> None:
+        """Park a command that touches a gated worker; its client waits until release."""
+        self.held.append((client, args))
+        client.waiting = True
+
+    def schedule_flush(self) -> None:
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush_links)
+
+    def flush_links(self) -> None:
+        """Send each worker its batch for this iteration (one message per worker)."""
+        self.flush_scheduled = False
+        for link in self.links:
+            if link.commands:
+                link.flush()
+                # ZeroMQ's FD may have consumed its edge during the send: look for replies now.
+                self.on_link_readable(link)
+
+    def run_router_command(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
+        handler = ROUTER_COMMANDS[spec.fullname]
+        try:
+            value = handler(self, client, args)
+        except ReplyError as exc:
+            self.reply_error(client, exc.message)
+            return
+        client.reply_now(encode(value, client.proto))
+
+    def fan_out(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
+        """SPLIT_* and ALL_* commands: send the shares, merge the parts when all are back."""
+        fanout = spec.fanout
+        if fanout in (Fanout.ALL_SUM, Fanout.ALL_CONCAT, Fanout.ALL_OK):
+            groups = {worker: (args, None) for worker in range(len(self.links))}
+        else:
+            step = spec.step
+            if step > 1 and (len(args) - spec.first_key) % step:
+                self.reply_error(client, errors.wrong_arity(spec.fullname))
+                return
+            groups = self.split_by_worker(args, spec)
+        if self.gates and not self.gates.isdisjoint(groups):
+            self.hold(client, args)
+            return
+        self.stats.commands += 1
+        reply = Reply(client)
+        client.replies.append(reply)
+        if len(groups) == 1 and fanout not in (Fanout.ALL_SUM, Fanout.ALL_CONCAT):
+            (worker,) = groups
+            self.links[worker].send(reply, client.proto, args)
+        else:
+            positions = [where for _, where in groups.values()]
+            gather = Gather(self, reply, len(groups), _MERGES[fanout], positions)
+            for index, (worker, (sub_args, _)) in enumerate(groups.items()):
+                self.links[worker].send(gather.part(index), 3, sub_args)
+        self.schedule_flush()
+
+    def split_by_worker(
+        self, args: list[bytes], spec: Command
+    ) -> dict[int, tuple[list[bytes], list[int]]]:
+        """Group a multi-key command's keys (with their values, for MSET) by worker.
+
+        Returns ``{worker: (sub-command, positions of its keys among the request's keys)}``.
+        """
+        step = spec.step
+        worker_of = self.slots.worker_of
+        groups: dict[int, tuple[list[bytes], list[int]]] = {}
+        for position, index in enumerate(spec.key_indexes(len(args))):
+            worker = worker_of(args[index])
+            group = groups.get(worker)
+            if group is None:
+                group = groups[worker] = ([args[0]], [])
+            group[0].extend(args[index : index + step])
+            group[1].append(position)
+        return groups
+
+    # Coordinated operations -----------------------------------------------------------------
+    def run_coordinated(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
+        plan_fn, operation = COORDINATED[spec.fullname]
+        try:
+            plan: Plan = plan_fn(self, args)
+        except ReplyError as exc:
+            self.reply_error(client, exc.message)
+            return
+        workers = {plan.forward_to} if plan.forward_to is not None else plan.workers
+        if self.gates and not self.gates.isdisjoint(workers):
+            self.hold(client, args)
+            return
+        self.stats.commands += 1
+        reply = Reply(client)
+        client.replies.append(reply)
+        if plan.forward_to is not None:
+            self.links[plan.forward_to].send(reply, client.proto, args)
+            self.schedule_flush()
+            return
+        gated = plan.workers if plan.exclusive else frozenset()
+        self.gates.update(gated)
+        client.waiting = True
+        self.loop.create_task(self._coordinate(client, reply, operation, args, gated))
+
+    async def _coordinate(
+        self,
+        client: ClientConnection,
+        reply: Reply,
+        operation: Any,
+        args: list[bytes],
+        gated: frozenset[int],
+    ) -> None:
+        try:
+            value = await operation(self, client, args)
+        except ReplyError as exc:
+            value = exc
+        except Exception as exc:  # never leave a gate closed or a client hanging
+            log.exception("coordinated %r failed", args[:1])
+            value = ReplyError(f"ERR internal error: {exc}")
+        finally:
+            self.gates.difference_update(gated)
+        if type(value) is ReplyError:
+            self.stats.error_replies += 1
+        reply.data = encode(value, client.proto)
+        client.waiting = False
+        if gated:
+            self.release_held()
+        client.resume()
+        client.flush()
+
+    def release_held(self) -> None:
+        """Re-dispatch held commands in arrival order (some may be held again)."""
+        held, self.held = self.held, []
+        for client, args in held:
+            if client.closed:
+                continue
+            client.waiting = False
+            self.dispatch(client, args)
+            client.resume()
+
+    def call(self, worker: int, args: list[bytes]) -> asyncio.Future:
+        """Send one command to a worker on behalf of a coordinated operation."""
+        future = self.loop.create_future()
+        self.links[worker].send(FutureTarget(future), 3, args)
+        self.schedule_flush()
+        return future
+
+    async def call_all(self, args: list[bytes]) -> list[Any]:
+        return await asyncio.gather(*(self.call(w, args) for w in range(len(self.links))))
+
+    def worker_of(self, key: bytes) -> int:
+        return self.slots.worker_of(key)
+
+    # Replies from workers -------------------------------------------------------------------
+    def on_link_readable(self, link: WorkerLink) -> None:
+        messages = link.receive_all()
+        if not messages:
+            return
+        touched = self.touched
+        for frames in messages:
+            try:
+                seq, replies = decode_replies(frames)
+            except (ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
+                log.error("bad message from worker %d: %s", link.index, exc)
+                continue
+            targets, lost = link.targets_for(seq)
+            if lost:
+                log.error("worker %d lost %d commands (restarted?)", link.index, len(lost))
+                self.fail_targets(lost, f"ERR worker {link.index} restarted; command lost")
+            for target, data in zip(targets, replies):
+                if type(target) is Reply:
+                    target.data = data
+                    touched.add(target.client)
+                else:
+                    target.fill(data)
+        self.flush_clients()
+
+    def fail_targets(self, targets: list[Any], message: str) -> None:
+        data = encode_error(message)
+        for target in targets:
+            self.stats.error_replies += 1
+            if type(target) is Reply:
+                target.data = data
+                self.touched.add(target.client)
+            else:
+                target.fill(data)
+
+    def flush_clients(self) -> None:
+        touched = self.touched
+        while touched:
+            touched.pop().flush()
+
+    # Lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        for link in self.links:
+            self.loop.remove_reader(link.fd)
+            link.close()

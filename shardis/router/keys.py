@@ -1,0 +1,158 @@
+"""Key commands that span workers: RENAME/RENAMENX/COPY across workers, RANDOMKEY, SCAN."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from shardis import errors
+from shardis.commands import help_reply
+from shardis.commands.keys import (
+    OBJECT_HELP,
+    parse_copy_options,
+    parse_scan_options,
+)
+from shardis.errors import ReplyError
+from shardis.resp import OK
+from shardis.router.registry import Plan, coordinated, router_command
+
+
+def two_key_plan(router: Any, args: list[bytes]) -> Plan:
+    """Forward when both keys live on one worker; otherwise gate both for a multi-step move."""
+    source, target = router.worker_of(args[1]), router.worker_of(args[2])
+    if source == target:
+        return Plan(forward_to=source)
+    return Plan(workers=frozenset((source, target)), exclusive=True)
+
+
+def _raise_if_error(value: Any) -> Any:
+    if type(value) is ReplyError:
+        raise value
+    return value
+
+
+async def move_value(router: Any, args: list[bytes], nx: bool, keep_source: bool,
+                     replace: bool) -> Any:
+    """Copy ``args[1]`` to ``args[2]`` on another worker; the gate makes it atomic."""
+    source_key, target_key = args[1], args[2]
+    source, target = router.worker_of(source_key), router.worker_of(target_key)
+    payload, exists = await _gather(
+        router.call(source, [b"__dump", source_key]),
+        router.call(target, [b"EXISTS", target_key]),
+    )
+    _raise_if_error(payload)
+    if payload is None:
+        return None
+    if _raise_if_error(exists) and (nx or not replace):
+        return 0
+    mode = b"copy" if keep_source else b"move"
+    restore = router.call(target, [b"__restore", target_key, payload, b"1", mode])
+    if keep_source:
+        _raise_if_error(await restore)
+    else:
+        restored, _ = await _gather(restore, router.call(source, [b"DEL", source_key]))
+        _raise_if_error(restored)
+    return 1
+
+
+async def _gather(*futures: Any) -> list[Any]:
+    return [await future for future in futures]
+
+
+@coordinated("rename", two_key_plan)
+async def rename(router: Any, client: Any, args: list[bytes]) -> object:
+    moved = await move_value(router, args, nx=False, keep_source=False, replace=True)
+    if moved is None:
+        raise ReplyError(errors.NO_SUCH_KEY)
+    return OK
+
+
+@coordinated("renamenx", two_key_plan)
+async def renamenx(router: Any, client: Any, args: list[bytes]) -> object:
+    moved = await move_value(router, args, nx=True, keep_source=False, replace=False)
+    if moved is None:
+        raise ReplyError(errors.NO_SUCH_KEY)
+    return moved
+
+
+def copy_plan(router: Any, args: list[bytes]) -> Plan:
+    parse_copy_options(args)  # option errors come first, as in Redis
+    return two_key_plan(router, args)
+
+
+@coordinated("copy", copy_plan)
+async def copy(router: Any, client: Any, args: list[bytes]) -> object:
+    replace = parse_copy_options(args)
+    moved = await move_value(router, args, nx=False, keep_source=True, replace=replace)
+    return moved or 0
+
+
+def all_workers_plan(router: Any, args: list[bytes]) -> Plan:
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("randomkey", all_workers_plan)
+async def randomkey(router: Any, client: Any, args: list[bytes]) -> object:
+    """Pick a worker with probability proportional to its size, then its random key."""
+    samples = [s for s in await router.call_all([b"__randomkey"]) if type(s) is list]
+    weights = [count for count, _ in samples]
+    if not any(weights):
+        return None
+    count, key = random.choices(samples, weights=weights)[0]
+    return key
+
+
+# SCAN: the cursor packs the worker index, the worker's snapshot id and the offset in it.
+_WORKER_SHIFT = 54
+_SNAPSHOT_SHIFT = 32
+_SNAPSHOT_MASK = (1 << (_WORKER_SHIFT - _SNAPSHOT_SHIFT)) - 1
+_OFFSET_MASK = (1 << _SNAPSHOT_SHIFT) - 1
+
+
+def parse_cursor(raw: bytes) -> int:
+    """Redis parses cursors with ``strtoul``: an optional sign, digits (none means 0), and a
+    negative number wraps around 2**64; nothing else may follow."""
+    digits = raw[1:] if raw[:1] in (b"+", b"-") else raw
+    if digits and not digits.isdigit():
+        raise ReplyError("ERR invalid cursor")
+    value = int(digits or b"0")
+    if value >= 1 << 64:
+        raise ReplyError("ERR invalid cursor")
+    return (-value) % (1 << 64) if raw[:1] == b"-" else value
+
+
+def scan_plan(router: Any, args: list[bytes]) -> Plan:
+    cursor = parse_cursor(args[1])
+    parse_scan_options(args, 2)
+    worker = cursor >> _WORKER_SHIFT
+    if worker >= len(router.links):
+        worker = 0
+    return Plan(workers=frozenset(range(worker, len(router.links))))
+
+
+@coordinated("scan", scan_plan)
+async def scan(router: Any, client: Any, args: list[bytes]) -> object:
+    """One page: the worker in the cursor, then the next ones while the page is short."""
+    cursor = parse_cursor(args[1])
+    count, _, _ = parse_scan_options(args, 2)
+    worker = cursor >> _WORKER_SHIFT
+    snapshot = (cursor >> _SNAPSHOT_SHIFT) & _SNAPSHOT_MASK
+    offset = cursor & _OFFSET_MASK
+    found: list[bytes] = []
+    while worker < len(router.links):
+        request = [b"__scan", b"%d" % snapshot, b"%d" % offset, *args[2:]]
+        snapshot, offset, keys = _raise_if_error(await router.call(worker, request))
+        found.extend(keys)
+        if offset:
+            next_cursor = worker << _WORKER_SHIFT | snapshot << _SNAPSHOT_SHIFT | offset
+            return [b"%d" % next_cursor, found]
+        worker += 1
+        snapshot = 0
+        if len(found) >= count and worker < len(router.links):
+            return [b"%d" % (worker << _WORKER_SHIFT), found]
+    return [b"0", found]
+
+
+@router_command("object|help")
+def object_help(router: Any, client: Any, args: list[bytes]) -> object:
+    return help_reply(OBJECT_HELP)

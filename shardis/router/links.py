@@ -1,0 +1,80 @@
+"""The router's connection to one worker: a ZeroMQ DEALER socket with an outbox and a FIFO.
+
+Commands for the worker collect in the outbox during an event-loop iteration and leave as one
+message when the router flushes (once per iteration).  The worker answers batches in order, so
+the FIFO of in-flight batches tells which reply belongs to which waiting target.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from shardis import protocol
+
+if TYPE_CHECKING:
+    from shardis.router.core import Router
+
+
+class WorkerLink:
+    __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
+                 "seq")
+
+    def __init__(self, router: Router, index: int, address: str, context: zmq.Context) -> None:
+        self.router = router
+        self.index = index
+        self.address = address
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.connect(address)
+        self.socket = sock
+        self.fd = sock.getsockopt(zmq.FD)
+        #: what waits for each queued command's reply: a client's Reply or a part target.
+        self.targets: list[Any] = []
+        self.commands: list[tuple[int, list[bytes]]] = []
+        #: (sequence number, targets) per batch sent and not yet answered.
+        self.inflight: deque[tuple[int, list[Any]]] = deque()
+        self.seq = 0
+
+    def send(self, target: Any, proto: int, args: list[bytes]) -> None:
+        """Queue a command; it leaves with the next flush."""
+        self.targets.append(target)
+        self.commands.append((proto, args))
+
+    def flush(self) -> None:
+        """Send everything queued as one message."""
+        commands = self.commands
+        if not commands:
+            return
+        self.seq += 1
+        self.inflight.append((self.seq, self.targets))
+        self.targets = []
+        self.commands = []
+        self.socket.send_multipart(protocol.encode_batch(self.seq, commands), copy=False)
+
+    def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
+        """The targets of batch ``seq``, and those of earlier batches that were lost."""
+        lost: list[Any] = []
+        inflight = self.inflight
+        while inflight and inflight[0][0] < seq:
+            lost.extend(inflight.popleft()[1])
+        if inflight and inflight[0][0] == seq:
+            return inflight.popleft()[1], lost
+        return [], lost
+
+    def receive_all(self) -> list[list[bytes]]:
+        """Every reply message waiting on the socket (ZeroMQ's FD is edge-triggered: drain it)."""
+        messages = []
+        recv = self.socket.recv_multipart
+        while True:
+            try:
+                messages.append(recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return messages
+
+    def close(self) -> None:
+        self.socket.close(linger=0)

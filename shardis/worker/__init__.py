@@ -1,0 +1,1 @@
+"""Worker processes: each owns one shard (a keyspace) and executes batches sent by routers."""

@@ -1,0 +1,97 @@
+"""The worker process: a ZeroMQ ROUTER socket in front of one :class:`Shard`.
+
+The loop is a plain poll loop (no asyncio needed: a worker only ever waits on its socket).  On
+each wake-up it drains every queued batch without blocking, executes it and answers each batch
+with one message, so a burst from the router costs one wake-up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import time
+
+import zmq
+
+from shardis import protocol
+from shardis.worker.shard import Shard
+
+log = logging.getLogger("shardis.worker")
+
+#: How often an idle worker wakes up for housekeeping (and to notice shutdown), in ms.
+POLL_INTERVAL_MS = 100
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM us when the supervising process dies: no orphan workers."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class WorkerServer:
+    """Binds ``address`` and serves one shard until :meth:`stop`."""
+
+    def __init__(self, address: str, index: int = 0) -> None:
+        self.address = address
+        self.shard = Shard(index)
+        self.running = False
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        # The router bounds what it sends; the worker must never drop a batch.
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.bind(address)
+
+    def stop(self, *_: object) -> None:
+        self.running = False
+
+    def serve_forever(self) -> None:
+        self.running = True
+        sock = self.socket
+        execute_batch = self.shard.execute_batch
+        decode_batch = protocol.decode_batch
+        encode_replies = protocol.encode_replies
+        log.info("worker %d ready on %s (pid %d)", self.shard.index, self.address, os.getpid())
+        while self.running:
+            if not sock.poll(POLL_INTERVAL_MS):
+                continue
+            while True:
+                try:
+                    identity, *frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    seq, batch = decode_batch(frames)
+                except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
+                    log.error("dropping a malformed message: %s", exc)
+                    continue
+                sock.send_multipart([identity, *encode_replies(seq, execute_batch(batch))])
+        self.close()
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+        if self.address.startswith("ipc://"):
+            try:
+                os.unlink(self.address[len("ipc://") :])
+            except OSError:
+                pass
+
+
+def run_worker(address: str, index: int = 0, supervised: bool = False) -> None:
+    """Entry point of a worker process."""
+    if supervised:
+        _die_with_parent()
+    server = WorkerServer(address, index)
+    signal.signal(signal.SIGTERM, server.stop)
+    signal.signal(signal.SIGINT, server.stop)
+    started = time.monotonic()
+    try:
+        server.serve_forever()
+    finally:
+        log.info("worker %d stopped after %.1fs", index, time.monotonic() - started)

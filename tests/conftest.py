@@ -1,0 +1,51 @@
+"""Fixtures: a real redis-server (the oracle) and a real shardis, each started once per session.
+
+Tests that change server-wide state flush before they run (the ``*_clean`` fixtures).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+
+from tests.servers import Server, start_redis, start_shardis
+
+
+@pytest.fixture(scope="session")
+def oracle() -> Server:
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shardis() -> Server:
+    if os.environ.get("SHARDIS_TARGET") == "redis":
+        # Lets the differential harness be checked against redis itself (oracle vs oracle).
+        server = start_redis()
+    else:
+        server = start_shardis(workers=3)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oracle_clean(oracle: Server) -> Server:
+    redis.Redis(port=oracle.port, protocol=2).flushall()
+    return oracle
+
+
+@pytest.fixture
+def shardis_clean(shardis: Server) -> Server:
+    redis.Redis(port=shardis.port, protocol=2).flushall()
+    return shardis
+
+
+@pytest.fixture
+def r(shardis_clean: Server) -> redis.Redis:
+    """A default redis-py client (RESP3 handshake in redis-py 8) on a flushed shardis."""
+    client = redis.Redis(port=shardis_clean.port)
+    yield client
+    client.close()

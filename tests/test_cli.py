@@ -1,0 +1,102 @@
+"""The command line: --version, --help, and `shardis up` starting and stopping cleanly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import redis
+
+from shardis import __version__
+from tests.servers import start_shardis
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shardis", *args], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert __version__ in result.stdout
+
+
+def test_help_lists_the_subcommands():
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("up", "router", "worker"):
+        assert word in result.stdout
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_up_serves_and_stops_cleanly_on_sigterm():
+    server = start_shardis(workers=2)
+    children = _children(server.proc.pid)
+    assert len(children) == 3  # two workers and a router
+    run_dirs = [d for d in os.listdir("/tmp") if d.startswith("shardis-run-")]
+    client = redis.Redis(port=server.port)
+    assert client.set("a", "1") and client.get("a") == b"1"
+    client.close()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=15) == 0
+    time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)], "orphan processes left behind"
+    log = open(os.path.join(server.workdir, "shardis.log")).read()
+    run_dir = log.split("ipc://")[1].split("/worker-")[0] if "ipc://" in log else None
+    if run_dir:
+        assert not os.path.exists(run_dir), "ipc run directory left behind"
+    assert "ready" in log and "stopped" in log
+    server.stop()
+    del run_dirs
+
+
+def test_up_refuses_a_port_in_use():
+    server = start_shardis(workers=1)
+    try:
+        result = run("up", "--workers", "1", "--port", str(server.port))
+        assert result.returncode == 1
+        assert "already in use" in result.stderr
+    finally:
+        server.stop()
+
+
+def test_a_killed_worker_is_restarted():
+    server = start_shardis(workers=2)
+    try:
+        client = redis.Redis(port=server.port, socket_timeout=5)
+        workers = [p for p in _children(server.proc.pid)
+                   if "worker" in open(f"/proc/{p}/cmdline").read()]
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            alive = [p for p in _children(server.proc.pid)
+                     if _alive(p) and "worker" in open(f"/proc/{p}/cmdline").read()]
+            if len(alive) == 2 and workers[0] not in alive:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("worker was not restarted")
+        for i in range(50):
+            assert client.set(f"k{i}", i)
+        client.close()
+    finally:
+        server.stop()
