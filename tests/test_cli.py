@@ -100,3 +100,31 @@ def test_a_killed_worker_is_restarted():
         client.close()
     finally:
         server.stop()
+
+
+def test_router_and_workers_as_separate_processes_over_tcp():
+    """`shardis worker` + `shardis router`: the multi-host topology, here on loopback."""
+    from tests.servers import free_port, wait_for_port
+
+    worker_ports = [free_port() for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "shardis", "worker", "--listen",
+                          f"tcp://127.0.0.1:{port}", "--index", str(index)])
+        for index, port in enumerate(worker_ports)
+    ]
+    router_port = free_port()
+    connect = ",".join(f"tcp://127.0.0.1:{port}" for port in worker_ports)
+    procs.append(subprocess.Popen([sys.executable, "-m", "shardis", "router", "--connect",
+                                   connect, "--port", str(router_port)]))
+    try:
+        wait_for_port(router_port, procs[-1])
+        client = redis.Redis(port=router_port)
+        client.mset({f"t{i}": i for i in range(100)})
+        assert client.mget([f"t{i}" for i in range(100)]) == [str(i).encode() for i in range(100)]
+        assert client.dbsize() == 100
+        client.close()
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            assert proc.wait(timeout=10) == 0
