@@ -224,7 +224,7 @@ class RequestParser:
             self._inline = b""
         if self._partial:
             self._drain(data, commands)  # the middle of a multibulk request: hiredis has the head
-        elif data[:1] == b"*" and not _ODD_HEADERS.search(data):
+        elif data[:1] == b"*" and (len(data) > _STRICT_READ or not _ODD_HEADERS.search(data)):
             before = len(commands)
             try:
                 self._drain(data, commands)
@@ -358,8 +358,10 @@ def _check_pending_header(tail: bytes) -> None:
 
 
 #: Requests hiredis would accept but Redis refuses (a non-bulk element, a zero-padded length);
-#: a read containing these bytes takes the exact Python path (values may contain them too, which
-#: only costs speed).
+#: a small read containing these bytes takes the exact Python path (values may contain them too,
+#: which only costs speed).  Larger reads (pipelines) skip this scan, which would cost more than
+#: parsing them: there hiredis's leniency about these two non-canonical forms is accepted.
+_STRICT_READ = 512
 _ODD_HEADERS = re.compile(rb"[*$]0[0-9]|\r\n[+:\-_,#(!=%~>|]")
 
 _PENDING_HEADER = re.compile(rb"(?:^|\n)([*$])(\d+)\r\n\Z")

@@ -71,6 +71,8 @@ class Supervisor:
                 self.start(f"worker-{index}")
             self.start("router")
             if not self._wait_ready():
+                if self.stopping:
+                    return 0  # asked to stop before we saw it ready: not a failure
                 log.error("shardis did not become ready; stopping")
                 return 1
             log.info("shardis ready on %s:%d with %d workers (data dir %s)",

@@ -36,6 +36,20 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def _workers(pid: int) -> list[int]:
+    """The worker processes among ``pid``'s children (``worker`` is their subcommand)."""
+    found = []
+    for child in _children(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in argv and _alive(child):
+            found.append(child)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -83,13 +97,12 @@ def test_a_killed_worker_is_restarted():
     server = start_shardis(workers=2)
     try:
         client = redis.Redis(port=server.port, socket_timeout=5)
-        workers = [p for p in _children(server.proc.pid)
-                   if "worker" in open(f"/proc/{p}/cmdline").read()]
+        workers = _workers(server.proc.pid)
+        assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            alive = [p for p in _children(server.proc.pid)
-                     if _alive(p) and "worker" in open(f"/proc/{p}/cmdline").read()]
+            alive = _workers(server.proc.pid)
             if len(alive) == 2 and workers[0] not in alive:
                 break
             time.sleep(0.1)
@@ -128,3 +141,42 @@ def test_router_and_workers_as_separate_processes_over_tcp():
             proc.terminate()
         for proc in procs:
             assert proc.wait(timeout=10) == 0
+
+
+def test_commands_in_flight_when_a_worker_dies_get_an_error_not_a_hang():
+    server = start_shardis(workers=2)
+    try:
+        workers = _workers(server.proc.pid)
+        assert len(workers) == 2
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)  # frozen: requests pile up in flight
+        # No retries: the first answer is what the router said.
+        client = redis.Redis(port=server.port, socket_timeout=10, retry=None)
+        results: list[object] = []
+
+        import threading
+
+        def request() -> None:
+            try:
+                results.append(client.mset({f"m{i}": i for i in range(20)}))
+            except redis.RedisError as exc:
+                results.append(exc)
+
+        thread = threading.Thread(target=request)
+        thread.start()
+        time.sleep(0.3)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=10)
+        assert results and isinstance(results[0], redis.ResponseError)
+        assert "connection lost" in str(results[0])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:  # restarted workers serve again
+            try:
+                if client.set("after", 1):
+                    break
+            except redis.RedisError:
+                time.sleep(0.2)
+        assert client.get("after") == b"1"
+    finally:
+        server.stop()

@@ -189,6 +189,7 @@ class Router:
         self._client_ids = itertools.count(1)
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
+            self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
 
     # Clients --------------------------------------------------------------------------------
     def next_client_id(self) -> int:
@@ -409,6 +410,16 @@ class Router:
                     target.fill(data)
         self.flush_clients()
 
+    def on_link_event(self, link: WorkerLink) -> None:
+        if link.disconnected():
+            self.on_link_readable(link)  # replies that arrived before the drop still count
+            lost = link.take_inflight()
+            if lost:
+                log.error("worker %d disconnected with %d commands in flight", link.index,
+                          len(lost))
+                self.fail_targets(lost, f"ERR worker {link.index} connection lost")
+                self.flush_clients()
+
     def fail_targets(self, targets: list[Any], message: str) -> None:
         data = encode_error(message)
         for target in targets:
@@ -428,4 +439,5 @@ class Router:
     def close(self) -> None:
         for link in self.links:
             self.loop.remove_reader(link.fd)
+            self.loop.remove_reader(link.monitor_fd)
             link.close()

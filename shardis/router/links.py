@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from shardis import protocol
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 class WorkerLink:
     __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
-                 "seq")
+                 "seq", "monitor", "monitor_fd")
 
     def __init__(self, router: Router, index: int, address: str, context: zmq.Context) -> None:
         self.router = router
@@ -33,6 +34,12 @@ class WorkerLink:
         sock.connect(address)
         self.socket = sock
         self.fd = sock.getsockopt(zmq.FD)
+        # Disconnect events tell us when a worker went away with batches in flight.
+        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor_fd = self.monitor.getsockopt(zmq.FD)
+        # A ZeroMQ FD only starts signalling once the socket's events have been read.
+        sock.getsockopt(zmq.EVENTS)
+        self.monitor.getsockopt(zmq.EVENTS)
         #: what waits for each queued command's reply: a client's Reply or a part target.
         self.targets: list[Any] = []
         self.commands: list[tuple[int, list[bytes]]] = []
@@ -54,7 +61,7 @@ class WorkerLink:
         self.inflight.append((self.seq, self.targets))
         self.targets = []
         self.commands = []
-        self.socket.send_multipart(protocol.encode_batch(self.seq, commands), copy=False)
+        self.socket.send_multipart(protocol.encode_batch(self.seq, commands))
 
     def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
         """The targets of batch ``seq``, and those of earlier batches that were lost."""
@@ -76,5 +83,23 @@ class WorkerLink:
             except zmq.Again:
                 return messages
 
+    def disconnected(self) -> bool:
+        """Drain the monitor; True if the worker's connection dropped since the last call."""
+        dropped = False
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return dropped
+            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
+
+    def take_inflight(self) -> list[Any]:
+        """Every target still waiting on this worker (its connection dropped: they are lost)."""
+        lost = [target for _, targets in self.inflight for target in targets]
+        self.inflight.clear()
+        return lost
+
     def close(self) -> None:
+        self.socket.disable_monitor()
+        self.monitor.close(linger=0)
         self.socket.close(linger=0)
