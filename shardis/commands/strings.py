@@ -340,29 +340,31 @@ def mget_command(db: Keyspace, args: list[bytes]) -> object:
     return replies
 
 
+def mset_generic(db: Keyspace, args: list[bytes], nx: bool) -> object:
+    """MSET and MSETNX (all keys on this shard): with ``nx``, nothing is set if any key exists."""
+    if len(args) % 2 == 0:
+        raise ReplyError(errors.wrong_arity(args[0].decode(errors="replace").lower()))
+    if nx:
+        for j in range(1, len(args), 2):
+            if db.get(args[j]) is not None:
+                return 0
+    for j in range(1, len(args), 2):
+        db.set(args[j], args[j + 1])
+    return 1 if nx else OK
+
+
 @command("mset", -3, "write denyoom", keys=(1, -1, 2), fanout=Fanout.SPLIT_ALL_OK,
          acl="write string slow", group="string",
          tips="request_policy:multi_shard response_policy:all_succeeded")
 def mset_command(db: Keyspace, args: list[bytes]) -> object:
-    if len(args) % 2 == 0:
-        raise ReplyError(errors.wrong_arity("mset"))
-    for j in range(1, len(args), 2):
-        db.set(args[j], args[j + 1])
-    return OK
+    return mset_generic(db, args, nx=False)
 
 
 @command("msetnx", -3, "write denyoom", keys=(1, -1, 2), fanout=Fanout.COORDINATED,
          acl="write string slow", group="string",
          tips="request_policy:multi_shard response_policy:agg_min")
 def msetnx_command(db: Keyspace, args: list[bytes]) -> object:
-    if len(args) % 2 == 0:
-        raise ReplyError(errors.wrong_arity("msetnx"))
-    for j in range(1, len(args), 2):
-        if db.get(args[j]) is not None:
-            return 0
-    for j in range(1, len(args), 2):
-        db.set(args[j], args[j + 1])
-    return 1
+    return mset_generic(db, args, nx=True)
 
 
 # LCS -----------------------------------------------------------------------------------------

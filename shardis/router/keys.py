@@ -59,20 +59,22 @@ async def _gather(*futures: Any) -> list[Any]:
     return [await future for future in futures]
 
 
-@coordinated("rename", two_key_plan)
-async def rename(router: Any, client: Any, args: list[bytes]) -> object:
-    moved = await move_value(router, args, nx=False, keep_source=False, replace=True)
+async def rename_generic(router: Any, args: list[bytes], nx: bool) -> object:
+    """RENAME and RENAMENX across two workers (the plan gated both)."""
+    moved = await move_value(router, args, nx=nx, keep_source=False, replace=not nx)
     if moved is None:
         raise ReplyError(errors.NO_SUCH_KEY)
-    return OK
+    return moved if nx else OK
+
+
+@coordinated("rename", two_key_plan)
+async def rename(router: Any, client: Any, args: list[bytes]) -> object:
+    return await rename_generic(router, args, nx=False)
 
 
 @coordinated("renamenx", two_key_plan)
 async def renamenx(router: Any, client: Any, args: list[bytes]) -> object:
-    moved = await move_value(router, args, nx=True, keep_source=False, replace=False)
-    if moved is None:
-        raise ReplyError(errors.NO_SUCH_KEY)
-    return moved
+    return await rename_generic(router, args, nx=True)
 
 
 def copy_plan(router: Any, args: list[bytes]) -> Plan:
