@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import xxhash
 
 SLOT_COUNT = 16384
-_SLOT_MASK = SLOT_COUNT - 1
-_xxh3 = xxhash.xxh3_64_intdigest
+SLOT_MASK = SLOT_COUNT - 1
+xxh3 = xxhash.xxh3_64_intdigest
 
 
 def hash_tag(key: bytes) -> bytes:
@@ -31,7 +31,7 @@ def key_slot(key: bytes) -> int:
     """The slot of ``key`` (0..16383)."""
     if b"{" in key:
         key = hash_tag(key)
-    return _xxh3(key) & _SLOT_MASK
+    return xxh3(key) & SLOT_MASK
 
 
 class SlotMap:
@@ -49,7 +49,7 @@ class SlotMap:
         """The index of the worker that owns ``key``."""
         if b"{" in key:
             key = hash_tag(key)
-        return self.owners[_xxh3(key) & _SLOT_MASK]
+        return self.owners[xxh3(key) & SLOT_MASK]
 
     def workers_of(self, keys: Iterable[bytes]) -> set[int]:
         return {self.worker_of(key) for key in keys}

@@ -65,6 +65,17 @@ class Command:
     #: Redis's command tips, e.g. ``request_policy:multi_shard``, for COMMAND INFO.
     tips: tuple[str, ...] = ()
 
+    #: The key position when this is a plain single-key command (the router's fast path), else 0.
+    single_key: int = 0
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        plain = not self.subcommands and "internal" not in self.flags and self.parent is None
+        single = plain and self.fanout is Fanout.SINGLE and self.first_key > 0
+        self.single_key = self.first_key if single else 0
+
     @property
     def fullname(self) -> str:
         """``get``, or ``client|setname`` for a subcommand: the name Redis's errors use."""
@@ -129,7 +140,9 @@ def command(
         else:
             container = COMMANDS[parent.encode()]
             spec.parent = container
+            spec.refresh()
             _add(container.subcommands, name, spec)
+            container.refresh()
         return op
 
     return register

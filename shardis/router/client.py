@@ -81,14 +81,10 @@ class ClientConnection(asyncio.Protocol):
             self.backlog.extend(commands)
             self.limit_backlog()
         else:
-            dispatch = router.dispatch
-            for index, args in enumerate(commands):
-                dispatch(self, args)
-                if self.waiting or self.closing:
-                    if not self.closing:
-                        self.backlog.extend(commands[index + 1 :])
-                        self.limit_backlog()
-                    break
+            done = router.dispatch_all(self, commands)
+            if done < len(commands) and not self.closing:
+                self.backlog.extend(commands[done:])
+                self.limit_backlog()
         if self.parser.error is not None:
             self.backlog.append(PROTOCOL_ERROR)
             if not self.waiting:

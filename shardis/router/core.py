@@ -40,9 +40,10 @@ from shardis.resp import OK, encode, encode_error
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.links import WorkerLink
 from shardis.router.registry import COORDINATED, ROUTER_COMMANDS, Plan, load_handlers
-from shardis.slots import SlotMap
+from shardis.slots import SLOT_MASK, SlotMap, hash_tag, xxh3
 
 log = logging.getLogger("shardis.router")
+_commands_get = COMMANDS.get
 
 
 class RouterStats:
@@ -179,6 +180,8 @@ class Router:
         ]
         self.all_workers = frozenset(range(len(self.links)))
         self.slots = SlotMap(len(self.links))
+        #: the slot -> worker table itself, for the fast path (resharding rewrites it in place).
+        self.owners = self.slots.owners
         self.stats = RouterStats()
         self.clients: dict[int, ClientConnection] = {}
         self.touched: set[ClientConnection] = set()
@@ -204,17 +207,63 @@ class Router:
         self.touched.discard(client)
 
     # Dispatch -------------------------------------------------------------------------------
+    def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
+        """Route the commands of one read in order; returns how many were dispatched (fewer
+        when the client started waiting or closing: the rest is for its backlog).
+
+        The common case (a plain one-key command whose worker is not gated) is written out
+        inline with hoisted locals: it runs for every GET and SET.
+        """
+        get_spec = _commands_get
+        owners = self.owners
+        links = self.links
+        gates = self.gates
+        proto = client.proto
+        queue_reply = client.replies.append
+        fast = 0
+        for index, args in enumerate(commands):
+            spec = get_spec(args[0])
+            if spec is not None and spec.single_key:
+                argc = len(args)
+                arity = spec.arity
+                if argc == arity if arity > 0 else argc >= -arity:
+                    key = args[spec.single_key]
+                    if b"{" in key:
+                        key = hash_tag(key)
+                    worker = owners[xxh3(key) & SLOT_MASK]
+                    if not gates or worker not in gates:
+                        reply = Reply(client)
+                        queue_reply(reply)
+                        link = links[worker]
+                        link.targets.append(reply)
+                        link.commands.append((proto, args))
+                        fast += 1
+                        continue
+            self.dispatch_generic(client, args)
+            if client.waiting or client.closing:
+                self._count_fast(client, commands, fast)
+                return index + 1
+            proto = client.proto  # HELLO may have switched it
+        self._count_fast(client, commands, fast)
+        return len(commands)
+
+    def _count_fast(self, client: ClientConnection, commands: list, fast: int) -> None:
+        if fast:
+            self.stats.commands += fast
+            client.last_command = commands[-1][0]
+            self.schedule_flush()
+
     def dispatch(self, client: ClientConnection, args: list[bytes]) -> None:
-        """Route one command; its reply slot joins the client's queue in request order."""
-        spec = COMMANDS.get(args[0])
-        if spec is None or spec.subcommands or "internal" in spec.flags or not spec.arity_ok(
-            len(args)
-        ):
-            try:
-                spec = lookup(args)
-            except ReplyError as exc:
-                self.reply_error(client, exc.message)
-                return
+        """Route one command (a backlog or held command being replayed)."""
+        self.dispatch_all(client, [args])
+
+    def dispatch_generic(self, client: ClientConnection, args: list[bytes]) -> None:
+        """Every other case: name resolution with Redis's errors, then by fan-out policy."""
+        try:
+            spec = lookup(args)
+        except ReplyError as exc:
+            self.reply_error(client, exc.message)
+            return
         client.last_command = args[0]
         fanout = spec.fanout
         if fanout is Fanout.SINGLE:
@@ -389,8 +438,11 @@ class Router:
     # Replies from workers -------------------------------------------------------------------
     def on_link_readable(self, link: WorkerLink) -> None:
         messages = link.receive_all()
-        if not messages:
-            return
+        if messages:
+            self.deliver(link, messages)
+
+    def deliver(self, link: WorkerLink, messages: list[list[bytes]]) -> None:
+        """Hand each reply of each message to what waits for it, then write to the clients."""
         touched = self.touched
         for frames in messages:
             try:
