@@ -1,0 +1,597 @@
+"""deploy/: the Dockerfile, docker-compose.yml and k8s/ manifests agree with the CLI and with
+each other. Fast, and no Docker or Kubernetes needed.
+
+Every `shardis ...` command line in them must be accepted by ``build_parser()``; the worker
+indexes must be 0..N-1 in the order of the router's ``--connect``; ports must line up (worker
+``--listen`` with ``--connect``, router ``--port`` with published/container ports and with the
+health probe's port). Each check is a function that returns a list of problems, and the
+``*_catches_*`` tests feed it broken variants of the real files, so these tests can fail.
+
+YAML is read with PyYAML when it is installed, else with ``read_yaml`` below: a reader of the
+plain block-YAML subset the deploy files are written in (no anchors, no multi-line scalars,
+flow lists in JSON form). When PyYAML is there, a test checks that both readers agree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from shardis.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "docker-compose.yml"
+K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
+YAML_FILES = [COMPOSE, *K8S_FILES]
+
+
+# --- reading YAML without PyYAML ------------------------------------------------------------
+
+def _strip_comment(line: str) -> str:
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _scalar(text: str):
+    if text[:1] in "[{" or text[:1] == '"':
+        return json.loads(text)  # flow lists / {} / double-quoted strings: JSON form only
+    if text[:1] == "'":
+        return text[1:-1].replace("''", "'")
+    if text in ("true", "false"):
+        return text == "true"
+    if text in ("null", "~"):
+        return None
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    return text
+
+
+_KEY = re.compile(r"([^\s\"'\[{#-][^:]*|-[^\s:][^:]*):(?:\s+|$)")
+
+
+def _block(lines: list[list], i: int, indent: int):
+    """Parse the mapping or sequence whose lines start at ``lines[i]`` with this indent."""
+    is_seq = lines[i][1] == "-" or lines[i][1].startswith("- ")
+    result: list | dict = [] if is_seq else {}
+    while i < len(lines) and lines[i][0] == indent:
+        text = lines[i][1]
+        if is_seq:
+            if not (text == "-" or text.startswith("- ")):
+                break
+            rest = text[1:].lstrip()
+            if not rest:
+                value, i = _block(lines, i + 1, lines[i + 1][0])
+            elif _KEY.match(rest):  # "- key: value": a mapping that starts on this line
+                lines[i] = [indent + len(text) - len(rest), rest]
+                value, i = _block(lines, i, lines[i][0])
+            else:
+                value, i = _scalar(rest), i + 1
+            result.append(value)
+        else:
+            match = _KEY.match(text)
+            if match is None:
+                raise ValueError(f"not in the supported YAML subset: {text!r}")
+            key, rest = match.group(1).strip(), text[match.end():].strip()
+            if rest:
+                result[key], i = _scalar(rest), i + 1
+            elif i + 1 < len(lines) and lines[i + 1][0] > indent:
+                result[key], i = _block(lines, i + 1, lines[i + 1][0])
+            else:
+                result[key], i = None, i + 1
+    return result, i
+
+
+def read_yaml(text: str) -> list:
+    """The documents of ``text``, for the block-YAML subset described in the module doc."""
+    documents, current = [], []
+    for raw in text.splitlines() + ["---"]:
+        if raw.rstrip() == "---":
+            if current:
+                value, end = _block(current, 0, current[0][0])
+                if end != len(current):
+                    raise ValueError(f"unexpected indentation at {current[end][1]!r}")
+                documents.append(value)
+            current = []
+            continue
+        line = _strip_comment(raw)
+        if line.strip():
+            current.append([len(line) - len(line.lstrip(" ")), line.strip()])
+    return documents
+
+
+def load_yaml(path: Path) -> list:
+    try:
+        import yaml
+    except ImportError:
+        return read_yaml(path.read_text())
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+def _load_probe():
+    spec = importlib.util.spec_from_file_location("shardis_ping", DEPLOY / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+probe_module = _load_probe()
+
+
+def parse_shardis(argv: list, problems: list[str], where: str):
+    """``argv`` parsed by the real CLI parser, or None (and a problem) if it is rejected."""
+    if not argv or argv[0] != "shardis":
+        problems.append(f"{where}: not a shardis command: {argv}")
+        return None
+    try:
+        args = build_parser().parse_args([str(a) for a in argv[1:]])
+    except SystemExit:
+        problems.append(f"{where}: the shardis CLI rejects {argv}")
+        return None
+    if args.command is None:
+        problems.append(f"{where}: no subcommand in {argv}")
+        return None
+    return args
+
+
+def parse_probe(argv: list, problems: list[str], where: str):
+    """A health-check command: ``shardis-ping ...`` parsed by the probe's own parser."""
+    if not argv or argv[0] != "shardis-ping":
+        problems.append(f"{where}: the probe is not shardis-ping: {argv}")
+        return None
+    try:
+        return probe_module.build_parser().parse_args([str(a) for a in argv[1:]])
+    except SystemExit:
+        problems.append(f"{where}: shardis-ping rejects {argv}")
+        return None
+
+
+def tcp_port(address: str) -> int:
+    match = re.fullmatch(r"tcp://[^:/]+:(\d+)", address)
+    assert match, f"not a tcp://host:port address: {address}"
+    return int(match.group(1))
+
+
+def default_of(value: str) -> str:
+    """``${VAR:-default}`` -> ``default`` (Compose's interpolation, for the defaults)."""
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", str(value))
+
+
+# --- Dockerfile -----------------------------------------------------------------------------
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", text)
+    instructions = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            instructions.append((word.upper(), rest.strip()))
+    return instructions
+
+
+def check_dockerfile(text: str) -> list[str]:
+    problems: list[str] = []
+    instructions = dockerfile_instructions(text)
+    words = [word for word, _ in instructions]
+    if not instructions or instructions[0] != ("ARG", "BASE=python:3.12-slim"):
+        problems.append("the Dockerfile must start with ARG BASE=python:3.12-slim")
+    froms = [rest for word, rest in instructions if word == "FROM"]
+    if not froms or any(not rest.startswith("${BASE}") for rest in froms):
+        problems.append(f"every stage must be FROM ${{BASE}}: {froms}")
+    runs = " ".join(rest for word, rest in instructions if word == "RUN")
+    if "--no-index --find-links deploy/wheels shardis" not in runs:
+        problems.append("no offline install from the wheelhouse deploy/wheels")
+    if "install ." not in runs:
+        problems.append("no install from source when there is no wheelhouse")
+    if "deploy/healthcheck.py" not in runs or "shardis-ping" not in runs:
+        problems.append("deploy/healthcheck.py is not installed as shardis-ping")
+    last_stage = len(words) - words[::-1].index("FROM") if "FROM" in words else 0
+    users = [rest for word, rest in instructions[last_stage:] if word == "USER"]
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problems.append(f"the image must run as a non-root user: USER {users}")
+    elif not users[-1].split(":")[0].isdigit():
+        problems.append("USER must be numeric, for Kubernetes' runAsNonRoot")
+    exposed = [int(p.split("/")[0]) for word, rest in instructions if word == "EXPOSE"
+               for p in rest.split()]
+    cmds = [rest for word, rest in instructions if word == "CMD"]
+    if len(cmds) != 1:
+        problems.append(f"expected one CMD, found {len(cmds)}")
+        return problems
+    cmd = json.loads(cmds[0])
+    if cmd != ["shardis", "up", "--bind", "0.0.0.0"]:
+        problems.append(f"CMD is {cmd}, expected shardis up --bind 0.0.0.0")
+    args = parse_shardis(cmd, problems, "CMD")
+    if args is not None and exposed != [args.port]:
+        problems.append(f"EXPOSE {exposed} does not match the CMD's port {args.port}")
+    health = [rest for word, rest in instructions if word == "HEALTHCHECK"]
+    if len(health) != 1 or " CMD " not in f" {health[0]} ":
+        problems.append("expected one HEALTHCHECK ... CMD")
+    else:
+        probe = parse_probe(json.loads(health[0].split(" CMD ", 1)[1]), problems, "HEALTHCHECK")
+        env = " ".join(rest for word, rest in instructions if word == "ENV")
+        probe_port = re.search(r"SHARDIS_PORT=(\d+)", env)
+        if probe and args and (probe.deep or probe.tcp):
+            problems.append("the image's HEALTHCHECK must be a RESP PING")
+        if args and not (probe_port and int(probe_port.group(1)) == args.port):
+            problems.append("ENV SHARDIS_PORT (the probe's port) must match the CMD's port")
+    return problems
+
+
+def test_dockerfile():
+    assert check_dockerfile(DOCKERFILE.read_text()) == []
+
+
+@pytest.mark.parametrize("old, new", [
+    ('CMD ["shardis", "up", "--bind", "0.0.0.0"]', 'CMD ["shardis", "up", "--bnd", "0.0.0.0"]'),
+    ("EXPOSE 6379", "EXPOSE 6380"),
+    ("USER 10001:10001", "USER root"),
+    ("ARG BASE=python:3.12-slim", "ARG BASE=python:3.11"),
+    ('CMD ["shardis-ping"]', 'CMD ["shardis-ping", "--bogus"]'),
+])
+def test_dockerfile_check_catches_mistakes(old, new):
+    text = DOCKERFILE.read_text()
+    assert old in text
+    assert check_dockerfile(text.replace(old, new)) != []
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------
+
+def check_compose(doc: dict) -> list[str]:
+    problems: list[str] = []
+    services = doc["services"]
+    parsed = {name: parse_shardis(svc.get("command"), problems, f"service {name}")
+              for name, svc in services.items()}
+    workers = {name: args for name, args in parsed.items() if args and args.command == "worker"}
+    routers = [name for name, args in parsed.items() if args and args.command == "router"]
+    singles = [name for name, args in parsed.items() if args and args.command == "up"]
+
+    indexes = sorted(args.index for args in workers.values())
+    if indexes != list(range(len(workers))) or len(workers) < 2:
+        problems.append(f"worker indexes must be 0..N-1 (N >= 2), got {indexes}")
+    listen_port = {}
+    for name, args in workers.items():
+        if name != f"worker-{args.index}":
+            problems.append(f"service {name} runs --index {args.index}: name it worker-{args.index}")
+        if not args.listen.startswith("tcp://0.0.0.0:"):
+            problems.append(f"{name} must listen on tcp://0.0.0.0:PORT, not {args.listen}")
+            continue
+        listen_port[args.index] = tcp_port(args.listen)
+        probe = parse_probe(services[name].get("healthcheck", {}).get("test", [None])[1:],
+                            problems, f"{name} healthcheck")
+        if probe and not (probe.tcp and probe.port == listen_port[args.index]):
+            problems.append(f"{name}: the healthcheck must be a TCP probe of its --listen port")
+
+    if len(routers) != 1:
+        problems.append(f"expected one router service, found {routers}")
+    for name in routers:
+        router, svc = parsed[name], services[name]
+        expected = [f"tcp://worker-{i}:{listen_port.get(i)}" for i in range(len(workers))]
+        if router.connect.split(",") != expected:
+            problems.append(f"router --connect {router.connect} != {','.join(expected)}")
+        if sorted(svc.get("depends_on") or []) != sorted(workers):
+            problems.append("the router must depend on every worker")
+        if "profiles" in svc or any("profiles" in services[w] for w in workers):
+            problems.append("the router and workers must run without a profile")
+    for name in singles:
+        if services[name].get("profiles") != ["single"]:
+            problems.append(f"{name} must be in the 'single' profile")
+        if parsed[name].workers != 3:
+            problems.append(f"{name} must run 3 workers")
+    if not singles:
+        problems.append("no single-container service (shardis up)")
+
+    for name in routers + singles:
+        args, svc = parsed[name], services[name]
+        if args.bind != "0.0.0.0":
+            problems.append(f"{name} must --bind 0.0.0.0 inside its container")
+        if str((svc.get("environment") or {}).get("SHARDIS_PORT")) != str(args.port):
+            problems.append(f"{name}: SHARDIS_PORT (the healthcheck's port) != --port {args.port}")
+        ports = [default_of(p).split(":") for p in svc.get("ports") or []]
+        if len(ports) != 1 or len(ports[0]) != 3:
+            problems.append(f"{name}: publish one port as 127.0.0.1:HOST:CONTAINER: {ports}")
+            continue
+        host_ip, host_port, container_port = ports[0]
+        if host_ip != "127.0.0.1":
+            problems.append(f"{name}: publish on 127.0.0.1 only, not {host_ip}")
+        if int(container_port) != args.port:
+            problems.append(f"{name}: publishes container port {container_port}, not --port")
+        if name in routers and host_port != "6379":
+            problems.append(f"{name}: the router's default host port must be 6379")
+
+    for name, svc in services.items():
+        if "shardis" not in default_of(svc.get("image", "")):
+            problems.append(f"{name}: every service runs the shardis image")
+        build = svc.get("build")
+        if build and not (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file():
+            problems.append(f"{name}: build.context/build.dockerfile do not name the Dockerfile")
+    return problems
+
+
+def compose_doc() -> dict:
+    (doc,) = load_yaml(COMPOSE)
+    return doc
+
+
+def test_compose():
+    assert check_compose(compose_doc()) == []
+
+
+def test_compose_has_three_workers():
+    doc = compose_doc()
+    assert [n for n in doc["services"] if n.startswith("worker-")] == [
+        "worker-0", "worker-1", "worker-2"]
+
+
+def _swap_worker_indexes(doc):
+    cmd = doc["services"]["worker-1"]["command"]
+    cmd[cmd.index("--index") + 1] = "2"
+
+
+def _swap_connect_order(doc):
+    cmd = doc["services"]["router"]["command"]
+    i = cmd.index("--connect") + 1
+    parts = cmd[i].split(",")
+    cmd[i] = ",".join([parts[1], parts[0], *parts[2:]])
+
+
+def _unknown_flag(doc):
+    doc["services"]["worker-0"]["command"].append("--threads")
+
+
+def _wrong_listen_port(doc):
+    cmd = doc["services"]["worker-2"]["command"]
+    cmd[cmd.index("--listen") + 1] = "tcp://0.0.0.0:7001"
+
+
+def _public_port(doc):
+    doc["services"]["router"]["ports"] = ["0.0.0.0:6379:6379"]
+
+
+def _router_port_mismatch(doc):
+    cmd = doc["services"]["router"]["command"]
+    cmd[cmd.index("--port") + 1] = "6380"
+
+
+def _missing_worker(doc):
+    del doc["services"]["worker-2"]
+
+
+@pytest.mark.parametrize("breakage", [
+    _swap_worker_indexes, _swap_connect_order, _unknown_flag, _wrong_listen_port,
+    _public_port, _router_port_mismatch, _missing_worker,
+])
+def test_compose_check_catches_mistakes(breakage):
+    doc = compose_doc()
+    breakage(doc)
+    assert check_compose(doc) != []
+
+
+# --- k8s/ -----------------------------------------------------------------------------------
+
+def k8s_objects() -> dict[tuple[str, str], dict]:
+    objects = {}
+    for path in K8S_FILES:
+        for doc in load_yaml(path):
+            objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def _only(objects: dict, kind: str) -> tuple[str, dict]:
+    found = [(name, obj) for (k, name), obj in objects.items() if k == kind]
+    assert len(found) == 1, f"expected one {kind}, found {[n for n, _ in found]}"
+    return found[0]
+
+
+def _container(workload: dict) -> dict:
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _selects(service: dict, workload: dict) -> bool:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    selector = service["spec"]["selector"]
+    return selector == workload["spec"]["selector"]["matchLabels"] and all(
+        labels.get(k) == v for k, v in selector.items())
+
+
+def _named_port(container: dict, name) -> int | None:
+    if isinstance(name, int):
+        return name
+    return next((p["containerPort"] for p in container.get("ports", []) if p["name"] == name),
+                None)
+
+
+def check_k8s(objects: dict) -> list[str]:
+    problems: list[str] = []
+    sts_name, sts = _only(objects, "StatefulSet")
+    _, deployment = _only(objects, "Deployment")
+    services = [obj for (kind, _), obj in objects.items() if kind == "Service"]
+    replicas = sts["spec"]["replicas"]
+
+    # Workers: one command for all pods; --index comes from the pod's ordinal.
+    worker = _container(sts)
+    env = {e["name"]: e for e in worker.get("env", [])}
+    index_env = env.get("SHARDIS_INDEX", {}).get("valueFrom", {}).get("fieldRef", {})
+    if index_env.get("fieldPath") != "metadata.labels['apps.kubernetes.io/pod-index']":
+        problems.append("SHARDIS_INDEX must come from the pod-index label (the ordinal)")
+    listen_ports = set()
+    for ordinal in range(replicas):
+        argv = [a.replace("$(SHARDIS_INDEX)", str(ordinal)) for a in worker["command"]]
+        args = parse_shardis(argv, problems, f"{sts_name}-{ordinal}")
+        if args is None:
+            break
+        if args.command != "worker" or args.index != ordinal:
+            problems.append(f"pod {sts_name}-{ordinal} must run worker --index {ordinal}")
+        listen_ports.add(tcp_port(args.listen))
+    (listen_port,) = listen_ports or {None}
+    if _named_port(worker, "zmq") != listen_port:
+        problems.append(f"worker containerPort 'zmq' != --listen port {listen_port}")
+    for kind in ("readinessProbe", "livenessProbe"):
+        probe = worker.get(kind, {}).get("tcpSocket", {})
+        if _named_port(worker, probe.get("port")) != listen_port:
+            problems.append(f"worker {kind} must be a TCP probe of the --listen port")
+
+    headless = [s for s in services if s["metadata"]["name"] == sts["spec"]["serviceName"]]
+    if len(headless) != 1 or headless[0]["spec"].get("clusterIP") != "None":
+        problems.append("the StatefulSet's serviceName must be a headless Service")
+    elif not _selects(headless[0], sts):
+        problems.append("the headless Service does not select the worker pods")
+
+    # Router: one pod, --connect = the StatefulSet's pod DNS names in ordinal order.
+    if deployment["spec"]["replicas"] != 1 or \
+            deployment["spec"].get("strategy", {}).get("type") != "Recreate":
+        problems.append("exactly one router: replicas 1 and strategy Recreate")
+    router = _container(deployment)
+    args = parse_shardis(router["command"], problems, "router")
+    if args is not None:
+        expected = [f"tcp://{sts_name}-{i}.{sts['spec']['serviceName']}:{listen_port}"
+                    for i in range(replicas)]
+        if args.command != "router" or args.connect.split(",") != expected:
+            problems.append(f"router --connect must be {','.join(expected)}")
+        if _named_port(router, "redis") != args.port or args.bind != "0.0.0.0":
+            problems.append("router containerPort 'redis' must be --port, with --bind 0.0.0.0")
+        port_env = {e["name"]: e.get("value") for e in router.get("env", [])}
+        for kind in ("readinessProbe", "livenessProbe"):
+            command = router.get(kind, {}).get("exec", {}).get("command")
+            probe = parse_probe(command, problems, f"router {kind}")
+            port = probe.port if probe and "--port" in command else port_env.get("SHARDIS_PORT")
+            if probe and str(port) != str(args.port):
+                problems.append(f"router {kind} probes port {port}, not --port {args.port}")
+        front = [s for s in services if s not in headless and _selects(s, deployment)]
+        if len(front) != 1 or _named_port(router, front[0]["spec"]["ports"][0]["targetPort"]) \
+                != args.port:
+            problems.append("one Service must select the router and target its --port")
+    return problems
+
+
+def test_k8s():
+    assert len(K8S_FILES) >= 2
+    assert check_k8s(k8s_objects()) == []
+
+
+def test_k8s_runs_three_workers():
+    _, sts = _only(k8s_objects(), "StatefulSet")
+    assert sts["spec"]["replicas"] == 3
+
+
+def _k8s_replicas(objects):
+    _only(objects, "StatefulSet")[1]["spec"]["replicas"] = 4
+
+
+def _k8s_connect_order(objects):
+    command = _container(_only(objects, "Deployment")[1])["command"]
+    i = command.index("--connect") + 1
+    command[i] = ",".join(reversed(command[i].split(",")))
+
+
+def _k8s_fixed_index(objects):
+    command = _container(_only(objects, "StatefulSet")[1])["command"]
+    command[command.index("$(SHARDIS_INDEX)")] = "0"
+
+
+def _k8s_bad_flag(objects):
+    _container(_only(objects, "Deployment")[1])["command"].append("--replicas")
+
+
+def _k8s_probe_port(objects):
+    container = _container(_only(objects, "Deployment")[1])
+    container["readinessProbe"]["exec"]["command"] += ["--port", "7000"]
+
+
+def _k8s_two_routers(objects):
+    _only(objects, "Deployment")[1]["spec"]["replicas"] = 2
+
+
+@pytest.mark.parametrize("breakage", [
+    _k8s_replicas, _k8s_connect_order, _k8s_fixed_index, _k8s_bad_flag, _k8s_probe_port,
+    _k8s_two_routers,
+])
+def test_k8s_check_catches_mistakes(breakage):
+    objects = k8s_objects()
+    breakage(objects)
+    assert check_k8s(objects) != []
+
+
+# --- the YAML reader and the probe ----------------------------------------------------------
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.name)
+def test_builtin_yaml_reader_agrees_with_pyyaml(path):
+    yaml = pytest.importorskip("yaml", reason="PyYAML absent: the built-in reader is used")
+    expected = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert read_yaml(path.read_text()) == expected
+
+
+def test_builtin_yaml_reader():
+    text = """# comment
+a: 1
+b:
+  - "x: #1"
+  - name: n   # trailing comment
+    value: 'it''s'
+  - ["shardis", "up"]
+c:
+  d: {}
+  e: true
+---
+f: tcp://h:7000
+"""
+    assert read_yaml(text) == [
+        {"a": 1, "b": ["x: #1", {"name": "n", "value": "it's"}, ["shardis", "up"]],
+         "c": {"d": {}, "e": True}},
+        {"f": "tcp://h:7000"},
+    ]
+
+
+def _serve_once(reply: bytes) -> int:
+    """A one-shot TCP server on loopback that answers anything with ``reply``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def run():
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(2)
+                conn.recv(64)
+                conn.sendall(reply)
+
+    threading.Thread(target=run, daemon=True).start()
+    return server.getsockname()[1]
+
+
+def test_probe_replies():
+    probe = probe_module.probe
+    assert probe("127.0.0.1", _serve_once(b"+PONG\r\n"), 2) == ""
+    assert "unexpected reply" in probe("127.0.0.1", _serve_once(b"-ERR no\r\n"), 2)
+    assert probe("127.0.0.1", _serve_once(b":42\r\n"), 2, deep=True) == ""
+    assert "unexpected reply" in probe("127.0.0.1", _serve_once(b"+PONG\r\n"), 2, deep=True)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connections are refused
+        assert probe("127.0.0.1", port, 2) != ""
+        assert probe("127.0.0.1", port, 2, tcp=True) != ""
+
+
+def test_probe_against_real_shardis(shardis):
+    assert probe_module.main(["--port", str(shardis.port)]) == 0
+    assert probe_module.main(["--port", str(shardis.port), "--deep"]) == 0
+    assert probe_module.main(["--port", str(shardis.port), "--tcp"]) == 0
