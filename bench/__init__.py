@@ -1,0 +1,1 @@
+"""Benchmarks that compare shardis with a real redis-server (see bench/README.md)."""

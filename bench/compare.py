@@ -1,0 +1,852 @@
+"""Compare shardis with a real redis-server: throughput, latency and memory, in one run.
+
+Run from the repository root with ``python -m bench.compare`` (or ``python bench/compare.py``);
+``--help`` lists the options and bench/README.md explains how to read the output.
+
+Why it is built this way:
+
+* Every server (redis-server, then shardis with each worker count) runs alone, one after the
+  other, under the same redis-benchmark parameters: on a small machine the benchmark client
+  competes with the servers for CPU, so only ratios measured in the same run mean anything.
+* Servers are our own child processes on free loopback ports, in their own session (so a
+  Ctrl-C in the terminal reaches us, not them) and are always stopped by PID with SIGTERM,
+  then waited for, before the next one starts.  We check that a port is served by one of our
+  processes before we ever connect to it: other people run servers on the same machine.
+* Memory is measured on a fresh instance of each server, after a fixed, known data set was
+  loaded, so that the benchmark runs' leftovers do not blur it.
+* Everything measured goes to a JSON file next to the printed table, so that later runs can be
+  compared with this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+#: redis-benchmark ``-t`` names always run, and how ``--csv`` labels them.
+BASE_TESTS: dict[str, str] = {
+    "set": "SET",
+    "get": "GET",
+    "incr": "INCR",
+    "mset": "MSET (10 keys)",
+    "ping_mbulk": "PING_MBULK",
+}
+#: Tests run only where the server has the command (probed with COMMAND INFO).
+EXTRA_TESTS: dict[str, str] = {
+    "lpush": "LPUSH",
+    "rpop": "RPOP",
+    "sadd": "SADD",
+    "hset": "HSET",
+    "zadd": "ZADD",
+}
+ALL_TESTS: dict[str, str] = {**BASE_TESTS, **EXTRA_TESTS}
+#: The command each test needs (``ping_mbulk`` needs PING, which every server has).
+TEST_COMMAND: dict[str, str] = {name: name for name in ALL_TESTS} | {"ping_mbulk": "ping"}
+
+#: Random key space for ``-r``: large enough that keys spread over all slots and workers.
+RANDOM_KEYS = 100_000
+DEFAULT_REQUESTS = 50_000
+QUICK_REQUESTS = 5_000
+DEFAULT_MEMORY_KEYS = 1_000_000
+QUICK_MEMORY_KEYS = 100_000
+#: The memory data set mimics ``redis-benchmark -t set -d 16``: key:%012d -> 16 x 'x'.
+MEMORY_VALUE_SIZE = 16
+LOAD_BATCH = 1_000
+#: Generous safety nets, not measurements: a hung server must not hang the benchmark forever.
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 60.0
+BENCH_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One redis-benchmark client configuration.
+
+    ``scale`` multiplies the base request count: pipelined requests are cheap, and with a single
+    client only one request is in flight, so the same ``-n`` would take wildly different times.
+    """
+
+    name: str
+    clients: int
+    pipeline: int
+    scale: float
+
+    def requests(self, base: int) -> int:
+        return max(100, round(base * self.scale))
+
+
+CONFIGS: tuple[BenchConfig, ...] = (
+    BenchConfig("-c 50 -P 1", clients=50, pipeline=1, scale=1.0),
+    BenchConfig("-c 50 -P 16", clients=50, pipeline=16, scale=5.0),
+    BenchConfig("-c 1 -P 1", clients=1, pipeline=1, scale=0.2),
+)
+
+#: Targets from the project's issue; they are stated at 3 workers.
+TARGET_WORKERS = 3
+
+
+# --------------------------------------------------------------------------------------------
+# Processes: starting, finding, measuring and stopping our servers
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port the kernel just found free on loopback (the server binds it right after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, start time) of a process, or None if it is gone.
+
+    The start time tells a process from a later one that reused its PID.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[19])
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants, found through the ppid field of /proc/*/stat.
+
+    shardis is a supervisor whose children are the router and the workers; memory must be
+    counted over all of them.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def _status_kib(pid: int, field_name: str, path: str = "status") -> int:
+    """A ``Name:  N kB`` field of /proc/PID/status (or smaps_rollup), in KiB; 0 if absent."""
+    try:
+        text = Path(f"/proc/{pid}/{path}").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class MemorySample:
+    """Memory of a process tree: RSS as the headline, PSS because it does not count the pages
+    that the Python processes share (the interpreter's code) once per process."""
+
+    pids: list[int]
+    rss_bytes: int
+    pss_bytes: int
+
+
+def sample_memory(root: int) -> MemorySample:
+    pids = process_tree(root)
+    rss = sum(_status_kib(pid, "VmRSS") for pid in pids) * 1024
+    pss = sum(_status_kib(pid, "Pss", "smaps_rollup") for pid in pids) * 1024
+    return MemorySample(pids, rss, pss)
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on 127.0.0.1:port, from /proc/net/tcp."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            parts = line.split()
+            if parts[1] == wanted and parts[3] == "0A":
+                inodes.add(parts[9])
+    return inodes
+
+
+def listener_is_ours(port: int, root: int) -> bool:
+    """True when a process of our server's tree owns the listening socket on ``port``.
+
+    We only ever connect to a port after this says yes, so that a port that someone else's
+    server grabbed in the meantime is never touched.
+    """
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return False
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") in targets:
+                        return True
+    return False
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM while a server is being stopped, then act on it.
+
+    An interrupt in the middle of a stop would leave the server running; an interrupt that is
+    simply ignored would make the benchmark go on.  So: remember it, finish the stop, raise.
+    """
+    pending: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum))
+                for sig in watched}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        raise KeyboardInterrupt
+
+
+@dataclass
+class Server:
+    """A server we started: its label, port, process and private directory."""
+
+    label: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: str
+    workers: int | None = None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.workdir, "server.log")
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError), open(self.log_path, "rb") as fh:
+            return fh.read().decode(errors="replace")[-chars:]
+        return ""
+
+    def wait_ready(self) -> None:
+        """Wait until our process listens on the port, then until it answers PING."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with code {self.proc.returncode}:\n"
+                                   f"{self.log_tail()}")
+            if listener_is_ours(self.port, self.proc.pid):
+                with contextlib.suppress(OSError, RespError):
+                    if call(self.port, "PING") == "PONG":
+                        return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.label} did not answer PING within {START_TIMEOUT_S:.0f}s:\n"
+                           f"{self.log_tail()}")
+
+    def stop(self) -> list[int]:
+        """SIGTERM by PID, wait; then kill whatever of its tree is left.  Returns the PIDs that
+        had to be killed (empty when the server stopped cleanly, as it should)."""
+        with deferred_interrupts():
+            tree = [(pid, _proc_stat(pid)) for pid in process_tree(self.proc.pid)]
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            leftovers = _kill_leftovers(tree)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return leftovers
+
+
+def _kill_leftovers(tree: list[tuple[int, tuple[int, int] | None]]) -> list[int]:
+    """SIGKILL processes of a stopped server's tree that are still alive (same PID *and* same
+    start time, so that we never kill a stranger that reused the PID)."""
+    killed = []
+    for pid, stat in tree:
+        now = _proc_stat(pid)
+        if stat is not None and now is not None and now[1] == stat[1]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
+
+
+def _spawn(label: str, argv: list[str], workdir: str, port: int, workers: int | None,
+           env: dict[str, str] | None = None) -> Server:
+    """Start a server in its own session with its output in its work dir; wait until ready.
+
+    If anything goes wrong before it is ready (including Ctrl-C), it is stopped here, since
+    the caller never gets a handle on it.
+    """
+    with open(os.path.join(workdir, "server.log"), "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
+                                env=env, start_new_session=True)
+    server = Server(label, port, proc, workdir, workers)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_redis() -> Server:
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", workdir, "--daemonize", "no"]
+    return _spawn("redis", argv, workdir, port, None)
+
+
+def start_shardis(workers: int) -> Server:
+    """``python -m shardis up`` from this checkout (not whatever shardis is installed)."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="bench-shardis-")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "shardis", "up", "--workers", str(workers), "--port", str(port),
+            "--bind", "127.0.0.1", "--dir", os.path.join(workdir, "data")]
+    return _spawn(f"shardis/{workers}", argv, workdir, port, workers, env)
+
+
+@contextlib.contextmanager
+def running(start: Any, *args: Any) -> Iterator[Server]:
+    """A started server that is always stopped (and checked for leftovers) at the end."""
+    server = start(*args)
+    try:
+        yield server
+    finally:
+        leftovers = server.stop()
+        if leftovers:
+            print(f"warning: {server.label} left processes {leftovers} behind; killed them",
+                  file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Talking to the servers: a minimal RESP2 client and a pipelined loader
+# --------------------------------------------------------------------------------------------
+
+
+class RespError(Exception):
+    """An error reply (``-ERR ...``)."""
+
+
+def encode_command(*args: str | bytes) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode() if isinstance(arg, str) else arg
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def read_reply(stream: io.BufferedReader) -> Any:
+    """One RESP2 reply (plus RESP3 null, in case): nested lists, str, int or None."""
+    line = stream.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError("connection closed")
+    kind, body = line[:1], line[1:-2]
+    if kind == b"+":
+        return body.decode()
+    if kind == b"-":
+        raise RespError(body.decode())
+    if kind == b":":
+        return int(body)
+    if kind == b"_":
+        return None
+    if kind == b"$":
+        size = int(body)
+        return None if size < 0 else stream.read(size + 2)[:-2].decode(errors="replace")
+    if kind == b"*":
+        size = int(body)
+        return None if size < 0 else [read_reply(stream) for _ in range(size)]
+    raise OSError(f"unexpected reply {line[:40]!r}")
+
+
+def call(port: int, *args: str) -> Any:
+    """Send one command on a fresh connection; only ever used on our own servers' ports."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(encode_command(*args))
+        with sock.makefile("rb") as stream:
+            return read_reply(stream)
+
+
+def supported_commands(port: int, commands: list[str]) -> dict[str, bool]:
+    """COMMAND INFO a b c: a null entry means the server does not have that command."""
+    reply = call(port, "COMMAND", "INFO", *commands)
+    return {name: entry is not None for name, entry in zip(commands, reply)}
+
+
+@dataclass
+class LoadResult:
+    requested: int
+    errors: int
+    first_error: str | None
+    seconds: float
+    dbsize: int
+
+
+def _set_batch(start: int, stop: int, value: bytes) -> bytes:
+    tail = b"\r\n$%d\r\n%s\r\n" % (len(value), value)
+    return b"".join(b"*3\r\n$3\r\nSET\r\n$16\r\nkey:%012d" % i + tail for i in range(start, stop))
+
+
+def load_keys(port: int, count: int, value_size: int = MEMORY_VALUE_SIZE) -> LoadResult:
+    """SET key:000000000000 .. key:<count-1> to ``value_size`` x's, pipelined on one connection.
+
+    The same data as ``redis-benchmark -t set -r <count> -d 16`` but exactly ``count`` keys and
+    half the requests (no duplicate random keys).  At most two batches are in flight, so
+    neither side's socket buffers can fill up and deadlock us.
+    """
+    value = b"x" * value_size
+    errors, first_error, pending, carry = 0, None, 0, b""
+    begin = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        for start in range(0, count, LOAD_BATCH):
+            stop = min(count, start + LOAD_BATCH)
+            sock.sendall(_set_batch(start, stop, value))
+            pending += stop - start
+            while pending > LOAD_BATCH or (stop == count and pending > 0):
+                data = carry + sock.recv(1 << 16)
+                if len(data) == len(carry):
+                    raise OSError("connection closed while loading")
+                cut = data.rfind(b"\r\n") + 2
+                complete, carry = data[:cut], data[cut:]
+                lines = complete.count(b"\r\n")
+                bad = lines - complete.count(b"+OK\r\n")
+                if bad and first_error is None:
+                    first_error = next(line for line in complete.split(b"\r\n")
+                                       if not line.startswith(b"+OK")).decode(errors="replace")
+                errors += bad
+                pending -= lines
+    seconds = time.monotonic() - begin
+    return LoadResult(count, errors, first_error, seconds, int(call(port, "DBSIZE")))
+
+
+# --------------------------------------------------------------------------------------------
+# redis-benchmark
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchRun:
+    """One redis-benchmark invocation: one server, one configuration, several tests."""
+
+    config: str
+    clients: int
+    pipeline: int
+    requests: int
+    tests: list[str]
+    command: list[str]
+    seconds: float = 0.0
+    results: dict[str, dict[str, float]] = field(default_factory=dict)
+    stderr: str = ""
+    error: str | None = None
+
+
+def parse_csv(text: str) -> dict[str, dict[str, float]]:
+    """redis-benchmark 7 ``--csv``: a header row, then one row per test, keyed by its label."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return {row["test"]: {key: float(value) for key, value in row.items() if key != "test"}
+            for row in rows}
+
+
+def run_benchmark(port: int, tests: list[str], config: BenchConfig, requests: int) -> BenchRun:
+    command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", ",".join(tests),
+               "-n", str(requests), "-r", str(RANDOM_KEYS), "-c", str(config.clients),
+               "-P", str(config.pipeline), "--csv"]
+    run = BenchRun(config.name, config.clients, config.pipeline, requests, tests, command)
+    begin = time.monotonic()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        run.error = f"redis-benchmark did not finish within {BENCH_TIMEOUT_S:.0f}s"
+        return run
+    finally:
+        run.seconds = round(time.monotonic() - begin, 3)
+    run.stderr = done.stderr.strip()
+    if done.returncode != 0:
+        run.error = f"redis-benchmark exited with code {done.returncode}"
+    run.results = parse_csv(done.stdout)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# One server's part of the run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerResult:
+    label: str
+    workers: int | None
+    supported: dict[str, bool] = field(default_factory=dict)
+    runs: list[BenchRun] = field(default_factory=list)
+    memory: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def benchmark_server(server: Server, base_requests: int, result: ServerResult) -> None:
+    """Probe which tests the server can run, then run every configuration back to back."""
+    result.supported = supported_commands(server.port, sorted(set(TEST_COMMAND.values())))
+    tests = [name for name in ALL_TESTS if result.supported[TEST_COMMAND[name]]]
+    for config in CONFIGS:
+        requests = config.requests(base_requests)
+        print(f"  {server.label:<10} {config.name:<12} -n {requests:<7} "
+              f"{','.join(tests)}", flush=True)
+        run = run_benchmark(server.port, tests, config, requests)
+        result.runs.append(run)
+        if run.error:
+            print(f"    {run.error}: {run.stderr[-500:]}", file=sys.stderr)
+
+
+def measure_memory(server: Server, keys: int) -> dict[str, Any]:
+    """RSS (and PSS) of the whole process tree, empty and after loading ``keys`` keys."""
+    empty = sample_memory(server.proc.pid)
+    load = load_keys(server.port, keys)
+    loaded = sample_memory(server.proc.pid)
+    return {
+        "processes": len(loaded.pids),
+        "rss_empty": empty.rss_bytes,
+        "rss_loaded": loaded.rss_bytes,
+        "pss_empty": empty.pss_bytes,
+        "pss_loaded": loaded.pss_bytes,
+        "load": asdict(load),
+        "bytes_per_key": ((loaded.rss_bytes - empty.rss_bytes) / load.dbsize
+                          if load.dbsize else None),
+    }
+
+
+def server_plan(worker_counts: list[int]) -> list[tuple[str, Any, tuple[Any, ...], int | None]]:
+    """(label, start function, its arguments, workers) for redis first, then each shardis."""
+    plan: list[tuple[str, Any, tuple[Any, ...], int | None]] = [("redis", start_redis, (), None)]
+    plan += [(f"shardis/{n}", start_shardis, (n,), n) for n in worker_counts]
+    return plan
+
+
+def run_all(args: argparse.Namespace, results: list[ServerResult]) -> None:
+    """Throughput for every server first (back to back, so they see the same machine), then
+    memory on fresh instances."""
+    plan = server_plan(args.workers)
+    print(f"throughput: {len(plan)} servers x {len(CONFIGS)} configurations", flush=True)
+    for label, start, start_args, workers in plan:
+        result = ServerResult(label, workers)
+        results.append(result)
+        try:
+            with running(start, *start_args) as server:
+                benchmark_server(server, args.requests, result)
+        except (RuntimeError, OSError, RespError) as exc:
+            result.error = str(exc)
+            print(f"  {label}: {exc}", file=sys.stderr)
+    if args.skip_memory:
+        return
+    print(f"memory: loading {args.memory_keys:,} keys into a fresh instance of each server",
+          flush=True)
+    for (label, start, start_args, _), result in zip(plan, results):
+        try:
+            with running(start, *start_args) as server:
+                result.memory = measure_memory(server, args.memory_keys)
+            print(f"  {label:<10} {result.memory['load']['dbsize']:,} keys in "
+                  f"{result.memory['load']['seconds']:.1f}s", flush=True)
+        except (RuntimeError, OSError, RespError) as exc:
+            result.memory = {"error": str(exc)}
+            print(f"  {label}: {exc}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# Report: table and JSON
+# --------------------------------------------------------------------------------------------
+
+
+def _run_for(result: ServerResult, config: str) -> BenchRun | None:
+    return next((run for run in result.runs if run.config == config), None)
+
+
+def _cell(result: ServerResult, config: str, test: str) -> str | dict[str, float]:
+    """The numbers for one test, or why there are none: "n/a" (the server lacks the command),
+    "err" (the server or the benchmark failed) or "-" (not run: the run was interrupted)."""
+    if result.supported and not result.supported.get(TEST_COMMAND[test], False):
+        return "n/a"
+    run = _run_for(result, config)
+    if run is None:
+        return "err" if result.error else "-"
+    return run.results.get(ALL_TESTS[test], "err")
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}" if base else "-"
+
+
+def target_for(config: str, test: str) -> tuple[str, str, float] | None:
+    """(metric, comparison, ratio) that the issue asks of shardis at 3 workers, if any."""
+    if config == "-c 50 -P 16":
+        return ("rps", ">=", 0.6 if test in ("set", "get") else 0.5)
+    if config == "-c 50 -P 1":
+        return ("rps", ">=", 0.7)
+    if config == "-c 1 -P 1":
+        return ("p50_latency_ms", "<=", 3.0)
+    return None
+
+
+def _target_status(ratio: float, target: tuple[str, str, float]) -> str:
+    _, comparison, goal = target
+    met = ratio >= goal if comparison == ">=" else ratio <= goal
+    return f"{'ok' if met else 'MISS'} ({comparison}{goal:g})"
+
+
+def _server_cells(result: ServerResult, base: str | dict[str, float], config: str, test: str,
+                  is_base: bool) -> list[str]:
+    """ops/s, p50, p99, each followed by its ratio to redis; then the target check at 3
+    workers.  Latency ratios above 1 and throughput ratios below 1 mean slower than redis."""
+    cell = _cell(result, config, test)
+    if isinstance(cell, str):
+        return [cell]
+    row = []
+    for key in ("rps", "p50_latency_ms", "p99_latency_ms"):
+        row.append(f"{cell[key]:,.0f}" if key == "rps" else f"{cell[key]:.3f}")
+        row.append("" if is_base else _ratio(cell[key], base[key]) if isinstance(base, dict)
+                   else "-")
+    target = target_for(config, test)
+    if result.workers == TARGET_WORKERS and target and isinstance(base, dict):
+        row.append(_target_status(cell[target[0]] / base[target[0]], target))
+    return row
+
+
+def _collapse_unsupported(group: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
+    """One "shardis/1,2,4  n/a" line instead of one per worker count for a missing command."""
+    missing = [label for label, cells in group[1:] if cells == ["n/a"]]
+    if len(missing) < 2:
+        return group
+    kept = [(label, cells) for label, cells in group if cells != ["n/a"]]
+    counts = ",".join(label.split("/", 1)[1] for label in missing)
+    return kept + [(f"shardis/{counts}", ["n/a"])]
+
+
+def _throughput_rows(results: list[ServerResult]) -> list[list[str]]:
+    rows = []
+    for config in CONFIGS:
+        if not any(_run_for(result, config.name) for result in results):
+            continue  # interrupted before this configuration
+        for test in ALL_TESTS:
+            base = _cell(results[0], config.name, test)
+            group = [(result.label,
+                      _server_cells(result, base, config.name, test, result is results[0]))
+                     for result in results]
+            for i, (label, cells) in enumerate(_collapse_unsupported(group)):
+                rows.append([ALL_TESTS[test] if i == 0 else "", config.name if i == 0 else "",
+                             label, *cells])
+    return rows
+
+
+def _memory_rows(results: list[ServerResult]) -> list[list[str]]:
+    redis = results[0].memory or {}
+    rows = []
+    for result in results:
+        mem = result.memory or {}
+        if "rss_loaded" not in mem:
+            rows.append([result.label, "err" if mem else "-"])
+            continue
+        mib = 1 << 20
+        row = [result.label, str(mem["processes"]), f"{mem['load']['dbsize']:,}",
+               f"{mem['rss_empty'] / mib:.1f}", f"{mem['rss_loaded'] / mib:.1f}",
+               f"{mem['pss_loaded'] / mib:.1f}",
+               f"{mem['bytes_per_key']:.0f}" if mem["bytes_per_key"] else "-"]
+        if result is results[0] or "rss_loaded" not in redis:
+            row += ["", ""]
+        else:
+            row += [_ratio(mem["bytes_per_key"] or 0, redis["bytes_per_key"] or 0),
+                    _ratio(mem["rss_loaded"], redis["rss_loaded"])]
+        if result.workers == TARGET_WORKERS and "rss_loaded" in redis:
+            row.append(_target_status(mem["rss_loaded"] / redis["rss_loaded"], ("", "<=", 2.0)))
+        rows.append(row)
+    return rows
+
+
+def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
+    """Plain aligned columns, readable in a terminal and pasted in a PR: the first ``labels``
+    columns and the last one (the target) left-aligned, the numbers right-aligned."""
+    width = max(len(header), *(len(row) for row in rows))
+    cells = [row + [""] * (width - len(row)) for row in [header, *rows]]
+    sizes = [max(len(row[i]) for row in cells) for i in range(width)]
+
+    def line(row: list[str]) -> str:
+        out = [value.ljust(size) if i < labels or i == width - 1 else value.rjust(size)
+               for i, (value, size) in enumerate(zip(row, sizes))]
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * size for size in sizes)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def render(results: list[ServerResult], memory_keys: int | None) -> str:
+    """The one table: throughput and latency per test and configuration, then memory."""
+    ratio = "/redis"
+    header = ["test", "config", "server", "ops/s", ratio, "p50 ms", ratio, "p99 ms", ratio,
+              f"target@{TARGET_WORKERS}w"]
+    parts = [format_table(header, _throughput_rows(results), 3)]
+    if memory_keys is not None and any(result.memory for result in results):
+        mem_header = ["memory", "procs", "keys", "RSS empty MiB", "RSS MiB", "PSS MiB",
+                      "bytes/key", ratio, f"RSS {ratio}", f"target@{TARGET_WORKERS}w"]
+        parts.append(f"memory: {memory_keys:,} keys of {MEMORY_VALUE_SIZE} bytes; bytes/key = "
+                     "(RSS loaded - RSS empty) / DBSIZE; shardis = sum over all its processes")
+        parts.append(format_table(mem_header, _memory_rows(results), 1))
+    return "\n\n".join(parts)
+
+
+def redis_version() -> str:
+    """``redis-server --version`` says ``Redis server v=7.0.15 sha=...``: keep the v= part."""
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout
+    for word in out.split():
+        if word.startswith("v="):
+            return word[2:]
+    return out.strip()
+
+
+def shardis_version() -> str:
+    """The version of this checkout's shardis, which is the one benchmarked."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    import shardis
+
+    return str(shardis.__version__)
+
+
+def write_json(report: dict[str, Any], started: datetime) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"compare-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def build_report(args: argparse.Namespace, results: list[ServerResult], started: datetime,
+                 load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
+    finished = datetime.now(timezone.utc)
+    return {
+        "schema": 1,
+        "complete": complete,
+        "started_utc": started.isoformat(),
+        "finished_utc": finished.isoformat(),
+        "duration_s": round((finished - started).total_seconds(), 1),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(os.getloadavg()),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "versions": {"redis_server": redis_version(), "shardis": shardis_version()},
+        "parameters": {
+            "workers": args.workers,
+            "quick": args.quick,
+            "base_requests": args.requests,
+            "random_keys": RANDOM_KEYS,
+            "configs": [asdict(config) | {"requests": config.requests(args.requests)}
+                        for config in CONFIGS],
+            "tests": ALL_TESTS,
+            "memory_keys": None if args.skip_memory else args.memory_keys,
+            "memory_value_size": MEMORY_VALUE_SIZE,
+        },
+        "servers": [asdict(result) for result in results],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _worker_list(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1,2,4, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("worker counts must be positive integers")
+    return counts
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description="Benchmark shardis against a real redis-server on this machine "
+                    "(throughput, latency, memory); see bench/README.md.")
+    parser.add_argument("--workers", type=_worker_list, default=[1, 2, 4],
+                        help="comma-separated shardis worker counts (default 1,2,4)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: -n based on {QUICK_REQUESTS}, "
+                             f"{QUICK_MEMORY_KEYS:,} keys for memory")
+    parser.add_argument("--requests", type=int, metavar="N",
+                        help=f"base -n per test (default {DEFAULT_REQUESTS}); "
+                             + ", ".join(f"'{c.name}' uses N x {c.scale:g}" for c in CONFIGS))
+    parser.add_argument("--memory-keys", type=int, metavar="N",
+                        help=f"keys to load for the memory test (default {DEFAULT_MEMORY_KEYS:,})")
+    parser.add_argument("--skip-memory", action="store_true", help="skip the memory test")
+    args = parser.parse_args(argv)
+    if args.requests is None:
+        args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
+    if args.memory_keys is None:
+        args.memory_keys = QUICK_MEMORY_KEYS if args.quick else DEFAULT_MEMORY_KEYS
+    if args.requests < 1 or args.memory_keys < 1:
+        parser.error("--requests and --memory-keys must be positive")
+    return args
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM behaves like Ctrl-C, so that the finally blocks stop our servers."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [tool for tool in ("redis-server", "redis-benchmark") if not shutil.which(tool)]
+    if missing:
+        print(f"missing {', '.join(missing)} (apt-get install redis-server redis-tools)",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = datetime.now(timezone.utc)
+    load_before = os.getloadavg()
+    results: list[ServerResult] = []
+    complete = False
+    try:
+        run_all(args, results)
+        complete = True
+    except KeyboardInterrupt:
+        print("\ninterrupted: servers stopped; partial results below", file=sys.stderr)
+    if results:
+        print()
+        print(render(results, None if args.skip_memory else args.memory_keys))
+        path = write_json(build_report(args, results, started, load_before, complete), started)
+        print(f"\nraw results: {path.relative_to(REPO_ROOT)}  "
+              f"(load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}, "
+              f"{os.cpu_count()} cores: compare ratios, not absolute numbers)")
+    return 0 if complete else 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
