@@ -161,7 +161,10 @@ def psetex_command(db: Keyspace, args: list[bytes]) -> object:
 
 @command("get", 2, "readonly fast", keys=(1, 1, 1), acl="read string fast", group="string")
 def get_command(db: Keyspace, args: list[bytes]) -> object:
-    return db.get_string(args[1])
+    value = db.get(args[1])
+    if value is None or type(value) is bytes or type(value) is bytearray:
+        return value
+    raise ReplyError(errors.WRONGTYPE)
 
 
 @command("getex", -2, "write fast", keys=(1, 1, 1), acl="write string fast", group="string")
