@@ -104,6 +104,10 @@ def _walk_back(a: bytes, b: bytes, rows: list[int], want_idx: bool, min_match_le
     matches: list[Match] = []
     open_range: list[int] | None = None  # [a_start, a_end, b_start, b_end]
     i, j = len(a), len(b)
+    row_bytes = (len(b) + 7) // 8
+    # Bits of the current row as bytes: an O(1) test per step (shifting the int would cost
+    # O(len(b)) per step, quadratic over the walk).
+    row_i, row = -1, b""
     while i > 0 and j > 0:
         emit = False
         if a[i - 1] == b[j - 1]:
@@ -120,7 +124,9 @@ def _walk_back(a: bytes, b: bytes, rows: list[int], want_idx: bool, min_match_le
             i -= 1
             j -= 1
         else:
-            if not (rows[i] >> (j - 1)) & 1:  # L[i][j-1] < L[i][j], hence L[i-1][j] wins
+            if row_i != i:
+                row_i, row = i, rows[i].to_bytes(row_bytes, "little")
+            if not (row[(j - 1) >> 3] >> ((j - 1) & 7)) & 1:  # L[i][j-1] < L[i][j]: go up
                 i -= 1
             else:
                 j -= 1

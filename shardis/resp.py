@@ -186,19 +186,26 @@ class ProtocolError(Exception):
 class RequestParser:
     """Turns a client's byte stream into commands (lists of bytes).
 
-    Multibulk requests go through hiredis; a request that does not start with ``*`` is an
-    inline command, split here with Redis's quoting rules.  Inline requests are recognised at
-    the start of a read or after the previous request ended, which is where telnet users and
-    redis-cli's inline mode put them.
+    Two parsers share the work.  hiredis (C) parses multibulk requests: the fast path.  A
+    Python parser handles everything else exactly as Redis does: inline requests (``PING``,
+    ``SET a "b c"``, as typed into telnet) at any request boundary, malformed input with
+    Redis's error texts, and headers Redis refuses (``$04``, a length over 512 MB, more than
+    :data:`MAX_MULTIBULK` arguments).  A read goes to hiredis unless a cheap check sends it to
+    the Python parser; if hiredis fails, the read is parsed again in Python.
+
+    The unfinished tail of a read is kept by us as raw bytes while it is small, so the next read
+    is parsed from a request boundary by either parser.  Only a large unfinished request (a big
+    value on its way) is left inside hiredis, which then receives the next reads directly.
     """
 
-    __slots__ = ("_reader", "_inline", "_partial", "error")
+    __slots__ = ("_reader", "_pending", "_partial", "error")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
-        self._inline = b""
-        #: hiredis holds the start of an unfinished request (``has_data()`` cannot tell: hiredis
-        #: may have consumed every byte into its stack of half-built arrays).
+        #: the raw start of an unfinished request (or inline line), kept by us.
+        self._pending = b""
+        #: hiredis holds the start of an unfinished large request (``has_data()`` cannot tell:
+        #: hiredis may have consumed every byte into its stack of half-built arrays).
         self._partial = False
         #: set once input was malformed: the text of the error to send before closing.
         self.error: str | None = None
@@ -209,7 +216,7 @@ class RequestParser:
         On malformed input, returns the commands parsed before the fault and sets
         :attr:`error`; like Redis, the connection answers those, then the error, then closes.
         """
-        if self.error is not None:
+        if self.error is not None or not data:
             return []
         commands: list[list[bytes]] = []
         try:
@@ -219,27 +226,26 @@ class RequestParser:
         return commands
 
     def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
-        if self._inline:
-            data = self._inline + data
-            self._inline = b""
         if self._partial:
-            self._drain(data, commands)  # the middle of a multibulk request: hiredis has the head
-        elif data[:1] == b"*" and (len(data) > _STRICT_READ or not _ODD_HEADERS.search(data)):
+            self._drain(data, commands)  # a large request in progress: hiredis has its head
+            return
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        if data[0] == 0x2A and _suits_hiredis(data):
             before = len(commands)
             try:
                 self._drain(data, commands)
-                retry = self._partial and len(data) <= _SMALL_READ
+                if not self._partial or len(data) > MAX_PENDING:
+                    return
             except ProtocolError:
-                retry = True
-            if retry:
-                # Parse the read again in Python: exact Redis error texts, inline requests mixed
-                # into a pipeline (which hiredis refuses), and a small unfinished read checked
-                # for what hiredis only rejects once complete (a nested array).
-                del commands[before:]
-                self._reader = hiredis.Reader()
-                self._parse_slowly(data, commands)
-        else:
-            self._parse_slowly(data, commands)
+                pass
+            # hiredis refused the read, or it ends in a small unfinished request that we keep
+            # ourselves: parse it again in Python, from the start.
+            del commands[before:]
+            self._reader = hiredis.Reader()
+            self._partial = False
+        self._parse_slowly(data, commands)
 
     def _drain(self, data: bytes, commands: list[list[bytes]]) -> None:
         """The fast path: hiredis parses every complete multibulk request in ``data``."""
@@ -262,10 +268,8 @@ class RequestParser:
             raise ProtocolError(_hiredis_error_text(str(exc))) from None
         except MemoryError:
             raise ProtocolError(errors.PROTO_INVALID_MULTIBULK) from None
-        if self._partial:
-            _check_pending_header(data[-32:])
-            if reader.len() > MAX_QUERY_BUFFER:
-                raise ProtocolError("ERR Protocol error: query buffer limit reached")
+        if self._partial and reader.len() > MAX_QUERY_BUFFER:
+            raise ProtocolError("ERR Protocol error: query buffer limit reached")
 
     def _parse_slowly(self, data: bytes, commands: list[list[bytes]]) -> None:
         """Inline and multibulk requests, in Python, with Redis's checks and error texts."""
@@ -276,7 +280,7 @@ class RequestParser:
                 if newline < 0:
                     if end - pos > MAX_INLINE_SIZE:
                         raise ProtocolError(errors.PROTO_TOO_BIG_INLINE)
-                    self._inline = data[pos:]
+                    self._pending = data[pos:]
                     return
                 args = split_inline(data[pos:newline])
                 if args:
@@ -285,21 +289,26 @@ class RequestParser:
                 continue
             parsed = _parse_multibulk(data, pos)
             if parsed is None:
-                # Incomplete: hand the rest to hiredis, which waits for the remainder.
-                self._reader.feed(data[pos:])
-                self._partial = True
-                _check_pending_header(data[-32:])
+                rest = data[pos:]
+                if len(rest) > MAX_PENDING:
+                    # A large request on its way: hiredis keeps it and takes the next reads.
+                    self._reader.feed(rest)
+                    self._partial = True
+                else:
+                    self._pending = rest
                 return
             args, pos = parsed
             if args:
                 commands.append(args)
 
 
-#: An unfinished read this small is checked again by the exact Python parser (cheap).
-_SMALL_READ = 4096
+#: An unfinished request up to this size is kept as raw bytes (and parsed again when complete).
+MAX_PENDING = 64 * 1024
+#: Redis accepts up to 2**31 - 1 arguments, but hiredis would allocate a list that size up
+#: front: beyond this many we refuse, as "invalid multibulk length".
+MAX_MULTIBULK = 1024 * 1024
 #: Redis's proto-max-bulk-len default.
 MAX_BULK_LENGTH = 512 * 1024 * 1024
-_INT_MAX = 2**31 - 1
 
 
 def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
@@ -311,7 +320,7 @@ def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
             raise ProtocolError("ERR Protocol error: too big mbulk count string")
         return None
     count = _header_number(data[pos + 1 : newline])
-    if count is None or count > _INT_MAX:
+    if count is None or count > MAX_MULTIBULK:
         raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
     pos = newline + 2
     args: list[bytes] = []
@@ -345,18 +354,6 @@ def _header_number(raw: bytes) -> int | None:
 _STRICT_INT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")
 
 
-def _check_pending_header(tail: bytes) -> None:
-    """Refuse at once a declared length Redis would refuse, instead of waiting for its data."""
-    match = _PENDING_HEADER.search(tail)
-    if match is None:
-        return
-    number = int(match.group(2))
-    if match.group(1) == b"$" and number > MAX_BULK_LENGTH:
-        raise ProtocolError(errors.PROTO_INVALID_BULK)
-    if match.group(1) == b"*" and number > _INT_MAX:
-        raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
-
-
 #: Requests hiredis would accept but Redis refuses (a non-bulk element, a zero-padded length);
 #: a small read containing these bytes takes the exact Python path (values may contain them too,
 #: which only costs speed).  Larger reads (pipelines) skip this scan, which would cost more than
@@ -364,7 +361,16 @@ def _check_pending_header(tail: bytes) -> None:
 _STRICT_READ = 512
 _ODD_HEADERS = re.compile(rb"[*$]0[0-9]|\r\n[+:\-_,#(!=%~>|]")
 
-_PENDING_HEADER = re.compile(rb"(?:^|\n)([*$])(\d+)\r\n\Z")
+#: A multibulk count of 7+ digits or a bulk length of 9+ digits: the Python parser checks them.
+_BIG_HEADERS = re.compile(rb"\*[1-9][0-9]{6}")
+_BIG_BULK = re.compile(rb"\$[1-9][0-9]{8}")
+
+
+def _suits_hiredis(data: bytes) -> bool:
+    """Cheap checks that send a read to the exact Python parser instead of hiredis."""
+    if len(data) <= _STRICT_READ and _ODD_HEADERS.search(data):
+        return False
+    return _BIG_HEADERS.search(data) is None and _BIG_BULK.search(data) is None
 
 
 def _hiredis_error_text(text: str) -> str:
@@ -383,6 +389,8 @@ def split_inline(line: bytes) -> list[bytes]:
     """Split an inline request like Redis's ``sdssplitargs``: quotes, escapes and ``\\xHH``."""
     if line.endswith(b"\r"):
         line = line[:-1]
+    if b"\0" in line:
+        line = line[: line.index(b"\0")]  # Redis splits a C string: it ends at a NUL byte
     args: list[bytes] = []
     i, n = 0, len(line)
     while True:

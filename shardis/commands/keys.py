@@ -101,9 +101,11 @@ def sized_randomkey_command(db: Keyspace, args: list[bytes]) -> object:
 
 # SCAN ----------------------------------------------------------------------------------------
 # A shard's SCAN walks a snapshot of its key list taken when the iteration reaches the shard, so
-# every key present throughout the iteration is returned exactly once; keys created meanwhile
-# may or may not be.  Snapshots are kept per id in a small LRU.
-_MAX_SNAPSHOTS = 64
+# every key present throughout the iteration is returned; keys created meanwhile may or may not
+# be.  Snapshots are kept per id in a small LRU (each costs 8 bytes per key of the shard); a
+# cursor whose snapshot was evicted restarts its shard, returning keys again rather than missing
+# any, which is what Redis guarantees too.
+_MAX_SNAPSHOTS = 16
 
 
 def parse_scan_options(args: list[bytes], first: int) -> tuple[int, bytes | None, bytes | None]:
@@ -143,6 +145,10 @@ def shard_scan_command(db: Keyspace, args: list[bytes]) -> object:
     snapshots = db.scan_snapshots
     keys = snapshots.pop(snapshot_id, None) if snapshot_id else None
     if keys is None:
+        if snapshot_id:
+            # The snapshot was evicted: start this worker over.  SCAN may return a key twice,
+            # never miss one that is present throughout.
+            offset = 0
         db.scan_counter += 1
         snapshot_id = db.scan_counter
         keys = list(db.data)

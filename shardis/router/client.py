@@ -45,6 +45,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.closing = False
         self.reading_paused = False
+        #: the transport's buffer is over its high-water mark: the client is not reading.
+        self.writing_paused = False
         self.proto = 2
         self.name: bytes | None = None
         self.lib_name: bytes | None = None
@@ -73,7 +75,11 @@ class ClientConnection(asyncio.Protocol):
         commands = self.parser.feed(data)
         if not commands:
             if self.parser.error is not None:
-                self.protocol_error(self.parser.error)
+                if self.waiting:
+                    # Earlier commands still wait in the backlog: they go first, then the error.
+                    self.backlog.append(PROTOCOL_ERROR)
+                else:
+                    self.protocol_error(self.parser.error)
             return
         self.last_active = time.monotonic()
         router = self.router
@@ -99,10 +105,13 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client does not read its replies: stop reading its requests until it does.
+        self.writing_paused = True
         self.pause_reading()
 
     def resume_writing(self) -> None:
-        self.resume_reading()
+        self.writing_paused = False
+        if len(self.backlog) < MAX_BACKLOG // 2:
+            self.resume_reading()
 
     # Helpers --------------------------------------------------------------------------------
     def pause_reading(self) -> None:
@@ -111,6 +120,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        if self.writing_paused:
+            return  # resume_writing will resume reading
         if self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()

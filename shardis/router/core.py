@@ -79,11 +79,13 @@ class FutureTarget:
 class Gather:
     """Collects the parts of a split or all-workers command, then merges them into the reply."""
 
-    __slots__ = ("router", "reply", "parts", "remaining", "merge", "context")
+    __slots__ = ("router", "reply", "proto", "parts", "remaining", "merge", "context")
 
     def __init__(self, router: Router, reply: Reply, count: int, merge: Any, context: Any) -> None:
         self.router = router
         self.reply = reply
+        #: the protocol of the request: a later HELLO in the same pipeline must not change it.
+        self.proto = reply.client.proto
         self.parts: list[Any] = [None] * count
         self.remaining = count
         self.merge = merge
@@ -101,7 +103,7 @@ class Gather:
             value = exc
         if type(value) is ReplyError:
             self.router.stats.error_replies += 1
-        self.reply.data = encode(value, client.proto)
+        self.reply.data = encode(value, self.proto)
         self.router.touched.add(client)
 
 

@@ -31,6 +31,10 @@ class WorkerLink:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
+        # Heartbeats find a worker that vanished without closing its connection (a dead host,
+        # a cut link): the disconnect then fails the commands in flight instead of hanging.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
         sock.connect(address)
         self.socket = sock
         self.fd = sock.getsockopt(zmq.FD)

@@ -45,6 +45,8 @@ class Keyspace:
         "stats",
         "string_hints",
         "_random_pool",
+        "_sweep",
+        "_sweep_pos",
     )
 
     def __init__(self) -> None:
@@ -67,6 +69,9 @@ class Keyspace:
         self.stats: object = None
         #: key -> EMBSTR_INT / UNSHARED_INT, for OBJECT ENCODING/REFCOUNT; rarely non-empty.
         self.string_hints: dict[bytes, int] = {}
+        #: active expiry walks a snapshot of the keys with a deadline, a slice per cycle.
+        self._sweep: list[bytes] = []
+        self._sweep_pos = 0
 
     def tick(self) -> None:
         """Advance the cached clocks; called once per batch."""
@@ -186,6 +191,38 @@ class Keyspace:
         self.string_hints = {}
         self._random_pool = []
         return count
+
+    def active_expire(self, budget_s: float) -> int:
+        """Reclaim expired keys nobody reads, for at most ``budget_s`` seconds.
+
+        Like Redis's active expire cycle, it is bounded in time so that commands keep flowing;
+        unlike Redis it does not sample at random (a dict cannot) but walks a snapshot of the
+        keys that have a deadline, one slice per call, so a whole pass takes a few cycles and
+        every expired key is found within one pass.
+        """
+        if not self.expires:
+            self._sweep = []
+            return 0
+        stop = time.perf_counter() + budget_s
+        self.tick()
+        expires = self.expires
+        now = self.now_ms
+        reclaimed = 0
+        if self._sweep_pos >= len(self._sweep):
+            self._sweep = list(expires)
+            self._sweep_pos = 0
+        sweep = self._sweep
+        while self._sweep_pos < len(sweep):
+            start = self._sweep_pos
+            self._sweep_pos = start + 256
+            for key in sweep[start : start + 256]:
+                when = expires.get(key)
+                if when is not None and when <= now:
+                    self._expire(key)
+                    reclaimed += 1
+            if time.perf_counter() >= stop:
+                break
+        return reclaimed
 
     def _expire(self, key: bytes) -> None:
         del self.data[key]

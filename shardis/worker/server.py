@@ -20,8 +20,10 @@ from shardis.worker.shard import Shard
 
 log = logging.getLogger("shardis.worker")
 
-#: How often an idle worker wakes up for housekeeping (and to notice shutdown), in ms.
+#: How often the worker does housekeeping (active expiry) and notices shutdown, in ms.
 POLL_INTERVAL_MS = 100
+#: Housekeeping may take this share of each interval (Redis's active expiry takes 25%).
+HOUSEKEEPING_BUDGET_S = POLL_INTERVAL_MS / 1000 * 0.25
 
 
 def _die_with_parent() -> None:
@@ -58,7 +60,13 @@ class WorkerServer:
         decode_batch = protocol.decode_batch
         encode_replies = protocol.encode_replies
         log.info("worker %d ready on %s (pid %d)", self.shard.index, self.address, os.getpid())
+        housekeeping = self.shard.housekeeping
+        next_housekeeping = time.monotonic()
         while self.running:
+            now = time.monotonic()
+            if now >= next_housekeeping:
+                housekeeping(HOUSEKEEPING_BUDGET_S)
+                next_housekeeping = now + POLL_INTERVAL_MS / 1000
             if not sock.poll(POLL_INTERVAL_MS):
                 continue
             while True:

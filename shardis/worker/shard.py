@@ -119,6 +119,11 @@ class Shard:
         name = args[0].decode(errors="replace")
         return ReplyError(f"ERR internal error in '{name}': {exc}")
 
+    def housekeeping(self, budget_s: float = 0.025) -> None:
+        """Background work between batches: active expiry, within a time budget."""
+        if self.db.active_expire(budget_s) and self.db.touched:
+            self.apply_effects()
+
     def apply_effects(self) -> None:
         """Apply what the last command reported: the single place for write side effects."""
         touched = self.db.touched
