@@ -47,10 +47,12 @@ _commands_get = COMMANDS.get
 
 
 class RouterStats:
-    __slots__ = ("commands", "error_replies", "connections_received", "started")
+    __slots__ = ("commands", "error_replies", "connections_received", "started", "batches")
 
     def __init__(self) -> None:
         self.commands = 0
+        #: messages sent to workers: commands / batches is the batching the design relies on.
+        self.batches = 0
         self.error_replies = 0
         self.connections_received = 0
         self.started = time.time()
@@ -188,6 +190,7 @@ class Router:
         self.clients: dict[int, ClientConnection] = {}
         self.touched: set[ClientConnection] = set()
         self.flush_scheduled = False
+        self.clients_flush_scheduled = False
         #: workers gated by a running multi-step operation, and what waits for them.
         self.gates: set[int] = set()
         self.held: list[tuple[ClientConnection, list[bytes]]] = []
@@ -298,13 +301,20 @@ class Router:
     def schedule_flush(self) -> None:
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self.flush_links)
+            self.loop.call_soon(self._flush_next_iteration)
+
+    def _flush_next_iteration(self) -> None:
+        # One more loop iteration (a non-blocking poll) before sending: under load it gathers
+        # the requests of the clients that became readable meanwhile, so each worker message
+        # carries more commands; idle, it costs a few microseconds.
+        self.loop.call_soon(self.flush_links)
 
     def flush_links(self) -> None:
         """Send each worker its batch for this iteration (one message per worker)."""
         self.flush_scheduled = False
         for link in self.links:
             if link.commands:
+                self.stats.batches += 1
                 link.flush()
                 # ZeroMQ's FD may have consumed its edge during the send: look for replies now.
                 self.on_link_readable(link)
@@ -462,7 +472,7 @@ class Router:
                     touched.add(target.client)
                 else:
                     target.fill(data)
-        self.flush_clients()
+        self.schedule_client_flush()
 
     def on_link_event(self, link: WorkerLink) -> None:
         if link.disconnected():
@@ -484,7 +494,15 @@ class Router:
             else:
                 target.fill(data)
 
+    def schedule_client_flush(self) -> None:
+        # Once per loop iteration, like the worker batches: a client whose replies come back
+        # from several workers in the same iteration gets them in one write.
+        if not self.clients_flush_scheduled:
+            self.clients_flush_scheduled = True
+            self.loop.call_soon(self.flush_clients)
+
     def flush_clients(self) -> None:
+        self.clients_flush_scheduled = False
         touched = self.touched
         while touched:
             touched.pop().flush()

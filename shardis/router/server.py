@@ -301,6 +301,7 @@ def _stats(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
         ("total_commands_processed", stats.commands),
         ("expired_keys", _total(shards, b"expired_keys")),
         ("total_error_replies", stats.error_replies + _total(shards, b"error_replies")),
+        ("shardis_worker_batches", stats.batches),
     ]
 
 
