@@ -18,6 +18,7 @@ from shardis.errors import ReplyError
 from shardis.glob import compile_glob
 from shardis.resp import OK, Status
 from shardis.worker.keyspace import EMBSTR_INT, UNSHARED_INT, Keyspace
+from shardis.worker.types import BY_NAME, value_type
 
 # DEL / EXISTS / TOUCH ------------------------------------------------------------------------
 
@@ -173,12 +174,9 @@ def shard_scan_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 # One key -------------------------------------------------------------------------------------
-_TYPE_NAMES = {bytes: b"string", bytearray: b"string"}
-
-
 def type_of(value: object) -> bytes:
     """Redis's type name for a stored value (``string``, ``list``, ``hash``...)."""
-    return _TYPE_NAMES.get(type(value), b"none")
+    return value_type(value).name
 
 
 @command("type", 2, "readonly fast", keys=(1, 1, 1), acl="keyspace read fast")
@@ -256,18 +254,18 @@ def copy_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 def dump_value(db: Keyspace, key: bytes) -> bytes | None:
-    """A live key's value and deadline, serialised for another worker (None if missing)."""
+    """A live key's value and deadline, serialised for another worker (None if missing).
+
+    The payload is ``(type name, variant, plain data, deadline, string hint)``; the variant
+    keeps a string's encoding (``raw`` for a bytearray) across the move.
+    """
     value = db.get(key)
     if value is None:
         return None
-    kind = type(value)
-    if kind is bytearray:
-        plain: object = ("raw", bytes(value))
-    elif kind is bytes:
-        plain = ("str", value)
-    else:  # pragma: no cover - later families register their own shapes
-        raise ReplyError("ERR value of this type cannot be moved yet")
-    return marshal.dumps((plain, db.deadline(key), db.string_hints.get(key)), 4)
+    kind = value_type(value)
+    variant = "raw" if type(value) is bytearray else ""
+    plain = kind.dump(value)
+    return marshal.dumps((kind.name, variant, plain, db.deadline(key), db.string_hints.get(key)), 4)
 
 
 def restore_value(db: Keyspace, key: bytes, payload: bytes, replace: bool, copy: bool) -> int:
@@ -277,13 +275,15 @@ def restore_value(db: Keyspace, key: bytes, payload: bytes, replace: bool, copy:
     """
     if not replace and db.get(key) is not None:
         return 0
-    (kind, plain), deadline, hint = marshal.loads(payload)
-    value: object = bytearray(plain) if kind == "raw" else plain
+    name, variant, plain, deadline, hint = marshal.loads(payload)
+    value = BY_NAME[name].load(plain)
+    if variant == "raw":
+        value = bytearray(value)  # type: ignore[arg-type]
     db.delete(key)
     db.set(key, value)
     if deadline is not None:
         db.set_deadline(key, deadline)
-    if copy and hint is None:
+    if copy and hint is None and name == b"string":
         hint = UNSHARED_INT  # a copy is a new object: Redis does not take it from its pool
     if hint is not None:
         db.string_hints[key] = hint
@@ -315,7 +315,7 @@ def encoding_of(db: Keyspace, key: bytes, value: object) -> bytes:
         if is_int_encodable(value) and db.string_hints.get(key) != EMBSTR_INT:
             return b"int"
         return b"embstr" if len(value) <= 44 else b"raw"
-    return b"unknown"
+    return value_type(value).encoding(value)
 
 
 def _object_value_or_nil(db: Keyspace, key: bytes) -> object | None:
@@ -391,7 +391,7 @@ _PER_KEY_OVERHEAD = 48
 
 def memory_of(key: bytes, value: object) -> int:
     """An honest estimate of what a key costs this process: key, value and table entry."""
-    return sys.getsizeof(key) + sys.getsizeof(value) + _PER_KEY_OVERHEAD
+    return sys.getsizeof(key) + value_type(value).memory(value) + _PER_KEY_OVERHEAD
 
 
 @command("usage", -3, "readonly", keys=(2, 2, 1), acl="read slow", parent="memory")

@@ -17,6 +17,7 @@ from shardis.floats import incr_by_float
 from shardis.lcs import LCS_LEN_AND_IDX, LCS_NOT_STRINGS, LCS_TOO_MUCH_MEMORY, lcs, table_too_big
 from shardis.resp import OK
 from shardis.worker.keyspace import EMBSTR_INT, Keyspace
+from shardis.worker.types import ValueType, register_type
 
 #: Redis's proto-max-bulk-len default: the largest string a command may create.
 MAX_STRING = 512 * 1024 * 1024
@@ -40,6 +41,16 @@ def is_int_encodable(value: bytes) -> bool:
     if len(value) <= 20 and _INT_RE.match(value):
         return LLONG_MIN <= int(value) <= LLONG_MAX
     return False
+
+
+_STRING = ValueType(
+    name=b"string",
+    encoding=lambda value: b"raw",  # bytes are resolved with their key's hints in keys.py
+    dump=bytes,
+    load=lambda plain: plain,
+)
+register_type(bytes, _STRING)
+register_type(bytearray, _STRING)
 
 
 def check_length_or_error(size: int, extra: int) -> None:

@@ -63,9 +63,10 @@ async def lcs(router: Any, client: Any, args: list[bytes]) -> object:
 
 
 def _string_or_marker(payload: bytes | None) -> object:
+    """A ``__dump`` payload's string, or a non-string marker (LCS then says which error)."""
     import marshal
 
     if payload is None:
         return None
-    (kind, plain), _deadline, _hint = marshal.loads(payload)
-    return plain if kind in ("str", "raw") else object()
+    name, _variant, plain, _deadline, _hint = marshal.loads(payload)
+    return plain if name == b"string" else object()
