@@ -25,6 +25,7 @@ NO_SUCH_KEY = "ERR no such key"
 NOT_INTEGER = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"
 OUT_OF_RANGE = "ERR value is out of range"
+NOT_POSITIVE = "ERR value is out of range, must be positive"
 INDEX_OUT_OF_RANGE = "ERR index out of range"
 SAME_OBJECT = "ERR source and destination objects are the same"
 OVERFLOW = "ERR increment or decrement would overflow"
@@ -45,6 +46,19 @@ PROTO_TOO_BIG_INLINE = "ERR Protocol error: too big inline request"
 PROTO_INVALID_MULTIBULK = "ERR Protocol error: invalid multibulk length"
 PROTO_INVALID_BULK = "ERR Protocol error: invalid bulk length"
 PROTO_EXPECTED_DOLLAR = "ERR Protocol error: expected '$', got '{}'"
+
+# Hashes and sets -----------------------------------------------------------------------------
+HASH_NOT_INTEGER = "ERR hash value is not an integer"
+INVALID_CURSOR = "ERR invalid cursor"
+NUMKEYS_NOT_POSITIVE = "ERR numkeys should be greater than 0"
+NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
+LIMIT_NEGATIVE = "ERR LIMIT can't be negative"
+
+
+def out_of_range(low: int, high: int) -> str:
+    """Redis 7.0's ``getRangeLongFromObjectOrReply`` text (its grammar slip included)."""
+    return f"ERR value is out of range, value must between {low} and {high}"
+
 
 # OBJECT --------------------------------------------------------------------------------------
 LFU_NOT_SELECTED = (

@@ -11,7 +11,10 @@ per worker.  A message is two frames::
 worker in one event-loop iteration, from all clients, in arrival order.
 
 ``REPLIES`` (worker -> router): payload is ``marshal`` of a list with one encoded RESP reply
-(bytes) per command of the batch, in order, under the batch's sequence number.  Batches are
+(bytes) per command of the batch, in order, under the batch's sequence number.  An optional
+third frame carries blocking events, ``marshal`` of ``[(ticket, reply or None), ...]``: a
+blocked command the worker served while running this batch (its encoded reply), or a key a
+notify-only waiter was waiting for that received data (None); see ``shardis.worker.blocking``.  Batches are
 answered in the order they arrive, so the router matches replies to batches with a FIFO; the
 sequence number tells it when a batch was lost (a worker died with it) so that those commands
 get an error instead of someone else's replies.
@@ -54,14 +57,21 @@ def decode_batch(frames: list[bytes]) -> tuple[bytes, list[tuple[int, list[bytes
     return header[_PREFIX_LEN:], marshal.loads(frames[1])
 
 
-def encode_replies(seq: bytes, replies: list[bytes]) -> list[bytes]:
-    return [REPLIES_PREFIX + seq, marshal.dumps(replies, _MARSHAL_VERSION)]
+def encode_replies(
+    seq: bytes, replies: list[bytes], events: list[tuple[int, bytes | None]] | None = None
+) -> list[bytes]:
+    """The replies of a batch, plus blocking events when there are any (a third frame)."""
+    frames = [REPLIES_PREFIX + seq, marshal.dumps(replies, _MARSHAL_VERSION)]
+    if events:
+        frames.append(marshal.dumps(events, _MARSHAL_VERSION))
+    return frames
 
 
-def decode_replies(frames: list[bytes]) -> tuple[int, list[bytes]]:
+def decode_replies(frames: list[bytes]) -> tuple[int, list[bytes], list[tuple[int, bytes | None]]]:
     header = frames[0]
     _check(header, REPLIES_PREFIX)
-    return int.from_bytes(header[_PREFIX_LEN:], "big"), marshal.loads(frames[1])
+    events = marshal.loads(frames[2]) if len(frames) > 2 else []
+    return int.from_bytes(header[_PREFIX_LEN:], "big"), marshal.loads(frames[1]), events
 
 
 def _check(header: bytes, prefix: bytes) -> None:

@@ -40,6 +40,8 @@ class Fanout(enum.Enum):
     ALL_OK = "all-ok"
     #: A router-side function coordinates the workers (MSETNX, RENAME, SCAN, INFO...).
     COORDINATED = "coordinated"
+    #: May wait for data (BLPOP...): see ``shardis.router.blocking``.
+    BLOCKING = "blocking"
 
 
 #: Worker-side operation: pure function of the shard's keyspace and the arguments.
@@ -64,6 +66,8 @@ class Command:
     parent: Command | None = None
     #: Redis's command tips, e.g. ``request_policy:multi_shard``, for COMMAND INFO.
     tips: tuple[str, ...] = ()
+    #: for blocking commands, the index of the timeout argument (negative: from the end).
+    timeout_arg: int = 0
 
     #: The key position when this is a plain single-key command (the router's fast path), else 0.
     single_key: int = 0
@@ -115,6 +119,7 @@ def command(
     group: str = "generic",
     parent: str | None = None,
     tips: str = "",
+    timeout_arg: int = 0,
 ) -> Callable[[Op | None], Op | None]:
     """Register a command; use as a decorator on its worker op, or call with ``(None)``.
 
@@ -134,6 +139,7 @@ def command(
             group=group,
             op=op,
             tips=tuple(tips.split()),
+            timeout_arg=timeout_arg,
         )
         if parent is None:
             _add(COMMANDS, name, spec)
@@ -213,5 +219,14 @@ def all_commands() -> list[Command]:
 
 def load_families() -> None:
     """Import every family module so that all commands are registered."""
-    from shardis.commands import expiry, keys, server, strings  # noqa: F401
+    from shardis.commands import (  # noqa: F401
+        blocking,
+        expiry,
+        hashes,
+        keys,
+        lists,
+        server,
+        sets,
+        strings,
+    )
 

@@ -37,6 +37,7 @@ from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.protocol import ProtocolMismatch, decode_replies
 from shardis.resp import OK, encode, encode_error
+from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.links import WorkerLink
 from shardis.router.registry import COORDINATED, ROUTER_COMMANDS, Plan, load_handlers
@@ -195,6 +196,7 @@ class Router:
         self.gates: set[int] = set()
         self.held: list[tuple[ClientConnection, list[bytes]]] = []
         self._client_ids = itertools.count(1)
+        self.blocking = BlockingCoordinator(self)
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
@@ -210,6 +212,7 @@ class Router:
     def client_disconnected(self, client: ClientConnection) -> None:
         self.clients.pop(client.id, None)
         self.touched.discard(client)
+        self.blocking.client_gone(client)
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
@@ -286,6 +289,8 @@ class Router:
             self.run_router_command(client, spec, args)
         elif fanout is Fanout.COORDINATED:
             self.run_coordinated(client, spec, args)
+        elif fanout is Fanout.BLOCKING:
+            self.blocking.start(client, spec, args)
         else:
             self.fan_out(client, spec, args)
 
@@ -458,7 +463,7 @@ class Router:
         touched = self.touched
         for frames in messages:
             try:
-                seq, replies = decode_replies(frames)
+                seq, replies, events = decode_replies(frames)
             except (ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                 log.error("bad message from worker %d: %s", link.index, exc)
                 continue
@@ -472,6 +477,8 @@ class Router:
                     touched.add(target.client)
                 else:
                     target.fill(data)
+            for ticket, data in events:
+                self.blocking.on_event(ticket, data)
         self.schedule_client_flush()
 
     def on_link_event(self, link: WorkerLink) -> None:

@@ -272,7 +272,7 @@ def _clients(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
     return [
         ("connected_clients", len(router.clients)),
         ("maxclients", 10000),
-        ("blocked_clients", 0),
+        ("blocked_clients", len(router.blocking)),
     ]
 
 

@@ -43,6 +43,7 @@ class Keyspace:
         "scan_snapshots",
         "scan_counter",
         "stats",
+        "blocking",
         "string_hints",
         "_random_pool",
         "_sweep",
@@ -67,6 +68,8 @@ class Keyspace:
         self._random_pool: list[bytes] = []
         #: the shard's counters (``ShardStats``), for the worker's share of INFO.
         self.stats: object = None
+        #: the shard's blocked commands (``BlockingRegistry``), for ``__block``/``__unblock``.
+        self.blocking: object = None
         #: key -> EMBSTR_INT / UNSHARED_INT, for OBJECT ENCODING/REFCOUNT; rarely non-empty.
         self.string_hints: dict[bytes, int] = {}
         #: active expiry walks a snapshot of the keys with a deadline, a slice per cycle.

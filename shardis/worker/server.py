@@ -61,6 +61,7 @@ class WorkerServer:
         encode_replies = protocol.encode_replies
         log.info("worker %d ready on %s (pid %d)", self.shard.index, self.address, os.getpid())
         housekeeping = self.shard.housekeeping
+        blocking = self.shard.blocking
         next_housekeeping = time.monotonic()
         while self.running:
             now = time.monotonic()
@@ -79,7 +80,9 @@ class WorkerServer:
                 except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                     log.error("dropping a malformed message: %s", exc)
                     continue
-                sock.send_multipart([identity, *encode_replies(seq, execute_batch(batch))])
+                replies = execute_batch(batch)
+                events = blocking.take_events() if blocking.events else None
+                sock.send_multipart([identity, *encode_replies(seq, replies, events)])
         self.close()
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from shardis.commands import COMMANDS, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_int
+from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
 
 log = logging.getLogger("shardis.worker")
@@ -50,6 +51,8 @@ class Shard:
         self.db = Keyspace()
         self.stats = ShardStats()
         self.db.stats = self.stats  # type: ignore[attr-defined]
+        self.blocking = BlockingRegistry()
+        self.db.blocking = self.blocking  # type: ignore[attr-defined]
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
@@ -81,6 +84,8 @@ class Shard:
                 reply = self.internal_error(args, exc)
             if touched:
                 self.apply_effects()
+                if self.blocking.ready:
+                    self.serve_blocked()
             kind = type(reply)
             if kind is bytes:
                 append(b"".join((_BULK_HEADERS[len(reply)], reply, b"\r\n"))
@@ -106,6 +111,8 @@ class Shard:
             reply = self.internal_error(args, exc)
         if db.touched:
             self.apply_effects()
+            if self.blocking.ready:
+                self.serve_blocked()
         return self.encode_other(reply, proto)
 
     def encode_other(self, reply: object, proto: int) -> bytes:
@@ -128,4 +135,15 @@ class Shard:
         """Apply what the last command reported: the single place for write side effects."""
         touched = self.db.touched
         self.stats.dirty += len(touched)
+        if self.blocking.by_key:
+            self.blocking.note_touched(touched)
         touched.clear()
+
+    def serve_blocked(self) -> None:
+        """Serve blocked commands whose keys just got data, before the next command runs."""
+        self.blocking.serve(self.db, self.after_blocked_attempt)
+
+    def after_blocked_attempt(self, reply: object, proto: int) -> bytes:
+        if self.db.touched:
+            self.apply_effects()  # a served pop is a write like any other
+        return encode(reply, proto)

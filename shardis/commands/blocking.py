@@ -1,0 +1,98 @@
+"""Blocking commands (BLPOP, BRPOP): their table entries, how each tries to complete without
+waiting, and the internal commands the router uses to park and release them on a worker.
+
+Sent plainly (inside MULTI, as Redis does) a blocking command never waits: it answers nil.
+The router sends it wrapped in ``__block``, which parks it in the shard's registry when it
+cannot complete (see ``shardis.worker.blocking`` and ``shardis.router.blocking``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from shardis import errors
+from shardis.commands import Fanout, command, lookup
+from shardis.errors import ReplyError
+from shardis.resp import NULL_ARRAY
+from shardis.worker.blocking import ATTEMPTS, BLOCKED, Waiter, blocking_attempt
+from shardis.worker.keyspace import Keyspace
+
+
+def pop_first_nonempty(db: Keyspace, keys: list[bytes], left: bool) -> list[bytes] | None:
+    """[key, element] from the first non-empty list among ``keys``; WRONGTYPE as Redis checks
+    it, key by key, until one has data."""
+    for key in keys:
+        value = db.get(key)
+        if value is None:
+            continue
+        if type(value) is not deque:
+            raise ReplyError(errors.WRONGTYPE)
+        element = value.popleft() if left else value.pop()
+        if value:
+            db.changed(key)
+        else:
+            db.delete(key)
+        return [key, element]
+    return None
+
+
+@blocking_attempt("blpop")
+def blpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
+    return pop_first_nonempty(db, args[1:-1], left=True)
+
+
+@blocking_attempt("brpop")
+def brpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
+    return pop_first_nonempty(db, args[1:-1], left=False)
+
+
+@command("blpop", -3, "write noscript blocking", keys=(1, -2, 1), fanout=Fanout.BLOCKING,
+         acl="write list slow blocking", group="list", timeout_arg=-1)
+def blpop_command(db: Keyspace, args: list[bytes]) -> object:
+    reply = blpop_attempt(db, args)
+    return NULL_ARRAY if reply is None else reply
+
+
+@command("brpop", -3, "write noscript blocking", keys=(1, -2, 1), fanout=Fanout.BLOCKING,
+         acl="write list slow blocking", group="list", timeout_arg=-1)
+def brpop_command(db: Keyspace, args: list[bytes]) -> object:
+    reply = brpop_attempt(db, args)
+    return NULL_ARRAY if reply is None else reply
+
+
+# Internal: router -> worker --------------------------------------------------------------------
+
+
+@command("__block", -6, "write internal", fanout=Fanout.SINGLE)
+def internal_block_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__block ticket notify_only(0|1) proto command...``.
+
+    Runs the command's attempt (unless notify-only); if it cannot complete, parks it under the
+    ticket on every key it names and answers BLOCKED.  Attempt and parking happen in one step,
+    so no push can slip in between.
+    """
+    ticket, notify_only, proto = int(args[1]), args[2] == b"1", int(args[3])
+    inner = args[4:]
+    spec = lookup(inner)
+    attempt = ATTEMPTS[spec.name.encode()]
+    if not notify_only:
+        reply = attempt(db, inner)
+        if reply is not None:
+            return reply
+    keys = [inner[i] for i in spec.key_indexes(len(inner))]
+    db.blocking.register(Waiter(ticket, proto, inner, keys, notify_only, attempt))  # type: ignore[attr-defined]
+    return BLOCKED
+
+
+@command("__tryblock", -2, "write internal", fanout=Fanout.SINGLE)
+def internal_try_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__tryblock command...``: the attempt alone; BLOCKED when it would have to wait."""
+    inner = args[1:]
+    reply = ATTEMPTS[lookup(inner).name.encode()](db, inner)
+    return BLOCKED if reply is None else reply
+
+
+@command("__unblock", 2, "write internal", fanout=Fanout.SINGLE)
+def internal_unblock_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__unblock ticket``: 1 if it was still parked here (and no longer is), else 0."""
+    return int(db.blocking.remove(int(args[1])))  # type: ignore[attr-defined]

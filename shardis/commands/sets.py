@@ -1,0 +1,1 @@
+"""Sets commands: worker-side operations (being written)."""

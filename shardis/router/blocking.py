@@ -1,0 +1,245 @@
+"""Blocking commands on the router: park the client, wake it, time it out, forget it.
+
+One worker (every key on it): the command goes as ``__block``; the worker either completes it
+at once or parks it in its registry and answers BLOCKED.  It then serves it itself, the moment
+a push gives one of its keys data and before any other command runs (exactly Redis's order),
+and the reply comes back as an event with some later batch.
+
+Several workers: no single worker may serve it (two could, twice).  Under a gate over its
+workers the router tries each key in argument order (``__tryblock``); if none has data it
+registers the command *notify-only* on every worker, still under the gate, so no push slips in
+between.  A push then only notifies; the router tries again under a gate.  Between the push and
+that retry another client may take the element: the one relaxation of Redis's semantics, for
+cross-worker blocking only.
+
+The timeout runs on the router; on expiry it unregisters the command everywhere and answers
+nil, unless a worker served it first: the worker's answer to ``__unblock`` comes after any
+event it sent, so the two cannot both win.  A client that disconnects is unregistered too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from typing import TYPE_CHECKING
+
+from shardis.commands import Command
+from shardis.errors import ReplyError
+from shardis.floats import parse_long_double
+from shardis.resp import NULL_ARRAY, encode
+from shardis.router.client import ClientConnection, Reply
+
+if TYPE_CHECKING:
+    from shardis.router.core import Router
+
+log = logging.getLogger("shardis.router")
+
+#: The worker's BLOCKED answer, encoded (a status no blocking command ever replies).
+BLOCKED_REPLY = b"+__BLOCKED\r\n"
+
+
+def parse_timeout(raw: bytes) -> float:
+    """Seconds to wait (0: forever), with Redis's checks and texts."""
+    value = parse_long_double(raw)
+    if value is None or (isinstance(value, float) and math.isinf(value)):
+        raise ReplyError("ERR timeout is not a float or out of range")
+    milliseconds = math.ceil(value * 1000)
+    if milliseconds < 0:
+        raise ReplyError("ERR timeout is negative")
+    return milliseconds / 1000
+
+
+class BlockedRequest:
+    __slots__ = ("ticket", "client", "reply", "args", "proto", "keys", "workers", "timeout",
+                 "timer", "attempting", "notified", "done")
+
+    def __init__(self, ticket: int, client: ClientConnection, reply: Reply, args: list[bytes],
+                 keys: list[bytes], workers: list[int], timeout: float) -> None:
+        self.ticket = ticket
+        self.client = client
+        self.reply = reply
+        self.args = args
+        self.proto = client.proto
+        self.keys = keys
+        self.workers = workers
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
+        self.attempting = False
+        self.notified = False
+        self.done = False
+
+
+class RawFutureTarget:
+    """Resolves a future with a worker's reply as encoded bytes (not decoded)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def fill(self, data: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
+
+
+class StartTarget:
+    """The answer to a one-worker ``__block``: completed at once, or parked."""
+
+    __slots__ = ("coordinator", "request")
+
+    def __init__(self, coordinator: BlockingCoordinator, request: BlockedRequest) -> None:
+        self.coordinator = coordinator
+        self.request = request
+
+    def fill(self, data: bytes) -> None:
+        if data == BLOCKED_REPLY:
+            self.coordinator.park(self.request)
+        else:
+            self.coordinator.finish(self.request, data)
+
+
+class BlockingCoordinator:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.requests: dict[int, BlockedRequest] = {}
+        self._tickets = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    # Starting ----------------------------------------------------------------------------------
+    def start(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
+        router = self.router
+        try:
+            timeout = parse_timeout(args[spec.timeout_arg])
+        except ReplyError as exc:
+            router.reply_error(client, exc.message)
+            return
+        keys = [args[i] for i in spec.key_indexes(len(args))]
+        workers = list(dict.fromkeys(router.worker_of(key) for key in keys))
+        if router.gates and not router.gates.isdisjoint(workers):
+            router.hold(client, args)
+            return
+        router.stats.commands += 1
+        reply = Reply(client)
+        client.replies.append(reply)
+        client.waiting = True
+        request = BlockedRequest(next(self._tickets), client, reply, args, keys, workers,
+                                 timeout)
+        self.requests[request.ticket] = request
+        if len(workers) == 1:
+            command = [b"__block", b"%d" % request.ticket, b"0", b"%d" % request.proto, *args]
+            router.links[workers[0]].send(StartTarget(self, request), request.proto, command)
+            router.schedule_flush()
+        else:
+            router.gates.update(workers)
+            router.loop.create_task(self.attempt_across(request, gated=True))
+
+    def call_raw(self, worker: int, args: list[bytes], proto: int) -> asyncio.Future:
+        future = self.router.loop.create_future()
+        self.router.links[worker].send(RawFutureTarget(future), proto, args)
+        self.router.schedule_flush()
+        return future
+
+    # Waiting -----------------------------------------------------------------------------------
+    def park(self, request: BlockedRequest) -> None:
+        if request.done or request.timer is not None or not request.timeout:
+            return
+        request.timer = self.router.loop.call_later(request.timeout, self.on_timeout, request)
+
+    async def attempt_across(self, request: BlockedRequest, gated: bool) -> None:
+        """Try the keys in order under a gate; register notify-only everywhere if none has
+        data.  ``gated``: the caller already closed the gate (at dispatch time)."""
+        router = self.router
+        request.attempting = True
+        workers = request.workers
+        try:
+            if not gated:
+                while not router.gates.isdisjoint(workers):
+                    await asyncio.sleep(0.001)  # another operation holds one of our workers
+                router.gates.update(workers)
+            for key in request.keys:
+                single = [request.args[0], key, request.args[-1]]
+                data = await self.call_raw(router.worker_of(key), [b"__tryblock", *single],
+                                           request.proto)
+                if data != BLOCKED_REPLY:
+                    self.unregister(request)
+                    self.finish(request, data)
+                    return
+            command = [b"__block", b"%d" % request.ticket, b"1", b"%d" % request.proto,
+                       *request.args]
+            for future in [self.call_raw(w, command, request.proto) for w in workers]:
+                await future
+            self.park(request)
+        except Exception:  # never leave the gate closed or the client hanging
+            log.exception("blocking attempt failed")
+            self.finish(request, b"-ERR internal error while blocking\r\n")
+        finally:
+            request.attempting = False
+            router.gates.difference_update(workers)
+            router.release_held()
+        if request.notified and not request.done:
+            request.notified = False
+            router.loop.create_task(self.attempt_across(request, gated=False))
+
+    # Waking ------------------------------------------------------------------------------------
+    def on_event(self, ticket: int, data: bytes | None) -> None:
+        """A worker served a parked command (``data``) or saw a push for a notify-only one."""
+        request = self.requests.get(ticket)
+        if request is None or request.done:
+            return
+        if data is not None:
+            self.finish(request, data)
+        elif request.attempting:
+            request.notified = True
+        else:
+            self.router.loop.create_task(self.attempt_across(request, gated=False))
+
+    def on_timeout(self, request: BlockedRequest) -> None:
+        request.timer = None
+        if not request.done:
+            self.router.loop.create_task(self.expire(request))
+
+    async def expire(self, request: BlockedRequest) -> None:
+        while request.attempting:
+            await asyncio.sleep(0.001)
+        if request.done:
+            return
+        # A served reply, if any, arrives before the answer to __unblock: wait for those.
+        for future in self.unregister(request):
+            await future
+        if not request.done:
+            self.finish(request, encode(NULL_ARRAY, request.proto))
+
+    # Ending ------------------------------------------------------------------------------------
+    def finish(self, request: BlockedRequest, data: bytes) -> None:
+        if request.done:
+            return
+        request.done = True
+        self.requests.pop(request.ticket, None)
+        if request.timer is not None:
+            request.timer.cancel()
+            request.timer = None
+        client = request.client
+        if data.startswith(b"-"):
+            self.router.stats.error_replies += 1
+        request.reply.data = data
+        client.waiting = False
+        self.router.touched.add(client)
+        self.router.schedule_client_flush()
+        client.resume()
+
+    def unregister(self, request: BlockedRequest) -> list[asyncio.Future]:
+        command = [b"__unblock", b"%d" % request.ticket]
+        return [self.call_raw(worker, command, 2) for worker in request.workers]
+
+    def client_gone(self, client: ClientConnection) -> None:
+        for request in [r for r in self.requests.values() if r.client is client]:
+            request.done = True
+            self.requests.pop(request.ticket, None)
+            if request.timer is not None:
+                request.timer.cancel()
+            self.unregister(request)
+

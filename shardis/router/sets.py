@@ -1,0 +1,1 @@
+"""Sets commands that span workers (being written)."""
