@@ -36,7 +36,7 @@ from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.protocol import ProtocolMismatch, decode_replies
-from shardis.resp import OK, encode, encode_error
+from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.links import WorkerLink
@@ -59,11 +59,16 @@ class RouterStats:
         self.started = time.time()
 
 
+_DECODER = hiredis.Reader(replyError=ReplyError)
+
+
 def decode_resp3(data: bytes) -> Any:
-    """Decode one encoded RESP3 reply from a worker; errors come back as ReplyError values."""
-    reader = hiredis.Reader(replyError=ReplyError)
-    reader.feed(data)
-    return reader.gets()
+    """Decode one encoded RESP3 reply from a worker; errors come back as ReplyError values.
+
+    One reader serves every call: each input is one complete reply, so it never keeps state.
+    """
+    _DECODER.feed(data)
+    return _DECODER.gets()
 
 
 class FutureTarget:
@@ -99,14 +104,13 @@ class Gather:
 
     def done(self) -> None:
         client = self.reply.client
-        parts = [decode_resp3(part) for part in self.parts]
         try:
-            value = self.merge(parts, self.context)
+            data = self.merge(self.parts, self.context, self.proto)
         except ReplyError as exc:
-            value = exc
-        if type(value) is ReplyError:
+            data = encode_error(exc.message)
+        if data[:1] == b"-":
             self.router.stats.error_replies += 1
-        self.reply.data = encode(value, self.proto)
+        self.reply.data = data
         self.router.touched.add(client)
 
 
@@ -125,37 +129,41 @@ class GatherPart:
             gather.done()
 
 
-# Merges: (decoded parts, context) -> reply ---------------------------------------------------
-def _first_error(parts: list[Any]) -> ReplyError | None:
+# Merges: (raw RESP3 parts, context, client protocol) -> the encoded reply.  Errors pass through
+# as they came; integers and OK need no decoding.
+def _first_error(parts: list[bytes]) -> bytes | None:
     for part in parts:
-        if type(part) is ReplyError:
+        if part[:1] == b"-":
             return part
     return None
 
 
-def merge_sum(parts: list[Any], _context: Any) -> Any:
-    return _first_error(parts) or sum(parts)
+def merge_sum(parts: list[bytes], _context: Any, _proto: int) -> bytes:
+    error = _first_error(parts)
+    return error or encode_int(sum(int(part[1:-2]) for part in parts))
 
 
-def merge_all_ok(parts: list[Any], _context: Any) -> Any:
-    return _first_error(parts) or OK
+def merge_all_ok(parts: list[bytes], _context: Any, _proto: int) -> bytes:
+    return _first_error(parts) or OK_REPLY
 
 
-def merge_concat(parts: list[Any], _context: Any) -> Any:
-    return _first_error(parts) or list(itertools.chain.from_iterable(parts))
+def merge_concat(parts: list[bytes], _context: Any, proto: int) -> bytes:
+    error = _first_error(parts)
+    if error is not None:
+        return error
+    return encode(list(itertools.chain.from_iterable(map(decode_resp3, parts))), proto)
 
 
-def merge_by_position(parts: list[Any], positions: list[list[int]]) -> Any:
+def merge_by_position(parts: list[bytes], positions: list[list[int]], proto: int) -> bytes:
     """Put each part's array elements back where their keys were in the request (MGET)."""
     error = _first_error(parts)
     if error is not None:
         return error
-    size = sum(len(p) for p in positions)
-    merged: list[Any] = [None] * size
+    merged: list[Any] = [None] * sum(len(p) for p in positions)
     for part, where in zip(parts, positions):
-        for index, value in zip(where, part):
+        for index, value in zip(where, decode_resp3(part)):
             merged[index] = value
-    return merged
+    return encode(merged, proto)
 
 
 _MERGES = {
