@@ -124,7 +124,7 @@ def test_commands_pipelined_after_a_blocking_one_wait_for_it(shardis_clean):
 def test_producers_and_consumers_lose_and_duplicate_nothing(shardis_clean):
     port = shardis_clean.port
     queues = keys_on_distinct_workers(3)
-    total = 3000
+    total = 10_000
     received: list[bytes] = []
     lock = threading.Lock()
 

@@ -53,7 +53,7 @@ def parse_timeout(raw: bytes) -> float:
 
 class BlockedRequest:
     __slots__ = ("ticket", "client", "reply", "args", "proto", "keys", "workers", "timeout",
-                 "timer", "attempting", "notified", "done")
+                 "timer", "attempting", "notified", "expiring", "done")
 
     def __init__(self, ticket: int, client: ClientConnection, reply: Reply, args: list[bytes],
                  keys: list[bytes], workers: list[int], timeout: float) -> None:
@@ -68,6 +68,8 @@ class BlockedRequest:
         self.timer: asyncio.TimerHandle | None = None
         self.attempting = False
         self.notified = False
+        #: the timeout fired: no new attempt may pop anything for this request.
+        self.expiring = False
         self.done = False
 
 
@@ -157,9 +159,9 @@ class BlockingCoordinator:
         workers = request.workers
         try:
             if not gated:
-                while not router.gates.isdisjoint(workers):
-                    await asyncio.sleep(0.001)  # another operation holds one of our workers
-                router.gates.update(workers)
+                await router.acquire_gates(workers)
+            if request.done or request.expiring:
+                return  # timed out (or finished) while we waited for the gate: pop nothing
             for key in request.keys:
                 single = [request.args[0], key, request.args[-1]]
                 data = await self.call_raw(router.worker_of(key), [b"__tryblock", *single],
@@ -180,7 +182,7 @@ class BlockingCoordinator:
             request.attempting = False
             router.gates.difference_update(workers)
             router.release_held()
-        if request.notified and not request.done:
+        if request.notified and not request.done and not request.expiring:
             request.notified = False
             router.loop.create_task(self.attempt_across(request, gated=False))
 
@@ -189,9 +191,15 @@ class BlockingCoordinator:
         """A worker served a parked command (``data``) or saw a push for a notify-only one."""
         request = self.requests.get(ticket)
         if request is None or request.done:
+            if data is not None:
+                # Served for a client that disconnected meanwhile: the element is gone with it
+                # (Redis, single-threaded, cannot meet this race).
+                log.warning("a blocked command was served after its client left; reply dropped")
             return
         if data is not None:
             self.finish(request, data)
+        elif request.expiring:
+            return
         elif request.attempting:
             request.notified = True
         else:
@@ -203,6 +211,7 @@ class BlockingCoordinator:
             self.router.loop.create_task(self.expire(request))
 
     async def expire(self, request: BlockedRequest) -> None:
+        request.expiring = True
         while request.attempting:
             await asyncio.sleep(0.001)
         if request.done:

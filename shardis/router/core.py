@@ -203,6 +203,8 @@ class Router:
         #: workers gated by a running multi-step operation, and what waits for them.
         self.gates: set[int] = set()
         self.held: list[tuple[ClientConnection, list[bytes]]] = []
+        #: futures of operations that wait for gates to open (retried blocking commands).
+        self.gate_waiters: list[asyncio.Future] = []
         self._client_ids = itertools.count(1)
         self.blocking = BlockingCoordinator(self)
         for link in self.links:
@@ -438,7 +440,12 @@ class Router:
         client.flush()
 
     def release_held(self) -> None:
-        """Re-dispatch held commands in arrival order (some may be held again)."""
+        """Re-dispatch held commands in arrival order (some may be held again), and wake the
+        operations waiting for a gate to open."""
+        waiters, self.gate_waiters = self.gate_waiters, []
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
         held, self.held = self.held, []
         for client, args in held:
             if client.closed:
@@ -446,6 +453,14 @@ class Router:
             client.waiting = False
             self.dispatch(client, args)
             client.resume()
+
+    async def acquire_gates(self, workers: Any) -> None:
+        """Close the gates of ``workers`` once no other operation holds any of them."""
+        while not self.gates.isdisjoint(workers):
+            future = self.loop.create_future()
+            self.gate_waiters.append(future)
+            await future
+        self.gates.update(workers)
 
     def call(self, worker: int, args: list[bytes]) -> asyncio.Future:
         """Send one command to a worker on behalf of a coordinated operation."""
