@@ -49,7 +49,6 @@ PROTO_EXPECTED_DOLLAR = "ERR Protocol error: expected '$', got '{}'"
 
 # Hashes and sets -----------------------------------------------------------------------------
 HASH_NOT_INTEGER = "ERR hash value is not an integer"
-INVALID_CURSOR = "ERR invalid cursor"
 NUMKEYS_NOT_POSITIVE = "ERR numkeys should be greater than 0"
 NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
 LIMIT_NEGATIVE = "ERR LIMIT can't be negative"

@@ -68,6 +68,8 @@ class Command:
     tips: tuple[str, ...] = ()
     #: for blocking commands, the index of the timeout argument (negative: from the end).
     timeout_arg: int = 0
+    #: for commands whose keys move (``movablekeys``: LMPOP, SINTERCARD...): finds them.
+    key_finder: Callable[[list[bytes]], range] | None = None
 
     #: The key position when this is a plain single-key command (the router's fast path), else 0.
     single_key: int = 0
@@ -97,12 +99,29 @@ class Command:
         arity = self.arity
         return argc == arity if arity > 0 else argc >= -arity
 
-    def key_indexes(self, argc: int) -> range:
-        """Indexes of the key arguments in a command of ``argc`` arguments."""
+    def key_indexes(self, args: list[bytes]) -> range:
+        """Indexes of the key arguments of the command ``args``."""
+        if self.key_finder is not None:
+            return self.key_finder(args)
         if not self.first_key:
             return range(0)
+        argc = len(args)
         last = self.last_key if self.last_key >= 0 else argc + self.last_key
         return range(self.first_key, last + 1, self.step)
+
+
+def keys_after_numkeys(position: int) -> Callable[[list[bytes]], range]:
+    """A key finder for ``... numkeys key [key ...]`` with numkeys at ``position``."""
+
+    def find(args: list[bytes]) -> range:
+        try:
+            count = int(args[position])
+        except (IndexError, ValueError):
+            return range(0)
+        first = position + 1
+        return range(first, min(first + max(count, 0), len(args)))
+
+    return find
 
 
 #: name (lower- and upper-case bytes) -> Command; see :func:`lookup`.
@@ -120,6 +139,7 @@ def command(
     parent: str | None = None,
     tips: str = "",
     timeout_arg: int = 0,
+    key_finder: Callable[[list[bytes]], range] | None = None,
 ) -> Callable[[Op | None], Op | None]:
     """Register a command; use as a decorator on its worker op, or call with ``(None)``.
 
@@ -140,6 +160,7 @@ def command(
             op=op,
             tips=tuple(tips.split()),
             timeout_arg=timeout_arg,
+            key_finder=key_finder,
         )
         if parent is None:
             _add(COMMANDS, name, spec)

@@ -1,4 +1,4 @@
-"""Blocking commands (BLPOP, BRPOP): their table entries, how each tries to complete without
+"""Blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP): their table entries, how each tries to complete without
 waiting, and the internal commands the router uses to park and release them on a worker.
 
 Sent plainly (inside MULTI, as Redis does) a blocking command never waits: it answers nil.
@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections import deque
 
 from shardis import errors
-from shardis.commands import Fanout, command, lookup
+from shardis.commands import Fanout, command, keys_after_numkeys, lookup
+from shardis.commands.lists import (
+    LEFT,
+    RIGHT,
+    lmove_generic,
+    mpop_generic,
+    parse_lmpop,
+    parse_position,
+)
 from shardis.errors import ReplyError
 from shardis.resp import NULL_ARRAY
 from shardis.worker.blocking import ATTEMPTS, BLOCKED, Waiter, blocking_attempt
@@ -60,6 +68,44 @@ def brpop_command(db: Keyspace, args: list[bytes]) -> object:
     return NULL_ARRAY if reply is None else reply
 
 
+@blocking_attempt("blmove")
+def blmove_attempt(db: Keyspace, args: list[bytes]) -> object | None:
+    wherefrom, whereto = parse_position(args[3]), parse_position(args[4])
+    return lmove_generic(db, args[1], args[2], wherefrom, whereto)
+
+
+@blocking_attempt("brpoplpush")
+def brpoplpush_attempt(db: Keyspace, args: list[bytes]) -> object | None:
+    return lmove_generic(db, args[1], args[2], RIGHT, LEFT)
+
+
+@blocking_attempt("blmpop")
+def blmpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
+    keys, where, count = parse_lmpop(args, numkeys_index=2)
+    reply = mpop_generic(db, keys, where, count)
+    return None if reply is NULL_ARRAY else reply
+
+
+@command("blmove", 6, "write denyoom noscript blocking", keys=(1, 2, 1), fanout=Fanout.BLOCKING,
+         acl="write list slow blocking", group="list", timeout_arg=-1)
+def blmove_command(db: Keyspace, args: list[bytes]) -> object:
+    return blmove_attempt(db, args)  # None: nil, the non-blocking answer
+
+
+@command("brpoplpush", 4, "write denyoom noscript blocking", keys=(1, 2, 1),
+         fanout=Fanout.BLOCKING, acl="write list slow blocking", group="list", timeout_arg=-1)
+def brpoplpush_command(db: Keyspace, args: list[bytes]) -> object:
+    return brpoplpush_attempt(db, args)
+
+
+@command("blmpop", -5, "write blocking movablekeys", fanout=Fanout.BLOCKING,
+         acl="write list slow blocking", group="list", timeout_arg=1,
+         key_finder=keys_after_numkeys(2))
+def blmpop_command(db: Keyspace, args: list[bytes]) -> object:
+    reply = blmpop_attempt(db, args)
+    return NULL_ARRAY if reply is None else reply
+
+
 # Internal: router -> worker --------------------------------------------------------------------
 
 
@@ -79,7 +125,7 @@ def internal_block_command(db: Keyspace, args: list[bytes]) -> object:
         reply = attempt(db, inner)
         if reply is not None:
             return reply
-    keys = [inner[i] for i in spec.key_indexes(len(inner))]
+    keys = [inner[i] for i in spec.key_indexes(inner)]
     db.blocking.register(Waiter(ticket, proto, inner, keys, notify_only, attempt))  # type: ignore[attr-defined]
     return BLOCKED
 

@@ -1,7 +1,13 @@
 """Expiry commands: EXPIRE and friends, TTL and friends, PERSIST (Redis's expire.c).
 
 Deadlines are absolute Unix times in milliseconds, stored per key in the shard's keyspace;
-expired keys vanish lazily on access (``Keyspace.get``).
+expired keys vanish on access (``Keyspace.get``/``peek``) or through the keyspace's active
+expiry (see ``shardis.worker.keyspace`` for the engine and the clock).
+
+Checked against Redis 7.0.15 by tests/test_diff_expiry.py.  Details that matter: options are
+parsed before the number and both before the key is looked up; options compare as C strings
+(``"nx\0junk"`` is NX); a deadline ``<= now`` deletes the key and answers 1; TTL rounds to the
+nearest second (so does EXPIRETIME); TTL/EXPIRETIME do not count as an access.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ _OPTIONS = {b"NX": _NX, b"XX": _XX, b"GT": _GT, b"LT": _LT}
 
 
 def parse_expire_options(args: list[bytes]) -> int:
+    """NX/XX/GT/LT after the number, with Redis's errors (in Redis's order)."""
     flags = 0
     for raw in args[3:]:
+        if b"\0" in raw:
+            raw = raw.split(b"\0", 1)[0]  # Redis compares with strcasecmp: a C string
         flag = _OPTIONS.get(raw.upper())
         if flag is None:
             raise ReplyError(f"ERR Unsupported option {errors.arg_text(raw)}")
@@ -82,6 +91,7 @@ def pexpireat_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 def ttl_generic(db: Keyspace, key: bytes, in_ms: bool, absolute: bool) -> int:
+    """TTL, PTTL, EXPIRETIME, PEXPIRETIME: -2 missing, -1 no deadline; seconds are rounded."""
     if db.peek(key) is None:
         return -2
     deadline = db.deadline(key)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from shardis import errors
@@ -33,8 +33,9 @@ from shardis.router.keys import parse_cursor
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.types import ValueType, register_type
 
-#: Redis 7.0 defaults: a hash stays a listpack up to this many fields...
-HASH_MAX_LISTPACK_ENTRIES = 128
+#: Redis 7.0 defaults (config.c; 512, not the 128 of older docs): a hash stays a listpack up
+#: to this many fields...
+HASH_MAX_LISTPACK_ENTRIES = 512
 #: ...and while no field or value is longer than this.
 HASH_MAX_LISTPACK_VALUE = 64
 #: The largest count Redis accepts for HRANDFIELD/SRANDMEMBER (``-LONG_MAX..LONG_MAX``).
@@ -109,7 +110,7 @@ register_type(
 V = TypeVar("V", bound=Any)
 
 
-def lookup(db: Keyspace, key: bytes, kind: type[V]) -> V | None:
+def value_of_type(db: Keyspace, key: bytes, kind: type[V]) -> V | None:
     """The value at ``key`` if it is a ``kind``, None if missing; WRONGTYPE otherwise."""
     value = db.get(key)
     if value is None or type(value) is kind:
@@ -117,12 +118,12 @@ def lookup(db: Keyspace, key: bytes, kind: type[V]) -> V | None:
     raise ReplyError(errors.WRONGTYPE)
 
 
-def lookup_for_write(db: Keyspace, key: bytes, kind: type[V]) -> tuple[V, bool]:
+def value_for_write(db: Keyspace, key: bytes, kind: type[V]) -> tuple[V, bool]:
     """(value, created): a new empty ``kind`` when missing, stored later by :func:`commit`.
 
     Storing only after the change means a command that fails half-way leaves no empty key.
     """
-    value = lookup(db, key, kind)
+    value = value_of_type(db, key, kind)
     if value is None:
         return kind(), True
     return value, False
@@ -189,6 +190,17 @@ def random_distinct(value: Any, count: int) -> list[bytes]:
     return list(chosen)
 
 
+def random_sample(value: Any, count: int, whole: Callable[[], list[bytes]]) -> list[bytes]:
+    """HRANDFIELD's and SRANDMEMBER's cases for a nonzero count: a negative count (or 1)
+    picks with repetitions, a count covering the value returns ``whole()`` (all of it in
+    Redis's order), a smaller one distinct members."""
+    if count < 0 or count == 1:
+        return random_elements(value, abs(count))
+    if count >= len(value):
+        return whole()
+    return random_distinct(value, count)
+
+
 def parse_range_count(raw: bytes) -> int:
     """HRANDFIELD/SRANDMEMBER's count: an integer in ``-LONG_MAX..LONG_MAX``."""
     count = parse_int(raw)
@@ -227,9 +239,13 @@ def parse_collection_scan(args: list[bytes]) -> tuple[int, bytes | None]:
     return count, pattern
 
 
-def scan_page(value: Any, cursor: int, count: int, small: bool) -> tuple[int, list[bytes]]:
-    """(next cursor, members or fields) for one HSCAN/SSCAN call; see the note above."""
-    if small or (cursor == 0 and len(value) <= count):
+def scan_page(value: Any, cursor: int, count: int) -> tuple[int, list[bytes]]:
+    """(next cursor, members or fields) of a big value for one HSCAN/SSCAN call; see above.
+
+    A value that fits in one page is returned whole from cursor 0 without a snapshot, as
+    Redis's small hash tables are.
+    """
+    if cursor == 0 and len(value) <= count:
         return 0, list(value)
     scans = value.scans
     if scans is None:
@@ -250,22 +266,25 @@ def scan_page(value: Any, cursor: int, count: int, small: bool) -> tuple[int, li
     return snapshot_id << _OFFSET_BITS | end, page
 
 
-def scan_generic(db: Keyspace, args: list[bytes], kind: type, ordered: Any) -> object:
-    """HSCAN and SSCAN; ``ordered(value) -> (small?, members in Redis's order)``.
+def scan_generic(
+    db: Keyspace, args: list[bytes], kind: type, whole: Callable[[Any], list[bytes] | None]
+) -> object:
+    """HSCAN and SSCAN.  ``whole(value)``: all members in Redis's order when Redis returns a
+    small encoding whole, else None (paged).
 
     Redis's order of checks: cursor, key (a missing key is an empty scan, whatever the
     options), type, options.
     """
     cursor = parse_cursor(args[2])
-    value = lookup(db, args[1], kind)
+    value = value_of_type(db, args[1], kind)
     if value is None:
         return [b"0", []]
     count, pattern = parse_collection_scan(args)
-    small, members = ordered(value)
-    if small:
-        cursor, page = 0, members
+    page = whole(value)
+    if page is None:
+        cursor, page = scan_page(value, cursor, count)
     else:
-        cursor, page = scan_page(value, cursor, count, small=False)
+        cursor = 0
     if pattern is not None and pattern != b"*":
         match = compile_glob(pattern)
         page = [member for member in page if match(member)]
@@ -275,23 +294,23 @@ def scan_generic(db: Keyspace, args: list[bytes], kind: type, ordered: Any) -> o
 
 
 # Writes --------------------------------------------------------------------------------------
-def hset_generic(db: Keyspace, args: list[bytes], name: str) -> tuple[int, HashValue]:
+def hset_generic(db: Keyspace, args: list[bytes], name: str) -> int:
     """HSET and HMSET: set every pair; returns how many fields are new."""
     if len(args) % 2:
         raise ReplyError(errors.wrong_arity(name))
     key = args[1]
-    value, created = lookup_for_write(db, key, HashValue)
+    value, created = value_for_write(db, key, HashValue)
     value.convert_if_long(args[2:])
     added = 0
     for j in range(2, len(args), 2):
         added += value.put(args[j], args[j + 1])
     commit(db, key, value, created)
-    return added, value
+    return added
 
 
 @command("hset", -4, "write denyoom fast", keys=(1, 1, 1), acl="write hash fast", group="hash")
 def hset_command(db: Keyspace, args: list[bytes]) -> object:
-    return hset_generic(db, args, "hset")[0]
+    return hset_generic(db, args, "hset")
 
 
 @command("hmset", -4, "write denyoom fast", keys=(1, 1, 1), acl="write hash fast",
@@ -305,7 +324,7 @@ def hmset_command(db: Keyspace, args: list[bytes]) -> object:
          group="hash")
 def hsetnx_command(db: Keyspace, args: list[bytes]) -> object:
     key, field, new = args[1], args[2], args[3]
-    value, created = lookup_for_write(db, key, HashValue)
+    value, created = value_for_write(db, key, HashValue)
     if field in value:
         return 0
     value.convert_if_long((field, new))
@@ -317,7 +336,7 @@ def hsetnx_command(db: Keyspace, args: list[bytes]) -> object:
 @command("hdel", -3, "write fast", keys=(1, 1, 1), acl="write hash fast", group="hash")
 def hdel_command(db: Keyspace, args: list[bytes]) -> object:
     key = args[1]
-    value = lookup(db, key, HashValue)
+    value = value_of_type(db, key, HashValue)
     if value is None:
         return 0
     deleted = 0
@@ -336,7 +355,7 @@ def hdel_command(db: Keyspace, args: list[bytes]) -> object:
 def hincrby_command(db: Keyspace, args: list[bytes]) -> object:
     key, field = args[1], args[2]
     increment = parse_int(args[3])
-    value, created = lookup_for_write(db, key, HashValue)
+    value, created = value_for_write(db, key, HashValue)
     current = value.get(field)
     old = 0 if current is None else parse_int(current, errors.HASH_NOT_INTEGER)
     result = old + increment
@@ -352,7 +371,7 @@ def hincrby_command(db: Keyspace, args: list[bytes]) -> object:
 def hincrbyfloat_command(db: Keyspace, args: list[bytes]) -> object:
     key, field, increment = args[1], args[2], args[3]
     hincr_by_float(None, increment)  # the increment's errors come before WRONGTYPE in Redis
-    value, created = lookup_for_write(db, key, HashValue)
+    value, created = value_for_write(db, key, HashValue)
     result = hincr_by_float(value.get(field), increment)
     value.put(field, result)
     commit(db, key, value, created)
@@ -362,13 +381,13 @@ def hincrbyfloat_command(db: Keyspace, args: list[bytes]) -> object:
 # Reads ---------------------------------------------------------------------------------------
 @command("hget", 3, "readonly fast", keys=(1, 1, 1), acl="read hash fast", group="hash")
 def hget_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     return None if value is None else value.get(args[2])
 
 
 @command("hmget", -3, "readonly fast", keys=(1, 1, 1), acl="read hash fast", group="hash")
 def hmget_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     if value is None:
         return [None] * (len(args) - 2)
     get = value.get
@@ -377,19 +396,19 @@ def hmget_command(db: Keyspace, args: list[bytes]) -> object:
 
 @command("hexists", 3, "readonly fast", keys=(1, 1, 1), acl="read hash fast", group="hash")
 def hexists_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     return int(value is not None and args[2] in value)
 
 
 @command("hlen", 2, "readonly fast", keys=(1, 1, 1), acl="read hash fast", group="hash")
 def hlen_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     return 0 if value is None else len(value)
 
 
 @command("hstrlen", 3, "readonly fast", keys=(1, 1, 1), acl="read hash fast", group="hash")
 def hstrlen_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     found = None if value is None else value.get(args[2])
     return 0 if found is None else len(found)
 
@@ -397,32 +416,32 @@ def hstrlen_command(db: Keyspace, args: list[bytes]) -> object:
 @command("hgetall", 2, "readonly", keys=(1, 1, 1), acl="read hash slow", group="hash",
          tips="nondeterministic_output_order")
 def hgetall_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     return {} if value is None else dict(value)
 
 
 @command("hkeys", 2, "readonly", keys=(1, 1, 1), acl="read hash slow", group="hash",
          tips="nondeterministic_output_order")
 def hkeys_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     return [] if value is None else list(value)
 
 
 @command("hvals", 2, "readonly", keys=(1, 1, 1), acl="read hash slow", group="hash",
          tips="nondeterministic_output_order")
 def hvals_command(db: Keyspace, args: list[bytes]) -> object:
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     return [] if value is None else list(value.values())
 
 
-def _hash_scan_order(value: HashValue) -> tuple[bool, Iterator[bytes] | HashValue]:
-    return value.listpack, value
+def _listpack_fields(value: HashValue) -> list[bytes] | None:
+    return list(value) if value.listpack else None
 
 
 @command("hscan", -3, "readonly", keys=(1, 1, 1), acl="read hash slow", group="hash",
          tips="nondeterministic_output")
 def hscan_command(db: Keyspace, args: list[bytes]) -> object:
-    return scan_generic(db, args, HashValue, _hash_scan_order)
+    return scan_generic(db, args, HashValue, _listpack_fields)
 
 
 # HRANDFIELD ----------------------------------------------------------------------------------
@@ -434,7 +453,7 @@ def parse_hrandfield(args: list[bytes]) -> tuple[int | None, bool]:
     if len(args) > 4 or (len(args) == 4 and args[3].lower() != b"withvalues"):
         raise ReplyError(errors.SYNTAX)
     with_values = len(args) == 4
-    if with_values and not -LONG_MAX // 2 <= count <= LONG_MAX // 2:
+    if with_values and abs(count) > LONG_MAX // 2:  # C division truncates: no floor here
         raise ReplyError(errors.OUT_OF_RANGE)
     return count, with_values
 
@@ -445,17 +464,12 @@ def hrandfield_command(db: Keyspace, args: list[bytes]) -> object:
     """Redis's cases: no count (one field or nil), count 0, a negative count (repeats allowed),
     a count covering the hash (all of it, in order), a smaller count (distinct fields)."""
     count, with_values = parse_hrandfield(args)
-    value = lookup(db, args[1], HashValue)
+    value = value_of_type(db, args[1], HashValue)
     if count is None:
         return None if value is None else random_element(value)
     if value is None or count == 0:
         return []
-    if count < 0 or count == 1:
-        fields = random_elements(value, -count if count < 0 else 1)
-    elif count >= len(value):
-        fields = list(value)
-    else:
-        fields = random_distinct(value, count)
+    fields = random_sample(value, count, lambda: list(value))
     if with_values:
         return [[field, value[field]] for field in fields]  # flattened for RESP2 by the router
     return fields

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 
 from shardis import errors
-from shardis.commands import Fanout, command
+from shardis.commands import Fanout, command, keys_after_numkeys
 from shardis.commands.strings import LLONG_MAX, LLONG_MIN, parse_int
 from shardis.errors import ReplyError
 from shardis.resp import NULL_ARRAY, OK
@@ -39,7 +39,6 @@ RANK_ZERO = (
 )
 COUNT_NEGATIVE = "ERR COUNT can't be negative"
 MAXLEN_NEGATIVE = "ERR MAXLEN can't be negative"
-NUMKEYS_NOT_POSITIVE = "ERR numkeys should be greater than 0"
 COUNT_NOT_POSITIVE = "ERR count should be greater than 0"
 
 # The value type ------------------------------------------------------------------------------
@@ -220,7 +219,8 @@ def parse_lmpop(args: list[bytes], numkeys_index: int = 1) -> tuple[list[bytes],
     ``numkeys_index`` is 2 for BLMPOP (after its timeout).  Shared with the router, which must
     find the keys (and report parse errors) before it can route.
     """
-    numkeys = parse_range_int(args[numkeys_index], 1, LLONG_MAX, NUMKEYS_NOT_POSITIVE)
+    numkeys = parse_range_int(args[numkeys_index], 1, LLONG_MAX,
+                              errors.NUMKEYS_NOT_POSITIVE)
     where_index = numkeys_index + numkeys + 1
     if where_index >= len(args):
         raise ReplyError(errors.SYNTAX)
@@ -249,7 +249,7 @@ def mpop_generic(db: Keyspace, keys: list[bytes], where: int, count: int) -> obj
 
 
 @command("lmpop", -4, "write movablekeys", fanout=Fanout.COORDINATED, acl="write list slow",
-         group="list")
+         group="list", key_finder=keys_after_numkeys(1))
 def lmpop_command(db: Keyspace, args: list[bytes]) -> object:
     keys, where, count = parse_lmpop(args)
     return mpop_generic(db, keys, where, count)
@@ -357,6 +357,11 @@ def lpos_matches(items: deque[bytes], element: bytes, rank: int, count: int,
     Redis negates a negative rank in C, so RANK -9223372036854775808 stays negative: every match
     qualifies and the COUNT limit never triggers.  ``_wrap64`` reproduces that.
     """
+    if rank == 1 and count == -1 and not maxlen:
+        try:  # the plain ``LPOS key element``: deque.index scans in C
+            return [items.index(element)]
+        except ValueError:
+            return []
     from_tail = rank < 0
     if from_tail:
         rank = _wrap64(-rank)

@@ -78,7 +78,10 @@ def parse_set_options(
     j = first
     argc = len(args)
     while j < argc:
-        opt = args[j].upper()
+        opt = args[j]
+        if b"\0" in opt:
+            opt = opt.split(b"\0", 1)[0]  # Redis compares options as C strings
+        opt = opt.upper()
         has_next = j + 1 < argc
         if opt == b"NX" and for_set and not flags & _XX:
             flags |= _NX

@@ -26,10 +26,12 @@ import math
 from typing import TYPE_CHECKING
 
 from shardis.commands import Command
+from shardis.commands.lists import LEFT, RIGHT, parse_position
 from shardis.errors import ReplyError
 from shardis.floats import parse_long_double
-from shardis.resp import NULL_ARRAY, encode
+from shardis.resp import NULL_ARRAY, encode, encode_error
 from shardis.router.client import ClientConnection, Reply
+from shardis.router.lists import lmpop, move_element
 
 if TYPE_CHECKING:
     from shardis.router.core import Router
@@ -119,7 +121,7 @@ class BlockingCoordinator:
         except ReplyError as exc:
             router.reply_error(client, exc.message)
             return
-        keys = [args[i] for i in spec.key_indexes(len(args))]
+        keys = [args[i] for i in spec.key_indexes(args)]
         workers = list(dict.fromkeys(router.worker_of(key) for key in keys))
         if router.gates and not router.gates.isdisjoint(workers):
             router.hold(client, args)
@@ -162,14 +164,14 @@ class BlockingCoordinator:
                 await router.acquire_gates(workers)
             if request.done or request.expiring:
                 return  # timed out (or finished) while we waited for the gate: pop nothing
-            for key in request.keys:
-                single = [request.args[0], key, request.args[-1]]
-                data = await self.call_raw(router.worker_of(key), [b"__tryblock", *single],
-                                           request.proto)
-                if data != BLOCKED_REPLY:
-                    self.unregister(request)
-                    self.finish(request, data)
-                    return
+            try:
+                data = await self.cross_attempt(request)
+            except ReplyError as exc:
+                data = encode_error(exc.message)
+            if data is not None:
+                self.unregister(request)
+                self.finish(request, data)
+                return
             command = [b"__block", b"%d" % request.ticket, b"1", b"%d" % request.proto,
                        *request.args]
             for future in [self.call_raw(w, command, request.proto) for w in workers]:
@@ -185,6 +187,28 @@ class BlockingCoordinator:
         if request.notified and not request.done and not request.expiring:
             request.notified = False
             router.loop.create_task(self.attempt_across(request, gated=False))
+
+    async def cross_attempt(self, request: BlockedRequest) -> bytes | None:
+        """The command once, without waiting, over its workers (gated): the encoded reply, or
+        None when it would have to wait."""
+        router, args, proto = self.router, request.args, request.proto
+        name = args[0].lower()
+        if name in (b"blmove", b"brpoplpush"):
+            if name == b"blmove":
+                wherefrom, whereto = parse_position(args[3]), parse_position(args[4])
+            else:
+                wherefrom, whereto = RIGHT, LEFT
+            element = await move_element(router, args[1], args[2], wherefrom, whereto)
+            return None if element is None else encode(element, proto)
+        if name == b"blmpop":
+            reply = await lmpop(router, request.client, [b"LMPOP", *args[2:]])
+            return None if reply is NULL_ARRAY else encode(reply, proto)
+        for key in request.keys:  # BLPOP, BRPOP: the first key with data, in argument order
+            single = [args[0], key, args[-1]]
+            data = await self.call_raw(router.worker_of(key), [b"__tryblock", *single], proto)
+            if data != BLOCKED_REPLY:
+                return data
+        return None
 
     # Waking ------------------------------------------------------------------------------------
     def on_event(self, ticket: int, data: bytes | None) -> None:

@@ -380,7 +380,7 @@ class Router:
         step = spec.step
         worker_of = self.slots.worker_of
         groups: dict[int, tuple[list[bytes], list[int]]] = {}
-        for position, index in enumerate(spec.key_indexes(len(args))):
+        for position, index in enumerate(spec.key_indexes(args)):
             worker = worker_of(args[index])
             group = groups.get(worker)
             if group is None:

@@ -119,7 +119,7 @@ def command_getkeys(router: Any, client: Any, args: list[bytes]) -> object:
         if exc.message.startswith("ERR wrong number"):
             raise ReplyError("ERR Invalid number of arguments specified for command") from None
         raise ReplyError("ERR Invalid command specified") from None
-    keys = [target[i] for i in spec.key_indexes(len(target))]
+    keys = [target[i] for i in spec.key_indexes(target)]
     if not keys:
         raise ReplyError("ERR The command has no key arguments")
     return keys

@@ -7,15 +7,72 @@ Every mutation goes through :meth:`Keyspace.set`, :meth:`Keyspace.delete` or
 :meth:`Keyspace.changed`, which record the key in :attr:`Keyspace.touched`.  Command code never
 bumps WATCH versions, writes the AOF or counts dirty changes itself: the worker applies the
 recorded effects in one place after each command (see ``shardis.worker.shard``).
+
+Expiry
+------
+A key's deadline is an absolute Unix time in milliseconds in :attr:`Keyspace.expires`, as in
+Redis: EXPIREAT/EXPIRETIME values go in and come out unchanged, and a deadline moves between
+workers (cross-worker RENAME, COPY) as a plain number.  A key is expired when ``now > deadline``
+(Redis's ``keyIsExpired``); a command that *sets* a deadline ``<= now`` deletes the key instead
+(Redis's ``checkAlreadyExpired``).
+
+*Lazy expiry.*  :meth:`Keyspace.get` and :meth:`Keyspace.peek` are the only ways commands
+read a key, and both delete an expired key first, so no command sees one.  Whole-keyspace
+reads reclaim what is due before they look (:meth:`Keyspace.live_keys`) or check each key
+(SCAN).  DBSIZE, like Redis 7.0's, is ``len(data)``: O(1), and it counts an expired key until
+it is reclaimed, which the active cycle below does within ~0.2 s of the deadline.
+
+*Active expiry: a hierarchical timing wheel.*  Keys nobody reads again are found through
+:class:`ExpiryIndex`, buckets of keys by deadline.  A deadline less than ~4 s away goes in a
+fine bucket, 64 ms wide, which is reclaimed as a whole once its end has passed; a deadline
+further away goes in a coarse bucket about 1/16 to 1/8 as wide as its distance from now, which
+is re-sorted into finer buckets when its start arrives (a 10 s TTL is touched twice, a one-year
+TTL about seven times).  The buckets are keyed by the time they are due and a small heap of
+those times says which comes next.  Why this and not the alternatives:
+
+* Redis's cycle samples the ``expires`` hash table bucket by bucket and stops early when fewer
+  than 10% of the sampled keys had expired.  A Python dict can neither be sampled at random
+  nor walked from a cursor while it changes, and the early stop gives no deadline: with 1M keys
+  and few of them due, an expired key can wait minutes to be sampled.
+* The previous design swept a snapshot of all keys with a TTL: every pass costs O(keys with a
+  TTL) of CPU and 8 bytes per key, even when nothing is due, so a million keys with long TTLs
+  keep a worker busy forever.
+* A min-heap of ``(deadline, key)`` reclaims in exact order but costs a tuple per key (~64
+  bytes, on top of ~100 for the key itself) and O(log n) per insert.
+
+The wheel costs one list slot (8 bytes) per key, O(1) per insert, and CPU in proportion to the
+keys that actually expire; a key is reclaimed at most 64 ms plus one housekeeping interval
+after its deadline.  Entries are never removed when a deadline changes or a key goes away: a
+stale entry is recognised when its bucket comes due (the key's current deadline is not in the
+bucket's range) and dropped.  Should stale entries pile up (the same keys re-expired again and
+again with long TTLs: more than twice as many entries as keys with a TTL), the index is rebuilt
+in the background, a slice per housekeeping call, while the old one keeps working.
+
+Each call of :meth:`Keyspace.active_expire` stops after its time budget (the worker gives it
+25 ms every 100 ms: Redis's 25% CPU), checking the clock every 128 keys, and resumes in the
+middle of a bucket next time, so commands never wait longer than that.
+
+*Clock.*  ``now`` is read once per batch (Redis caches it per command) from a monotonic clock
+anchored to Unix time when the keyspace is created: ``CLOCK_BOOTTIME``, which unlike
+``CLOCK_MONOTONIC`` keeps counting while the machine is suspended, so TTLs do elapse then.  A
+wall-clock step (an operator or NTP setting the time) therefore does not mass-expire keys (a
+step forward) or keep them alive (a step back); instead the anchor is slewed toward the wall
+clock by at most 1 ms per 100 ms, which absorbs NTP-sized corrections in seconds to minutes
+and bounds the error of any TTL to 1% meanwhile.  Deadlines stay absolute Unix ms, so
+EXPIREAT, EXPIRETIME and cross-worker moves keep their meaning.
 """
 
 from __future__ import annotations
 
+import heapq
+import logging
 import random
 import time
 
 from shardis import errors
 from shardis.errors import ReplyError
+
+log = logging.getLogger("shardis.worker")
 
 STRING_TYPES = (bytes, bytearray)
 
@@ -23,10 +80,153 @@ STRING_TYPES = (bytes, bytearray)
 EMBSTR_INT = 1  # integer-looking text that Redis stores as embstr (INCRBYFLOAT's result)
 UNSHARED_INT = 2  # small integer that Redis did not take from its shared pool (COPY's result)
 
+#: Fine buckets are 2**FINE_SHIFT ms wide (64 ms).
+FINE_SHIFT = 6
+#: Deadlines less than this many ms away go straight into a fine bucket.
+FINE_SPAN = 1 << 16
+#: A coarse bucket is 2**(bit_length(distance) - LEVEL_BITS) ms wide: 1/16..1/8 of the distance.
+LEVEL_BITS = 4
+#: Entries handled between two looks at the clock.
+CHUNK = 128
+#: Rebuild the index when it holds more than 2 x (keys with a TTL) + this many entries.
+COMPACT_SLACK = 65_536
+#: Largest slew of the clock anchor toward wall time: 1 ms per SLEW_DIVISOR ms elapsed.
+SLEW_DIVISOR = 100
+#: How often (ms) the clock anchor is compared with wall time.
+SYNC_INTERVAL_MS = 1000
+
+try:
+    _CLOCK_ID = time.CLOCK_BOOTTIME
+except AttributeError:  # not Linux
+    _CLOCK_ID = time.CLOCK_MONOTONIC
+
 
 def wall_ms() -> int:
     """Unix time in milliseconds, like Redis's ``mstime()``."""
     return time.time_ns() // 1_000_000
+
+
+def monotonic_ns() -> int:
+    """The monotonic clock expiry measures time with (counts suspended time too)."""
+    return time.clock_gettime_ns(_CLOCK_ID)
+
+
+class ExpiryIndex:
+    """Keys bucketed by deadline: the timing wheel behind active expiry (see the module doc).
+
+    A bucket id is ``due << 6 | shift``: ``due`` is the Unix ms at which the bucket must be
+    looked at, ``shift`` its width as a power of two.  A fine bucket (``shift == FINE_SHIFT``)
+    holds deadlines in ``[due - 64, due)`` and is due when they have all passed; a coarse one
+    holds ``[due, due + 2**shift)`` and is due when the first of them could.  Ids sort by due
+    time, so ``heap[0]`` is always the next bucket to handle.
+    """
+
+    __slots__ = ("buckets", "heap", "entries")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list[bytes]] = {}
+        self.heap: list[int] = []
+        #: entries in all buckets, stale ones included.
+        self.entries = 0
+
+    def add(self, key: bytes, when: int, now: int) -> None:
+        """File ``key`` under deadline ``when`` (Unix ms), as seen from ``now``."""
+        delta = when - now
+        if delta < FINE_SPAN:
+            bid = ((((when >> FINE_SHIFT) + 1) << FINE_SHIFT) << 6) | FINE_SHIFT
+        else:
+            shift = delta.bit_length() - LEVEL_BITS
+            bid = (((when >> shift) << shift) << 6) | shift
+        bucket = self.buckets.get(bid)
+        if bucket is None:
+            self.buckets[bid] = [key]
+            heapq.heappush(self.heap, bid)
+        else:
+            bucket.append(key)
+        self.entries += 1
+
+    def run(self, keyspace: Keyspace, now: int, stop_ns: int | None) -> int:
+        """Handle every bucket due at ``now``, until ``perf_counter_ns() >= stop_ns``.
+
+        Returns how many keys were reclaimed.  A bucket is consumed from its end, a chunk at a
+        time, so an interrupted bucket resumes where it stopped.  The reclaiming is
+        :meth:`Keyspace._expire` inlined: this loop is where a million keys go.
+        """
+        heap = self.heap
+        buckets = self.buckets
+        expires = keyspace.expires
+        deadline_of = expires.get
+        data = keyspace.data
+        forget_atime = keyspace.atime.pop
+        hints = keyspace.string_hints
+        touched = keyspace.touched.append
+        clock = time.perf_counter_ns
+        reclaimed = 0
+        while heap and heap[0] >> 6 <= now:
+            bid = heap[0]
+            shift = bid & 63
+            if shift == FINE_SHIFT:
+                high = bid >> 6
+                low = high - (1 << FINE_SHIFT)
+            else:
+                low = bid >> 6
+                high = low + (1 << shift)
+            bucket = buckets[bid]
+            while bucket:
+                chunk = bucket[-CHUNK:]
+                del bucket[-CHUNK:]
+                self.entries -= len(chunk)
+                count = 0
+                total = 0
+                for key in chunk:
+                    when = deadline_of(key)
+                    if when is None or not low <= when < high:
+                        continue  # stale: the key went away or has another deadline now
+                    if when < now:
+                        del data[key]
+                        del expires[key]
+                        forget_atime(key, None)
+                        if hints:
+                            hints.pop(key, None)
+                        touched(key)
+                        count += 1
+                        total += when
+                    else:
+                        self.add(key, when, now)  # a coarse bucket: into a finer one
+                keyspace.expired_keys += count
+                keyspace._deadline_sum -= total
+                reclaimed += count
+                if stop_ns is not None and bucket and clock() >= stop_ns:
+                    return reclaimed
+            heapq.heappop(heap)
+            del buckets[bid]
+            if stop_ns is not None and clock() >= stop_ns:
+                break
+        return reclaimed
+
+    def run_current(self, keyspace: Keyspace, now: int) -> int:
+        """Reclaim the expired keys of the fine bucket that ``now`` falls in (not due yet as a
+        whole): with :meth:`run`, this leaves no expired key behind."""
+        high = ((now >> FINE_SHIFT) + 1) << FINE_SHIFT
+        bucket = self.buckets.get(high << 6 | FINE_SHIFT)
+        if not bucket:
+            return 0
+        low = high - (1 << FINE_SHIFT)
+        expires = keyspace.expires
+        keep = []
+        reclaimed = 0
+        for key in bucket:
+            when = expires.get(key)
+            if when is None or not low <= when < high:
+                continue
+            if when < now:
+                keyspace._expire(key)
+                reclaimed += 1
+            else:
+                keep.append(key)
+        self.entries -= len(bucket) - len(keep)
+        bucket[:] = keep
+        return reclaimed
 
 
 class Keyspace:
@@ -45,9 +245,17 @@ class Keyspace:
         "stats",
         "blocking",
         "string_hints",
+        "expire_cycle_ns",
         "_random_pool",
-        "_sweep",
-        "_sweep_pos",
+        "_deadline_sum",
+        "_index",
+        "_old_index",
+        "_rebuild",
+        "_rebuild_pos",
+        "_mono_anchor",
+        "_wall_anchor",
+        "_last_sync",
+        "_clock_warned",
     )
 
     def __init__(self) -> None:
@@ -56,9 +264,15 @@ class Keyspace:
         self.expires: dict[bytes, int] = {}
         #: keys changed by the command being executed; drained by the shard after each command.
         self.touched: list[bytes] = []
-        #: the clock, read once per batch like Redis caches ``mstime()`` per command.
-        self.now_ms = wall_ms()
+        #: Unix ms on the monotonic time line (see the module doc); read once per batch.
+        self._mono_anchor = self._last_sync = monotonic_ns()
+        self._wall_anchor = wall_ms()
+        self._clock_warned = False
+        self.now_ms = self._wall_anchor
+        #: keys reclaimed because their TTL ran out (lazily or actively): INFO's expired_keys.
         self.expired_keys = 0
+        #: time spent in active expiry, in ns (INFO's expire_cycle_cpu_milliseconds).
+        self.expire_cycle_ns = 0
         #: key -> LRU clock (seconds) of its last access, for OBJECT IDLETIME.
         self.atime: dict[bytes, int] = {}
         self.clock = self.now_ms // 1000
@@ -72,16 +286,22 @@ class Keyspace:
         self.blocking: object = None
         #: key -> EMBSTR_INT / UNSHARED_INT, for OBJECT ENCODING/REFCOUNT; rarely non-empty.
         self.string_hints: dict[bytes, int] = {}
-        #: active expiry walks a snapshot of the keys with a deadline, a slice per cycle.
-        self._sweep: list[bytes] = []
-        self._sweep_pos = 0
+        #: sum of all deadlines, so that the average TTL is O(1) (INFO keyspace avg_ttl).
+        self._deadline_sum = 0
+        #: the timing wheel; while it is being rebuilt, the previous one keeps working too.
+        self._index = ExpiryIndex()
+        self._old_index: ExpiryIndex | None = None
+        self._rebuild: list[bytes] = []
+        self._rebuild_pos = 0
 
     def tick(self) -> None:
         """Advance the cached clocks; called once per batch."""
-        self.now_ms = now = wall_ms()
-        clock = now // 1000
-        if clock != self.clock:
-            self.clock = clock  # one int object per second, shared by every atime entry
+        now = self._wall_anchor + (monotonic_ns() - self._mono_anchor) // 1_000_000
+        if now > self.now_ms:  # never backwards, whatever the slewing did
+            self.now_ms = now
+            clock = now // 1000
+            if clock != self.clock:
+                self.clock = clock  # one int object per second, shared by every atime entry
 
     def __len__(self) -> int:
         return len(self.data)
@@ -90,7 +310,7 @@ class Keyspace:
     def get(self, key: bytes) -> object | None:
         """The live value of ``key``, deleting it first if its deadline has passed."""
         expires = self.expires
-        if expires and key in expires and expires[key] <= self.now_ms:
+        if expires and key in expires and expires[key] < self.now_ms:
             self._expire(key)
             return None
         value = self.data.get(key)
@@ -99,9 +319,9 @@ class Keyspace:
         return value
 
     def peek(self, key: bytes) -> object | None:
-        """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS)."""
+        """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS, TTL, SCAN)."""
         expires = self.expires
-        if expires and key in expires and expires[key] <= self.now_ms:
+        if expires and key in expires and expires[key] < self.now_ms:
             self._expire(key)
             return None
         return self.data.get(key)
@@ -124,15 +344,19 @@ class Keyspace:
         return self.expires.get(key)
 
     def live_keys(self) -> list[bytes]:
-        """All keys that have not expired (expired ones are reclaimed on the way)."""
+        """All keys that have not expired (expired ones are reclaimed on the way).
+
+        O(keys) for the list, plus O(keys due) to reclaim them through the expiry index.
+        """
         if self.expires:
-            now = self.now_ms
-            for key in [k for k, when in self.expires.items() if when <= now]:
-                self._expire(key)
+            self.expire_due()
         return list(self.data)
 
     def random_key(self) -> bytes | None:
-        """A uniformly random live key; O(1) amortised through a lazily rebuilt key sample."""
+        """A uniformly random live key; O(1) amortised through a lazily rebuilt key sample.
+
+        Like Redis's RANDOMKEY it does not count as an access to the key it returns.
+        """
         for _ in range(3):
             pool = self._random_pool
             if not pool:
@@ -141,11 +365,18 @@ class Keyspace:
                 pool = self._random_pool = list(self.data)
             for _ in range(8):
                 key = pool[random.randrange(len(pool))]
-                if self.get(key) is not None:
+                if self.peek(key) is not None:
                     return key
             self._random_pool = []
         keys = self.live_keys()
         return random.choice(keys) if keys else None
+
+    def avg_ttl(self) -> int:
+        """Average TTL in ms of the keys that have one (INFO keyspace ``avg_ttl``); exact."""
+        count = len(self.expires)
+        if not count:
+            return 0
+        return max(self._deadline_sum // count - self.now_ms, 0)
 
     # Writes -----------------------------------------------------------------------------------
     def set(self, key: bytes, value: object, keep_ttl: bool = False) -> None:
@@ -153,7 +384,9 @@ class Keyspace:
         self.data[key] = value
         self.atime[key] = self.clock
         if not keep_ttl and self.expires:
-            self.expires.pop(key, None)
+            when = self.expires.pop(key, None)
+            if when is not None:
+                self._deadline_sum -= when
         if self.string_hints:
             self.string_hints.pop(key, None)
         self.touched.append(key)
@@ -169,19 +402,37 @@ class Keyspace:
         del self.data[key]
         self.atime.pop(key, None)
         if self.expires:
-            self.expires.pop(key, None)
+            when = self.expires.pop(key, None)
+            if when is not None:
+                self._deadline_sum -= when
         if self.string_hints:
             self.string_hints.pop(key, None)
         self.touched.append(key)
         return True
 
     def set_deadline(self, key: bytes, when_ms: int) -> None:
+        """Give an existing key the absolute deadline ``when_ms`` (Unix ms).
+
+        A deadline that has already passed is stored as it is (Redis does the same for
+        SET ... PXAT in the past): the key is then expired on its next access or by the next
+        active cycle.  Commands that must delete at once (EXPIRE in the past) call delete.
+        """
+        old = self.expires.get(key)
         self.expires[key] = when_ms
         self.touched.append(key)
+        if old is None:
+            self._deadline_sum += when_ms
+        elif old == when_ms:
+            return  # its index entry is still right
+        else:
+            self._deadline_sum += when_ms - old
+        self._index.add(key, when_ms, self.now_ms)
 
     def persist(self, key: bytes) -> bool:
-        if self.expires.pop(key, None) is None:
+        when = self.expires.pop(key, None)
+        if when is None:
             return False
+        self._deadline_sum -= when
         self.touched.append(key)
         return True
 
@@ -193,44 +444,113 @@ class Keyspace:
         self.atime = {}
         self.string_hints = {}
         self._random_pool = []
+        self._deadline_sum = 0
+        self._reset_index()
         return count
 
-    def active_expire(self, budget_s: float) -> int:
-        """Reclaim expired keys nobody reads, for at most ``budget_s`` seconds.
+    # Expiry -----------------------------------------------------------------------------------
+    def expire_due(self) -> int:
+        """Reclaim every key whose deadline has passed, with no time limit; returns how many.
 
-        Like Redis's active expire cycle, it is bounded in time so that commands keep flowing;
-        unlike Redis it does not sample at random (a dict cannot) but walks a snapshot of the
-        keys that have a deadline, one slice per call, so a whole pass takes a few cycles and
-        every expired key is found within one pass.
+        O(keys due): for whole-keyspace reads (KEYS, RANDOMKEY's fallback) that must not see
+        an expired key.
         """
-        if not self.expires:
-            self._sweep = []
-            return 0
-        stop = time.perf_counter() + budget_s
         self.tick()
-        expires = self.expires
         now = self.now_ms
         reclaimed = 0
-        if self._sweep_pos >= len(self._sweep):
-            self._sweep = list(expires)
-            self._sweep_pos = 0
-        sweep = self._sweep
-        while self._sweep_pos < len(sweep):
-            start = self._sweep_pos
-            self._sweep_pos = start + 256
-            for key in sweep[start : start + 256]:
-                when = expires.get(key)
-                if when is not None and when <= now:
-                    self._expire(key)
-                    reclaimed += 1
-            if time.perf_counter() >= stop:
-                break
+        for index in (self._old_index, self._index):
+            if index is not None:
+                reclaimed += index.run(self, now, None)
+                reclaimed += index.run_current(self, now)
+        return reclaimed
+
+    def active_expire(self, budget_s: float) -> int:
+        """Reclaim expired keys nobody reads, for at most ``budget_s`` seconds; returns how
+        many.  Called by the worker between batches (see the module doc for the design)."""
+        started = time.perf_counter_ns()
+        self.tick()
+        self._sync_clock()
+        if not self.expires:
+            if self._index.entries or self._old_index is not None:
+                self._reset_index()  # every entry is stale: drop them in O(1)
+            return 0
+        stop = started + int(budget_s * 1e9)
+        now = self.now_ms
+        reclaimed = 0
+        if self._old_index is not None:
+            reclaimed += self._old_index.run(self, now, stop)
+        reclaimed += self._index.run(self, now, stop)
+        if self._old_index is not None:
+            self._continue_rebuild(stop)
+        elif self._index.entries > 2 * len(self.expires) + COMPACT_SLACK:
+            self._start_rebuild()
+        self.expire_cycle_ns += time.perf_counter_ns() - started
         return reclaimed
 
     def _expire(self, key: bytes) -> None:
         del self.data[key]
-        del self.expires[key]
+        self._deadline_sum -= self.expires.pop(key)
         self.atime.pop(key, None)
-        self.string_hints.pop(key, None)
+        if self.string_hints:
+            self.string_hints.pop(key, None)
         self.expired_keys += 1
         self.touched.append(key)
+
+    def _reset_index(self) -> None:
+        self._index = ExpiryIndex()
+        self._old_index = None
+        self._rebuild = []
+        self._rebuild_pos = 0
+
+    def _start_rebuild(self) -> None:
+        """Start over with an empty index, to shed stale entries; the old one keeps reclaiming
+        until every key with a TTL has been filed again (:meth:`_continue_rebuild`)."""
+        self._old_index = self._index
+        self._index = ExpiryIndex()
+        self._rebuild = list(self.expires)
+        self._rebuild_pos = 0
+
+    def _continue_rebuild(self, stop_ns: int) -> None:
+        """File the next slices of the keys with a TTL into the new index, within the budget.
+
+        Keys given a deadline since the rebuild started are in the new index already (through
+        :meth:`set_deadline`); once every older key is too, the old index is dropped.
+        """
+        keys = self._rebuild
+        expires = self.expires
+        add = self._index.add
+        now = self.now_ms
+        pos = self._rebuild_pos
+        while pos < len(keys):
+            for key in keys[pos : pos + CHUNK * 8]:
+                when = expires.get(key)
+                if when is not None:
+                    add(key, when, now)
+            pos += CHUNK * 8
+            if time.perf_counter_ns() >= stop_ns:
+                break
+        self._rebuild_pos = pos
+        if pos >= len(keys):
+            self._old_index = None
+            self._rebuild = []
+            self._rebuild_pos = 0
+
+    def _sync_clock(self) -> None:
+        """Slew the monotonic time line toward wall time, at most 1 ms per SLEW_DIVISOR ms."""
+        mono = monotonic_ns()
+        elapsed = (mono - self._last_sync) // 1_000_000
+        if elapsed < SYNC_INTERVAL_MS:
+            return
+        self._last_sync = mono
+        offset = wall_ms() - (self._wall_anchor + (mono - self._mono_anchor) // 1_000_000)
+        if not offset:
+            return
+        limit = max(elapsed // SLEW_DIVISOR, 1)
+        if abs(offset) <= limit:
+            self._clock_warned = False
+        elif abs(offset) > 10 * limit and not self._clock_warned:
+            self._clock_warned = True  # once per excursion, not once per second
+            log.warning("wall clock is %d ms %s the expiry clock; following it at %d ms/s",
+                        abs(offset), "ahead of" if offset > 0 else "behind",
+                        1000 // SLEW_DIVISOR)
+        self._wall_anchor += max(-limit, min(limit, offset))
