@@ -67,6 +67,13 @@ LFU_NOT_SELECTED = (
 )
 
 
+def raise_if_error(value: object) -> object:
+    """A decoded worker reply, raised if it is an error (router-side coordination)."""
+    if type(value) is ReplyError:
+        raise value
+    return value
+
+
 def unknown_command(name: bytes, args: list[bytes]) -> str:
     """Redis's text for an unknown command: name and the first arguments, quoted, CR/LF blanked."""
     shown = ""

@@ -22,6 +22,7 @@ Python value              RESP2                  RESP3
 ``dict``                  flat array             map ``%``
 ``Verbatim``              bulk string            verbatim ``=``
 ``Push``                  array                  push ``>``
+``Pairs``                 flat array             array of pairs
 ``ReplyError``            error                  error
 ========================  =====================  ======================
 """
@@ -53,6 +54,13 @@ class Status(bytes):
 
 class SetReply(list):
     """An array that RESP3 sends as a set (``~``); a list so that order stays deterministic."""
+
+    __slots__ = ()
+
+
+class Pairs(list):
+    """Field/value pairs (HRANDFIELD ... WITHVALUES): a flat array in RESP2, an array of
+    two-element arrays in RESP3, as Redis sends them."""
 
     __slots__ = ()
 
@@ -156,6 +164,16 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
         for key, item in value.items():  # type: ignore[attr-defined]
             _encode_into(key, proto, out)
             _encode_into(item, proto, out)
+    elif kind is Pairs:
+        if proto == 3:
+            out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]
+            for pair in value:  # type: ignore[attr-defined]
+                _encode_into(list(pair), proto, out)
+        else:
+            out.append(b"*%d\r\n" % (2 * len(value)))  # type: ignore[arg-type]
+            for pair in value:  # type: ignore[attr-defined]
+                for item in pair:
+                    _encode_into(item, proto, out)
     elif kind is SetReply or kind is Push:
         prefix = b"*" if proto == 2 else (b"~" if kind is SetReply else b">")
         out.append(prefix + b"%d\r\n" % len(value))  # type: ignore[arg-type]

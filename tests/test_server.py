@@ -123,3 +123,10 @@ def test_redis_cli_scan_bigkeys_and_memkeys(shardis_clean):
     echo = subprocess.run(["redis-cli", "-p", port, "ECHO", "hi"], capture_output=True,
                           text=True, timeout=30).stdout
     assert echo.strip() == "hi"
+
+
+def test_command_getkeys_for_movable_keys(shardis, oracle):
+    for command in (["LMPOP", "2", "a", "b", "LEFT"], ["SINTERCARD", "2", "x", "y", "LIMIT", "1"],
+                    ["BLMPOP", "0", "2", "a", "b", "RIGHT"]):
+        ours = call(shardis.port, "COMMAND", "GETKEYS", *command)
+        assert ours == call(oracle.port, "COMMAND", "GETKEYS", *command)

@@ -9,9 +9,8 @@ The second half of this module holds what hashes and sets share: uniform random 
 O(1) amortised (HRANDFIELD, SRANDMEMBER, SPOP), cursor paging for HSCAN/SSCAN, and the read,
 create and commit helpers.  ``shardis.commands.sets`` imports them.
 
-HRANDFIELD ... WITHVALUES answers pairs nested in RESP3 and flat in RESP2; an op does not know
-its client's protocol, so the op answers nested pairs and the router flattens them for RESP2
-clients (``shardis.router.sets``).
+HRANDFIELD ... WITHVALUES answers pairs nested in RESP3 and flat in RESP2: the op returns a
+``resp.Pairs``, which the worker encodes in the client's protocol.
 """
 
 from __future__ import annotations
@@ -23,13 +22,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from shardis import errors
-from shardis.commands import Fanout, command
+from shardis.commands import command
+from shardis.commands.keys import parse_cursor
 from shardis.commands.strings import LLONG_MAX, LLONG_MIN, parse_int
 from shardis.errors import ReplyError
 from shardis.floats import hincr_by_float
 from shardis.glob import compile_glob
-from shardis.resp import OK
-from shardis.router.keys import parse_cursor
+from shardis.resp import OK, Pairs
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.types import ValueType, register_type
 
@@ -458,8 +457,8 @@ def parse_hrandfield(args: list[bytes]) -> tuple[int | None, bool]:
     return count, with_values
 
 
-@command("hrandfield", -2, "readonly", keys=(1, 1, 1), fanout=Fanout.COORDINATED,
-         acl="read hash slow", group="hash", tips="nondeterministic_output")
+@command("hrandfield", -2, "readonly", keys=(1, 1, 1), acl="read hash slow", group="hash",
+         tips="nondeterministic_output")
 def hrandfield_command(db: Keyspace, args: list[bytes]) -> object:
     """Redis's cases: no count (one field or nil), count 0, a negative count (repeats allowed),
     a count covering the hash (all of it, in order), a smaller count (distinct fields)."""
@@ -471,5 +470,5 @@ def hrandfield_command(db: Keyspace, args: list[bytes]) -> object:
         return []
     fields = random_sample(value, count, lambda: list(value))
     if with_values:
-        return [[field, value[field]] for field in fields]  # flattened for RESP2 by the router
+        return Pairs((field, value[field]) for field in fields)
     return fields

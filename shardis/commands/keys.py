@@ -111,6 +111,18 @@ def sized_randomkey_command(db: Keyspace, args: list[bytes]) -> object:
 _MAX_SNAPSHOTS = 16
 
 
+def parse_cursor(raw: bytes) -> int:
+    """Redis parses cursors with ``strtoul``: an optional sign, digits (none means 0), and a
+    negative number wraps around 2**64; nothing else may follow."""
+    digits = raw[1:] if raw[:1] in (b"+", b"-") else raw
+    if digits and not digits.isdigit():
+        raise ReplyError("ERR invalid cursor")
+    value = int(digits or b"0")
+    if value >= 1 << 64:
+        raise ReplyError("ERR invalid cursor")
+    return (-value) % (1 << 64) if raw[:1] == b"-" else value
+
+
 def parse_scan_options(args: list[bytes], first: int) -> tuple[int, bytes | None, bytes | None]:
     """(count, match pattern, type name) from SCAN's options, with Redis's errors."""
     count, pattern, type_name = 10, None, None

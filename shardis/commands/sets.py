@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterable
 
 from shardis import errors
-from shardis.commands import Fanout, command
+from shardis.commands import Fanout, command, keys_after_numkeys
 from shardis.commands.hashes import (
     collection_memory,
     commit,
@@ -404,7 +404,7 @@ def sdiffstore_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("sintercard", -3, "readonly movablekeys", fanout=Fanout.COORDINATED,
-         acl="read set slow", group="set")
+         acl="read set slow", group="set", key_finder=keys_after_numkeys(1))
 def sintercard_command(db: Keyspace, args: list[bytes]) -> object:
     keys, limit = parse_sintercard(args)
     return sintercard_reply(sets_at(db, keys), limit)

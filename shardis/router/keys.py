@@ -10,9 +10,10 @@ from shardis.commands import help_reply
 from shardis.commands.keys import (
     OBJECT_HELP,
     parse_copy_options,
+    parse_cursor,
     parse_scan_options,
 )
-from shardis.errors import ReplyError
+from shardis.errors import ReplyError, raise_if_error
 from shardis.resp import OK
 from shardis.router.registry import Plan, coordinated, router_command
 
@@ -25,11 +26,6 @@ def two_key_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(workers=frozenset((source, target)), exclusive=True)
 
 
-def _raise_if_error(value: Any) -> Any:
-    if type(value) is ReplyError:
-        raise value
-    return value
-
 
 async def move_value(router: Any, args: list[bytes], nx: bool, keep_source: bool,
                      replace: bool) -> Any:
@@ -40,18 +36,18 @@ async def move_value(router: Any, args: list[bytes], nx: bool, keep_source: bool
         router.call(source, [b"__dump", source_key]),
         router.call(target, [b"EXISTS", target_key]),
     )
-    _raise_if_error(payload)
+    raise_if_error(payload)
     if payload is None:
         return None
-    if _raise_if_error(exists) and (nx or not replace):
+    if raise_if_error(exists) and (nx or not replace):
         return 0
     mode = b"copy" if keep_source else b"move"
     restore = router.call(target, [b"__restore", target_key, payload, b"1", mode])
     if keep_source:
-        _raise_if_error(await restore)
+        raise_if_error(await restore)
     else:
         restored, _ = await _gather(restore, router.call(source, [b"DEL", source_key]))
-        _raise_if_error(restored)
+        raise_if_error(restored)
     return 1
 
 
@@ -111,18 +107,6 @@ _SNAPSHOT_MASK = (1 << (_WORKER_SHIFT - _SNAPSHOT_SHIFT)) - 1
 _OFFSET_MASK = (1 << _SNAPSHOT_SHIFT) - 1
 
 
-def parse_cursor(raw: bytes) -> int:
-    """Redis parses cursors with ``strtoul``: an optional sign, digits (none means 0), and a
-    negative number wraps around 2**64; nothing else may follow."""
-    digits = raw[1:] if raw[:1] in (b"+", b"-") else raw
-    if digits and not digits.isdigit():
-        raise ReplyError("ERR invalid cursor")
-    value = int(digits or b"0")
-    if value >= 1 << 64:
-        raise ReplyError("ERR invalid cursor")
-    return (-value) % (1 << 64) if raw[:1] == b"-" else value
-
-
 def scan_plan(router: Any, args: list[bytes]) -> Plan:
     cursor = parse_cursor(args[1])
     parse_scan_options(args, 2)
@@ -143,7 +127,7 @@ async def scan(router: Any, client: Any, args: list[bytes]) -> object:
     found: list[bytes] = []
     while worker < len(router.links):
         request = [b"__scan", b"%d" % snapshot, b"%d" % offset, *args[2:]]
-        snapshot, offset, keys = _raise_if_error(await router.call(worker, request))
+        snapshot, offset, keys = raise_if_error(await router.call(worker, request))
         found.extend(keys)
         if offset:
             next_cursor = worker << _WORKER_SHIFT | snapshot << _SNAPSHOT_SHIFT | offset

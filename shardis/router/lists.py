@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from shardis.commands.lists import LEFT, RIGHT, parse_lmpop, parse_position
-from shardis.errors import ReplyError
+from shardis.errors import raise_if_error
 from shardis.resp import NULL_ARRAY
 from shardis.router.keys import two_key_plan
 from shardis.router.registry import Plan, coordinated
@@ -23,12 +23,6 @@ _PUSH = {LEFT: b"LPUSH", RIGHT: b"RPUSH"}
 #: LINDEX index of the element a pop from that end takes.
 _END = {LEFT: b"0", RIGHT: b"-1"}
 
-
-def _checked(value: Any) -> Any:
-    """A worker's decoded reply, raised if it is an error."""
-    if type(value) is ReplyError:
-        raise value
-    return value
 
 
 # LMOVE / RPOPLPUSH ---------------------------------------------------------------------------
@@ -47,13 +41,13 @@ async def move_element(router: Any, source: bytes, target: bytes, wherefrom: int
     peek = router.call(source_worker, [b"LINDEX", source, _END[wherefrom]])
     probe = router.call(target_worker, [b"LLEN", target])
     element, target_length = await peek, await probe
-    if _checked(element) is None:
+    if raise_if_error(element) is None:
         return None
-    _checked(target_length)
+    raise_if_error(target_length)
     pop = router.call(source_worker, [_POP[wherefrom], source])
     push = router.call(target_worker, [_PUSH[whereto], target, element])
-    _checked(await pop)
-    _checked(await push)
+    raise_if_error(await pop)
+    raise_if_error(await push)
     return element
 
 
@@ -93,9 +87,9 @@ async def lmpop(router: Any, client: Any, args: list[bytes]) -> object:
     keys, where, count = parse_lmpop(args)
     lengths = [router.call(router.worker_of(key), [b"LLEN", key]) for key in keys]
     for key, length in zip(keys, lengths):
-        if not _checked(await length):
+        if not raise_if_error(await length):
             continue
         popped = await router.call(router.worker_of(key), [_POP[where], key, b"%d" % count])
-        if _checked(popped) is not None:
+        if raise_if_error(popped) is not None:
             return [key, popped]
     return NULL_ARRAY

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any
 
 from shardis import errors
-from shardis.commands.hashes import parse_hrandfield
 from shardis.commands.sets import (
     SET_OPS,
     Sources,
@@ -29,14 +28,8 @@ from shardis.commands.sets import (
     set_reply,
     sintercard_reply,
 )
-from shardis.errors import ReplyError
+from shardis.errors import ReplyError, raise_if_error
 from shardis.router.registry import Plan, PlanFn, coordinated
-
-
-def _raise_if_error(value: Any) -> Any:
-    if type(value) is ReplyError:
-        raise value
-    return value
 
 
 def keys_plan(keys_of: Callable[[list[bytes]], list[bytes]], exclusive: bool) -> PlanFn:
@@ -60,7 +53,7 @@ async def gather_sets(router: Any, keys: list[bytes]) -> Sources:
     requests = {w: router.call(w, [b"__sgather", *ks]) for w, ks in by_worker.items()}
     found: dict[bytes, Any] = {}
     for worker, request in requests.items():
-        entries = _raise_if_error(await request)
+        entries = raise_if_error(await request)
         for key, entry in zip(by_worker[worker], entries):
             found[key] = set_from_gather(entry)
     return [found[key] for key in keys]
@@ -99,7 +92,7 @@ async def algebra_store(router: Any, client: Any, args: list[bytes]) -> object:
     destination = args[1]
     result = SET_OPS[args[0].lower()](await gather_sets(router, args[2:]))
     request = [b"__sstore", destination, b"1" if result.intset else b"0", *result]
-    return _raise_if_error(await router.call(router.worker_of(destination), request))
+    return raise_if_error(await router.call(router.worker_of(destination), request))
 
 
 
@@ -134,28 +127,10 @@ async def smove(router: Any, client: Any, args: list[bytes]) -> object:
         return 0
     if source_type != b"set" or target_type not in (b"none", b"set"):
         raise ReplyError(errors.WRONGTYPE)
-    if not _raise_if_error(is_member):
+    if not raise_if_error(is_member):
         return 0
     removed = router.call(source, [b"SREM", source_key, member])
     added = router.call(target, [b"SADD", target_key, member])
-    _raise_if_error(await removed)
-    _raise_if_error(await added)
+    raise_if_error(await removed)
+    raise_if_error(await added)
     return 1
-
-
-# HRANDFIELD ----------------------------------------------------------------------------------
-def hrandfield_plan(router: Any, args: list[bytes]) -> Plan:
-    """Forward unless the reply holds pairs, whose shape depends on the client's protocol."""
-    worker = router.worker_of(args[1])
-    _, with_values = parse_hrandfield(args)
-    if with_values:
-        return Plan(workers=frozenset((worker,)))
-    return Plan(forward_to=worker)
-
-
-@coordinated("hrandfield", hrandfield_plan)
-async def hrandfield(router: Any, client: Any, args: list[bytes]) -> object:
-    pairs = _raise_if_error(await router.call(router.worker_of(args[1]), args))
-    if client.proto == 2:
-        return [item for pair in pairs for item in pair]
-    return pairs
