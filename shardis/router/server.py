@@ -322,7 +322,10 @@ def _keyspace(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
     keys = _total(shards, b"keys")
     if not keys:
         return []
-    return [("db0", f"keys={keys},expires={_total(shards, b'expires')},avg_ttl=0")]
+    expires = _total(shards, b"expires")
+    weighted = sum(s[b"avg_ttl"] * s[b"expires"] for s in shards if isinstance(s, dict))
+    avg_ttl = weighted // expires if expires else 0
+    return [("db0", f"keys={keys},expires={expires},avg_ttl={avg_ttl}")]
 
 
 _SECTIONS = {

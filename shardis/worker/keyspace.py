@@ -23,17 +23,19 @@ reads reclaim what is due before they look (:meth:`Keyspace.live_keys`) or check
 it is reclaimed, which the active cycle below does within ~0.2 s of the deadline.
 
 *Active expiry: a hierarchical timing wheel.*  Keys nobody reads again are found through
-:class:`ExpiryIndex`, buckets of keys by deadline.  A deadline less than ~4 s away goes in a
+:class:`ExpiryIndex`, buckets of keys by deadline.  A deadline less than ~65 s away goes in a
 fine bucket, 64 ms wide, which is reclaimed as a whole once its end has passed; a deadline
 further away goes in a coarse bucket about 1/16 to 1/8 as wide as its distance from now, which
-is re-sorted into finer buckets when its start arrives (a 10 s TTL is touched twice, a one-year
-TTL about seven times).  The buckets are keyed by the time they are due and a small heap of
-those times says which comes next.  Why this and not the alternatives:
+is re-sorted into finer buckets when its start arrives (a TTL under a minute is filed once, a
+one-year TTL about six times).  The buckets are keyed by the time they are due and a small
+heap of those times says which comes next.  Why this and not the alternatives:
 
-* Redis's cycle samples the ``expires`` hash table bucket by bucket and stops early when fewer
-  than 10% of the sampled keys had expired.  A Python dict can neither be sampled at random
-  nor walked from a cursor while it changes, and the early stop gives no deadline: with 1M keys
-  and few of them due, an expired key can wait minutes to be sampled.
+* Redis's cycle walks the ``expires`` hash table from a cursor, 20 keys at a time, and stops
+  as soon as fewer than 10% of a sample had expired.  A Python dict can neither be walked from
+  a cursor while it changes nor sampled at random, and the early stop gives no deadline: in
+  bench/expiry.py's storm (1M keys, TTLs of 1-10 s) Redis 7.0 runs 4.4 s behind with 400k
+  expired keys still in memory, and with few keys due among many it can take an hour to get
+  round to one.
 * The previous design swept a snapshot of all keys with a TTL: every pass costs O(keys with a
   TTL) of CPU and 8 bytes per key, even when nothing is due, so a million keys with long TTLs
   keep a worker busy forever.
@@ -42,7 +44,8 @@ those times says which comes next.  Why this and not the alternatives:
 
 The wheel costs one list slot (8 bytes) per key, O(1) per insert, and CPU in proportion to the
 keys that actually expire; a key is reclaimed at most 64 ms plus one housekeeping interval
-after its deadline.  Entries are never removed when a deadline changes or a key goes away: a
+after its deadline (the same storm through shardis: 0.3 s behind at worst, keyspace empty
+0.12 s after the last deadline, 5% CPU in the busiest worker).  Entries are never removed when a deadline changes or a key goes away: a
 stale entry is recognised when its bucket comes due (the key's current deadline is not in the
 bucket's range) and dropped.  Should stale entries pile up (the same keys re-expired again and
 again with long TTLs: more than twice as many entries as keys with a TTL), the index is rebuilt
@@ -453,9 +456,8 @@ class Keyspace:
         """Reclaim every key whose deadline has passed, with no time limit; returns how many.
 
         O(keys due): for whole-keyspace reads (KEYS, RANDOMKEY's fallback) that must not see
-        an expired key.
+        an expired key.  Uses the batch's clock, like every command.
         """
-        self.tick()
         now = self.now_ms
         reclaimed = 0
         for index in (self._old_index, self._index):
