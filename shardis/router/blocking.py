@@ -75,19 +75,6 @@ class BlockedRequest:
         self.done = False
 
 
-class RawFutureTarget:
-    """Resolves a future with a worker's reply as encoded bytes (not decoded)."""
-
-    __slots__ = ("future",)
-
-    def __init__(self, future: asyncio.Future) -> None:
-        self.future = future
-
-    def fill(self, data: bytes) -> None:
-        if not self.future.done():
-            self.future.set_result(data)
-
-
 class StartTarget:
     """The answer to a one-worker ``__block``: completed at once, or parked."""
 
@@ -142,10 +129,7 @@ class BlockingCoordinator:
             router.loop.create_task(self.attempt_across(request, gated=True))
 
     def call_raw(self, worker: int, args: list[bytes], proto: int) -> asyncio.Future:
-        future = self.router.loop.create_future()
-        self.router.links[worker].send(RawFutureTarget(future), proto, args)
-        self.router.schedule_flush()
-        return future
+        return self.router.call(worker, args, proto, raw=True)
 
     # Waiting -----------------------------------------------------------------------------------
     def park(self, request: BlockedRequest) -> None:

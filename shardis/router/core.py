@@ -72,16 +72,18 @@ def decode_resp3(data: bytes) -> Any:
 
 
 class FutureTarget:
-    """Resolves an asyncio future with a worker's decoded reply (coordinated operations)."""
+    """Resolves an asyncio future with a worker's reply: decoded for coordinated operations,
+    as encoded bytes (``raw``) when it goes to a client unchanged."""
 
-    __slots__ = ("future",)
+    __slots__ = ("future", "raw")
 
-    def __init__(self, future: asyncio.Future) -> None:
+    def __init__(self, future: asyncio.Future, raw: bool = False) -> None:
         self.future = future
+        self.raw = raw
 
     def fill(self, data: bytes) -> None:
         if not self.future.done():
-            self.future.set_result(decode_resp3(data))
+            self.future.set_result(data if self.raw else decode_resp3(data))
 
 
 class Gather:
@@ -462,10 +464,12 @@ class Router:
             await future
         self.gates.update(workers)
 
-    def call(self, worker: int, args: list[bytes]) -> asyncio.Future:
-        """Send one command to a worker on behalf of a coordinated operation."""
+    def call(self, worker: int, args: list[bytes], proto: int = 3,
+             raw: bool = False) -> asyncio.Future:
+        """Send one command to a worker on behalf of a coordinated operation: its reply,
+        decoded (from RESP3), or ``raw`` as encoded in ``proto``."""
         future = self.loop.create_future()
-        self.links[worker].send(FutureTarget(future), 3, args)
+        self.links[worker].send(FutureTarget(future, raw), proto, args)
         self.schedule_flush()
         return future
 

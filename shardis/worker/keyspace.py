@@ -387,9 +387,7 @@ class Keyspace:
         self.data[key] = value
         self.atime[key] = self.clock
         if not keep_ttl and self.expires:
-            when = self.expires.pop(key, None)
-            if when is not None:
-                self._deadline_sum -= when
+            self._forget_deadline(key)
         if self.string_hints:
             self.string_hints.pop(key, None)
         self.touched.append(key)
@@ -405,13 +403,16 @@ class Keyspace:
         del self.data[key]
         self.atime.pop(key, None)
         if self.expires:
-            when = self.expires.pop(key, None)
-            if when is not None:
-                self._deadline_sum -= when
+            self._forget_deadline(key)
         if self.string_hints:
             self.string_hints.pop(key, None)
         self.touched.append(key)
         return True
+
+    def _forget_deadline(self, key: bytes) -> None:
+        when = self.expires.pop(key, None)
+        if when is not None:
+            self._deadline_sum -= when
 
     def set_deadline(self, key: bytes, when_ms: int) -> None:
         """Give an existing key the absolute deadline ``when_ms`` (Unix ms).
