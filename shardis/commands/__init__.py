@@ -241,6 +241,7 @@ def all_commands() -> list[Command]:
 def load_families() -> None:
     """Import every family module so that all commands are registered."""
     from shardis.commands import (  # noqa: F401
+        bitmaps,
         blocking,
         expiry,
         hashes,
@@ -249,5 +250,6 @@ def load_families() -> None:
         server,
         sets,
         strings,
+        zsets,
     )
 

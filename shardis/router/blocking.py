@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shardis.commands import Command
@@ -89,6 +90,52 @@ class StartTarget:
             self.coordinator.park(self.request)
         else:
             self.coordinator.finish(self.request, data)
+
+
+#: blocking command name -> its cross-worker attempt (default: the first key with data, in
+#: argument order, tried with ``__tryblock`` one key at a time: BLPOP, BRPOP, BZPOPMIN...).
+CrossAttempt = Callable[["BlockingCoordinator", BlockedRequest], Awaitable[bytes | None]]
+CROSS_ATTEMPTS: dict[bytes, CrossAttempt] = {}
+
+
+def cross_attempt(*names: str) -> Callable[[CrossAttempt], CrossAttempt]:
+    """Register how a blocking command is tried once across workers (under their gate)."""
+
+    def register(attempt: CrossAttempt) -> CrossAttempt:
+        for name in names:
+            CROSS_ATTEMPTS[name.encode()] = attempt
+        return attempt
+
+    return register
+
+
+async def _pop_first_key_with_data(coordinator: BlockingCoordinator,
+                                   request: BlockedRequest) -> bytes | None:
+    args, router = request.args, coordinator.router
+    for key in request.keys:
+        single = [args[0], key, args[-1]]
+        data = await coordinator.call_raw(router.worker_of(key), [b"__tryblock", *single],
+                                          request.proto)
+        if data != BLOCKED_REPLY:
+            return data
+    return None
+
+
+@cross_attempt("blmove", "brpoplpush")
+async def _move_element(coordinator: BlockingCoordinator, request: BlockedRequest) -> bytes | None:
+    args = request.args
+    if args[0].lower() == b"blmove":
+        wherefrom, whereto = parse_position(args[3]), parse_position(args[4])
+    else:
+        wherefrom, whereto = RIGHT, LEFT
+    element = await move_element(coordinator.router, args[1], args[2], wherefrom, whereto)
+    return None if element is None else encode(element, request.proto)
+
+
+@cross_attempt("blmpop")
+async def _mpop(coordinator: BlockingCoordinator, request: BlockedRequest) -> bytes | None:
+    reply = await lmpop(coordinator.router, request.client, [b"LMPOP", *request.args[2:]])
+    return None if reply is NULL_ARRAY else encode(reply, request.proto)
 
 
 class BlockingCoordinator:
@@ -175,24 +222,8 @@ class BlockingCoordinator:
     async def cross_attempt(self, request: BlockedRequest) -> bytes | None:
         """The command once, without waiting, over its workers (gated): the encoded reply, or
         None when it would have to wait."""
-        router, args, proto = self.router, request.args, request.proto
-        name = args[0].lower()
-        if name in (b"blmove", b"brpoplpush"):
-            if name == b"blmove":
-                wherefrom, whereto = parse_position(args[3]), parse_position(args[4])
-            else:
-                wherefrom, whereto = RIGHT, LEFT
-            element = await move_element(router, args[1], args[2], wherefrom, whereto)
-            return None if element is None else encode(element, proto)
-        if name == b"blmpop":
-            reply = await lmpop(router, request.client, [b"LMPOP", *args[2:]])
-            return None if reply is NULL_ARRAY else encode(reply, proto)
-        for key in request.keys:  # BLPOP, BRPOP: the first key with data, in argument order
-            single = [args[0], key, args[-1]]
-            data = await self.call_raw(router.worker_of(key), [b"__tryblock", *single], proto)
-            if data != BLOCKED_REPLY:
-                return data
-        return None
+        attempt = CROSS_ATTEMPTS.get(request.args[0].lower(), _pop_first_key_with_data)
+        return await attempt(self, request)
 
     # Waking ------------------------------------------------------------------------------------
     def on_event(self, ticket: int, data: bytes | None) -> None:

@@ -61,4 +61,13 @@ def coordinated(name: str, plan: PlanFn) -> Callable[[CoordinatedFn], Coordinate
 
 def load_handlers() -> None:
     """Import every router-side family module so that its handlers are registered."""
-    from shardis.router import connection, keys, lists, server, sets, strings  # noqa: F401
+    from shardis.router import (  # noqa: F401
+        bitmaps,
+        connection,
+        keys,
+        lists,
+        server,
+        sets,
+        strings,
+        zsets,
+    )

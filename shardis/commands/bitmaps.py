@@ -1,0 +1,1 @@
+"""Bitmap commands: worker-side operations (being written)."""

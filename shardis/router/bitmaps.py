@@ -1,0 +1,1 @@
+"""Bitmap commands that span workers (being written)."""
