@@ -13,7 +13,8 @@ Why it is built this way:
   then waited for, before the next one starts.  We check that a port is served by one of our
   processes before we ever connect to it: other people run servers on the same machine.
 * Memory is measured on a fresh instance of each server, after a fixed, known data set was
-  loaded, so that the benchmark runs' leftovers do not blur it.
+  loaded, so that the benchmark runs' leftovers do not blur it: once for a million small
+  string keys, once (on yet another fresh instance) for a million small hash fields.
 * Everything measured goes to a JSON file next to the printed table, so that later runs can be
   compared with this one.
 """
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,9 +52,15 @@ BASE_TESTS: dict[str, str] = {
     "mset": "MSET (10 keys)",
     "ping_mbulk": "PING_MBULK",
 }
-#: Tests run only where the server has the command (probed with COMMAND INFO).
+#: Tests run only where the server has the command (probed with COMMAND INFO), in
+#: redis-benchmark's own order.  All of them work on one key each (``mylist``, ``myset``,
+#: ``myhash``, ``myzset``).  RPUSH is there for the pops: redis-benchmark runs LPUSH, RPUSH,
+#: LPOP, RPOP in that order with ``-n`` requests each, so without RPUSH the LPOPs would empty
+#: the list and every RPOP would time a pop from a missing key.
 EXTRA_TESTS: dict[str, str] = {
     "lpush": "LPUSH",
+    "rpush": "RPUSH",
+    "lpop": "LPOP",
     "rpop": "RPOP",
     "sadd": "SADD",
     "hset": "HSET",
@@ -72,6 +79,16 @@ QUICK_MEMORY_KEYS = 100_000
 #: The memory data set mimics ``redis-benchmark -t set -d 16``: key:%012d -> 16 x 'x'.
 MEMORY_VALUE_SIZE = 16
 LOAD_BATCH = 1_000
+#: The hash memory data set: hashes of 100 small fields (``f:00`` .. ``f:99``, 8-byte values),
+#: the shape of a typical object-per-hash schema.  100 fields and 8-byte values stay far below
+#: Redis 7.0's ``hash-max-listpack-entries`` (512) and ``-value`` (64), so Redis keeps every
+#: hash in its compact listpack encoding, which is what it does for such hashes in practice.
+DEFAULT_MEMORY_HASHES = 10_000
+QUICK_MEMORY_HASHES = 1_000
+HASH_FIELDS = 100
+HASH_VALUE_SIZE = 8
+#: HSETs (of HASH_FIELDS fields each) per pipelined batch: 10,000 fields, about 240 KB.
+HASH_LOAD_BATCH = 100
 #: Generous safety nets, not measurements: a hung server must not hang the benchmark forever.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
@@ -400,6 +417,57 @@ def supported_commands(port: int, commands: list[str]) -> dict[str, bool]:
     return {name: entry is not None for name, entry in zip(commands, reply)}
 
 
+def _recv_lines(sock: socket.socket, carry: bytes) -> tuple[list[bytes], bytes]:
+    """The complete reply lines that have arrived, and the partial line left over."""
+    data = carry + sock.recv(1 << 16)
+    if len(data) == len(carry):
+        raise OSError("connection closed while loading")
+    cut = data.rfind(b"\r\n")
+    if cut < 0:
+        return [], data
+    return data[:cut].split(b"\r\n"), data[cut + 2:]
+
+
+def pipeline(port: int, batches: Iterable[tuple[bytes, int]]) -> Iterator[list[bytes]]:
+    """Send (encoded commands, how many) batches on one connection; yield reply lines as they
+    arrive.
+
+    Only for commands whose replies are one line each (``+OK``, ``:N``, ``-ERR``), so that a
+    line is a reply and no RESP parsing is needed to keep up with a million of them.  At most
+    two batches are in flight, so neither side's socket buffers can fill up and deadlock us.
+    """
+    pending, carry = 0, b""
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+        for payload, commands in batches:
+            sock.sendall(payload)
+            pending += commands
+            while pending > commands:  # until every earlier batch is answered
+                lines, carry = _recv_lines(sock, carry)
+                pending -= len(lines)
+                yield lines
+        while pending > 0:
+            lines, carry = _recv_lines(sock, carry)
+            pending -= len(lines)
+            yield lines
+
+
+def send_pipelined(port: int, batches: Iterable[tuple[bytes, int]],
+                   expected: bytes) -> tuple[int, str | None, float]:
+    """Pipeline ``batches``; (replies other than ``expected``, the first of them, seconds).
+
+    Any other reply counts as an error, not only ``-ERR``: an HSET that answers ``:99`` for 100
+    new fields did not store what we meant to measure.
+    """
+    errors, first_error = 0, None
+    begin = time.monotonic()
+    for lines in pipeline(port, batches):
+        bad = [line for line in lines if line != expected]
+        if bad and first_error is None:
+            first_error = bad[0].decode(errors="replace")
+        errors += len(bad)
+    return errors, first_error, time.monotonic() - begin
+
+
 @dataclass
 class LoadResult:
     requested: int
@@ -418,32 +486,76 @@ def load_keys(port: int, count: int, value_size: int = MEMORY_VALUE_SIZE) -> Loa
     """SET key:000000000000 .. key:<count-1> to ``value_size`` x's, pipelined on one connection.
 
     The same data as ``redis-benchmark -t set -r <count> -d 16`` but exactly ``count`` keys and
-    half the requests (no duplicate random keys).  At most two batches are in flight, so
-    neither side's socket buffers can fill up and deadlock us.
+    half the requests (no duplicate random keys).
     """
     value = b"x" * value_size
-    errors, first_error, pending, carry = 0, None, 0, b""
-    begin = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        for start in range(0, count, LOAD_BATCH):
-            stop = min(count, start + LOAD_BATCH)
-            sock.sendall(_set_batch(start, stop, value))
-            pending += stop - start
-            while pending > LOAD_BATCH or (stop == count and pending > 0):
-                data = carry + sock.recv(1 << 16)
-                if len(data) == len(carry):
-                    raise OSError("connection closed while loading")
-                cut = data.rfind(b"\r\n") + 2
-                complete, carry = data[:cut], data[cut:]
-                lines = complete.count(b"\r\n")
-                bad = lines - complete.count(b"+OK\r\n")
-                if bad and first_error is None:
-                    first_error = next(line for line in complete.split(b"\r\n")
-                                       if not line.startswith(b"+OK")).decode(errors="replace")
-                errors += bad
-                pending -= lines
-    seconds = time.monotonic() - begin
+    batches = ((_set_batch(start, min(count, start + LOAD_BATCH), value),
+                min(count, start + LOAD_BATCH) - start) for start in range(0, count, LOAD_BATCH))
+    errors, first_error, seconds = send_pipelined(port, batches, b"+OK")
     return LoadResult(count, errors, first_error, seconds, int(call(port, "DBSIZE")))
+
+
+@dataclass
+class HashLoadResult:
+    """What the hash load asked for and what the server says it holds afterwards."""
+
+    hashes: int
+    fields_per_hash: int
+    errors: int
+    first_error: str | None
+    seconds: float
+    dbsize: int
+    hlen_total: int
+    hlen_min: int
+    hlen_max: int
+    encoding: str | None
+
+    @property
+    def verified(self) -> bool:
+        """Every HSET succeeded and DBSIZE and the HLENs add up to exactly what was sent."""
+        return (self.errors == 0 and self.dbsize == self.hashes
+                and self.hlen_total == self.hashes * self.fields_per_hash
+                and self.hlen_min == self.hlen_max == self.fields_per_hash)
+
+
+def hash_key(index: int) -> bytes:
+    return b"hash:%08d" % index
+
+
+def _hset(index: int) -> bytes:
+    """HSET hash:<index> f:00 v<7 digits> ... f:99 v<7 digits>: distinct 8-byte values that are
+    not numbers (Redis's listpack would store a number as a small integer)."""
+    base = index * HASH_FIELDS
+    pairs = [arg for n in range(HASH_FIELDS)
+             for arg in (b"f:%02d" % n, b"v%0*d" % (HASH_VALUE_SIZE - 1, (base + n) % 10_000_000))]
+    return encode_command(b"HSET", hash_key(index), *pairs)
+
+
+def _hlen_totals(port: int, hashes: int) -> tuple[int, int, int]:
+    """(sum, min, max) of HLEN over every hash we loaded, pipelined."""
+    batches = ((b"".join(encode_command(b"HLEN", hash_key(i))
+                         for i in range(start, min(hashes, start + LOAD_BATCH))),
+                min(hashes, start + LOAD_BATCH) - start) for start in range(0, hashes, LOAD_BATCH))
+    counts = [int(line[1:]) if line[:1] == b":" else -1
+              for lines in pipeline(port, batches) for line in lines]
+    return sum(counts), min(counts), max(counts)
+
+
+def load_hashes(port: int, hashes: int) -> HashLoadResult:
+    """``hashes`` x HSET of HASH_FIELDS fields each, pipelined; then DBSIZE, every HLEN and
+    OBJECT ENCODING of the first hash, so that the memory per field is divided by what was
+    really stored (and in which encoding)."""
+    batches = ((b"".join(_hset(i) for i in range(start, min(hashes, start + HASH_LOAD_BATCH))),
+                min(hashes, start + HASH_LOAD_BATCH) - start)
+               for start in range(0, hashes, HASH_LOAD_BATCH))
+    errors, first_error, seconds = send_pipelined(port, batches, b":%d" % HASH_FIELDS)
+    dbsize = int(call(port, "DBSIZE"))
+    total, smallest, largest = _hlen_totals(port, hashes)
+    encoding = None
+    with contextlib.suppress(RespError):
+        encoding = call(port, "OBJECT", "ENCODING", hash_key(0).decode())
+    return HashLoadResult(hashes, HASH_FIELDS, errors, first_error, round(seconds, 3), dbsize,
+                          total, smallest, largest, encoding)
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,6 +618,7 @@ class ServerResult:
     supported: dict[str, bool] = field(default_factory=dict)
     runs: list[BenchRun] = field(default_factory=list)
     memory: dict[str, Any] | None = None
+    hash_memory: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -523,20 +636,38 @@ def benchmark_server(server: Server, base_requests: int, result: ServerResult) -
             print(f"    {run.error}: {run.stderr[-500:]}", file=sys.stderr)
 
 
-def measure_memory(server: Server, keys: int) -> dict[str, Any]:
-    """RSS (and PSS) of the whole process tree, empty and after loading ``keys`` keys."""
-    empty = sample_memory(server.proc.pid)
-    load = load_keys(server.port, keys)
-    loaded = sample_memory(server.proc.pid)
+def _memory_fields(empty: MemorySample, loaded: MemorySample) -> dict[str, Any]:
     return {
         "processes": len(loaded.pids),
         "rss_empty": empty.rss_bytes,
         "rss_loaded": loaded.rss_bytes,
         "pss_empty": empty.pss_bytes,
         "pss_loaded": loaded.pss_bytes,
+    }
+
+
+def measure_memory(server: Server, keys: int) -> dict[str, Any]:
+    """RSS (and PSS) of the whole process tree, empty and after loading ``keys`` keys."""
+    empty = sample_memory(server.proc.pid)
+    load = load_keys(server.port, keys)
+    loaded = sample_memory(server.proc.pid)
+    return _memory_fields(empty, loaded) | {
         "load": asdict(load),
         "bytes_per_key": ((loaded.rss_bytes - empty.rss_bytes) / load.dbsize
                           if load.dbsize else None),
+    }
+
+
+def measure_hash_memory(server: Server, hashes: int) -> dict[str, Any]:
+    """The same for ``hashes`` hashes of HASH_FIELDS small fields, per field actually stored
+    (the sum of HLEN), so that a short load cannot pass for a small footprint."""
+    empty = sample_memory(server.proc.pid)
+    load = load_hashes(server.port, hashes)
+    loaded = sample_memory(server.proc.pid)
+    return _memory_fields(empty, loaded) | {
+        "load": asdict(load) | {"verified": load.verified},
+        "bytes_per_field": ((loaded.rss_bytes - empty.rss_bytes) / load.hlen_total
+                            if load.hlen_total > 0 else None),
     }
 
 
@@ -565,14 +696,31 @@ def run_all(args: argparse.Namespace, results: list[ServerResult]) -> None:
         return
     print(f"memory: loading {args.memory_keys:,} keys into a fresh instance of each server",
           flush=True)
+    fresh_pass(plan, results, "memory", lambda server: measure_memory(server, args.memory_keys),
+               lambda mem: f"{mem['load']['dbsize']:,} keys in {mem['load']['seconds']:.1f}s")
+    fields = args.memory_hashes * HASH_FIELDS
+    print(f"hash memory: loading {args.memory_hashes:,} hashes x {HASH_FIELDS} fields "
+          f"({fields:,} fields) into a fresh instance of each server", flush=True)
+    fresh_pass(plan, results, "hash_memory",
+               lambda server: measure_hash_memory(server, args.memory_hashes),
+               lambda mem: (f"{mem['load']['dbsize']:,} hashes, {mem['load']['hlen_total']:,} "
+                            f"fields in {mem['load']['seconds']:.1f}s"
+                            + ("" if mem["load"]["verified"] else " (NOT what was sent)")))
+
+
+def fresh_pass(plan: list[tuple[str, Any, tuple[Any, ...], int | None]],
+               results: list[ServerResult], attribute: str,
+               measure: Callable[[Server], dict[str, Any]],
+               summary: Callable[[dict[str, Any]], str]) -> None:
+    """Run ``measure`` on a fresh instance of each server (one at a time) and keep what it
+    returns in ``result.<attribute>``: memory must not include an earlier test's data."""
     for (label, start, start_args, _), result in zip(plan, results):
         try:
             with running(start, *start_args) as server:
-                result.memory = measure_memory(server, args.memory_keys)
-            print(f"  {label:<10} {result.memory['load']['dbsize']:,} keys in "
-                  f"{result.memory['load']['seconds']:.1f}s", flush=True)
+                setattr(result, attribute, measure(server))
+            print(f"  {label:<10} {summary(getattr(result, attribute))}", flush=True)
         except (RuntimeError, OSError, RespError) as exc:
-            result.memory = {"error": str(exc)}
+            setattr(result, attribute, {"error": str(exc)})
             print(f"  {label}: {exc}", file=sys.stderr)
 
 
@@ -685,6 +833,34 @@ def _memory_rows(results: list[ServerResult]) -> list[list[str]]:
     return rows
 
 
+def _hash_memory_rows(results: list[ServerResult]) -> list[list[str]]:
+    """Like :func:`_memory_rows`, per field, with the load check in place of a target (the
+    issue sets none for hashes): ``ok`` when DBSIZE and the HLENs match what was sent."""
+    redis = results[0].hash_memory or {}
+    rows = []
+    for result in results:
+        mem = result.hash_memory or {}
+        if "rss_loaded" not in mem:
+            rows.append([result.label, "err" if mem else "-"])
+            continue
+        mib, load = 1 << 20, mem["load"]
+        row = [result.label, str(mem["processes"]), f"{load['dbsize']:,}",
+               f"{load['hlen_total']:,}", str(load["encoding"] or "?"),
+               f"{mem['rss_empty'] / mib:.1f}", f"{mem['rss_loaded'] / mib:.1f}",
+               f"{mem['pss_loaded'] / mib:.1f}",
+               f"{mem['bytes_per_field']:.1f}" if mem["bytes_per_field"] else "-"]
+        if result is results[0] or "rss_loaded" not in redis:
+            row += ["", ""]
+        else:
+            row += [_ratio(mem["bytes_per_field"] or 0, redis["bytes_per_field"] or 0),
+                    _ratio(mem["rss_loaded"], redis["rss_loaded"])]
+        row.append("ok" if load["verified"] else
+                   f"MISMATCH ({load['errors']} bad replies, HLEN {load['hlen_min']}"
+                   f"..{load['hlen_max']})")
+        rows.append(row)
+    return rows
+
+
 def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
     """Plain aligned columns, readable in a terminal and pasted in a PR: the first ``labels``
     columns and the last one (the target) left-aligned, the numbers right-aligned."""
@@ -701,8 +877,10 @@ def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
 
 
-def render(results: list[ServerResult], memory_keys: int | None) -> str:
-    """The one table: throughput and latency per test and configuration, then memory."""
+def render(results: list[ServerResult], memory_keys: int | None,
+           memory_hashes: int | None = None) -> str:
+    """The one table: throughput and latency per test and configuration, then memory for
+    small keys and for small hash fields."""
     ratio = "/redis"
     header = ["test", "config", "server", "ops/s", ratio, "p50 ms", ratio, "p99 ms", ratio,
               f"target@{TARGET_WORKERS}w"]
@@ -713,6 +891,14 @@ def render(results: list[ServerResult], memory_keys: int | None) -> str:
         parts.append(f"memory: {memory_keys:,} keys of {MEMORY_VALUE_SIZE} bytes; bytes/key = "
                      "(RSS loaded - RSS empty) / DBSIZE; shardis = sum over all its processes")
         parts.append(format_table(mem_header, _memory_rows(results), 1))
+    if memory_hashes is not None and any(result.hash_memory for result in results):
+        hash_header = ["hash memory", "procs", "hashes", "fields", "encoding", "RSS empty MiB",
+                       "RSS MiB", "PSS MiB", "bytes/field", ratio, f"RSS {ratio}", "load check"]
+        parts.append(f"hash memory: {memory_hashes:,} hashes x {HASH_FIELDS} fields "
+                     f"(f:NN -> {HASH_VALUE_SIZE}-byte values); hashes = DBSIZE, fields = sum "
+                     "of HLEN;\nbytes/field = (RSS loaded - RSS empty) / fields; shardis = sum "
+                     "over all its processes")
+        parts.append(format_table(hash_header, _hash_memory_rows(results), 1))
     return "\n\n".join(parts)
 
 
@@ -747,7 +933,7 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
                  load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
     return {
-        "schema": 1,
+        "schema": 2,
         "complete": complete,
         "started_utc": started.isoformat(),
         "finished_utc": finished.isoformat(),
@@ -770,6 +956,9 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "tests": ALL_TESTS,
             "memory_keys": None if args.skip_memory else args.memory_keys,
             "memory_value_size": MEMORY_VALUE_SIZE,
+            "memory_hashes": None if args.skip_memory else args.memory_hashes,
+            "memory_hash_fields": HASH_FIELDS,
+            "memory_hash_value_size": HASH_VALUE_SIZE,
         },
         "servers": [asdict(result) for result in results],
     }
@@ -799,20 +988,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated shardis worker counts (default 1,2,4)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: -n based on {QUICK_REQUESTS}, "
-                             f"{QUICK_MEMORY_KEYS:,} keys for memory")
+                             f"{QUICK_MEMORY_KEYS:,} keys and {QUICK_MEMORY_HASHES:,} hashes "
+                             "for memory")
     parser.add_argument("--requests", type=int, metavar="N",
                         help=f"base -n per test (default {DEFAULT_REQUESTS}); "
                              + ", ".join(f"'{c.name}' uses N x {c.scale:g}" for c in CONFIGS))
     parser.add_argument("--memory-keys", type=int, metavar="N",
                         help=f"keys to load for the memory test (default {DEFAULT_MEMORY_KEYS:,})")
-    parser.add_argument("--skip-memory", action="store_true", help="skip the memory test")
+    parser.add_argument("--memory-hashes", type=int, metavar="N",
+                        help=f"hashes of {HASH_FIELDS} fields to load for the hash memory test "
+                             f"(default {DEFAULT_MEMORY_HASHES:,})")
+    parser.add_argument("--skip-memory", action="store_true",
+                        help="skip both memory tests (keys and hashes)")
     args = parser.parse_args(argv)
     if args.requests is None:
         args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
     if args.memory_keys is None:
         args.memory_keys = QUICK_MEMORY_KEYS if args.quick else DEFAULT_MEMORY_KEYS
-    if args.requests < 1 or args.memory_keys < 1:
-        parser.error("--requests and --memory-keys must be positive")
+    if args.memory_hashes is None:
+        args.memory_hashes = QUICK_MEMORY_HASHES if args.quick else DEFAULT_MEMORY_HASHES
+    if args.requests < 1 or args.memory_keys < 1 or args.memory_hashes < 1:
+        parser.error("--requests, --memory-keys and --memory-hashes must be positive")
     return args
 
 
@@ -840,7 +1036,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: servers stopped; partial results below", file=sys.stderr)
     if results:
         print()
-        print(render(results, None if args.skip_memory else args.memory_keys))
+        print(render(results, None if args.skip_memory else args.memory_keys,
+                     None if args.skip_memory else args.memory_hashes))
         path = write_json(build_report(args, results, started, load_before, complete), started)
         print(f"\nraw results: {path.relative_to(REPO_ROOT)}  "
               f"(load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}, "

@@ -34,6 +34,7 @@ STRING_TOO_LONG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 OFFSET_OUT_OF_RANGE = "ERR offset is out of range"
 DB_OUT_OF_RANGE = "ERR DB index is out of range"
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+EXECABORT_BECAUSE = "EXECABORT Transaction discarded because of: "
 NOAUTH = "NOAUTH Authentication required."
 BUSYKEY = "BUSYKEY Target key name already exists."
 NOPROTO = "NOPROTO unsupported protocol version"
@@ -105,3 +106,16 @@ def arg_text(raw: bytes) -> str:
 
 def _blank_newlines(message: str) -> str:
     return message.replace("\r", " ").replace("\n", " ")
+
+
+# Bitmaps -------------------------------------------------------------------------------------
+BIT_OFFSET = "ERR bit offset is not an integer or out of range"
+BIT_VALUE = "ERR bit is not an integer or out of range"
+BIT_ARGUMENT = "ERR The bit argument must be 1 or 0."
+BITOP_NOT_ONE_KEY = "ERR BITOP NOT must be called with a single source key."
+BITFIELD_TYPE = (
+    "ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but "
+    "i64 is."
+)
+BITFIELD_OVERFLOW = "ERR Invalid OVERFLOW type specified"
+BITFIELD_RO_GET_ONLY = "ERR BITFIELD_RO only supports the GET subcommand"

@@ -23,6 +23,7 @@ Python value              RESP2                  RESP3
 ``Verbatim``              bulk string            verbatim ``=``
 ``Push``                  array                  push ``>``
 ``Pairs``                 flat array             array of pairs
+``Raw``                   (as encoded)           (as encoded)
 ``ReplyError``            error                  error
 ========================  =====================  ======================
 """
@@ -61,6 +62,12 @@ class SetReply(list):
 class Pairs(list):
     """Field/value pairs (HRANDFIELD ... WITHVALUES): a flat array in RESP2, an array of
     two-element arrays in RESP3, as Redis sends them."""
+
+    __slots__ = ()
+
+
+class Raw(bytes):
+    """A reply already encoded (an element of EXEC's array, from a worker): sent verbatim."""
 
     __slots__ = ()
 
@@ -164,6 +171,8 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
         for key, item in value.items():  # type: ignore[attr-defined]
             _encode_into(key, proto, out)
             _encode_into(item, proto, out)
+    elif kind is Raw:
+        out.append(value)  # type: ignore[arg-type]
     elif kind is Pairs:
         if proto == 3:
             out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]

@@ -250,6 +250,7 @@ def load_families() -> None:
         server,
         sets,
         strings,
+        transactions,
         zsets,
     )
 

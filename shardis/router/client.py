@@ -48,6 +48,11 @@ class ClientConnection(asyncio.Protocol):
         #: the transport's buffer is over its high-water mark: the client is not reading.
         self.writing_paused = False
         self.proto = 2
+        #: commands queued since MULTI (None outside MULTI), and whether EXEC must abort.
+        self.multi: list[list[bytes]] | None = None
+        self.multi_dirty = False
+        #: WATCHed key -> the version its worker reported.
+        self.watched: dict[bytes, int] = {}
         self.name: bytes | None = None
         self.lib_name: bytes | None = None
         self.lib_ver: bytes | None = None

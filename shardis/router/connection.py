@@ -42,6 +42,9 @@ def select(router: Any, client: Any, args: list[bytes]) -> object:
 
 @router_command("reset")
 def reset(router: Any, client: Any, args: list[bytes]) -> object:
+    from shardis.router.transactions import end_transaction
+
+    end_transaction(router, client)
     client.proto = 2
     client.name = None
     return Status(b"RESET")

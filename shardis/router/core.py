@@ -40,7 +40,8 @@ from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.links import WorkerLink
-from shardis.router.registry import COORDINATED, ROUTER_COMMANDS, Plan, load_handlers
+from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
+from shardis.router.transactions import NOT_QUEUED, QUEUED_REPLY, end_transaction
 from shardis.slots import SLOT_MASK, SlotMap, hash_tag, xxh3
 
 log = logging.getLogger("shardis.router")
@@ -225,6 +226,7 @@ class Router:
         self.clients.pop(client.id, None)
         self.touched.discard(client)
         self.blocking.client_gone(client)
+        end_transaction(self, client)
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
@@ -234,6 +236,8 @@ class Router:
         The common case (a plain one-key command whose worker is not gated) is written out
         inline with hoisted locals: it runs for every GET and SET.
         """
+        if client.multi is not None:
+            return self.dispatch_in_multi(client, commands)
         get_spec = _commands_get
         owners = self.owners
         links = self.links
@@ -263,8 +267,44 @@ class Router:
             if client.waiting or client.closing:
                 self._count_fast(client, commands, fast)
                 return index + 1
+            if client.multi is not None:  # MULTI: what follows is queued
+                self._count_fast(client, commands, fast)
+                return index + 1 + self.dispatch_in_multi(client, commands[index + 1 :])
             proto = client.proto  # HELLO may have switched it
         self._count_fast(client, commands, fast)
+        return len(commands)
+
+    def dispatch_in_multi(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
+        """Between MULTI and EXEC: queue commands (QUEUED), or flag the transaction on an
+        unknown command or a wrong arity; EXEC, DISCARD, MULTI, WATCH, QUIT, RESET act now."""
+        for index, args in enumerate(commands):
+            name = args[0].lower()
+            if name in NOT_QUEUED:
+                try:
+                    lookup(args)
+                except ReplyError:  # e.g. EXEC with arguments
+                    if name != b"exec":
+                        client.multi_dirty = True
+                    self.dispatch_generic(client, args)  # answers the error (EXEC: aborts)
+                    if client.multi is None:
+                        rest = commands[index + 1 :]
+                        return index + 1 + (self.dispatch_all(client, rest) if rest else 0)
+                    continue
+                self.dispatch_generic(client, args)
+                if client.waiting or client.closing:
+                    return index + 1
+                if client.multi is None:  # DISCARD or RESET: back to plain dispatch
+                    rest = commands[index + 1 :]
+                    return index + 1 + (self.dispatch_all(client, rest) if rest else 0)
+                continue
+            try:
+                lookup(args)
+            except ReplyError as exc:
+                client.multi_dirty = True
+                self.reply_error(client, exc.message)
+                continue
+            client.multi.append(args)  # type: ignore[union-attr]
+            client.reply_now(QUEUED_REPLY)
         return len(commands)
 
     def _count_fast(self, client: ClientConnection, commands: list, fast: int) -> None:
@@ -282,7 +322,12 @@ class Router:
         try:
             spec = lookup(args)
         except ReplyError as exc:
-            self.reply_error(client, exc.message)
+            if args[0].lower() == b"exec":  # Redis answers a rejected EXEC this way, always
+                end_transaction(self, client)
+                reason = exc.message.removeprefix("ERR ")
+                self.reply_error(client, f"{errors.EXECABORT_BECAUSE}{reason}")
+            else:
+                self.reply_error(client, exc.message)
             return
         client.last_command = args[0]
         fanout = spec.fanout
@@ -343,7 +388,8 @@ class Router:
         except ReplyError as exc:
             self.reply_error(client, exc.message)
             return
-        client.reply_now(encode(value, client.proto))
+        if value is not DEFERRED:
+            client.reply_now(encode(value, client.proto))
 
     def fan_out(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         """SPLIT_* and ALL_* commands: send the shares, merge the parts when all are back."""
@@ -399,18 +445,30 @@ class Router:
         except ReplyError as exc:
             self.reply_error(client, exc.message)
             return
-        workers = {plan.forward_to} if plan.forward_to is not None else plan.workers
+        if plan.forward_to is None:
+            self.start_operation(client, args, plan.workers, plan.exclusive, operation)
+            return
+        if self.gates and plan.forward_to in self.gates:
+            self.hold(client, args)
+            return
+        self.stats.commands += 1
+        reply = Reply(client)
+        client.replies.append(reply)
+        self.links[plan.forward_to].send(reply, client.proto, args)
+        self.schedule_flush()
+
+    def start_operation(self, client: ClientConnection, args: list[bytes], workers: Any,
+                        exclusive: bool, operation: Any) -> None:
+        """Run ``await operation(router, client, args)`` for this client's next reply, over
+        ``workers`` (gated for the whole operation when ``exclusive``), holding the command
+        while another operation gates one of them."""
         if self.gates and not self.gates.isdisjoint(workers):
             self.hold(client, args)
             return
         self.stats.commands += 1
         reply = Reply(client)
         client.replies.append(reply)
-        if plan.forward_to is not None:
-            self.links[plan.forward_to].send(reply, client.proto, args)
-            self.schedule_flush()
-            return
-        gated = plan.workers if plan.exclusive else frozenset()
+        gated = frozenset(workers) if exclusive else frozenset()
         self.gates.update(gated)
         client.waiting = True
         self.loop.create_task(self._coordinate(client, reply, operation, args, gated))

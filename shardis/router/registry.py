@@ -38,6 +38,10 @@ class Plan:
 
 PlanFn = Callable[[Any, list], Plan]
 
+#: What a router command returns when it has started an operation that will fill the reply
+#: itself (EXEC, WATCH: they need the client's state, which plans do not see).
+DEFERRED = object()
+
 ROUTER_COMMANDS: dict[str, RouterFn] = {}
 COORDINATED: dict[str, tuple[PlanFn, CoordinatedFn]] = {}
 
@@ -69,5 +73,6 @@ def load_handlers() -> None:
         server,
         sets,
         strings,
+        transactions,
         zsets,
     )

@@ -247,6 +247,7 @@ class Keyspace:
         "scan_counter",
         "stats",
         "blocking",
+        "watched",
         "string_hints",
         "expire_cycle_ns",
         "_random_pool",
@@ -287,6 +288,9 @@ class Keyspace:
         self.stats: object = None
         #: the shard's blocked commands (``BlockingRegistry``), for ``__block``/``__unblock``.
         self.blocking: object = None
+        #: WATCHed keys: key -> [watchers, version]; the shard bumps the version of a key
+        #: whenever a command changes it (see ``Shard.apply_effects``).
+        self.watched: dict[bytes, list[int]] = {}
         #: key -> EMBSTR_INT / UNSHARED_INT, for OBJECT ENCODING/REFCOUNT; rarely non-empty.
         self.string_hints: dict[bytes, int] = {}
         #: sum of all deadlines, so that the average TTL is O(1) (INFO keyspace avg_ttl).

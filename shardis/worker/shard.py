@@ -133,10 +133,17 @@ class Shard:
 
     def apply_effects(self) -> None:
         """Apply what the last command reported: the single place for write side effects."""
-        touched = self.db.touched
+        db = self.db
+        touched = db.touched
         self.stats.dirty += len(touched)
         if self.blocking.by_key:
             self.blocking.note_touched(touched)
+        if db.watched:
+            watched = db.watched
+            for key in touched:
+                entry = watched.get(key)
+                if entry is not None:
+                    entry[1] += 1  # WATCH: this key changed since the watchers looked
         touched.clear()
 
     def serve_blocked(self) -> None:

@@ -1,0 +1,234 @@
+"""MULTI/EXEC/DISCARD/WATCH/UNWATCH on the router: transactions over any workers, atomic.
+
+Between MULTI and EXEC the router queues a client's commands (``Router.dispatch_in_multi``),
+answering QUEUED, or an error that makes EXEC answer EXECABORT (unknown command, wrong arity).
+
+EXEC gates every worker the transaction touches (its commands' keys, the watched keys; all
+workers for KEYS, DBSIZE...): no other client's command reaches them until it ends, so it is
+atomic however many round trips it takes.  It first compares the watched keys' versions with
+those seen at WATCH time (nil if any changed), then runs the queued commands in order:
+one-worker and split commands are sent at once (each worker executes its share in order), a
+multi-step command (RENAME across workers, *STORE...) runs to its end before later commands
+are sent.  Runtime errors are answered in place, as in Redis; nothing rolls back.  Blocking
+commands inside MULTI do not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from shardis import errors
+from shardis.commands import Fanout, lookup
+from shardis.errors import ReplyError, raise_if_error
+from shardis.resp import NULL_ARRAY, OK, Raw, encode, encode_error
+from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, router_command
+
+QUEUED_REPLY = b"+QUEUED\r\n"
+#: Commands that act at once inside MULTI instead of being queued (as in Redis).
+NOT_QUEUED = frozenset((b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"))
+
+
+@router_command("multi")
+def multi(router: Any, client: Any, args: list[bytes]) -> object:
+    if client.multi is not None:
+        raise ReplyError("ERR MULTI calls can not be nested")
+    client.multi = []
+    client.multi_dirty = False
+    return OK
+
+
+@router_command("discard")
+def discard(router: Any, client: Any, args: list[bytes]) -> object:
+    if client.multi is None:
+        raise ReplyError("ERR DISCARD without MULTI")
+    end_transaction(router, client)
+    return OK
+
+
+@router_command("unwatch")
+def unwatch(router: Any, client: Any, args: list[bytes]) -> object:
+    release_watches(router, client)
+    return OK
+
+
+def end_transaction(router: Any, client: Any) -> None:
+    """Leave MULTI (DISCARD, EXEC, RESET): drop the queue and every watch."""
+    client.multi = None
+    client.multi_dirty = False
+    release_watches(router, client)
+
+
+def release_watches(router: Any, client: Any) -> None:
+    if not client.watched:
+        return
+    by_worker: dict[int, list[bytes]] = {}
+    for key in client.watched:
+        by_worker.setdefault(router.worker_of(key), []).append(key)
+    client.watched = {}
+    for worker, keys in by_worker.items():
+        router.call(worker, [b"__unwatch", *keys])
+
+
+# WATCH ---------------------------------------------------------------------------------------
+@router_command("watch")
+def watch(router: Any, client: Any, args: list[bytes]) -> object:
+    if client.multi is not None:
+        raise ReplyError("ERR WATCH inside MULTI is not allowed")
+    workers = {router.worker_of(key) for key in args[1:]}
+    router.start_operation(client, args, workers, False, _watch)
+    return DEFERRED
+
+
+async def _watch(router: Any, client: Any, args: list[bytes]) -> object:
+    keys = [key for key in dict.fromkeys(args[1:]) if key not in client.watched]
+    by_worker: dict[int, list[bytes]] = {}
+    for key in keys:
+        by_worker.setdefault(router.worker_of(key), []).append(key)
+    requests = {w: router.call(w, [b"__watch", *ks]) for w, ks in by_worker.items()}
+    for worker, request in requests.items():
+        versions = raise_if_error(await request)
+        client.watched.update(zip(by_worker[worker], versions))  # type: ignore[arg-type]
+    return OK
+
+
+async def watches_hold(router: Any, watched: dict[bytes, int]) -> bool:
+    """True if no watched key changed since WATCH (compared under EXEC's gate)."""
+    by_worker: dict[int, list[bytes]] = {}
+    for key in watched:
+        by_worker.setdefault(router.worker_of(key), []).append(key)
+    requests = {w: router.call(w, [b"__watch_versions", *ks]) for w, ks in by_worker.items()}
+    for worker, request in requests.items():
+        versions = raise_if_error(await request)
+        for key, version in zip(by_worker[worker], versions):  # type: ignore[arg-type]
+            if watched[key] != version:
+                return False
+    return True
+
+
+# EXEC ----------------------------------------------------------------------------------------
+@router_command("exec")
+def exec_(router: Any, client: Any, args: list[bytes]) -> object:
+    if client.multi is None:
+        raise ReplyError("ERR EXEC without MULTI")
+    workers = set(involved_workers(router, client.multi))
+    workers.update(router.worker_of(key) for key in client.watched)
+    router.start_operation(client, args, workers, True, _exec)
+    return DEFERRED
+
+
+def involved_workers(router: Any, queued: list[list[bytes]]) -> set[int]:
+    workers: set[int] = set()
+    for args in queued:
+        spec = lookup(args)
+        fanout = spec.fanout
+        if fanout in (Fanout.ALL_SUM, Fanout.ALL_CONCAT, Fanout.ALL_OK):
+            return set(range(len(router.links)))
+        if fanout is Fanout.COORDINATED:
+            try:
+                plan = COORDINATED[spec.fullname][0](router, args)
+            except ReplyError:
+                continue  # it will fail in place at EXEC
+            if plan.forward_to is not None:
+                workers.add(plan.forward_to)
+            else:
+                workers.update(plan.workers)
+        else:
+            workers.update(router.worker_of(args[i]) for i in spec.key_indexes(args))
+    return workers
+
+
+async def _exec(router: Any, client: Any, args: list[bytes]) -> object:
+    queued, dirty, watched = client.multi, client.multi_dirty, dict(client.watched)
+    client.multi = None
+    client.multi_dirty = False
+    try:
+        if dirty:
+            raise ReplyError(errors.EXECABORT)
+        if watched and not await watches_hold(router, watched):
+            return NULL_ARRAY
+        return await _run_transaction(router, client, queued)
+    finally:
+        release_watches(router, client)  # after the check: the versions must still be kept
+
+
+async def _run_transaction(router: Any, client: Any, queued: list[list[bytes]]) -> object:
+    proto = client.proto
+    pending: list[Any] = []
+    for command in queued:
+        step = run_queued(router, client, command, proto)
+        if asyncio.iscoroutine(step):
+            pending.append(await step)  # a multi-step command ends before later ones start
+        else:
+            pending.append(step)
+    return [Raw(await item if isinstance(item, asyncio.Future) else item) for item in pending]
+
+
+def run_queued(router: Any, client: Any, args: list[bytes], proto: int) -> Any:
+    """Start one queued command: a future of its encoded reply, the encoded reply itself, or
+    a coroutine (multi-step commands) to await before anything else is sent."""
+    spec = lookup(args)
+    fanout = spec.fanout
+    if fanout is Fanout.SINGLE or fanout is Fanout.BLOCKING:
+        keys = spec.key_indexes(args)
+        workers = {router.worker_of(args[i]) for i in keys}
+        if len(workers) <= 1:
+            worker = workers.pop() if workers else 0
+            return router.call(worker, args, proto, raw=True)  # blocking ones answer nil at once
+        return _encoded(_blocking_once(router, client, args), proto)
+    if fanout is Fanout.ROUTER:
+        try:
+            return encode(ROUTER_COMMANDS[spec.fullname](router, client, args), proto)
+        except ReplyError as exc:
+            return encode_error(exc.message)
+    if fanout is Fanout.COORDINATED:
+        plan_fn, operation = COORDINATED[spec.fullname]
+        try:
+            plan = plan_fn(router, args)
+        except ReplyError as exc:
+            return encode_error(exc.message)
+        if plan.forward_to is not None:
+            return router.call(plan.forward_to, args, proto, raw=True)
+        return _encoded(operation(router, client, args), proto)
+    return _split(router, spec, args, proto)
+
+
+async def _encoded(step: Any, proto: int) -> bytes:
+    try:
+        return encode(await step, proto)
+    except ReplyError as exc:
+        return encode_error(exc.message)
+
+
+async def _blocking_once(router: Any, client: Any, args: list[bytes]) -> object:
+    """A blocking command over several workers inside MULTI: one try, nil if it would wait."""
+    from shardis.router.blocking import BlockedRequest
+
+    spec = lookup(args)
+    keys = [args[i] for i in spec.key_indexes(args)]
+    workers = list(dict.fromkeys(router.worker_of(key) for key in keys))
+    request = BlockedRequest(0, client, None, args, keys, workers, 0.0)  # type: ignore[arg-type]
+    data = await router.blocking.cross_attempt(request)
+    return NULL_ARRAY if data is None else Raw(data)
+
+
+def _split(router: Any, spec: Any, args: list[bytes], proto: int) -> asyncio.Future:
+    """A split or all-workers command inside EXEC: parts sent now, merged when all are back."""
+    from shardis.router.core import _MERGES
+
+    if spec.fanout in (Fanout.ALL_SUM, Fanout.ALL_CONCAT, Fanout.ALL_OK):
+        groups = {worker: (args, None) for worker in range(len(router.links))}
+    else:
+        if spec.step > 1 and (len(args) - spec.first_key) % spec.step:
+            future = router.loop.create_future()
+            future.set_result(encode_error(errors.wrong_arity(spec.fullname)))
+            return future
+        groups = router.split_by_worker(args, spec)
+    parts = [router.call(worker, sub, 3, raw=True) for worker, (sub, _) in groups.items()]
+    positions = [where for _, where in groups.values()]
+    merge = _MERGES[spec.fanout]
+
+    async def merged() -> bytes:
+        return merge([await part for part in parts], positions, proto)
+
+    return asyncio.ensure_future(merged())
