@@ -14,7 +14,11 @@ worker in one event-loop iteration, from all clients, in arrival order.
 (bytes) per command of the batch, in order, under the batch's sequence number.  An optional
 third frame carries blocking events, ``marshal`` of ``[(ticket, reply or None), ...]``: a
 blocked command the worker served while running this batch (its encoded reply), or a key a
-notify-only waiter was waiting for that received data (None); see ``shardis.worker.blocking``.  Batches are
+notify-only waiter was waiting for that received data (None); see ``shardis.worker.blocking``.
+
+``PUSH`` (worker -> router, unsolicited): pub/sub messages for that router's subscribers,
+``marshal`` of ``[(kind, channel, pattern or None, message), ...]``; see
+``shardis.worker.pubsub``.  Batches are
 answered in the order they arrive, so the router matches replies to batches with a FIFO; the
 sequence number tells it when a batch was lost (a worker died with it) so that those commands
 get an error instead of someone else's replies.
@@ -33,9 +37,11 @@ MAGIC = b"SHD"
 
 BATCH = 1
 REPLIES = 2
+PUSH = 3
 
 BATCH_PREFIX = MAGIC + bytes([VERSION, BATCH])
 REPLIES_PREFIX = MAGIC + bytes([VERSION, REPLIES])
+PUSH_PREFIX = MAGIC + bytes([VERSION, PUSH])
 _PREFIX_LEN = len(BATCH_PREFIX)
 
 # marshal format 4 is stable across CPython 3.4+.
@@ -72,6 +78,19 @@ def decode_replies(frames: list[bytes]) -> tuple[int, list[bytes], list[tuple[in
     _check(header, REPLIES_PREFIX)
     events = marshal.loads(frames[2]) if len(frames) > 2 else []
     return int.from_bytes(header[_PREFIX_LEN:], "big"), marshal.loads(frames[1]), events
+
+
+def encode_push(entries: list[tuple]) -> list[bytes]:
+    """Pub/sub messages for one router: ``[(kind, channel, pattern or None, message), ...]``."""
+    return [PUSH_PREFIX + bytes(8), marshal.dumps(entries, _MARSHAL_VERSION)]
+
+
+def is_push(frames: list[bytes]) -> bool:
+    return frames[0][:_PREFIX_LEN] == PUSH_PREFIX
+
+
+def decode_push(frames: list[bytes]) -> list[tuple]:
+    return marshal.loads(frames[1])
 
 
 def _check(header: bytes, prefix: bytes) -> None:

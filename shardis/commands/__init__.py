@@ -247,6 +247,7 @@ def load_families() -> None:
         hashes,
         keys,
         lists,
+        pubsub,
         server,
         sets,
         strings,

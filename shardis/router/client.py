@@ -53,6 +53,12 @@ class ClientConnection(asyncio.Protocol):
         self.multi_dirty = False
         #: WATCHed key -> the version its worker reported.
         self.watched: dict[bytes, int] = {}
+        #: pub/sub: kind (channel, pattern, shard channel) -> names, in subscription order.
+        self.subscriptions: dict[bytes, dict[bytes, None]] = {b"c": {}, b"p": {}, b"s": {}}
+        #: any subscription at all (RESP2 clients then accept only pub/sub commands).
+        self.subscribed = False
+        #: when pending output first passed the pub/sub soft limit (None: below it).
+        self.soft_limit_since: float | None = None
         self.name: bytes | None = None
         self.lib_name: bytes | None = None
         self.lib_ver: bytes | None = None

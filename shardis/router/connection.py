@@ -18,6 +18,8 @@ from shardis.router.registry import router_command
 def ping(router: Any, client: Any, args: list[bytes]) -> object:
     if len(args) > 2:
         raise ReplyError(errors.wrong_arity("ping"))
+    if client.subscribed and client.proto == 2:  # Redis's subscribed-mode PING
+        return [b"pong", args[1] if len(args) == 2 else b""]
     return args[1] if len(args) == 2 else PONG
 
 
@@ -45,6 +47,7 @@ def reset(router: Any, client: Any, args: list[bytes]) -> object:
     from shardis.router.transactions import end_transaction
 
     end_transaction(router, client)
+    router.pubsub.client_gone(client)
     client.proto = 2
     client.name = None
     return Status(b"RESET")

@@ -35,11 +35,12 @@ import hiredis
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
-from shardis.protocol import ProtocolMismatch, decode_replies
+from shardis.protocol import ProtocolMismatch, decode_push, decode_replies, is_push
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.links import WorkerLink
+from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
 from shardis.router.transactions import NOT_QUEUED, QUEUED_REPLY, end_transaction
 from shardis.slots import SLOT_MASK, SlotMap, hash_tag, xxh3
@@ -210,6 +211,7 @@ class Router:
         self.gate_waiters: list[asyncio.Future] = []
         self._client_ids = itertools.count(1)
         self.blocking = BlockingCoordinator(self)
+        self.pubsub = PubSubRouter(self)
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
@@ -227,6 +229,7 @@ class Router:
         self.touched.discard(client)
         self.blocking.client_gone(client)
         end_transaction(self, client)
+        self.pubsub.client_gone(client)
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
@@ -238,6 +241,8 @@ class Router:
         """
         if client.multi is not None:
             return self.dispatch_in_multi(client, commands)
+        if client.subscribed and client.proto == 2:
+            return self.dispatch_subscribed(client, commands)
         get_spec = _commands_get
         owners = self.owners
         links = self.links
@@ -267,6 +272,9 @@ class Router:
             if client.waiting or client.closing:
                 self._count_fast(client, commands, fast)
                 return index + 1
+            if client.subscribed and client.proto == 2:  # RESP2 subscribed mode from here
+                self._count_fast(client, commands, fast)
+                return index + 1 + self.dispatch_subscribed(client, commands[index + 1 :])
             if client.multi is not None:  # MULTI: what follows is queued
                 self._count_fast(client, commands, fast)
                 return index + 1 + self.dispatch_in_multi(client, commands[index + 1 :])
@@ -305,6 +313,25 @@ class Router:
                 continue
             client.multi.append(args)  # type: ignore[union-attr]
             client.reply_now(QUEUED_REPLY)
+        return len(commands)
+
+    def dispatch_subscribed(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
+        """A RESP2 client with subscriptions may only send pub/sub commands, PING, QUIT, RESET."""
+        for index, args in enumerate(commands):
+            if args[0].lower() in SUBSCRIBED_MODE_COMMANDS:
+                self.dispatch_generic(client, args)
+            else:
+                try:
+                    lookup(args)
+                except ReplyError as exc:
+                    self.reply_error(client, exc.message)
+                else:
+                    self.reply_error(client, subscribed_mode_error(args[0]))
+            if client.waiting or client.closing:
+                return index + 1
+            if not client.subscribed or client.proto != 2:
+                rest = commands[index + 1 :]
+                return index + 1 + (self.dispatch_all(client, rest) if rest else 0)
         return len(commands)
 
     def _count_fast(self, client: ClientConnection, commands: list, fast: int) -> None:
@@ -547,6 +574,9 @@ class Router:
         """Hand each reply of each message to what waits for it, then write to the clients."""
         touched = self.touched
         for frames in messages:
+            if is_push(frames):
+                self.pubsub.deliver(decode_push(frames))
+                continue
             try:
                 seq, replies, events = decode_replies(frames)
             except (ProtocolMismatch, ValueError, EOFError, IndexError) as exc:

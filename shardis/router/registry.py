@@ -70,6 +70,7 @@ def load_handlers() -> None:
         connection,
         keys,
         lists,
+        pubsub,
         server,
         sets,
         strings,

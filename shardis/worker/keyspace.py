@@ -247,6 +247,7 @@ class Keyspace:
         "scan_counter",
         "stats",
         "blocking",
+        "pubsub",
         "watched",
         "string_hints",
         "expire_cycle_ns",
@@ -288,6 +289,8 @@ class Keyspace:
         self.stats: object = None
         #: the shard's blocked commands (``BlockingRegistry``), for ``__block``/``__unblock``.
         self.blocking: object = None
+        #: the shard's pub/sub registry (``PubSubRegistry``), for PUBLISH and ``__sub``.
+        self.pubsub: object = None
         #: WATCHed keys: key -> [watchers, version]; the shard bumps the version of a key
         #: whenever a command changes it (see ``Shard.apply_effects``).
         self.watched: dict[bytes, list[int]] = {}
@@ -395,6 +398,11 @@ class Keyspace:
         if self.string_hints:
             self.string_hints.pop(key, None)
         self.touched.append(key)
+
+    def reencode(self, key: bytes, value: object) -> None:
+        """Swap the stored object for an equal one (a string becoming a bytearray before it is
+        edited in place): not a change, so nothing is reported."""
+        self.data[key] = value
 
     def changed(self, key: bytes) -> None:
         """Report an in-place change of the value at ``key`` (a bytearray grown, a list pushed)."""

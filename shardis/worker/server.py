@@ -62,6 +62,7 @@ class WorkerServer:
         log.info("worker %d ready on %s (pid %d)", self.shard.index, self.address, os.getpid())
         housekeeping = self.shard.housekeeping
         blocking = self.shard.blocking
+        pubsub = self.shard.pubsub
         next_housekeeping = time.monotonic()
         while self.running:
             now = time.monotonic()
@@ -80,9 +81,13 @@ class WorkerServer:
                 except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                     log.error("dropping a malformed message: %s", exc)
                     continue
+                pubsub.peer = identity
                 replies = execute_batch(batch)
                 events = blocking.take_events() if blocking.events else None
                 sock.send_multipart([identity, *encode_replies(seq, replies, events)])
+                if pubsub.pushes:
+                    for peer, entries in pubsub.take_pushes().items():
+                        sock.send_multipart([peer, *protocol.encode_push(entries)])
         self.close()
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ from shardis.errors import ReplyError
 from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_int
 from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
+from shardis.worker.pubsub import PubSubRegistry
 
 log = logging.getLogger("shardis.worker")
 
@@ -53,6 +54,8 @@ class Shard:
         self.db.stats = self.stats  # type: ignore[attr-defined]
         self.blocking = BlockingRegistry()
         self.db.blocking = self.blocking  # type: ignore[attr-defined]
+        self.pubsub = PubSubRegistry()
+        self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
