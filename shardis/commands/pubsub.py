@@ -70,4 +70,13 @@ def internal_counts_command(db: Keyspace, args: list[bytes]) -> object:
     return [registry.counts(args[1], name) for name in args[2:]]
 
 
+@command("__notify", 2, "write internal", fanout=Fanout.SINGLE)
+def internal_notify_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__notify flags``: this worker's notify-keyspace-events classes (an integer)."""
+    db.notify_flags = int(args[1])
+    if not db.notify_flags:
+        db.expired_log.clear()
+    return 1
+
+
 __all__ = ["CHANNEL", "SHARD"]

@@ -58,7 +58,7 @@ for _name, _arity in (("count", 2), ("info", -2), ("docs", -2), ("list", -2), ("
 container("config", group="server")
 command("get", -3, "admin noscript loading stale", fanout=R, acl="admin slow dangerous",
         group="server", parent="config")(None)
-command("set", -4, "admin noscript loading stale", fanout=R,
+command("set", -4, "admin noscript loading stale", fanout=Fanout.COORDINATED,
         acl="admin slow dangerous", group="server", parent="config",
         tips="request_policy:all_nodes response_policy:all_succeeded")(None)
 command("resetstat", 2, "admin noscript loading stale", fanout=R,

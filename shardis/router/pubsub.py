@@ -18,6 +18,7 @@ from typing import Any
 from shardis import errors
 from shardis.commands.pubsub import CHANNEL, PATTERN, SHARD
 from shardis.errors import raise_if_error
+from shardis.notify import is_keyspace_channel
 from shardis.resp import Push, Raw, encode
 from shardis.router.registry import Plan, coordinated, router_command
 
@@ -54,7 +55,14 @@ class PubSubRouter:
         return self.router.worker_of(name) if kind == SHARD else HUB
 
     def _tell_worker(self, kind: bytes, name: bytes, delta: int) -> None:
-        self.router.call(self.worker_for(kind, name), [b"__sub", kind, name, b"%d" % delta])
+        command = [b"__sub", kind, name, b"%d" % delta]
+        if kind == PATTERN or (kind == CHANNEL and is_keyspace_channel(name)):
+            # Keyspace notifications start on the worker that owns the key: patterns and
+            # keyspace channels are known to every worker (the hub counts them for PUBLISH).
+            for worker in range(len(self.router.links)):
+                self.router.call(worker, command)
+        else:
+            self.router.call(self.worker_for(kind, name), command)
 
     def subscribe(self, client: Any, kind: bytes, names: list[bytes]) -> Raw:
         own = client.subscriptions[kind]

@@ -12,6 +12,7 @@ from shardis import REDIS_VERSION, __version__, errors
 from shardis.commands import Command, all_commands, find, help_reply, lookup
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
+from shardis.notify import INVALID_CLASSES, format_flags, parse_flags
 from shardis.resp import OK, SetReply, Status, Verbatim
 from shardis.router.registry import Plan, coordinated, router_command
 
@@ -173,7 +174,7 @@ def config_table(router: Any) -> dict[bytes, bytes]:
         b"maxclients": b"10000",
         b"timeout": b"0",
         b"proto-max-bulk-len": b"536870912",
-        b"notify-keyspace-events": b"",
+        b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),
         b"cluster-enabled": b"no",
     }
 
@@ -189,14 +190,30 @@ def config_get(router: Any, client: Any, args: list[bytes]) -> object:
     return found
 
 
-@router_command("config|set")
-def config_set(router: Any, client: Any, args: list[bytes]) -> object:
+def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
     if len(args) % 2:
         raise ReplyError(errors.wrong_arity("config|set"))
-    raise ReplyError(
-        "ERR Unknown option or number of arguments for CONFIG SET - "
-        f"'{args[2].decode(errors='replace')}'"
-    )
+    for name, value in zip(args[2::2], args[3::2]):
+        if name.lower() != b"notify-keyspace-events":
+            raise ReplyError(
+                "ERR Unknown option or number of arguments for CONFIG SET - "
+                f"'{name.decode(errors='replace')}'"
+            )
+        if parse_flags(value) is None:
+            raise ReplyError(INVALID_CLASSES)
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("config|set", _config_set_plan)
+async def config_set(router: Any, client: Any, args: list[bytes]) -> object:
+    """Only notify-keyspace-events can be changed at run time; every worker learns it."""
+    for value in args[3::2]:
+        flags = parse_flags(value) or 0
+        router.config["notify-keyspace-events"] = flags
+        for reply in await router.call_all([b"__notify", b"%d" % flags]):
+            if type(reply) is ReplyError:
+                raise reply
+    return OK
 
 
 @router_command("config|resetstat")

@@ -192,6 +192,8 @@ class ExpiryIndex:
                         if hints:
                             hints.pop(key, None)
                         touched(key)
+                        if keyspace.notify_flags:
+                            keyspace.expired_log.append(key)
                         count += 1
                         total += when
                     else:
@@ -248,6 +250,9 @@ class Keyspace:
         "stats",
         "blocking",
         "pubsub",
+        "notify_flags",
+        "expired_log",
+        "deadline_log",
         "watched",
         "string_hints",
         "expire_cycle_ns",
@@ -291,6 +296,12 @@ class Keyspace:
         self.blocking: object = None
         #: the shard's pub/sub registry (``PubSubRegistry``), for PUBLISH and ``__sub``.
         self.pubsub: object = None
+        #: notify-keyspace-events classes (``shardis.notify``), and keys expiry reclaimed since
+        #: the last effects were applied (only kept while notifications are on).
+        self.notify_flags = 0
+        self.expired_log: list[bytes] = []
+        #: keys given a deadline by the current command (SET EX emits "expire" too).
+        self.deadline_log: list[bytes] = []
         #: WATCHed keys: key -> [watchers, version]; the shard bumps the version of a key
         #: whenever a command changes it (see ``Shard.apply_effects``).
         self.watched: dict[bytes, list[int]] = {}
@@ -436,6 +447,8 @@ class Keyspace:
         old = self.expires.get(key)
         self.expires[key] = when_ms
         self.touched.append(key)
+        if self.notify_flags:
+            self.deadline_log.append(key)
         if old is None:
             self._deadline_sum += when_ms
         elif old == when_ms:
@@ -510,6 +523,8 @@ class Keyspace:
             self.string_hints.pop(key, None)
         self.expired_keys += 1
         self.touched.append(key)
+        if self.notify_flags:
+            self.expired_log.append(key)
 
     def _reset_index(self) -> None:
         self._index = ExpiryIndex()

@@ -69,6 +69,9 @@ class WorkerServer:
             if now >= next_housekeeping:
                 housekeeping(HOUSEKEEPING_BUDGET_S)
                 next_housekeeping = now + POLL_INTERVAL_MS / 1000
+                if pubsub.pushes:  # keyspace notifications of keys that expired
+                    for peer, entries in pubsub.take_pushes().items():
+                        sock.send_multipart([peer, *protocol.encode_push(entries)])
             if not sock.poll(POLL_INTERVAL_MS):
                 continue
             while True:

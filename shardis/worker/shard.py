@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from shardis.commands import COMMANDS, load_families, lookup
 from shardis.errors import ReplyError
+from shardis.notify import EXPIRED, channel_messages, command_events
 from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_int
 from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
@@ -55,6 +56,8 @@ class Shard:
         self.blocking = BlockingRegistry()
         self.db.blocking = self.blocking  # type: ignore[attr-defined]
         self.pubsub = PubSubRegistry()
+        #: the command being executed (keyspace notifications name their event after it).
+        self.current: list[bytes] | None = None
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
@@ -70,6 +73,7 @@ class Shard:
         out: list[bytes] = []
         append = out.append
         for proto, args in batch:
+            self.current = args
             entry = plain_get(args[0])
             if entry is None:
                 append(self.execute(proto, args))
@@ -105,6 +109,7 @@ class Shard:
 
     def execute(self, proto: int, args: list[bytes]) -> bytes:
         """One command by the general path: full lookup with Redis's errors, any reply type."""
+        self.current = args
         db = self.db
         try:
             reply = lookup(args, allow_internal=True).op(db, args)  # type: ignore[misc]
@@ -131,6 +136,7 @@ class Shard:
 
     def housekeeping(self, budget_s: float = 0.025) -> None:
         """Background work between batches: active expiry, within a time budget."""
+        self.current = None
         if self.db.active_expire(budget_s) and self.db.touched:
             self.apply_effects()
 
@@ -147,7 +153,27 @@ class Shard:
                 entry = watched.get(key)
                 if entry is not None:
                     entry[1] += 1  # WATCH: this key changed since the watchers looked
+        if db.notify_flags:
+            self.notify(touched)
         touched.clear()
+
+    def notify(self, touched: list[bytes]) -> None:
+        """Keyspace notifications for what the current command (or expiry) changed."""
+        db = self.db
+        expired = set(db.expired_log)
+        deadlines = set(db.deadline_log)
+        db.expired_log.clear()
+        db.deadline_log.clear()
+        events: list[tuple[bytes, int, bytes]] = []
+        args = self.current
+        if args is not None:
+            events = command_events(args, touched, expired, deadlines, db)
+        events += [(b"expired", EXPIRED, key) for key in expired]
+        publish = self.pubsub.publish
+        flags = db.notify_flags
+        for event, cls, key in events:
+            for channel, message in channel_messages(flags, event, cls, key):
+                publish(channel, message, sharded=False)
 
     def serve_blocked(self) -> None:
         """Serve blocked commands whose keys just got data, before the next command runs."""
