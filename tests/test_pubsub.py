@@ -154,3 +154,21 @@ def test_a_subscriber_that_never_reads_is_disconnected_not_waited_for(shardis_cl
     assert counts[0] == 1 and counts[-1] == 0  # dropped once over the limit
     assert publisher.ping()
     slow.close()
+
+
+def test_publish_load_with_redis_benchmark(shardis_clean):
+    import shutil
+    import subprocess
+
+    if shutil.which("redis-benchmark") is None:
+        pytest.skip("redis-tools is not installed")
+    listener = RawClient(shardis_clean.port)
+    listener.call("SUBSCRIBE", "bench")
+    result = subprocess.run(
+        ["redis-benchmark", "-p", str(shardis_clean.port), "-n", "20000", "-c", "20", "-P", "16",
+         "-q", "--csv", "PUBLISH", "bench", "message"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "error" not in (result.stdout + result.stderr).lower()
+    listener.close()

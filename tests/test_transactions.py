@@ -148,3 +148,15 @@ def test_disconnect_in_the_middle_of_multi_leaves_no_state(shardis_clean):
     client = redis.Redis(port=port)
     assert client.exists("k") == 0
     assert client.set("k", "2")
+
+
+def test_multi_heavy_pipelines_run_without_errors(shardis_clean):
+    client = redis.Redis(port=shardis_clean.port, protocol=2)
+    for round_ in range(20):
+        pipe = client.pipeline(transaction=True)
+        for i in range(200):
+            pipe.incr(f"heavy:{i % 30}")
+            pipe.set(f"heavy:s:{i}", round_)
+        results = pipe.execute()
+        assert len(results) == 400
+    assert sum(int(v) for v in client.mget([f"heavy:{i}" for i in range(30)])) == 20 * 200
