@@ -42,6 +42,19 @@ PlanFn = Callable[[Any, list], Plan]
 #: itself (EXEC, WATCH: they need the client's state, which plans do not see).
 DEFERRED = object()
 
+def keys_plan(keys_of: Callable[[list], list], exclusive: bool) -> PlanFn:
+    """A plan over the workers of ``keys_of(args)`` (which may raise the argument errors Redis
+    gives before looking at any key): forward when they are all on one worker."""
+
+    def plan(router: Any, args: list) -> Plan:
+        workers = frozenset(router.worker_of(key) for key in keys_of(args))
+        if len(workers) == 1:
+            return Plan(forward_to=next(iter(workers)))
+        return Plan(workers=workers, exclusive=exclusive)
+
+    return plan
+
+
 ROUTER_COMMANDS: dict[str, RouterFn] = {}
 COORDINATED: dict[str, tuple[PlanFn, CoordinatedFn]] = {}
 

@@ -16,7 +16,6 @@ worker op cannot tell apart; the worker answers pairs and this module flattens t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from shardis import errors
@@ -29,19 +28,7 @@ from shardis.commands.sets import (
     sintercard_reply,
 )
 from shardis.errors import ReplyError, raise_if_error
-from shardis.router.registry import Plan, PlanFn, coordinated
-
-
-def keys_plan(keys_of: Callable[[list[bytes]], list[bytes]], exclusive: bool) -> PlanFn:
-    """A plan over the workers of ``keys_of(args)``: forward when they are all on one."""
-
-    def plan(router: Any, args: list[bytes]) -> Plan:
-        workers = frozenset(router.worker_of(key) for key in keys_of(args))
-        if len(workers) == 1:
-            return Plan(forward_to=next(iter(workers)))
-        return Plan(workers=workers, exclusive=exclusive)
-
-    return plan
+from shardis.router.registry import coordinated, keys_plan
 
 
 async def gather_sets(router: Any, keys: list[bytes]) -> Sources:

@@ -16,7 +16,6 @@ When every key of a command lives on one worker the command is forwarded whole. 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from shardis.commands.zsets import (
@@ -32,20 +31,7 @@ from shardis.errors import raise_if_error
 from shardis.resp import NULL_ARRAY, encode, format_double
 from shardis.router.blocking import BlockedRequest, BlockingCoordinator, cross_attempt
 from shardis.router.keys import two_key_plan
-from shardis.router.registry import Plan, PlanFn, coordinated
-
-
-def keys_plan(keys_of: Callable[[list[bytes]], list[bytes]], exclusive: bool) -> PlanFn:
-    """A plan over the workers of ``keys_of(args)`` (which also raises the argument errors
-    Redis gives before looking at any key): forward when they are all on one worker."""
-
-    def plan(router: Any, args: list[bytes]) -> Plan:
-        workers = frozenset(router.worker_of(key) for key in keys_of(args))
-        if len(workers) == 1:
-            return Plan(forward_to=next(iter(workers)))
-        return Plan(workers=workers, exclusive=exclusive)
-
-    return plan
+from shardis.router.registry import coordinated, keys_plan
 
 
 async def gather_sources(router: Any, keys: list[bytes]) -> list[Source]:
