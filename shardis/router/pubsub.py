@@ -142,38 +142,20 @@ class PubSubRouter:
         return False
 
 
-def _pubsub(router: Any) -> PubSubRouter:
-    return router.pubsub
+def _subscription_command(kind: bytes, subscribing: bool) -> Any:
+    """The router handler of one of the six (P|S)(UN)SUBSCRIBE commands."""
+
+    def handler(router: Any, client: Any, args: list[bytes]) -> object:
+        pubsub: PubSubRouter = router.pubsub
+        change = pubsub.subscribe if subscribing else pubsub.unsubscribe
+        return change(client, kind, args[1:])
+
+    return handler
 
 
-@router_command("subscribe")
-def subscribe(router: Any, client: Any, args: list[bytes]) -> object:
-    return _pubsub(router).subscribe(client, CHANNEL, args[1:])
-
-
-@router_command("psubscribe")
-def psubscribe(router: Any, client: Any, args: list[bytes]) -> object:
-    return _pubsub(router).subscribe(client, PATTERN, args[1:])
-
-
-@router_command("ssubscribe")
-def ssubscribe(router: Any, client: Any, args: list[bytes]) -> object:
-    return _pubsub(router).subscribe(client, SHARD, args[1:])
-
-
-@router_command("unsubscribe")
-def unsubscribe(router: Any, client: Any, args: list[bytes]) -> object:
-    return _pubsub(router).unsubscribe(client, CHANNEL, args[1:])
-
-
-@router_command("punsubscribe")
-def punsubscribe(router: Any, client: Any, args: list[bytes]) -> object:
-    return _pubsub(router).unsubscribe(client, PATTERN, args[1:])
-
-
-@router_command("sunsubscribe")
-def sunsubscribe(router: Any, client: Any, args: list[bytes]) -> object:
-    return _pubsub(router).unsubscribe(client, SHARD, args[1:])
+for _kind, (_subscribe, _unsubscribe) in _REPLY_NAMES.items():
+    router_command(_subscribe.decode())(_subscription_command(_kind, True))
+    router_command(_unsubscribe.decode())(_subscription_command(_kind, False))
 
 
 # PUBSUB introspection --------------------------------------------------------------------------
