@@ -14,7 +14,11 @@ Why it is built this way:
   processes before we ever connect to it: other people run servers on the same machine.
 * Memory is measured on a fresh instance of each server, after a fixed, known data set was
   loaded, so that the benchmark runs' leftovers do not blur it: once for a million small
-  string keys, once (on yet another fresh instance) for a million small hash fields.
+  string keys, once (on yet another fresh instance) for a million small hash fields and once
+  more for a million sorted-set members.
+* Workloads that ``-t`` cannot express (a leaderboard, a bitmap) use redis-benchmark's
+  custom-command mode, one command line per invocation, on keys that the script fills first,
+  so that every server times the same command on the same data.
 * Everything measured goes to a JSON file next to the printed table, so that later runs can be
   compared with this one.
 """
@@ -28,6 +32,7 @@ import io
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -66,9 +71,50 @@ EXTRA_TESTS: dict[str, str] = {
     "hset": "HSET",
     "zadd": "ZADD",
 }
-ALL_TESTS: dict[str, str] = {**BASE_TESTS, **EXTRA_TESTS}
+
+
+@dataclass(frozen=True)
+class CustomTest:
+    """A redis-benchmark custom-command test: ``redis-benchmark [options] <argv>``.
+
+    redis-benchmark runs one such command line per invocation and labels its ``--csv`` row
+    with the command line itself (``__rand_int__`` unexpanded); ``label`` is the shorter name
+    shown in the table, whose legend prints the full command line.
+    """
+
+    name: str
+    label: str
+    argv: tuple[str, ...]
+
+    @property
+    def csv_label(self) -> str:
+        return " ".join(self.argv)
+
+
+#: The sorted-set and bitmap workloads of issue #7, in the order they run.  ``leaderboard``
+#: and ``bitmap`` are filled before the first configuration (see :func:`prepare_custom_keys`).
+#: SETBIT uses a fixed offset because ``SETBIT bitmap __rand_int__ 1`` cannot run on Redis:
+#: ``__rand_int__`` expands to 12 zero-padded digits, and Redis 7.0 rejects an offset with
+#: leading zeros ("ERR bit offset is not an integer or out of range") while 12 digits without
+#: them are at least 10^11, beyond the 2^32-bit limit.  On a bitmap of full size SETBIT costs
+#: the same whichever bit it sets, in Redis (a byte in place) as in shardis (a bytearray).
+CUSTOM_TESTS: tuple[CustomTest, ...] = (
+    CustomTest("zincrby", "ZINCRBY leaderboard",
+               ("ZINCRBY", "leaderboard", "1", "member:__rand_int__")),
+    CustomTest("zrange", "ZRANGE leaderboard 0 9",
+               ("ZRANGE", "leaderboard", "0", "9", "WITHSCORES")),
+    CustomTest("setbit", "SETBIT bitmap", ("SETBIT", "bitmap", "99999", "1")),
+    CustomTest("bitcount", "BITCOUNT bitmap", ("BITCOUNT", "bitmap")),
+)
+CUSTOM_BY_NAME: dict[str, CustomTest] = {test.name: test for test in CUSTOM_TESTS}
+#: Every test by name -> its ``--csv`` label (how results are keyed, in JSON too).
+ALL_TESTS: dict[str, str] = ({**BASE_TESTS, **EXTRA_TESTS}
+                             | {test.name: test.csv_label for test in CUSTOM_TESTS})
+#: Every test by name -> its label in the printed table.
+TEST_LABELS: dict[str, str] = ALL_TESTS | {test.name: test.label for test in CUSTOM_TESTS}
 #: The command each test needs (``ping_mbulk`` needs PING, which every server has).
-TEST_COMMAND: dict[str, str] = {name: name for name in ALL_TESTS} | {"ping_mbulk": "ping"}
+TEST_COMMAND: dict[str, str] = ({name: name for name in ALL_TESTS} | {"ping_mbulk": "ping"}
+                                | {test.name: test.argv[0].lower() for test in CUSTOM_TESTS})
 
 #: Random key space for ``-r``: large enough that keys spread over all slots and workers.
 RANDOM_KEYS = 100_000
@@ -89,6 +135,19 @@ HASH_FIELDS = 100
 HASH_VALUE_SIZE = 8
 #: HSETs (of HASH_FIELDS fields each) per pipelined batch: 10,000 fields, about 240 KB.
 HASH_LOAD_BATCH = 100
+#: The zset memory data set: many small sorted sets (a per-user or per-item top-100), members
+#: ``m:00`` .. ``m:99`` with seeded pseudo-random float scores.  100 members of 4 bytes stay
+#: below Redis 7.0's ``zset-max-listpack-entries`` (128) and ``-value`` (64): listpack, as for
+#: such zsets in production.  One huge zset (skiplist) is what the leaderboard tests time.
+DEFAULT_MEMORY_ZSETS = 10_000
+QUICK_MEMORY_ZSETS = 1_000
+ZSET_MEMBERS = 100
+ZSET_LOAD_BATCH = 100
+ZSET_SEED = 7
+#: The leaderboard holds every member ZINCRBY can pick (``-r``), the bitmap every bit up to
+#: the SETBIT offset, before any custom test runs; the bitmap gets this many bits set.
+BITMAP_BITS = RANDOM_KEYS
+BITMAP_SET_BITS = RANDOM_KEYS // 2
 #: Generous safety nets, not measurements: a hung server must not hang the benchmark forever.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 60.0
@@ -531,14 +590,20 @@ def _hset(index: int) -> bytes:
     return encode_command(b"HSET", hash_key(index), *pairs)
 
 
-def _hlen_totals(port: int, hashes: int) -> tuple[int, int, int]:
-    """(sum, min, max) of HLEN over every hash we loaded, pipelined."""
-    batches = ((b"".join(encode_command(b"HLEN", hash_key(i))
-                         for i in range(start, min(hashes, start + LOAD_BATCH))),
-                min(hashes, start + LOAD_BATCH) - start) for start in range(0, hashes, LOAD_BATCH))
+def _length_totals(port: int, command: bytes, key: Callable[[int], bytes],
+                   keys: int) -> tuple[int, int, int]:
+    """(sum, min, max) of ``command`` (HLEN, ZCARD) over every key we loaded, pipelined."""
+    batches = ((b"".join(encode_command(command, key(i))
+                         for i in range(start, min(keys, start + LOAD_BATCH))),
+                min(keys, start + LOAD_BATCH) - start) for start in range(0, keys, LOAD_BATCH))
     counts = [int(line[1:]) if line[:1] == b":" else -1
               for lines in pipeline(port, batches) for line in lines]
     return sum(counts), min(counts), max(counts)
+
+
+def _hlen_totals(port: int, hashes: int) -> tuple[int, int, int]:
+    """(sum, min, max) of HLEN over every hash we loaded, pipelined."""
+    return _length_totals(port, b"HLEN", hash_key, hashes)
 
 
 def load_hashes(port: int, hashes: int) -> HashLoadResult:
@@ -556,6 +621,91 @@ def load_hashes(port: int, hashes: int) -> HashLoadResult:
         encoding = call(port, "OBJECT", "ENCODING", hash_key(0).decode())
     return HashLoadResult(hashes, HASH_FIELDS, errors, first_error, round(seconds, 3), dbsize,
                           total, smallest, largest, encoding)
+
+
+@dataclass
+class ZsetLoadResult:
+    """What the zset load asked for and what the server says it holds afterwards."""
+
+    zsets: int
+    members_per_zset: int
+    errors: int
+    first_error: str | None
+    seconds: float
+    dbsize: int
+    zcard_total: int
+    zcard_min: int
+    zcard_max: int
+    encoding: str | None
+
+    @property
+    def verified(self) -> bool:
+        """Every ZADD added all its members and DBSIZE and the ZCARDs add up to what was sent."""
+        return (self.errors == 0 and self.dbsize == self.zsets
+                and self.zcard_total == self.zsets * self.members_per_zset
+                and self.zcard_min == self.zcard_max == self.members_per_zset)
+
+
+def zset_key(index: int) -> bytes:
+    return b"zset:%08d" % index
+
+
+def _zadd_batch(start: int, stop: int, rng: random.Random) -> bytes:
+    """ZADD zset:<i> s m:00 ... s m:99 for i in [start, stop): scores are seeded uniform floats
+    in [0, 1000) with 4 decimals, so Redis stores each as a float's text, not a small int."""
+    members = [b"m:%02d" % n for n in range(ZSET_MEMBERS)]
+    commands = []
+    for index in range(start, stop):
+        pairs = [arg for member in members
+                 for arg in (b"%.4f" % (rng.random() * 1000), member)]
+        commands.append(encode_command(b"ZADD", zset_key(index), *pairs))
+    return b"".join(commands)
+
+
+def load_zsets(port: int, zsets: int) -> ZsetLoadResult:
+    """``zsets`` x ZADD of ZSET_MEMBERS members each, pipelined ZSET_LOAD_BATCH at a time; then
+    DBSIZE, every ZCARD and OBJECT ENCODING of the first zset, so that the memory per member is
+    divided by what was really stored.  The seed makes both servers get the same scores."""
+    rng = random.Random(ZSET_SEED)
+    batches = ((_zadd_batch(start, min(zsets, start + ZSET_LOAD_BATCH), rng),
+                min(zsets, start + ZSET_LOAD_BATCH) - start)
+               for start in range(0, zsets, ZSET_LOAD_BATCH))
+    errors, first_error, seconds = send_pipelined(port, batches, b":%d" % ZSET_MEMBERS)
+    dbsize = int(call(port, "DBSIZE"))
+    total, smallest, largest = _length_totals(port, b"ZCARD", zset_key, zsets)
+    encoding = None
+    with contextlib.suppress(RespError):
+        encoding = call(port, "OBJECT", "ENCODING", zset_key(0).decode())
+    return ZsetLoadResult(zsets, ZSET_MEMBERS, errors, first_error, round(seconds, 3), dbsize,
+                          total, smallest, largest, encoding)
+
+
+def prepare_custom_keys(port: int) -> dict[str, Any]:
+    """Fill the keys the custom tests work on, the same way on every server.
+
+    ``leaderboard`` gets every member ZINCRBY can pick (``member:%012d`` below ``-r``, integer
+    points), so ZINCRBY always updates an existing player and ZRANGE reads the top of a full
+    board rather than of whatever the earlier runs happened to add; ``bitmap`` gets its full
+    size (BITMAP_BITS bits, 12,500 bytes) with a seeded half of its bits set, so BITCOUNT
+    counts the same bytes however many SETBITs ran.  Returns what the server holds afterwards.
+    """
+    def leaderboard() -> Iterator[tuple[bytes, int]]:
+        for start in range(0, RANDOM_KEYS, LOAD_BATCH):
+            pairs = [arg for i in range(start, min(RANDOM_KEYS, start + LOAD_BATCH))
+                     for arg in (b"%d" % (i * 7919 % 1_000_000), b"member:%012d" % i)]
+            yield encode_command(b"ZADD", b"leaderboard", *pairs), 1
+
+    bits = sorted(random.Random(ZSET_SEED).sample(range(BITMAP_BITS), BITMAP_SET_BITS))
+    bits.append(BITMAP_BITS - 1)  # the bitmap's full size, set or not
+    bitmap = ((b"".join(encode_command(b"SETBIT", b"bitmap", b"%d" % bit, b"1")
+                        for bit in bits[start:start + LOAD_BATCH]),
+               len(bits[start:start + LOAD_BATCH])) for start in range(0, len(bits), LOAD_BATCH))
+    zadd_errors = sum(line[:1] == b"-" for lines in pipeline(port, leaderboard()) for line in lines)
+    setbit_errors = sum(line[:1] == b"-" for lines in pipeline(port, bitmap) for line in lines)
+    return {"leaderboard_zcard": call(port, "ZCARD", "leaderboard"),
+            "bitmap_bytes": call(port, "STRLEN", "bitmap"),
+            "bitmap_bitcount": call(port, "BITCOUNT", "bitmap"),
+            "errors": zadd_errors + setbit_errors}
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,11 +736,28 @@ def parse_csv(text: str) -> dict[str, dict[str, float]]:
             for row in rows}
 
 
+def _benchmark_command(port: int, config: BenchConfig, requests: int) -> list[str]:
+    return ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-n", str(requests),
+            "-r", str(RANDOM_KEYS), "-c", str(config.clients), "-P", str(config.pipeline), "--csv"]
+
+
 def run_benchmark(port: int, tests: list[str], config: BenchConfig, requests: int) -> BenchRun:
-    command = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", ",".join(tests),
-               "-n", str(requests), "-r", str(RANDOM_KEYS), "-c", str(config.clients),
-               "-P", str(config.pipeline), "--csv"]
-    run = BenchRun(config.name, config.clients, config.pipeline, requests, tests, command)
+    """The ``-t`` tests in one invocation (redis-benchmark runs them in its own order)."""
+    command = _benchmark_command(port, config, requests) + ["-t", ",".join(tests)]
+    return _execute(BenchRun(config.name, config.clients, config.pipeline, requests, tests,
+                             command))
+
+
+def run_custom(port: int, test: CustomTest, config: BenchConfig, requests: int) -> BenchRun:
+    """One custom command line: redis-benchmark takes only one per invocation."""
+    command = _benchmark_command(port, config, requests) + list(test.argv)
+    return _execute(BenchRun(config.name, config.clients, config.pipeline, requests,
+                             [test.name], command))
+
+
+def _execute(run: BenchRun) -> BenchRun:
+    """Run ``run.command`` and fill in its CSV rows, stderr, duration and error, if any."""
+    command = run.command
     begin = time.monotonic()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
@@ -619,21 +786,38 @@ class ServerResult:
     runs: list[BenchRun] = field(default_factory=list)
     memory: dict[str, Any] | None = None
     hash_memory: dict[str, Any] | None = None
+    zset_memory: dict[str, Any] | None = None
+    custom_keys: dict[str, Any] | None = None
     error: str | None = None
 
 
 def benchmark_server(server: Server, base_requests: int, result: ServerResult) -> None:
-    """Probe which tests the server can run, then run every configuration back to back."""
+    """Probe which tests the server can run, fill the custom tests' keys, then run every
+    configuration back to back: the ``-t`` tests in one invocation, each custom test in its
+    own."""
     result.supported = supported_commands(server.port, sorted(set(TEST_COMMAND.values())))
-    tests = [name for name in ALL_TESTS if result.supported[TEST_COMMAND[name]]]
+    tests = [name for name in ALL_TESTS
+             if name not in CUSTOM_BY_NAME and result.supported[TEST_COMMAND[name]]]
+    customs = [test for test in CUSTOM_TESTS if result.supported[TEST_COMMAND[test.name]]]
+    if customs:
+        keys = result.custom_keys = prepare_custom_keys(server.port)
+        print(f"  {server.label:<10} filled: leaderboard {keys['leaderboard_zcard']:,} members, "
+              f"bitmap {keys['bitmap_bytes']:,} bytes with {keys['bitmap_bitcount']:,} bits set"
+              + (f" ({keys['errors']} error replies)" if keys["errors"] else ""), flush=True)
     for config in CONFIGS:
         requests = config.requests(base_requests)
         print(f"  {server.label:<10} {config.name:<12} -n {requests:<7} "
-              f"{','.join(tests)}", flush=True)
-        run = run_benchmark(server.port, tests, config, requests)
-        result.runs.append(run)
-        if run.error:
-            print(f"    {run.error}: {run.stderr[-500:]}", file=sys.stderr)
+              f"{','.join(tests + [test.name for test in customs])}", flush=True)
+        _record(result, run_benchmark(server.port, tests, config, requests))
+        for test in customs:
+            _record(result, run_custom(server.port, test, config, requests))
+
+
+def _record(result: ServerResult, run: BenchRun) -> None:
+    """Keep a run as soon as it is done (an interrupt must not lose it) and say if it failed."""
+    result.runs.append(run)
+    if run.error:
+        print(f"    {run.error}: {run.stderr[-500:]}", file=sys.stderr)
 
 
 def _memory_fields(empty: MemorySample, loaded: MemorySample) -> dict[str, Any]:
@@ -668,6 +852,19 @@ def measure_hash_memory(server: Server, hashes: int) -> dict[str, Any]:
         "load": asdict(load) | {"verified": load.verified},
         "bytes_per_field": ((loaded.rss_bytes - empty.rss_bytes) / load.hlen_total
                             if load.hlen_total > 0 else None),
+    }
+
+
+def measure_zset_memory(server: Server, zsets: int) -> dict[str, Any]:
+    """The same for ``zsets`` sorted sets of ZSET_MEMBERS members, per member actually stored
+    (the sum of ZCARD)."""
+    empty = sample_memory(server.proc.pid)
+    load = load_zsets(server.port, zsets)
+    loaded = sample_memory(server.proc.pid)
+    return _memory_fields(empty, loaded) | {
+        "load": asdict(load) | {"verified": load.verified},
+        "bytes_per_member": ((loaded.rss_bytes - empty.rss_bytes) / load.zcard_total
+                             if load.zcard_total > 0 else None),
     }
 
 
@@ -706,6 +903,14 @@ def run_all(args: argparse.Namespace, results: list[ServerResult]) -> None:
                lambda mem: (f"{mem['load']['dbsize']:,} hashes, {mem['load']['hlen_total']:,} "
                             f"fields in {mem['load']['seconds']:.1f}s"
                             + ("" if mem["load"]["verified"] else " (NOT what was sent)")))
+    members = args.memory_zsets * ZSET_MEMBERS
+    print(f"zset memory: loading {args.memory_zsets:,} zsets x {ZSET_MEMBERS} members "
+          f"({members:,} members) into a fresh instance of each server", flush=True)
+    fresh_pass(plan, results, "zset_memory",
+               lambda server: measure_zset_memory(server, args.memory_zsets),
+               lambda mem: (f"{mem['load']['dbsize']:,} zsets, {mem['load']['zcard_total']:,} "
+                            f"members in {mem['load']['seconds']:.1f}s"
+                            + ("" if mem["load"]["verified"] else " (NOT what was sent)")))
 
 
 def fresh_pass(plan: list[tuple[str, Any, tuple[Any, ...], int | None]],
@@ -729,8 +934,10 @@ def fresh_pass(plan: list[tuple[str, Any, tuple[Any, ...], int | None]],
 # --------------------------------------------------------------------------------------------
 
 
-def _run_for(result: ServerResult, config: str) -> BenchRun | None:
-    return next((run for run in result.runs if run.config == config), None)
+def _run_for(result: ServerResult, config: str, test: str | None = None) -> BenchRun | None:
+    """The run of ``config`` that included ``test`` (any run of ``config`` if None)."""
+    return next((run for run in result.runs
+                 if run.config == config and (test is None or test in run.tests)), None)
 
 
 def _cell(result: ServerResult, config: str, test: str) -> str | dict[str, float]:
@@ -738,7 +945,7 @@ def _cell(result: ServerResult, config: str, test: str) -> str | dict[str, float
     "err" (the server or the benchmark failed) or "-" (not run: the run was interrupted)."""
     if result.supported and not result.supported.get(TEST_COMMAND[test], False):
         return "n/a"
-    run = _run_for(result, config)
+    run = _run_for(result, config, test)
     if run is None:
         return "err" if result.error else "-"
     return run.results.get(ALL_TESTS[test], "err")
@@ -804,7 +1011,7 @@ def _throughput_rows(results: list[ServerResult]) -> list[list[str]]:
                       _server_cells(result, base, config.name, test, result is results[0]))
                      for result in results]
             for i, (label, cells) in enumerate(_collapse_unsupported(group)):
-                rows.append([ALL_TESTS[test] if i == 0 else "", config.name if i == 0 else "",
+                rows.append([TEST_LABELS[test] if i == 0 else "", config.name if i == 0 else "",
                              label, *cells])
     return rows
 
@@ -833,32 +1040,50 @@ def _memory_rows(results: list[ServerResult]) -> list[list[str]]:
     return rows
 
 
-def _hash_memory_rows(results: list[ServerResult]) -> list[list[str]]:
-    """Like :func:`_memory_rows`, per field, with the load check in place of a target (the
-    issue sets none for hashes): ``ok`` when DBSIZE and the HLENs match what was sent."""
-    redis = results[0].hash_memory or {}
+def _collection_memory_rows(results: list[ServerResult], attribute: str, length: str,
+                            unit: str) -> list[list[str]]:
+    """Like :func:`_memory_rows`, per element (``unit``: field, member) of the hashes or zsets
+    in ``result.<attribute>``, with the load check in place of a target (the issues set none
+    for them): ``ok`` when DBSIZE and the ``length``s (hlen, zcard) match what was sent."""
+    redis = getattr(results[0], attribute) or {}
+    per = f"bytes_per_{unit}"
     rows = []
     for result in results:
-        mem = result.hash_memory or {}
+        mem = getattr(result, attribute) or {}
         if "rss_loaded" not in mem:
             rows.append([result.label, "err" if mem else "-"])
             continue
         mib, load = 1 << 20, mem["load"]
         row = [result.label, str(mem["processes"]), f"{load['dbsize']:,}",
-               f"{load['hlen_total']:,}", str(load["encoding"] or "?"),
+               f"{load[f'{length}_total']:,}", str(load["encoding"] or "?"),
                f"{mem['rss_empty'] / mib:.1f}", f"{mem['rss_loaded'] / mib:.1f}",
-               f"{mem['pss_loaded'] / mib:.1f}",
-               f"{mem['bytes_per_field']:.1f}" if mem["bytes_per_field"] else "-"]
+               f"{mem['pss_loaded'] / mib:.1f}", f"{mem[per]:.1f}" if mem[per] else "-"]
         if result is results[0] or "rss_loaded" not in redis:
             row += ["", ""]
         else:
-            row += [_ratio(mem["bytes_per_field"] or 0, redis["bytes_per_field"] or 0),
+            row += [_ratio(mem[per] or 0, redis[per] or 0),
                     _ratio(mem["rss_loaded"], redis["rss_loaded"])]
         row.append("ok" if load["verified"] else
-                   f"MISMATCH ({load['errors']} bad replies, HLEN {load['hlen_min']}"
-                   f"..{load['hlen_max']})")
+                   f"MISMATCH ({load['errors']} bad replies, {length.upper()} "
+                   f"{load[f'{length}_min']}..{load[f'{length}_max']})")
         rows.append(row)
     return rows
+
+
+def _hash_memory_rows(results: list[ServerResult]) -> list[list[str]]:
+    return _collection_memory_rows(results, "hash_memory", "hlen", "field")
+
+
+def _zset_memory_rows(results: list[ServerResult]) -> list[list[str]]:
+    return _collection_memory_rows(results, "zset_memory", "zcard", "member")
+
+
+def custom_legend() -> str:
+    """What the short labels of the custom tests stand for: the command lines that
+    redis-benchmark ran (and labels its CSV rows with)."""
+    width = max(len(test.label) for test in CUSTOM_TESTS)
+    return "custom commands (redis-benchmark <options> <command line>):\n" + "\n".join(
+        f"  {test.label:<{width}}  = {test.csv_label}" for test in CUSTOM_TESTS)
 
 
 def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
@@ -878,13 +1103,13 @@ def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
 
 
 def render(results: list[ServerResult], memory_keys: int | None,
-           memory_hashes: int | None = None) -> str:
+           memory_hashes: int | None = None, memory_zsets: int | None = None) -> str:
     """The one table: throughput and latency per test and configuration, then memory for
-    small keys and for small hash fields."""
+    small keys, for small hash fields and for small sorted-set members."""
     ratio = "/redis"
     header = ["test", "config", "server", "ops/s", ratio, "p50 ms", ratio, "p99 ms", ratio,
               f"target@{TARGET_WORKERS}w"]
-    parts = [format_table(header, _throughput_rows(results), 3)]
+    parts = [format_table(header, _throughput_rows(results), 3), custom_legend()]
     if memory_keys is not None and any(result.memory for result in results):
         mem_header = ["memory", "procs", "keys", "RSS empty MiB", "RSS MiB", "PSS MiB",
                       "bytes/key", ratio, f"RSS {ratio}", f"target@{TARGET_WORKERS}w"]
@@ -899,6 +1124,14 @@ def render(results: list[ServerResult], memory_keys: int | None,
                      "of HLEN;\nbytes/field = (RSS loaded - RSS empty) / fields; shardis = sum "
                      "over all its processes")
         parts.append(format_table(hash_header, _hash_memory_rows(results), 1))
+    if memory_zsets is not None and any(result.zset_memory for result in results):
+        zset_header = ["zset memory", "procs", "zsets", "members", "encoding", "RSS empty MiB",
+                       "RSS MiB", "PSS MiB", "bytes/member", ratio, f"RSS {ratio}",
+                       "load check"]
+        parts.append(f"zset memory: {memory_zsets:,} zsets x {ZSET_MEMBERS} members (m:NN, "
+                     "float scores); zsets = DBSIZE, members = sum of ZCARD;\nbytes/member = "
+                     "(RSS loaded - RSS empty) / members; shardis = sum over all its processes")
+        parts.append(format_table(zset_header, _zset_memory_rows(results), 1))
     return "\n\n".join(parts)
 
 
@@ -933,7 +1166,7 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
                  load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
     return {
-        "schema": 2,
+        "schema": 3,
         "complete": complete,
         "started_utc": started.isoformat(),
         "finished_utc": finished.isoformat(),
@@ -954,11 +1187,17 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "configs": [asdict(config) | {"requests": config.requests(args.requests)}
                         for config in CONFIGS],
             "tests": ALL_TESTS,
+            "custom_tests": [test.name for test in CUSTOM_TESTS],
+            "custom_keys": {"leaderboard_members": RANDOM_KEYS, "bitmap_bits": BITMAP_BITS,
+                            "bitmap_set_bits": BITMAP_SET_BITS},
             "memory_keys": None if args.skip_memory else args.memory_keys,
             "memory_value_size": MEMORY_VALUE_SIZE,
             "memory_hashes": None if args.skip_memory else args.memory_hashes,
             "memory_hash_fields": HASH_FIELDS,
             "memory_hash_value_size": HASH_VALUE_SIZE,
+            "memory_zsets": None if args.skip_memory else args.memory_zsets,
+            "memory_zset_members": ZSET_MEMBERS,
+            "memory_zset_seed": ZSET_SEED,
         },
         "servers": [asdict(result) for result in results],
     }
@@ -988,8 +1227,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated shardis worker counts (default 1,2,4)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: -n based on {QUICK_REQUESTS}, "
-                             f"{QUICK_MEMORY_KEYS:,} keys and {QUICK_MEMORY_HASHES:,} hashes "
-                             "for memory")
+                             f"{QUICK_MEMORY_KEYS:,} keys, {QUICK_MEMORY_HASHES:,} hashes and "
+                             f"{QUICK_MEMORY_ZSETS:,} zsets for memory")
     parser.add_argument("--requests", type=int, metavar="N",
                         help=f"base -n per test (default {DEFAULT_REQUESTS}); "
                              + ", ".join(f"'{c.name}' uses N x {c.scale:g}" for c in CONFIGS))
@@ -998,8 +1237,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-hashes", type=int, metavar="N",
                         help=f"hashes of {HASH_FIELDS} fields to load for the hash memory test "
                              f"(default {DEFAULT_MEMORY_HASHES:,})")
+    parser.add_argument("--memory-zsets", type=int, metavar="N",
+                        help=f"zsets of {ZSET_MEMBERS} members to load for the zset memory test "
+                             f"(default {DEFAULT_MEMORY_ZSETS:,})")
     parser.add_argument("--skip-memory", action="store_true",
-                        help="skip both memory tests (keys and hashes)")
+                        help="skip the three memory tests (keys, hashes and zsets)")
     args = parser.parse_args(argv)
     if args.requests is None:
         args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
@@ -1007,8 +1249,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.memory_keys = QUICK_MEMORY_KEYS if args.quick else DEFAULT_MEMORY_KEYS
     if args.memory_hashes is None:
         args.memory_hashes = QUICK_MEMORY_HASHES if args.quick else DEFAULT_MEMORY_HASHES
-    if args.requests < 1 or args.memory_keys < 1 or args.memory_hashes < 1:
-        parser.error("--requests, --memory-keys and --memory-hashes must be positive")
+    if args.memory_zsets is None:
+        args.memory_zsets = QUICK_MEMORY_ZSETS if args.quick else DEFAULT_MEMORY_ZSETS
+    if min(args.requests, args.memory_keys, args.memory_hashes, args.memory_zsets) < 1:
+        parser.error("--requests, --memory-keys, --memory-hashes and --memory-zsets must be "
+                     "positive")
     return args
 
 
@@ -1037,7 +1282,8 @@ def main(argv: list[str] | None = None) -> int:
     if results:
         print()
         print(render(results, None if args.skip_memory else args.memory_keys,
-                     None if args.skip_memory else args.memory_hashes))
+                     None if args.skip_memory else args.memory_hashes,
+                     None if args.skip_memory else args.memory_zsets))
         path = write_json(build_report(args, results, started, load_before, complete), started)
         print(f"\nraw results: {path.relative_to(REPO_ROOT)}  "
               f"(load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}, "
