@@ -248,6 +248,7 @@ def load_families() -> None:
         keys,
         lists,
         pubsub,
+        scripting,
         server,
         sets,
         strings,

@@ -84,6 +84,7 @@ def load_handlers() -> None:
         keys,
         lists,
         pubsub,
+        scripting,
         server,
         sets,
         strings,

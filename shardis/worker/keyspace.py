@@ -249,6 +249,7 @@ class Keyspace:
         "scan_counter",
         "stats",
         "blocking",
+        "shard",
         "pubsub",
         "notify_flags",
         "expired_log",
@@ -294,6 +295,8 @@ class Keyspace:
         self.stats: object = None
         #: the shard's blocked commands (``BlockingRegistry``), for ``__block``/``__unblock``.
         self.blocking: object = None
+        #: the shard that owns this keyspace (scripts run commands through it).
+        self.shard: object = None
         #: the shard's pub/sub registry (``PubSubRegistry``), for PUBLISH and ``__sub``.
         self.pubsub: object = None
         #: notify-keyspace-events classes (``shardis.notify``), and keys expiry reclaimed since

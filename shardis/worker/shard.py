@@ -55,6 +55,7 @@ class Shard:
         self.db.stats = self.stats  # type: ignore[attr-defined]
         self.blocking = BlockingRegistry()
         self.db.blocking = self.blocking  # type: ignore[attr-defined]
+        self.db.shard = self  # type: ignore[attr-defined]  # scripts run commands through it
         self.pubsub = PubSubRegistry()
         #: the command being executed (keyspace notifications name their event after it).
         self.current: list[bytes] | None = None
@@ -122,6 +123,27 @@ class Shard:
             if self.blocking.ready:
                 self.serve_blocked()
         return self.encode_other(reply, proto)
+
+    def run_inside(self, args: list[bytes]) -> object:
+        """Run one command from inside a script (``redis.call``) and return its reply value
+        (a ReplyError for an error), not encoded: Lua converts it.
+
+        Its effects are applied at once like any command's (WATCH versions, notifications,
+        keys noted for blocked clients), but blocked clients are not served here: nothing may
+        run in the middle of a script; the script's op serves them when it ends.  Scripting
+        reaches the shard as ``keyspace.shard``.
+        """
+        outer, self.current = self.current, args
+        try:
+            reply = lookup(args).op(self.db, args)  # type: ignore[misc]
+        except ReplyError as exc:
+            reply = exc
+        except Exception as exc:  # a bug must not take the shard down with it
+            reply = self.internal_error(args, exc)
+        if self.db.touched:
+            self.apply_effects()
+        self.current = outer
+        return reply
 
     def encode_other(self, reply: object, proto: int) -> bytes:
         if type(reply) is ReplyError:

@@ -1,0 +1,737 @@
+"""Lua scripting: EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT — the table entries and the
+worker side.
+
+Engine
+    Real Lua through ``lupa``.  Redis embeds Lua 5.1, so we use ``lupa.lua51`` when the installed
+    lupa provides it (lupa 2.x wheels do) and fall back to lupa's default runtime otherwise
+    (:data:`LUA_RUNTIME` says which one is in use).  Every worker has its own interpreter and
+    its own sha1 -> script cache (:class:`ScriptEngine`), like every node of a Redis Cluster.
+
+Where a script runs
+    On ONE worker, as in Redis Cluster: the router (``shardis.router.scripting``) forwards EVAL
+    to the worker owning all of its KEYS (a CROSSSLOT error if they live on several, worker 0
+    when there are none).  Running on one worker is what makes a script atomic for free: the
+    worker executes it in one go, between two commands of its batch.  ``redis.call`` runs a
+    command on that worker's keyspace through the shard's general path
+    (:meth:`Shard.run_inside`), so effects, WATCH versions and keyspace notifications apply as
+    for any command; clients blocked on keys the script fed are served right after the script,
+    never in the middle of it (Redis's order).  A command touching a key of another worker
+    fails with Redis Cluster's "Script attempted to access a non local key in a cluster node".
+    To know which keys are local the worker must know how many workers there are: the router
+    sends ``__script_topology <count>`` ahead of every EVAL (same link, so it arrives first).
+
+Conversions follow ``script_lua.c`` exactly (both directions, RESP2 and ``redis.setresp(3)``),
+and error replies follow Redis 7.0's format (``ERR user_script:1: ... script: <sha>, on
+@user_script:1.``), built by an error handler written like Redis's ``__redis__err__handler``.
+
+Differences from Redis that remain (also in the report of the change that added this):
+
+* The libraries Redis bundles (cjson, cmsgpack, bit, struct) are not available.
+* Only the globals table is protected (reading an undefined global or assigning a new one
+  fails as in Redis); Redis 7 also makes the ``redis`` table and the standard libraries
+  read-only, which plain Lua cannot express without proxies.
+* No script timeout: SCRIPT KILL answers NOTBUSY and a script that loops forever blocks its
+  worker (Redis would answer BUSY to other clients meanwhile).
+* ``debug`` reads as nil instead of failing as an undefined global (lupa's error path looks
+  it up), and a Lua error that is not a string or table says less than Redis's
+  "Error running script" text.
+* ``math.random`` is Lua's own, not Redis's deterministic one.
+* Router-only commands (CLIENT, CONFIG, INFO...) cannot be called from a script; PING, ECHO
+  and TIME are answered by the worker.  Commands over all keys (DBSIZE, KEYS, FLUSHALL) see
+  only the script's worker, as on a Redis Cluster node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from typing import Any
+
+from shardis import errors
+from shardis.commands import COMMANDS, Command, Fanout, command, container, keys_after_numkeys
+from shardis.commands.strings import parse_int
+from shardis.errors import ReplyError
+from shardis.resp import (
+    NULL_ARRAY,
+    OK,
+    Pairs,
+    Push,
+    Raw,
+    SetReply,
+    Status,
+    Verbatim,
+    format_double,
+)
+from shardis.slots import SlotMap
+
+try:  # Redis embeds Lua 5.1: use the same language when lupa ships it.
+    import lupa.lua51 as _lupa
+
+    LUA_RUNTIME = "lupa.lua51"
+except ImportError:  # pragma: no cover - depends on the installed lupa
+    import lupa as _lupa  # type: ignore[no-redef]
+
+    LUA_RUNTIME = "lupa (default runtime)"
+
+S = "scripting"
+NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
+CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
+NON_LOCAL_KEY = "Script attempted to access a non local key in a cluster node"
+NUMKEYS_NEGATIVE = "ERR Number of keys can't be negative"
+NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
+LLONG_MIN = -(1 << 63)
+LLONG_MAX = (1 << 63) - 1
+
+#: Redis's text minus SCRIPT DEBUG, which shardis does not have.
+SCRIPT_HELP = [
+    "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "EXISTS <sha1> [<sha1> ...]",
+    "    Return information about the existence of the scripts in the script cache.",
+    "FLUSH [ASYNC|SYNC]",
+    "    Flush the Lua scripts cache. Very dangerous on replicas.",
+    "    When called without the optional mode argument, the behavior is determined by the",
+    "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+    "    * ASYNC: Asynchronously flush the scripts cache.",
+    "    * SYNC: Synchronously flush the scripts cache.",
+    "KILL",
+    "    Kill the currently executing Lua script.",
+    "LOAD <script>",
+    "    Load a script into the scripts cache without executing it.",
+]
+
+#: Redis's shebang flags (``#!lua flags=no-writes,...``) that shardis knows.
+SHEBANG_FLAGS = frozenset(
+    (b"no-writes", b"allow-oom", b"allow-stale", b"no-cluster", b"allow-cross-slot-keys")
+)
+
+
+def sha1hex(body: bytes) -> str:
+    return hashlib.sha1(body).hexdigest()
+
+
+def parse_numkeys(args: list[bytes]) -> int:
+    """EVAL's numkeys with Redis's checks and errors, in Redis's order."""
+    numkeys = parse_int(args[2])
+    if numkeys > len(args) - 3:
+        raise ReplyError(NUMKEYS_TOO_BIG)
+    if numkeys < 0:
+        raise ReplyError(NUMKEYS_NEGATIVE)
+    return numkeys
+
+
+# The Lua side: Redis's API written in Lua over one Python entry point (``pycall``), the
+# error handler, and the global-table protection.  Loaded under the chunk name "=shardis" so
+# the error handler can skip these frames and point at the user's line, as Redis does.
+_BOOTSTRAP = r"""
+local redis, unwrap = ...
+local dbg = debug
+
+-- An error raised by one of the Python functions of the redis table reaches Lua as the
+-- Python exception (userdata); ``unwrap`` gives back the Lua table it carries.
+local function as_table(err)
+  if type(err) == 'userdata' then
+    local t = unwrap(err)
+    if t ~= nil then return t end
+  end
+  return err
+end
+
+-- Redis 7's pcall: an error that is a table {err=...} comes back as its message.
+local lua_pcall = pcall
+local function redis_pcall(f, ...)
+  local result = {lua_pcall(f, ...)}
+  if not result[1] then
+    local err = as_table(result[2])
+    if type(err) == 'table' and type(err.err) == 'string' then
+      return false, err.err
+    end
+    return false, err
+  end
+  return unpack(result, 1, table.maxn(result))
+end
+
+-- __redis__err__handler: where the error happened (skipping one C frame) and a table error.
+local function err_handler(err)
+  local info = dbg.getinfo(2, 'nSl')
+  local level = 2
+  if info and info.what == 'C' then
+    level = 3
+    info = dbg.getinfo(level, 'nSl')
+  end
+  while info and info.source == '=shardis' do  -- the globals guard: a C function in Redis
+    level = level + 1
+    info = dbg.getinfo(level, 'nSl')
+  end
+  err = as_table(err)
+  if type(err) ~= 'table' then
+    err = {err = 'ERR ' .. tostring(err)}
+  end
+  if info then
+    err.source = info.source
+    err.line = info.currentline
+  end
+  return err
+end
+
+local function run(f, keys, argv)
+  rawset(_G, 'KEYS', keys)
+  rawset(_G, 'ARGV', argv)
+  local ok, result = xpcall(f, err_handler)
+  return ok, result
+end
+
+local function compile(body)
+  return loadstring(body, '@user_script')
+end
+
+rawset(_G, 'redis', redis)
+rawset(_G, 'pcall', redis_pcall)
+for _, name in ipairs({'print', 'dofile', 'loadfile', 'debug', 'os', 'io', 'package',
+                       'require', 'module', 'python'}) do
+  rawset(_G, name, nil)
+end
+setmetatable(_G, {
+  __index = function(_, name)
+    if name == 'debug' then return nil end  -- lupa's own error path looks it up
+    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+  end,
+  __newindex = function() error('Attempt to modify a readonly table', 2) end,
+})
+return run, compile
+"""
+
+
+class LuaRaise(Exception):
+    """Raised by a Python function of the ``redis`` table to raise a Lua error whose value
+    is ``table`` (``{err=...}``), as Redis's C functions do with lua_error."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__("script error")
+        self.table = table
+
+
+def _unwrap(error: object) -> object:
+    if isinstance(error, LuaRaise):
+        return error.table
+    if isinstance(error, tuple) and len(error) > 1 and isinstance(error[1], LuaRaise):
+        return error[1].table
+    return None
+
+
+class Script:
+    """A compiled script and its shebang flags."""
+
+    __slots__ = ("body", "function", "read_only", "shebang")
+
+    def __init__(self, body: bytes, function: Any, read_only: bool, shebang: bool) -> None:
+        self.body = body
+        self.function = function
+        #: ``#!lua flags=no-writes``: writes are refused as in EVAL_RO.
+        self.read_only = read_only
+        #: declared flags with a shebang (Redis refuses EVAL_RO for such a script with writes).
+        self.shebang = shebang
+
+
+class ScriptEngine:
+    """One worker's Lua interpreter and script cache, and the state of the running script."""
+
+    def __init__(self, shard: Any) -> None:
+        self.shard = shard
+        self.db = shard.db
+        self.scripts: dict[str, Script] = {}
+        #: how many workers there are (from the router's ``__script_topology``), for the
+        #: non-local key check; 1 until told (a lone shard owns every key).
+        self.slots = SlotMap(1)
+        self.lua = _lupa.LuaRuntime(
+            encoding=None, register_eval=False, register_builtins=False,
+            unpack_returned_tuples=True,
+        )
+        loader = self.lua.eval("loadstring")
+        bootstrap = loader(_BOOTSTRAP.encode(), b"=shardis")
+        if isinstance(bootstrap, tuple):  # pragma: no cover - (nil, message): a bug above
+            raise RuntimeError(bootstrap[1])
+        self._run, self._compile = bootstrap(self._redis_table(), _unwrap)
+        # State of the script being run.
+        self.resp = 2
+        self.read_only = False
+
+    # Cache -------------------------------------------------------------------------------------
+    def load(self, body: bytes) -> str:
+        """Compile and cache ``body`` (if new); its sha1.  Raises Redis's compile errors."""
+        sha = sha1hex(body)
+        if sha in self.scripts:
+            return sha
+        read_only, shebang, skip = parse_shebang(body)
+        # The shebang line is skipped but its newline kept: line numbers stay the user's.
+        function = self._compile(body[skip:])
+        if isinstance(function, tuple):  # loadstring's (nil, message)
+            message = function[1]
+            text = message.decode("utf-8", "surrogateescape") if message else ""
+            raise ReplyError(f"ERR Error compiling script (new function): {text}")
+        self.scripts[sha] = Script(body, function, read_only, shebang)
+        return sha
+
+    def flush(self) -> None:
+        self.scripts.clear()
+
+    # Running -----------------------------------------------------------------------------------
+    def eval(self, args: list[bytes], by_sha: bool, read_only: bool) -> object:
+        if by_sha and len(args[1]) != 40:
+            raise ReplyError(NOSCRIPT)
+        numkeys = parse_numkeys(args)
+        if by_sha:
+            script = self.scripts.get(args[1].decode("latin-1").lower())
+            if script is None:
+                raise ReplyError(NOSCRIPT)
+            sha = args[1].decode("latin-1").lower()
+        else:
+            sha = self.load(args[1])
+            script = self.scripts[sha]
+        if read_only and script.shebang and not script.read_only:
+            raise ReplyError("ERR Can not execute a script with write flag using *_ro command.")
+        keys = self.lua.table_from(args[3 : 3 + numkeys])
+        argv = self.lua.table_from(args[3 + numkeys :])
+        self.resp = 2
+        self.read_only = read_only or script.read_only
+        try:
+            ok, result = self._run(script.function, keys, argv)
+        finally:
+            shard = self.shard
+            if shard.blocking.ready:
+                shard.serve_blocked()  # clients blocked on keys the script fed, after it
+        if not ok:
+            raise ReplyError(_script_error(result, sha))
+        return lua_to_reply(result, self.resp)
+
+    # The redis table: Python functions, so that they are C functions for Lua (a user's
+    # ``return redis.call(...)`` keeps its frame, and errors point at the user's line).
+    def _redis_table(self) -> Any:
+        lua = self.lua
+        table = lua.table_from({
+            b"call": lambda *a: self._generic(a, raise_error=True),
+            b"pcall": lambda *a: self._generic(a, raise_error=False),
+            b"sha1hex": self._sha1hex,
+            b"error_reply": self._error_reply,
+            b"status_reply": self._status_reply,
+            b"log": self._log,
+            b"setresp": self._setresp,
+            b"set_repl": self._set_repl,
+            b"replicate_commands": lambda *a: True,
+            b"LOG_DEBUG": 0, b"LOG_VERBOSE": 1, b"LOG_NOTICE": 2, b"LOG_WARNING": 3,
+            b"REPL_NONE": 0, b"REPL_AOF": 1, b"REPL_SLAVE": 2, b"REPL_REPLICA": 2,
+            b"REPL_ALL": 3, b"REDIS_VERSION": b"7.0.15", b"REDIS_VERSION_NUM": 0x0700FF,
+        })
+        return table
+
+    def error_table(self, text: str) -> Any:
+        """luaPushErrorBuff: ``-CODE msg`` keeps its code, ``msg`` gets ERR; CR/LF trimmed."""
+        code, message = "ERR", text
+        if text.startswith("-"):
+            head, space, rest = text[1:].partition(" ")
+            code, message = (head, rest) if space else ("ERR", text[1:])
+        message = message.strip("\r\n")
+        raw = f"{code} {message}".encode("utf-8", "surrogateescape")
+        return self.lua.table_from({b"err": raw})
+
+    def _raise(self, text: str) -> None:
+        raise LuaRaise(self.error_table(text))
+
+    def _generic(self, values: tuple, raise_error: bool) -> object:
+        """``redis.call`` (errors raise) and ``redis.pcall`` (errors are returned)."""
+        if not values:
+            outcome: object = self.error_table(
+                "Please specify at least one argument for this redis lib call")
+        else:
+            args: list[bytes] = []
+            for value in values:
+                if isinstance(value, bytes):
+                    args.append(value)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    args.append(b"%.17g" % value)
+                else:
+                    args = []
+                    break
+            if not args:
+                outcome = self.error_table(
+                    "Lua redis lib command arguments must be strings or integers")
+            else:
+                ok, outcome = self._pycall(args)
+                if ok:
+                    return outcome
+                outcome = self.error_table(outcome)  # type: ignore[arg-type]
+        if raise_error:
+            raise LuaRaise(outcome)
+        return outcome
+
+    def _sha1hex(self, *values: object) -> bytes:
+        if len(values) != 1:
+            self._raise("wrong number of arguments")
+        value = values[0]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = self.lua.eval("tostring")(value)
+        return _lua_sha1(value if isinstance(value, bytes) else b"")
+
+    def _error_reply(self, *values: object) -> Any:
+        if len(values) != 1 or not isinstance(values[0], bytes):
+            return self.error_table("wrong number or type of arguments")
+        text = values[0].decode("utf-8", "surrogateescape")
+        return self.error_table(text if text.startswith("-") else "-" + text)
+
+    def _status_reply(self, *values: object) -> Any:
+        if len(values) != 1 or not isinstance(values[0], bytes):
+            return self.error_table("wrong number or type of arguments")
+        return self.lua.table_from({b"ok": values[0]})
+
+    def _log(self, *values: object) -> None:
+        if len(values) < 2:
+            self._raise("redis.log() requires two arguments or more.")
+        level = _lua_tonumber(values[0])
+        if level is None:
+            self._raise("First argument must be a number (log level).")
+        if not 0 <= int(level) <= 3:  # type: ignore[arg-type]
+            self._raise("Invalid debug level.")
+        parts = [v if isinstance(v, bytes) else b"%.14g" % v for v in values[1:]
+                 if isinstance(v, (bytes, int, float)) and not isinstance(v, bool)]
+        _lua_log(int(level), b" ".join(parts))  # type: ignore[arg-type]
+
+    def _setresp(self, *values: object) -> None:
+        if len(values) != 1:
+            self._raise("redis.setresp() requires one argument.")
+        resp = _lua_tonumber(values[0])
+        if resp is None or int(resp) not in (2, 3):
+            self._raise("RESP version must be 2 or 3.")
+        self.resp = int(resp)  # type: ignore[arg-type]
+
+    def _set_repl(self, *values: object) -> None:
+        if len(values) != 1:
+            self._raise("redis.set_repl() requires two arguments.")
+
+    def _pycall(self, args: list[bytes]) -> tuple[bool, object]:
+        """Run one command for the script: (True, Lua value) or (False, error text), where an
+        error text starting with ``-`` carries its own code (Redis's luaPushError rules)."""
+        spec = _resolve(args)
+        if spec is None:
+            return False, "Unknown Redis command called from script"
+        if not spec.arity_ok(len(args)):
+            return False, "Wrong number of args calling Redis command from script"
+        if "noscript" in spec.flags:
+            return False, "This Redis command is not allowed from script"
+        if self.read_only and ("write" in spec.flags or "may_replicate" in spec.flags):
+            return False, "Write commands are not allowed from read-only scripts."
+        index = self.shard.index
+        worker_of = self.slots.worker_of
+        for position in spec.key_indexes(args):
+            if worker_of(args[position]) != index:
+                return False, NON_LOCAL_KEY
+        if spec.op is None:
+            reply = _router_only(spec, args)
+        else:
+            reply = self.shard.run_inside(args)
+        if type(reply) is ReplyError:
+            return False, "-" + reply.message
+        return True, reply_to_lua(self.lua, reply, self.resp)
+
+
+def _lua_tonumber(value: object) -> float | None:
+    """Lua's lua_isnumber/lua_tonumber: numbers, and strings that read as numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, bytes):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _resolve(args: list[bytes]) -> Command | None:
+    """The (sub)command ``args`` name, as Redis's lookupCommand finds it; None if unknown."""
+    name = args[0]
+    spec = COMMANDS.get(name) or COMMANDS.get(name.lower())
+    if spec is None or "internal" in spec.flags:
+        return None
+    if spec.subcommands and len(args) >= 2:
+        return spec.subcommands.get(args[1]) or spec.subcommands.get(args[1].lower())
+    return spec
+
+
+def _router_only(spec: Command, args: list[bytes]) -> object:
+    """The few router-side commands a script may call, answered by the worker."""
+    name = spec.fullname
+    if name == "ping":
+        return Status(b"PONG") if len(args) == 1 else args[1]
+    if name == "echo":
+        return args[1]
+    if name == "time":
+        now = time.time_ns() // 1000
+        return [b"%d" % (now // 1_000_000), b"%d" % (now % 1_000_000)]
+    return ReplyError(f"ERR shardis cannot run '{name}' from a script")
+
+
+def _lua_sha1(text: bytes) -> bytes:
+    return sha1hex(text).encode()
+
+
+def _lua_log(level: int, text: bytes) -> None:
+    """redis.log: to the worker's log, at the matching level."""
+    logging.getLogger("shardis.script").log(
+        (logging.DEBUG, logging.INFO, logging.INFO, logging.WARNING)[level],
+        "%s", text.decode("utf-8", "replace"),
+    )
+
+
+def parse_shebang(body: bytes) -> tuple[bool, bool, int]:
+    """(no-writes, has a shebang, bytes to skip) for ``#!lua flags=...``; Redis's errors."""
+    if not body.startswith(b"#!"):
+        return False, False, 0
+    end = body.find(b"\n")
+    if end < 0:
+        raise ReplyError("ERR Invalid script shebang")
+    parts = body[:end].split()
+    if not parts:
+        raise ReplyError("ERR Invalid engine in script shebang")
+    if parts[0] != b"#!lua":
+        raise ReplyError(f"ERR Unexpected engine in script shebang: {errors.arg_text(parts[0])}")
+    read_only = False
+    for part in parts[1:]:
+        if not part.startswith(b"flags="):
+            raise ReplyError(f"ERR Unknown lua shebang option: {errors.arg_text(part)}")
+        for flag in part[6:].split(b","):
+            if flag and flag not in SHEBANG_FLAGS:
+                raise ReplyError(
+                    f"ERR Unexpected flag in script shebang: {errors.arg_text(flag)}"
+                )
+            read_only = read_only or flag == b"no-writes"
+    return read_only, True, end
+
+
+# Conversions ---------------------------------------------------------------------------------
+def reply_to_lua(lua: Any, value: object, resp: int) -> object:
+    """A command's reply as Lua sees it, as if encoded in RESP ``resp`` and parsed back by
+    Redis's redisProtocolToLuaType (nil bulk -> false, status -> {ok=...}, ...)."""
+    kind = type(value)
+    if kind is bytes or kind is bytearray:
+        return bytes(value)  # type: ignore[arg-type]
+    if kind is int:
+        return value
+    if kind is Status:
+        return lua.table_from({b"ok": bytes(value)})  # type: ignore[arg-type]
+    if value is None or value is NULL_ARRAY:
+        return False if resp == 2 else None
+    if kind is bool:
+        return int(value) if resp == 2 else value  # type: ignore[arg-type]
+    if kind is float:
+        if resp == 2:
+            return format_double(value)  # type: ignore[arg-type]
+        return lua.table_from({b"double": value})
+    if kind is ReplyError:
+        return lua.table_from({b"err": value.message.encode()})  # type: ignore[attr-defined]
+    if kind is dict:
+        if resp == 2:
+            flat = [x for pair in value.items() for x in pair]  # type: ignore[attr-defined]
+            return _array(lua, flat, resp)
+        inner = lua.table()
+        for key, item in value.items():  # type: ignore[attr-defined]
+            inner[reply_to_lua(lua, key, resp)] = reply_to_lua(lua, item, resp)
+        return lua.table_from({b"map": inner})
+    if kind is Pairs:
+        if resp == 2:
+            return _array(lua, [x for pair in value for x in pair], resp)  # type: ignore[attr-defined]
+        return _array(lua, [list(pair) for pair in value], resp)  # type: ignore[attr-defined]
+    if kind is SetReply and resp == 3:
+        inner = lua.table()
+        for item in value:  # type: ignore[attr-defined]
+            inner[reply_to_lua(lua, item, resp)] = True
+        return lua.table_from({b"set": inner})
+    if kind in (list, tuple, SetReply, Push):
+        return _array(lua, value, resp)  # type: ignore[arg-type]
+    if kind is Verbatim:
+        if resp == 2:
+            return value.text  # type: ignore[attr-defined]
+        inner = lua.table_from({b"string": value.text, b"format": value.fmt})  # type: ignore[attr-defined]
+        return lua.table_from({b"verbatim_string": inner})
+    if kind is Raw or isinstance(value, bytes):
+        return bytes(value)  # type: ignore[arg-type]
+    return None
+
+
+def _array(lua: Any, items: Any, resp: int) -> Any:
+    table = lua.table()
+    for index, item in enumerate(items, 1):
+        converted = reply_to_lua(lua, item, resp)
+        if converted is not None:  # a RESP3 null inside an array leaves a hole, as in Redis
+            table[index] = converted
+    return table
+
+
+def lua_number_to_int(number: float) -> int:
+    """``(long long)lua_tonumber()``: truncation; NaN and out-of-range give LLONG_MIN (x86)."""
+    if isinstance(number, int):
+        return number if LLONG_MIN <= number <= LLONG_MAX else LLONG_MIN
+    if math.isnan(number) or math.isinf(number) or not LLONG_MIN <= number < 2.0**63:
+        return LLONG_MIN
+    return int(number)
+
+
+def lua_to_reply(value: object, resp: int) -> object:
+    """A script's return value as a reply value (luaReplyToRedisReply).
+
+    ``resp`` is the script's own protocol (``redis.setresp``): with 2, true is 1 and false
+    is a null; with 3 they are booleans.
+    """
+    kind = _lupa.lua_type(value)
+    if kind is None:  # a Python value: nil, boolean, number or string
+        if value is None:
+            return None
+        if value is True or value is False:
+            if resp == 2:
+                return 1 if value else None
+            return value
+        if isinstance(value, (int, float)):
+            return lua_number_to_int(value)
+        if isinstance(value, bytes):
+            return value
+        return None
+    if kind != "table":
+        return None
+    table: Any = value
+    err = table[b"err"]
+    if isinstance(err, bytes):
+        return ReplyError(_one_line(err).removeprefix("-"))
+    ok = table[b"ok"]
+    if isinstance(ok, bytes):
+        return Status(ok.replace(b"\r", b" ").replace(b"\n", b" "))
+    double = table[b"double"]
+    if isinstance(double, (int, float)) and not isinstance(double, bool):
+        return float(double)
+    big = table[b"big_number"]
+    if isinstance(big, bytes):
+        return big.replace(b"\r", b" ").replace(b"\n", b" ")
+    verbatim = table[b"verbatim_string"]
+    if _lupa.lua_type(verbatim) == "table":
+        fmt, text = verbatim[b"format"], verbatim[b"string"]
+        if isinstance(fmt, bytes) and isinstance(text, bytes):
+            return Verbatim(text, fmt[:3])
+    mapping = table[b"map"]
+    if _lupa.lua_type(mapping) == "table":
+        return {_hashable(lua_to_reply(k, resp)): lua_to_reply(v, resp)
+                for k, v in mapping.items()}
+    members = table[b"set"]
+    if _lupa.lua_type(members) == "table":
+        return SetReply(lua_to_reply(k, resp) for k in members.keys())
+    out = []
+    index = 1
+    while True:
+        item = table[index]
+        if item is None:
+            break
+        out.append(lua_to_reply(item, resp))
+        index += 1
+    return out
+
+
+def _hashable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _one_line(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape").replace("\r", " ").replace("\n", " ")
+
+
+def _script_error(error: Any, sha: str) -> str:
+    """Redis 7.0's reply for a failed script: the message, then where it failed."""
+    if _lupa.lua_type(error) != "table":
+        text = error.decode("utf-8", "surrogateescape") if isinstance(error, bytes) else ""
+        return _one_line(f"ERR Error running script f_{sha}, {text[:100]}".encode())
+    message = error[b"err"]
+    text = _one_line(message) if isinstance(message, bytes) else ""
+    source, line = error[b"source"], error[b"line"]
+    if source is not None and line is not None:
+        where = source.decode("utf-8", "surrogateescape") if isinstance(source, bytes) else ""
+        text += f" script: {sha}, on {where}:{int(line)}."
+    return text.removeprefix("-")
+
+
+# Engines, one per shard ----------------------------------------------------------------------
+_ENGINES: dict[int, ScriptEngine] = {}
+
+
+def engine_of(db: Any) -> ScriptEngine:
+    """The engine of the shard whose keyspace is ``db`` (created on first use)."""
+    engine = _ENGINES.get(id(db))
+    if engine is None or engine.db is not db:
+        engine = _ENGINES[id(db)] = ScriptEngine(db.shard)
+    return engine
+
+
+# Table entries -------------------------------------------------------------------------------
+_EVAL_FLAGS = "noscript stale skip_monitor no_mandatory_keys movablekeys"
+_C = Fanout.COORDINATED
+
+
+@command("eval", -3, _EVAL_FLAGS, fanout=_C, acl="slow scripting", group=S,
+         key_finder=keys_after_numkeys(2))
+def eval_command(db: Any, args: list[bytes]) -> object:
+    return engine_of(db).eval(args, by_sha=False, read_only=False)
+
+
+@command("evalsha", -3, _EVAL_FLAGS, fanout=_C, acl="slow scripting", group=S,
+         key_finder=keys_after_numkeys(2))
+def evalsha_command(db: Any, args: list[bytes]) -> object:
+    return engine_of(db).eval(args, by_sha=True, read_only=False)
+
+
+@command("eval_ro", -3, "readonly " + _EVAL_FLAGS, fanout=_C, acl="slow scripting", group=S,
+         key_finder=keys_after_numkeys(2))
+def eval_ro_command(db: Any, args: list[bytes]) -> object:
+    return engine_of(db).eval(args, by_sha=False, read_only=True)
+
+
+@command("evalsha_ro", -3, "readonly " + _EVAL_FLAGS, fanout=_C, acl="slow scripting",
+         group=S, key_finder=keys_after_numkeys(2))
+def evalsha_ro_command(db: Any, args: list[bytes]) -> object:
+    return engine_of(db).eval(args, by_sha=True, read_only=True)
+
+
+container("script", -2, acl="slow", group=S)
+command("help", 2, "loading stale", fanout=Fanout.ROUTER,
+        acl="slow scripting", group=S, parent="script")(None)
+command("kill", 2, "noscript allow_busy", fanout=Fanout.ROUTER, acl="slow scripting", group=S,
+        parent="script", tips="request_policy:all_shards response_policy:one_succeeded")(None)
+
+
+@command("load", 3, "noscript stale", fanout=_C, acl="slow scripting", group=S,
+         parent="script", tips="request_policy:all_nodes response_policy:all_succeeded")
+def script_load_command(db: Any, args: list[bytes]) -> object:
+    return engine_of(db).load(args[2]).encode()
+
+
+@command("exists", -3, "noscript", fanout=_C, acl="slow scripting", group=S, parent="script",
+         tips="request_policy:all_shards response_policy:agg_logical_and")
+def script_exists_command(db: Any, args: list[bytes]) -> object:
+    scripts = engine_of(db).scripts
+    return [int(sha.decode("latin-1").lower() in scripts) for sha in args[2:]]
+
+
+@command("flush", -2, "noscript", fanout=Fanout.ALL_OK, acl="slow scripting", group=S,
+         parent="script", tips="request_policy:all_nodes response_policy:all_succeeded")
+def script_flush_command(db: Any, args: list[bytes]) -> object:
+    if len(args) > 3 or (len(args) == 3 and args[2].lower() not in (b"sync", b"async")):
+        raise ReplyError("ERR SCRIPT FLUSH only support SYNC|ASYNC option")
+    engine_of(db).flush()
+    return OK
+
+
+@command("__script_topology", 2, "internal", fanout=Fanout.SINGLE)
+def internal_script_topology_command(db: Any, args: list[bytes]) -> object:
+    """``__script_topology <workers>``: how many workers share the slots (the router sends it
+    ahead of every script, so a restarted worker learns it again before it needs it)."""
+    count = int(args[1])
+    engine = engine_of(db)
+    if engine.slots.worker_count != count:
+        engine.slots = SlotMap(count)
+    return OK

@@ -1,0 +1,82 @@
+"""Scripting on the router: where EVAL and friends run, and SCRIPT over every worker.
+
+A script runs on ONE worker, as in Redis Cluster, so that it is atomic without gating
+anything: all its KEYS must live on one worker, which gets the command whole
+(``Plan(forward_to=...)``); a script without keys runs on worker 0.  Keys on several workers
+are refused with Redis Cluster's CROSSSLOT error: a script could touch them in any order and
+interleave with other clients between its commands, which is exactly what scripts promise not
+to do.  (Redis Cluster is stricter — one slot; shardis asks for one worker.)
+
+Ahead of every script the worker is told how many workers share the slots
+(``__script_topology``, on the same link, so it arrives first): that is how it refuses a
+``redis.call`` on a key of another worker.
+
+Script caches are per worker.  SCRIPT LOAD and SCRIPT FLUSH go to every worker, so an EVALSHA
+after SCRIPT LOAD works wherever its keys live; EVAL caches its script only on the worker that
+ran it (as a Redis Cluster node does).  SCRIPT EXISTS asks every worker and answers 1 when any
+of them has the script: that is what a client that just ran EVAL expects (one Redis), and an
+EVALSHA that lands on another worker gets NOSCRIPT, which every client handles by falling back
+to EVAL or SCRIPT LOAD.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardis.commands import help_reply
+from shardis.commands.scripting import CROSSSLOT, NOSCRIPT, SCRIPT_HELP, parse_numkeys
+from shardis.errors import ReplyError, raise_if_error
+from shardis.router.registry import Plan, coordinated, router_command
+
+
+def script_plan(router: Any, args: list[bytes]) -> Plan:
+    """Forward to the worker of all KEYS; Redis's argument errors first."""
+    if args[0].lower().startswith(b"evalsha") and len(args[1]) != 40:
+        raise ReplyError(NOSCRIPT)
+    numkeys = parse_numkeys(args)
+    workers = {router.worker_of(key) for key in args[3 : 3 + numkeys]}
+    if len(workers) > 1:
+        raise ReplyError(CROSSSLOT)
+    worker = workers.pop() if workers else 0
+    router.call(worker, [b"__script_topology", b"%d" % len(router.links)])
+    return Plan(forward_to=worker)
+
+
+async def _never(router: Any, client: Any, args: list[bytes]) -> object:  # pragma: no cover
+    raise ReplyError("ERR internal error: scripts are always forwarded")
+
+
+for _name in ("eval", "evalsha", "eval_ro", "evalsha_ro"):
+    coordinated(_name, script_plan)(_never)
+
+
+def all_workers_plan(router: Any, args: list[bytes]) -> Plan:
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("script|load", all_workers_plan)
+async def script_load(router: Any, client: Any, args: list[bytes]) -> object:
+    """Every worker compiles and caches the script; they all answer the same sha1 (or the
+    same compile error)."""
+    replies = await router.call_all(args)
+    for reply in replies:
+        raise_if_error(reply)
+    return replies[0]
+
+
+@coordinated("script|exists", all_workers_plan)
+async def script_exists(router: Any, client: Any, args: list[bytes]) -> object:
+    """1 for a script that any worker has (see the module docstring)."""
+    replies = [raise_if_error(reply) for reply in await router.call_all(args)]
+    return [int(any(found)) for found in zip(*replies)]  # type: ignore[call-overload]
+
+
+@router_command("script|help")
+def script_help(router: Any, client: Any, args: list[bytes]) -> object:
+    return help_reply(SCRIPT_HELP)
+
+
+@router_command("script|kill")
+def script_kill(router: Any, client: Any, args: list[bytes]) -> object:
+    """Scripts never outlive their worker's turn (no timeout: see commands.scripting)."""
+    raise ReplyError("NOTBUSY No scripts in execution right now.")
