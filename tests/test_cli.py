@@ -180,3 +180,43 @@ def test_commands_in_flight_when_a_worker_dies_get_an_error_not_a_hang():
         assert client.get("after") == b"1"
     finally:
         server.stop()
+
+
+def test_a_restarted_worker_gets_back_subscriptions_and_blocked_commands():
+    from shardis.slots import SlotMap
+    from tests.resp_client import RawClient
+
+    server = start_shardis(workers=2)
+    try:
+        hub = next(p for p in _workers(server.proc.pid)
+                   if b"--index\x000" in open(f"/proc/{p}/cmdline", "rb").read())
+        key = next(f"q{i}" for i in range(100) if SlotMap(2).worker_of(f"q{i}".encode()) == 0)
+        subscriber = RawClient(server.port)
+        subscriber.call("SUBSCRIBE", "news")
+        blocked = RawClient(server.port)
+        blocked.send("BLPOP", key, "0")
+        client = redis.Redis(port=server.port, socket_timeout=5)
+        deadline = time.monotonic() + 5
+        while client.info("clients")["blocked_clients"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        os.kill(hub, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while True:  # wait for the restarted worker to answer
+            try:
+                if client.rpush("probe", 1):
+                    break
+            except redis.RedisError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        time.sleep(0.3)
+        assert client.rpush(key, "after-restart") == 1
+        assert blocked.read_reply() == (
+            b"*2\r\n$%d\r\n%s\r\n$13\r\nafter-restart\r\n" % (len(key), key.encode()))
+        assert client.publish("news", "hello") == 1
+        assert subscriber.read_reply() == b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nhello\r\n"
+        subscriber.close()
+        blocked.close()
+        client.close()
+    finally:
+        server.stop()

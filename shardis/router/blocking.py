@@ -283,6 +283,21 @@ class BlockingCoordinator:
         command = [b"__unblock", b"%d" % request.ticket]
         return [self.call_raw(worker, command, 2) for worker in request.workers]
 
+    def replay(self, worker: int) -> None:
+        """Park again, on a restarted worker, the commands that waited there."""
+        for request in list(self.requests.values()):
+            if worker not in request.workers or request.done or request.attempting:
+                continue
+            notify_only = b"1" if len(request.workers) > 1 else b"0"
+            command = [b"__block", b"%d" % request.ticket, notify_only, b"%d" % request.proto,
+                       *request.args]
+            if notify_only == b"0":
+                self.router.links[worker].send(StartTarget(self, request), request.proto,
+                                               command)
+                self.router.schedule_flush()
+            else:
+                self.call_raw(worker, command, request.proto)
+
     def client_gone(self, client: ClientConnection) -> None:
         for request in [r for r in self.requests.values() if r.client is client]:
             request.done = True

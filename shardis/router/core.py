@@ -597,7 +597,8 @@ class Router:
         self.schedule_client_flush()
 
     def on_link_event(self, link: WorkerLink) -> None:
-        if link.disconnected():
+        dropped, back = link.connection_events()
+        if dropped:
             self.on_link_readable(link)  # replies that arrived before the drop still count
             lost = link.take_inflight()
             if lost:
@@ -605,6 +606,18 @@ class Router:
                           len(lost))
                 self.fail_targets(lost, f"ERR worker {link.index} connection lost")
                 self.flush_clients()
+        if back:
+            self.restore_worker_state(link.index)
+
+    def restore_worker_state(self, worker: int) -> None:
+        """A worker came back (restarted, empty): give it again what routers keep on workers:
+        the notification classes, this router's pub/sub subscriptions and parked commands."""
+        log.info("worker %d reconnected: restoring subscriptions and blocked commands", worker)
+        flags = self.config.get("notify-keyspace-events", 0)
+        if flags:
+            self.call(worker, [b"__notify", b"%d" % flags])
+        self.pubsub.replay(worker)
+        self.blocking.replay(worker)
 
     def fail_targets(self, targets: list[Any], message: str) -> None:
         data = encode_error(message)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class WorkerLink:
     __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
-                 "seq", "monitor", "monitor_fd")
+                 "seq", "monitor", "monitor_fd", "down")
 
     def __init__(self, router: Router, index: int, address: str, context: zmq.Context) -> None:
         self.router = router
@@ -39,7 +39,11 @@ class WorkerLink:
         self.socket = sock
         self.fd = sock.getsockopt(zmq.FD)
         # Disconnect events tell us when a worker went away with batches in flight.
-        self.monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+        )
+        #: the worker dropped and has not reconnected yet.
+        self.down = False
         self.monitor_fd = self.monitor.getsockopt(zmq.FD)
         # A ZeroMQ FD only starts signalling once the socket's events have been read.
         sock.getsockopt(zmq.EVENTS)
@@ -87,15 +91,18 @@ class WorkerLink:
             except zmq.Again:
                 return messages
 
-    def disconnected(self) -> bool:
-        """Drain the monitor; True if the worker's connection dropped since the last call."""
-        dropped = False
+    def connection_events(self) -> tuple[bool, bool]:
+        """Drain the monitor: (the connection dropped, a dropped connection came back)."""
+        dropped = back = False
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)["event"]
             except zmq.Again:
-                return dropped
-            dropped = dropped or event["event"] == zmq.EVENT_DISCONNECTED
+                return dropped, back
+            if event == zmq.EVENT_DISCONNECTED:
+                dropped, self.down = True, True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.down:
+                back, self.down = True, False
 
     def take_inflight(self) -> list[Any]:
         """Every target still waiting on this worker (its connection dropped: they are lost)."""

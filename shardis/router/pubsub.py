@@ -101,6 +101,15 @@ class PubSubRouter:
             count = len(client.subscriptions[CHANNEL]) + len(client.subscriptions[PATTERN])
         return encode(Push([_REPLY_NAMES[kind][which], name, count]), client.proto)
 
+    def replay(self, worker: int) -> None:
+        """Register again, on a restarted worker, the subscriptions that live on it."""
+        for kind, names in self.local.items():
+            for name, clients in names.items():
+                everywhere = kind == PATTERN or (kind == CHANNEL and is_keyspace_channel(name))
+                if everywhere or self.worker_for(kind, name) == worker:
+                    command = [b"__sub", kind, name, b"%d" % len(clients)]
+                    self.router.call(worker, command)
+
     def client_gone(self, client: Any) -> None:
         for kind in (CHANNEL, PATTERN, SHARD):
             if client.subscriptions[kind]:
