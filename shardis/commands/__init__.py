@@ -251,6 +251,7 @@ def load_families() -> None:
         scripting,
         server,
         sets,
+        streams,
         strings,
         transactions,
         zsets,

@@ -87,6 +87,7 @@ def load_handlers() -> None:
         scripting,
         server,
         sets,
+        streams,
         strings,
         transactions,
         zsets,

@@ -29,11 +29,18 @@ BLOCKED = Status(b"__BLOCKED")
 ATTEMPTS: dict[bytes, Callable[[Any, list[bytes]], object | None]] = {}
 
 
-def blocking_attempt(name: str) -> Callable:
+#: attempts that consume nothing (XREAD): a waiter that cannot be served does not hold up the
+#: ones queued behind it.
+INDEPENDENT: set[Callable] = set()
+
+
+def blocking_attempt(name: str, independent: bool = False) -> Callable:
     """Register how a blocking command tries to complete without waiting."""
 
     def register(attempt: Callable) -> Callable:
         ATTEMPTS[name.encode()] = attempt
+        if independent:
+            INDEPENDENT.add(attempt)
         return attempt
 
     return register
@@ -99,9 +106,12 @@ class BlockingRegistry:
         """
         while self.ready:
             key = self.ready.pop(0)
-            queue = self.by_key.get(key)
-            while queue:
-                waiter = queue[0]
+            position = 0
+            while True:
+                queue = self.by_key.get(key)
+                if not queue or position >= len(queue):
+                    break
+                waiter = queue[position]
                 if waiter.notify_only:
                     self.remove(waiter.ticket)
                     self.events.append((waiter.ticket, None))
@@ -111,10 +121,12 @@ class BlockingRegistry:
                 except ReplyError:
                     reply = None  # e.g. the key now holds another type: Redis keeps waiting
                 if reply is None:
+                    if waiter.attempt in INDEPENDENT:
+                        position += 1  # a reader consumes nothing: the next may be served
+                        continue
                     break  # the key has nothing (left) for this waiter
                 self.remove(waiter.ticket)
                 self.events.append((waiter.ticket, encode(reply, waiter.proto)))
-                queue = self.by_key.get(key)
 
     def take_events(self) -> list[tuple[int, bytes | None]]:
         events, self.events = self.events, []
