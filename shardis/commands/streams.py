@@ -29,6 +29,7 @@ import sys
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from typing import Any
 
 from shardis import errors
 from shardis.commands import Fanout, command
@@ -332,6 +333,18 @@ class TrimArgs:
     id_index: int = 0  # XADD: where the ID is
 
 
+
+def _trim_strategy(args: list[bytes], i: int, more: int, parsed: Any) -> int:
+    """MAXLEN or MINID (only one of them) and its ``=``/``~``: the index of the threshold's
+    predecessor, so that ``args[result + 1]`` is the threshold."""
+    if parsed.maxlen is not None or parsed.minid is not None:
+        raise ReplyError(TRIM_BOTH)
+    parsed.approx = False
+    if more >= 2 and args[i + 1] in (b"~", b"="):
+        parsed.approx = args[i + 1] == b"~"
+        i += 1
+    return i
+
 def parse_add_or_trim(args: list[bytes], xadd: bool) -> TrimArgs:
     """Redis's ``streamParseAddOrTrimArgsOrReply``, same order of checks and texts."""
     parsed = TrimArgs()
@@ -344,24 +357,14 @@ def parse_add_or_trim(args: list[bytes], xadd: bool) -> TrimArgs:
         if xadd and args[i] == b"*":
             break
         if opt == b"maxlen" and more:
-            if parsed.maxlen is not None or parsed.minid is not None:
-                raise ReplyError(TRIM_BOTH)
-            parsed.approx = False
-            if more >= 2 and args[i + 1] in (b"~", b"="):
-                parsed.approx = args[i + 1] == b"~"
-                i += 1
+            i = _trim_strategy(args, i, more, parsed)
             maxlen = parse_int(args[i + 1])
             if maxlen < 0:
                 raise ReplyError("ERR The MAXLEN argument must be >= 0.")
             parsed.maxlen = maxlen
             i += 2
         elif opt == b"minid" and more:
-            if parsed.maxlen is not None or parsed.minid is not None:
-                raise ReplyError(TRIM_BOTH)
-            parsed.approx = False
-            if more >= 2 and args[i + 1] in (b"~", b"="):
-                parsed.approx = args[i + 1] == b"~"
-                i += 1
+            i = _trim_strategy(args, i, more, parsed)
             parsed.minid = parse_id(args[i + 1], strict=True)[0]
             i += 2
         elif opt == b"limit" and more:
