@@ -149,8 +149,12 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
         out.append(NULL_BULK[proto])
     elif kind is list or kind is tuple:
         out.append(b"*%d\r\n" % len(value))  # type: ignore[arg-type]
+        append = out.append
         for item in value:  # type: ignore[attr-defined]
-            _encode_into(item, proto, out)
+            if type(item) is bytes:  # the common element (LRANGE, MGET...): no call per item
+                append(b"$%d\r\n%b\r\n" % (len(item), item))
+            else:
+                _encode_into(item, proto, out)
     elif kind is ReplyError:
         out.append(encode_error(value.message))  # type: ignore[attr-defined]
     elif kind is bool:
