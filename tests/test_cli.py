@@ -220,3 +220,26 @@ def test_a_restarted_worker_gets_back_subscriptions_and_blocked_commands():
         client.close()
     finally:
         server.stop()
+
+
+def test_router_refuses_workers_listed_in_the_wrong_order():
+    from tests.servers import free_port
+
+    worker_ports = [free_port() for _ in range(2)]
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "shardis", "worker", "--listen",
+                          f"tcp://127.0.0.1:{port}", "--index", str(index)],
+                         stderr=subprocess.DEVNULL)
+        for index, port in enumerate(worker_ports)
+    ]
+    try:
+        connect = ",".join(f"tcp://127.0.0.1:{port}" for port in reversed(worker_ports))
+        result = subprocess.run([sys.executable, "-m", "shardis", "router", "--connect", connect,
+                                 "--port", str(free_port())],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 1
+        assert "wrong order" in result.stderr or "fix the order" in result.stderr
+    finally:
+        for proc in workers:
+            proc.terminate()
+            proc.wait(timeout=10)

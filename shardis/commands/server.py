@@ -68,6 +68,12 @@ command("help", 2, "loading stale", fanout=R, acl="slow", group="server", parent
 _STARTED = time.time()
 
 
+@command("__whoami", 1, "readonly internal", fanout=Fanout.SINGLE)
+def shard_whoami_command(db: Keyspace, args: list[bytes]) -> object:
+    """This worker's shard index: the router checks it against its --connect order."""
+    return db.shard.index  # type: ignore[attr-defined]
+
+
 @command("__info", 1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
     """This shard's counters, summed by the router into INFO.

@@ -17,6 +17,9 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
 
     router = Router(worker_addresses, config)
     loop = asyncio.get_running_loop()
+    if not await check_worker_order(router):
+        router.close()
+        raise SystemExit(1)
     server = await loop.create_server(
         lambda: ClientConnection(router), host=host, port=port, reuse_address=True, backlog=1024
     )
@@ -35,6 +38,28 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
                 client.transport.close()
         router.close()
         log.info("router stopped")
+
+
+#: How long the router waits for each worker to say which shard it is before it starts anyway.
+WORKER_CHECK_SECONDS = 20.0
+
+
+async def check_worker_order(router: Any) -> bool:
+    """Each worker must be the shard its place in --connect says: a mis-ordered list would
+    send keys to the wrong shards.  False (and a log line) on a mismatch; a worker that does
+    not answer in time is only warned about (it may start later)."""
+    replies = [router.call(i, [b"__whoami"]) for i in range(len(router.links))]
+    await asyncio.wait(replies, timeout=WORKER_CHECK_SECONDS)
+    for index, reply in enumerate(replies):
+        if not reply.done():
+            log.warning("worker %d (%s) did not answer; starting anyway", index,
+                        router.links[index].address)
+            continue
+        if reply.result() != index:
+            log.error("worker at %s is shard %s but is listed at position %d in --connect; "
+                      "fix the order", router.links[index].address, reply.result(), index)
+            return False
+    return True
 
 
 def run_router(worker_addresses: list[str], host: str, port: int,
