@@ -1262,8 +1262,10 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_reported(run_all: Any, report: Any) -> int:
+    """What every benchmark's main does: check the tools, run (Ctrl-C and SIGTERM stop the
+    servers and keep partial results), then ``report(results, started, load_before,
+    complete)``, which prints the table and returns the JSON path."""
     missing = [tool for tool in ("redis-server", "redis-benchmark") if not shutil.which(tool)]
     if missing:
         print(f"missing {', '.join(missing)} (apt-get install redis-server redis-tools)",
@@ -1272,23 +1274,33 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     started = datetime.now(timezone.utc)
     load_before = os.getloadavg()
-    results: list[ServerResult] = []
+    results: list[Any] = []
     complete = False
     try:
-        run_all(args, results)
+        run_all(results)
         complete = True
     except KeyboardInterrupt:
         print("\ninterrupted: servers stopped; partial results below", file=sys.stderr)
     if results:
         print()
-        print(render(results, None if args.skip_memory else args.memory_keys,
-                     None if args.skip_memory else args.memory_hashes,
-                     None if args.skip_memory else args.memory_zsets))
-        path = write_json(build_report(args, results, started, load_before, complete), started)
+        path = report(results, started, load_before, complete)
         print(f"\nraw results: {path.relative_to(REPO_ROOT)}  "
               f"(load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}, "
               f"{os.cpu_count()} cores: compare ratios, not absolute numbers)")
     return 0 if complete else 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    memory = not args.skip_memory
+
+    def report(results: list, started: datetime, load_before: tuple, complete: bool) -> Path:
+        print(render(results, args.memory_keys if memory else None,
+                     args.memory_hashes if memory else None,
+                     args.memory_zsets if memory else None))
+        return write_json(build_report(args, results, started, load_before, complete), started)
+
+    return run_reported(lambda results: run_all(args, results), report)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,6 @@ import os
 import platform
 import random
 import re
-import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -60,7 +58,6 @@ from typing import Any
 
 from bench.compare import (
     BENCH_TIMEOUT_S,
-    REPO_ROOT,
     RESULTS_DIR,
     RespError,
     Server,
@@ -72,6 +69,7 @@ from bench.compare import (
     process_tree,
     read_reply,
     redis_version,
+    run_reported,
     running,
     sample_memory,
     shardis_version,
@@ -614,35 +612,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    missing = [tool for tool in ("redis-server", "redis-benchmark") if not shutil.which(tool)]
-    if missing:
-        print(f"missing {', '.join(missing)} (apt-get install redis-server redis-tools)",
-              file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _interrupt)
-    started = datetime.now(timezone.utc)
-    load_before = os.getloadavg()
-    results: list[ServerRun] = []
-    complete = False
-    try:
-        run_all(args, results)
-        complete = True
-    except KeyboardInterrupt:
-        print("\ninterrupted: servers stopped; partial results below", file=sys.stderr)
-    if results:
-        print()
+
+    def report(results: list, started: datetime, load_before: tuple, complete: bool) -> Path:
         print(render(results, args.keys))
-        path = write_json(build_report(args, results, started, load_before, complete), started)
-        print(f"\nraw results: {path.relative_to(REPO_ROOT)}  "
-              f"(load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}, "
-              f"{os.cpu_count()} cores: compare ratios, not absolute numbers)")
-    return 0 if complete else 130
+        return write_json(build_report(args, results, started, load_before, complete), started)
+
+    return run_reported(lambda results: run_all(args, results), report)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def _blpop_in_thread(port: int, keys: list[str], timeout: float, out: list) -> t
     return thread
 
 
-def _wait_blocked(client: redis.Redis, count: int) -> None:
+def wait_blocked(client: redis.Redis, count: int) -> None:
     deadline = time.monotonic() + 5
     while client.info("clients")["blocked_clients"] < count:
         assert time.monotonic() < deadline, "clients did not block"
@@ -59,7 +59,7 @@ def test_a_push_wakes_blocked_clients_in_fifo_order(shardis_clean):
     threads = []
     for i in range(3):
         threads.append(_blpop_in_thread(port, ["fifo"], 5, results[i]))
-        _wait_blocked(client, i + 1)
+        wait_blocked(client, i + 1)
     client.rpush("fifo", "1", "2", "3")
     for thread in threads:
         thread.join(timeout=5)
@@ -72,7 +72,7 @@ def test_the_blocked_client_gets_the_element_before_anyone_else(shardis_clean):
     client = redis.Redis(port=port)
     result: list = []
     thread = _blpop_in_thread(port, ["first"], 5, result)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     pipe = client.pipeline(transaction=False)
     pipe.rpush("first", "x")
     pipe.lpop("first")  # Redis serves the blocked client before this command runs
@@ -87,7 +87,7 @@ def test_blocking_on_keys_of_several_workers(shardis_clean):
     a, b, c = keys_on_distinct_workers(3)
     result: list = []
     thread = _blpop_in_thread(port, [a, b, c], 5, result)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.rpush(c, "from-c")
     thread.join(timeout=5)
     assert result == [(c.encode(), b"from-c")]
@@ -102,7 +102,7 @@ def test_a_client_that_disconnects_while_blocked_is_forgotten(shardis_clean):
     client = redis.Redis(port=port)
     raw = RawClient(port)
     raw.send("BLPOP", "gone", "0")
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     raw.close()
     deadline = time.monotonic() + 5
     while client.info("clients")["blocked_clients"]:

@@ -11,6 +11,7 @@ import redis
 
 from tests.resp_client import RawClient
 from tests.test_atomicity import keys_on_distinct_workers
+from tests.test_blocking import wait_blocked
 
 A, B = keys_on_distinct_workers(2)
 
@@ -26,11 +27,6 @@ def _xread_in_thread(port: int, streams: dict, block: int, out: list,
     return thread
 
 
-def _wait_blocked(client: redis.Redis, count: int) -> None:
-    deadline = time.monotonic() + 5
-    while client.info("clients")["blocked_clients"] < count:
-        assert time.monotonic() < deadline, "clients did not block"
-        time.sleep(0.01)
 
 
 def test_xread_block_is_woken_by_xadd_and_dollar_means_new_only(shardis_clean):
@@ -39,7 +35,7 @@ def test_xread_block_is_woken_by_xadd_and_dollar_means_new_only(shardis_clean):
     client.xadd("s", {"old": "1"}, id="1-1")
     out: list = []
     thread = _xread_in_thread(port, {"s": "$"}, 0, out)  # BLOCK 0: forever
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.xadd("s", {"new": "2"}, id="2-1")
     thread.join(5)
     assert out == [[[b"s", [(b"2-1", {b"new": b"2"})]]]]
@@ -51,7 +47,7 @@ def test_xread_block_on_a_missing_key_and_resp3_map(shardis_clean):
     client = redis.Redis(port=port)
     out: list = []
     thread = _xread_in_thread(port, {"later": "$"}, 5000, out, protocol=3)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.xadd("later", {"f": "v"}, id="7-7")
     thread.join(5)
     assert out == [{b"later": [[(b"7-7", {b"f": b"v"})]]}]
@@ -81,7 +77,7 @@ def test_xread_block_ignores_entries_not_above_its_id(shardis_clean):
     client.xadd("s", {"a": "1"}, id="5-1")
     out: list = []
     thread = _xread_in_thread(port, {"s": "10-0"}, 3000, out)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.xdel("s", "5-1")  # a change, but nothing new above 10-0: still blocked
     time.sleep(0.1)
     assert client.info("clients")["blocked_clients"] == 1
@@ -102,7 +98,7 @@ def test_client_leaving_while_blocked_is_forgotten(shardis_clean):
     client = redis.Redis(port=shardis_clean.port)
     raw = RawClient(shardis_clean.port)
     raw.send("XREAD", "BLOCK", "0", "STREAMS", "gone", "$")
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     raw.close()
     deadline = time.monotonic() + 5
     while client.info("clients")["blocked_clients"]:

@@ -14,17 +14,13 @@ import time
 import redis
 
 from tests.test_atomicity import keys_on_distinct_workers
+from tests.test_blocking import wait_blocked
 
 
 def _client(server, protocol: int = 3) -> redis.Redis:
     return redis.Redis(port=server.port, protocol=protocol, socket_timeout=10)
 
 
-def _wait_blocked(client: redis.Redis, count: int) -> None:
-    deadline = time.monotonic() + 5
-    while client.info("clients")["blocked_clients"] < count:
-        assert time.monotonic() < deadline, "clients did not block"
-        time.sleep(0.01)
 
 
 def _in_thread(fn, out: list) -> threading.Thread:
@@ -103,7 +99,7 @@ def test_bzpopmin_wakes_up_on_zadd(shardis_clean):
     client = _client(shardis_clean)
     out: list = []
     thread = _in_thread(lambda: _client(shardis_clean).bzpopmin(["bz"], timeout=5), out)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.zadd("bz", {"b": 2, "a": 1})
     thread.join(timeout=10)
     assert out == [[b"bz", b"a", 1.0]]
@@ -122,7 +118,7 @@ def test_blocking_zset_pops_across_workers(shardis_clean):
     client = _client(shardis_clean)
     out: list = []
     thread = _in_thread(lambda: _client(shardis_clean).bzpopmax([a, b], timeout=5), out)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.zadd(b, {"hi": 9, "lo": 1})
     thread.join(timeout=10)
     assert out == [[b.encode(), b"hi", 9.0]]
@@ -134,7 +130,7 @@ def test_blocking_zset_pops_across_workers(shardis_clean):
     out.clear()
     thread = _in_thread(
         lambda: _client(shardis_clean, protocol=2).bzmpop(5, 2, [a, b], max=True), out)
-    _wait_blocked(client, 1)
+    wait_blocked(client, 1)
     client.zadd(a, {"x": 4})
     thread.join(timeout=10)
     assert out == [[a.encode(), [[b"x", b"4"]]]]
