@@ -74,7 +74,6 @@ class Shard:
         out: list[bytes] = []
         append = out.append
         for proto, args in batch:
-            self.current = args
             entry = plain_get(args[0])
             if entry is None:
                 append(self.execute(proto, args))
@@ -91,6 +90,7 @@ class Shard:
             except Exception as exc:  # a bug must not take the shard down with it
                 reply = self.internal_error(args, exc)
             if touched:
+                self.current = args  # the effects name their events after the command
                 self.apply_effects()
                 if self.blocking.ready:
                     self.serve_blocked()
