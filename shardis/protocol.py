@@ -1,20 +1,23 @@
 """The router <-> worker message format (one module, versioned).
 
 Transport: ZeroMQ.  Each worker binds a ROUTER socket; each router connects one DEALER socket
-per worker.  A message is two frames::
+per worker.  A message is one frame (ZeroMQ's ROUTER adds and strips the peer's identity)::
 
-    [header, payload]      header = b"SHD" + version byte + kind byte + sequence (8 bytes)
+    header + payload       header = b"SHD" + version byte + kind byte + sequence (8 bytes)
+
+One frame, not a header frame and a payload frame: every frame costs pyzmq a ``recv``/``send``
+call and a RCVMORE check, a few microseconds each, per message, at both ends.
 
 ``BATCH`` (router -> worker): payload is ``marshal`` of a list of commands, each a tuple
 ``(proto, args)`` where ``proto`` is the RESP version the reply must be encoded in (2 or 3) and
 ``args`` the command as a list of bytes.  A batch holds every command the router parsed for that
 worker in one event-loop iteration, from all clients, in arrival order.
 
-``REPLIES`` (worker -> router): payload is ``marshal`` of a list with one encoded RESP reply
-(bytes) per command of the batch, in order, under the batch's sequence number.  An optional
-third frame carries blocking events, ``marshal`` of ``[(ticket, reply or None), ...]``: a
-blocked command the worker served while running this batch (its encoded reply), or a key a
-notify-only waiter was waiting for that received data (None); see ``shardis.worker.blocking``.
+``REPLIES`` (worker -> router): payload is ``marshal`` of ``(replies, events)``: one encoded
+RESP reply (bytes) per command of the batch, in order, under the batch's sequence number, and
+the blocking events (``[(ticket, reply or None), ...]``, usually empty): a blocked command the
+worker served while running this batch (its encoded reply), or a key a notify-only waiter was
+waiting for that received data (None); see ``shardis.worker.blocking``.
 
 ``PUSH`` (worker -> router, unsolicited): pub/sub messages for that router's subscribers,
 ``marshal`` of ``[(kind, channel, pattern or None, message), ...]``; see
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import marshal
 
-VERSION = 1
+VERSION = 2
 MAGIC = b"SHD"
 
 BATCH = 1
@@ -52,47 +55,47 @@ class ProtocolMismatch(Exception):
     """A peer speaks another version of this format."""
 
 
-def encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> list[bytes]:
-    return [BATCH_PREFIX + seq.to_bytes(8, "big"), marshal.dumps(commands, _MARSHAL_VERSION)]
+_HEADER_LEN = _PREFIX_LEN + 8
 
 
-def decode_batch(frames: list[bytes]) -> tuple[bytes, list[tuple[int, list[bytes]]]]:
+def encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:
+    return BATCH_PREFIX + seq.to_bytes(8, "big") + marshal.dumps(commands, _MARSHAL_VERSION)
+
+
+def decode_batch(frame: bytes) -> tuple[bytes, list[tuple[int, list[bytes]]]]:
     """(sequence bytes, commands); the sequence goes back unchanged with the replies."""
-    header = frames[0]
-    _check(header, BATCH_PREFIX)
-    return header[_PREFIX_LEN:], marshal.loads(frames[1])
+    _check(frame, BATCH_PREFIX)
+    return frame[_PREFIX_LEN:_HEADER_LEN], marshal.loads(memoryview(frame)[_HEADER_LEN:])
 
 
 def encode_replies(
     seq: bytes, replies: list[bytes], events: list[tuple[int, bytes | None]] | None = None
-) -> list[bytes]:
-    """The replies of a batch, plus blocking events when there are any (a third frame)."""
-    frames = [REPLIES_PREFIX + seq, marshal.dumps(replies, _MARSHAL_VERSION)]
-    if events:
-        frames.append(marshal.dumps(events, _MARSHAL_VERSION))
-    return frames
+) -> bytes:
+    """The replies of a batch, and the blocking events it caused (if any)."""
+    return REPLIES_PREFIX + seq + marshal.dumps((replies, events or ()), _MARSHAL_VERSION)
 
 
-def decode_replies(frames: list[bytes]) -> tuple[int, list[bytes], list[tuple[int, bytes | None]]]:
-    header = frames[0]
-    _check(header, REPLIES_PREFIX)
-    events = marshal.loads(frames[2]) if len(frames) > 2 else []
-    return int.from_bytes(header[_PREFIX_LEN:], "big"), marshal.loads(frames[1]), events
+def decode_replies(frame: bytes) -> tuple[int, list[bytes], tuple[tuple[int, bytes | None], ...]]:
+    _check(frame, REPLIES_PREFIX)
+    replies, events = marshal.loads(memoryview(frame)[_HEADER_LEN:])
+    return int.from_bytes(frame[_PREFIX_LEN:_HEADER_LEN], "big"), replies, events
 
 
-def encode_push(entries: list[tuple]) -> list[bytes]:
+def encode_push(entries: list[tuple]) -> bytes:
     """Pub/sub messages for one router: ``[(kind, channel, pattern or None, message), ...]``."""
-    return [PUSH_PREFIX + bytes(8), marshal.dumps(entries, _MARSHAL_VERSION)]
+    return PUSH_PREFIX + bytes(8) + marshal.dumps(entries, _MARSHAL_VERSION)
 
 
-def is_push(frames: list[bytes]) -> bool:
-    return frames[0][:_PREFIX_LEN] == PUSH_PREFIX
+def is_push(frame: bytes) -> bool:
+    return frame[:_PREFIX_LEN] == PUSH_PREFIX
 
 
-def decode_push(frames: list[bytes]) -> list[tuple]:
-    return marshal.loads(frames[1])
+def decode_push(frame: bytes) -> list[tuple]:
+    return marshal.loads(memoryview(frame)[_HEADER_LEN:])
 
 
-def _check(header: bytes, prefix: bytes) -> None:
-    if header[:_PREFIX_LEN] != prefix or len(header) != _PREFIX_LEN + 8:
-        raise ProtocolMismatch(f"unexpected message header {header!r}, expected {prefix!r}+seq")
+def _check(frame: bytes, prefix: bytes) -> None:
+    if frame[:_PREFIX_LEN] != prefix or len(frame) < _HEADER_LEN:
+        raise ProtocolMismatch(
+            f"unexpected message header {bytes(frame[:_HEADER_LEN])!r}, expected {prefix!r}+seq"
+        )

@@ -570,15 +570,15 @@ class Router:
         if messages:
             self.deliver(link, messages)
 
-    def deliver(self, link: WorkerLink, messages: list[list[bytes]]) -> None:
+    def deliver(self, link: WorkerLink, messages: list[bytes]) -> None:
         """Hand each reply of each message to what waits for it, then write to the clients."""
         touched = self.touched
-        for frames in messages:
-            if is_push(frames):
-                self.pubsub.deliver(decode_push(frames))
+        for frame in messages:
+            if is_push(frame):
+                self.pubsub.deliver(decode_push(frame))
                 continue
             try:
-                seq, replies, events = decode_replies(frames)
+                seq, replies, events = decode_replies(frame)
             except (ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                 log.error("bad message from worker %d: %s", link.index, exc)
                 continue

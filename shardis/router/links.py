@@ -69,7 +69,7 @@ class WorkerLink:
         self.inflight.append((self.seq, self.targets))
         self.targets = []
         self.commands = []
-        self.socket.send_multipart(protocol.encode_batch(self.seq, commands))
+        self.socket.send(protocol.encode_batch(self.seq, commands))
 
     def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
         """The targets of batch ``seq``, and those of earlier batches that were lost."""
@@ -81,10 +81,14 @@ class WorkerLink:
             return inflight.popleft()[1], lost
         return [], lost
 
-    def receive_all(self) -> list[list[bytes]]:
-        """Every reply message waiting on the socket (ZeroMQ's FD is edge-triggered: drain it)."""
+    def receive_all(self) -> list[bytes]:
+        """Every reply message waiting on the socket (ZeroMQ's FD is edge-triggered: drain it).
+
+        Messages are one frame (``shardis.protocol``): plain ``recv``, no RCVMORE checks (a
+        peer of another version sending several frames gets each refused by its header).
+        """
         messages = []
-        recv = self.socket.recv_multipart
+        recv = self.socket.recv
         while True:
             try:
                 messages.append(recv(zmq.NOBLOCK))

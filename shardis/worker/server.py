@@ -14,6 +14,7 @@ import signal
 import time
 
 import zmq
+from zmq import NOBLOCK, SNDMORE
 
 from shardis import protocol
 from shardis.worker.shard import Shard
@@ -56,6 +57,7 @@ class WorkerServer:
     def serve_forever(self) -> None:
         self.running = True
         sock = self.socket
+        recv, send = sock.recv, sock.send
         execute_batch = self.shard.execute_batch
         decode_batch = protocol.decode_batch
         encode_replies = protocol.encode_replies
@@ -70,28 +72,41 @@ class WorkerServer:
                 housekeeping(HOUSEKEEPING_BUDGET_S)
                 next_housekeeping = now + POLL_INTERVAL_MS / 1000
                 if pubsub.pushes:  # keyspace notifications of keys that expired
-                    for peer, entries in pubsub.take_pushes().items():
-                        sock.send_multipart([peer, *protocol.encode_push(entries)])
+                    self.send_pushes()
             if not sock.poll(POLL_INTERVAL_MS):
                 continue
+            # Drain what is queued; the identity frame is read by itself and the message frame
+            # after it (recv_multipart would check RCVMORE per frame: microseconds per message).
             while True:
                 try:
-                    identity, *frames = sock.recv_multipart(zmq.NOBLOCK)
+                    identity = recv(NOBLOCK)
                 except zmq.Again:
                     break
+                frame = recv()
+                while sock.rcvmore:  # not ours: a peer of another version; drop the rest
+                    frame = None
+                    recv()
                 try:
-                    seq, batch = decode_batch(frames)
+                    if frame is None:
+                        raise protocol.ProtocolMismatch("a message of several frames")
+                    seq, batch = decode_batch(frame)
                 except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                     log.error("dropping a malformed message: %s", exc)
                     continue
                 pubsub.peer = identity
                 replies = execute_batch(batch)
                 events = blocking.take_events() if blocking.events else None
-                sock.send_multipart([identity, *encode_replies(seq, replies, events)])
+                send(identity, SNDMORE)
+                send(encode_replies(seq, replies, events))
                 if pubsub.pushes:
-                    for peer, entries in pubsub.take_pushes().items():
-                        sock.send_multipart([peer, *protocol.encode_push(entries)])
+                    self.send_pushes()
         self.close()
+
+    def send_pushes(self) -> None:
+        """Pub/sub messages and keyspace notifications, one message per router that wants some."""
+        for peer, entries in self.shard.pubsub.take_pushes().items():
+            self.socket.send(peer, SNDMORE)
+            self.socket.send(protocol.encode_push(entries))
 
     def close(self) -> None:
         self.socket.close(linger=0)
