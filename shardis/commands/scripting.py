@@ -3,8 +3,8 @@ worker side.
 
 Engine
     Real Lua through ``lupa``.  Redis embeds Lua 5.1, so we use ``lupa.lua51`` when the installed
-    lupa provides it (lupa 2.x wheels do) and fall back to lupa's default runtime otherwise
-    (:data:`LUA_RUNTIME` says which one is in use).  Every worker has its own interpreter and
+    lupa provides it (lupa 2.x wheels do) and fall back to lupa's default runtime otherwise;
+    lupa is imported by the first script a process runs.  Every worker has its own interpreter and
     its own sha1 -> script cache (:class:`ScriptEngine`), like every node of a Redis Cluster.
 
 Where a script runs
@@ -66,14 +66,21 @@ from shardis.resp import (
 )
 from shardis.slots import SlotMap
 
-try:  # Redis embeds Lua 5.1: use the same language when lupa ships it.
-    import lupa.lua51 as _lupa
+#: lupa's module, imported by the first script a worker runs (see ``_load_lupa``).
+_lupa: Any = None
 
-    LUA_RUNTIME = "lupa.lua51"
-except ImportError:  # pragma: no cover - depends on the installed lupa
-    import lupa as _lupa  # type: ignore[no-redef]
 
-    LUA_RUNTIME = "lupa (default runtime)"
+def _load_lupa() -> Any:
+    """Import lupa on first use: the Lua runtime costs ~4.5 MB of resident memory in every
+    process that imports it, and the router and most workers never run a script."""
+    global _lupa
+    if _lupa is None:
+        try:  # Redis embeds Lua 5.1: use the same language when lupa ships it.
+            import lupa.lua51 as module
+        except ImportError:  # pragma: no cover - depends on the installed lupa
+            import lupa as module  # type: ignore[no-redef]
+        _lupa = module
+    return _lupa
 
 S = "scripting"
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
@@ -244,7 +251,7 @@ class ScriptEngine:
         #: how many workers there are (from the router's ``__script_topology``), for the
         #: non-local key check; 1 until told (a lone shard owns every key).
         self.slots = SlotMap(1)
-        self.lua = _lupa.LuaRuntime(
+        self.lua = _load_lupa().LuaRuntime(
             encoding=None, register_eval=False, register_builtins=False,
             unpack_returned_tuples=True,
         )

@@ -11,7 +11,8 @@ log = logging.getLogger("shardis.router")
 
 
 async def serve(worker_addresses: list[str], host: str, port: int, config: dict[str, Any],
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+    """Serve clients until ``stop`` is set (by default: until SIGTERM or SIGINT)."""
     from shardis.router.client import ClientConnection
     from shardis.router.core import Router
 
@@ -23,9 +24,10 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
     server = await loop.create_server(
         lambda: ClientConnection(router), host=host, port=port, reuse_address=True, backlog=1024
     )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     log.info("router ready on %s:%d with %d workers", host, port, len(worker_addresses))
     if ready is not None:
         ready.set()
