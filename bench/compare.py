@@ -36,6 +36,7 @@ import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -241,19 +242,59 @@ def _status_kib(pid: int, field_name: str, path: str = "status") -> int:
 
 @dataclass
 class MemorySample:
-    """Memory of a process tree: RSS as the headline, PSS because it does not count the pages
-    that the Python processes share (the interpreter's code) once per process."""
+    """Memory of a process tree, three ways.
+
+    ``rss_bytes``: the sum of the processes' RSS, which counts a page shared by several of
+    them (the interpreter's and libraries' code, mapped by every Python process) once per
+    process.  ``unique_bytes``: the physical pages mapped by any process of the tree, each
+    counted once, from /proc/PID/pagemap (needs root to see page frame numbers; None
+    otherwise): the RAM the server occupies, what the memory target is stated on.  For one
+    process the two are equal.  ``pss_bytes``: PSS, which also splits pages shared with
+    processes outside the tree (libc...), so it undercounts a little.
+    """
 
     pids: list[int]
     rss_bytes: int
     pss_bytes: int
+    unique_bytes: int | None
 
 
 def sample_memory(root: int) -> MemorySample:
     pids = process_tree(root)
     rss = sum(_status_kib(pid, "VmRSS") for pid in pids) * 1024
     pss = sum(_status_kib(pid, "Pss", "smaps_rollup") for pid in pids) * 1024
-    return MemorySample(pids, rss, pss)
+    return MemorySample(pids, rss, pss, unique_resident_bytes(pids))
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PRESENT = 1 << 63
+_PFN_MASK = (1 << 55) - 1
+
+
+def unique_resident_bytes(pids: list[int]) -> int | None:
+    """Bytes of the distinct physical pages the processes map (pages in RAM, each once).
+
+    Reads each mapping's entries in /proc/PID/pagemap; without CAP_SYS_ADMIN the frame numbers
+    read as 0 and pages cannot be told apart: then None.
+    """
+    frames: set[int] = set()
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+                for line in maps:
+                    if line.rstrip().endswith("[vsyscall]"):
+                        continue
+                    start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+                    pagemap.seek(start // _PAGE * 8)
+                    entries = pagemap.read((end - start) // _PAGE * 8)
+                    for (entry,) in struct.iter_unpack("<Q", entries):
+                        if entry & _PRESENT:
+                            frames.add(entry & _PFN_MASK)
+    except OSError:
+        return None
+    if frames and frames <= {0}:
+        return None  # not allowed to see frame numbers
+    return len(frames) * _PAGE
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -827,6 +868,8 @@ def _memory_fields(empty: MemorySample, loaded: MemorySample) -> dict[str, Any]:
         "rss_loaded": loaded.rss_bytes,
         "pss_empty": empty.pss_bytes,
         "pss_loaded": loaded.pss_bytes,
+        "unique_empty": empty.unique_bytes,
+        "unique_loaded": loaded.unique_bytes,
     }
 
 
@@ -1016,6 +1059,12 @@ def _throughput_rows(results: list[ServerResult]) -> list[list[str]]:
     return rows
 
 
+def _resident(mem: dict[str, Any]) -> int:
+    """What the memory target is stated on: distinct resident pages, or the RSS sum when the
+    pages could not be told apart (not root)."""
+    return mem.get("unique_loaded") or mem["rss_loaded"]
+
+
 def _memory_rows(results: list[ServerResult]) -> list[list[str]]:
     redis = results[0].memory or {}
     rows = []
@@ -1025,17 +1074,19 @@ def _memory_rows(results: list[ServerResult]) -> list[list[str]]:
             rows.append([result.label, "err" if mem else "-"])
             continue
         mib = 1 << 20
+        unique = mem.get("unique_loaded")
         row = [result.label, str(mem["processes"]), f"{mem['load']['dbsize']:,}",
                f"{mem['rss_empty'] / mib:.1f}", f"{mem['rss_loaded'] / mib:.1f}",
-               f"{mem['pss_loaded'] / mib:.1f}",
+               f"{mem['pss_loaded'] / mib:.1f}", f"{unique / mib:.1f}" if unique else "-",
                f"{mem['bytes_per_key']:.0f}" if mem["bytes_per_key"] else "-"]
         if result is results[0] or "rss_loaded" not in redis:
-            row += ["", ""]
+            row += ["", "", ""]
         else:
             row += [_ratio(mem["bytes_per_key"] or 0, redis["bytes_per_key"] or 0),
-                    _ratio(mem["rss_loaded"], redis["rss_loaded"])]
+                    _ratio(mem["rss_loaded"], redis["rss_loaded"]),
+                    _ratio(_resident(mem), _resident(redis))]
         if result.workers == TARGET_WORKERS and "rss_loaded" in redis:
-            row.append(_target_status(mem["rss_loaded"] / redis["rss_loaded"], ("", "<=", 2.0)))
+            row.append(_target_status(_resident(mem) / _resident(redis), ("", "<=", 2.0)))
         rows.append(row)
     return rows
 
@@ -1112,9 +1163,12 @@ def render(results: list[ServerResult], memory_keys: int | None,
     parts = [format_table(header, _throughput_rows(results), 3), custom_legend()]
     if memory_keys is not None and any(result.memory for result in results):
         mem_header = ["memory", "procs", "keys", "RSS empty MiB", "RSS MiB", "PSS MiB",
-                      "bytes/key", ratio, f"RSS {ratio}", f"target@{TARGET_WORKERS}w"]
+                      "unique MiB", "bytes/key", ratio, f"RSS {ratio}", f"unique {ratio}",
+                      f"target@{TARGET_WORKERS}w"]
         parts.append(f"memory: {memory_keys:,} keys of {MEMORY_VALUE_SIZE} bytes; bytes/key = "
-                     "(RSS loaded - RSS empty) / DBSIZE; shardis = sum over all its processes")
+                     "(RSS loaded - RSS empty) / DBSIZE; shardis = sum over all its processes;\n"
+                     "unique = resident pages of all its processes, each counted once (RSS "
+                     "counts shared library pages once per process): the target's measure")
         parts.append(format_table(mem_header, _memory_rows(results), 1))
     if memory_hashes is not None and any(result.hash_memory for result in results):
         hash_header = ["hash memory", "procs", "hashes", "fields", "encoding", "RSS empty MiB",

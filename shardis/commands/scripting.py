@@ -43,7 +43,6 @@ Differences from Redis that remain (also in the report of the change that added 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -115,6 +114,8 @@ SHEBANG_FLAGS = frozenset(
 
 
 def sha1hex(body: bytes) -> str:
+    import hashlib  # here, not at the top: _hashlib maps OpenSSL (~3 MB) into every process
+
     return hashlib.sha1(body).hexdigest()
 
 
