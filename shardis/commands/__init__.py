@@ -73,6 +73,8 @@ class Command:
 
     #: The key position when this is a plain single-key command (the router's fast path), else 0.
     single_key: int = 0
+    #: A plain command the router answers itself (PING, ECHO...): its fast path skips ``lookup``.
+    router_plain: bool = False
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -81,6 +83,7 @@ class Command:
         plain = not self.subcommands and "internal" not in self.flags and self.parent is None
         single = plain and self.fanout is Fanout.SINGLE and self.first_key > 0
         self.single_key = self.first_key if single else 0
+        self.router_plain = plain and self.fanout is Fanout.ROUTER
 
     @property
     def fullname(self) -> str:

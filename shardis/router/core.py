@@ -268,7 +268,14 @@ class Router:
                         link.commands.append((proto, args))
                         fast += 1
                         continue
-            self.dispatch_generic(client, args)
+            if spec is not None and spec.router_plain and (
+                    len(args) == spec.arity if spec.arity > 0 else len(args) >= -spec.arity):
+                # A command the router answers itself, already resolved: no lookup() again.
+                self.stats.commands += 1
+                client.last_command = args[0]
+                self.run_router_command(client, spec, args)
+            else:
+                self.dispatch_generic(client, args)
             if client.waiting or client.closing:
                 self._count_fast(client, commands, fast)
                 return index + 1
