@@ -36,6 +36,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -768,6 +769,8 @@ class BenchRun:
     results: dict[str, dict[str, float]] = field(default_factory=dict)
     stderr: str = ""
     error: str | None = None
+    #: which pass over the servers this run belongs to (``--rounds``), from 1.
+    round: int = 1
 
 
 def parse_csv(text: str) -> dict[str, dict[str, float]]:
@@ -832,7 +835,8 @@ class ServerResult:
     error: str | None = None
 
 
-def benchmark_server(server: Server, base_requests: int, result: ServerResult) -> None:
+def benchmark_server(server: Server, base_requests: int, result: ServerResult,
+                     round_number: int = 1) -> None:
     """Probe which tests the server can run, fill the custom tests' keys, then run every
     configuration back to back: the ``-t`` tests in one invocation, each custom test in its
     own."""
@@ -849,13 +853,14 @@ def benchmark_server(server: Server, base_requests: int, result: ServerResult) -
         requests = config.requests(base_requests)
         print(f"  {server.label:<10} {config.name:<12} -n {requests:<7} "
               f"{','.join(tests + [test.name for test in customs])}", flush=True)
-        _record(result, run_benchmark(server.port, tests, config, requests))
+        _record(result, run_benchmark(server.port, tests, config, requests), round_number)
         for test in customs:
-            _record(result, run_custom(server.port, test, config, requests))
+            _record(result, run_custom(server.port, test, config, requests), round_number)
 
 
-def _record(result: ServerResult, run: BenchRun) -> None:
+def _record(result: ServerResult, run: BenchRun, round_number: int) -> None:
     """Keep a run as soon as it is done (an interrupt must not lose it) and say if it failed."""
+    run.round = round_number
     result.runs.append(run)
     if run.error:
         print(f"    {run.error}: {run.stderr[-500:]}", file=sys.stderr)
@@ -922,16 +927,19 @@ def run_all(args: argparse.Namespace, results: list[ServerResult]) -> None:
     """Throughput for every server first (back to back, so they see the same machine), then
     memory on fresh instances."""
     plan = server_plan(args.workers)
-    print(f"throughput: {len(plan)} servers x {len(CONFIGS)} configurations", flush=True)
-    for label, start, start_args, workers in plan:
-        result = ServerResult(label, workers)
-        results.append(result)
-        try:
-            with running(start, *start_args) as server:
-                benchmark_server(server, args.requests, result)
-        except (RuntimeError, OSError, RespError) as exc:
-            result.error = str(exc)
-            print(f"  {label}: {exc}", file=sys.stderr)
+    print(f"throughput: {len(plan)} servers x {len(CONFIGS)} configurations"
+          + (f", {args.rounds} rounds" if args.rounds > 1 else ""), flush=True)
+    results.extend(ServerResult(label, workers) for label, _, _, workers in plan)
+    for round_number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f" round {round_number} of {args.rounds}", flush=True)
+        for (label, start, start_args, _), result in zip(plan, results):
+            try:
+                with running(start, *start_args) as server:
+                    benchmark_server(server, args.requests, result, round_number)
+            except (RuntimeError, OSError, RespError) as exc:
+                result.error = str(exc)
+                print(f"  {label}: {exc}", file=sys.stderr)
     if args.skip_memory:
         return
     print(f"memory: loading {args.memory_keys:,} keys into a fresh instance of each server",
@@ -988,10 +996,14 @@ def _cell(result: ServerResult, config: str, test: str) -> str | dict[str, float
     "err" (the server or the benchmark failed) or "-" (not run: the run was interrupted)."""
     if result.supported and not result.supported.get(TEST_COMMAND[test], False):
         return "n/a"
-    run = _run_for(result, config, test)
-    if run is None:
-        return "err" if result.error else "-"
-    return run.results.get(ALL_TESTS[test], "err")
+    label = ALL_TESTS[test]
+    rounds = [run.results[label] for run in result.runs
+              if run.config == config and test in run.tests and label in run.results]
+    if not rounds:
+        return "err" if result.error or _run_for(result, config, test) else "-"
+    # With --rounds, each number is its median over the rounds: one slow phase of a shared
+    # machine then moves no ratio.
+    return {key: statistics.median(numbers[key] for numbers in rounds) for key in rounds[0]}
 
 
 def _ratio(value: float, base: float) -> str:
@@ -1161,6 +1173,9 @@ def render(results: list[ServerResult], memory_keys: int | None,
     header = ["test", "config", "server", "ops/s", ratio, "p50 ms", ratio, "p99 ms", ratio,
               f"target@{TARGET_WORKERS}w"]
     parts = [format_table(header, _throughput_rows(results), 3), custom_legend()]
+    rounds = max((run.round for result in results for run in result.runs), default=1)
+    if rounds > 1:
+        parts.insert(0, f"throughput and latency: each number is the median of {rounds} rounds")
     if memory_keys is not None and any(result.memory for result in results):
         mem_header = ["memory", "procs", "keys", "RSS empty MiB", "RSS MiB", "PSS MiB",
                       "unique MiB", "bytes/key", ratio, f"RSS {ratio}", f"unique {ratio}",
@@ -1220,7 +1235,7 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
                  load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
     return {
-        "schema": 3,
+        "schema": 4,
         "complete": complete,
         "started_utc": started.isoformat(),
         "finished_utc": finished.isoformat(),
@@ -1237,6 +1252,7 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "workers": args.workers,
             "quick": args.quick,
             "base_requests": args.requests,
+            "rounds": args.rounds,
             "random_keys": RANDOM_KEYS,
             "configs": [asdict(config) | {"requests": config.requests(args.requests)}
                         for config in CONFIGS],
@@ -1296,6 +1312,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"(default {DEFAULT_MEMORY_ZSETS:,})")
     parser.add_argument("--skip-memory", action="store_true",
                         help="skip the three memory tests (keys, hashes and zsets)")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="run the throughput tests N times over all servers, in turn, and "
+                             "report each number's median (default 1)")
     args = parser.parse_args(argv)
     if args.requests is None:
         args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
@@ -1305,9 +1324,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.memory_hashes = QUICK_MEMORY_HASHES if args.quick else DEFAULT_MEMORY_HASHES
     if args.memory_zsets is None:
         args.memory_zsets = QUICK_MEMORY_ZSETS if args.quick else DEFAULT_MEMORY_ZSETS
-    if min(args.requests, args.memory_keys, args.memory_hashes, args.memory_zsets) < 1:
-        parser.error("--requests, --memory-keys, --memory-hashes and --memory-zsets must be "
-                     "positive")
+    if min(args.requests, args.memory_keys, args.memory_hashes, args.memory_zsets,
+           args.rounds) < 1:
+        parser.error("--requests, --rounds, --memory-keys, --memory-hashes and --memory-zsets "
+                     "must be positive")
     return args
 
 
