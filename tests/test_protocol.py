@@ -38,3 +38,30 @@ def test_push_is_told_apart_from_replies() -> None:
 def test_foreign_batches_are_refused(frame: bytes) -> None:
     with pytest.raises(protocol.ProtocolMismatch):
         protocol.decode_batch(frame)
+
+
+def test_worker_drops_a_foreign_multiframe_message_and_stays_in_step(tmp_path) -> None:
+    """A peer of another version (two frames per message) must not desynchronise the worker's
+    reading of identity and message frames: the next proper batch is answered."""
+    import subprocess
+    import sys
+
+    import zmq
+
+    address = f"ipc://{tmp_path}/w.sock"
+    worker = subprocess.Popen([sys.executable, "-m", "shardis", "worker", "--listen", address,
+                               "--index", "0"], stderr=subprocess.DEVNULL)
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(address)
+        sock.send_multipart([b"SHD\x01\x01" + bytes(8), b"a version 1 payload"])
+        sock.send(protocol.encode_batch(9, [(2, [b"SET", b"k", b"v"]), (2, [b"GET", b"k"])]))
+        assert protocol.decode_replies(sock.recv()) == (9, [b"+OK\r\n", b"$1\r\nv\r\n"], ())
+    finally:
+        sock.close()
+        context.term()
+        worker.terminate()
+        worker.wait(timeout=10)

@@ -83,15 +83,12 @@ class WorkerServer:
                 except zmq.Again:
                     break
                 frame = recv()
-                while sock.rcvmore:  # not ours: a peer of another version; drop the rest
-                    frame = None
-                    recv()
                 try:
-                    if frame is None:
-                        raise protocol.ProtocolMismatch("a message of several frames")
                     seq, batch = decode_batch(frame)
                 except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                     log.error("dropping a malformed message: %s", exc)
+                    while sock.rcvmore:  # a peer of another version: drop its other frames
+                        recv()
                     continue
                 pubsub.peer = identity
                 replies = execute_batch(batch)
