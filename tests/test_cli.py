@@ -243,3 +243,70 @@ def test_router_refuses_workers_listed_in_the_wrong_order():
         for proc in workers:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def _tcp_worker(port: int, index: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "shardis", "worker", "--listen",
+                             f"tcp://127.0.0.1:{port}", "--index", str(index)],
+                            stderr=subprocess.DEVNULL)
+
+
+def _until(check, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except redis.RedisError:
+            pass
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_a_worker_that_reconnects_as_another_shard_is_refused():
+    """A worker restarted with the wrong --index where shard 0 was: its slots' commands get
+    Redis Cluster's CLUSTERDOWN error (no key lands on the wrong shard); once the right worker
+    is back there, they are served again.  The other shard is served throughout."""
+    from shardis.slots import SlotMap
+    from tests.servers import free_port, wait_for_port
+
+    slots = SlotMap(2)
+    key0 = next(f"k{i}" for i in range(100) if slots.worker_of(f"k{i}".encode()) == 0)
+    key1 = next(f"k{i}" for i in range(100) if slots.worker_of(f"k{i}".encode()) == 1)
+    worker_ports = [free_port() for _ in range(2)]
+    workers = [_tcp_worker(port, index) for index, port in enumerate(worker_ports)]
+    router_port = free_port()
+    connect = ",".join(f"tcp://127.0.0.1:{port}" for port in worker_ports)
+    router = subprocess.Popen([sys.executable, "-m", "shardis", "router", "--connect", connect,
+                               "--port", str(router_port)], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(router_port, router)
+        client = redis.Redis(port=router_port, socket_timeout=10)
+        assert client.set(key0, "a") and client.set(key1, "b")
+        workers[0].kill()
+        workers[0].wait(timeout=10)
+        workers[0] = _tcp_worker(worker_ports[0], 1)  # shard 1 again, at shard 0's address
+
+        def refused() -> bool:
+            try:
+                client.set(key0, "wrong place")
+            except redis.ResponseError as exc:
+                return str(exc) == "Hash slot not served" or "CLUSTERDOWN" in str(exc)
+            return False
+
+        _until(refused)
+        assert client.get(key1) == b"b"  # the other shard is untouched
+        workers[0].kill()
+        workers[0].wait(timeout=10)
+        workers[0] = _tcp_worker(worker_ports[0], 0)
+        _until(lambda: client.set(key0, "c"))
+        assert client.get(key0) == b"c" and client.get(key1) == b"b"
+        client.close()
+    finally:
+        router.terminate()
+        log = router.communicate(timeout=10)[1]
+        for proc in workers:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert "is shard 1 but is listed at position 0" in log

@@ -42,14 +42,12 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
         log.info("router stopped")
 
 
-#: How long the router waits for each worker to say which shard it is before it starts anyway.
-WORKER_CHECK_SECONDS = 20.0
-
-
 async def check_worker_order(router: Any) -> bool:
     """Each worker must be the shard its place in --connect says: a mis-ordered list would
     send keys to the wrong shards.  False (and a log line) on a mismatch; a worker that does
     not answer in time is only warned about (it may start later)."""
+    from shardis.router.core import WORKER_CHECK_SECONDS
+
     replies = [router.call(i, [b"__whoami"]) for i in range(len(router.links))]
     await asyncio.wait(replies, timeout=WORKER_CHECK_SECONDS)
     for index, reply in enumerate(replies):

@@ -46,6 +46,9 @@ from shardis.router.transactions import NOT_QUEUED, QUEUED_REPLY, end_transactio
 from shardis.slots import SLOT_MASK, SlotMap, hash_tag, xxh3
 
 log = logging.getLogger("shardis.router")
+
+#: How long the router waits for a worker to say which shard it is.
+WORKER_CHECK_SECONDS = 20.0
 _commands_get = COMMANDS.get
 
 
@@ -410,6 +413,12 @@ class Router:
         self.flush_scheduled = False
         for link in self.links:
             if link.commands:
+                if link.verifying:
+                    continue  # sent once the worker has said which shard it is
+                if link.refused is not None:
+                    self.fail_targets(link.take_queued(), link.refused)
+                    self.schedule_client_flush()
+                    continue
                 self.stats.batches += 1
                 link.flush()
                 # ZeroMQ's FD may have consumed its edge during the send: look for replies now.
@@ -606,6 +615,9 @@ class Router:
     def on_link_event(self, link: WorkerLink) -> None:
         dropped, back = link.connection_events()
         if dropped:
+            # Whatever connects here next is asked which shard it is before it gets commands
+            # (those sent in the instant before this event may still reach it first).
+            link.verifying = True
             self.on_link_readable(link)  # replies that arrived before the drop still count
             lost = link.take_inflight()
             if lost:
@@ -614,12 +626,40 @@ class Router:
                 self.fail_targets(lost, f"ERR worker {link.index} connection lost")
                 self.flush_clients()
         if back:
+            self.loop.create_task(self.verify_and_restore(link))
+
+    async def verify_and_restore(self, link: WorkerLink) -> None:
+        """A worker reconnected: before anything queued reaches it, ask which shard it is (a
+        worker restarted with another --index, or a shuffled address, would otherwise take
+        keys of other slots).  The right one gets its state back; a wrong one gets nothing:
+        every command for it fails until a reconnect brings the right one."""
+        link.verifying = True
+        future = self.loop.create_future()
+        link.send_alone(FutureTarget(future), 3, [b"__whoami"])
+        self.on_link_readable(link)  # the send may have consumed ZeroMQ's edge
+        try:
+            shard = await asyncio.wait_for(future, WORKER_CHECK_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("worker %d (%s) did not say which shard it is; using it anyway",
+                        link.index, link.address)
+            shard = link.index
+        if isinstance(shard, ReplyError):
+            return  # the connection dropped again: the next reconnect verifies again
+        link.verifying = False
+        if shard != link.index:
+            log.error("worker at %s is shard %s but is listed at position %d; refusing its "
+                      "slots' commands until the right worker connects there", link.address,
+                      shard, link.index)
+            link.refused = errors.CLUSTERDOWN_UNSERVED
+        else:
+            link.refused = None
             self.restore_worker_state(link.index)
+        self.schedule_flush()
 
     def restore_worker_state(self, worker: int) -> None:
         """A worker came back (restarted, empty): give it again what routers keep on workers:
         the notification classes, this router's pub/sub subscriptions and parked commands."""
-        log.info("worker %d reconnected: restoring subscriptions and blocked commands", worker)
+        log.info("worker %d connected: restoring subscriptions and blocked commands", worker)
         flags = self.config.get("notify-keyspace-events", 0)
         if flags:
             self.call(worker, [b"__notify", b"%d" % flags])

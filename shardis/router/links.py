@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 class WorkerLink:
     __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
-                 "seq", "monitor", "monitor_fd", "down")
+                 "seq", "monitor", "monitor_fd", "down", "verifying", "refused")
 
     def __init__(self, router: Router, index: int, address: str, context: zmq.Context) -> None:
         self.router = router
@@ -42,8 +42,14 @@ class WorkerLink:
         self.monitor = sock.get_monitor_socket(
             zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
         )
-        #: the worker dropped and has not reconnected yet.
-        self.down = False
+        #: the worker dropped (or has not connected yet) and has not reconnected: its next
+        #: handshake is checked (which shard is it?) before anything queued reaches it.
+        self.down = True
+        #: a worker reconnected and has not said yet which shard it is: commands wait queued.
+        self.verifying = False
+        #: the error for every command to this link: the worker that answered here is another
+        #: shard (a mis-ordered restart); cleared when a reconnect brings the right one.
+        self.refused: str | None = None
         self.monitor_fd = self.monitor.getsockopt(zmq.FD)
         # A ZeroMQ FD only starts signalling once the socket's events have been read.
         sock.getsockopt(zmq.EVENTS)
@@ -70,6 +76,18 @@ class WorkerLink:
         self.targets = []
         self.commands = []
         self.socket.send(protocol.encode_batch(self.seq, commands))
+
+    def send_alone(self, target: Any, proto: int, args: list[bytes]) -> None:
+        """Send one command now, as a batch of its own, ahead of whatever is queued."""
+        self.seq += 1
+        self.inflight.append((self.seq, [target]))
+        self.socket.send(protocol.encode_batch(self.seq, [(proto, args)]))
+
+    def take_queued(self) -> list[Any]:
+        """The targets of the commands queued and not sent (they will not be)."""
+        targets = self.targets
+        self.targets, self.commands = [], []
+        return targets
 
     def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
         """The targets of batch ``seq``, and those of earlier batches that were lost."""
