@@ -467,16 +467,23 @@ class Router:
         """Group a multi-key command's keys (with their values, for MSET) by worker.
 
         Returns ``{worker: (sub-command, positions of its keys among the request's keys)}``.
+        Runs for every key of every MSET/MGET/DEL: the slot lookup is inlined.
         """
         step = spec.step
-        worker_of = self.slots.worker_of
+        owners = self.owners
+        name = args[0]
         groups: dict[int, tuple[list[bytes], list[int]]] = {}
+        get_group = groups.get
         for position, index in enumerate(spec.key_indexes(args)):
-            worker = worker_of(args[index])
-            group = groups.get(worker)
+            key = args[index]
+            worker = owners[xxh3(hash_tag(key) if b"{" in key else key) & SLOT_MASK]
+            group = get_group(worker)
             if group is None:
-                group = groups[worker] = ([args[0]], [])
-            group[0].extend(args[index : index + step])
+                group = groups[worker] = ([name], [])
+            if step == 1:
+                group[0].append(key)
+            else:
+                group[0].extend(args[index : index + step])
             group[1].append(position)
         return groups
 
