@@ -63,5 +63,5 @@ def test_worker_drops_a_foreign_multiframe_message_and_stays_in_step(tmp_path) -
     finally:
         sock.close()
         context.term()
-        worker.terminate()
+        worker.kill()  # not terminate: a worker stuck in a bug must not outlive the test
         worker.wait(timeout=10)
