@@ -1222,11 +1222,13 @@ def shardis_version() -> str:
     return str(shardis.__version__)
 
 
-def write_json(report: dict[str, Any], started: datetime) -> Path:
+def write_json(report: dict[str, Any], started: datetime, bench: str = "compare",
+               indent: int = 2) -> Path:
+    """``bench/results/<bench>-<UTC start>.json``, written whole or not at all."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"compare-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = RESULTS_DIR / f"{bench}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(json.dumps(report, indent=indent) + "\n")
     tmp.replace(path)
     return path
 

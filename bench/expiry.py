@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
-import json
 import os
 import platform
 import random
@@ -58,7 +57,6 @@ from typing import Any
 
 from bench.compare import (
     BENCH_TIMEOUT_S,
-    RESULTS_DIR,
     RespError,
     Server,
     call,
@@ -75,6 +73,7 @@ from bench.compare import (
     shardis_version,
     start_redis,
     start_shardis,
+    write_json,
 )
 
 DEFAULT_KEYS = 1_000_000
@@ -545,15 +544,6 @@ def render(results: list[ServerRun], keys: int) -> str:
     return title + "\n\n" + format_table(header, _rows(results), 2)
 
 
-def write_json(report: dict[str, Any], started: datetime) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"expiry-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1) + "\n")
-    tmp.replace(path)
-    return path
-
-
 def build_report(args: argparse.Namespace, results: list[ServerRun], started: datetime,
                  load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
@@ -617,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def report(results: list, started: datetime, load_before: tuple, complete: bool) -> Path:
         print(render(results, args.keys))
-        return write_json(build_report(args, results, started, load_before, complete), started)
+        return write_json(build_report(args, results, started, load_before, complete), started,
+                          "expiry", indent=1)
 
     return run_reported(lambda results: run_all(args, results), report)
 

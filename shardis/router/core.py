@@ -255,24 +255,25 @@ class Router:
         fast = 0
         for index, args in enumerate(commands):
             spec = get_spec(args[0])
-            if spec is not None and spec.single_key:
-                argc = len(args)
-                arity = spec.arity
-                if argc == arity if arity > 0 else argc >= -arity:
-                    key = args[spec.single_key]
-                    if b"{" in key:
-                        key = hash_tag(key)
-                    worker = owners[xxh3(key) & SLOT_MASK]
-                    if not gates or worker not in gates:
-                        reply = Reply(client)
-                        queue_reply(reply)
-                        link = links[worker]
-                        link.targets.append(reply)
-                        link.commands.append((proto, args))
-                        fast += 1
-                        continue
-            if spec is not None and spec.router_plain and (
-                    len(args) == spec.arity if spec.arity > 0 else len(args) >= -spec.arity):
+            if spec is None:
+                arity_ok = False
+            else:
+                argc, arity = len(args), spec.arity
+                arity_ok = argc == arity if arity > 0 else argc >= -arity
+            if arity_ok and spec.single_key:  # type: ignore[union-attr]
+                key = args[spec.single_key]  # type: ignore[union-attr]
+                if b"{" in key:
+                    key = hash_tag(key)
+                worker = owners[xxh3(key) & SLOT_MASK]
+                if not gates or worker not in gates:
+                    reply = Reply(client)
+                    queue_reply(reply)
+                    link = links[worker]
+                    link.targets.append(reply)
+                    link.commands.append((proto, args))
+                    fast += 1
+                    continue
+            if arity_ok and spec.router_plain:  # type: ignore[union-attr]
                 # A command the router answers itself, already resolved: no lookup() again.
                 self.stats.commands += 1
                 client.last_command = args[0]
@@ -416,7 +417,7 @@ class Router:
                 if link.verifying:
                     continue  # sent once the worker has said which shard it is
                 if link.refused is not None:
-                    self.fail_targets(link.take_queued(), link.refused)
+                    self.fail_targets(link.take_queued()[0], link.refused)
                     self.schedule_client_flush()
                     continue
                 self.stats.batches += 1

@@ -68,26 +68,23 @@ class WorkerLink:
 
     def flush(self) -> None:
         """Send everything queued as one message."""
-        commands = self.commands
-        if not commands:
-            return
-        self.seq += 1
-        self.inflight.append((self.seq, self.targets))
-        self.targets = []
-        self.commands = []
-        self.socket.send(protocol.encode_batch(self.seq, commands))
+        if self.commands:
+            self._send_batch(*self.take_queued())
 
     def send_alone(self, target: Any, proto: int, args: list[bytes]) -> None:
         """Send one command now, as a batch of its own, ahead of whatever is queued."""
-        self.seq += 1
-        self.inflight.append((self.seq, [target]))
-        self.socket.send(protocol.encode_batch(self.seq, [(proto, args)]))
+        self._send_batch([target], [(proto, args)])
 
-    def take_queued(self) -> list[Any]:
-        """The targets of the commands queued and not sent (they will not be)."""
-        targets = self.targets
+    def take_queued(self) -> tuple[list[Any], list[tuple[int, list[bytes]]]]:
+        """(targets, commands) queued and not sent yet; the queue is left empty."""
+        queued = self.targets, self.commands
         self.targets, self.commands = [], []
-        return targets
+        return queued
+
+    def _send_batch(self, targets: list[Any], commands: list[tuple[int, list[bytes]]]) -> None:
+        self.seq += 1
+        self.inflight.append((self.seq, targets))
+        self.socket.send(protocol.encode_batch(self.seq, commands))
 
     def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
         """The targets of batch ``seq``, and those of earlier batches that were lost."""
