@@ -27,9 +27,9 @@ and error replies follow Redis 7.0's format (``ERR user_script:1: ... script: <s
 Differences from Redis that remain (also in the report of the change that added this):
 
 * The libraries Redis bundles (cjson, cmsgpack, bit, struct) are not available.
-* Only the globals table is protected (reading an undefined global or assigning a new one
-  fails as in Redis); Redis 7 also makes the ``redis`` table and the standard libraries
-  read-only, which plain Lua cannot express without proxies.
+* The sandbox (see ``_BOOTSTRAP``) makes globals and libraries read-only with proxies, as
+  Redis 7 does with its patched Lua: ``#`` and ``unpack`` on a library table see nothing, and
+  the ``redis`` functions are Python callables (``type(redis.call)`` is ``userdata``).
 * No script timeout: SCRIPT KILL answers NOTBUSY and a script that loops forever blocks its
   worker (Redis would answer BUSY to other clients meanwhile).
 * ``debug`` reads as nil instead of failing as an undefined global (lupa's error path looks
@@ -87,6 +87,9 @@ CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
 NON_LOCAL_KEY = "Script attempted to access a non local key in a cluster node"
 NUMKEYS_NEGATIVE = "ERR Number of keys can't be negative"
 NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
+#: Bound of a worker's Lua heap (scripts, their data and the script cache): past it a script
+#: fails with Lua's "not enough memory" instead of taking the worker's memory.
+LUA_MAX_MEMORY = 512 * 1024 * 1024
 LLONG_MIN = -(1 << 63)
 LLONG_MAX = (1 << 63) - 1
 
@@ -129,35 +132,117 @@ def parse_numkeys(args: list[bytes]) -> int:
     return numkeys
 
 
-# The Lua side: Redis's API written in Lua over one Python entry point (``pycall``), the
-# error handler, and the global-table protection.  Loaded under the chunk name "=shardis" so
-# the error handler can skip these frames and point at the user's line, as Redis does.
+# The Lua side: the sandbox, the error handler and Redis's pcall, loaded under the chunk name
+# "=shardis" so the error handler can skip these frames and point at the user's line, as Redis
+# does.
+#
+# The sandbox, as sealed as Redis 7.0's (which patches Lua with read-only tables; plain Lua
+# 5.1 needs proxies):
+#
+# * The running thread's globals become an empty proxy ``P`` (``setfenv(0, P)``): every chunk
+#   compiled afterwards (user scripts, and ``loadstring`` inside them) reads globals through
+#   it and can never write one ("Attempt to modify a readonly table"); reading an undefined
+#   global fails as in Redis.  The real globals table stays a local of this chunk.
+# * The libraries (``redis``, ``string``, ``table``, ``math``, ``coroutine``) are read-only
+#   proxies too, and so is the strings' metatable: nothing a script does can leak into
+#   another client's script.
+# * The C functions that write into a table given to them (``rawset``, ``setmetatable``,
+#   ``table.insert``/``remove``/``sort``) refuse a proxy; ``rawget``, ``next``, ``pairs`` and
+#   ``ipairs`` see through one, so reading works as in Redis.
+# * No ``os``, ``io``, ``debug``, ``require``, ``package``, ``getfenv``/``setfenv``,
+#   ``newproxy``, ``dofile``, ``loadfile``, ``print``, ``python``; ``loadstring`` and ``load``
+#   refuse bytecode (it could break the VM's invariants).
+# * Python objects: the ``redis`` API functions are Python callables (so that a user's
+#   ``return redis.call(...)`` keeps its frame for error positions), but the runtime's
+#   attribute filter refuses every attribute (see ``_no_attributes``), their metatable is
+#   hidden, and errors raised in Python reach scripts as Lua tables or strings, never as
+#   Python objects (``pcall``, ``xpcall`` and ``coroutine.resume`` convert them).
 _BOOTSTRAP = r"""
-local redis, unwrap = ...
+local redis_api, unwrap = ...
 local dbg = debug
+local globals = _G
+local lua_type, lua_tostring, lua_error = type, tostring, error
+local lua_rawset, lua_rawget, lua_next = rawset, rawget, next
+local lua_setmetatable, lua_getmetatable = setmetatable, getmetatable
+local lua_pairs, lua_ipairs, lua_unpack, lua_maxn = pairs, ipairs, unpack, table.maxn
+local lua_pcall, lua_xpcall, lua_loadstring, lua_setfenv = pcall, xpcall, loadstring, setfenv
+local table_insert, table_remove, table_sort, table_concat = table.insert, table.remove,
+                                                              table.sort, table.concat
+local co_resume = coroutine.resume
+local READONLY = 'Attempt to modify a readonly table'
 
--- An error raised by one of the Python functions of the redis table reaches Lua as the
--- Python exception (userdata); ``unwrap`` gives back the Lua table it carries.
-local function as_table(err)
-  if type(err) == 'userdata' then
+-- read-only proxy -> the real table behind it (weak keys: proxies live as long as used)
+local real_of = lua_setmetatable({}, {__mode = 'k'})
+
+local function deny_write() lua_error(READONLY, 2) end
+
+local function protect(t)
+  local proxy = {}
+  real_of[proxy] = t
+  lua_setmetatable(proxy, {__index = t, __newindex = deny_write, __metatable = false})
+  return proxy
+end
+
+local function writable(t)
+  if real_of[t] then lua_error(READONLY, 0) end
+  return t
+end
+
+-- An error raised by one of the Python functions of the redis table reaches Lua as a Python
+-- object; scripts get the Lua table it carries ({err=...}), or its text.
+local function as_lua(err)
+  if lua_type(err) == 'userdata' then
     local t = unwrap(err)
     if t ~= nil then return t end
+    return lua_tostring(err)
   end
   return err
 end
 
 -- Redis 7's pcall: an error that is a table {err=...} comes back as its message.
-local lua_pcall = pcall
 local function redis_pcall(f, ...)
   local result = {lua_pcall(f, ...)}
   if not result[1] then
-    local err = as_table(result[2])
-    if type(err) == 'table' and type(err.err) == 'string' then
+    local err = as_lua(result[2])
+    if lua_type(err) == 'table' and lua_type(err.err) == 'string' then
       return false, err.err
     end
     return false, err
   end
-  return unpack(result, 1, table.maxn(result))
+  return lua_unpack(result, 1, lua_maxn(result))
+end
+
+local function redis_xpcall(f, handler)
+  return lua_xpcall(f, function(err) return handler(as_lua(err)) end)
+end
+
+local function redis_resume(co, ...)
+  local result = {co_resume(co, ...)}
+  if not result[1] then result[2] = as_lua(result[2]) end
+  return lua_unpack(result, 1, lua_maxn(result))
+end
+
+-- Redis compiles chunks as text only: bytecode fails as the parser sees it.
+local function text_loadstring(chunk, name)
+  if lua_type(chunk) == 'string' and chunk:byte(1) == 27 then
+    local shown = name or chunk:match('^[^%z\n\r]*')
+    return nil, '[string "' .. shown .. '"]:1: unexpected symbol near \'char(27)\''
+  end
+  return lua_loadstring(chunk, name)
+end
+
+local function text_load(reader, name)
+  if lua_type(reader) ~= 'function' then
+    lua_error("bad argument #1 to '?' (function expected, got " .. lua_type(reader) .. ")", 2)
+  end
+  local pieces = {}
+  while true do
+    local piece = reader()
+    if piece == nil or piece == '' then break end
+    if lua_type(piece) ~= 'string' then return nil, 'reader function must return a string' end
+    pieces[#pieces + 1] = piece
+  end
+  return text_loadstring(table_concat(pieces), name or '=(load)')
 end
 
 -- __redis__err__handler: where the error happened (skipping one C frame) and a table error.
@@ -168,13 +253,13 @@ local function err_handler(err)
     level = 3
     info = dbg.getinfo(level, 'nSl')
   end
-  while info and info.source == '=shardis' do  -- the globals guard: a C function in Redis
+  while info and info.source == '=shardis' do  -- the sandbox's wrappers: C in Redis
     level = level + 1
     info = dbg.getinfo(level, 'nSl')
   end
-  err = as_table(err)
-  if type(err) ~= 'table' then
-    err = {err = 'ERR ' .. tostring(err)}
+  err = as_lua(err)
+  if lua_type(err) ~= 'table' then
+    err = {err = 'ERR ' .. lua_tostring(err)}
   end
   if info then
     err.source = info.source
@@ -184,29 +269,72 @@ local function err_handler(err)
 end
 
 local function run(f, keys, argv)
-  rawset(_G, 'KEYS', keys)
-  rawset(_G, 'ARGV', argv)
-  local ok, result = xpcall(f, err_handler)
+  lua_rawset(globals, 'KEYS', keys)
+  lua_rawset(globals, 'ARGV', argv)
+  local ok, result = lua_xpcall(f, err_handler)
   return ok, result
 end
 
 local function compile(body)
-  return loadstring(body, '@user_script')
+  return lua_loadstring(body, '@user_script')
 end
 
-rawset(_G, 'redis', redis)
-rawset(_G, 'pcall', redis_pcall)
-for _, name in ipairs({'print', 'dofile', 'loadfile', 'debug', 'os', 'io', 'package',
-                       'require', 'module', 'python'}) do
-  rawset(_G, name, nil)
+-- The libraries scripts see, each behind a read-only proxy.
+local function copy(t)
+  local c = {}
+  for k, v in lua_pairs(t) do c[k] = v end
+  return c
 end
-setmetatable(_G, {
+local tablelib = copy(table)
+tablelib.insert = function(t, ...) return table_insert(writable(t), ...) end
+tablelib.remove = function(t, ...) return table_remove(writable(t), ...) end
+tablelib.sort = function(t, ...) return table_sort(writable(t), ...) end
+local colib = copy(coroutine)
+colib.resume = redis_resume
+local stringlib = protect(string)
+
+local safe = {
+  redis = protect(redis_api), string = stringlib, table = protect(tablelib),
+  math = protect(math), coroutine = protect(colib),
+  pcall = redis_pcall, xpcall = redis_xpcall, loadstring = text_loadstring, load = text_load,
+  rawset = function(t, k, v) return lua_rawset(writable(t), k, v) end,
+  rawget = function(t, k) return lua_rawget(real_of[t] or t, k) end,
+  next = function(t, k) return lua_next(real_of[t] or t, k) end,
+  pairs = function(t) local r = real_of[t] if r then return lua_next, r, nil end
+                      return lua_pairs(t) end,
+  ipairs = function(t) return lua_ipairs(real_of[t] or t) end,
+  setmetatable = function(t, mt) return lua_setmetatable(writable(t), mt) end,
+  getmetatable = function(v)
+    if real_of[v] or lua_type(v) == 'userdata' then return nil end
+    return lua_getmetatable(v)
+  end,
+}
+for name, value in lua_pairs(safe) do lua_rawset(globals, name, value) end
+for _, name in lua_ipairs({'print', 'dofile', 'loadfile', 'debug', 'os', 'io', 'package',
+                           'require', 'module', 'python', 'getfenv', 'setfenv', 'newproxy'}) do
+  lua_rawset(globals, name, nil)
+end
+
+-- Strings' methods ("x"):upper() go through the read-only string library; the metatable
+-- itself shows as a read-only proxy.
+local string_mt = lua_getmetatable('')
+string_mt.__index = stringlib
+string_mt.__metatable = protect(string_mt)
+
+-- The Python objects' metatable (shared by all of them) is out of reach.
+lua_rawset(lua_getmetatable(redis_api.call), '__metatable', false)
+
+-- Globals: reads of undefined names fail as in Redis; every write fails.
+local proxy_globals = protect(globals)
+lua_rawset(globals, '_G', proxy_globals)
+lua_setmetatable(globals, {
   __index = function(_, name)
     if name == 'debug' then return nil end  -- lupa's own error path looks it up
-    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+    lua_error("Script attempted to access nonexistent global variable '"
+              .. lua_tostring(name) .. "'", 2)
   end,
-  __newindex = function() error('Attempt to modify a readonly table', 2) end,
 })
+lua_setfenv(0, proxy_globals)
 return run, compile
 """
 
@@ -218,6 +346,13 @@ class LuaRaise(Exception):
     def __init__(self, table: Any) -> None:
         super().__init__("script error")
         self.table = table
+
+
+def _no_attributes(obj: object, name: object, is_setting: bool) -> object:
+    """lupa's attribute filter: a script may call the ``redis`` API's Python functions but
+    read or write no attribute of any Python object (``redis.call.__class__``,
+    ``__globals__``... would lead to the interpreter and from there to the machine)."""
+    raise AttributeError("attempt to index a function value")
 
 
 def _unwrap(error: object) -> object:
@@ -254,9 +389,11 @@ class ScriptEngine:
         self.slots = SlotMap(1)
         self.lua = _load_lupa().LuaRuntime(
             encoding=None, register_eval=False, register_builtins=False,
-            unpack_returned_tuples=True,
+            unpack_returned_tuples=True, attribute_filter=_no_attributes,
+            max_memory=LUA_MAX_MEMORY,
         )
         loader = self.lua.eval("loadstring")
+        self._tostring = self.lua.eval("tostring")
         bootstrap = loader(_BOOTSTRAP.encode(), b"=shardis")
         if isinstance(bootstrap, tuple):  # pragma: no cover - (nil, message): a bug above
             raise RuntimeError(bootstrap[1])
@@ -378,7 +515,7 @@ class ScriptEngine:
             self._raise("wrong number of arguments")
         value = values[0]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = self.lua.eval("tostring")(value)
+            value = self._tostring(value)
         return _lua_sha1(value if isinstance(value, bytes) else b"")
 
     def _error_reply(self, *values: object) -> Any:
