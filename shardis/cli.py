@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
-from shardis import REDIS_VERSION, __version__
+from shardis import REDIS_VERSION, __version__, config
 from shardis.logs import setup_logging
 
 
@@ -45,6 +46,14 @@ def _add_listen_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=6379, help="TCP port (default 6379)")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--dir", default=".", help="data directory (default: current)")
+    config.add_flags(parser, skip=("port", "bind", "dir"))
+
+
+def router_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Every directive's value for the router: defaults, then the flags given."""
+    values = config.from_args(args, parser)
+    values.update(bind=args.bind, port=args.port, dir=os.path.abspath(args.dir))
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging("supervisor", args.log_level)
         if args.workers < 1:
             parser.error("--workers must be at least 1")
-        return Supervisor(args.workers, args.bind, args.port, args.dir, args.log_level).run()
+        return Supervisor(args.workers, args.bind, args.port, args.dir, args.log_level,
+                          router_config(args, parser)).run()
     if args.command == "router":
         from shardis.router.app import run_router
 
@@ -68,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
             _die_with_parent()
         addresses = [a.strip() for a in args.connect.split(",") if a.strip()]
-        run_router(addresses, args.bind, args.port,
-                   {"bind": args.bind, "port": args.port, "dir": os.path.abspath(args.dir)})
+        run_router(addresses, args.bind, args.port, router_config(args, parser))
         return 0
     if args.command == "worker":
         from shardis.worker.server import run_worker

@@ -27,12 +27,14 @@ log = logging.getLogger("shardis.supervisor")
 
 class Supervisor:
     def __init__(self, workers: int, host: str, port: int, data_dir: str,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", config: dict[str, Any] | None = None) -> None:
         self.worker_count = workers
         self.host = host
         self.port = port
         self.data_dir = os.path.abspath(data_dir)
         self.log_level = log_level
+        #: the router's directives (``shardis.config``); bind, port and dir come from above.
+        self.config = dict(config or {})
         self.run_dir = tempfile.mkdtemp(prefix="shardis-run-")
         self.addresses = [f"ipc://{self.run_dir}/worker-{i}.sock" for i in range(workers)]
         self.children: dict[str, subprocess.Popen] = {}
@@ -94,7 +96,8 @@ class Supervisor:
             loop.add_signal_handler(sig, stop_requested)
         if self.stopping:
             return 0
-        config: dict[str, Any] = {"bind": self.host, "port": self.port, "dir": self.data_dir}
+        config: dict[str, Any] = {**self.config, "bind": self.host, "port": self.port,
+                                  "dir": self.data_dir}
         ready = asyncio.Event()
         router = asyncio.create_task(
             serve(self.addresses, self.host, self.port, config, ready, stop))

@@ -67,4 +67,7 @@ def run_router(worker_addresses: list[str], host: str, port: int,
     """Entry point of the router process."""
     import uvloop
 
-    uvloop.run(serve(worker_addresses, host, port, config or {"bind": host, "port": port}))
+    from shardis.config import defaults
+
+    values = {**defaults(), "bind": host, "port": port, **(config or {})}
+    uvloop.run(serve(worker_addresses, host, port, values))

@@ -191,7 +191,10 @@ class Router:
 
         load_families()
         load_handlers()
-        self.config = config or {}
+        from shardis.config import defaults
+
+        #: every directive's current value (``shardis.config``), by its redis.conf name.
+        self.config = {**defaults(), **(config or {})}
         self.loop = asyncio.get_event_loop()
         self.context = zmq.Context.instance()
         self.links = [

@@ -10,6 +10,8 @@ from typing import Any
 
 from shardis import REDIS_VERSION, __version__, errors
 from shardis.commands import Command, all_commands, find, help_reply, lookup
+from shardis.config import ConfigError, render
+from shardis.config import lookup as config_lookup
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
 from shardis.notify import INVALID_CLASSES, format_flags, parse_flags
@@ -160,23 +162,20 @@ def time_(router: Any, client: Any, args: list[bytes]) -> object:
 
 # CONFIG --------------------------------------------------------------------------------------
 def config_table(router: Any) -> dict[bytes, bytes]:
-    """The parameters CONFIG GET reports; fixed ones describe what shardis does."""
+    """The parameters CONFIG GET reports: every directive of ``shardis.config``, and fixed
+    ones that describe what shardis does."""
     config = router.config
-    return {
-        b"bind": str(config.get("bind", "127.0.0.1")).encode(),
-        b"port": str(config.get("port", 6379)).encode(),
-        b"dir": str(config.get("dir", os.getcwd())).encode(),
+    table = {name.encode(): value.encode() for name, value in render(config).items()}
+    table.update({
         b"databases": b"1",
         b"save": b"",
         b"appendonly": b"no",
         b"maxmemory": b"0",
         b"maxmemory-policy": b"noeviction",
-        b"maxclients": b"10000",
-        b"timeout": b"0",
-        b"proto-max-bulk-len": b"536870912",
         b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),
         b"cluster-enabled": b"no",
-    }
+    })
+    return table
 
 
 @router_command("config|get")
@@ -190,26 +189,70 @@ def config_get(router: Any, client: Any, args: list[bytes]) -> object:
     return found
 
 
-def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
-    if len(args) % 2:
+#: directive name -> what must happen when CONFIG SET changes it (``handler(router, value)``),
+#: registered by the modules that use the directive (see :func:`on_config_set`).
+CONFIG_HOOKS: dict[str, Any] = {}
+
+
+def on_config_set(name: str) -> Any:
+    """Register ``handler(router, value)`` to run after CONFIG SET changes ``name``."""
+    def register(handler: Any) -> Any:
+        CONFIG_HOOKS[name] = handler
+        return handler
+    return register
+
+
+def _config_set_failed(name: bytes, reason: str) -> ReplyError:
+    return ReplyError(f"ERR CONFIG SET failed (possibly related to argument "
+                      f"'{name.decode(errors='replace')}') - {reason}")
+
+
+def parse_config_set(args: list[bytes]) -> dict[str, Any]:
+    """CONFIG SET's pairs, checked as Redis checks them (all or nothing): directive -> value."""
+    if len(args) < 4 or len(args) % 2:
         raise ReplyError(errors.wrong_arity("config|set"))
-    for name, value in zip(args[2::2], args[3::2]):
-        if name.lower() != b"notify-keyspace-events":
-            raise ReplyError(
-                "ERR Unknown option or number of arguments for CONFIG SET - "
-                f"'{name.decode(errors='replace')}'"
-            )
-        if parse_flags(value) is None:
-            raise ReplyError(INVALID_CLASSES)
+    changes: dict[str, Any] = {}
+    for raw_name, raw_value in zip(args[2::2], args[3::2]):
+        text_name = raw_name.decode(errors="replace").lower()
+        if text_name == "notify-keyspace-events":
+            flags = parse_flags(raw_value)
+            if flags is None:
+                raise ReplyError(INVALID_CLASSES)
+            directive_name, value = text_name, flags
+        else:
+            directive = config_lookup(text_name)
+            if directive is None:
+                raise ReplyError("ERR Unknown option or number of arguments for CONFIG SET - "
+                                 f"'{raw_name.decode(errors='replace')}'")
+            if not directive.mutable:
+                raise _config_set_failed(raw_name, "can't set immutable config")
+            try:
+                value = directive.parse(raw_value.decode(errors="replace"))
+            except ConfigError as exc:
+                raise _config_set_failed(raw_name, str(exc)) from None
+            directive_name = directive.name
+        if directive_name in changes:
+            raise _config_set_failed(raw_name, "duplicate parameter")
+        changes[directive_name] = value
+    return changes
+
+
+def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
+    parse_config_set(args)
     return Plan(workers=router.all_workers)
 
 
 @coordinated("config|set", _config_set_plan)
 async def config_set(router: Any, client: Any, args: list[bytes]) -> object:
-    """Only notify-keyspace-events can be changed at run time; every worker learns it."""
-    for value in args[3::2]:
-        flags = parse_flags(value) or 0
-        router.config["notify-keyspace-events"] = flags
+    """Router-side directives change at once; notify-keyspace-events reaches every worker."""
+    changes = parse_config_set(args)
+    for name, value in changes.items():
+        router.config[name] = value
+        hook = CONFIG_HOOKS.get(name)
+        if hook is not None:
+            hook(router, value)
+    if "notify-keyspace-events" in changes:
+        flags = changes["notify-keyspace-events"]
         for reply in await router.call_all([b"__notify", b"%d" % flags]):
             if type(reply) is ReplyError:
                 raise reply

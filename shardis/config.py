@@ -1,0 +1,211 @@
+"""The configuration directives shardis knows: one table, read by the command line, by
+CONFIG GET and by CONFIG SET.
+
+Every directive is named as in ``redis.conf`` and is also a flag of ``shardis up`` and
+``shardis router`` (``--requirepass s3cret``, ``--maxclients 100``), as redis-server takes
+them.  Values are kept parsed in the router's ``config`` dict under the directive's name; CONFIG
+GET prints them back as Redis does (``yes``/``no``, plain integers).
+
+Errors follow Redis 7.0's CONFIG SET texts (``argument couldn't be parsed into an integer``,
+``argument must be between 0 and 2147483647 inclusive``, ``can't set immutable config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+LLONG_MAX = (1 << 63) - 1
+INT_MAX = (1 << 31) - 1
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3,
+          "gb": 1024**3}
+
+
+class ConfigError(ValueError):
+    """A value a directive refuses; the text is Redis's reason (after the ``-``)."""
+
+
+def parse_memory(text: str) -> int:
+    """Redis's memtoull: an integer with an optional k/kb/m/mb/g/gb unit (any case)."""
+    lowered = text.strip().lower()
+    digits = lowered.rstrip("kmgb")
+    unit = lowered[len(digits):]
+    if unit not in _UNITS or not _is_integer(digits):
+        raise ConfigError("argument couldn't be parsed into an integer")
+    return int(digits) * _UNITS[unit]
+
+
+def _is_integer(text: str) -> bool:
+    return text.removeprefix("-").isdigit()
+
+
+def parse_integer(text: str) -> int:
+    stripped = text.strip()
+    if not _is_integer(stripped):
+        raise ConfigError("argument couldn't be parsed into an integer")
+    return int(stripped)
+
+
+@dataclass(frozen=True)
+class Directive:
+    """One directive: how to parse it, how to print it, its bounds, whether it may change."""
+
+    name: str
+    default: Any
+    kind: str = "string"  # string | bool | int | memory | enum | custom
+    low: int = 0
+    high: int = LLONG_MAX
+    choices: tuple[str, ...] = ()
+    mutable: bool = True
+    alias: str | None = None
+    #: for ``custom`` directives: (text -> value, value -> text).
+    codec: tuple[Callable[[str], Any], Callable[[Any], str]] | None = None
+    help: str = ""
+
+    def parse(self, text: str) -> Any:
+        if self.kind == "bool":
+            lowered = text.lower()
+            if lowered not in ("yes", "no"):
+                raise ConfigError("argument must be 'yes' or 'no'")
+            return lowered == "yes"
+        if self.kind in ("int", "memory"):
+            value = parse_memory(text) if self.kind == "memory" else parse_integer(text)
+            if not self.low <= value <= self.high:
+                raise ConfigError(
+                    f"argument must be between {self.low} and {self.high} inclusive")
+            return value
+        if self.kind == "enum":
+            lowered = text.lower()
+            if lowered not in self.choices:
+                raise ConfigError("argument(s) must be one of the following: "
+                                  + ", ".join(self.choices))
+            return lowered
+        if self.kind == "custom" and self.codec is not None:
+            return self.codec[0](text)
+        return text
+
+    def format(self, value: Any) -> str:
+        if self.kind == "bool":
+            return "yes" if value else "no"
+        if self.kind == "custom" and self.codec is not None:
+            return self.codec[1](value)
+        return str(value)
+
+
+# client-output-buffer-limit: "<class> <hard> <soft> <soft seconds>" triples ---------------------
+OUTPUT_CLASSES = ("normal", "slave", "pubsub")
+
+
+def parse_output_limits(text: str) -> dict[str, tuple[int, int, int]]:
+    """Redis's client-output-buffer-limit: classes not named keep their defaults."""
+    words = text.split()
+    if not words or len(words) % 4:
+        raise ConfigError("Wrong number of arguments in buffer limit configuration.")
+    limits = dict(DEFAULT_OUTPUT_LIMITS)
+    for index in range(0, len(words), 4):
+        name = words[index].lower()
+        if name == "replica":
+            name = "slave"
+        if name not in OUTPUT_CLASSES:
+            raise ConfigError("Invalid client class specified in buffer limit configuration.")
+        try:
+            hard, soft = parse_memory(words[index + 1]), parse_memory(words[index + 2])
+            seconds = parse_integer(words[index + 3])
+        except ConfigError:
+            raise ConfigError("Error in hard, soft or soft_seconds setting in buffer limit "
+                              "configuration.") from None
+        if hard < 0 or soft < 0 or seconds < 0:
+            raise ConfigError("Error in hard, soft or soft_seconds setting in buffer limit "
+                              "configuration.")
+        limits[name] = (hard, soft, seconds)
+    return limits
+
+
+def format_output_limits(limits: dict[str, tuple[int, int, int]]) -> str:
+    return " ".join(f"{name} {' '.join(map(str, limits[name]))}" for name in OUTPUT_CLASSES)
+
+
+DEFAULT_OUTPUT_LIMITS = {
+    "normal": (0, 0, 0),
+    "slave": (268435456, 67108864, 60),
+    "pubsub": (33554432, 8388608, 60),
+}
+
+_D = Directive
+DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
+    _D("bind", "127.0.0.1", mutable=False, help="address(es) to listen on"),
+    _D("port", 6379, "int", 0, 65535, mutable=False, help="TCP port (0: no plain TCP)"),
+    _D("dir", ".", mutable=False, help="data directory"),
+    _D("maxclients", 10000, "int", 1, INT_MAX, help="most clients connected at once"),
+    _D("timeout", 0, "int", 0, INT_MAX, help="close clients idle this many seconds (0: never)"),
+    _D("proto-max-bulk-len", 512 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
+       help="largest bulk string a client may send"),
+    _D("client-query-buffer-limit", 1024 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
+       help="most unparsed input a client may have"),
+    _D("client-output-buffer-limit", DEFAULT_OUTPUT_LIMITS, "custom",
+       codec=(parse_output_limits, format_output_limits),
+       help="'<class> <hard> <soft> <seconds>' for normal and pubsub clients"),
+    _D("busy-reply-threshold", 5000, "int", 0, LLONG_MAX, alias="lua-time-limit",
+       help="ms a script may run before other commands get BUSY"),
+    _D("requirepass", "", help="password of the default user"),
+    _D("aclfile", "", mutable=False, help="file of ACL users"),
+    _D("protected-mode", True, "bool",
+       help="refuse non-loopback clients when no password is set"),
+    _D("tls-port", 0, "int", 0, 65535, mutable=False, help="TLS port (0: no TLS)"),
+    _D("tls-cert-file", "", help="server certificate (PEM)"),
+    _D("tls-key-file", "", help="server private key (PEM)"),
+    _D("tls-ca-cert-file", "", help="CA certificates to verify clients (PEM)"),
+    _D("tls-auth-clients", "yes", "enum", choices=("yes", "no", "optional"),
+       help="require client certificates: yes, no or optional"),
+    _D("tls-protocols", "", help="e.g. 'TLSv1.2 TLSv1.3'"),
+    _D("tls-ciphers", "", help="OpenSSL cipher list for TLSv1.2 and below"),
+)}
+
+ALIASES = {d.alias: d.name for d in DIRECTIVES.values() if d.alias}
+
+
+def defaults() -> dict[str, Any]:
+    return {name: d.default for name, d in DIRECTIVES.items()}
+
+
+def add_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One ``--name`` flag per directive (and alias); values are parsed by :func:`from_args`."""
+    for name, directive in DIRECTIVES.items():
+        if name in skip:
+            continue
+        flags = [f"--{name}"] + ([f"--{directive.alias}"] if directive.alias else [])
+        parser.add_argument(*flags, dest=f"cfg_{name.replace('-', '_')}", default=None,
+                            metavar="VALUE", help=directive.help or argparse.SUPPRESS)
+
+
+def from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The router's config: defaults, overridden by the flags given; a bad value is a usage
+    error with Redis's reason."""
+    config = defaults()
+    for name, directive in DIRECTIVES.items():
+        text = getattr(args, f"cfg_{name.replace('-', '_')}", None)
+        if text is None:
+            continue
+        try:
+            config[name] = directive.parse(str(text))
+        except ConfigError as exc:
+            parser.error(f"--{name} {text}: {exc}")
+    return config
+
+
+def lookup(name: str) -> Directive | None:
+    lowered = name.lower()
+    return DIRECTIVES.get(ALIASES.get(lowered, lowered))
+
+
+def render(config: dict[str, Any]) -> dict[str, str]:
+    """Every directive (aliases too) as CONFIG GET prints it."""
+    out = {}
+    for name, directive in DIRECTIVES.items():
+        out[name] = directive.format(config.get(name, directive.default))
+        if directive.alias:
+            out[directive.alias] = out[name]
+    return out
