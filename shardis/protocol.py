@@ -19,6 +19,12 @@ the blocking events (``[(ticket, reply or None), ...]``, usually empty): a block
 worker served while running this batch (its encoded reply), or a key a notify-only waiter was
 waiting for that received data (None); see ``shardis.worker.blocking``.
 
+``EARLY`` (worker -> router): like ``REPLIES``, but for a batch that arrived while the worker
+was busy running a script past ``busy-reply-threshold``: the worker answers it at once (BUSY
+errors, SCRIPT KILL's outcome) from inside the script, ahead of the batch that runs the script.
+The router takes that batch out of its FIFO wherever it stands; the batches before it are not
+lost, only still running.
+
 ``PUSH`` (worker -> router, unsolicited): pub/sub messages for that router's subscribers,
 ``marshal`` of ``[(kind, channel, pattern or None, message), ...]``; see
 ``shardis.worker.pubsub``.  Batches are
@@ -41,10 +47,12 @@ MAGIC = b"SHD"
 BATCH = 1
 REPLIES = 2
 PUSH = 3
+EARLY = 4
 
 BATCH_PREFIX = MAGIC + bytes([VERSION, BATCH])
 REPLIES_PREFIX = MAGIC + bytes([VERSION, REPLIES])
 PUSH_PREFIX = MAGIC + bytes([VERSION, PUSH])
+EARLY_PREFIX = MAGIC + bytes([VERSION, EARLY])
 _PREFIX_LEN = len(BATCH_PREFIX)
 
 # marshal format 4 is stable across CPython 3.4+.
@@ -75,8 +83,18 @@ def encode_replies(
     return REPLIES_PREFIX + seq + marshal.dumps((replies, events or ()), _MARSHAL_VERSION)
 
 
+def encode_early_replies(seq: bytes, replies: list[bytes]) -> bytes:
+    """The replies of a batch answered while an earlier batch still runs (a busy script)."""
+    return EARLY_PREFIX + seq + marshal.dumps((replies, ()), _MARSHAL_VERSION)
+
+
+def is_early(frame: bytes) -> bool:
+    return frame[:_PREFIX_LEN] == EARLY_PREFIX
+
+
 def decode_replies(frame: bytes) -> tuple[int, list[bytes], tuple[tuple[int, bytes | None], ...]]:
-    _check(frame, REPLIES_PREFIX)
+    """A ``REPLIES`` or ``EARLY`` message: (sequence, replies, blocking events)."""
+    _check(frame, EARLY_PREFIX if is_early(frame) else REPLIES_PREFIX)
     replies, events = marshal.loads(memoryview(frame)[_HEADER_LEN:])
     return int.from_bytes(frame[_PREFIX_LEN:_HEADER_LEN], "big"), replies, events
 

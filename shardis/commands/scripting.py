@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shardis import errors
@@ -64,6 +65,8 @@ from shardis.resp import (
     format_double,
 )
 from shardis.slots import SlotMap
+
+log = logging.getLogger("shardis.worker")
 
 #: lupa's module, imported by the first script a worker runs (see ``_load_lupa``).
 _lupa: Any = None
@@ -86,6 +89,13 @@ NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
 CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
 NON_LOCAL_KEY = "Script attempted to access a non local key in a cluster node"
 NUMKEYS_NEGATIVE = "ERR Number of keys can't be negative"
+NOTBUSY = "NOTBUSY No scripts in execution right now."
+UNKILLABLE = (
+    "UNKILLABLE Sorry the script already executed write commands against the dataset. You "
+    "can either wait the script termination or kill the server in a hard way using the "
+    "SHUTDOWN NOSAVE command."
+)
+BUSY = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
 NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
 #: Bound of a worker's Lua heap (scripts, their data and the script cache): past it a script
 #: fails with Lua's "not enough memory" instead of taking the worker's memory.
@@ -158,7 +168,7 @@ def parse_numkeys(args: list[bytes]) -> int:
 #   hidden, and errors raised in Python reach scripts as Lua tables or strings, never as
 #   Python objects (``pcall``, ``xpcall`` and ``coroutine.resume`` convert them).
 _BOOTSTRAP = r"""
-local redis_api, unwrap = ...
+local redis_api, unwrap, interrupt = ...
 local dbg = debug
 local globals = _G
 local lua_type, lua_tostring, lua_error = type, tostring, error
@@ -268,10 +278,44 @@ local function err_handler(err)
   return err
 end
 
+-- Every HOOK_COUNT instructions the worker looks up from the script (Redis's
+-- luaMaskCountHook): past busy-reply-threshold it answers other commands with BUSY, and a
+-- SCRIPT KILL (or the worker stopping) ends the script.  Once killed, every line raises
+-- again, so the script cannot swallow the error with pcall.
+local HOOK_COUNT = 100000
+local KILLED = {err = 'ERR Script killed by user with SCRIPT KILL...'}
+local function killer()
+  local caller = dbg.getinfo(2, 'S')
+  if caller and caller.source ~= '=shardis' then lua_error(KILLED) end
+end
+local function hook()
+  if interrupt() then
+    dbg.sethook(killer, 'l')
+    killer()
+  end
+end
+-- Coroutines get the hook too (Lua 5.1 threads do not inherit debug.sethook's function).
+local co_create = coroutine.create
+local function hooked_create(f)
+  local co = co_create(f)
+  dbg.sethook(co, hook, '', HOOK_COUNT)
+  return co
+end
+local function hooked_wrap(f)
+  local co = hooked_create(f)
+  return function(...)
+    local result = {co_resume(co, ...)}
+    if not result[1] then lua_error(as_lua(result[2]), 2) end
+    return lua_unpack(result, 2, lua_maxn(result))
+  end
+end
+
 local function run(f, keys, argv)
   lua_rawset(globals, 'KEYS', keys)
   lua_rawset(globals, 'ARGV', argv)
+  dbg.sethook(hook, '', HOOK_COUNT)
   local ok, result = lua_xpcall(f, err_handler)
+  dbg.sethook()
   return ok, result
 end
 
@@ -291,6 +335,8 @@ tablelib.remove = function(t, ...) return table_remove(writable(t), ...) end
 tablelib.sort = function(t, ...) return table_sort(writable(t), ...) end
 local colib = copy(coroutine)
 colib.resume = redis_resume
+colib.create = hooked_create
+colib.wrap = hooked_wrap
 local stringlib = protect(string)
 
 local safe = {
@@ -340,12 +386,47 @@ return run, compile
 
 
 class LuaRaise(Exception):
-    """Raised by a Python function of the ``redis`` table to raise a Lua error whose value
-    is ``table`` (``{err=...}``), as Redis's C functions do with lua_error."""
+    """Raised by a Python function of the ``redis`` table to raise a Lua error ``{err=...}``
+    made from ``text``, as Redis's C functions do with lua_error.
 
-    def __init__(self, table: Any) -> None:
+    It carries text, never a Lua object: lupa keeps the last exception raised into Lua (and
+    its traceback's frames) alive until the next one, and a Lua object made while a
+    coroutine called Python is bound to that coroutine's state; freeing it after the
+    coroutine was collected would touch freed memory.  The table is made when Lua asks
+    for it (``ScriptEngine._unwrap``)."""
+
+    def __init__(self, text: str) -> None:
         super().__init__("script error")
-        self.table = table
+        self.text = text
+
+
+class _Failure:
+    """An error outcome of ``redis.call``/``pcall`` as plain Python (see :class:`LuaRaise`)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _lua_entry(function: Callable[..., object]) -> Callable[..., object]:
+    """Wrap a Python function of the ``redis`` table so that what reaches Lua as an error
+    holds no Lua object: the LuaRaise is raised again from a frame whose arguments (which
+    may be Lua tables bound to a coroutine) are gone, outside any ``except`` (no context
+    chained to it); any other exception is a bug, logged and turned into a script error."""
+
+    def entry(*values: object) -> object:
+        try:
+            return function(*values)
+        except LuaRaise as exc:
+            text = exc.text
+        except Exception:
+            log.exception("script API call failed event=script_api_error")
+            text = "internal error in the scripting API"
+        del values
+        raise LuaRaise(text)
+
+    return entry
 
 
 def _no_attributes(obj: object, name: object, is_setting: bool) -> object:
@@ -353,14 +434,6 @@ def _no_attributes(obj: object, name: object, is_setting: bool) -> object:
     read or write no attribute of any Python object (``redis.call.__class__``,
     ``__globals__``... would lead to the interpreter and from there to the machine)."""
     raise AttributeError("attempt to index a function value")
-
-
-def _unwrap(error: object) -> object:
-    if isinstance(error, LuaRaise):
-        return error.table
-    if isinstance(error, tuple) and len(error) > 1 and isinstance(error[1], LuaRaise):
-        return error[1].table
-    return None
 
 
 class Script:
@@ -397,10 +470,20 @@ class ScriptEngine:
         bootstrap = loader(_BOOTSTRAP.encode(), b"=shardis")
         if isinstance(bootstrap, tuple):  # pragma: no cover - (nil, message): a bug above
             raise RuntimeError(bootstrap[1])
-        self._run, self._compile = bootstrap(self._redis_table(), _unwrap)
+        self._run, self._compile = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
+                                             _lua_entry(self._interrupt))
+        #: busy-reply-threshold in seconds (from the router's ``__script_topology``).
+        self.busy_after = 5.0
         # State of the script being run.
         self.resp = 2
         self.read_only = False
+        self.started = 0.0
+        #: past busy-reply-threshold: other commands get BUSY, SCRIPT KILL is heard.
+        self.busy = False
+        #: the script ran a write command: SCRIPT KILL can no longer stop it (UNKILLABLE).
+        self.wrote = False
+        #: SCRIPT KILL (or the worker stopping) asked the script to end.
+        self.killed = False
 
     # Cache -------------------------------------------------------------------------------------
     def load(self, body: bytes) -> str:
@@ -440,9 +523,15 @@ class ScriptEngine:
         argv = self.lua.table_from(args[3 + numkeys :])
         self.resp = 2
         self.read_only = read_only or script.read_only
+        self.started = time.monotonic()
+        self.busy = self.wrote = self.killed = False
         try:
             ok, result = self._run(script.function, keys, argv)
         finally:
+            if self.busy:
+                log.warning("slow script finished event=script_done sha=%s seconds=%.3f "
+                            "killed=%s", sha, time.monotonic() - self.started, self.killed)
+            self.busy = False
             shard = self.shard
             if shard.blocking.ready:
                 shard.serve_blocked()  # clients blocked on keys the script fed, after it
@@ -450,19 +539,53 @@ class ScriptEngine:
             raise ReplyError(_script_error(result, sha))
         return lua_to_reply(result, self.resp)
 
+    # Busy scripts --------------------------------------------------------------------------
+    def _interrupt(self) -> bool:
+        """Called by the Lua hook every 100,000 instructions: True ends the script.
+
+        Past busy-reply-threshold the worker serves its link from here (``while_busy``):
+        every other command is answered BUSY at once, SCRIPT KILL is heard.  Running Python
+        here also lets a SIGTERM handler run, so a stuck script never keeps its worker alive.
+        """
+        if self.killed:
+            return True
+        if not self.busy:
+            if self.busy_after <= 0 or time.monotonic() - self.started < self.busy_after:
+                return self.shard.stopping
+            self.busy = True
+            log.warning("slow script event=script_busy worker=%d threshold_ms=%d",
+                        self.shard.index, int(self.busy_after * 1000))
+        serve = self.shard.while_busy
+        if serve is not None:
+            serve()
+        if self.shard.stopping:
+            self.killed = True
+        return self.killed
+
+    def kill(self) -> object:
+        """SCRIPT KILL (and FUNCTION KILL) heard while a script is busy."""
+        if not self.busy:
+            raise ReplyError(NOTBUSY)
+        if self.wrote:
+            raise ReplyError(UNKILLABLE)
+        self.killed = True
+        log.warning("Lua script killed by user with SCRIPT KILL. event=script_killed worker=%d",
+                    self.shard.index)
+        return OK
+
     # The redis table: Python functions, so that they are C functions for Lua (a user's
     # ``return redis.call(...)`` keeps its frame, and errors point at the user's line).
     def _redis_table(self) -> Any:
         lua = self.lua
         table = lua.table_from({
-            b"call": lambda *a: self._generic(a, raise_error=True),
-            b"pcall": lambda *a: self._generic(a, raise_error=False),
-            b"sha1hex": self._sha1hex,
-            b"error_reply": self._error_reply,
-            b"status_reply": self._status_reply,
-            b"log": self._log,
-            b"setresp": self._setresp,
-            b"set_repl": self._set_repl,
+            b"call": _lua_entry(self._call),
+            b"pcall": _lua_entry(self._pcall),
+            b"sha1hex": _lua_entry(self._sha1hex),
+            b"error_reply": _lua_entry(self._error_reply),
+            b"status_reply": _lua_entry(self._status_reply),
+            b"log": _lua_entry(self._log),
+            b"setresp": _lua_entry(self._setresp),
+            b"set_repl": _lua_entry(self._set_repl),
             b"replicate_commands": lambda *a: True,
             b"LOG_DEBUG": 0, b"LOG_VERBOSE": 1, b"LOG_NOTICE": 2, b"LOG_WARNING": 3,
             b"REPL_NONE": 0, b"REPL_AOF": 1, b"REPL_SLAVE": 2, b"REPL_REPLICA": 2,
@@ -480,35 +603,43 @@ class ScriptEngine:
         raw = f"{code} {message}".encode("utf-8", "surrogateescape")
         return self.lua.table_from({b"err": raw})
 
-    def _raise(self, text: str) -> None:
-        raise LuaRaise(self.error_table(text))
+    def _unwrap(self, error: object) -> object:
+        """The Lua error table a Python error carries (None for other values)."""
+        if isinstance(error, LuaRaise):
+            return self.error_table(error.text)
+        return None
 
-    def _generic(self, values: tuple, raise_error: bool) -> object:
-        """``redis.call`` (errors raise) and ``redis.pcall`` (errors are returned)."""
-        if not values:
-            outcome: object = self.error_table(
-                "Please specify at least one argument for this redis lib call")
-        else:
-            args: list[bytes] = []
-            for value in values:
-                if isinstance(value, bytes):
-                    args.append(value)
-                elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    args.append(b"%.17g" % value)
-                else:
-                    args = []
-                    break
-            if not args:
-                outcome = self.error_table(
-                    "Lua redis lib command arguments must be strings or integers")
-            else:
-                ok, outcome = self._pycall(args)
-                if ok:
-                    return outcome
-                outcome = self.error_table(outcome)  # type: ignore[arg-type]
-        if raise_error:
-            raise LuaRaise(outcome)
+    def _raise(self, text: str) -> None:
+        raise LuaRaise(text)
+
+    def _call(self, *values: object) -> object:
+        """``redis.call``: a command's reply, or a raised error."""
+        outcome = self._generic(values)
+        if type(outcome) is _Failure:
+            raise LuaRaise(outcome.text)
         return outcome
+
+    def _pcall(self, *values: object) -> object:
+        """``redis.pcall``: a command's reply, or its error as a table."""
+        outcome = self._generic(values)
+        if type(outcome) is _Failure:
+            return self.error_table(outcome.text)
+        return outcome
+
+    def _generic(self, values: tuple) -> object:
+        """Run the command ``values`` names: its reply as a Lua value, or a :class:`_Failure`."""
+        if not values:
+            return _Failure("Please specify at least one argument for this redis lib call")
+        args: list[bytes] = []
+        for value in values:
+            if isinstance(value, bytes):
+                args.append(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                args.append(b"%.17g" % value)
+            else:
+                return _Failure("Lua redis lib command arguments must be strings or integers")
+        ok, outcome = self._pycall(args)
+        return outcome if ok else _Failure(outcome)  # type: ignore[arg-type]
 
     def _sha1hex(self, *values: object) -> bytes:
         if len(values) != 1:
@@ -563,8 +694,10 @@ class ScriptEngine:
             return False, "Wrong number of args calling Redis command from script"
         if "noscript" in spec.flags:
             return False, "This Redis command is not allowed from script"
-        if self.read_only and ("write" in spec.flags or "may_replicate" in spec.flags):
-            return False, "Write commands are not allowed from read-only scripts."
+        if "write" in spec.flags or "may_replicate" in spec.flags:
+            if self.read_only:
+                return False, "Write commands are not allowed from read-only scripts."
+            self.wrote = True
         index = self.shard.index
         worker_of = self.slots.worker_of
         for position in spec.key_indexes(args):
@@ -845,7 +978,7 @@ def evalsha_ro_command(db: Any, args: list[bytes]) -> object:
 container("script", -2, acl="slow", group=S)
 command("help", 2, "loading stale", fanout=Fanout.ROUTER,
         acl="slow scripting", group=S, parent="script")(None)
-command("kill", 2, "noscript allow_busy", fanout=Fanout.ROUTER, acl="slow scripting", group=S,
+command("kill", 2, "noscript allow_busy", fanout=_C, acl="slow scripting", group=S,
         parent="script", tips="request_policy:all_shards response_policy:one_succeeded")(None)
 
 
@@ -871,12 +1004,22 @@ def script_flush_command(db: Any, args: list[bytes]) -> object:
     return OK
 
 
-@command("__script_topology", 2, "internal", fanout=Fanout.SINGLE)
+@command("__script_topology", -2, "internal", fanout=Fanout.SINGLE)
 def internal_script_topology_command(db: Any, args: list[bytes]) -> object:
-    """``__script_topology <workers>``: how many workers share the slots (the router sends it
-    ahead of every script, so a restarted worker learns it again before it needs it)."""
+    """``__script_topology <workers> [<busy-reply-threshold ms>]``: how many workers share
+    the slots, and when a running script makes the worker busy (the router sends it ahead of
+    every script, so a restarted worker learns it again before it needs it)."""
     count = int(args[1])
     engine = engine_of(db)
     if engine.slots.worker_count != count:
         engine.slots = SlotMap(count)
+    if len(args) > 2:
+        engine.busy_after = int(args[2]) / 1000
     return OK
+
+
+@command("__script_kill", 1, "internal", fanout=Fanout.SINGLE)
+def internal_script_kill_command(db: Any, args: list[bytes]) -> object:
+    """SCRIPT KILL reaching a worker that runs no script (a busy one answers it from inside
+    the script: ``ScriptEngine.kill``)."""
+    raise ReplyError(NOTBUSY)

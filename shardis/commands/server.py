@@ -29,6 +29,8 @@ command("reset", 1, "noscript loading stale fast no_auth allow_busy", fanout=R,
         acl="fast connection", group=CONN)(None)
 command("auth", -2, "noscript loading stale fast no_auth allow_busy", fanout=R,
         acl="fast connection", group=CONN)(None)
+command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", fanout=R,
+        acl="admin slow dangerous", group="server")(None)
 command("time", 1, "loading stale fast", fanout=R, acl="fast", group="server",
         tips="nondeterministic_output")(None)
 command("info", -1, "loading stale", fanout=Fanout.COORDINATED, acl="slow dangerous",

@@ -28,6 +28,7 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    router.on_shutdown = stop.set  # SHUTDOWN
     log.info("router ready on %s:%d with %d workers", host, port, len(worker_addresses))
     if ready is not None:
         ready.set()

@@ -35,7 +35,7 @@ import hiredis
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
-from shardis.protocol import ProtocolMismatch, decode_push, decode_replies, is_push
+from shardis.protocol import ProtocolMismatch, decode_push, decode_replies, is_early, is_push
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
@@ -218,6 +218,8 @@ class Router:
         self._client_ids = itertools.count(1)
         self.blocking = BlockingCoordinator(self)
         self.pubsub = PubSubRouter(self)
+        #: stops the server (SHUTDOWN); set by whoever runs the router.
+        self.on_shutdown: Any = None
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
@@ -609,7 +611,10 @@ class Router:
             except (ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
                 log.error("bad message from worker %d: %s", link.index, exc)
                 continue
-            targets, lost = link.targets_for(seq)
+            if is_early(frame):
+                targets, lost = link.take_early(seq), None
+            else:
+                targets, lost = link.targets_for(seq)
             if lost:
                 log.error("worker %d lost %d commands (restarted?)", link.index, len(lost))
                 self.fail_targets(lost, f"ERR worker {link.index} restarted; command lost")

@@ -96,6 +96,15 @@ class WorkerLink:
             return inflight.popleft()[1], lost
         return [], lost
 
+    def take_early(self, seq: int) -> list[Any]:
+        """The targets of batch ``seq``, answered early (a busy worker): taken out of the FIFO
+        wherever it stands; the batches ahead of it are still running, not lost."""
+        for position, (number, targets) in enumerate(self.inflight):
+            if number == seq:
+                del self.inflight[position]
+                return targets
+        return []
+
     def receive_all(self) -> list[bytes]:
         """Every reply message waiting on the socket (ZeroMQ's FD is edge-triggered: drain it).
 

@@ -24,7 +24,13 @@ from __future__ import annotations
 from typing import Any
 
 from shardis.commands import help_reply
-from shardis.commands.scripting import CROSSSLOT, NOSCRIPT, SCRIPT_HELP, parse_numkeys
+from shardis.commands.scripting import (
+    CROSSSLOT,
+    NOSCRIPT,
+    NOTBUSY,
+    SCRIPT_HELP,
+    parse_numkeys,
+)
 from shardis.errors import ReplyError, raise_if_error
 from shardis.router.registry import Plan, coordinated, router_command
 
@@ -38,7 +44,8 @@ def script_plan(router: Any, args: list[bytes]) -> Plan:
     if len(workers) > 1:
         raise ReplyError(CROSSSLOT)
     worker = workers.pop() if workers else 0
-    router.call(worker, [b"__script_topology", b"%d" % len(router.links)])
+    threshold = router.config.get("busy-reply-threshold", 5000)
+    router.call(worker, [b"__script_topology", b"%d" % len(router.links), b"%d" % threshold])
     return Plan(forward_to=worker)
 
 
@@ -76,7 +83,15 @@ def script_help(router: Any, client: Any, args: list[bytes]) -> object:
     return help_reply(SCRIPT_HELP)
 
 
-@router_command("script|kill")
-def script_kill(router: Any, client: Any, args: list[bytes]) -> object:
-    """Scripts never outlive their worker's turn (no timeout: see commands.scripting)."""
-    raise ReplyError("NOTBUSY No scripts in execution right now.")
+@coordinated("script|kill", all_workers_plan)
+async def script_kill(router: Any, client: Any, args: list[bytes]) -> object:
+    """Every worker is asked; a worker running a script past busy-reply-threshold answers
+    from inside it (OK, or UNKILLABLE once it wrote), the others NOTBUSY."""
+    replies = await router.call_all([b"__script_kill"])
+    for wanted in (None, "UNKILLABLE"):
+        for reply in replies:
+            if wanted is None and type(reply) is not ReplyError:
+                return reply
+            if wanted and type(reply) is ReplyError and reply.message.startswith(wanted):
+                raise reply
+    raise ReplyError(NOTBUSY)

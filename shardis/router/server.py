@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
@@ -16,7 +17,9 @@ from shardis.errors import ReplyError
 from shardis.glob import glob_match
 from shardis.notify import INVALID_CLASSES, format_flags, parse_flags
 from shardis.resp import OK, SetReply, Status, Verbatim
-from shardis.router.registry import Plan, coordinated, router_command
+from shardis.router.registry import DEFERRED, Plan, coordinated, router_command
+
+log = logging.getLogger("shardis.router")
 
 # COMMAND -------------------------------------------------------------------------------------
 
@@ -152,6 +155,28 @@ COMMAND_HELP = [
 @router_command("command|help")
 def command_help(router: Any, client: Any, args: list[bytes]) -> object:
     return help_reply(COMMAND_HELP)
+
+
+_SHUTDOWN_FLAGS = (b"nosave", b"save", b"now", b"force", b"abort")
+
+
+@router_command("shutdown")
+def shutdown(router: Any, client: Any, args: list[bytes]) -> object:
+    """SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: stop serving (with ``shardis up``, the
+    workers stop too).  Nothing is saved yet, so every mode stops at once; like Redis, the
+    client gets no reply, only the closed connection."""
+    flags = [arg.lower() for arg in args[1:]]
+    if (any(flag not in _SHUTDOWN_FLAGS for flag in flags) or len(set(flags)) != len(flags)
+            or {b"nosave", b"save"} <= set(flags) or (b"abort" in flags and len(flags) > 1)):
+        raise ReplyError(errors.SYNTAX)
+    if flags == [b"abort"]:
+        raise ReplyError("ERR No shutdown in progress.")
+    log.warning("User requested shutdown... event=shutdown client_id=%d addr=%s",
+                client.id, client.addr)
+    client.closing = True
+    if router.on_shutdown is not None:
+        router.loop.call_soon(router.on_shutdown)
+    return DEFERRED
 
 
 @router_command("time")

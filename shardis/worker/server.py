@@ -17,6 +17,8 @@ import zmq
 from zmq import NOBLOCK, SNDMORE
 
 from shardis import protocol
+from shardis.errors import ReplyError
+from shardis.resp import encode, encode_error, encode_int
 from shardis.worker.shard import Shard
 
 log = logging.getLogger("shardis.worker")
@@ -50,9 +52,48 @@ class WorkerServer:
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.bind(address)
+        self.shard.while_busy = self.serve_while_busy
 
     def stop(self, *_: object) -> None:
         self.running = False
+        self.shard.stopping = True  # a script running now ends at its next hook
+
+    def serve_while_busy(self) -> None:
+        """Called from inside a script that runs past busy-reply-threshold: answer every batch
+        waiting on the link at once (``EARLY`` replies), BUSY for each command except SCRIPT
+        KILL and the router's shard check.  Nothing is queued for later: a busy worker holds
+        no backlog, whatever the clients send meanwhile."""
+        from shardis.commands.scripting import engine_of
+
+        sock = self.socket
+        while True:
+            try:
+                identity = sock.recv(NOBLOCK)
+            except zmq.Again:
+                return
+            frame = sock.recv()
+            try:
+                seq, batch = protocol.decode_batch(frame)
+            except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
+                log.error("dropping a malformed message: %s", exc)
+                continue
+            engine = engine_of(self.shard.db)
+            replies = [self.busy_reply(engine, args) for _, args in batch]
+            sock.send(identity, SNDMORE)
+            sock.send(protocol.encode_early_replies(seq, replies))
+
+    def busy_reply(self, engine: object, args: list[bytes]) -> bytes:
+        from shardis.commands.scripting import BUSY
+
+        name = args[0].lower() if args and isinstance(args[0], bytes) else b""
+        try:
+            if name == b"__script_kill":
+                return encode(engine.kill(), 2)  # type: ignore[attr-defined]
+            if name == b"__whoami":
+                return encode_int(self.shard.index)
+        except ReplyError as exc:
+            return encode_error(exc.message)
+        return encode_error(BUSY)
 
     def serve_forever(self) -> None:
         self.running = True

@@ -9,6 +9,7 @@ versions, the AOF and keyspace notifications as those features arrive.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from shardis.commands import COMMANDS, load_families, lookup
@@ -59,6 +60,10 @@ class Shard:
         self.pubsub = PubSubRegistry()
         #: the command being executed (keyspace notifications name their event after it).
         self.current: list[bytes] | None = None
+        #: serves the worker's link while a script is busy (set by the worker's server).
+        self.while_busy: Callable[[], None] | None = None
+        #: the worker was asked to stop: a running script is ended at its next hook.
+        self.stopping = False
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
