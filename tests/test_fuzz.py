@@ -178,8 +178,8 @@ def scenario_mutated(rng: random.Random) -> list[bytes]:
 def scenario_giant(rng: random.Random) -> list[bytes]:
     giant = rng.choice(_GIANT)
     if rng.random() < 0.5:  # after a large request, in the read that completes it
-        request = big_request(100_000)
-        return [request[:70_000], request[70_000:] + giant]
+        request = big_request(300_000)  # its first read must exceed 64 KB (loopback MSS)
+        return [request[:200_000], request[200_000:] + giant]
     return [giant, rng.randbytes(rng.randrange(0, 2000))]
 
 
@@ -234,6 +234,8 @@ def fuzz_connection(port: int, seed: int) -> str:
                 sock.sendall(piece)
             except OSError:
                 break  # the server closed us (protocol error) or stopped reading: fine
+            if len(pieces) < 20:  # let each piece be its own read, as the scenario means
+                time.sleep(0.02)
             if reads:
                 drain(sock)
         if reads:
