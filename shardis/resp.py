@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import chain
 
 import hiredis
 
@@ -224,20 +225,20 @@ class RequestParser:
     :data:`MAX_MULTIBULK` arguments).  A read goes to hiredis unless a cheap check sends it to
     the Python parser; if hiredis fails, the read is parsed again in Python.
 
-    The unfinished tail of a read is kept by us as raw bytes while it is small, so the next read
-    is parsed from a request boundary by either parser.  Only a large unfinished request (a big
-    value on its way) is left inside hiredis, which then receives the next reads directly.
+    hiredis never keeps state between reads: the unfinished request at the end of a read is
+    continued by a :class:`_Request` (Python, headers checked like Redis, bulk bodies appended
+    to a bytearray at C speed), so every request after it starts from a clean request boundary
+    and gets every check again (an inline request, a giant ``*N`` that hiredis would allocate).
     """
 
-    __slots__ = ("_reader", "_pending", "_partial", "error")
+    __slots__ = ("_reader", "_pending", "_request", "error")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
-        #: the raw start of an unfinished request (or inline line), kept by us.
+        #: the start of an unfinished inline line.
         self._pending = b""
-        #: hiredis holds the start of an unfinished large request (``has_data()`` cannot tell:
-        #: hiredis may have consumed every byte into its stack of half-built arrays).
-        self._partial = False
+        #: the unfinished multibulk request at the end of the input so far.
+        self._request: _Request | None = None
         #: set once input was malformed: the text of the error to send before closing.
         self.error: str | None = None
 
@@ -254,35 +255,47 @@ class RequestParser:
             self._feed(data, commands)
         except ProtocolError as exc:
             self.error = exc.message
+            self._request = None
+            self._pending = b""
         return commands
 
     def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
-        if self._partial:
-            self._drain(data, commands)  # a large request in progress: hiredis has its head
-            return
+        if self._request is not None:
+            pos = self._request.feed(data, 0, commands)
+            if pos is None:
+                return
+            self._request = None
+            if pos == len(data):
+                return
+            data = data[pos:]
         if self._pending:
             data = self._pending + data
             self._pending = b""
         if data[0] == 0x2A and _suits_hiredis(data):
             before = len(commands)
             try:
-                self._drain(data, commands)
-                if not self._partial or len(data) > MAX_PENDING:
-                    return
+                done = self._drain(data, commands)
             except ProtocolError:
-                pass
-            # hiredis refused the read, or it ends in a small unfinished request that we keep
-            # ourselves: parse it again in Python, from the start.
-            del commands[before:]
-            self._reader = hiredis.Reader()
-            self._partial = False
-        self._parse_slowly(data, commands)
+                # hiredis refused the read: parse it again in Python, from the start, for
+                # Redis's behaviour (an inline request in a pipeline) or error text.
+                del commands[before:]
+                self._reader = hiredis.Reader()
+            else:
+                if done < len(data):
+                    self._parse_slowly(data, commands, done)  # the unfinished request
+                return
+        self._parse_slowly(data, commands, 0)
 
-    def _drain(self, data: bytes, commands: list[list[bytes]]) -> None:
-        """The fast path: hiredis parses every complete multibulk request in ``data``."""
+    def _drain(self, data: bytes, commands: list[list[bytes]]) -> int:
+        """The fast path: hiredis parses every complete multibulk request in ``data``.
+
+        Returns where the complete requests end: ``len(data)``, or the start of an unfinished
+        request, which hiredis then forgets (it is parsed again by a :class:`_Request`).
+        """
         reader = self._reader
         reader.feed(data)
-        self._partial = True
+        before = len(commands)
+        empty = 0
         try:
             while (command := reader.gets()) is not False:
                 if type(command) is not list:
@@ -292,19 +305,20 @@ class RequestParser:
                         if type(arg) is not bytes:
                             raise ProtocolError(errors.PROTO_INVALID_BULK)
                     commands.append(command)
+                else:
+                    empty += 1  # "*0": nothing to run, 4 bytes to count
                 if not reader.has_data():
-                    self._partial = False  # the read ended exactly after a request
-                    break
+                    return len(data)  # the read ended exactly after a request
         except hiredis.ProtocolError as exc:
             raise ProtocolError(_hiredis_error_text(str(exc))) from None
         except MemoryError:
             raise ProtocolError(errors.PROTO_INVALID_MULTIBULK) from None
-        if self._partial and reader.len() > MAX_QUERY_BUFFER:
-            raise ProtocolError("ERR Protocol error: query buffer limit reached")
+        self._reader = hiredis.Reader()
+        return _wire_size(commands, before) + 4 * empty
 
-    def _parse_slowly(self, data: bytes, commands: list[list[bytes]]) -> None:
+    def _parse_slowly(self, data: bytes, commands: list[list[bytes]], pos: int) -> None:
         """Inline and multibulk requests, in Python, with Redis's checks and error texts."""
-        pos, end = 0, len(data)
+        end = len(data)
         while pos < end:
             if data[pos] != 0x2A:  # not '*': an inline request
                 newline = data.find(b"\n", pos)
@@ -318,23 +332,28 @@ class RequestParser:
                     commands.append(args)
                 pos = newline + 1
                 continue
-            parsed = _parse_multibulk(data, pos)
-            if parsed is None:
-                rest = data[pos:]
-                if len(rest) > MAX_PENDING:
-                    # A large request on its way: hiredis keeps it and takes the next reads.
-                    self._reader.feed(rest)
-                    self._partial = True
-                else:
-                    self._pending = rest
+            request = _Request()
+            next_pos = request.feed(data, pos, commands)
+            if next_pos is None:
+                self._request = request
                 return
-            args, pos = parsed
-            if args:
-                commands.append(args)
+            pos = next_pos
 
 
-#: An unfinished request up to this size is kept as raw bytes (and parsed again when complete).
-MAX_PENDING = 64 * 1024
+def _wire_size(commands: list[list[bytes]], start: int) -> int:
+    """Bytes of ``commands[start:]`` as hiredis read them: canonical headers (its string2ll
+    refuses any other spelling), whatever two bytes end each bulk.  This runs for every read
+    that ends inside a request, so the loops stay in C: ``repr`` of a list of n lengths is
+    their digits plus 2n characters ("[", "]" and n - 1 ", ")."""
+    done = commands[start:] if start else commands
+    if not done:
+        return 0
+    counts = list(map(len, done))
+    sizes = list(map(len, chain.from_iterable(done)))
+    total = len(repr(counts)) + len(counts)
+    return total + len(repr(sizes)) + 3 * len(sizes) + sum(sizes) if sizes else total
+
+
 #: Redis accepts up to 2**31 - 1 arguments, but hiredis would allocate a list that size up
 #: front: beyond this many we refuse, as "invalid multibulk length".
 MAX_MULTIBULK = 1024 * 1024
@@ -342,44 +361,114 @@ MAX_MULTIBULK = 1024 * 1024
 MAX_BULK_LENGTH = 512 * 1024 * 1024
 
 
-def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
-    """One ``*N`` request at ``pos``: (args, end) or None when incomplete."""
-    end = len(data)
-    newline = data.find(b"\r\n", pos)
-    if newline < 0:
-        if end - pos > MAX_INLINE_SIZE:
-            raise ProtocolError("ERR Protocol error: too big mbulk count string")
-        return None
-    count = _header_number(data[pos + 1 : newline])
-    if count is None or count > MAX_MULTIBULK:
-        raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
-    pos = newline + 2
-    args: list[bytes] = []
-    for _ in range(max(count, 0)):
-        if pos >= end:
-            return None
-        if data[pos] != 0x24:  # '$'
-            got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
-            raise ProtocolError(errors.PROTO_EXPECTED_DOLLAR.format(got))
-        newline = data.find(b"\r\n", pos)
-        if newline < 0:
-            if end - pos > MAX_INLINE_SIZE:
-                raise ProtocolError("ERR Protocol error: too big bulk count string")
-            return None
-        length = _header_number(data[pos + 1 : newline])
+class _Request:
+    """One multibulk request parsed incrementally, in Python, across any number of reads.
+
+    Nothing is allocated from a declared size: arguments are appended as they arrive and a
+    bulk body grows with the bytes received, so ``*2000000000`` or ``$500000000`` cost a few
+    bytes until the data itself comes (and the whole request is bounded by
+    :data:`MAX_QUERY_BUFFER`, like Redis's client-query-buffer-limit).
+    """
+
+    __slots__ = ("count", "args", "header", "body", "need", "size")
+
+    def __init__(self) -> None:
+        #: arguments still expected; None until the ``*N`` line is read.
+        self.count: int | None = None
+        self.args: list[bytes] = []
+        #: the start of a header line cut by the end of a read.
+        self.header = b""
+        #: the bulk being received (with its trailing two bytes), or None between bulks.
+        self.body: bytearray | None = None
+        #: bytes still missing from ``body``.
+        self.need = 0
+        #: bytes buffered in ``args`` and ``body``.
+        self.size = 0
+
+    def feed(self, data: bytes, pos: int, commands: list[list[bytes]]) -> int | None:
+        """Consume ``data[pos:]`` up to the end of this request: where it ended, or None."""
+        end = len(data)
+        while True:
+            if self.body is not None:
+                pos = self._take_body(data, pos)
+                if self.body is not None:
+                    return None
+            if self.count == 0:
+                if self.args:
+                    commands.append(self.args)
+                return pos
+            if pos >= end:
+                return None
+            if self.count is not None and not self.header and data[pos] != 0x24:  # '$'
+                got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
+                raise ProtocolError(errors.PROTO_EXPECTED_DOLLAR.format(got))
+            line, pos = self._header_line(data, pos)
+            if line is None:
+                return None
+            if self.count is None:
+                self._start(line)
+            else:
+                self._start_bulk(line)
+
+    def _header_line(self, data: bytes, pos: int) -> tuple[bytes | None, int]:
+        """The next CRLF-ended header line (without ``*``/``$``) and where it ends."""
+        end = len(data)
+        if self.header:  # its start came with the previous read
+            joined = self.header + data[pos : pos + MAX_INLINE_SIZE + 2]
+            newline = joined.find(b"\r\n")
+            if newline >= 0:
+                consumed = newline + 2 - len(self.header)
+                self.header = b""
+                return joined[1:newline], pos + consumed
+        else:
+            newline = data.find(b"\r\n", pos)
+            if newline >= 0:
+                return data[pos + 1 : newline], newline + 2
+            joined = data[pos:]
+        if len(joined) > MAX_INLINE_SIZE:
+            what = "mbulk" if self.count is None else "bulk"
+            raise ProtocolError(f"ERR Protocol error: too big {what} count string")
+        self.header = joined
+        return None, end
+
+    def _start(self, line: bytes) -> None:
+        count = _header_number(line)
+        if count is None or count > MAX_MULTIBULK:
+            raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
+        self.count = max(count, 0)
+
+    def _start_bulk(self, line: bytes) -> None:
+        length = _header_number(line)
         if length is None or length < 0 or length > MAX_BULK_LENGTH:
             raise ProtocolError(errors.PROTO_INVALID_BULK)
-        start = newline + 2
-        if start + length + 2 > end:
-            return None
-        args.append(data[start : start + length])
-        pos = start + length + 2
-    return args, pos
+        self.size += length
+        if self.size > MAX_QUERY_BUFFER:
+            raise ProtocolError("ERR Protocol error: query buffer limit reached")
+        self.body = bytearray()
+        self.need = length + 2
+
+    def _take_body(self, data: bytes, pos: int) -> int:
+        """Append what ``data[pos:]`` holds of the current bulk; finish it when complete."""
+        body = self.body
+        assert body is not None
+        take = min(self.need, len(data) - pos)
+        if take:
+            body += memoryview(data)[pos : pos + take]
+        self.need -= take
+        if self.need == 0:
+            del body[-2:]  # Redis skips the two bytes after a bulk without looking at them
+            self.args.append(bytes(body))
+            self.body = None
+            self.count -= 1  # type: ignore[operator]
+        return pos + take
 
 
 def _header_number(raw: bytes) -> int | None:
-    """Redis's strict ``string2ll``: no leading zeros, no sign but ``-``, no spaces."""
-    return int(raw) if _STRICT_INT.match(raw) else None
+    """Redis's strict ``string2ll``: no leading zeros, no sign but ``-``, no spaces, int64."""
+    if not _STRICT_INT.match(raw):
+        return None
+    value = int(raw)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 _STRICT_INT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")

@@ -270,3 +270,48 @@ def test_error_text_does_not_depend_on_where_the_read_was_split(second, expected
     first = b"*2\r\n$3\r\nGET\r\n"
     assert feed_chunks(first + second, [])[1] == expected
     assert feed_chunks(first + second, [len(first)])[1] == expected
+
+
+# --- found by tests/test_codec_properties.py (a request above 64 KB used to stay in hiredis) ---
+_BIG_SET = multibulk([b"SET", b"big", b"z" * 100_000])
+
+
+def test_inline_request_after_a_large_request_in_the_same_read():
+    # Redis 7.0.15 answers +OK then +PONG; shardis fed the rest of the read to hiredis, which
+    # killed the connection with 'Protocol error, got "P" as reply type byte'.
+    assert feed_chunks(_BIG_SET + b"PING\r\n", [70_000]) == (
+        [[b"SET", b"big", b"z" * 100_000], [b"PING"]],
+        None,
+    )
+
+
+def test_redis_error_text_after_a_large_request():
+    # Redis: "expected '$', got 'X'"; hiredis's text used to leak out.
+    stream = _BIG_SET[:-2] + b"\r\n*1\r\nX\r\n"
+    assert feed_chunks(stream, [70_000])[1] == "ERR Protocol error: expected '$', got 'X'"
+
+
+def test_giant_multibulk_count_after_a_large_request_allocates_nothing():
+    # hiredis kept parsing after the large request and built a 2e9-slot list for
+    # "*2000000000": VmPeak +16 GB and ~7 s of CPU freeing it, per request, on the router's
+    # only thread.  Redis refuses the count at once; shardis now checks it like any request.
+    code = (
+        "from shardis.resp import RequestParser\n"
+        f"big = {_BIG_SET[:-100_002]!r} + b'z' * 100_000 + b'\\r\\n'\n"
+        "p = RequestParser()\n"
+        "p.feed(big[:70_000])\n"
+        "p.feed(big[70_000:] + b'*2000000000\\r\\n')\n"
+        "assert p.error == 'ERR Protocol error: invalid multibulk length', p.error\n"
+        "del p\n"
+        "print([l for l in open('/proc/self/status') if l.startswith('VmPeak')][0].split()[1])\n"
+    )
+    assert run_with_timeout(code, 10) < 512 * 1024  # kB
+
+
+def test_multibulk_count_beyond_int64_is_refused():
+    # Redis's string2ll fails on it: "invalid multibulk length" (redis-server 7.0.15); the
+    # count used to be taken as negative, i.e. an empty request, and the PING was served.
+    assert feed_chunks(b"*-9999999999999999999\r\nPING\r\n", []) == (
+        [],
+        "ERR Protocol error: invalid multibulk length",
+    )
