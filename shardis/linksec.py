@@ -116,7 +116,8 @@ def read_server_key(spec: str) -> bytes:
 def read_authorized_keys(path: str) -> frozenset[bytes]:
     """The router keys a worker admits, as 32-byte binary keys (what ZAP requests carry).
 
-    One Z85 key per line; blank lines and ``#`` comments are ignored.  An empty list is an
+    One Z85 key per line; blank lines and ``#`` comments (whole lines, or after the key and a
+    space) are ignored.  An empty list is an
     error: a worker that admits nobody is a mistake, not a configuration.
     """
     try:
@@ -126,12 +127,23 @@ def read_authorized_keys(path: str) -> frozenset[bytes]:
         raise ConfigError(f"cannot read authorized keys file {path}: {exc.strerror}") from None
     keys = set()
     for number, line in enumerate(lines, 1):
-        text = line.split(b"#", 1)[0].strip()
-        if text:
-            keys.add(z85.decode(parse_key(text, f"{path} line {number}")))
+        words = line.split()
+        if not words or words[0].startswith(b"#") and not _is_key(words[0]):
+            continue  # '#' is also a Z85 character: a key may start with it
+        where = f"{path} line {number}"
+        keys.add(z85.decode(parse_key(words[0], where)))
+        if len(words) > 1 and not words[1].startswith(b"#"):
+            raise ConfigError(f"{where}: one key per line (comments start with '# ')")
     if not keys:
         raise ConfigError(f"{path} lists no key: no router could connect")
     return frozenset(keys)
+
+
+def _is_key(word: bytes) -> bool:
+    try:
+        return len(word) == KEY_LENGTH and len(z85.decode(word)) == 32
+    except (KeyError, ValueError):
+        return False
 
 
 # Addresses ------------------------------------------------------------------------------------
