@@ -1,12 +1,15 @@
-"""The ``shardis`` command: ``up`` (router + workers on one machine), ``router``, ``worker``."""
+"""The ``shardis`` command: ``up`` (router + workers on one machine), ``router``, ``worker``,
+``keygen`` (CURVE keys for links to workers on other hosts)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 from shardis import REDIS_VERSION, __version__, config
+from shardis.linksec import ConfigError
 from shardis.logs import setup_logging
 
 
@@ -32,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "tcp://10.0.0.2:7000,tcp://10.0.0.3:7000 (order = shard order)")
     router.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     _add_listen_options(router)
+    _add_key_pair_options(router, "the router's")
+    router.add_argument("--curve-server-key", metavar="W0.pub,W1.pub,...",
+                        help="each worker's CURVE public key (a file, or the 40-character key), "
+                             "in --connect order: encrypts and authenticates the links")
 
     worker = sub.add_parser("worker", help="run only one worker")
     worker.add_argument("--listen", required=True,
@@ -39,7 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--index", type=int, default=0, help="this worker's shard number")
     worker.add_argument("--dir", default=".", help="data directory")
     worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+    _add_key_pair_options(worker, "the worker's")
+    worker.add_argument("--curve-authorized-keys", metavar="FILE",
+                        help="router public keys admitted (one per line, # comments); with the "
+                             "two key files, makes the worker a CURVE server")
+    worker.add_argument("--insecure", action="store_true",
+                        help="allow a non-loopback tcp:// --listen without CURVE (anyone who "
+                             "reaches the port can read and change every key)")
+
+    keygen = sub.add_parser("keygen", help="write a CURVE key pair: NAME.pub and NAME.key")
+    keygen.add_argument("name", help="path prefix of the two files")
     return parser
+
+
+def _add_key_pair_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument("--curve-secret-key-file", metavar="FILE",
+                        help=f"{whose} CURVE secret key (shardis keygen NAME writes NAME.key)")
+    parser.add_argument("--curve-public-key-file", metavar="FILE",
+                        help=f"{whose} CURVE public key (NAME.pub)")
 
 
 def _add_listen_options(parser: argparse.ArgumentParser) -> None:
@@ -69,22 +93,60 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--workers must be at least 1")
         return Supervisor(args.workers, args.bind, args.port, args.dir, args.log_level,
                           router_config(args, parser)).run()
-    if args.command == "router":
-        from shardis.router.app import run_router
-
-        setup_logging("router", args.log_level)
-        if args.supervised:
-            from shardis.worker.server import _die_with_parent
-
-            _die_with_parent()
-        addresses = [a.strip() for a in args.connect.split(",") if a.strip()]
-        run_router(addresses, args.bind, args.port, router_config(args, parser))
-        return 0
-    if args.command == "worker":
-        from shardis.worker.server import run_worker
-
-        setup_logging(f"worker-{args.index}", args.log_level)
-        run_worker(args.listen, args.index, supervised=args.supervised)
-        return 0
+    if args.command == "keygen":
+        return _keygen(args.name)
+    try:
+        if args.command == "router":
+            return _router(args, parser)
+        if args.command == "worker":
+            return _worker(args)
+    except ConfigError as exc:
+        print(f"shardis {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _keygen(name: str) -> int:
+    from shardis.linksec import keygen
+
+    try:
+        public, secret = keygen(name)
+    except ConfigError as exc:
+        print(f"shardis keygen: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {public} (share it) and {secret} (keep it: mode 0600)")
+    return 0
+
+
+def _router(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from shardis.linksec import router_curve
+    from shardis.router.app import run_router
+
+    setup_logging("router", args.log_level)
+    addresses = [a.strip() for a in args.connect.split(",") if a.strip()]
+    curve = router_curve(args.curve_public_key_file, args.curve_secret_key_file,
+                         args.curve_server_key, len(addresses))
+    if args.supervised:
+        from shardis.worker.server import _die_with_parent
+
+        _die_with_parent()
+    run_router(addresses, args.bind, args.port, router_config(args, parser), curve)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from shardis.linksec import is_loopback, worker_curve
+    from shardis.worker.server import run_worker
+
+    setup_logging(f"worker-{args.index}", args.log_level)
+    curve = worker_curve(args.curve_public_key_file, args.curve_secret_key_file,
+                         args.curve_authorized_keys)
+    if curve is None and not args.insecure and not is_loopback(args.listen):
+        raise ConfigError(
+            f"refusing to listen on {args.listen} without CURVE: anyone who can reach it could "
+            "read and change every key.  Give --curve-secret-key-file, --curve-public-key-file "
+            "and --curve-authorized-keys (see shardis keygen), listen on 127.0.0.1, or add "
+            "--insecure if only trusted hosts can reach this network")
+    run_worker(args.listen, args.index, supervised=args.supervised, curve=curve)
+    return 0

@@ -1,31 +1,92 @@
 """The router <-> worker message format: round trips and refusals of foreign messages."""
 
+import marshal
+import random
+
 import pytest
 
 from shardis import protocol
 
+CODECS = [protocol.STRICT, protocol.MARSHAL]
 
-def test_batch_round_trip() -> None:
-    commands = [(2, [b"SET", b"k", b"\x00\r\n"]), (3, [b"GET", b"k"])]
-    seq, decoded = protocol.decode_batch(protocol.encode_batch(7, commands))
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_batch_round_trip(codec) -> None:
+    commands = [(2, [b"SET", b"k", b"\x00\r\n"]), (3, [b"GET", b"k"]), (2, [b"x" * 5000, b""])]
+    seq, decoded = codec.decode_batch(codec.encode_batch(7, commands))
     assert int.from_bytes(seq, "big") == 7
     assert decoded == commands
+    assert codec.decode_batch(codec.encode_batch(8, []))[1] == []
 
 
-def test_replies_round_trip_with_and_without_events() -> None:
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_replies_round_trip_with_and_without_events(codec) -> None:
     seq = (12345).to_bytes(8, "big")
-    assert protocol.decode_replies(protocol.encode_replies(seq, [b"+OK\r\n"])) == (
+    assert codec.decode_replies(codec.encode_replies(seq, [b"+OK\r\n"])) == (
         12345, [b"+OK\r\n"], ())
-    events = [(3, b":1\r\n"), (4, None)]
-    number, replies, got = protocol.decode_replies(protocol.encode_replies(seq, [], events))
-    assert (number, replies, list(got)) == (12345, [], events)
+    events = [(3, b":1\r\n"), (4, None), (2**63, b""), (-1, None)]
+    number, replies, got = codec.decode_replies(codec.encode_replies(seq, [b"$0\r\n\r\n"], events))
+    assert (number, replies, list(got)) == (12345, [b"$0\r\n\r\n"], events)
 
 
-def test_push_is_told_apart_from_replies() -> None:
-    frame = protocol.encode_push([(b"c", b"news", None, b"hello")])
-    assert protocol.is_push(frame)
-    assert not protocol.is_push(protocol.encode_replies(bytes(8), []))
-    assert protocol.decode_push(frame) == [(b"c", b"news", None, b"hello")]
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_push_is_told_apart_from_replies(codec) -> None:
+    entries = [(b"message", b"news", None, b"hello"), (b"pmessage", b"n", b"", b"")]
+    frame = codec.encode_push(entries)
+    assert frame.startswith(codec.push_prefix)
+    assert not codec.encode_replies(bytes(8), []).startswith(codec.push_prefix)
+    assert codec.decode_push(frame) == entries
+
+
+def test_strict_decoders_refuse_marshal_messages_unread() -> None:
+    """A trusted link's encoding is refused by its header on an untrusted one: marshal never
+    sees the bytes (here a payload declaring a 2**31-element tuple: 16 GB if unmarshalled)."""
+    bomb = b"(" + (2**31 - 1).to_bytes(4, "little")
+    for prefix, decode in ((protocol.M_BATCH_PREFIX, protocol.decode_batch),
+                           (protocol.M_REPLIES_PREFIX, protocol.decode_replies),
+                           (protocol.M_PUSH_PREFIX, protocol.decode_push)):
+        with pytest.raises(protocol.ProtocolError):
+            decode(prefix + bytes(8) + bomb)
+
+
+def _mutations(frame: bytes, rng: random.Random):
+    for _ in range(300):
+        data = bytearray(frame)
+        for _ in range(rng.randint(1, 4)):
+            choice = rng.random()
+            position = rng.randrange(len(data) + 1)
+            if choice < 0.5 and data:
+                data[min(position, len(data) - 1)] = rng.randrange(256)
+            elif choice < 0.75:
+                del data[position : position + rng.randint(1, 8)]
+            else:
+                data[position:position] = bytes(rng.randrange(256) for _ in range(4))
+        yield bytes(data)
+
+
+def test_strict_decoders_raise_only_protocol_errors_on_mutated_frames() -> None:
+    """Whatever the bytes, a strict decoder returns the documented shapes or raises
+    ProtocolError: never another exception, never a huge allocation."""
+    rng = random.Random(12)
+    batch = protocol.encode_batch(5, [(2, [b"SET", b"key", b"value"]), (3, [b"GET", b"key"])])
+    replies = protocol.encode_replies(bytes(8), [b"+OK\r\n", b"$1\r\nv\r\n"], [(9, None)])
+    push = protocol.encode_push([(b"message", b"c", None, b"m")])
+    checks = 0
+    for frame, decode in ((batch, protocol.decode_batch), (replies, protocol.decode_replies),
+                          (push, protocol.decode_push)):
+        for mutated in _mutations(frame, rng):
+            try:
+                result = decode(mutated)
+            except protocol.ProtocolError:
+                continue
+            checks += 1
+            if decode is protocol.decode_batch:
+                for proto, args in result[1]:
+                    assert proto in (2, 3) and args and all(type(a) is bytes for a in args)
+            elif decode is protocol.decode_replies:
+                assert all(type(r) is bytes for r in result[1])
+                assert all(type(t) is int for t, _ in result[2])
+    assert checks  # some mutations (inside values) still decode: the shape checks ran
 
 
 @pytest.mark.parametrize("frame", [
@@ -34,10 +95,28 @@ def test_push_is_told_apart_from_replies() -> None:
     b"SHD\x01\x01" + bytes(8) + b"payload",  # version 1: two frames, another layout
     b"XYZ\x02\x01" + bytes(8),
     protocol.encode_replies(bytes(8), []),  # a reply where a batch is expected
+    protocol.BATCH_PREFIX + bytes(8) + (2**32 - 1).to_bytes(4, "little") + bytes(4),
+    protocol.BATCH_PREFIX + bytes(8) + (1).to_bytes(4, "little") + (3).to_bytes(4, "little")
+    + b"\x02" + (1).to_bytes(4, "little") + b"99999999999s",
+    protocol.encode_batch(1, [(2, [b"GET", b"k"])]).replace(b"3s1s", b"3s1i"),
+    protocol.encode_batch(1, [(2, [b"GET", b"k"])]).replace(b"\x02", b"\x04", 1),
+    protocol.encode_batch(1, [(2, [b"GET", b"k"])])[:-1],
+    protocol.encode_batch(1, [(2, [b"GET", b"k"])]) + b"x",
+    protocol.M_BATCH_PREFIX + bytes(8) + marshal.dumps([(2, [b"GET"])]),  # marshal, untrusted
 ])
 def test_foreign_batches_are_refused(frame: bytes) -> None:
-    with pytest.raises(protocol.ProtocolMismatch):
+    with pytest.raises(protocol.ProtocolError):
         protocol.decode_batch(frame)
+
+
+@pytest.mark.parametrize("payload", [
+    marshal.dumps(7), marshal.dumps((1, 2, 3)), b"\xff", b"", b"[" + (2**31).to_bytes(4, "little"),
+])
+def test_marshal_decoders_raise_protocol_errors_for_bad_payloads(payload: bytes) -> None:
+    with pytest.raises(protocol.ProtocolError):
+        protocol.m_decode_batch(protocol.M_BATCH_PREFIX + bytes(8) + payload)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.m_decode_replies(protocol.M_REPLIES_PREFIX + bytes(8) + payload)
 
 
 def test_worker_drops_a_foreign_multiframe_message_and_stays_in_step(tmp_path) -> None:
@@ -58,8 +137,9 @@ def test_worker_drops_a_foreign_multiframe_message_and_stays_in_step(tmp_path) -
     try:
         sock.connect(address)
         sock.send_multipart([b"SHD\x01\x01" + bytes(8), b"a version 1 payload"])
-        sock.send(protocol.encode_batch(9, [(2, [b"SET", b"k", b"v"]), (2, [b"GET", b"k"])]))
-        assert protocol.decode_replies(sock.recv()) == (9, [b"+OK\r\n", b"$1\r\nv\r\n"], ())
+        codec = protocol.MARSHAL  # an ipc:// link is trusted
+        sock.send(codec.encode_batch(9, [(2, [b"SET", b"k", b"v"]), (2, [b"GET", b"k"])]))
+        assert codec.decode_replies(sock.recv()) == (9, [b"+OK\r\n", b"$1\r\nv\r\n"], ())
     finally:
         sock.close()
         context.term()

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shardis.linksec import RouterCurve
 
 log = logging.getLogger("shardis.router")
 
 
 async def serve(worker_addresses: list[str], host: str, port: int, config: dict[str, Any],
-                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
+                curve: RouterCurve | None = None) -> None:
     """Serve clients until ``stop`` is set (by default: until SIGTERM or SIGINT)."""
     from shardis.router.client import ClientConnection
     from shardis.router.core import Router
 
-    router = Router(worker_addresses, config)
+    router = Router(worker_addresses, config, curve)
     loop = asyncio.get_running_loop()
     if not await check_worker_order(router):
         router.close()
@@ -64,11 +68,11 @@ async def check_worker_order(router: Any) -> bool:
 
 
 def run_router(worker_addresses: list[str], host: str, port: int,
-               config: dict[str, Any] | None = None) -> None:
+               config: dict[str, Any] | None = None, curve: RouterCurve | None = None) -> None:
     """Entry point of the router process."""
     import uvloop
 
     from shardis.config import defaults
 
     values = {**defaults(), "bind": host, "port": port, **(config or {})}
-    uvloop.run(serve(worker_addresses, host, port, values))
+    uvloop.run(serve(worker_addresses, host, port, values, curve=curve))

@@ -28,14 +28,15 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
-from shardis.protocol import ProtocolMismatch, decode_push, decode_replies, is_early, is_push
+from shardis.logs import RateLimitedLog
+from shardis.protocol import EARLY_BIT
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
@@ -44,6 +45,9 @@ from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscr
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
 from shardis.router.transactions import NOT_QUEUED, QUEUED_REPLY, end_transaction
 from shardis.slots import SLOT_MASK, SlotMap, hash_tag, xxh3
+
+if TYPE_CHECKING:
+    from shardis.linksec import RouterCurve
 
 log = logging.getLogger("shardis.router")
 
@@ -71,9 +75,19 @@ def decode_resp3(data: bytes) -> Any:
     """Decode one encoded RESP3 reply from a worker; errors come back as ReplyError values.
 
     One reader serves every call: each input is one complete reply, so it never keeps state.
+    An input that is not one complete reply (a malformed worker message) gives a ReplyError,
+    and a fresh reader, so that its leftovers cannot spoil the next decode.
     """
-    _DECODER.feed(data)
-    return _DECODER.gets()
+    global _DECODER
+    try:
+        _DECODER.feed(data)
+        value = _DECODER.gets()
+    except hiredis.ProtocolError:
+        value = False
+    if value is False and data != b"#f\r\n" or _DECODER.has_data():
+        _DECODER = hiredis.Reader(replyError=ReplyError)
+        return ReplyError("ERR malformed reply from a worker")
+    return value
 
 
 class FutureTarget:
@@ -115,6 +129,9 @@ class Gather:
             data = self.merge(self.parts, self.context, self.proto)
         except ReplyError as exc:
             data = encode_error(exc.message)
+        except Exception as exc:  # parts a worker sent malformed: an error, not a dead router
+            log.error("cannot merge the parts of a reply: %r", exc)
+            data = encode_error("ERR malformed reply from a worker")
         if data[:1] == b"-":
             self.router.stats.error_replies += 1
         self.reply.data = data
@@ -186,7 +203,8 @@ _MERGES = {
 class Router:
     """Routes commands from client connections to worker links."""
 
-    def __init__(self, worker_addresses: list[str], config: dict[str, Any] | None = None) -> None:
+    def __init__(self, worker_addresses: list[str], config: dict[str, Any] | None = None,
+                 curve: RouterCurve | None = None) -> None:
         import zmq
 
         load_families()
@@ -198,7 +216,8 @@ class Router:
         self.loop = asyncio.get_event_loop()
         self.context = zmq.Context.instance()
         self.links = [
-            WorkerLink(self, index, address, self.context)
+            WorkerLink(self, index, address, self.context,
+                       None if curve is None else (curve.keys, curve.server_keys[index]))
             for index, address in enumerate(worker_addresses)
         ]
         self.all_workers = frozenset(range(len(self.links)))
@@ -206,6 +225,8 @@ class Router:
         #: the slot -> worker table itself, for the fast path (resharding rewrites it in place).
         self.owners = self.slots.owners
         self.stats = RouterStats()
+        #: malformed messages from workers: logged, at most a few lines per interval.
+        self.malformed_log = RateLimitedLog(log)
         self.clients: dict[int, ClientConnection] = {}
         self.touched: set[ClientConnection] = set()
         self.flush_scheduled = False
@@ -600,33 +621,64 @@ class Router:
             self.deliver(link, messages)
 
     def deliver(self, link: WorkerLink, messages: list[bytes]) -> None:
-        """Hand each reply of each message to what waits for it, then write to the clients."""
+        """Hand each reply of each message to what waits for it, then write to the clients.
+
+        A message that does not decode, or holds another number of replies than its batch had
+        commands, is logged and dropped (its batch's commands get an error): a worker of another
+        version, or a hostile peer on an unauthenticated link, must not crash the router or
+        leave clients waiting.  Filling a target never raises (see ``FutureTarget.fill`` and
+        ``Gather.done``), so the loop itself is not guarded per reply.
+        """
         touched = self.touched
+        codec = link.codec
+        decode_replies = codec.decode_replies
+        push_prefix = codec.push_prefix
         for frame in messages:
-            if is_push(frame):
-                self.pubsub.deliver(decode_push(frame))
+            if frame[:5] == push_prefix:
+                try:
+                    self.pubsub.deliver(codec.decode_push(frame))
+                except Exception as exc:  # ProtocolError, or a trusted peer's bad shape
+                    self.malformed(link, frame, exc)
                 continue
             try:
                 seq, replies, events = decode_replies(frame)
-            except (ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
-                log.error("bad message from worker %d: %s", link.index, exc)
+            except Exception as exc:
+                # It stood where the oldest batch's replies belong (batches are answered in
+                # order): that batch fails now rather than waiting forever.
+                self.malformed(link, frame, exc)
+                if link.inflight:
+                    self.fail_targets(link.inflight.popleft()[1],
+                                      f"ERR worker {link.index} sent a malformed reply")
                 continue
-            if is_early(frame):
-                targets, lost = link.take_early(seq), None
+            if seq & EARLY_BIT:
+                targets, lost = link.take_early(seq ^ EARLY_BIT), None
             else:
                 targets, lost = link.targets_for(seq)
             if lost:
                 log.error("worker %d lost %d commands (restarted?)", link.index, len(lost))
                 self.fail_targets(lost, f"ERR worker {link.index} restarted; command lost")
-            for target, data in zip(targets, replies):
-                if type(target) is Reply:
-                    target.data = data
-                    touched.add(target.client)
-                else:
-                    target.fill(data)
-            for ticket, data in events:
-                self.blocking.on_event(ticket, data)
+            if len(replies) != len(targets) and targets:
+                self.malformed(link, frame, f"{len(replies)} replies to {len(targets)} commands")
+                self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
+                continue
+            try:
+                for target, data in zip(targets, replies):
+                    if type(target) is Reply:
+                        target.data = data
+                        touched.add(target.client)
+                    else:
+                        target.fill(data)
+                for ticket, data in events:
+                    self.blocking.on_event(ticket, data)
+            except Exception as exc:  # a trusted peer's reply of a wrong type
+                self.malformed(link, frame, exc)
+                self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
         self.schedule_client_flush()
+
+    def malformed(self, link: WorkerLink, frame: bytes, reason: object) -> None:
+        self.malformed_log.error("dropped a malformed message worker=%d bytes=%d head=%s "
+                                 "reason=%s", link.index, len(frame), bytes(frame[:16]).hex(),
+                                 str(reason).replace(" ", "_")[:200])
 
     def on_link_event(self, link: WorkerLink) -> None:
         dropped, back = link.connection_events()

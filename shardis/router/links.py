@@ -14,20 +14,31 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from shardis import protocol
+from shardis.linksec import KeyPair, make_curve_client
 
 if TYPE_CHECKING:
     from shardis.router.core import Router
 
 
 class WorkerLink:
-    __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
-                 "seq", "monitor", "monitor_fd", "down", "verifying", "refused")
+    """One worker's DEALER socket.  With ``curve`` (the router's keys, the worker's public
+    key) the link is encrypted and the worker authenticated; a link is *trusted* with CURVE or
+    on ipc://, and then speaks the marshal encoding, else the strict one (``codec``)."""
 
-    def __init__(self, router: Router, index: int, address: str, context: zmq.Context) -> None:
+    __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
+                 "seq", "monitor", "monitor_fd", "down", "verifying", "refused", "codec",
+                 "encode_batch")
+
+    def __init__(self, router: Router, index: int, address: str, context: zmq.Context,
+                 curve: tuple[KeyPair, bytes] | None = None) -> None:
         self.router = router
         self.index = index
         self.address = address
+        self.codec = protocol.codec_for(curve is not None or address.startswith("ipc://"))
+        self.encode_batch = self.codec.encode_batch
         sock = context.socket(zmq.DEALER)
+        if curve is not None:
+            make_curve_client(sock, *curve)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
@@ -84,7 +95,7 @@ class WorkerLink:
     def _send_batch(self, targets: list[Any], commands: list[tuple[int, list[bytes]]]) -> None:
         self.seq += 1
         self.inflight.append((self.seq, targets))
-        self.socket.send(protocol.encode_batch(self.seq, commands))
+        self.socket.send(self.encode_batch(self.seq, commands))
 
     def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
         """The targets of batch ``seq``, and those of earlier batches that were lost."""

@@ -18,6 +18,8 @@ from zmq import NOBLOCK, SNDMORE
 
 from shardis import protocol
 from shardis.errors import ReplyError
+from shardis.linksec import KeyAuthenticator, WorkerCurve, make_curve_server
+from shardis.logs import RateLimitedLog
 from shardis.resp import encode, encode_error, encode_int
 from shardis.worker.shard import Shard
 
@@ -39,18 +41,33 @@ def _die_with_parent() -> None:
 
 
 class WorkerServer:
-    """Binds ``address`` and serves one shard until :meth:`stop`."""
+    """Binds ``address`` and serves one shard until :meth:`stop`.
 
-    def __init__(self, address: str, index: int = 0) -> None:
+    With ``curve``, only the listed routers complete a handshake.  The link is *trusted* on
+    ipc:// or with CURVE (its peers are authenticated): it then speaks the faster marshal
+    encoding; otherwise the strict one (``shardis.protocol``), and every message's frame count
+    is checked too.  Either way a malformed message is logged (rate-limited) and dropped.
+    """
+
+    def __init__(self, address: str, index: int = 0, curve: WorkerCurve | None = None) -> None:
         self.address = address
         self.shard = Shard(index)
         self.running = False
         self.context = zmq.Context.instance()
+        self.trusted = curve is not None or address.startswith("ipc://")
+        self.codec = protocol.codec_for(self.trusted)
+        self.malformed = RateLimitedLog(log)
+        self.authenticator: KeyAuthenticator | None = None
+        if curve is not None:
+            self.authenticator = KeyAuthenticator(self.context, curve.authorized)
+            self.authenticator.start()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
         # The router bounds what it sends; the worker must never drop a batch.
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
+        if curve is not None:
+            make_curve_server(self.socket, curve)
         self.socket.bind(address)
         self.shard.while_busy = self.serve_while_busy
 
@@ -72,15 +89,19 @@ class WorkerServer:
             except zmq.Again:
                 return
             frame = sock.recv()
-            try:
-                seq, batch = protocol.decode_batch(frame)
-            except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
-                log.error("dropping a malformed message: %s", exc)
+            if not self.trusted and sock.rcvmore:
+                self.drop(identity, frame, "a message of several frames")
                 continue
-            engine = engine_of(self.shard.db)
-            replies = [self.busy_reply(engine, args) for _, args in batch]
+            try:
+                seq, batch = self.codec.decode_batch(frame)
+                engine = engine_of(self.shard.db)
+                replies = [self.busy_reply(engine, args) for _, args in batch]
+                message = self.codec.encode_replies(protocol.early_seq(seq), replies)
+            except Exception as exc:  # malformed, or well-formed but of a wrong shape
+                self.drop(identity, frame, str(exc) or type(exc).__name__)
+                continue
             sock.send(identity, SNDMORE)
-            sock.send(protocol.encode_early_replies(seq, replies))
+            sock.send(message)
 
     def busy_reply(self, engine: object, args: list[bytes]) -> bytes:
         from shardis.commands.scripting import BUSY
@@ -100,9 +121,11 @@ class WorkerServer:
         sock = self.socket
         recv, send = sock.recv, sock.send
         execute_batch = self.shard.execute_batch
-        decode_batch = protocol.decode_batch
-        encode_replies = protocol.encode_replies
-        log.info("worker %d ready on %s (pid %d)", self.shard.index, self.address, os.getpid())
+        decode_batch = self.codec.decode_batch
+        encode_replies = self.codec.encode_replies
+        check_frames = not self.trusted
+        log.info("worker %d ready on %s (pid %d, %s link encoding)", self.shard.index,
+                 self.address, os.getpid(), self.codec.name)
         housekeeping = self.shard.housekeeping
         blocking = self.shard.blocking
         pubsub = self.shard.pubsub
@@ -117,37 +140,53 @@ class WorkerServer:
             if not sock.poll(POLL_INTERVAL_MS):
                 continue
             # Drain what is queued; the identity frame is read by itself and the message frame
-            # after it (recv_multipart would check RCVMORE per frame: microseconds per message).
+            # after it (recv_multipart would check RCVMORE per frame: microseconds per message,
+            # paid only on untrusted links, where a peer may send several frames).
             while True:
                 try:
                     identity = recv(NOBLOCK)
                 except zmq.Again:
                     break
                 frame = recv()
+                if check_frames and sock.rcvmore:
+                    self.drop(identity, frame, "a message of several frames")
+                    continue
                 try:
                     seq, batch = decode_batch(frame)
-                except (protocol.ProtocolMismatch, ValueError, EOFError, IndexError) as exc:
-                    log.error("dropping a malformed message: %s", exc)
-                    while sock.rcvmore:  # a peer of another version: drop its other frames
-                        recv()
+                    pubsub.peer = identity
+                    replies = execute_batch(batch)
+                    events = blocking.take_events() if blocking.events else None
+                    message = encode_replies(seq, replies, events)
+                except Exception as exc:  # malformed, or well-formed but of a wrong shape
+                    self.drop(identity, frame, str(exc) or type(exc).__name__)
                     continue
-                pubsub.peer = identity
-                replies = execute_batch(batch)
-                events = blocking.take_events() if blocking.events else None
                 send(identity, SNDMORE)
-                send(encode_replies(seq, replies, events))
+                send(message)
                 if pubsub.pushes:
                     self.send_pushes()
         self.close()
 
+    def drop(self, identity: bytes, frame: bytes, reason: str) -> None:
+        """Log (rate-limited) and drop a malformed message, with the frames that follow it."""
+        frames = 2
+        while self.socket.rcvmore:
+            self.socket.recv()
+            frames += 1
+        self.malformed.error("dropped a malformed message peer=%s frames=%d bytes=%d head=%s "
+                             "reason=%s", identity.hex(), frames, len(frame),
+                             bytes(frame[:16]).hex(), reason.replace(" ", "_")[:200])
+
     def send_pushes(self) -> None:
         """Pub/sub messages and keyspace notifications, one message per router that wants some."""
+        encode_push = self.codec.encode_push
         for peer, entries in self.shard.pubsub.take_pushes().items():
             self.socket.send(peer, SNDMORE)
-            self.socket.send(protocol.encode_push(entries))
+            self.socket.send(encode_push(entries))
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         if self.address.startswith("ipc://"):
             try:
                 os.unlink(self.address[len("ipc://") :])
@@ -155,11 +194,12 @@ class WorkerServer:
                 pass
 
 
-def run_worker(address: str, index: int = 0, supervised: bool = False) -> None:
+def run_worker(address: str, index: int = 0, supervised: bool = False,
+               curve: WorkerCurve | None = None) -> None:
     """Entry point of a worker process."""
     if supervised:
         _die_with_parent()
-    server = WorkerServer(address, index)
+    server = WorkerServer(address, index, curve)
     signal.signal(signal.SIGTERM, server.stop)
     signal.signal(signal.SIGINT, server.stop)
     started = time.monotonic()
