@@ -41,7 +41,7 @@ from shardis.errors import ReplyError
 #: Bumped whenever the encoding of a reply type changes.
 CODEC_VERSION = 1
 
-#: Redis's ``client-query-buffer-limit``: a client with more unparsed input is disconnected.
+#: Redis's ``client-query-buffer-limit`` default: a client with more unparsed input is closed.
 MAX_QUERY_BUFFER = 1024 * 1024 * 1024
 #: Redis's PROTO_INLINE_MAX_SIZE: an inline request without a newline beyond this is an error.
 MAX_INLINE_SIZE = 64 * 1024
@@ -214,6 +214,30 @@ class ProtocolError(Exception):
         self.message = message
 
 
+class ProtocolLimits:
+    """``proto-max-bulk-len`` and ``client-query-buffer-limit``, shared by every parser of a
+    router: CONFIG SET changes them here, and the next request of every client obeys."""
+
+    __slots__ = ("max_bulk", "query_buffer", "big_bulk")
+
+    def __init__(self, max_bulk: int = 512 * 1024 * 1024,
+                 query_buffer: int = MAX_QUERY_BUFFER) -> None:
+        self.query_buffer = query_buffer
+        self.set_max_bulk(max_bulk)
+
+    def set_max_bulk(self, value: int) -> None:
+        self.max_bulk = value
+        #: a bulk header that may be over ``max_bulk`` (as many digits or more): such a read
+        #: goes to the Python parser, which checks it exactly.
+        self.big_bulk = re.compile(rb"\$[1-9][0-9]{%d}" % (len(str(value)) - 1))
+
+
+DEFAULT_LIMITS = ProtocolLimits()
+#: ``RequestParser.error`` when the unparsed input passed ``client-query-buffer-limit``: Redis
+#: closes such a client without a reply (and logs it).
+QUERY_BUFFER_OVERFLOW = "query buffer overflow"
+
+
 class RequestParser:
     """Turns a client's byte stream into commands (lists of bytes).
 
@@ -229,15 +253,19 @@ class RequestParser:
     value on its way) is left inside hiredis, which then receives the next reads directly.
     """
 
-    __slots__ = ("_reader", "_pending", "_partial", "error")
+    __slots__ = ("_reader", "_pending", "_partial", "_partial_bytes", "error", "limits")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ProtocolLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self._reader = hiredis.Reader()
         #: the raw start of an unfinished request (or inline line), kept by us.
         self._pending = b""
         #: hiredis holds the start of an unfinished large request (``has_data()`` cannot tell:
         #: hiredis may have consumed every byte into its stack of half-built arrays).
         self._partial = False
+        #: bytes fed to hiredis since it last completed a request: the unparsed query buffer
+        #: that ``client-query-buffer-limit`` bounds (counted per read, O(1)).
+        self._partial_bytes = 0
         #: set once input was malformed: the text of the error to send before closing.
         self.error: str | None = None
 
@@ -258,12 +286,16 @@ class RequestParser:
 
     def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
         if self._partial:
-            self._drain(data, commands)  # a large request in progress: hiredis has its head
+            # A large request in progress: hiredis has its head.  Its later bulk headers never
+            # met the Python parser: their lengths are checked once the request is complete.
+            before = len(commands)
+            self._drain(data, commands)
+            self._check_lengths(commands, before)
             return
         if self._pending:
             data = self._pending + data
             self._pending = b""
-        if data[0] == 0x2A and _suits_hiredis(data):
+        if data[0] == 0x2A and _suits_hiredis(data, self.limits.big_bulk):
             before = len(commands)
             try:
                 self._drain(data, commands)
@@ -276,6 +308,7 @@ class RequestParser:
             del commands[before:]
             self._reader = hiredis.Reader()
             self._partial = False
+            self._partial_bytes = 0
         self._parse_slowly(data, commands)
 
     def _drain(self, data: bytes, commands: list[list[bytes]]) -> None:
@@ -283,6 +316,7 @@ class RequestParser:
         reader = self._reader
         reader.feed(data)
         self._partial = True
+        before = len(commands)
         try:
             while (command := reader.gets()) is not False:
                 if type(command) is not list:
@@ -299,8 +333,27 @@ class RequestParser:
             raise ProtocolError(_hiredis_error_text(str(exc))) from None
         except MemoryError:
             raise ProtocolError(errors.PROTO_INVALID_MULTIBULK) from None
-        if self._partial and reader.len() > MAX_QUERY_BUFFER:
-            raise ProtocolError("ERR Protocol error: query buffer limit reached")
+        if self._partial:
+            self._count_partial(len(data), len(commands) > before)
+        else:
+            self._partial_bytes = 0
+
+    def _count_partial(self, size: int, completed: bool) -> None:
+        """Bound the unfinished request hiredis holds (Redis's querybuf check after a read)."""
+        if completed:  # the unfinished request started inside this read
+            self._partial_bytes = min(size, self._reader.len())
+        else:
+            self._partial_bytes += size
+        if self._partial_bytes > self.limits.query_buffer:
+            raise ProtocolError(QUERY_BUFFER_OVERFLOW)
+
+    def _check_lengths(self, commands: list[list[bytes]], start: int) -> None:
+        max_bulk = self.limits.max_bulk
+        for index in range(start, len(commands)):
+            for arg in commands[index]:
+                if len(arg) > max_bulk:
+                    del commands[index:]
+                    raise ProtocolError(errors.PROTO_INVALID_BULK)
 
     def _parse_slowly(self, data: bytes, commands: list[list[bytes]]) -> None:
         """Inline and multibulk requests, in Python, with Redis's checks and error texts."""
@@ -318,13 +371,14 @@ class RequestParser:
                     commands.append(args)
                 pos = newline + 1
                 continue
-            parsed = _parse_multibulk(data, pos)
+            parsed = _parse_multibulk(data, pos, self.limits.max_bulk)
             if parsed is None:
                 rest = data[pos:]
                 if len(rest) > MAX_PENDING:
                     # A large request on its way: hiredis keeps it and takes the next reads.
                     self._reader.feed(rest)
                     self._partial = True
+                    self._count_partial(len(rest), False)
                 else:
                     self._pending = rest
                 return
@@ -342,7 +396,8 @@ MAX_MULTIBULK = 1024 * 1024
 MAX_BULK_LENGTH = 512 * 1024 * 1024
 
 
-def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
+def _parse_multibulk(data: bytes, pos: int,
+                     max_bulk: int = MAX_BULK_LENGTH) -> tuple[list[bytes], int] | None:
     """One ``*N`` request at ``pos``: (args, end) or None when incomplete."""
     end = len(data)
     newline = data.find(b"\r\n", pos)
@@ -367,7 +422,7 @@ def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
                 raise ProtocolError("ERR Protocol error: too big bulk count string")
             return None
         length = _header_number(data[pos + 1 : newline])
-        if length is None or length < 0 or length > MAX_BULK_LENGTH:
+        if length is None or length < 0 or length > max_bulk:
             raise ProtocolError(errors.PROTO_INVALID_BULK)
         start = newline + 2
         if start + length + 2 > end:
@@ -394,14 +449,13 @@ _ODD_HEADERS = re.compile(rb"[*$]0[0-9]|\r\n[+:\-_,#(!=%~>|]")
 
 #: A multibulk count of 7+ digits or a bulk length of 9+ digits: the Python parser checks them.
 _BIG_HEADERS = re.compile(rb"\*[1-9][0-9]{6}")
-_BIG_BULK = re.compile(rb"\$[1-9][0-9]{8}")
 
 
-def _suits_hiredis(data: bytes) -> bool:
+def _suits_hiredis(data: bytes, big_bulk: re.Pattern) -> bool:
     """Cheap checks that send a read to the exact Python parser instead of hiredis."""
     if len(data) <= _STRICT_READ and _ODD_HEADERS.search(data):
         return False
-    return _BIG_HEADERS.search(data) is None and _BIG_BULK.search(data) is None
+    return _BIG_HEADERS.search(data) is None and big_bulk.search(data) is None
 
 
 def _hiredis_error_text(text: str) -> str:

@@ -39,6 +39,7 @@ from shardis.protocol import ProtocolMismatch, decode_push, decode_replies, is_p
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
+from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
@@ -53,7 +54,8 @@ _commands_get = COMMANDS.get
 
 
 class RouterStats:
-    __slots__ = ("commands", "error_replies", "connections_received", "started", "batches")
+    __slots__ = ("commands", "error_replies", "connections_received", "started", "batches",
+                 "rejected_connections")
 
     def __init__(self) -> None:
         self.commands = 0
@@ -61,6 +63,7 @@ class RouterStats:
         self.batches = 0
         self.error_replies = 0
         self.connections_received = 0
+        self.rejected_connections = 0
         self.started = time.time()
 
 
@@ -218,6 +221,10 @@ class Router:
         self._client_ids = itertools.count(1)
         self.blocking = BlockingCoordinator(self)
         self.pubsub = PubSubRouter(self)
+        self.limits = ClientLimits(self)
+        #: the TLS listener's context holder (``shardis.router.tls``), when tls-port is set.
+        self.tls: Any = None
+        self.limits.start()
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
@@ -702,6 +709,7 @@ class Router:
 
     # Lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
+        self.limits.stop()
         for link in self.links:
             self.loop.remove_reader(link.fd)
             self.loop.remove_reader(link.monitor_fd)
