@@ -19,10 +19,13 @@ ClientHello, switches them to it).
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
 from shardis.router.server import on_config_set
+
+log = logging.getLogger("shardis.router")
 
 PROTOCOLS = {
     "tlsv1": ssl.TLSVersion.TLSv1,
@@ -53,7 +56,9 @@ def build_context(config: dict[str, Any]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     low, high = parse_protocols(config["tls-protocols"])
     context.minimum_version, context.maximum_version = low, high
-    _load(context.load_cert_chain, f"Failed to load certificate: {cert} / key: {key}", cert, key)
+    for path, what in ((cert, "certificate"), (key, "private key")):
+        _load(lambda p: open(p, "rb").close(), f"Failed to load {what}: {path}", path)
+    _load(context.load_cert_chain, f"Failed to load certificate: {cert} (key {key})", cert, key)
     if ca:
         _load(context.load_verify_locations, "Failed to configure CA certificate(s) file: "
               f"{ca}", ca)
@@ -69,7 +74,8 @@ def _load(method: Any, what: str, *args: str) -> None:
     try:
         method(*args)
     except (OSError, ssl.SSLError) as exc:
-        reason = exc.strerror or exc.reason or str(exc)  # type: ignore[union-attr]
+        reason = (exc.strerror or getattr(exc, "reason", None)
+                  or (exc.args[-1] if exc.args else str(exc)))
         raise TLSConfigError(f"{what}: {reason}") from None
 
 
@@ -88,6 +94,8 @@ class TLSListener:
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.current = build_context(config)
+        #: the tls-* values ``current`` was built from: CONFIG SET falls back to them.
+        self.values = {name: config[name] for name in DIRECTIVES}
         #: the context given to the server: it only hands each handshake to ``current``.
         self.front = build_context(config)
         self.front.sni_callback = self._pick_context
@@ -108,21 +116,33 @@ class TLSListener:
         if config["tls-ciphers"]:
             front.set_ciphers(config["tls-ciphers"])
         self.current = context
+        self.values = {name: config[name] for name in DIRECTIVES}
 
 
-def _reload(router: Any, value: Any) -> None:
-    from shardis.errors import ReplyError
-
-    listener = getattr(router, "tls", None)
-    if listener is None:
-        return  # no TLS listener: the values are kept for nothing, as in Redis without tls-port
-    try:
-        listener.reload(router.config)
-    except TLSConfigError as exc:
-        raise ReplyError("ERR CONFIG SET failed - Unable to update TLS configuration. "
-                         f"{exc}") from None
+DIRECTIVES = ("tls-cert-file", "tls-key-file", "tls-ca-cert-file", "tls-auth-clients",
+              "tls-protocols", "tls-ciphers")
 
 
-for _name in ("tls-cert-file", "tls-key-file", "tls-ca-cert-file", "tls-auth-clients",
-              "tls-protocols", "tls-ciphers"):
-    on_config_set(_name)(_reload)
+def _reloader(name: str) -> Any:
+    """The CONFIG SET hook of one tls-* directive: a context that cannot be built leaves the
+    old one, and the old values, in place (Redis's error text; the reason goes to the log)."""
+
+    def reload(router: Any, value: Any) -> None:
+        from shardis.errors import ReplyError
+
+        listener = router.tls
+        if listener is None:
+            return  # no TLS listener: the value is only kept, as in Redis without tls-port
+        try:
+            listener.reload(router.config)
+        except TLSConfigError as exc:
+            log.warning("Failed to update TLS configuration: %s", exc)
+            router.config.update(listener.values)
+            raise ReplyError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
+                             "Unable to update TLS configuration. Check server logs.") from None
+
+    return reload
+
+
+for _name in DIRECTIVES:
+    on_config_set(_name)(_reloader(_name))
