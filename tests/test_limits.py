@@ -230,6 +230,24 @@ def test_query_buffer_over_the_limit_closes_without_reply(servers):
     assert _wait_for_log(servers[0], "Closing client that reached max query buffer length")
 
 
+def test_query_buffer_limit_counts_unfinished_requests_only():
+    """Long pipelines and values just under the limit pass: only an unfinished request
+    counts, however many complete ones came before it in the same reads."""
+    server = start_shardis(1, "--client-query-buffer-limit", "1mb")
+    try:
+        client = redis.Redis(port=server.port, socket_timeout=20)
+        pipe = client.pipeline(transaction=False)
+        for index in range(20000):  # ~2.6 MB of requests, sent at once
+            pipe.set(f"key:{index}", b"p" * 100)
+        assert all(pipe.execute())
+        value = b"u" * 1_000_000
+        assert client.set("almost", value) and client.strlen("almost") == len(value)
+        assert client.dbsize() == 20001
+        client.close()
+    finally:
+        server.stop()
+
+
 # client-output-buffer-limit --------------------------------------------------------------------
 VALUE = b"v" * 10_000
 GETS = 200_000
@@ -400,3 +418,34 @@ def test_output_limit_closes_do_not_disturb_the_router():
                               capture_output=True, timeout=10).stdout == b"PONG\n"
     finally:
         server.stop()
+
+
+# The parser's side of the two input limits ------------------------------------------------------
+def _feed_in_chunks(parser, data: bytes, size: int) -> list[list[bytes]]:
+    commands = []
+    for start in range(0, len(data), size):
+        commands += parser.feed(data[start:start + size])
+    return commands
+
+
+def test_parser_limits_whatever_the_read_sizes():
+    from shardis.resp import QUERY_BUFFER_OVERFLOW, ProtocolLimits, RequestParser
+
+    limits = ProtocolLimits(max_bulk=1024 * 1024, query_buffer=2 * 1024 * 1024)
+    ok = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048576\r\n" + b"a" * 1048576 + b"\r\n"
+    too_long = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1048577\r\n" + b"a" * 1048577 + b"\r\n"
+    for size in (7, 4096, 65536, 300_000, len(ok) + 10):
+        parser = RequestParser(limits)
+        assert _feed_in_chunks(parser, ok * 3, size) == [[b"SET", b"k", b"a" * 1048576]] * 3
+        assert parser.error is None
+        parser = RequestParser(limits)
+        _feed_in_chunks(parser, too_long, size)
+        assert parser.error == "ERR Protocol error: invalid bulk length", size
+    endless = b"*2\r\n$3\r\nGET\r\n$100000000\r\n" + b"b" * (3 * 1024 * 1024)
+    for size in (65536, 1 << 20):
+        parser = RequestParser(ProtocolLimits(query_buffer=2 * 1024 * 1024))
+        assert _feed_in_chunks(parser, endless, size) == []
+        assert parser.error is QUERY_BUFFER_OVERFLOW
+    limits.set_max_bulk(2 * 1024 * 1024)  # CONFIG SET: the next requests obey
+    assert _feed_in_chunks(RequestParser(limits), too_long, 65536) == [
+        [b"SET", b"k", b"a" * 1048577]]

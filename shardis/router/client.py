@@ -194,7 +194,13 @@ class ClientConnection(asyncio.Protocol):
         """Off the fast path: output over the high-water mark meets the output limits, and
         a throttled backlog goes on once enough replies are out."""
         if self.writing_paused and not self.output_blocked:
-            self.router.limits.check_output(self)
+            limits = self.router.limits
+            if limits.backpressure(self):  # CONFIG SET removed its class's limit meanwhile
+                self.output_blocked = True
+                limits.unwatch(self)
+                self.pause_reading()
+            else:
+                limits.check_output(self)
         if (self.backlog and not self.waiting and not self.output_blocked
                 and len(self.replies) <= MAX_INFLIGHT // 2):
             self.resume()
