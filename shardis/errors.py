@@ -44,6 +44,9 @@ NOPROTO = "NOPROTO unsupported protocol version"
 INVALID_EXPIRE = "ERR invalid expire time in '{}' command"
 CROSS_DB_COPY = "ERR Copying to another database is not allowed in cluster mode"
 
+# Limits --------------------------------------------------------------------------------------
+MAX_CLIENTS = "ERR max number of clients reached"
+
 # Protocol ------------------------------------------------------------------------------------
 PROTO_UNBALANCED_QUOTES = "ERR Protocol error: unbalanced quotes in request"
 PROTO_TOO_BIG_INLINE = "ERR Protocol error: too big inline request"

@@ -42,7 +42,7 @@ from shardis.errors import ReplyError
 #: Bumped whenever the encoding of a reply type changes.
 CODEC_VERSION = 1
 
-#: Redis's ``client-query-buffer-limit``: a client with more unparsed input is disconnected.
+#: Redis's ``client-query-buffer-limit`` default: a client with more unparsed input is closed.
 MAX_QUERY_BUFFER = 1024 * 1024 * 1024
 #: Redis's PROTO_INLINE_MAX_SIZE: an inline request without a newline beyond this is an error.
 MAX_INLINE_SIZE = 64 * 1024
@@ -215,6 +215,30 @@ class ProtocolError(Exception):
         self.message = message
 
 
+class ProtocolLimits:
+    """``proto-max-bulk-len`` and ``client-query-buffer-limit``, shared by every parser of a
+    router: CONFIG SET changes them here, and the next request of every client obeys."""
+
+    __slots__ = ("max_bulk", "query_buffer", "big_bulk")
+
+    def __init__(self, max_bulk: int = 512 * 1024 * 1024,
+                 query_buffer: int = MAX_QUERY_BUFFER) -> None:
+        self.query_buffer = query_buffer
+        self.set_max_bulk(max_bulk)
+
+    def set_max_bulk(self, value: int) -> None:
+        self.max_bulk = value
+        #: a bulk header that may be over ``max_bulk`` (as many digits or more): such a read
+        #: goes to the Python parser, which checks it exactly.
+        self.big_bulk = re.compile(rb"\$[1-9][0-9]{%d}" % (len(str(value)) - 1))
+
+
+DEFAULT_LIMITS = ProtocolLimits()
+#: ``RequestParser.error`` when the unparsed input passed ``client-query-buffer-limit``: Redis
+#: closes such a client without a reply (and logs it).
+QUERY_BUFFER_OVERFLOW = "query buffer overflow"
+
+
 class RequestParser:
     """Turns a client's byte stream into commands (lists of bytes).
 
@@ -231,9 +255,10 @@ class RequestParser:
     and gets every check again (an inline request, a giant ``*N`` that hiredis would allocate).
     """
 
-    __slots__ = ("_reader", "_pending", "_request", "error")
+    __slots__ = ("_reader", "_pending", "_request", "error", "limits")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ProtocolLimits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
         self._reader = hiredis.Reader()
         #: the start of an unfinished inline line.
         self._pending = b""
@@ -271,7 +296,7 @@ class RequestParser:
         if self._pending:
             data = self._pending + data
             self._pending = b""
-        if data[0] == 0x2A and _suits_hiredis(data):
+        if data[0] == 0x2A and _suits_hiredis(data, self.limits.big_bulk):
             before = len(commands)
             try:
                 done = self._drain(data, commands)
@@ -332,7 +357,7 @@ class RequestParser:
                     commands.append(args)
                 pos = newline + 1
                 continue
-            request = _Request()
+            request = _Request(self.limits)
             next_pos = request.feed(data, pos, commands)
             if next_pos is None:
                 self._request = request
@@ -366,13 +391,14 @@ class _Request:
 
     Nothing is allocated from a declared size: arguments are appended as they arrive and a
     bulk body grows with the bytes received, so ``*2000000000`` or ``$500000000`` cost a few
-    bytes until the data itself comes (and the whole request is bounded by
-    :data:`MAX_QUERY_BUFFER`, like Redis's client-query-buffer-limit).
+    bytes until the data itself comes; the bytes received are bounded by
+    ``client-query-buffer-limit`` and each bulk by ``proto-max-bulk-len`` (``limits``).
     """
 
-    __slots__ = ("count", "args", "header", "body", "need", "size")
+    __slots__ = ("count", "args", "header", "body", "need", "size", "limits")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ProtocolLimits) -> None:
+        self.limits = limits
         #: arguments still expected; None until the ``*N`` line is read.
         self.count: int | None = None
         self.args: list[bytes] = []
@@ -382,7 +408,7 @@ class _Request:
         self.body: bytearray | None = None
         #: bytes still missing from ``body``.
         self.need = 0
-        #: bytes buffered in ``args`` and ``body``.
+        #: bytes of the arguments received whole (``args``).
         self.size = 0
 
     def feed(self, data: bytes, pos: int, commands: list[list[bytes]]) -> int | None:
@@ -439,11 +465,8 @@ class _Request:
 
     def _start_bulk(self, line: bytes) -> None:
         length = _header_number(line)
-        if length is None or length < 0 or length > MAX_BULK_LENGTH:
+        if length is None or length < 0 or length > self.limits.max_bulk:
             raise ProtocolError(errors.PROTO_INVALID_BULK)
-        self.size += length
-        if self.size > MAX_QUERY_BUFFER:
-            raise ProtocolError("ERR Protocol error: query buffer limit reached")
         self.body = bytearray()
         self.need = length + 2
 
@@ -454,9 +477,12 @@ class _Request:
         take = min(self.need, len(data) - pos)
         if take:
             body += memoryview(data)[pos : pos + take]
+            if self.size + len(body) > self.limits.query_buffer:
+                raise ProtocolError(QUERY_BUFFER_OVERFLOW)
         self.need -= take
         if self.need == 0:
             del body[-2:]  # Redis skips the two bytes after a bulk without looking at them
+            self.size += len(body)
             self.args.append(bytes(body))
             self.body = None
             self.count -= 1  # type: ignore[operator]
@@ -483,14 +509,11 @@ _ODD_HEADERS = re.compile(rb"[*$]0[0-9]|\r\n[+:\-_,#(!=%~>|]")
 
 #: A multibulk count of 7+ digits or a bulk length of 9+ digits: the Python parser checks them.
 _BIG_HEADERS = re.compile(rb"\*[1-9][0-9]{6}")
-_BIG_BULK = re.compile(rb"\$[1-9][0-9]{8}")
-
-
-def _suits_hiredis(data: bytes) -> bool:
+def _suits_hiredis(data: bytes, big_bulk: re.Pattern) -> bool:
     """Cheap checks that send a read to the exact Python parser instead of hiredis."""
     if len(data) <= _STRICT_READ and _ODD_HEADERS.search(data):
         return False
-    return _BIG_HEADERS.search(data) is None and _BIG_BULK.search(data) is None
+    return _BIG_HEADERS.search(data) is None and big_bulk.search(data) is None
 
 
 def _hiredis_error_text(text: str) -> str:

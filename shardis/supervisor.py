@@ -51,18 +51,37 @@ class Supervisor:
         self.children[name] = subprocess.Popen(self.command_for(name))
         log.info("started %s (pid %d)", name, self.children[name].pid)
 
-    def port_free(self) -> bool:
+    def port_free(self, port: int) -> bool:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((self.host, self.port))
+                probe.bind((self.host, port))
             except OSError:
                 return False
         return True
 
+    def startup_problem(self) -> str | None:
+        """Why the router could not start, found before any worker starts: a port in use
+        (0 means no listener: nothing to check), a TLS setup that cannot work."""
+        tls_port = self.config.get("tls-port", 0)
+        if not self.port and not tls_port:
+            return "Configured to not listen anywhere, exiting."
+        for port in (self.port, tls_port):
+            if port and not self.port_free(port):
+                return f"cannot listen on {self.host}:{port}: the address is already in use"
+        if tls_port:
+            from shardis.router.tls import TLSConfigError, build_context
+
+            try:
+                build_context(self.config)
+            except TLSConfigError as exc:
+                return f"Failed to configure TLS: {exc}"
+        return None
+
     def run(self) -> int:
-        if not self.port_free():
-            log.error("cannot listen on %s:%d: the address is already in use", self.host, self.port)
+        problem = self.startup_problem()
+        if problem is not None:
+            log.error("%s", problem)
             shutil.rmtree(self.run_dir, ignore_errors=True)
             return 1
         os.makedirs(self.data_dir, exist_ok=True)
@@ -119,8 +138,9 @@ class Supervisor:
 
     async def _announce(self, ready: asyncio.Event) -> None:
         await ready.wait()
-        log.info("shardis ready on %s:%d with %d workers (data dir %s)",
-                 self.host, self.port, self.worker_count, self.data_dir)
+        log.info("shardis ready on %s (port %d, tls-port %d) with %d workers (data dir %s)",
+                 self.host, self.port, self.config.get("tls-port", 0), self.worker_count,
+                 self.data_dir)
 
     async def _watch_forever(self) -> None:
         """Restart workers that died, with backoff; returns when one keeps dying."""

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -83,9 +84,14 @@ def start_redis(*extra_args: str) -> Server:
     return Server("redis", port, proc, workdir)
 
 
-def start_shardis(workers: int = 3, *extra_args: str) -> Server:
-    """``shardis up`` with ``workers`` workers on a free port, logs in the work dir."""
-    port = free_port()
+def start_shardis(workers: int = 3, *extra_args: str, preexec_fn: Callable | None = None,
+                  port: int | None = None,
+                  wait: Callable[[int, subprocess.Popen], None] | None = None) -> Server:
+    """``shardis up`` with ``workers`` workers on a free port, logs in the work dir.
+
+    ``port`` overrides the plain port (0: none); ``wait(port, proc)`` then says when the server
+    is up (by default: PING answered on the plain port)."""
+    port = free_port() if port is None else port
     workdir = tempfile.mkdtemp(prefix="shardis-")
     log = open(os.path.join(workdir, "shardis.log"), "wb")
     proc = subprocess.Popen(
@@ -93,10 +99,11 @@ def start_shardis(workers: int = 3, *extra_args: str) -> Server:
          "--dir", workdir, *extra_args],
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=preexec_fn,
     )
     log.close()
     try:
-        wait_for_port(port, proc)
+        (wait or wait_for_port)(port, proc)
     except RuntimeError:
         proc.kill()
         with open(os.path.join(workdir, "shardis.log"), "rb") as fh:

@@ -12,13 +12,16 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from shardis.resp import RequestParser, encode_error
+from shardis.resp import QUERY_BUFFER_OVERFLOW, RequestParser, encode_error
 
 if TYPE_CHECKING:
     from shardis.router.core import Router
 
 #: Commands a client may queue while it waits (blocked or held) before we stop reading it.
 MAX_BACKLOG = 10_000
+#: Most replies a client may have due (dispatched, not yet written) before its next commands
+#: wait in the backlog: what a client that pipelines without reading can make us hold.
+MAX_INFLIGHT = 256
 #: Backlog marker: the input turned malformed here; answer what came before, then the error.
 PROTOCOL_ERROR: list[bytes] = []
 
@@ -37,7 +40,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, router: Router) -> None:
         self.router = router
         self.transport: asyncio.Transport | None = None
-        self.parser = RequestParser()
+        self.parser = RequestParser(router.limits.protocol)
         self.replies: deque[Reply] = deque()
         #: commands received while ``waiting`` (an operation of ours is in flight or held).
         self.backlog: deque[list[bytes]] = deque()
@@ -47,6 +50,11 @@ class ClientConnection(asyncio.Protocol):
         self.reading_paused = False
         #: the transport's buffer is over its high-water mark: the client is not reading.
         self.writing_paused = False
+        #: ...and it gets backpressure (no output limit for its class): nothing runs for it.
+        self.output_blocked = False
+        #: refused at connection time (maxclients): never registered with the router.
+        self.rejected = False
+        self.resuming = False
         self.proto = 2
         #: commands queued since MULTI (None outside MULTI), and whether EXEC must abort.
         self.multi: list[list[bytes]] | None = None
@@ -57,7 +65,7 @@ class ClientConnection(asyncio.Protocol):
         self.subscriptions: dict[bytes, dict[bytes, None]] = {b"c": {}, b"p": {}, b"s": {}}
         #: any subscription at all (RESP2 clients then accept only pub/sub commands).
         self.subscribed = False
-        #: when pending output first passed the pub/sub soft limit (None: below it).
+        #: when pending output first passed its class's soft limit (None: below it).
         self.soft_limit_since: float | None = None
         self.name: bytes | None = None
         self.lib_name: bytes | None = None
@@ -78,12 +86,16 @@ class ClientConnection(asyncio.Protocol):
             self.addr = f"{peer[0]}:{peer[1]}"
         if isinstance(local, tuple):
             self.laddr = f"{local[0]}:{local[1]}"
+        if not self.router.limits.admit(self):
+            self.rejected = self.closed = True
+            return
         self.router.client_connected(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
         commands = self.parser.feed(data)
+        self.last_active = time.monotonic()
         if not commands:
             if self.parser.error is not None:
                 if self.waiting:
@@ -92,13 +104,15 @@ class ClientConnection(asyncio.Protocol):
                 else:
                     self.protocol_error(self.parser.error)
             return
-        self.last_active = time.monotonic()
-        router = self.router
-        if self.waiting:
+        if (self.waiting or self.backlog or self.output_blocked
+                or len(commands) + len(self.replies) > MAX_INFLIGHT):
+            # Queued behind an operation, or throttled: too many replies are due already.
             self.backlog.extend(commands)
             self.limit_backlog()
+            if not self.waiting:
+                self.resume()
         else:
-            done = router.dispatch_all(self, commands)
+            done = self.router.dispatch_all(self, commands)
             if done < len(commands) and not self.closing:
                 self.backlog.extend(commands[done:])
                 self.limit_backlog()
@@ -112,17 +126,32 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.backlog.clear()
         self.replies.clear()
-        self.router.client_disconnected(self)
+        if not self.rejected:
+            self.router.client_disconnected(self)
 
     def pause_writing(self) -> None:
-        # The client does not read its replies: stop reading its requests until it does.
+        """The transport holds more output than its high-water mark: the client is not reading.
+
+        Without an output limit for its class, it gets backpressure: we stop reading and
+        running its requests until it reads (no memory grows).  With one, it runs on as in
+        Redis, and is disconnected once its pending output passes the limit."""
         self.writing_paused = True
-        self.pause_reading()
+        if self.router.limits.backpressure(self):
+            self.output_blocked = True
+            self.pause_reading()
+        else:
+            self.router.limits.watch(self)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if len(self.backlog) < MAX_BACKLOG // 2:
-            self.resume_reading()
+        self.soft_limit_since = None
+        self.router.limits.unwatch(self)
+        if self.output_blocked:
+            self.output_blocked = False
+            if self.backlog and not self.waiting:
+                self.resume()
+            elif len(self.backlog) < MAX_BACKLOG // 2:
+                self.resume_reading()
 
     # Helpers --------------------------------------------------------------------------------
     def pause_reading(self) -> None:
@@ -131,7 +160,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.writing_paused:
+        if self.output_blocked:
             return  # resume_writing will resume reading
         if self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = False
@@ -158,9 +187,37 @@ class ClientConnection(asyncio.Protocol):
         self.transport.write(b"".join(ready) if len(ready) > 1 else ready[0])  # type: ignore[arg-type]
         if self.closing and not replies:
             self.transport.close()
+        elif self.writing_paused or self.backlog:
+            self.after_write()
+
+    def after_write(self) -> None:
+        """Off the fast path: output over the high-water mark meets the output limits, and
+        a throttled backlog goes on once enough replies are out."""
+        if self.writing_paused and not self.output_blocked:
+            limits = self.router.limits
+            if limits.backpressure(self):  # CONFIG SET removed its class's limit meanwhile
+                self.output_blocked = True
+                limits.unwatch(self)
+                self.pause_reading()
+            else:
+                limits.check_output(self)
+        if (self.backlog and not self.waiting and not self.output_blocked
+                and len(self.replies) <= MAX_INFLIGHT // 2):
+            self.resume()
+
+    def close_now(self) -> None:
+        """Drop the connection at once, pending output included (a limit was passed)."""
+        self.closing = self.closed = True
+        self.backlog.clear()
+        self.replies.clear()
+        if self.transport is not None:
+            self.transport.abort()
 
     def protocol_error(self, message: str) -> None:
         """Malformed input: reply with the error once pending replies are out, then close."""
+        if message is QUERY_BUFFER_OVERFLOW:
+            self.router.limits.query_buffer_overflow(self)
+            return
         self.router.stats.error_replies += 1
         self.reply_now(encode_error(message))
         self.closing = True
@@ -168,15 +225,38 @@ class ClientConnection(asyncio.Protocol):
         self.flush()
 
     def resume(self) -> None:
-        """Dispatch what queued up while this client waited, until it waits again."""
-        backlog = self.backlog
-        dispatch = self.router.dispatch
-        while backlog and not self.waiting and not self.closing and not self.closed:
-            args = backlog.popleft()
-            if args is PROTOCOL_ERROR:
-                self.protocol_error(self.parser.error or "ERR Protocol error")
-                break
-            dispatch(self, args)
-        if len(backlog) < MAX_BACKLOG // 2:
+        """Dispatch what queued up while this client waited or was throttled, in chunks that
+        keep at most :data:`MAX_INFLIGHT` replies due, until it waits again."""
+        if self.resuming:
+            return  # a flush below wants to resume: this loop goes on by itself
+        self.resuming = True
+        try:
+            while self.can_dispatch():
+                if self.backlog[0] is PROTOCOL_ERROR:
+                    self.backlog.clear()
+                    self.protocol_error(self.parser.error or "ERR Protocol error")
+                    break
+                self.dispatch_chunk()
+                self.flush()
+                if len(self.replies) > MAX_INFLIGHT // 2:
+                    break  # the flush of the replies to come resumes
+        finally:
+            self.resuming = False
+        if len(self.backlog) < MAX_BACKLOG // 2:
             self.resume_reading()
         self.flush()
+
+    def can_dispatch(self) -> bool:
+        return (bool(self.backlog) and not self.waiting and not self.closing and not self.closed
+                and not self.output_blocked)
+
+    def dispatch_chunk(self) -> None:
+        """The next commands of the backlog, up to a protocol error or the in-flight cap."""
+        backlog = self.backlog
+        chunk = []
+        room = max(MAX_INFLIGHT - len(self.replies), 1)
+        while backlog and len(chunk) < room and backlog[0] is not PROTOCOL_ERROR:
+            chunk.append(backlog.popleft())
+        done = self.router.dispatch_all(self, chunk)
+        if done < len(chunk) and not self.closing:
+            backlog.extendleft(reversed(chunk[done:]))

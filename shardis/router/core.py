@@ -40,6 +40,7 @@ from shardis.protocol import EARLY_BIT
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
+from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
@@ -57,7 +58,8 @@ _commands_get = COMMANDS.get
 
 
 class RouterStats:
-    __slots__ = ("commands", "error_replies", "connections_received", "started", "batches")
+    __slots__ = ("commands", "error_replies", "connections_received", "started", "batches",
+                 "rejected_connections")
 
     def __init__(self) -> None:
         self.commands = 0
@@ -65,6 +67,7 @@ class RouterStats:
         self.batches = 0
         self.error_replies = 0
         self.connections_received = 0
+        self.rejected_connections = 0
         self.started = time.time()
 
 
@@ -241,6 +244,10 @@ class Router:
         self.pubsub = PubSubRouter(self)
         #: stops the server (SHUTDOWN); set by whoever runs the router.
         self.on_shutdown: Any = None
+        self.limits = ClientLimits(self)
+        #: the TLS listener's context holder (``shardis.router.tls``), when tls-port is set.
+        self.tls: Any = None
+        self.limits.start()
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
@@ -759,6 +766,7 @@ class Router:
 
     # Lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
+        self.limits.stop()
         for link in self.links:
             self.loop.remove_reader(link.fd)
             self.loop.remove_reader(link.monitor_fd)

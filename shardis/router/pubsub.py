@@ -6,13 +6,13 @@ with subscribers; the router fans it out to its clients.  Subscribing tells the 
 worker that one more client of this router listens (``__sub``), before any later PUBLISH can
 reach that worker, since both travel the same FIFO link.
 
-A subscriber that does not read is disconnected once its pending output passes Redis's
-``client-output-buffer-limit pubsub 32mb 8mb 60``; it never slows the publisher or others.
+A subscriber that does not read is disconnected once its pending output passes the pubsub
+class of ``client-output-buffer-limit`` (Redis's 32mb 8mb 60 by default: see
+``shardis.router.limits``); it never slows the publisher or others.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from shardis import errors
@@ -23,9 +23,6 @@ from shardis.resp import Push, Raw, encode
 from shardis.router.registry import Plan, coordinated, router_command
 
 HUB = 0
-HARD_LIMIT = 32 * 1024 * 1024
-SOFT_LIMIT = 8 * 1024 * 1024
-SOFT_SECONDS = 60
 
 _REPLY_NAMES = {
     CHANNEL: (b"subscribe", b"unsubscribe"),
@@ -126,29 +123,12 @@ class PubSubRouter:
             else:
                 clients = local[SHARD if kind == b"smessage" else CHANNEL].get(channel, {})
                 payload = [kind, channel, message]
-            for client in list(clients):
-                if self._over_limit(client):
-                    continue
+            for client in clients:
+                if client.closed:
+                    continue  # dropped for its output limit, its connection_lost yet to come
                 client.reply_now(encode(Push(payload), client.proto))
                 router.touched.add(client)
         router.schedule_client_flush()
-
-    def _over_limit(self, client: Any) -> bool:
-        """Redis's pubsub output-buffer limit: a client that does not read is dropped."""
-        transport = client.transport
-        if transport is None or client.closed:
-            return True
-        pending = transport.get_write_buffer_size()
-        now = time.monotonic()
-        if pending < SOFT_LIMIT:
-            client.soft_limit_since = None
-            return False
-        if client.soft_limit_since is None:
-            client.soft_limit_since = now
-        if pending >= HARD_LIMIT or now - client.soft_limit_since >= SOFT_SECONDS:
-            transport.abort()
-            return True
-        return False
 
 
 def _subscription_command(kind: bytes, subscribing: bool) -> Any:

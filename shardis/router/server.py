@@ -289,6 +289,7 @@ def config_resetstat(router: Any, client: Any, args: list[bytes]) -> object:
     router.stats.commands = 0
     router.stats.error_replies = 0
     router.stats.connections_received = 0
+    router.stats.rejected_connections = 0
     return OK
 
 
@@ -356,7 +357,7 @@ def _server(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
 def _clients(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
     return [
         ("connected_clients", len(router.clients)),
-        ("maxclients", 10000),
+        ("maxclients", router.config["maxclients"]),
         ("blocked_clients", len(router.blocking)),
     ]
 
@@ -384,6 +385,7 @@ def _stats(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
     return [
         ("total_connections_received", stats.connections_received),
         ("total_commands_processed", stats.commands),
+        ("rejected_connections", stats.rejected_connections),
         ("expired_keys", _total(shards, b"expired_keys")),
         ("total_error_replies", stats.error_replies + _total(shards, b"error_replies")),
         ("shardis_worker_batches", stats.batches),
