@@ -229,7 +229,7 @@ class RequestParser:
     value on its way) is left inside hiredis, which then receives the next reads directly.
     """
 
-    __slots__ = ("_reader", "_pending", "_partial", "error")
+    __slots__ = ("_reader", "_pending", "_partial", "error", "limited")
 
     def __init__(self) -> None:
         self._reader = hiredis.Reader()
@@ -240,6 +240,9 @@ class RequestParser:
         self._partial = False
         #: set once input was malformed: the text of the error to send before closing.
         self.error: str | None = None
+        #: an unauthenticated client: Redis's small limits, one request per call (see
+        #: :meth:`_feed_limited`); the authenticated path never looks at it.
+        self.limited = False
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Parse as many complete commands as ``data`` completes; keep the rest buffered.
@@ -247,11 +250,14 @@ class RequestParser:
         On malformed input, returns the commands parsed before the fault and sets
         :attr:`error`; like Redis, the connection answers those, then the error, then closes.
         """
-        if self.error is not None or not data:
+        if self.error is not None or not (data or self.limited):
             return []
         commands: list[list[bytes]] = []
         try:
-            self._feed(data, commands)
+            if self.limited and not self._partial:
+                self._feed_limited(data, commands)
+            else:
+                self._feed(data, commands)
         except ProtocolError as exc:
             self.error = exc.message
         return commands
@@ -277,6 +283,36 @@ class RequestParser:
             self._reader = hiredis.Reader()
             self._partial = False
         self._parse_slowly(data, commands)
+
+    def _feed_limited(self, data: bytes, commands: list[list[bytes]]) -> None:
+        """At most one request, with networking.c's unauthenticated limits; the rest of the
+        input stays pending, to be parsed with or without limits once this one has run."""
+        data = self._pending + data
+        self._pending = b""
+        pos, end = 0, len(data)
+        while pos < end:
+            if data[pos] != 0x2A:
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > MAX_INLINE_SIZE:
+                        raise ProtocolError(errors.PROTO_TOO_BIG_INLINE)
+                    break
+                args = split_inline(data[pos:newline])
+                pos = newline + 1
+            else:
+                parsed = _parse_multibulk(data, pos, UNAUTHENTICATED_LIMITS)
+                if parsed is None:
+                    break
+                args, pos = parsed
+            if args:
+                commands.append(args)
+                break
+        self._pending = data[pos:]
+
+    def take_pending(self) -> bytes:
+        """The unparsed rest of the input (after a limited parse), now the caller's."""
+        pending, self._pending = self._pending, b""
+        return pending
 
     def _drain(self, data: bytes, commands: list[list[bytes]]) -> None:
         """The fast path: hiredis parses every complete multibulk request in ``data``."""
@@ -342,8 +378,14 @@ MAX_MULTIBULK = 1024 * 1024
 MAX_BULK_LENGTH = 512 * 1024 * 1024
 
 
-def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
-    """One ``*N`` request at ``pos``: (args, end) or None when incomplete."""
+#: networking.c: an unauthenticated client may send at most 10 arguments of 16 KB each.
+UNAUTHENTICATED_LIMITS = (10, 16384)
+
+
+def _parse_multibulk(data: bytes, pos: int, limits: tuple[int, int] | None = None
+                     ) -> tuple[list[bytes], int] | None:
+    """One ``*N`` request at ``pos``: (args, end) or None when incomplete.  ``limits``: the
+    unauthenticated (count, bulk length) limits, checked as soon as a header is complete."""
     end = len(data)
     newline = data.find(b"\r\n", pos)
     if newline < 0:
@@ -353,6 +395,8 @@ def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
     count = _header_number(data[pos + 1 : newline])
     if count is None or count > MAX_MULTIBULK:
         raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
+    if limits is not None and count > limits[0]:
+        raise ProtocolError(errors.PROTO_UNAUTH_MULTIBULK)
     pos = newline + 2
     args: list[bytes] = []
     for _ in range(max(count, 0)):
@@ -369,6 +413,8 @@ def _parse_multibulk(data: bytes, pos: int) -> tuple[list[bytes], int] | None:
         length = _header_number(data[pos + 1 : newline])
         if length is None or length < 0 or length > MAX_BULK_LENGTH:
             raise ProtocolError(errors.PROTO_INVALID_BULK)
+        if limits is not None and length > limits[1]:
+            raise ProtocolError(errors.PROTO_UNAUTH_BULK)
         start = newline + 2
         if start + length + 2 > end:
             return None

@@ -399,6 +399,8 @@ class ScriptEngine:
             raise RuntimeError(bootstrap[1])
         self._run, self._compile = bootstrap(self._redis_table(), _unwrap)
         # State of the script being run.
+        #: the caller's ACL user (None: unrestricted), from ``__script_topology``.
+        self.acl_user: Any = None
         self.resp = 2
         self.read_only = False
 
@@ -563,6 +565,11 @@ class ScriptEngine:
             return False, "Wrong number of args calling Redis command from script"
         if "noscript" in spec.flags:
             return False, "This Redis command is not allowed from script"
+        if self.acl_user is not None:
+            denied = self.acl_user.check(spec, args)[0]
+            if denied:
+                reason = errors.SCRIPT_ACL_REASONS[{1: 0, 2: 1}.get(denied, 2)]
+                return False, "The user executing the script " + reason
         if self.read_only and ("write" in spec.flags or "may_replicate" in spec.flags):
             return False, "Write commands are not allowed from read-only scripts."
         index = self.shard.index
@@ -871,12 +878,29 @@ def script_flush_command(db: Any, args: list[bytes]) -> object:
     return OK
 
 
-@command("__script_topology", 2, "internal", fanout=Fanout.SINGLE)
+@command("__script_topology", -2, "internal", fanout=Fanout.SINGLE)
 def internal_script_topology_command(db: Any, args: list[bytes]) -> object:
-    """``__script_topology <workers>``: how many workers share the slots (the router sends it
-    ahead of every script, so a restarted worker learns it again before it needs it)."""
+    """``__script_topology <workers> [<acl line>]``: how many workers share the slots (the
+    router sends it ahead of every script, so a restarted worker learns it again before it
+    needs it), and the caller's ACL rules when it has limits (checked in ``_pycall``)."""
     count = int(args[1])
     engine = engine_of(db)
+    engine.acl_user = _acl_user(args[2]) if len(args) > 2 else None
     if engine.slots.worker_count != count:
         engine.slots = SlotMap(count)
     return OK
+
+
+_ACL_USERS: dict[bytes, Any] = {}
+
+
+def _acl_user(line: bytes) -> Any:
+    """The user an ACL LIST line describes, rebuilt once per distinct line."""
+    user = _ACL_USERS.get(line)
+    if user is None:
+        from shardis.router.acl import user_from_line
+
+        if len(_ACL_USERS) > 256:
+            _ACL_USERS.clear()
+        user = _ACL_USERS[line] = user_from_line(line)
+    return user
