@@ -125,3 +125,65 @@ BITFIELD_TYPE = (
 )
 BITFIELD_OVERFLOW = "ERR Invalid OVERFLOW type specified"
 BITFIELD_RO_GET_ONLY = "ERR BITFIELD_RO only supports the GET subcommand"
+
+
+# Authentication and ACL (Redis 7.0's acl.c, server.c, multi.c, script.c) -----------------------
+NOAUTH = "NOAUTH Authentication required."
+NOAUTH_HELLO = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"  # noqa: E501
+WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
+AUTH_NO_PASSWORD = (
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?"
+)
+NOPERM_COMMAND = "NOPERM this user has no permissions to run the '{}' command"
+NOPERM_KEY = "NOPERM this user has no permissions to access one of the keys used as arguments"
+NOPERM_CHANNEL = (
+    "NOPERM this user has no permissions to access one of the channels used as arguments"
+)
+NOPERM_EXEC = (
+    "NOPERM ACLs rules changed between the moment the transaction was accumulated and the "
+    "EXEC call. This command is no longer allowed for the following reason: {}"
+)
+NOPERM_EXEC_REASONS = (
+    "no permission to execute the command or subcommand",
+    "no permission to touch the specified keys",
+    "no permission to access one of the channels used as arguments",
+)
+#: scriptVerifyACL: "The user executing the script " + getAclErrorMessage().
+SCRIPT_ACL_REASONS = (
+    "can't run this command or subcommand",
+    "can't access at least one of the keys mentioned in the command arguments",
+    "can't publish to the channel mentioned in the command",
+)
+PROTO_UNAUTH_MULTIBULK = "ERR Protocol error: unauthenticated multibulk length"
+PROTO_UNAUTH_BULK = "ERR Protocol error: unauthenticated bulk length"
+ACL_NO_FILE = (
+    "ERR This Redis instance is not configured to use an ACL file. You may want to specify "
+    "users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a "
+    "Redis configuration file set) in order to store users in the Redis configuration."
+)
+ACL_SAVE_FAILED = (
+    "ERR There was an error trying to save the ACLs. Please check the server logs for more "
+    "information"
+)
+ACL_DELETE_DEFAULT = "ERR The 'default' user cannot be removed"
+ACL_BAD_USERNAME = "ERR Usernames can't contain spaces or null characters"
+ACL_GENPASS_RANGE = (
+    "ERR ACL GENPASS argument must be the number of bits for the output password, a positive "
+    "number up to 4096"
+)
+DENIED_PROTECTED = (
+    "DENIED Redis is running in protected mode because protected mode is enabled and no "
+    "password is set for the default user. In this mode connections are only accepted from "
+    "the loopback interface. If you want to connect from external computers to Redis you may "
+    "adopt one of the following solutions: 1) Just disable protected mode sending the command "
+    "'CONFIG SET protected-mode no' from the loopback interface by connecting to Redis from the "
+    "same host the server is running, however MAKE SURE Redis is not publicly accessible from "
+    "internet if you do so. Use CONFIG REWRITE to make this change permanent. 2) Alternatively "
+    "you can just disable the protected mode by editing the Redis configuration file, and "
+    "setting the protected mode option to 'no', and then restarting the server. 3) If you "
+    "started the server manually just for testing, restart it with the '--protected-mode no' "
+    "option. 4) Setup a an authentication password for the default user. NOTE: You only need "
+    "to do one of the above things in order for the server to start accepting connections from "
+    "the outside."
+)

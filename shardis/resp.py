@@ -255,7 +255,7 @@ class RequestParser:
     and gets every check again (an inline request, a giant ``*N`` that hiredis would allocate).
     """
 
-    __slots__ = ("_reader", "_pending", "_request", "error", "limits")
+    __slots__ = ("_reader", "_pending", "_request", "error", "limits", "limited")
 
     def __init__(self, limits: ProtocolLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
@@ -266,6 +266,9 @@ class RequestParser:
         self._request: _Request | None = None
         #: set once input was malformed: the text of the error to send before closing.
         self.error: str | None = None
+        #: an unauthenticated client: Redis's small limits, one request per call (see
+        #: :meth:`_feed_limited`); the authenticated path never looks at it.
+        self.limited = False
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Parse as many complete commands as ``data`` completes; keep the rest buffered.
@@ -273,16 +276,50 @@ class RequestParser:
         On malformed input, returns the commands parsed before the fault and sets
         :attr:`error`; like Redis, the connection answers those, then the error, then closes.
         """
-        if self.error is not None or not data:
+        if self.error is not None or not (data or self.limited):
             return []
         commands: list[list[bytes]] = []
         try:
-            self._feed(data, commands)
+            if self.limited:
+                self._feed_limited(data, commands)
+            else:
+                self._feed(data, commands)
         except ProtocolError as exc:
             self.error = exc.message
             self._request = None
             self._pending = b""
         return commands
+
+    def _feed_limited(self, data: bytes, commands: list[list[bytes]]) -> None:
+        """At most one request, with networking.c's unauthenticated limits; the rest of the
+        input stays pending, to be parsed with or without limits once this one has run."""
+        data = self._pending + data
+        self._pending = b""
+        pos, end = 0, len(data)
+        while pos < end and not commands:
+            if self._request is None and data[pos] != 0x2A:  # an inline request
+                newline = data.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > MAX_INLINE_SIZE:
+                        raise ProtocolError(errors.PROTO_TOO_BIG_INLINE)
+                    break
+                args = split_inline(data[pos:newline])
+                pos = newline + 1
+                if args:
+                    commands.append(args)
+                continue
+            request = self._request or _Request(self.limits, unauthenticated=True)
+            next_pos = request.feed(data, pos, commands)
+            if next_pos is None:
+                self._request, pos = request, end
+                break
+            self._request, pos = None, next_pos
+        self._pending = data[pos:]
+
+    def take_pending(self) -> bytes:
+        """The unparsed rest of the input (after a limited parse), now the caller's."""
+        pending, self._pending = self._pending, b""
+        return pending
 
     def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
         if self._request is not None:
@@ -386,6 +423,11 @@ MAX_MULTIBULK = 1024 * 1024
 MAX_BULK_LENGTH = 512 * 1024 * 1024
 
 
+#: networking.c: an unauthenticated client may send at most 10 arguments of 16 KB each.
+UNAUTHENTICATED_ARGS = 10
+UNAUTHENTICATED_BULK = 16384
+
+
 class _Request:
     """One multibulk request parsed incrementally, in Python, across any number of reads.
 
@@ -395,10 +437,12 @@ class _Request:
     ``client-query-buffer-limit`` and each bulk by ``proto-max-bulk-len`` (``limits``).
     """
 
-    __slots__ = ("count", "args", "header", "body", "need", "size", "limits")
+    __slots__ = ("count", "args", "header", "body", "need", "size", "limits", "unauthenticated")
 
-    def __init__(self, limits: ProtocolLimits) -> None:
+    def __init__(self, limits: ProtocolLimits, unauthenticated: bool = False) -> None:
         self.limits = limits
+        #: Redis's limits before AUTH: at most 10 arguments of 16 KB each.
+        self.unauthenticated = unauthenticated
         #: arguments still expected; None until the ``*N`` line is read.
         self.count: int | None = None
         self.args: list[bytes] = []
@@ -461,12 +505,16 @@ class _Request:
         count = _header_number(line)
         if count is None or count > MAX_MULTIBULK:
             raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
+        if self.unauthenticated and count > UNAUTHENTICATED_ARGS:
+            raise ProtocolError(errors.PROTO_UNAUTH_MULTIBULK)
         self.count = max(count, 0)
 
     def _start_bulk(self, line: bytes) -> None:
         length = _header_number(line)
         if length is None or length < 0 or length > self.limits.max_bulk:
             raise ProtocolError(errors.PROTO_INVALID_BULK)
+        if self.unauthenticated and length > UNAUTHENTICATED_BULK:
+            raise ProtocolError(errors.PROTO_UNAUTH_BULK)
         self.body = bytearray()
         self.need = length + 2
 

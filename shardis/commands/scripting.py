@@ -475,6 +475,8 @@ class ScriptEngine:
         #: busy-reply-threshold in seconds (from the router's ``__script_topology``).
         self.busy_after = 5.0
         # State of the script being run.
+        #: the caller's ACL user (None: unrestricted), from ``__script_topology``.
+        self.acl_user: Any = None
         self.resp = 2
         self.read_only = False
         self.started = 0.0
@@ -694,6 +696,11 @@ class ScriptEngine:
             return False, "Wrong number of args calling Redis command from script"
         if "noscript" in spec.flags:
             return False, "This Redis command is not allowed from script"
+        if self.acl_user is not None:
+            denied = self.acl_user.check(spec, args)[0]
+            if denied:
+                reason = errors.SCRIPT_ACL_REASONS[{1: 0, 2: 1}.get(denied, 2)]
+                return False, "The user executing the script " + reason
         if "write" in spec.flags or "may_replicate" in spec.flags:
             if self.read_only:
                 return False, "Write commands are not allowed from read-only scripts."
@@ -1006,11 +1013,13 @@ def script_flush_command(db: Any, args: list[bytes]) -> object:
 
 @command("__script_topology", -2, "internal", fanout=Fanout.SINGLE)
 def internal_script_topology_command(db: Any, args: list[bytes]) -> object:
-    """``__script_topology <workers> [<busy-reply-threshold ms>]``: how many workers share
-    the slots, and when a running script makes the worker busy (the router sends it ahead of
-    every script, so a restarted worker learns it again before it needs it)."""
+    """``__script_topology <workers> [<busy-reply-threshold ms> [<acl line>]]``: how many
+    workers share the slots, when a running script makes the worker busy (the router sends it
+    ahead of every script, so a restarted worker learns it again before it needs it), and the
+    caller's ACL rules when it has limits (checked in ``_pycall``)."""
     count = int(args[1])
     engine = engine_of(db)
+    engine.acl_user = _acl_user(args[3]) if len(args) > 3 else None
     if engine.slots.worker_count != count:
         engine.slots = SlotMap(count)
     if len(args) > 2:
@@ -1023,3 +1032,18 @@ def internal_script_kill_command(db: Any, args: list[bytes]) -> object:
     """SCRIPT KILL reaching a worker that runs no script (a busy one answers it from inside
     the script: ``ScriptEngine.kill``)."""
     raise ReplyError(NOTBUSY)
+
+
+_ACL_USERS: dict[bytes, Any] = {}
+
+
+def _acl_user(line: bytes) -> Any:
+    """The user an ACL LIST line describes, rebuilt once per distinct line."""
+    user = _ACL_USERS.get(line)
+    if user is None:
+        from shardis.router.acl import user_from_line
+
+        if len(_ACL_USERS) > 256:
+            _ACL_USERS.clear()
+        user = _ACL_USERS[line] = user_from_line(line)
+    return user

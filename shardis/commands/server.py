@@ -49,6 +49,17 @@ for _name, _arity, _flags, _acl in (
 ):
     command(_name, _arity, _flags, fanout=R, acl=_acl, group=CONN, parent="client")(None)
 
+container("acl", group="server")
+for _name, _arity, _admin in (
+    ("cat", -2, False), ("deluser", -3, True), ("dryrun", -4, True), ("genpass", -2, False),
+    ("getuser", 3, True), ("list", 2, True), ("load", 2, True), ("log", -2, True),
+    ("save", 2, True), ("setuser", -3, True), ("users", 2, True), ("whoami", 2, False),
+):
+    command(_name, _arity, ("admin " if _admin else "") + "noscript loading stale", fanout=R,
+            acl="admin slow dangerous" if _admin else "slow", group="server",
+            parent="acl")(None)
+command("help", 2, "loading stale", fanout=R, acl="slow", group="server", parent="acl")(None)
+
 # Bare COMMAND is valid too, hence arity -1 for the container.
 container("command", arity=-1, flags="loading stale", acl="slow connection", group="server",
           tips="nondeterministic_output_order")

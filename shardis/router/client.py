@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from shardis import errors
 from shardis.resp import QUERY_BUFFER_OVERFLOW, RequestParser, encode_error
+from shardis.router import security
 
 if TYPE_CHECKING:
     from shardis.router.core import Router
@@ -76,6 +78,11 @@ class ClientConnection(asyncio.Protocol):
         self.last_command = b"NULL"
         self.addr = "?:0"
         self.laddr = "?:0"
+        #: who this client is (``shardis.router.security``): set when the connection is made.
+        self.user: Any = None
+        self.authenticated = False
+        #: no ACL check needed for any command: the dispatch fast path is taken.
+        self.unrestricted = False
 
     # asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,13 +94,26 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(local, tuple):
             self.laddr = f"{local[0]}:{local[1]}"
         if not self.router.limits.admit(self):
-            self.rejected = self.closed = True
+            self.rejected = self.closed = self.closing = True
+            return
+        if not security.client_connected(self.router, self):
+            # Protected mode: Redis writes the reason as a raw error line and closes.
+            self.rejected = self.closing = True
+            transport.write(encode_error(errors.DENIED_PROTECTED))  # type: ignore[attr-defined]
+            transport.close()
             return
         self.router.client_connected(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        if not self.authenticated:
+            if security.auth_required(self.router, self):
+                self.unauthenticated_data(data)
+                return
+            if self.parser.limited:  # the password went away (CONFIG SET requirepass "")
+                self.parser.limited = False
+                data = self.parser.take_pending() + data
         commands = self.parser.feed(data)
         self.last_active = time.monotonic()
         if not commands:
@@ -120,6 +140,31 @@ class ClientConnection(asyncio.Protocol):
             self.backlog.append(PROTOCOL_ERROR)
             if not self.waiting:
                 self.resume()
+        self.flush()
+
+    def unauthenticated_data(self, data: bytes) -> None:
+        """Before AUTH, Redis's small request limits apply (at most 10 arguments of 16 KB), and
+        the requests are parsed one at a time: after a successful AUTH the rest of the read is
+        parsed without the limits, as Redis does."""
+        parser = self.parser
+        parser.limited = True
+        commands = parser.feed(data)
+        while commands and not self.closing:
+            self.router.dispatch_all(self, commands)
+            self.flush()
+            if self.closing or not security.auth_required(self.router, self):
+                break
+            commands = parser.feed(b"")
+        if self.closing:
+            return
+        if parser.error is not None:
+            self.protocol_error(parser.error)
+            return
+        if not security.auth_required(self.router, self):
+            parser.limited = False
+            rest = parser.take_pending()
+            if rest:
+                self.data_received(rest)
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -12,6 +12,7 @@ from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import OK, PONG, Status, Verbatim
 from shardis.router.registry import router_command
+from shardis.router.security import authenticate
 
 
 @router_command("ping")
@@ -53,25 +54,6 @@ def reset(router: Any, client: Any, args: list[bytes]) -> object:
     return Status(b"RESET")
 
 
-NO_PASSWORD = (
-    "ERR AUTH <password> called without any password configured for the default user. "
-    "Are you sure your configuration is correct?"
-)
-WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
-
-
-@router_command("auth")
-def auth(router: Any, client: Any, args: list[bytes]) -> object:
-    """No users are configured: like Redis's passwordless ``default`` user."""
-    if len(args) > 3:
-        raise ReplyError(errors.SYNTAX)
-    if len(args) == 2:
-        raise ReplyError(NO_PASSWORD)
-    if args[1] != b"default":
-        raise ReplyError(WRONGPASS)
-    return OK
-
-
 @router_command("hello")
 def hello(router: Any, client: Any, args: list[bytes]) -> object:
     version = 0
@@ -84,8 +66,8 @@ def hello(router: Any, client: Any, args: list[bytes]) -> object:
         more = len(args) - 1 - j
         opt = args[j].upper()
         if opt == b"AUTH" and more >= 2:
-            if args[j + 1] != b"default":
-                raise ReplyError(WRONGPASS)
+            if not authenticate(router, client, args[j + 1], args[j + 2], args[0]):
+                raise ReplyError(errors.WRONGPASS)
             j += 2
         elif opt == b"SETNAME" and more:
             # Redis names the client as soon as it parses the option, even if a later one fails.
@@ -97,6 +79,8 @@ def hello(router: Any, client: Any, args: list[bytes]) -> object:
                 f"ERR Syntax error in HELLO option '{args[j].decode(errors='replace')}'"
             )
         j += 1
+    if not client.authenticated:
+        raise ReplyError(errors.NOAUTH_HELLO)
     if version:
         client.proto = version
     return {
@@ -165,7 +149,8 @@ def client_info_line(client: Any, now: float) -> str:
         f"age={int(now - client.created)} idle={int(now - client.last_active)} flags=N db=0 "
         f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
         f"obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
-        f"cmd={client.last_command.decode(errors='replace').lower()} user=default redir=-1 "
+        f"cmd={client.last_command.decode(errors='replace').lower()} "
+        f"user={client.user.name.decode(errors='replace')} redir=-1 "
         f"resp={client.proto} backlog={waiting}"
         + (f" lib-name={client.lib_name.decode()}" if client.lib_name else "")
         + (f" lib-ver={client.lib_ver.decode()}" if client.lib_ver else "")

@@ -38,6 +38,7 @@ from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
+from shardis.router import security
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.limits import ClientLimits
@@ -248,6 +249,10 @@ class Router:
         #: the TLS listener's context holder (``shardis.router.tls``), when tls-port is set.
         self.tls: Any = None
         self.limits.start()
+        #: the users (``shardis.router.acl``): requirepass, then the ACL file.
+        self.acl = security.create_store(self.config)
+        #: the client whose coordinated command is being planned (Redis's current_client).
+        self.current_client: ClientConnection | None = None
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
@@ -268,13 +273,18 @@ class Router:
         self.pubsub.client_gone(client)
 
     # Dispatch -------------------------------------------------------------------------------
-    def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
+    def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]],
+                     checked: bool = False) -> int:
         """Route the commands of one read in order; returns how many were dispatched (fewer
         when the client started waiting or closing: the rest is for its backlog).
 
         The common case (a plain one-key command whose worker is not gated) is written out
-        inline with hoisted locals: it runs for every GET and SET.
+        inline with hoisted locals: it runs for every GET and SET.  A client that is not
+        ``unrestricted`` (not authenticated, or a user with ACL limits) goes through
+        :meth:`dispatch_guarded` instead, which checks each command first.
         """
+        if not client.unrestricted and not checked:
+            return self.dispatch_guarded(client, commands)
         if client.multi is not None:
             return self.dispatch_in_multi(client, commands)
         if client.subscribed and client.proto == 2:
@@ -324,6 +334,18 @@ class Router:
                 return index + 1 + self.dispatch_in_multi(client, commands[index + 1 :])
             proto = client.proto  # HELLO may have switched it
         self._count_fast(client, commands, fast)
+        return len(commands)
+
+    def dispatch_guarded(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
+        """One command at a time: NOAUTH / NOPERM (``security.refuse``), else the normal path."""
+        for index, args in enumerate(commands):
+            if not security.refuse(self, client, args):
+                self.dispatch_all(client, [args], checked=True)
+            if client.waiting or client.closing:
+                return index + 1
+            if client.unrestricted:  # AUTH or an ACL change lifted the checks
+                rest = commands[index + 1 :]
+                return index + 1 + (self.dispatch_all(client, rest) if rest else 0)
         return len(commands)
 
     def dispatch_in_multi(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
@@ -524,6 +546,7 @@ class Router:
     # Coordinated operations -----------------------------------------------------------------
     def run_coordinated(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         plan_fn, operation = COORDINATED[spec.fullname]
+        self.current_client = client  # for plans that act for the caller (scripts: its ACL)
         try:
             plan: Plan = plan_fn(self, args)
         except ReplyError as exc:

@@ -85,6 +85,7 @@ def load_handlers() -> None:
         lists,
         pubsub,
         scripting,
+        security,
         server,
         sets,
         streams,

@@ -9,7 +9,8 @@ to do.  (Redis Cluster is stricter — one slot; shardis asks for one worker.)
 
 Ahead of every script the worker is told how many workers share the slots
 (``__script_topology``, on the same link, so it arrives first): that is how it refuses a
-``redis.call`` on a key of another worker.
+``redis.call`` on a key of another worker.  For a caller with ACL limits the same message
+carries the user's rules (its ACL LIST line), which the worker checks each call against.
 
 Script caches are per worker.  SCRIPT LOAD and SCRIPT FLUSH go to every worker, so an EVALSHA
 after SCRIPT LOAD works wherever its keys live; EVAL caches its script only on the worker that
@@ -33,6 +34,7 @@ from shardis.commands.scripting import (
 )
 from shardis.errors import ReplyError, raise_if_error
 from shardis.router.registry import Plan, coordinated, router_command
+from shardis.router.security import script_rules
 
 
 def script_plan(router: Any, args: list[bytes]) -> Plan:
@@ -45,7 +47,10 @@ def script_plan(router: Any, args: list[bytes]) -> Plan:
         raise ReplyError(CROSSSLOT)
     worker = workers.pop() if workers else 0
     threshold = router.config.get("busy-reply-threshold", 5000)
-    router.call(worker, [b"__script_topology", b"%d" % len(router.links), b"%d" % threshold])
+    topology = [b"__script_topology", b"%d" % len(router.links), b"%d" % threshold]
+    caller = router.current_client
+    rules = script_rules(caller) if caller is not None else None
+    router.call(worker, topology if rules is None else [*topology, rules])
     return Plan(forward_to=worker)
 
 

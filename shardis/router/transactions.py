@@ -23,6 +23,7 @@ from shardis.commands import Fanout, lookup
 from shardis.errors import ReplyError, raise_if_error
 from shardis.resp import NULL_ARRAY, OK, Raw, encode, encode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, router_command
+from shardis.router.security import exec_denial
 
 QUEUED_REPLY = b"+QUEUED\r\n"
 #: Commands that act at once inside MULTI instead of being queued (as in Redis).
@@ -167,6 +168,10 @@ async def _run_transaction(router: Any, client: Any, queued: list[list[bytes]]) 
 def run_queued(router: Any, client: Any, args: list[bytes], proto: int) -> Any:
     """Start one queued command: a future of its encoded reply, the encoded reply itself, or
     a coroutine (multi-step commands) to await before anything else is sent."""
+    denied = exec_denial(client, args, router)
+    if denied is not None:
+        router.stats.error_replies += 1
+        return encode_error(denied)
     spec = lookup(args)
     fanout = spec.fanout
     if fanout is Fanout.SINGLE or fanout is Fanout.BLOCKING:
@@ -183,6 +188,7 @@ def run_queued(router: Any, client: Any, args: list[bytes], proto: int) -> Any:
             return encode_error(exc.message)
     if fanout is Fanout.COORDINATED:
         plan_fn, operation = COORDINATED[spec.fullname]
+        router.current_client = client
         try:
             plan = plan_fn(router, args)
         except ReplyError as exc:
