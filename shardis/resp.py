@@ -260,8 +260,10 @@ class RequestParser:
     def __init__(self, limits: ProtocolLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._reader = hiredis.Reader()
-        #: the start of an unfinished inline line.
-        self._pending = b""
+        #: the start of an unfinished inline line (a bytearray: the pieces of a line sent in
+        #: small reads are appended, not joined again at every read); or, in a limited parse,
+        #: the unparsed rest of the input.
+        self._pending: bytes | bytearray = b""
         #: the unfinished multibulk request at the end of the input so far.
         self._request: _Request | None = None
         #: set once input was malformed: the text of the error to send before closing.
@@ -293,7 +295,7 @@ class RequestParser:
     def _feed_limited(self, data: bytes, commands: list[list[bytes]]) -> None:
         """At most one request, with networking.c's unauthenticated limits; the rest of the
         input stays pending, to be parsed with or without limits once this one has run."""
-        data = self._pending + data
+        data = bytes(self._pending) + data
         self._pending = b""
         pos, end = 0, len(data)
         while pos < end and not commands:
@@ -319,7 +321,7 @@ class RequestParser:
     def take_pending(self) -> bytes:
         """The unparsed rest of the input (after a limited parse), now the caller's."""
         pending, self._pending = self._pending, b""
-        return pending
+        return bytes(pending)
 
     def _feed(self, data: bytes, commands: list[list[bytes]]) -> None:
         if self._request is not None:
@@ -331,8 +333,10 @@ class RequestParser:
                 return
             data = data[pos:]
         if self._pending:
-            data = self._pending + data
-            self._pending = b""
+            rest = self._continue_inline(data, commands)
+            if not rest:
+                return
+            data = rest
         if data[0] == 0x2A and _suits_hiredis(data, self.limits.big_bulk):
             before = len(commands)
             try:
@@ -347,6 +351,24 @@ class RequestParser:
                     self._parse_slowly(data, commands, done)  # the unfinished request
                 return
         self._parse_slowly(data, commands, 0)
+
+    def _continue_inline(self, data: bytes, commands: list[list[bytes]]) -> bytes | None:
+        """Continue the inline line cut by the end of an earlier read; return the input after it
+        (None: the line is still unfinished).  Only the new bytes are searched and the line is
+        joined once, when its newline comes: a line sent in small pieces costs O(bytes), not a
+        copy and a scan of everything so far at every read."""
+        pending = self._pending
+        newline = data.find(b"\n")
+        if newline < 0:
+            if len(pending) + len(data) > MAX_INLINE_SIZE:
+                raise ProtocolError(errors.PROTO_TOO_BIG_INLINE)
+            pending += data  # type: ignore[operator]
+            return None
+        self._pending = b""
+        args = split_inline(bytes(pending) + data[:newline])
+        if args:
+            commands.append(args)
+        return data[newline + 1 :]
 
     def _drain(self, data: bytes, commands: list[list[bytes]]) -> int:
         """The fast path: hiredis parses every complete multibulk request in ``data``.
@@ -387,7 +409,7 @@ class RequestParser:
                 if newline < 0:
                     if end - pos > MAX_INLINE_SIZE:
                         raise ProtocolError(errors.PROTO_TOO_BIG_INLINE)
-                    self._pending = data[pos:]
+                    self._pending = bytearray(data[pos:])
                     return
                 args = split_inline(data[pos:newline])
                 if args:
@@ -416,9 +438,10 @@ def _wire_size(commands: list[list[bytes]], start: int) -> int:
     return total + len(repr(sizes)) + 3 * len(sizes) + sum(sizes) if sizes else total
 
 
-#: Redis accepts up to 2**31 - 1 arguments, but hiredis would allocate a list that size up
-#: front: beyond this many we refuse, as "invalid multibulk length".
-MAX_MULTIBULK = 1024 * 1024
+#: Redis's limit on a multibulk count (INT_MAX; more is "invalid multibulk length").  hiredis
+#: would allocate a list of the declared size up front, so a count of 7+ digits never reaches it
+#: (:data:`_BIG_HEADERS`): the Python :class:`_Request` appends arguments as they arrive.
+MAX_MULTIBULK = 2**31 - 1
 #: Redis's proto-max-bulk-len default.
 MAX_BULK_LENGTH = 512 * 1024 * 1024
 
@@ -446,8 +469,8 @@ class _Request:
         #: arguments still expected; None until the ``*N`` line is read.
         self.count: int | None = None
         self.args: list[bytes] = []
-        #: the start of a header line cut by the end of a read.
-        self.header = b""
+        #: the start of a header line cut by the end of a read (appended to, never re-joined).
+        self.header: bytes | bytearray = b""
         #: the bulk being received (with its trailing two bytes), or None between bulks.
         self.body: bytearray | None = None
         #: bytes still missing from ``body``.
@@ -469,6 +492,11 @@ class _Request:
                 return pos
             if pos >= end:
                 return None
+            if self.count and not self.header and not self.unauthenticated:
+                before = pos
+                pos = self._take_bulks(data, pos)
+                if pos != before:
+                    continue
             if self.count is not None and not self.header and data[pos] != 0x24:  # '$'
                 got = chr(data[pos]) if 32 <= data[pos] < 127 else "?"
                 raise ProtocolError(errors.PROTO_EXPECTED_DOLLAR.format(got))
@@ -478,28 +506,52 @@ class _Request:
             if self.count is None:
                 self._start(line)
             else:
-                self._start_bulk(line)
+                pos = self._start_bulk(line, data, pos)
+
+    def _take_bulks(self, data: bytes, pos: int) -> int:
+        """The fast loop over whole, canonically written bulks in ``data[pos:]``: one regex match
+        and one slice per argument (SADD with a million members is parsed here).  Stops at the
+        first bulk it cannot take whole, which the general code then handles."""
+        match, end, max_bulk = _BULK_HEADER.match, len(data), self.limits.max_bulk
+        args, count, size = self.args, self.count, self.size
+        while count and (header := match(data, pos)) is not None:
+            length = int(header[1])
+            start = header.end()
+            stop = start + length
+            if stop + 2 > end or length > max_bulk:
+                break
+            args.append(data[start:stop])
+            size += length
+            count -= 1
+            pos = stop + 2  # Redis skips the two bytes after a bulk without looking at them
+        self.count, self.size = count, size
+        if size > self.limits.query_buffer:
+            raise ProtocolError(QUERY_BUFFER_OVERFLOW)
+        return pos
 
     def _header_line(self, data: bytes, pos: int) -> tuple[bytes | None, int]:
-        """The next CRLF-ended header line (without ``*``/``$``) and where it ends."""
-        end = len(data)
-        if self.header:  # its start came with the previous read
-            joined = self.header + data[pos : pos + MAX_INLINE_SIZE + 2]
-            newline = joined.find(b"\r\n")
-            if newline >= 0:
-                consumed = newline + 2 - len(self.header)
-                self.header = b""
-                return joined[1:newline], pos + consumed
-        else:
-            newline = data.find(b"\r\n", pos)
-            if newline >= 0:
+        """The next CRLF-ended header line (without ``*``/``$``) and where it ends.
+
+        A header cut by the end of a read is kept in :attr:`header` and only the new bytes are
+        searched, so a header sent a byte at a time costs O(bytes)."""
+        header = self.header
+        if header and header[-1] == 0x0D and data[pos : pos + 1] == b"\n":  # CR | LF
+            self.header = b""
+            return bytes(header[1:-1]), pos + 1
+        newline = data.find(b"\r\n", pos)
+        if newline >= 0:
+            if not header:
                 return data[pos + 1 : newline], newline + 2
-            joined = data[pos:]
-        if len(joined) > MAX_INLINE_SIZE:
+            self.header = b""
+            return bytes(header[1:]) + data[pos:newline], newline + 2
+        if len(header) + len(data) - pos > MAX_INLINE_SIZE:
             what = "mbulk" if self.count is None else "bulk"
             raise ProtocolError(f"ERR Protocol error: too big {what} count string")
-        self.header = joined
-        return None, end
+        if header:
+            header += memoryview(data)[pos:]  # type: ignore[operator]
+        else:
+            self.header = bytearray(data[pos:])
+        return None, len(data)
 
     def _start(self, line: bytes) -> None:
         count = _header_number(line)
@@ -509,14 +561,26 @@ class _Request:
             raise ProtocolError(errors.PROTO_UNAUTH_MULTIBULK)
         self.count = max(count, 0)
 
-    def _start_bulk(self, line: bytes) -> None:
+    def _start_bulk(self, line: bytes, data: bytes, pos: int) -> int:
+        """Check a bulk header; take the bulk at once if ``data[pos:]`` holds all of it (one
+        slice: the common case of a request with many small arguments), else start
+        :attr:`body`.  Returns where parsing goes on."""
         length = _header_number(line)
         if length is None or length < 0 or length > self.limits.max_bulk:
             raise ProtocolError(errors.PROTO_INVALID_BULK)
         if self.unauthenticated and length > UNAUTHENTICATED_BULK:
             raise ProtocolError(errors.PROTO_UNAUTH_BULK)
-        self.body = bytearray()
-        self.need = length + 2
+        stop = pos + length
+        if stop + 2 > len(data):
+            self.body = bytearray()
+            self.need = length + 2
+            return pos
+        self.size += length
+        if self.size > self.limits.query_buffer:
+            raise ProtocolError(QUERY_BUFFER_OVERFLOW)
+        self.args.append(data[pos:stop])
+        self.count -= 1  # type: ignore[operator]
+        return stop + 2  # Redis skips the two bytes after a bulk without looking at them
 
     def _take_body(self, data: bytes, pos: int) -> int:
         """Append what ``data[pos:]`` holds of the current bulk; finish it when complete."""
@@ -546,6 +610,8 @@ def _header_number(raw: bytes) -> int | None:
 
 
 _STRICT_INT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")
+#: A bulk header as :func:`_header_number` accepts it, a non-negative length.
+_BULK_HEADER = re.compile(rb"\$(0|[1-9][0-9]{0,18})\r\n")
 
 
 #: Requests hiredis would accept but Redis refuses (a non-bulk element, a zero-padded length);

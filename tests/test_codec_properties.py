@@ -6,12 +6,13 @@ when the parser and the model disagree.  Streams are fed in pieces chosen by hyp
 pieces included) because the parser keeps state across reads: the small-tail buffer, the
 hiredis fast path and the large-request mode each see different cuts.
 
+A multibulk count is refused above :data:`shardis.resp.MAX_MULTIBULK` (INT_MAX, as in Redis);
+a large count is parsed in Python, so a few bytes cannot make hiredis allocate a giant list.
+
 Documented deviations from Redis, built into the model:
 
 * an inline line ends at a NUL byte (Redis's ``strchr`` stops there and the connection then
   waits for a newline it never sees, until 64 KB of input make it an error);
-* more than :data:`shardis.resp.MAX_MULTIBULK` arguments is "invalid multibulk length" (Redis:
-  more than 2**31 - 1), so a few bytes cannot make hiredis allocate a giant list.
 
 Where shardis is stricter than Redis (a header line ended by ``\\r`` plus any byte, which Redis
 accepts) the parser may stop early, with an error: the "any bytes" property allows that.
