@@ -89,29 +89,48 @@ def command_info_cmd(router: Any, client: Any, args: list[bytes]) -> object:
     return [command_info(spec) if (spec := find(name)) else None for name in args[2:]]
 
 
+def listed_commands() -> list[Command]:
+    """What COMMAND LIST lists, as Redis 7.0: every command, each followed by its
+    subcommands (``config``, ``config|get``...).  COMMAND COUNT counts the commands only."""
+    listed = []
+    for spec in public_commands():
+        listed.append(spec)
+        listed += [sub for sub in _unique(spec.subcommands) if "internal" not in sub.flags]
+    return listed
+
+
 @router_command("command|list")
 def command_list(router: Any, client: Any, args: list[bytes]) -> object:
-    names = [spec.fullname.encode() for spec in public_commands()]
+    listed = listed_commands()
     if len(args) == 2:
-        return names
+        return [spec.fullname.encode() for spec in listed]
     if len(args) == 5 and args[2].upper() == b"FILTERBY":
         kind, value = args[3].upper(), args[4]
         if kind == b"PATTERN":
-            return [n for n in names if glob_match(value, n, nocase=True)]
+            return [spec.fullname.encode() for spec in listed
+                    if glob_match(value, spec.fullname.encode(), nocase=True)]
         if kind == b"ACLCAT":
-            cat = b"@" + value.lower()
-            return [s.fullname.encode() for s in public_commands()
-                    if cat in (c.encode() for c in s.acl)]
+            category = "@" + value.lower().decode(errors="replace")
+            return [spec.fullname.encode() for spec in listed if category in spec.acl]
         if kind == b"MODULE":
             return []
     raise ReplyError(errors.SYNTAX)
 
 
+def _docs(spec: Command) -> dict:
+    """A command's COMMAND DOCS entry.  Summaries, arguments and history are not shipped: the
+    group, and for a container its subcommands' entries, as Redis nests them."""
+    entry: dict = {b"group": spec.group.encode()}
+    subcommands = [sub for sub in _unique(spec.subcommands) if "internal" not in sub.flags]
+    if subcommands:
+        entry[b"subcommands"] = {sub.fullname.encode(): _docs(sub) for sub in subcommands}
+    return entry
+
+
 @router_command("command|docs")
 def command_docs(router: Any, client: Any, args: list[bytes]) -> object:
-    """Docs are not shipped: an empty map for every command, as the issue allows."""
     specs = public_commands() if len(args) == 2 else filter(None, map(find, args[2:]))
-    return {spec.fullname.encode(): {b"group": spec.group.encode()} for spec in specs}
+    return {spec.fullname.encode(): _docs(spec) for spec in specs}
 
 
 @router_command("command|getkeys")
