@@ -3,6 +3,9 @@ filtered and documented as Redis does, for the commands shardis has."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tests.resp_client import RawClient, decode
@@ -78,3 +81,24 @@ def test_command_docs_and_info_take_subcommand_names(shardis, oracle):
     assert set(docs) == {"config|get", "client|id"}
     assert set(pairs(call(oracle.port, "COMMAND", "DOCS", "config|get", "CLIENT|ID",
                           "nosuch"))) == set(docs)
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_missing_commands() -> set[str]:
+    """The commands README's "does not have" list names (``CLIENT KILL`` -> ``client|kill``)."""
+    text = README.read_text()
+    start = text.index("<!-- missing-commands:start -->")
+    block = text[start:text.index("<!-- missing-commands:end -->", start)]
+    return {name.lower().replace(" ", "|") for name in re.findall(r"`([A-Z_ -]+)`", block)}
+
+
+def test_readme_lists_exactly_the_redis_commands_shardis_lacks(shardis, oracle):
+    theirs, ours = names(oracle.port), names(shardis.port)
+    missing = theirs - ours
+    # A command missing entirely stands for its subcommands.
+    expected = {name for name in missing if name.partition("|")[0] not in missing - {name}}
+    listed = readme_missing_commands()
+    assert sorted(listed - expected) == [], "README lists commands shardis has (or Redis lacks)"
+    assert sorted(expected - listed) == [], "commands missing from README's list"
