@@ -20,16 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version",
                         version=f"shardis {__version__} (redis {REDIS_VERSION} compatible)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument(*LOG_LEVEL_FLAG, default="info", **LOG_LEVEL_OPTIONS)
+    shared = _shared_options()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    up = sub.add_parser("up", help="run a router and N workers on this machine")
+    up = sub.add_parser("up", parents=[shared],
+                        help="run a router and N workers on this machine")
     up.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="number of worker processes (default: number of cores)")
     _add_listen_options(up)
 
-    router = sub.add_parser("router", help="run only the router")
+    router = sub.add_parser("router", parents=[shared], help="run only the router")
     router.add_argument("--connect", required=True,
                         help="comma-separated worker addresses, e.g. "
                              "tcp://10.0.0.2:7000,tcp://10.0.0.3:7000 (order = shard order)")
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="each worker's CURVE public key (a file, or the 40-character key), "
                              "in --connect order: encrypts and authenticates the links")
 
-    worker = sub.add_parser("worker", help="run only one worker")
+    worker = sub.add_parser("worker", parents=[shared], help="run only one worker")
     worker.add_argument("--listen", required=True,
                         help="address to bind, e.g. tcp://0.0.0.0:7000 or ipc:///tmp/w0.sock")
     worker.add_argument("--index", type=int, default=0, help="this worker's shard number")
@@ -54,9 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow a non-loopback tcp:// --listen without CURVE (anyone who "
                              "reaches the port can read and change every key)")
 
-    keygen = sub.add_parser("keygen", help="write a CURVE key pair: NAME.pub and NAME.key")
+    keygen = sub.add_parser("keygen", parents=[shared], help="write a CURVE key pair: NAME.pub and NAME.key")
     keygen.add_argument("name", help="path prefix of the two files")
     return parser
+
+
+LOG_LEVEL_FLAG = ("--log-level",)
+LOG_LEVEL_OPTIONS: dict[str, Any] = {
+    "choices": ["debug", "info", "warning", "error"],
+    "help": "what the logs say (default: info)",
+}
+
+
+def _shared_options() -> argparse.ArgumentParser:
+    """The options every subcommand takes, given after the subcommand too (``shardis up
+    --log-level debug``).  Their default is SUPPRESS: a subcommand without the flag keeps the
+    value given before it (``shardis --log-level debug up``) instead of resetting it."""
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(*LOG_LEVEL_FLAG, default=argparse.SUPPRESS, **LOG_LEVEL_OPTIONS)
+    return shared
 
 
 def _add_key_pair_options(parser: argparse.ArgumentParser, whose: str) -> None:
@@ -82,9 +99,7 @@ def router_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        args = parser.parse_args(["up", *(argv or [])])
+    args = parse(parser, sys.argv[1:] if argv is None else argv)
     if args.command == "up":
         from shardis.supervisor import Supervisor
 
@@ -105,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse the command line; without a subcommand, ``up`` is meant (``shardis`` alone, or
+    ``shardis --log-level debug``, runs a server)."""
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args([*argv, "up"])
+    return args
 
 
 def _keygen(name: str) -> int:

@@ -53,7 +53,7 @@ def format_flags(flags: int) -> bytes:
 
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
-                  "sorted_set": ZSET, "bitmap": STRING, "generic": GENERIC}
+                  "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC}
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
     b"incr": b"incrby", b"decr": b"incrby", b"decrby": b"incrby", b"setnx": b"set",

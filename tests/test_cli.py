@@ -6,9 +6,11 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from shardis import __version__
+from shardis.cli import build_parser, parse
 from tests.servers import start_shardis
 
 
@@ -310,3 +312,39 @@ def test_a_worker_that_reconnects_as_another_shard_is_refused():
             proc.terminate()
             proc.wait(timeout=10)
     assert "is shard 1 but is listed at position 0" in log
+
+
+#: One valid command line per subcommand, without --log-level.
+SUBCOMMANDS = {
+    "up": ["up", "--workers", "2"],
+    "router": ["router", "--connect", "tcp://127.0.0.1:7000"],
+    "worker": ["worker", "--listen", "tcp://127.0.0.1:7000"],
+    "keygen": ["keygen", "some/name"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_log_level_goes_before_or_after_the_subcommand(name):
+    parser = build_parser()
+    line = SUBCOMMANDS[name]
+    assert parse(parser, line).log_level == "info"
+    assert parse(parser, ["--log-level", "debug", *line]).log_level == "debug"
+    assert parse(parser, [*line, "--log-level", "debug"]).log_level == "debug"
+    # Given twice, the later one wins, as with any repeated option.
+    assert parse(parser, ["--log-level", "error", *line, "--log-level", "warning"]).log_level \
+        == "warning"
+
+
+def test_no_subcommand_means_up_with_the_options_given():
+    args = parse(build_parser(), ["--log-level", "debug"])
+    assert (args.command, args.log_level) == ("up", "debug")
+
+
+def test_up_passes_a_log_level_given_after_it_to_its_processes():
+    server = start_shardis(1, "--log-level", "debug")
+    try:
+        lines = subprocess.run(["ps", "-o", "args=", "--ppid", str(server.proc.pid)],
+                               capture_output=True, text=True).stdout.splitlines()
+        assert lines and all("--log-level debug" in line for line in lines), lines
+    finally:
+        server.stop()

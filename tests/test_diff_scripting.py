@@ -163,7 +163,17 @@ SCRIPTS = [
     script(
         "script_help",
         ["SCRIPT", "HELP"],
-        divergence="no SCRIPT DEBUG in shardis, so its two help lines are left out",
+    ),
+    script(
+        "script_debug",
+        # YES and SYNC are not compared: Redis starts a Lua debugger, shardis has none and
+        # refuses them (tests/test_scripting.py).
+        ["SCRIPT", "DEBUG", "NO"],
+        ["SCRIPT", "DEBUG", "no"],
+        ["SCRIPT", "DEBUG", "maybe"],
+        ["SCRIPT", "DEBUG", ""],
+        ["SCRIPT", "DEBUG"],
+        ["SCRIPT", "DEBUG", "NO", "x"],
     ),
     script(
         "eval_ro",

@@ -181,3 +181,13 @@ def test_script_errors_reach_the_client(r):
     with pytest.raises(ResponseError, match="Write commands are not allowed from read-only"):
         r.eval_ro("return redis.call('set', KEYS[1], 'x')", 1, "ro")
     assert r.eval_ro("return redis.call('exists', KEYS[1])", 1, "ro") == 0
+
+
+def test_script_debug_yes_and_sync_are_refused_no_is_ok(r):
+    """shardis has no Lua debugger: YES/SYNC would start one (redis-cli --ldb), so they are
+    refused; scripts still run normally afterwards."""
+    for mode in ("YES", "sync"):
+        with pytest.raises(ResponseError, match="no Lua debugger"):
+            r.execute_command("SCRIPT", "DEBUG", mode)
+    assert r.execute_command("SCRIPT", "DEBUG", "NO") in (b"OK", "OK", True)
+    assert r.eval("return 1", 0) == 1

@@ -52,9 +52,10 @@ def test_command_info_matches_redis_for_every_command(shardis, oracle):
 
 def test_command_count_and_list_agree(shardis):
     listed = call(shardis.port, "COMMAND", "LIST")
-    assert call(shardis.port, "COMMAND", "COUNT") == len(listed)
+    commands = [name for name in listed if b"|" not in name]  # LIST adds the subcommands
+    assert call(shardis.port, "COMMAND", "COUNT") == len(commands)
     assert b"get" in listed and b"__dump" not in listed
-    assert len(call(shardis.port, "COMMAND")) == len(listed)
+    assert len(call(shardis.port, "COMMAND")) == len(commands)
 
 
 def test_command_getkeys(shardis):

@@ -61,6 +61,7 @@ def keys_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("dbsize", 1, "readonly fast", fanout=Fanout.ALL_SUM, acl="keyspace read fast",
+         group="server",
          tips="request_policy:all_shards response_policy:agg_sum")
 def dbsize_command(db: Keyspace, args: list[bytes]) -> object:
     # Redis 7.0's DBSIZE counts an expired key until its active cycle reclaims it; here no
@@ -81,12 +82,14 @@ def _flush_generic(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("flushdb", -1, "write", fanout=Fanout.ALL_OK, acl="keyspace write slow dangerous",
+         group="server",
          tips="request_policy:all_shards response_policy:all_succeeded")
 def flushdb_command(db: Keyspace, args: list[bytes]) -> object:
     return _flush_generic(db, args)
 
 
 @command("flushall", -1, "write", fanout=Fanout.ALL_OK, acl="keyspace write slow dangerous",
+         group="server",
          tips="request_policy:all_shards response_policy:all_succeeded")
 def flushall_command(db: Keyspace, args: list[bytes]) -> object:
     return _flush_generic(db, args)
@@ -400,7 +403,7 @@ def object_help_command(db: Keyspace, args: list[bytes]) -> object:
     return help_reply(OBJECT_HELP)
 
 
-container("memory", acl="slow")
+container("memory", acl="slow", group="server")
 
 #: Bytes a dict entry and the object headers cost per key, beyond the payloads.
 _PER_KEY_OVERHEAD = 48
@@ -411,7 +414,8 @@ def memory_of(key: bytes, value: object) -> int:
     return sys.getsizeof(key) + value_type(value).memory(value) + _PER_KEY_OVERHEAD
 
 
-@command("usage", -3, "readonly", keys=(2, 2, 1), acl="read slow", parent="memory")
+@command("usage", -3, "readonly", keys=(2, 2, 1), acl="read slow", parent="memory",
+         group="server")
 def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
     j = 3
     while j < len(args):

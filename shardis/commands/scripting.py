@@ -106,6 +106,8 @@ LLONG_MAX = (1 << 63) - 1
 #: Redis's text minus SCRIPT DEBUG, which shardis does not have.
 SCRIPT_HELP = [
     "SCRIPT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "DEBUG (YES|SYNC|NO)",
+    "    Set the debug mode for subsequent scripts executed.",
     "EXISTS <sha1> [<sha1> ...]",
     "    Return information about the existence of the scripts in the script cache.",
     "FLUSH [ASYNC|SYNC]",
@@ -985,6 +987,8 @@ def evalsha_ro_command(db: Any, args: list[bytes]) -> object:
 container("script", -2, acl="slow", group=S)
 command("help", 2, "loading stale", fanout=Fanout.ROUTER,
         acl="slow scripting", group=S, parent="script")(None)
+command("debug", 3, "noscript", fanout=Fanout.ROUTER, acl="slow scripting", group=S,
+        parent="script")(None)
 command("kill", 2, "noscript allow_busy", fanout=_C, acl="slow scripting", group=S,
         parent="script", tips="request_policy:all_shards response_policy:one_succeeded")(None)
 

@@ -430,20 +430,20 @@ def zadd_generic(db: Keyspace, args: list[bytes], incr: bool) -> object:
 
 
 @command("zadd", -4, "write denyoom fast", keys=(1, 1, 1), acl="write sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zadd_command(db: Keyspace, args: list[bytes]) -> object:
     return zadd_generic(db, args, incr=False)
 
 
 @command("zincrby", 4, "write denyoom fast", keys=(1, 1, 1), acl="write sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zincrby_command(db: Keyspace, args: list[bytes]) -> object:
     return zadd_generic(db, args, incr=True)
 
 
 # Writes: removals ----------------------------------------------------------------------------
 @command("zrem", -3, "write fast", keys=(1, 1, 1), acl="write sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zrem_command(db: Keyspace, args: list[bytes]) -> object:
     key = args[1]
     value = value_of_type(db, key, ZSetValue)
@@ -474,21 +474,21 @@ def zremrange_generic(db: Keyspace, args: list[bytes],
 
 
 @command("zremrangebyrank", 4, "write", keys=(1, 1, 1), acl="write sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zremrangebyrank_command(db: Keyspace, args: list[bytes]) -> object:
     start, end = parse_int(args[2]), parse_int(args[3])
     return zremrange_generic(db, args, lambda value: rank_slice(len(value), start, end))
 
 
 @command("zremrangebyscore", 4, "write", keys=(1, 1, 1), acl="write sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zremrangebyscore_command(db: Keyspace, args: list[bytes]) -> object:
     spec = parse_score_range(args[2], args[3])
     return zremrange_generic(db, args, lambda value: score_slice(value, spec))
 
 
 @command("zremrangebylex", 4, "write", keys=(1, 1, 1), acl="write sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zremrangebylex_command(db: Keyspace, args: list[bytes]) -> object:
     spec = parse_lex_range(args[2], args[3])
     return zremrange_generic(db, args, lambda value: lex_slice(value, spec))
@@ -496,14 +496,14 @@ def zremrangebylex_command(db: Keyspace, args: list[bytes]) -> object:
 
 # Reads: single members and counts ------------------------------------------------------------
 @command("zscore", 3, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zscore_command(db: Keyspace, args: list[bytes]) -> object:
     value = value_of_type(db, args[1], ZSetValue)
     return None if value is None else value.get(args[2])
 
 
 @command("zmscore", -3, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zmscore_command(db: Keyspace, args: list[bytes]) -> object:
     value = value_of_type(db, args[1], ZSetValue)
     if value is None:
@@ -512,7 +512,7 @@ def zmscore_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("zcard", 2, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zcard_command(db: Keyspace, args: list[bytes]) -> object:
     value = value_of_type(db, args[1], ZSetValue)
     return 0 if value is None else len(value)
@@ -528,14 +528,14 @@ def count_generic(db: Keyspace, key: bytes,
 
 
 @command("zcount", 4, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zcount_command(db: Keyspace, args: list[bytes]) -> object:
     spec = parse_score_range(args[2], args[3])
     return count_generic(db, args[1], lambda value: score_slice(value, spec))
 
 
 @command("zlexcount", 4, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zlexcount_command(db: Keyspace, args: list[bytes]) -> object:
     spec = parse_lex_range(args[2], args[3])
     return count_generic(db, args[1], lambda value: lex_slice(value, spec))
@@ -550,13 +550,13 @@ def rank_generic(db: Keyspace, args: list[bytes], reverse: bool) -> int | None:
 
 
 @command("zrank", 3, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zrank_command(db: Keyspace, args: list[bytes]) -> object:
     return rank_generic(db, args, reverse=False)
 
 
 @command("zrevrank", 3, "readonly fast", keys=(1, 1, 1), acl="read sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zrevrank_command(db: Keyspace, args: list[bytes]) -> object:
     return rank_generic(db, args, reverse=True)
 
@@ -661,37 +661,37 @@ def zrange_generic(db: Keyspace, args: list[bytes], kind: str = AUTO,
 
 
 @command("zrange", -4, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zrange_command(db: Keyspace, args: list[bytes]) -> object:
     return zrange_generic(db, args)
 
 
 @command("zrevrange", -4, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zrevrange_command(db: Keyspace, args: list[bytes]) -> object:
     return zrange_generic(db, args, RANK, True)
 
 
 @command("zrangebyscore", -4, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zrangebyscore_command(db: Keyspace, args: list[bytes]) -> object:
     return zrange_generic(db, args, SCORE, False)
 
 
 @command("zrevrangebyscore", -4, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zrevrangebyscore_command(db: Keyspace, args: list[bytes]) -> object:
     return zrange_generic(db, args, SCORE, True)
 
 
 @command("zrangebylex", -4, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zrangebylex_command(db: Keyspace, args: list[bytes]) -> object:
     return zrange_generic(db, args, LEX, False)
 
 
 @command("zrevrangebylex", -4, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set")
+         group="sorted-set")
 def zrevrangebylex_command(db: Keyspace, args: list[bytes]) -> object:
     return zrange_generic(db, args, LEX, True)
 
@@ -715,7 +715,7 @@ def store_zset(db: Keyspace, key: bytes, items: Iterable[tuple[bytes, float]]) -
 
 
 @command("zrangestore", -5, "write denyoom", keys=(1, 2, 1), fanout=Fanout.COORDINATED,
-         acl="write sortedset slow", group="sorted_set")
+         acl="write sortedset slow", group="sorted-set")
 def zrangestore_command(db: Keyspace, args: list[bytes]) -> object:
     items = zrangestore_items(db, args)
     return store_zset(db, args[1], ((member, score) for score, member in items))
@@ -738,13 +738,13 @@ def pop_items(db: Keyspace, key: bytes, value: ZSetValue, where: int, count: int
 
 
 @command("zpopmin", -2, "write fast", keys=(1, 1, 1), acl="write sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zpopmin_command(db: Keyspace, args: list[bytes]) -> object:
     return zpop_generic(db, args, MIN)
 
 
 @command("zpopmax", -2, "write fast", keys=(1, 1, 1), acl="write sortedset fast",
-         group="sorted_set")
+         group="sorted-set")
 def zpopmax_command(db: Keyspace, args: list[bytes]) -> object:
     return zpop_generic(db, args, MAX)
 
@@ -805,7 +805,7 @@ def mpop_generic(db: Keyspace, keys: list[bytes], where: int, count: int) -> obj
 
 
 @command("zmpop", -4, "write movablekeys", fanout=Fanout.COORDINATED,
-         acl="write sortedset slow", group="sorted_set", key_finder=keys_after_numkeys(1))
+         acl="write sortedset slow", group="sorted-set", key_finder=keys_after_numkeys(1))
 def zmpop_command(db: Keyspace, args: list[bytes]) -> object:
     keys, where, count = parse_zmpop(args)
     return mpop_generic(db, keys, where, count)
@@ -838,7 +838,7 @@ def bzmpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
 
 
 @command("bzpopmin", -3, "write noscript blocking fast", keys=(1, -2, 1),
-         fanout=Fanout.BLOCKING, acl="write sortedset fast blocking", group="sorted_set",
+         fanout=Fanout.BLOCKING, acl="write sortedset fast blocking", group="sorted-set",
          timeout_arg=-1)
 def bzpopmin_command(db: Keyspace, args: list[bytes]) -> object:
     reply = bzpopmin_attempt(db, args)
@@ -846,7 +846,7 @@ def bzpopmin_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("bzpopmax", -3, "write noscript blocking fast", keys=(1, -2, 1),
-         fanout=Fanout.BLOCKING, acl="write sortedset fast blocking", group="sorted_set",
+         fanout=Fanout.BLOCKING, acl="write sortedset fast blocking", group="sorted-set",
          timeout_arg=-1)
 def bzpopmax_command(db: Keyspace, args: list[bytes]) -> object:
     reply = bzpopmax_attempt(db, args)
@@ -854,7 +854,7 @@ def bzpopmax_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("bzmpop", -5, "write blocking movablekeys", fanout=Fanout.BLOCKING,
-         acl="write sortedset slow blocking", group="sorted_set", timeout_arg=1,
+         acl="write sortedset slow blocking", group="sorted-set", timeout_arg=1,
          key_finder=keys_after_numkeys(2))
 def bzmpop_command(db: Keyspace, args: list[bytes]) -> object:
     reply = bzmpop_attempt(db, args)
@@ -876,7 +876,7 @@ def parse_zrandmember(args: list[bytes]) -> tuple[int | None, bool]:
 
 
 @command("zrandmember", -2, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set", tips="nondeterministic_output")
+         group="sorted-set", tips="nondeterministic_output")
 def zrandmember_command(db: Keyspace, args: list[bytes]) -> object:
     count, withscores = parse_zrandmember(args)
     value = value_of_type(db, args[1], ZSetValue)
@@ -891,7 +891,7 @@ def zrandmember_command(db: Keyspace, args: list[bytes]) -> object:
 
 
 @command("zscan", -3, "readonly", keys=(1, 1, 1), acl="read sortedset slow",
-         group="sorted_set", tips="nondeterministic_output")
+         group="sorted-set", tips="nondeterministic_output")
 def zscan_command(db: Keyspace, args: list[bytes]) -> object:
     """A listpack zset comes whole, in order, with cursor 0 (as in Redis); a skiplist one is
     paged like HSCAN.  Scores are bulk strings (``%.17g``) in both protocols."""
@@ -1079,7 +1079,7 @@ def store_keys(args: list[bytes]) -> list[int]:
 
 def _algebra_command(name: str, op: str) -> None:
     @command(name, -3, "readonly movablekeys", fanout=Fanout.COORDINATED,
-             acl="read sortedset slow", group="sorted_set", key_finder=algebra_keys)
+             acl="read sortedset slow", group="sorted-set", key_finder=algebra_keys)
     def run(db: Keyspace, args: list[bytes]) -> object:
         keys = parse_numkeys(args, 1, name)
         return algebra_reply(args, sources_at(db, keys), op)
@@ -1087,7 +1087,7 @@ def _algebra_command(name: str, op: str) -> None:
 
 def _store_command(name: str, op: str) -> None:
     @command(name, -4, "write denyoom movablekeys", keys=(1, 1, 1), fanout=Fanout.COORDINATED,
-             acl="write sortedset slow", group="sorted_set", key_finder=store_keys)
+             acl="write sortedset slow", group="sorted-set", key_finder=store_keys)
     def run(db: Keyspace, args: list[bytes]) -> object:
         keys = parse_numkeys(args, 2, name)
         return store_zset(db, args[1], store_result(args, sources_at(db, keys), op).items())
@@ -1099,7 +1099,7 @@ for _name, _op in (("zunion", "union"), ("zinter", "inter"), ("zdiff", "diff")):
 
 
 @command("zintercard", -3, "readonly movablekeys", fanout=Fanout.COORDINATED,
-         acl="read sortedset slow", group="sorted_set", key_finder=algebra_keys)
+         acl="read sortedset slow", group="sorted-set", key_finder=algebra_keys)
 def zintercard_command(db: Keyspace, args: list[bytes]) -> object:
     keys = parse_numkeys(args, 1, "zintercard")
     return intercard_reply(args, sources_at(db, keys))

@@ -81,6 +81,7 @@ def load_handlers() -> None:
     from shardis.router import (  # noqa: F401
         bitmaps,
         connection,
+        info,
         keys,
         lists,
         pubsub,

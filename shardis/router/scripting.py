@@ -33,6 +33,7 @@ from shardis.commands.scripting import (
     parse_numkeys,
 )
 from shardis.errors import ReplyError, raise_if_error
+from shardis.resp import OK
 from shardis.router.registry import Plan, coordinated, router_command
 from shardis.router.security import script_rules
 
@@ -86,6 +87,23 @@ async def script_exists(router: Any, client: Any, args: list[bytes]) -> object:
 @router_command("script|help")
 def script_help(router: Any, client: Any, args: list[bytes]) -> object:
     return help_reply(SCRIPT_HELP)
+
+
+#: SCRIPT DEBUG YES/SYNC's error: shardis has no Lua debugger (Redis's LDB).
+NO_DEBUGGER = "ERR SCRIPT DEBUG YES/SYNC is not supported: shardis has no Lua debugger"
+
+
+@router_command("script|debug")
+def script_debug(router: Any, client: Any, args: list[bytes]) -> object:
+    """Checked as Redis checks it; NO is what every client already has (OK), YES and SYNC
+    are refused: answering OK would promise a debugging session (redis-cli --ldb) that never
+    comes."""
+    mode = args[2].lower()
+    if mode == b"no":
+        return OK
+    if mode in (b"yes", b"sync"):
+        raise ReplyError(NO_DEBUGGER)
+    raise ReplyError("ERR Use SCRIPT DEBUG YES/SYNC/NO")
 
 
 @coordinated("script|kill", all_workers_plan)

@@ -1,22 +1,20 @@
-"""Server commands on the router: COMMAND (answered from the command table), TIME, INFO
-(summed over the workers), CONFIG."""
+"""Server commands on the router: COMMAND (answered from the command table), TIME, CONFIG
+(INFO is in ``shardis.router.info``)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import platform
 import time
 from typing import Any
 
-from shardis import REDIS_VERSION, __version__, errors
+from shardis import errors
 from shardis.commands import Command, all_commands, find, help_reply, lookup
 from shardis.config import ConfigError, render
 from shardis.config import lookup as config_lookup
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
 from shardis.notify import INVALID_CLASSES, format_flags, parse_flags
-from shardis.resp import OK, SetReply, Status, Verbatim
+from shardis.resp import OK, SetReply, Status
 from shardis.router.registry import DEFERRED, Plan, coordinated, router_command
 
 log = logging.getLogger("shardis.router")
@@ -91,29 +89,48 @@ def command_info_cmd(router: Any, client: Any, args: list[bytes]) -> object:
     return [command_info(spec) if (spec := find(name)) else None for name in args[2:]]
 
 
+def listed_commands() -> list[Command]:
+    """What COMMAND LIST lists, as Redis 7.0: every command, each followed by its
+    subcommands (``config``, ``config|get``...).  COMMAND COUNT counts the commands only."""
+    listed = []
+    for spec in public_commands():
+        listed.append(spec)
+        listed += [sub for sub in _unique(spec.subcommands) if "internal" not in sub.flags]
+    return listed
+
+
 @router_command("command|list")
 def command_list(router: Any, client: Any, args: list[bytes]) -> object:
-    names = [spec.fullname.encode() for spec in public_commands()]
+    listed = listed_commands()
     if len(args) == 2:
-        return names
+        return [spec.fullname.encode() for spec in listed]
     if len(args) == 5 and args[2].upper() == b"FILTERBY":
         kind, value = args[3].upper(), args[4]
         if kind == b"PATTERN":
-            return [n for n in names if glob_match(value, n, nocase=True)]
+            return [spec.fullname.encode() for spec in listed
+                    if glob_match(value, spec.fullname.encode(), nocase=True)]
         if kind == b"ACLCAT":
-            cat = b"@" + value.lower()
-            return [s.fullname.encode() for s in public_commands()
-                    if cat in (c.encode() for c in s.acl)]
+            category = "@" + value.lower().decode(errors="replace")
+            return [spec.fullname.encode() for spec in listed if category in spec.acl]
         if kind == b"MODULE":
             return []
     raise ReplyError(errors.SYNTAX)
 
 
+def _docs(spec: Command) -> dict:
+    """A command's COMMAND DOCS entry.  Summaries, arguments and history are not shipped: the
+    group, and for a container its subcommands' entries, as Redis nests them."""
+    entry: dict = {b"group": spec.group.encode()}
+    subcommands = [sub for sub in _unique(spec.subcommands) if "internal" not in sub.flags]
+    if subcommands:
+        entry[b"subcommands"] = {sub.fullname.encode(): _docs(sub) for sub in subcommands}
+    return entry
+
+
 @router_command("command|docs")
 def command_docs(router: Any, client: Any, args: list[bytes]) -> object:
-    """Docs are not shipped: an empty map for every command, as the issue allows."""
     specs = public_commands() if len(args) == 2 else filter(None, map(find, args[2:]))
-    return {spec.fullname.encode(): {b"group": spec.group.encode()} for spec in specs}
+    return {spec.fullname.encode(): _docs(spec) for spec in specs}
 
 
 @router_command("command|getkeys")
@@ -305,131 +322,3 @@ def config_help(router: Any, client: Any, args: list[bytes]) -> object:
         "    Reset statistics reported by the INFO command.",
     ]
     return help_reply(lines)
-
-
-# INFO ----------------------------------------------------------------------------------------
-_DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication",
-                     "cpu", "keyspace")
-
-
-def _plan_info(router: Any, args: list[bytes]) -> Plan:
-    return Plan(workers=router.all_workers)
-
-
-@coordinated("info", _plan_info)
-async def info(router: Any, client: Any, args: list[bytes]) -> object:
-    shards = await router.call_all([b"__info"])
-    wanted = {a.lower().decode(errors="replace") for a in args[1:]} or {"default"}
-    if wanted & {"all", "everything", "default"}:
-        wanted = set(_DEFAULT_SECTIONS)
-    sections = []
-    for name in _DEFAULT_SECTIONS:
-        if name in wanted:
-            fields = _SECTIONS[name](router, shards)
-            lines = [f"# {name.capitalize()}"]
-            lines += [f"{key}:{value}" for key, value in fields]
-            sections.append("\r\n".join(lines) + "\r\n")
-    return Verbatim("\r\n".join(sections).encode())
-
-
-def _total(shards: list[dict], field: bytes) -> Any:
-    return sum(shard[field] for shard in shards if isinstance(shard, dict))
-
-
-def _server(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    uptime = int(time.time() - router.stats.started)
-    return [
-        ("redis_version", REDIS_VERSION),
-        ("shardis_version", __version__),
-        ("redis_mode", "standalone"),
-        ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
-        ("arch_bits", 64),
-        ("multiplexing_api", "epoll"),
-        ("process_id", os.getpid()),
-        ("tcp_port", router.config.get("port", 6379)),
-        ("uptime_in_seconds", uptime),
-        ("uptime_in_days", uptime // 86400),
-        ("workers", len(router.links)),
-        ("worker_pids", ",".join(str(s[b"process_id"]) for s in shards)),
-    ]
-
-
-def _clients(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    return [
-        ("connected_clients", len(router.clients)),
-        ("maxclients", router.config["maxclients"]),
-        ("blocked_clients", len(router.blocking)),
-    ]
-
-
-def _memory(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    from shardis.commands.server import _rss_bytes
-
-    rss = _rss_bytes() + _total(shards, b"used_memory_rss")
-    return [
-        ("used_memory", rss),
-        ("used_memory_human", _human(rss)),
-        ("used_memory_rss", rss),
-        ("used_memory_rss_human", _human(rss)),
-        ("maxmemory", 0),
-        ("maxmemory_policy", "noeviction"),
-    ]
-
-
-def _persistence(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    return [("loading", 0), ("rdb_changes_since_last_save", 0), ("aof_enabled", 0)]
-
-
-def _stats(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    stats = router.stats
-    return [
-        ("total_connections_received", stats.connections_received),
-        ("total_commands_processed", stats.commands),
-        ("rejected_connections", stats.rejected_connections),
-        ("expired_keys", _total(shards, b"expired_keys")),
-        ("total_error_replies", stats.error_replies + _total(shards, b"error_replies")),
-        ("shardis_worker_batches", stats.batches),
-    ]
-
-
-def _replication(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    return [("role", "master"), ("connected_slaves", 0)]
-
-
-def _cpu(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    system = usage.ru_stime + _total(shards, b"used_cpu_sys")
-    user = usage.ru_utime + _total(shards, b"used_cpu_user")
-    return [("used_cpu_sys", f"{system:.6f}"), ("used_cpu_user", f"{user:.6f}")]
-
-
-def _keyspace(router: Any, shards: list[dict]) -> list[tuple[str, Any]]:
-    keys = _total(shards, b"keys")
-    if not keys:
-        return []
-    expires = _total(shards, b"expires")
-    weighted = sum(s[b"avg_ttl"] * s[b"expires"] for s in shards if isinstance(s, dict))
-    avg_ttl = weighted // expires if expires else 0
-    return [("db0", f"keys={keys},expires={expires},avg_ttl={avg_ttl}")]
-
-
-_SECTIONS = {
-    "server": _server,
-    "clients": _clients,
-    "memory": _memory,
-    "persistence": _persistence,
-    "stats": _stats,
-    "replication": _replication,
-    "cpu": _cpu,
-    "keyspace": _keyspace,
-}
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024 or unit == "G":
-            return f"{size:.2f}{unit}" if unit != "B" else f"{int(size)}B"
-        size /= 1024
-    return f"{size:.2f}G"

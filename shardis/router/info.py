@@ -1,0 +1,285 @@
+"""INFO on the router: Redis 7.0's sections, headings and field names, values summed over the
+workers (``__info``) where shardis has them.
+
+Clients such as redis-py's test tooling read fields by name (``cluster_enabled``...), so every
+field Redis 7.0 prints by default is here.  A field shardis has no counterpart for carries the
+value a Redis server in the same situation reports: persistence as a server without RDB or
+AOF, replication as a master without replicas, zero for counters shardis does not keep (net
+bytes, keyspace hits).  Not produced: ``commandstats`` and ``latencystats`` (per-command
+counters would cost every command on the router's fast paths), and Errorstats' per-prefix
+lines (shardis counts error replies in total only: ``total_error_replies``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shardis import REDIS_VERSION, __version__
+from shardis.resp import Verbatim
+from shardis.router.registry import Plan, coordinated
+
+Fields = list[tuple[str, Any]]
+Section = Callable[[Any, list], Fields]
+
+#: Sections in the order Redis prints them, with their headings.
+HEADINGS = {
+    "server": "Server", "clients": "Clients", "memory": "Memory",
+    "persistence": "Persistence", "stats": "Stats", "replication": "Replication",
+    "cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats", "cluster": "Cluster",
+    "keyspace": "Keyspace",
+}
+#: What ``INFO``/``INFO default`` prints; ``all`` and ``everything`` print the same here
+#: (they add commandstats and latencystats, which shardis does not produce).
+DEFAULT_SECTIONS = frozenset(HEADINGS)
+
+#: Fixed for the router's life, as Redis's run id and replication id are for the server's.
+RUN_ID = secrets.token_hex(20)
+REPL_ID = secrets.token_hex(20)
+
+
+def wanted_sections(args: list[bytes]) -> set[str]:
+    """The sections INFO's arguments select, as Redis 7.0 reads them: ``default``, ``all`` and
+    ``everything`` expand, names are case-insensitive, unknown names select nothing."""
+    names = {arg.lower().decode(errors="replace") for arg in args} or {"default"}
+    if names & {"default", "all", "everything"}:
+        names |= DEFAULT_SECTIONS
+    return names
+
+
+def _plan_info(router: Any, args: list[bytes]) -> Plan:
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("info", _plan_info)
+async def info(router: Any, client: Any, args: list[bytes]) -> object:
+    """Ask every worker for its share, then print the selected sections in Redis's order."""
+    shards = [s for s in await router.call_all([b"__info"]) if isinstance(s, dict)]
+    wanted = wanted_sections(args[1:])
+    sections = []
+    for name, heading in HEADINGS.items():
+        if name in wanted:
+            lines = [f"# {heading}"]
+            lines += [f"{key}:{value}" for key, value in SECTIONS[name](router, shards)]
+            sections.append("\r\n".join(lines) + "\r\n")
+    return Verbatim("\r\n".join(sections).encode())
+
+
+def _total(shards: list[dict], field: bytes) -> Any:
+    return sum(shard.get(field, 0) for shard in shards)
+
+
+def _server(router: Any, shards: list[dict]) -> Fields:
+    now = time.time()
+    uptime = int(now - router.stats.started)
+    return [
+        ("redis_version", REDIS_VERSION),
+        ("shardis_version", __version__),
+        ("redis_git_sha1", "00000000"),
+        ("redis_git_dirty", 0),
+        ("redis_build_id", "0"),
+        ("redis_mode", "standalone"),
+        ("os", f"{platform.system()} {platform.release()} {platform.machine()}"),
+        ("arch_bits", 64 if sys.maxsize > 2**32 else 32),
+        ("monotonic_clock", "POSIX clock_gettime"),
+        ("multiplexing_api", "epoll" if sys.platform == "linux" else "kqueue"),
+        ("atomicvar_api", "none"),
+        ("gcc_version", "0.0.0"),
+        ("process_id", os.getpid()),
+        ("process_supervised", "no"),
+        ("run_id", RUN_ID),
+        ("tcp_port", router.config.get("port", 6379)),
+        ("server_time_usec", time.time_ns() // 1000),
+        ("uptime_in_seconds", uptime),
+        ("uptime_in_days", uptime // 86400),
+        ("hz", 10),
+        ("configured_hz", 10),
+        ("lru_clock", int(now) & ((1 << 24) - 1)),
+        ("executable", sys.executable),
+        ("config_file", ""),
+        ("io_threads_active", 0),
+        ("workers", len(router.links)),
+        ("worker_pids", ",".join(str(s[b"process_id"]) for s in shards)),
+    ]
+
+
+def _clients(router: Any, shards: list[dict]) -> Fields:
+    return [
+        ("connected_clients", len(router.clients)),
+        ("cluster_connections", 0),
+        ("maxclients", router.config["maxclients"]),
+        ("client_recent_max_input_buffer", 0),
+        ("client_recent_max_output_buffer", 0),
+        ("blocked_clients", len(router.blocking)),
+        ("tracking_clients", 0),
+        ("clients_in_timeout_table", 0),
+    ]
+
+
+#: router (by id) -> the highest used_memory INFO has seen: Redis's peak, sampled by INFO.
+_PEAK: dict[int, int] = {}
+
+#: Memory fields in Redis's order; those :func:`_memory` does not set are 0.
+MEMORY_FIELDS = """
+used_memory used_memory_human used_memory_rss used_memory_rss_human used_memory_peak
+used_memory_peak_human used_memory_peak_perc used_memory_overhead used_memory_startup
+used_memory_dataset used_memory_dataset_perc allocator_allocated allocator_active
+allocator_resident total_system_memory total_system_memory_human used_memory_lua
+used_memory_vm_eval used_memory_lua_human used_memory_scripts_eval number_of_cached_scripts
+number_of_functions number_of_libraries used_memory_vm_functions used_memory_vm_total
+used_memory_vm_total_human used_memory_functions used_memory_scripts used_memory_scripts_human
+maxmemory maxmemory_human maxmemory_policy allocator_frag_ratio allocator_frag_bytes
+allocator_rss_ratio allocator_rss_bytes rss_overhead_ratio rss_overhead_bytes
+mem_fragmentation_ratio mem_fragmentation_bytes mem_not_counted_for_evict
+mem_replication_backlog mem_total_replication_buffers mem_clients_slaves mem_clients_normal
+mem_cluster_links mem_aof_buffer mem_allocator active_defrag_running lazyfree_pending_objects
+lazyfreed_objects
+""".split()
+
+
+def _memory(router: Any, shards: list[dict]) -> Fields:
+    """Resident memory of the router and the workers (Python has no allocator statistics to
+    split it into dataset and overhead: all of it counts as dataset, ratios are 1)."""
+    from shardis.commands.server import _rss_bytes
+
+    used = _rss_bytes() + _total(shards, b"used_memory_rss")
+    peak = _PEAK[id(router)] = max(_PEAK.get(id(router), 0), used)
+    system = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    known: dict[str, Any] = {
+        "used_memory": used, "used_memory_rss": used, "used_memory_peak": peak,
+        "used_memory_peak_perc": f"{100 * used / peak:.2f}%", "used_memory_dataset": used,
+        "used_memory_dataset_perc": "100.00%", "allocator_allocated": used,
+        "allocator_active": used, "allocator_resident": used, "total_system_memory": system,
+        "used_memory_lua_human": "0B", "used_memory_vm_total_human": "0B",
+        "used_memory_scripts_human": "0B", "maxmemory_human": "0B",
+        "maxmemory_policy": "noeviction", "mem_allocator": "libc",
+    }
+    for name in ("used_memory", "used_memory_rss", "used_memory_peak", "total_system_memory"):
+        known[f"{name}_human"] = _human(known[name])
+    return [(name, known.get(name, "1.00" if name.endswith("_ratio") else 0))
+            for name in MEMORY_FIELDS]
+
+
+def _persistence(router: Any, shards: list[dict]) -> Fields:
+    """A server without RDB or AOF: nothing saved, nothing in progress, last save at start."""
+    return [
+        ("loading", 0), ("async_loading", 0), ("current_cow_peak", 0),
+        ("current_cow_size", 0), ("current_cow_size_age", 0), ("current_fork_perc", "0.00"),
+        ("current_save_keys_processed", 0), ("current_save_keys_total", 0),
+        ("rdb_changes_since_last_save", 0), ("rdb_bgsave_in_progress", 0),
+        ("rdb_last_save_time", int(router.stats.started)), ("rdb_last_bgsave_status", "ok"),
+        ("rdb_last_bgsave_time_sec", -1), ("rdb_current_bgsave_time_sec", -1),
+        ("rdb_saves", 0), ("rdb_last_cow_size", 0), ("rdb_last_load_keys_expired", 0),
+        ("rdb_last_load_keys_loaded", 0), ("aof_enabled", 0), ("aof_rewrite_in_progress", 0),
+        ("aof_rewrite_scheduled", 0), ("aof_last_rewrite_time_sec", -1),
+        ("aof_current_rewrite_time_sec", -1), ("aof_last_bgrewrite_status", "ok"),
+        ("aof_rewrites", 0), ("aof_rewrites_consecutive_failures", 0),
+        ("aof_last_write_status", "ok"), ("aof_last_cow_size", 0),
+        ("module_fork_in_progress", 0), ("module_fork_last_cow_size", 0),
+    ]
+
+
+#: Stats fields in Redis's order; those :func:`_stats` does not set are 0 (counters shardis
+#: does not keep) or 0.00 (rates).
+STATS_FIELDS = """
+total_connections_received total_commands_processed instantaneous_ops_per_sec
+total_net_input_bytes total_net_output_bytes total_net_repl_input_bytes
+total_net_repl_output_bytes instantaneous_input_kbps instantaneous_output_kbps
+instantaneous_input_repl_kbps instantaneous_output_repl_kbps rejected_connections sync_full
+sync_partial_ok sync_partial_err expired_keys expired_stale_perc
+expired_time_cap_reached_count expire_cycle_cpu_milliseconds evicted_keys evicted_clients
+total_eviction_exceeded_time current_eviction_exceeded_time keyspace_hits keyspace_misses
+pubsub_channels pubsub_patterns pubsubshard_channels latest_fork_usec total_forks
+migrate_cached_sockets slave_expires_tracked_keys active_defrag_hits active_defrag_misses
+active_defrag_key_hits active_defrag_key_misses total_active_defrag_time
+current_active_defrag_time tracking_total_keys tracking_total_items tracking_total_prefixes
+unexpected_error_replies total_error_replies dump_payload_sanitizations
+total_reads_processed total_writes_processed io_threaded_reads_processed
+io_threaded_writes_processed reply_buffer_shrinks reply_buffer_expands
+""".split()
+
+
+def _stats(router: Any, shards: list[dict]) -> Fields:
+    stats = router.stats
+    known: dict[str, Any] = {
+        "total_connections_received": stats.connections_received,
+        "total_commands_processed": stats.commands,
+        "rejected_connections": stats.rejected_connections,
+        "expired_keys": _total(shards, b"expired_keys"),
+        "expire_cycle_cpu_milliseconds": _total(shards, b"expire_cycle_cpu_milliseconds"),
+        "total_error_replies": stats.error_replies + _total(shards, b"error_replies"),
+    }
+    fields = [(name, known.get(name, "0.00" if _is_rate(name) else 0))
+              for name in STATS_FIELDS]
+    return [*fields, ("shardis_worker_batches", stats.batches)]
+
+
+def _is_rate(name: str) -> bool:
+    return name.endswith("_kbps") or name == "expired_stale_perc"
+
+
+def _replication(router: Any, shards: list[dict]) -> Fields:
+    """A master without replicas or a backlog (shardis does not replicate)."""
+    return [
+        ("role", "master"), ("connected_slaves", 0), ("master_failover_state", "no-failover"),
+        ("master_replid", REPL_ID), ("master_replid2", "0" * 40), ("master_repl_offset", 0),
+        ("second_repl_offset", -1), ("repl_backlog_active", 0),
+        ("repl_backlog_size", 1048576), ("repl_backlog_first_byte_offset", 0),
+        ("repl_backlog_histlen", 0),
+    ]
+
+
+def _cpu(router: Any, shards: list[dict]) -> Fields:
+    """CPU of the router and the workers; each runs its commands on its main thread, and
+    shardis never forks children (no background saves)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    system = f"{usage.ru_stime + _total(shards, b'used_cpu_sys'):.6f}"
+    user = f"{usage.ru_utime + _total(shards, b'used_cpu_user'):.6f}"
+    return [
+        ("used_cpu_sys", system), ("used_cpu_user", user),
+        ("used_cpu_sys_children", "0.000000"), ("used_cpu_user_children", "0.000000"),
+        ("used_cpu_sys_main_thread", system), ("used_cpu_user_main_thread", user),
+    ]
+
+
+def _empty(router: Any, shards: list[dict]) -> Fields:
+    """Modules (none can be loaded) and Errorstats (not counted per error prefix)."""
+    return []
+
+
+def _cluster(router: Any, shards: list[dict]) -> Fields:
+    return [("cluster_enabled", 0)]
+
+
+def _keyspace(router: Any, shards: list[dict]) -> Fields:
+    keys = _total(shards, b"keys")
+    if not keys:
+        return []
+    expires = _total(shards, b"expires")
+    weighted = sum(s[b"avg_ttl"] * s[b"expires"] for s in shards)
+    avg_ttl = weighted // expires if expires else 0
+    return [("db0", f"keys={keys},expires={expires},avg_ttl={avg_ttl}")]
+
+
+SECTIONS: dict[str, Section] = {
+    "server": _server, "clients": _clients, "memory": _memory, "persistence": _persistence,
+    "stats": _stats, "replication": _replication, "cpu": _cpu, "modules": _empty,
+    "errorstats": _empty, "cluster": _cluster, "keyspace": _keyspace,
+}
+
+
+def _human(size: float) -> str:
+    """Redis's bytes-to-human: 913.09K, 11.81M (bytes without decimals)."""
+    if size < 1024:
+        return f"{int(size)}B"
+    for unit in ("K", "M", "G", "T", "P"):
+        size /= 1024
+        if size < 1024 or unit == "P":
+            break
+    return f"{size:.2f}{unit}"
