@@ -329,3 +329,25 @@ def test_publish_cannot_change_permissions(cluster, a, b) -> None:
     gina.close()
     listener.close()
     a.acl_deluser("gina")
+
+
+# The hub's rules, without processes ---------------------------------------------------------
+def test_the_hub_compare_and_set_and_offers() -> None:
+    from shardis.worker.aclhub import ACL_CHANGED, AclHub
+
+    hub, pushes = AclHub(), {}
+    assert hub.reply() is None
+    assert hub.sync(b"A", -1, 0, b"user default a\n", pushes) == [-1, 0, b"user default a\n"]
+    assert hub.sync(b"B", -1, 0, b"user default b\n", pushes) == [-1, 0, b"user default a\n"]
+    assert pushes == {}  # the first offer wins a tie; nobody else was watching
+    assert hub.compare_and_set(b"A", -1, 0, b"x\n", pushes) == [1, 0]
+    assert pushes == {b"B": [(ACL_CHANGED, ACL_CHANGED, None, b"0")]}  # not the sender
+    # B built its change on the old version: refused, with the state to redo it on.
+    assert hub.compare_and_set(b"B", -1, 0, b"y\n", pushes) == [0, 0, 0, b"x\n"]
+    assert hub.compare_and_set(b"B", 0, 0, b"xy\n", pushes) == [1, 1]
+    # A restarted (empty) hub takes the newest offer.
+    hub, pushes = AclHub(), {}
+    hub.sync(b"A", 3, 0, b"old\n", pushes)
+    assert hub.sync(b"B", 5, 1, b"new\n", pushes) == [5, 1, b"new\n"]
+    assert pushes == {b"A": [(ACL_CHANGED, ACL_CHANGED, None, b"5")]}
+    assert hub.sync(b"C", 4, 0, b"older\n", pushes) == [5, 1, b"new\n"]
