@@ -19,6 +19,7 @@ import redis
 import zmq
 
 from shardis import protocol
+from shardis.resp import encode
 from tests.servers import free_port, wait_for_port
 
 
@@ -183,8 +184,8 @@ def test_wrong_shapes_to_a_trusted_worker_do_not_crash_it(tmp_path) -> None:
 
 # The router side ------------------------------------------------------------------------------
 class FakeWorker(threading.Thread):
-    """A ROUTER socket that answers ``__whoami`` like shard 0 and every other batch with
-    ``answer(seq, commands)``: a list of frames to send back."""
+    """A ROUTER socket that answers ``__whoami`` and ``__acl_sync`` like shard 0 and every other
+    batch with ``answer(seq, commands)``: a list of frames to send back."""
 
     def __init__(self, address: str, answer: Callable[[bytes, list], list[bytes]]) -> None:
         super().__init__(daemon=True)
@@ -201,13 +202,22 @@ class FakeWorker(threading.Thread):
                 continue
             identity, frame = self.socket.recv_multipart()
             seq, commands = protocol.decode_batch(frame)
-            if commands and commands[0][1][0] == b"__whoami":
-                frames = [protocol.encode_replies(seq, [b":0\r\n"] * len(commands))]
+            if commands and commands[0][1][0] in (b"__whoami", b"__acl_sync"):
+                frames = [protocol.encode_replies(seq, [_startup_reply(args)
+                                                        for _, args in commands])]
             else:
                 frames = self.answer(seq, commands)
             self.socket.send_multipart([identity, *frames])
         self.socket.close()
         self.context.term()
+
+
+def _startup_reply(args: list[bytes]) -> bytes:
+    """What shard 0 answers to a starting router: its index, and (as the ACL hub) the ACL
+    state the router offered (``__acl_sync version loads text``)."""
+    if args[0] == b"__acl_sync":
+        return encode([int(args[1]), int(args[2]), args[3]], 3)
+    return b":0\r\n"
 
 
 def _replies(seq: bytes, replies: list[bytes]) -> bytes:

@@ -55,7 +55,10 @@ for _name, _arity, _admin in (
     ("getuser", 3, True), ("list", 2, True), ("load", 2, True), ("log", -2, True),
     ("save", 2, True), ("setuser", -3, True), ("users", 2, True), ("whoami", 2, False),
 ):
-    command(_name, _arity, ("admin " if _admin else "") + "noscript loading stale", fanout=R,
+    # Changes are stored on worker 0 for every router (shardis.router.aclsync): coordinated.
+    shared = _name in ("deluser", "load", "setuser")
+    command(_name, _arity, ("admin " if _admin else "") + "noscript loading stale",
+            fanout=Fanout.COORDINATED if shared else R,
             acl="admin slow dangerous" if _admin else "slow", group="server",
             parent="acl")(None)
 command("help", 2, "loading stale", fanout=R, acl="slow", group="server", parent="acl")(None)
@@ -85,6 +88,29 @@ _STARTED = time.time()
 def shard_whoami_command(db: Keyspace, args: list[bytes]) -> object:
     """This worker's shard index: the router checks it against its --connect order."""
     return db.shard.index  # type: ignore[attr-defined]
+
+
+@command("__acl_sync", 4, "write internal", fanout=Fanout.SINGLE)
+def acl_sync_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__acl_sync version loads text``: a router offers its ACL state and watches changes;
+    the reply is the state it must use (``shardis.worker.aclhub``)."""
+    return db.shard.aclhub.sync(  # type: ignore[attr-defined]
+        db.pubsub.peer, int(args[1]), int(args[2]), args[3],  # type: ignore[attr-defined]
+        db.pubsub.pushes)  # type: ignore[attr-defined]
+
+
+@command("__acl_get", 1, "readonly internal", fanout=Fanout.SINGLE)
+def acl_get_command(db: Keyspace, args: list[bytes]) -> object:
+    """The ACL state: ``[version, loads, text]``, nil when no router offered one yet."""
+    return db.shard.aclhub.reply()  # type: ignore[attr-defined]
+
+
+@command("__acl_set", 4, "write internal", fanout=Fanout.SINGLE)
+def acl_set_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__acl_set expected-version loads text``: compare-and-set of the ACL state."""
+    return db.shard.aclhub.compare_and_set(  # type: ignore[attr-defined]
+        db.pubsub.peer, int(args[1]), int(args[2]), args[3],  # type: ignore[attr-defined]
+        db.pubsub.pushes)  # type: ignore[attr-defined]
 
 
 @command("__info", 1, "readonly internal", fanout=Fanout.SINGLE)

@@ -573,8 +573,9 @@ class AclStore:
         self.default.apply(b">" + password.encode() if password else b"nopass")
         self.version += 1
 
-    def setuser(self, name: bytes, rules: list[bytes]) -> tuple[User, User | None]:
-        """Apply ``rules`` all or nothing; (the user, its rules before) — None if new."""
+    def staged_user(self, name: bytes, rules: list[bytes]) -> User:
+        """The user ``name`` (a new one if unknown) with ``rules`` applied, all or nothing, as
+        a copy: the store does not change."""
         current = self.users.get(name)
         staged = current.copy() if current is not None else new_user(name)
         for rule in rules:
@@ -583,6 +584,12 @@ class AclStore:
             except AclRuleError as exc:
                 text = rule.decode("utf-8", "replace")
                 raise AclRuleError(f"Error in ACL SETUSER modifier '{text}': {exc}") from None
+        return staged
+
+    def setuser(self, name: bytes, rules: list[bytes]) -> tuple[User, User | None]:
+        """Apply ``rules`` all or nothing; (the user, its rules before) — None if new."""
+        current = self.users.get(name)
+        staged = self.staged_user(name, rules)
         if current is None:
             self.users[name] = staged
             self.version += 1

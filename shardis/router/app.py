@@ -32,6 +32,7 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
     if not await check_worker_order(router):
         router.close()
         raise SystemExit(1)
+    await router.aclsync.start()  # the server's users (worker 0's) before any client comes
     try:
         servers = await listen(router, host, port, tls_port, tls)
     except OSError:

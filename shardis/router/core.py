@@ -39,6 +39,7 @@ from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT
 from shardis.resp import OK_REPLY, encode, encode_error, encode_int
 from shardis.router import security
+from shardis.router.aclsync import AclSync
 from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.limits import ClientLimits
@@ -251,11 +252,17 @@ class Router:
         self.limits.start()
         #: the users (``shardis.router.acl``): requirepass, then the ACL file.
         self.acl = security.create_store(self.config)
+        #: the users are the server's: kept on worker 0, changes heard from other routers.
+        self.aclsync = AclSync(self)
         #: the client whose coordinated command is being planned (Redis's current_client).
         self.current_client: ClientConnection | None = None
         for link in self.links:
             self.loop.add_reader(link.fd, self.on_link_readable, link)
             self.loop.add_reader(link.monitor_fd, self.on_link_event, link)
+            # A handshake that completed before the readers were added left its event queued
+            # without waking the (edge-triggered) FD: without this drain, that link's later
+            # events (a restarted worker) would never be seen.
+            self.loop.call_soon(self.on_link_event, link)
 
     # Clients --------------------------------------------------------------------------------
     def next_client_id(self) -> int:
@@ -756,13 +763,16 @@ class Router:
 
     def restore_worker_state(self, worker: int) -> None:
         """A worker came back (restarted, empty): give it again what routers keep on workers:
-        the notification classes, this router's pub/sub subscriptions and parked commands."""
+        the notification classes, this router's pub/sub subscriptions and parked commands, and
+        (worker 0) the server's ACL users."""
         log.info("worker %d connected: restoring subscriptions and blocked commands", worker)
         flags = self.config.get("notify-keyspace-events", 0)
         if flags:
             self.call(worker, [b"__notify", b"%d" % flags])
         self.pubsub.replay(worker)
         self.blocking.replay(worker)
+        if worker == 0:
+            self.aclsync.worker_back()  # the hub: a restarted one gets the ACL users back
 
     def fail_targets(self, targets: list[Any], message: str) -> None:
         data = encode_error(message)

@@ -21,6 +21,7 @@ from shardis.errors import raise_if_error
 from shardis.notify import is_keyspace_channel
 from shardis.resp import Push, Raw, encode
 from shardis.router.registry import Plan, coordinated, router_command
+from shardis.worker.aclhub import ACL_CHANGED
 
 HUB = 0
 
@@ -113,16 +114,21 @@ class PubSubRouter:
                 self.unsubscribe(client, kind, [])
 
     def deliver(self, entries: list[tuple]) -> None:
-        """Messages pushed by a worker: hand each to this router's subscribed clients."""
+        """Messages pushed by a worker: hand each to this router's subscribed clients.  The hub
+        also pushes ACL change notices (kind ``acl``: ``shardis.router.aclsync``)."""
         local = self.local
         router = self.router
         for kind, channel, pattern, message in entries:
-            if kind == b"pmessage":
+            if kind == b"message" or kind == b"smessage":
+                clients = local[SHARD if kind == b"smessage" else CHANNEL].get(channel, {})
+                payload = [kind, channel, message]
+            elif kind == b"pmessage":
                 clients = local[PATTERN].get(pattern, {})
                 payload = [kind, pattern, channel, message]
             else:
-                clients = local[SHARD if kind == b"smessage" else CHANNEL].get(channel, {})
-                payload = [kind, channel, message]
+                if kind == ACL_CHANGED:  # the hub's, never a client's (PUBLISH makes messages)
+                    router.aclsync.notified()
+                continue
             for client in clients:
                 if client.closed:
                     continue  # dropped for its output limit, its connection_lost yet to come

@@ -12,6 +12,11 @@ Users are changed in place (as Redis copies the new rules into the same user str
 changed user's clients use the new rules at once; :func:`refresh_clients` recomputes their
 ``unrestricted``.  Deleting a user disconnects its clients, as ACL LOAD does for the users it
 replaces.
+
+The users are the whole server's, not this router's: ACL SETUSER, DELUSER, LOAD and CONFIG SET
+requirepass store the change on worker 0 and every router installs it
+(``shardis.router.aclsync``, through :func:`apply_changes` and :func:`replace_all`).  ACL LOG
+stays per router.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import OK
 from shardis.router import acl
-from shardis.router.registry import router_command
+from shardis.router.registry import Plan, coordinated, router_command
 from shardis.router.server import on_config_set
 
 log = logging.getLogger("shardis.router")
@@ -81,8 +86,48 @@ def write_acl_file(store: acl.AclStore, filename: str) -> bool:
 
 
 @on_config_set("requirepass")
-def _requirepass_changed(router: Any, value: str) -> None:
-    router.acl.set_requirepass(value)
+async def _requirepass_changed(router: Any, value: str) -> None:
+    def edit(store: acl.AclStore, lines: dict[bytes, bytes]) -> None:
+        default = store.default.copy()
+        default.apply(b"resetpass")
+        default.apply(b">" + value.encode() if value else b"nopass")
+        lines[b"default"] = _line(default)
+
+    await router.aclsync.change(None, edit)
+
+
+def _line(user: acl.User) -> bytes:
+    return b"user " + user.name + b" " + user.describe()
+
+
+def _hub_plan(router: Any, args: list[bytes]) -> Plan:
+    return Plan(workers=frozenset((0,)))
+
+
+# Installing users (local and remote changes alike: shardis.router.aclsync) --------------------
+def apply_changes(router: Any, changed: dict[bytes, acl.User], removed: list[bytes],
+                  current: Any) -> None:
+    """New rules for ``changed`` users (in place: their clients keep the object; new ones are
+    added), ``removed`` users deleted (their clients disconnected), as SETUSER and DELUSER do."""
+    store = router.acl
+    gone = [user for name in removed
+            if name != b"default" and (user := store.deluser(name)) is not None]
+    disconnect_users(router, current, gone)
+    for name, user in changed.items():
+        existing = store.users.get(name)
+        if existing is None:
+            store.users[name] = user
+        else:
+            before = existing.copy()
+            existing.assign(user)
+            _kill_pubsub_clients(router, current, existing, before)
+        store.version += 1
+    refresh_clients(router)
+
+
+def replace_all(router: Any, users: dict[bytes, acl.User], current: Any) -> None:
+    """Every user replaced, as ACL LOAD does: the clients of all but default disconnected."""
+    disconnect_users(router, current, router.acl.replace_users(users))
     refresh_clients(router)
 
 
@@ -234,20 +279,21 @@ def auth(router: Any, client: Any, args: list[bytes]) -> object:
 
 
 # ACL -----------------------------------------------------------------------------------------
-@router_command("acl|setuser")
-def acl_setuser(router: Any, client: Any, args: list[bytes]) -> object:
+@coordinated("acl|setuser", _hub_plan)
+async def acl_setuser(router: Any, client: Any, args: list[bytes]) -> object:
     name = args[2]
     if acl.has_spaces(name):
         raise ReplyError(errors.ACL_BAD_USERNAME)
     rules = _merge_selector_args(args[3:])
-    try:
-        user, before = router.acl.setuser(name, rules)
-    except acl.AclRuleError as exc:
-        raise ReplyError("ERR " + str(exc)) from None
-    if before is not None:
-        _kill_pubsub_clients(router, client, user, before)
-    refresh_clients(router)
-    return OK
+
+    def edit(store: acl.AclStore, lines: dict[bytes, bytes]) -> object:
+        try:
+            lines[name] = _line(store.staged_user(name, rules))
+        except acl.AclRuleError as exc:
+            raise ReplyError("ERR " + str(exc)) from None
+        return OK
+
+    return await router.aclsync.change(client, edit)
 
 
 def _merge_selector_args(rules: list[bytes]) -> list[bytes]:
@@ -289,13 +335,15 @@ def _kill_pubsub_clients(router: Any, current: Any, user: acl.User, before: acl.
                 client.transport.close()
 
 
-@router_command("acl|deluser")
-def acl_deluser(router: Any, client: Any, args: list[bytes]) -> object:
+@coordinated("acl|deluser", _hub_plan)
+async def acl_deluser(router: Any, client: Any, args: list[bytes]) -> object:
     if b"default" in args[2:]:
         raise ReplyError(errors.ACL_DELETE_DEFAULT)
-    removed = [user for name in args[2:] if (user := router.acl.deluser(name)) is not None]
-    disconnect_users(router, client, removed)
-    return len(removed)
+
+    def edit(store: acl.AclStore, lines: dict[bytes, bytes]) -> object:
+        return sum(lines.pop(name, None) is not None for name in args[2:])
+
+    return await router.aclsync.change(client, edit)
 
 
 @router_command("acl|getuser")
@@ -384,17 +432,23 @@ def acl_dryrun(router: Any, client: Any, args: list[bytes]) -> object:
     return OK
 
 
-@router_command("acl|load")
-def acl_load(router: Any, client: Any, args: list[bytes]) -> object:
+@coordinated("acl|load", _hub_plan)
+async def acl_load(router: Any, client: Any, args: list[bytes]) -> object:
+    """This router's aclfile, for every router (they disconnect the replaced users' clients)."""
     filename = _acl_filename(router)
     try:
         users = read_acl_file(router.acl, filename)
     except acl.AclRuleError as exc:
         raise ReplyError("ERR " + str(exc)) from None
-    replaced = router.acl.replace_users(users)
-    disconnect_users(router, client, replaced)
-    refresh_clients(router)
-    return OK
+    users.setdefault(b"default", acl.default_user())
+    loaded = {name: _line(user) for name, user in users.items()}
+
+    def edit(store: acl.AclStore, lines: dict[bytes, bytes]) -> object:
+        lines.clear()
+        lines.update(loaded)
+        return OK
+
+    return await router.aclsync.change(client, edit, replaces=True)
 
 
 @router_command("acl|save")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -231,8 +232,9 @@ def config_get(router: Any, client: Any, args: list[bytes]) -> object:
     return found
 
 
-#: directive name -> what must happen when CONFIG SET changes it (``handler(router, value)``),
-#: registered by the modules that use the directive (see :func:`on_config_set`).
+#: directive name -> what must happen when CONFIG SET changes it (``handler(router, value)``,
+#: which may be a coroutine function), registered by the modules that use the directive (see
+#: :func:`on_config_set`).
 CONFIG_HOOKS: dict[str, Any] = {}
 
 
@@ -292,7 +294,9 @@ async def config_set(router: Any, client: Any, args: list[bytes]) -> object:
         router.config[name] = value
         hook = CONFIG_HOOKS.get(name)
         if hook is not None:
-            hook(router, value)
+            done = hook(router, value)
+            if inspect.isawaitable(done):  # requirepass: stored for every router first
+                await done
     if "notify-keyspace-events" in changes:
         flags = changes["notify-keyspace-events"]
         for reply in await router.call_all([b"__notify", b"%d" % flags]):

@@ -16,6 +16,7 @@ from shardis.commands import COMMANDS, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.notify import EXPIRED, channel_messages, command_events
 from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_int
+from shardis.worker.aclhub import AclHub
 from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.pubsub import PubSubRegistry
@@ -65,6 +66,8 @@ class Shard:
         #: the worker was asked to stop: a running script is ended at its next hook.
         self.stopping = False
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
+        #: the server's ACL users, for every router (used on worker 0, the hub).
+        self.aclhub = AclHub()
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
