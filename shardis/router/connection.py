@@ -11,6 +11,7 @@ from shardis.commands import help_reply
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import OK, PONG, Status, Verbatim
+from shardis.router.clients import client_type, type_of
 from shardis.router.registry import router_command
 from shardis.router.security import authenticate
 
@@ -140,18 +141,33 @@ def client_setinfo(router: Any, client: Any, args: list[bytes]) -> object:
     return OK
 
 
+def client_flags(client: Any) -> str:
+    """Redis's flag letters, in its order: P pub/sub, x MULTI, b blocked, c closing after the
+    reply, e no-evict; N for none."""
+    flags = "".join(letter for letter, on in (
+        ("P", client.subscribed),
+        ("x", client.multi is not None),
+        ("b", client.waiting and client.id in client.router.blocking.blocked_ids()),
+        ("c", client.closing),
+        ("e", client.no_evict),
+    ) if on)
+    return flags or "N"
+
+
 def client_info_line(client: Any, now: float) -> str:
-    """One line of CLIENT LIST / CLIENT INFO, in Redis's field order."""
+    """One line of CLIENT LIST / CLIENT INFO: Redis 7.0's fields in its order (the buffer and
+    memory fields, which have no counterpart here, are 0)."""
     name = (client.name or b"").decode(errors="replace")
-    waiting = len(client.backlog)
+    subs = client.subscriptions
+    multi = -1 if client.multi is None else len(client.multi)
     return (
-        f"id={client.id} addr={client.addr} laddr={client.laddr} fd=-1 name={name} "
-        f"age={int(now - client.created)} idle={int(now - client.last_active)} flags=N db=0 "
-        f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-        f"obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
+        f"id={client.id} addr={client.addr} laddr={client.laddr} fd={client.fd} name={name} "
+        f"age={int(now - client.created)} idle={int(now - client.last_active)} "
+        f"flags={client_flags(client)} db=0 sub={len(subs[b'c'])} psub={len(subs[b'p'])} "
+        f"ssub={len(subs[b's'])} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
+        f"rbs=0 rbp=0 obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
         f"cmd={client.last_command.decode(errors='replace').lower()} "
-        f"user={client.user.name.decode(errors='replace')} redir=-1 "
-        f"resp={client.proto} backlog={waiting}"
+        f"user={client.user.name.decode(errors='replace')} redir=-1 resp={client.proto}"
         + (f" lib-name={client.lib_name.decode()}" if client.lib_name else "")
         + (f" lib-ver={client.lib_ver.decode()}" if client.lib_ver else "")
     )
@@ -166,10 +182,8 @@ def client_info(router: Any, client: Any, args: list[bytes]) -> object:
 def client_list(router: Any, client: Any, args: list[bytes]) -> object:
     if len(args) != 2:
         if len(args) == 4 and args[2].upper() == b"TYPE":
-            kind = args[3].lower()
-            if kind not in (b"normal", b"master", b"replica", b"pubsub", b"slave"):
-                raise ReplyError(f"ERR Unknown client type '{args[3].decode(errors='replace')}'")
-            clients = list(router.clients.values()) if kind == b"normal" else []
+            kind = client_type(args[3])
+            clients = [c for c in router.clients.values() if type_of(c) == kind]
         elif len(args) > 3 and args[2].upper() == b"ID":
             ids = [parse_int(raw, "ERR Invalid client ID") for raw in args[3:]]
             clients = [router.clients[i] for i in ids if i in router.clients]
