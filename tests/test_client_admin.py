@@ -159,3 +159,25 @@ def test_unblock(conns, reason, reply):
     assert blocked.read_reply(timeout=3) == reply
     assert me.call("CLIENT", "UNBLOCK", str(target)) == b":0\r\n"
     assert blocked.call("PING") == b"+PONG\r\n"
+
+
+def test_pause_answers_subscribed_mode_refusals_at_once(conns):
+    admin, subscriber = conns(), conns()
+    subscriber.call("SUBSCRIBE", "ch")
+    admin.call("CLIENT", "PAUSE", str(PAUSE_MS), "ALL")
+    assert not held(subscriber, "GET", "k")  # the RESP2 subscribed-mode error, not a wait
+    assert held(subscriber, "PING")
+    subscriber.read_reply(timeout=3)
+
+
+def test_pause_holds_queued_writes_and_exec(conns):
+    admin, writer = conns(), conns()
+    writer.call("DEL", "pause-counter")
+    assert writer.call("MULTI") == b"+OK\r\n"
+    assert writer.call("GET", "k") == b"+QUEUED\r\n"
+    admin.call("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
+    assert not held(writer, "EXEC")  # a read-only transaction runs
+    writer.call("MULTI")
+    assert held(writer, "INCR", "pause-counter")  # Redis holds a write even when it is only queued
+    assert writer.read_reply(timeout=3) == b"+QUEUED\r\n"
+    assert writer.call("EXEC") == b"*1\r\n:1\r\n"

@@ -208,3 +208,18 @@ def test_every_arity_matches_redis(oracle, shardis):
     wrong = {name: (arity, theirs.get(name)) for name, arity in ours.items()
              if theirs.get(name) != arity}
     assert wrong == {}
+
+
+def help_lines(port: int) -> list[str]:
+    with RawClient(port) as client:
+        return [str(line) for line in decode(client.call("CLIENT", "HELP"))]
+
+
+def test_client_help_is_redis_text(oracle, shardis):
+    """Our CLIENT HELP is Redis's, in its order, less the subcommands we lack (CACHING,
+    TRACKING) and plus Redis 7.2's SETINFO."""
+    ours = [line for line in help_lines(shardis.port)
+            if "SETINFO" not in line and "LIB-" not in line and "meta attr" not in line]
+    theirs = iter(help_lines(oracle.port))
+    assert all(line in theirs for line in ours)  # a subsequence: same text, same order
+    assert any(line.startswith("PAUSE") for line in ours)

@@ -18,6 +18,7 @@ from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import OK, SetReply
 from shardis.router import security
+from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS as SUBSCRIBED_MODE
 from shardis.router.registry import DEFERRED, router_command
 
 #: Commands without the write flag that Redis 7.0 marks may-replicate: a WRITE pause holds them.
@@ -151,6 +152,8 @@ class ClientPause:
             return False
         if security.auth_required(self.router, client):
             return False
+        if client.subscribed and client.proto == 2 and args[0].lower() not in SUBSCRIBED_MODE:
+            return False  # refused at once in RESP2 subscribed mode, as Redis checks first
         return not self.write_only or may_write(client, spec)
 
     def dispatch(self, client: Any, commands: list[list[bytes]]) -> int:
