@@ -147,10 +147,12 @@ def test_kill_filters_combine(conns):
     (["TIMEOUT"], b"*-1\r\n"),
     (["ERROR"], b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"),
 ])
-def test_unblock(conns, reason, reply):
+@pytest.mark.parametrize("keys", [["nolist-unblock"], ["nolist-a", "nolist-b", "nolist-c"]],
+                         ids=["one-key", "keys-on-several-workers"])
+def test_unblock(conns, reason, reply, keys):
     me, blocked = conns(), conns()
     target = client_id(blocked)
-    blocked.send("BLPOP", "nolist-unblock", "0")
+    blocked.send("BLPOP", *keys, "0")
     deadline = time.monotonic() + 3
     while b"flags=b" not in me.call("CLIENT", "LIST", "ID", str(target)):
         assert time.monotonic() < deadline, "BLPOP never blocked"

@@ -99,6 +99,8 @@ class ClientConnection(asyncio.Protocol):
         self.fd = -1
         #: CLIENT REPLY's state as of the last reply written: b"on", b"off" or b"skip".
         self.reply_mode = b"on"
+        #: CLIENT REPLY was used: replies go through :meth:`flush_filtered`.
+        self.reply_filtered = False
         #: CLIENT NO-EVICT (no eviction here: kept for CLIENT LIST's ``e`` flag).
         self.no_evict = False
         #: who this client is (``shardis.router.security``): set when the connection is made.
@@ -266,6 +268,7 @@ class ClientConnection(asyncio.Protocol):
         flushes through :meth:`flush_filtered` (an instance attribute: the plain ``flush`` of
         every other client stays as it is)."""
         self.replies.append(ReplyMode(self, mode))
+        self.reply_filtered = True
         self.flush = self.flush_filtered  # type: ignore[method-assign]
 
     def flush_filtered(self) -> None:
@@ -278,13 +281,18 @@ class ClientConnection(asyncio.Protocol):
             if type(reply) is ReplyMode:
                 # A SKIP or OFF marker stands for a command without a reply: it ends a SKIP.
                 # SKIP while OFF changes nothing (Redis sets SKIP_NEXT only when not OFF).
+                # RESET turns OFF off, but its own reply still obeys a pending SKIP.
                 mode = reply.mode  # type: ignore[attr-defined]
+                if mode == b"reset":
+                    mode = b"skip" if self.reply_mode == b"skip" else b"on"
                 if mode != b"skip" or self.reply_mode != b"off":
                     self.reply_mode = mode
             elif type(reply) is PushReply or self.reply_mode == b"on":
                 ready.append(reply.data)
             elif self.reply_mode == b"skip":
                 self.reply_mode = b"on"
+        #: CLIENT REPLY was used: replies go through :meth:`flush_filtered`.
+        self.reply_filtered = False
         if self.closed or self.transport is None:
             return
         if ready:

@@ -50,6 +50,8 @@ def reset(router: Any, client: Any, args: list[bytes]) -> object:
 
     end_transaction(router, client)
     router.pubsub.client_gone(client)
+    if client.reply_filtered:
+        client.set_reply_mode(b"reset")  # CLIENT REPLY OFF ends, as in Redis
     client.proto = 2
     client.name = None
     return Status(b"RESET")
