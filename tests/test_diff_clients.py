@@ -227,3 +227,18 @@ def test_client_help_is_redis_text(oracle, shardis):
     theirs = iter(help_lines(oracle.port))
     assert all(line in theirs for line in ours)  # a subsequence: same text, same order
     assert any(line.startswith("PAUSE") for line in ours)
+
+
+
+def fresh_connection_fields(port: int) -> list:
+    """How CLIENT LIST shows a connection that has sent nothing yet (``cmd=NULL``); ids are
+    given in connection order, so it is the observer's id less one."""
+    with RawClient(port), RawClient(port) as observer:
+        fresh_id = int(observer.call("CLIENT", "ID")[1:-2]) - 1
+        return info_fields(observer.call("CLIENT", "LIST", "ID", str(fresh_id)))
+
+
+def test_fresh_connection_listed_as_redis(oracle, shardis):
+    fields = fresh_connection_fields(shardis.port)
+    assert fields and ("cmd", "NULL") in fields[0]
+    assert fields == fresh_connection_fields(oracle.port)

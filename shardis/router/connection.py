@@ -156,6 +156,12 @@ def client_flags(client: Any, blocked: set[int]) -> str:
     return flags or "N"
 
 
+def last_command(client: Any) -> str:
+    """``cmd=``: the last command's full name in lower case; ``NULL`` before any, as Redis."""
+    name = client.last_command.decode(errors="replace")
+    return name if name == "NULL" else name.lower()
+
+
 def client_info_line(client: Any, now: float, blocked: set[int] | None = None) -> str:
     """One line of CLIENT LIST / CLIENT INFO: Redis 7.0's fields in its order (the buffer and
     memory fields, which have no counterpart here, are 0).  ``blocked``: the ids of blocked
@@ -171,7 +177,7 @@ def client_info_line(client: Any, now: float, blocked: set[int] | None = None) -
         f"flags={client_flags(client, blocked)} db=0 sub={len(subs[b'c'])} psub={len(subs[b'p'])} "
         f"ssub={len(subs[b's'])} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
         f"rbs=0 rbp=0 obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
-        f"cmd={client.last_command.decode(errors='replace').lower()} "
+        f"cmd={last_command(client)} "
         f"user={client.user.name.decode(errors='replace')} redir=-1 resp={client.proto}"
         + (f" lib-name={client.lib_name.decode()}" if client.lib_name else "")
         + (f" lib-ver={client.lib_ver.decode()}" if client.lib_ver else "")
