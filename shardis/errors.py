@@ -100,6 +100,16 @@ def unknown_subcommand(container: bytes, sub: bytes) -> str:
     return _blank_newlines(message)
 
 
+def subcommand_syntax(args: list[bytes]) -> str:
+    """Redis's ``addReplySubcommandSyntaxError``: a subcommand whose table arity passed but
+    whose handler wants another count (``PUBSUB CHANNELS a b``)."""
+    message = (
+        f"ERR unknown subcommand or wrong number of arguments for '{arg_text(args[1])[:128]}'. "
+        f"Try {arg_text(args[0]).upper()} HELP."
+    )
+    return _blank_newlines(message)
+
+
 def wrong_arity(fullname: str) -> str:
     """``fullname`` is ``get`` or ``client|setname``, as Redis names subcommands."""
     return f"ERR wrong number of arguments for '{fullname}' command"

@@ -73,6 +73,12 @@ class Raw(bytes):
     __slots__ = ()
 
 
+class PushRaw(Raw):
+    """Encoded pub/sub (un)subscribe confirmations: pushes, which CLIENT REPLY never drops."""
+
+    __slots__ = ()
+
+
 class Push(list):
     """An out-of-band push message (pub/sub); an array in RESP2."""
 
@@ -176,7 +182,7 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
         for key, item in value.items():  # type: ignore[attr-defined]
             _encode_into(key, proto, out)
             _encode_into(item, proto, out)
-    elif kind is Raw:
+    elif kind is Raw or kind is PushRaw:
         out.append(value)  # type: ignore[arg-type]
     elif kind is Pairs:
         if proto == 3:

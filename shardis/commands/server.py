@@ -46,6 +46,14 @@ for _name, _arity, _flags, _acl in (
     ("list", -2, "admin noscript loading stale", "admin slow dangerous connection"),
     ("setinfo", 4, "noscript loading stale", "slow connection"),
     ("help", 2, "loading stale", "slow connection"),
+    ("reply", 3, "noscript loading stale", "slow connection"),
+    ("kill", -3, "admin noscript loading stale", "admin slow dangerous connection"),
+    ("pause", -3, "admin noscript loading stale", "admin slow dangerous connection"),
+    ("unpause", 2, "admin noscript loading stale", "admin slow dangerous connection"),
+    ("no-evict", 3, "admin noscript loading stale", "admin slow dangerous connection"),
+    ("unblock", -3, "admin noscript loading stale", "admin slow dangerous connection"),
+    ("getredir", 2, "noscript loading stale", "slow connection"),
+    ("trackinginfo", 2, "noscript loading stale", "slow connection"),
 ):
     command(_name, _arity, _flags, fanout=R, acl=_acl, group=CONN, parent="client")(None)
 

@@ -249,7 +249,24 @@ class BlockingCoordinator:
         if not request.done:
             self.router.loop.create_task(self.expire(request))
 
-    async def expire(self, request: BlockedRequest) -> None:
+    def blocked_ids(self) -> set[int]:
+        """The clients waiting in a blocking command (CLIENT LIST's ``b`` flag)."""
+        return {request.client.id for request in self.requests.values() if not request.done}
+
+    def unblock(self, client_id: int, error: bytes | None) -> bool:
+        """CLIENT UNBLOCK: end the client's blocked command as its timeout would, or with
+        ``error``; False when that client is not blocked."""
+        for request in self.requests.values():
+            if request.client.id == client_id and not request.done and not request.expiring:
+                if request.timer is not None:
+                    request.timer.cancel()
+                    request.timer = None
+                self.router.loop.create_task(self.expire(request, error))
+                return True
+        return False
+
+    async def expire(self, request: BlockedRequest, data: bytes | None = None) -> None:
+        """The timeout (or CLIENT UNBLOCK): unregister, then answer nil (or ``data``)."""
         request.expiring = True
         while request.attempting:
             await asyncio.sleep(0.001)
@@ -259,7 +276,7 @@ class BlockingCoordinator:
         for future in self.unregister(request):
             await future
         if not request.done:
-            self.finish(request, encode(NULL_ARRAY, request.proto))
+            self.finish(request, data or encode(NULL_ARRAY, request.proto))
 
     # Ending ------------------------------------------------------------------------------------
     def finish(self, request: BlockedRequest, data: bytes) -> None:

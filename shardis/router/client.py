@@ -38,6 +38,23 @@ class Reply:
         self.data = data
 
 
+class PushReply(Reply):
+    """A pub/sub message: CLIENT REPLY OFF|SKIP never drops it (Redis 7.0 pushes it anyway)."""
+
+    __slots__ = ()
+
+
+class ReplyMode(Reply):
+    """A CLIENT REPLY ON|OFF|SKIP marker in the reply queue: it writes nothing; it switches
+    the filter of :meth:`ClientConnection.flush_filtered` at its place in the order."""
+
+    __slots__ = ("mode",)
+
+    def __init__(self, client: ClientConnection, mode: bytes) -> None:
+        super().__init__(client, b"")
+        self.mode = mode
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -78,6 +95,14 @@ class ClientConnection(asyncio.Protocol):
         self.last_command = b"NULL"
         self.addr = "?:0"
         self.laddr = "?:0"
+        #: the socket's file descriptor, for CLIENT LIST.
+        self.fd = -1
+        #: CLIENT REPLY's state as of the last reply written: b"on", b"off" or b"skip".
+        self.reply_mode = b"on"
+        #: CLIENT REPLY was used: replies go through :meth:`flush_filtered`.
+        self.reply_filtered = False
+        #: CLIENT NO-EVICT (no eviction here: kept for CLIENT LIST's ``e`` flag).
+        self.no_evict = False
         #: who this client is (``shardis.router.security``): set when the connection is made.
         self.user: Any = None
         self.authenticated = False
@@ -93,6 +118,9 @@ class ClientConnection(asyncio.Protocol):
             self.addr = f"{peer[0]}:{peer[1]}"
         if isinstance(local, tuple):
             self.laddr = f"{local[0]}:{local[1]}"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
         if not self.router.limits.admit(self):
             self.rejected = self.closed = self.closing = True
             return
@@ -230,6 +258,45 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         self.transport.write(b"".join(ready) if len(ready) > 1 else ready[0])  # type: ignore[arg-type]
+        if self.closing and not replies:
+            self.transport.close()
+        elif self.writing_paused or self.backlog:
+            self.after_write()
+
+    def set_reply_mode(self, mode: bytes) -> None:
+        """CLIENT REPLY: queue the switch in reply order.  From the first use on, this client
+        flushes through :meth:`flush_filtered` (an instance attribute: the plain ``flush`` of
+        every other client stays as it is)."""
+        self.replies.append(ReplyMode(self, mode))
+        self.reply_filtered = True
+        self.flush = self.flush_filtered  # type: ignore[method-assign]
+
+    def flush_filtered(self) -> None:
+        """:meth:`flush` for a client that used CLIENT REPLY: drops the replies Redis drops
+        (OFF: until ON; SKIP: the next command's), never pub/sub messages."""
+        replies = self.replies
+        ready = []
+        while replies and replies[0].data is not None:
+            reply = replies.popleft()
+            if type(reply) is ReplyMode:
+                # A SKIP or OFF marker stands for a command without a reply: it ends a SKIP.
+                # SKIP while OFF changes nothing (Redis sets SKIP_NEXT only when not OFF).
+                # RESET turns OFF off, but its own reply still obeys a pending SKIP.
+                mode = reply.mode  # type: ignore[attr-defined]
+                if mode == b"reset":
+                    mode = b"skip" if self.reply_mode == b"skip" else b"on"
+                if mode != b"skip" or self.reply_mode != b"off":
+                    self.reply_mode = mode
+            elif type(reply) is PushReply or self.reply_mode == b"on":
+                ready.append(reply.data)
+            elif self.reply_mode == b"skip":
+                self.reply_mode = b"on"
+        #: CLIENT REPLY was used: replies go through :meth:`flush_filtered`.
+        self.reply_filtered = False
+        if self.closed or self.transport is None:
+            return
+        if ready:
+            self.transport.write(b"".join(ready))  # type: ignore[arg-type]
         if self.closing and not replies:
             self.transport.close()
         elif self.writing_paused or self.backlog:

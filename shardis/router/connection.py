@@ -11,6 +11,7 @@ from shardis.commands import help_reply
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import OK, PONG, Status, Verbatim
+from shardis.router.clients import client_type, type_of
 from shardis.router.registry import router_command
 from shardis.router.security import authenticate
 
@@ -49,6 +50,8 @@ def reset(router: Any, client: Any, args: list[bytes]) -> object:
 
     end_transaction(router, client)
     router.pubsub.client_gone(client)
+    if client.reply_filtered:
+        client.set_reply_mode(b"reset")  # CLIENT REPLY OFF ends, as in Redis
     client.proto = 2
     client.name = None
     return Status(b"RESET")
@@ -140,18 +143,42 @@ def client_setinfo(router: Any, client: Any, args: list[bytes]) -> object:
     return OK
 
 
-def client_info_line(client: Any, now: float) -> str:
-    """One line of CLIENT LIST / CLIENT INFO, in Redis's field order."""
+def client_flags(client: Any, blocked: set[int]) -> str:
+    """Redis's flag letters, in its order: P pub/sub, x MULTI, b blocked, c closing after the
+    reply, e no-evict; N for none."""
+    flags = "".join(letter for letter, on in (
+        ("P", client.subscribed),
+        ("x", client.multi is not None),
+        ("b", client.id in blocked),
+        ("c", client.closing),
+        ("e", client.no_evict),
+    ) if on)
+    return flags or "N"
+
+
+def last_command(client: Any) -> str:
+    """``cmd=``: the last command's full name in lower case; ``NULL`` before any, as Redis."""
+    name = client.last_command.decode(errors="replace")
+    return name if name == "NULL" else name.lower()
+
+
+def client_info_line(client: Any, now: float, blocked: set[int] | None = None) -> str:
+    """One line of CLIENT LIST / CLIENT INFO: Redis 7.0's fields in its order (the buffer and
+    memory fields, which have no counterpart here, are 0).  ``blocked``: the ids of blocked
+    clients, computed once for a whole CLIENT LIST."""
+    if blocked is None:
+        blocked = client.router.blocking.blocked_ids()
     name = (client.name or b"").decode(errors="replace")
-    waiting = len(client.backlog)
+    subs = client.subscriptions
+    multi = -1 if client.multi is None else len(client.multi)
     return (
-        f"id={client.id} addr={client.addr} laddr={client.laddr} fd=-1 name={name} "
-        f"age={int(now - client.created)} idle={int(now - client.last_active)} flags=N db=0 "
-        f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-        f"obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
-        f"cmd={client.last_command.decode(errors='replace').lower()} "
-        f"user={client.user.name.decode(errors='replace')} redir=-1 "
-        f"resp={client.proto} backlog={waiting}"
+        f"id={client.id} addr={client.addr} laddr={client.laddr} fd={client.fd} name={name} "
+        f"age={int(now - client.created)} idle={int(now - client.last_active)} "
+        f"flags={client_flags(client, blocked)} db=0 sub={len(subs[b'c'])} psub={len(subs[b'p'])} "
+        f"ssub={len(subs[b's'])} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
+        f"rbs=0 rbp=0 obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
+        f"cmd={last_command(client)} "
+        f"user={client.user.name.decode(errors='replace')} redir=-1 resp={client.proto}"
         + (f" lib-name={client.lib_name.decode()}" if client.lib_name else "")
         + (f" lib-ver={client.lib_ver.decode()}" if client.lib_ver else "")
     )
@@ -166,10 +193,8 @@ def client_info(router: Any, client: Any, args: list[bytes]) -> object:
 def client_list(router: Any, client: Any, args: list[bytes]) -> object:
     if len(args) != 2:
         if len(args) == 4 and args[2].upper() == b"TYPE":
-            kind = args[3].lower()
-            if kind not in (b"normal", b"master", b"replica", b"pubsub", b"slave"):
-                raise ReplyError(f"ERR Unknown client type '{args[3].decode(errors='replace')}'")
-            clients = list(router.clients.values()) if kind == b"normal" else []
+            kind = client_type(args[3])
+            clients = [c for c in router.clients.values() if type_of(c) == kind]
         elif len(args) > 3 and args[2].upper() == b"ID":
             ids = [parse_int(raw, "ERR Invalid client ID") for raw in args[3:]]
             clients = [router.clients[i] for i in ids if i in router.clients]
@@ -178,27 +203,59 @@ def client_list(router: Any, client: Any, args: list[bytes]) -> object:
     else:
         clients = list(router.clients.values())
     now = time.monotonic()
-    return Verbatim("".join(client_info_line(c, now) + "\n" for c in clients).encode())
+    blocked = router.blocking.blocked_ids()
+    lines = (client_info_line(c, now, blocked) + "\n" for c in clients)
+    return Verbatim("".join(lines).encode())
 
 
+#: Redis 7.0's CLIENT HELP, less CACHING and TRACKING (no client-side caching here), plus
+#: Redis 7.2's SETINFO, which redis-py sends.
 CLIENT_HELP = [
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "GETREDIR",
+    "    Return the client ID we are redirecting to when tracking is enabled.",
     "GETNAME",
     "    Return the name of the current connection.",
     "ID",
     "    Return the ID of the current connection.",
     "INFO",
     "    Return information about the current client connection.",
+    "KILL <ip:port>",
+    "    Kill connection made from <ip:port>.",
+    "KILL <option> <value> [<option> <value> [...]]",
+    "    Kill connections. Options are:",
+    "    * ADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made from the specified address",
+    "    * LADDR (<ip:port>|<unixsocket>:0)",
+    "      Kill connections made to specified local address",
+    "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+    "      Kill connections by type.",
+    "    * USER <username>",
+    "      Kill connections authenticated by <username>.",
+    "    * SKIPME (YES|NO)",
+    "      Skip killing current connection (default: yes).",
     "LIST [options ...]",
     "    Return information about client connections. Options:",
     "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
     "      Return clients of specified type.",
+    "UNPAUSE",
+    "    Stop the current client pause, resuming traffic.",
+    "PAUSE <timeout> [WRITE|ALL]",
+    "    Suspend all, or just write, clients for <timeout> milliseconds.",
+    "REPLY (ON|OFF|SKIP)",
+    "    Control the replies sent to the current connection.",
     "SETNAME <name>",
     "    Assign the name <name> to the current connection.",
     "SETINFO <option> <value>",
     "    Set client meta attr. Options are:",
     "    * LIB-NAME: the client lib name.",
     "    * LIB-VER: the client lib version.",
+    "UNBLOCK <clientid> [TIMEOUT|ERROR]",
+    "    Unblock the specified blocked client.",
+    "TRACKINGINFO",
+    "    Report tracking status for the current connection.",
+    "NO-EVICT (ON|OFF)",
+    "    Protect current client connection from eviction.",
 ]
 
 

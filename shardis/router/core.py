@@ -37,11 +37,11 @@ from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT
-from shardis.resp import OK_REPLY, encode, encode_error, encode_int
+from shardis.resp import OK_REPLY, PushRaw, encode, encode_error, encode_int
 from shardis.router import security
 from shardis.router.aclsync import AclSync
 from shardis.router.blocking import BlockingCoordinator
-from shardis.router.client import ClientConnection, Reply
+from shardis.router.client import ClientConnection, PushReply, Reply
 from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
@@ -254,6 +254,8 @@ class Router:
         self.acl = security.create_store(self.config)
         #: the users are the server's: kept on worker 0, changes heard from other routers.
         self.aclsync = AclSync(self)
+        #: the active CLIENT PAUSE (``shardis.router.clients.ClientPause``), if any.
+        self.pause: Any = None
         #: the client whose coordinated command is being planned (Redis's current_client).
         self.current_client: ClientConnection | None = None
         for link in self.links:
@@ -281,17 +283,21 @@ class Router:
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]],
-                     checked: bool = False) -> int:
+                     checked: bool = False, unpaused: bool = False) -> int:
         """Route the commands of one read in order; returns how many were dispatched (fewer
         when the client started waiting or closing: the rest is for its backlog).
 
         The common case (a plain one-key command whose worker is not gated) is written out
         inline with hoisted locals: it runs for every GET and SET.  A client that is not
         ``unrestricted`` (not authenticated, or a user with ACL limits) goes through
-        :meth:`dispatch_guarded` instead, which checks each command first.
+        :meth:`dispatch_guarded` instead, which checks each command first.  During a CLIENT
+        PAUSE, :class:`~shardis.router.clients.ClientPause` sees each command first
+        (``unpaused``: it did already).
         """
         if not client.unrestricted and not checked:
             return self.dispatch_guarded(client, commands)
+        if self.pause is not None and not unpaused:
+            return self.pause.dispatch(client, commands)
         if client.multi is not None:
             return self.dispatch_in_multi(client, commands)
         if client.subscribed and client.proto == 2:
@@ -347,7 +353,8 @@ class Router:
         """One command at a time: NOAUTH / NOPERM (``security.refuse``), else the normal path."""
         for index, args in enumerate(commands):
             if not security.refuse(self, client, args):
-                self.dispatch_all(client, [args], checked=True)
+                if not self.dispatch_all(client, [args], checked=True):
+                    return index  # held by CLIENT PAUSE: it waits in the backlog
             if client.waiting or client.closing:
                 return index + 1
             if client.unrestricted:  # AUTH or an ACL change lifted the checks
@@ -395,11 +402,11 @@ class Router:
                 self.dispatch_generic(client, args)
             else:
                 try:
-                    lookup(args)
+                    spec = lookup(args)
                 except ReplyError as exc:
                     self.reply_error(client, exc.message)
-                else:
-                    self.reply_error(client, subscribed_mode_error(args[0]))
+                else:  # Redis names a subcommand in full: 'client|reply'
+                    self.reply_error(client, subscribed_mode_error(spec.fullname.encode()))
             if client.waiting or client.closing:
                 return index + 1
             if not client.subscribed or client.proto != 2:
@@ -415,7 +422,8 @@ class Router:
 
     def dispatch(self, client: ClientConnection, args: list[bytes]) -> None:
         """Route one command (a backlog or held command being replayed)."""
-        self.dispatch_all(client, [args])
+        if not self.dispatch_all(client, [args]):
+            client.backlog.appendleft(args)  # held again, by CLIENT PAUSE
 
     def dispatch_generic(self, client: ClientConnection, args: list[bytes]) -> None:
         """Every other case: name resolution with Redis's errors, then by fan-out policy."""
@@ -429,7 +437,7 @@ class Router:
             else:
                 self.reply_error(client, exc.message)
             return
-        client.last_command = args[0]
+        client.last_command = spec.fullname.encode()  # CLIENT LIST's cmd=client|list
         fanout = spec.fanout
         if fanout is Fanout.SINGLE:
             worker = self.slots.worker_of(args[spec.first_key]) if spec.first_key else 0
@@ -495,7 +503,10 @@ class Router:
             self.reply_error(client, exc.message)
             return
         if value is not DEFERRED:
-            client.reply_now(encode(value, client.proto))
+            if type(value) is PushRaw:  # (un)subscribe confirmations: CLIENT REPLY keeps them
+                client.replies.append(PushReply(client, value))
+            else:
+                client.reply_now(encode(value, client.proto))
 
     def fan_out(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         """SPLIT_* and ALL_* commands: send the shares, merge the parts when all are back."""

@@ -17,9 +17,10 @@ from typing import Any
 
 from shardis import errors
 from shardis.commands.pubsub import CHANNEL, PATTERN, SHARD
-from shardis.errors import raise_if_error
+from shardis.errors import ReplyError, raise_if_error
 from shardis.notify import is_keyspace_channel
-from shardis.resp import Push, Raw, encode
+from shardis.resp import Push, PushRaw, encode
+from shardis.router.client import PushReply
 from shardis.router.registry import Plan, coordinated, router_command
 from shardis.worker.aclhub import ACL_CHANGED
 
@@ -62,7 +63,7 @@ class PubSubRouter:
         else:
             self.router.call(self.worker_for(kind, name), command)
 
-    def subscribe(self, client: Any, kind: bytes, names: list[bytes]) -> Raw:
+    def subscribe(self, client: Any, kind: bytes, names: list[bytes]) -> PushRaw:
         own = client.subscriptions[kind]
         replies = []
         for name in names:
@@ -72,13 +73,13 @@ class PubSubRouter:
                 self._tell_worker(kind, name, 1)
             replies.append(self._confirmation(client, kind, 0, name))
         client.subscribed = True
-        return Raw(b"".join(replies))
+        return PushRaw(b"".join(replies))
 
-    def unsubscribe(self, client: Any, kind: bytes, names: list[bytes]) -> Raw:
+    def unsubscribe(self, client: Any, kind: bytes, names: list[bytes]) -> PushRaw:
         own = client.subscriptions[kind]
         targets = names or list(own)
         if not targets:
-            return Raw(self._confirmation(client, kind, 1, None))
+            return PushRaw(self._confirmation(client, kind, 1, None))
         replies = []
         for name in targets:
             if name in own:
@@ -90,7 +91,7 @@ class PubSubRouter:
                 self._tell_worker(kind, name, -1)
             replies.append(self._confirmation(client, kind, 1, name))
         client.subscribed = any(client.subscriptions.values())
-        return Raw(b"".join(replies))
+        return PushRaw(b"".join(replies))
 
     def _confirmation(self, client: Any, kind: bytes, which: int, name: bytes | None) -> bytes:
         if kind == SHARD:
@@ -132,7 +133,7 @@ class PubSubRouter:
             for client in clients:
                 if client.closed:
                     continue  # dropped for its output limit, its connection_lost yet to come
-                client.reply_now(encode(Push(payload), client.proto))
+                client.replies.append(PushReply(client, encode(Push(payload), client.proto)))
                 router.touched.add(client)
         router.schedule_client_flush()
 
@@ -154,6 +155,12 @@ for _kind, (_subscribe, _unsubscribe) in _REPLY_NAMES.items():
 
 
 # PUBSUB introspection --------------------------------------------------------------------------
+def _at_most_pattern(args: list[bytes]) -> None:
+    """CHANNELS and SHARDCHANNELS take one optional pattern; Redis's handler refuses more."""
+    if len(args) > 3:
+        raise ReplyError(errors.subcommand_syntax(args))
+
+
 def _hub_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(workers=frozenset((HUB,)))
 
@@ -162,7 +169,17 @@ def _all_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(workers=router.all_workers)
 
 
-@coordinated("pubsub|channels", _hub_plan)
+def _channels_plan(router: Any, args: list[bytes]) -> Plan:
+    _at_most_pattern(args)
+    return _hub_plan(router, args)
+
+
+def _shardchannels_plan(router: Any, args: list[bytes]) -> Plan:
+    _at_most_pattern(args)
+    return _all_plan(router, args)
+
+
+@coordinated("pubsub|channels", _channels_plan)
 async def pubsub_channels(router: Any, client: Any, args: list[bytes]) -> object:
     return raise_if_error(await router.call(HUB, [b"__pubsub_names", CHANNEL, *args[2:3]]))
 
@@ -178,7 +195,7 @@ async def pubsub_numpat(router: Any, client: Any, args: list[bytes]) -> object:
     return raise_if_error(await router.call(HUB, [b"__pubsub_counts", PATTERN]))
 
 
-@coordinated("pubsub|shardchannels", _all_plan)
+@coordinated("pubsub|shardchannels", _shardchannels_plan)
 async def pubsub_shardchannels(router: Any, client: Any, args: list[bytes]) -> object:
     names = await router.call_all([b"__pubsub_names", SHARD, *args[2:3]])
     return [name for part in names for name in raise_if_error(part)]  # type: ignore[union-attr]

@@ -80,6 +80,7 @@ def load_handlers() -> None:
     """Import every router-side family module so that its handlers are registered."""
     from shardis.router import (  # noqa: F401
         bitmaps,
+        clients,
         connection,
         info,
         keys,
