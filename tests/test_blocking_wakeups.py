@@ -86,32 +86,45 @@ def run_multi(client: redis.Redis, commands: list[list]) -> list:
     return [value_of(reply) for reply in pipe.execute(raise_on_error=False)]
 
 
-def play(port: int, scenario: Scenario) -> tuple:
-    client = redis.Redis(port=port, protocol=2, socket_timeout=HANG)
-    client.flushall()
-    run_commands(client, scenario.setup)
+def start_waiter(port: int, command: list) -> tuple[threading.Thread, list, redis.Redis]:
     waiter = redis.Redis(port=port, protocol=2, socket_timeout=HANG)
     received: list = []
 
     def block() -> None:
         try:
-            received.append(waiter.execute_command(*scenario.blocking))
+            received.append(waiter.execute_command(*command))
         except Exception as exc:  # the reply to compare, errors included
             received.append(exc)
 
-    blocked = client.info("clients")["blocked_clients"]  # a hung earlier test leaves some
     thread = threading.Thread(target=block, daemon=True)
     thread.start()
-    wait_blocked(client, blocked + 1)
+    return thread, received, waiter
+
+
+def play(port: int, scenario: Scenario) -> tuple:
+    """The scenario on one server: (what each waiter got, the other client's replies, the
+    keys at the end).  Waiters block one after the other, in the order given."""
+    client = redis.Redis(port=port, protocol=2, socket_timeout=HANG)
+    client.flushall()
+    run_commands(client, scenario.setup)
+    commands = scenario.blocking if isinstance(scenario.blocking[0], list) else [scenario.blocking]
+    waiters = []
+    for command in commands:
+        blocked = client.info("clients")["blocked_clients"]  # a hung earlier test leaves some
+        waiters.append(start_waiter(port, command))
+        wait_blocked(client, blocked + 1)
     replies = run_multi(client, scenario.multi) if scenario.multi else []
     replies += run_commands(client, scenario.plain)
     replies += run_commands(client, scenario.after)
-    thread.join(HANG)
-    assert not thread.is_alive(), "the waiter hangs"
+    received = []
+    for thread, got, connection in waiters:
+        thread.join(HANG)
+        assert not thread.is_alive(), "a waiter hangs"
+        received.append(value_of(got[0]))
+        connection.close()
     state = snapshot(client, scenario.keys)
-    waiter.close()
     client.close()
-    return value_of(received[0]), replies, state
+    return received, replies, state
 
 
 def check(oracle, shardis, scenario: Scenario) -> None:
@@ -172,6 +185,28 @@ TRANSACTIONS = {
                                       after=[["LPUSH", M, "z"]]),
     "waiter-across-workers-served": Scenario(["BLPOP", L, M, 0], [L, M],
                                              multi=[["LPUSH", M, "a"], ["LPUSH", M, "b"]]),
+    "lmove-across-workers-then-del": Scenario(["BLPOP", M, 0], [L, M], setup=[["RPUSH", L, "a"]],
+                                              multi=[["LMOVE", L, M, "LEFT", "LEFT"],
+                                                     ["DEL", M]],
+                                              after=[["LPUSH", M, "z"]]),
+    "push-then-lmove-away": Scenario(["BLPOP", M, 0], [L, M],
+                                     multi=[["RPUSH", M, "a"], ["LMOVE", M, L, "LEFT", "LEFT"]],
+                                     after=[["LPUSH", M, "z"]]),
+    "rename-across-workers": Scenario(["BLPOP", M, 0], [L, M], setup=[["RPUSH", L, "a", "b"]],
+                                      multi=[["RENAME", L, M], ["RPUSH", M, "c"]]),
+    "blmove-chain": Scenario(["BLMOVE", T, S, "RIGHT", "LEFT", 0], [T, S],
+                             multi=[["RPUSH", T, "a", "b"], ["LPUSH", S, "x"], ["DEL", S]]),
+    "blmove-feeds-a-blpop": Scenario([["BLMOVE", T, S, "RIGHT", "LEFT", 0], ["BLPOP", S, 0]],
+                                     [T, S], multi=[["RPUSH", T, "a", "b"], ["RPUSH", T, "c"]]),
+    "blmove-feeds-a-blpop-then-del": Scenario(
+        [["BLMOVE", T, S, "RIGHT", "LEFT", 0], ["BLPOP", S, 0]], [T, S],
+        multi=[["RPUSH", T, "a"], ["LPUSH", S, "x"], ["DEL", T]],
+        after=[["RPUSH", T, "z"]]),
+    "fifo-two-waiters": Scenario([["BLPOP", L, 0], ["BLPOP", L, 0]], [L],
+                                 multi=[["RPUSH", L, "a"], ["RPUSH", L, "b", "c"]]),
+    "list-and-zset-waiters": Scenario([["BZPOPMIN", T, 0], ["BLPOP", T, 0]], [T],
+                                      multi=[["RPUSH", T, "a"], ["SET", "other", "x"]],
+                                      after=[["DEL", T], ["ZADD", T, 1, "m"]]),
     "script-in-transaction": Scenario(
         ["BLPOP", L, 0], [L],
         multi=[["EVAL", "redis.call('lpush', KEYS[1], 'a')", 1, L], ["DEL", L]],
