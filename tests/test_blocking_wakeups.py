@@ -306,3 +306,50 @@ def test_a_waiter_on_the_destination_is_not_held_up_by_blmove(oracle, shardis):
     expected = _blmove_then_blpop_on_its_destination(oracle.port)
     assert expected == [[S.encode(), b"x"], None]
     assert _blmove_then_blpop_on_its_destination(shardis.port) == expected
+
+
+# Wrong types when the command does not wait: Redis's checks, in its order -------------------
+def _immediate(source: str, target: str) -> dict[str, tuple[list, list]]:
+    """name -> (setup, command): answered at once (WRONGTYPE, or served from a later key)."""
+    return {
+        "brpoplpush-target": ([["RPUSH", source, "a"], ["SET", target, "x"]],
+                              ["BRPOPLPUSH", source, target, 1]),
+        "brpoplpush-source": ([["SET", source, "x"], ["SET", target, "y"]],
+                              ["BRPOPLPUSH", source, target, 1]),
+        "blmove-target-hash": ([["RPUSH", source, "a"], ["HSET", target, "f", "v"]],
+                               ["BLMOVE", source, target, "LEFT", "RIGHT", 1]),
+        "blmove-source-zset": ([["ZADD", source, 1, "m"]],
+                               ["BLMOVE", source, target, "LEFT", "RIGHT", 1]),
+        "blpop-first-key-string": ([["SET", source, "x"], ["RPUSH", target, "a"]],
+                                   ["BLPOP", source, target, 1]),
+        "blpop-second-key-string": ([["RPUSH", source, "a"], ["SET", target, "x"]],
+                                    ["BLPOP", source, target, 1]),
+        "bzpopmax-first-key-list": ([["RPUSH", source, "a"], ["ZADD", target, 1, "m"]],
+                                    ["BZPOPMAX", source, target, 1]),
+        "blmpop-first-key-set": ([["SADD", source, "a"], ["RPUSH", target, "a"]],
+                                 ["BLMPOP", 1, 2, source, target, "LEFT"]),
+        "bzmpop-second-key-string": ([["ZADD", source, 1, "m"], ["SET", target, "x"]],
+                                     ["BZMPOP", 1, 2, source, target, "MIN"]),
+    }
+
+
+IMMEDIATE = {f"one-worker-{k}": v for k, v in _immediate(T, S).items()}
+IMMEDIATE.update({f"two-workers-{k}": v for k, v in _immediate(L, M).items()})
+
+
+def _answer_at_once(port: int, setup: list, command: list, keys: list[str]) -> tuple:
+    client = redis.Redis(port=port, protocol=2, socket_timeout=HANG)
+    client.flushall()
+    run_commands(client, setup)
+    reply = run_commands(client, [command])
+    state = snapshot(client, keys)
+    client.close()
+    return reply, state
+
+
+@pytest.mark.parametrize("name", IMMEDIATE)
+def test_wrong_types_without_waiting(oracle, shardis, name):
+    setup, command = IMMEDIATE[name]
+    keys = [T, S] if name.startswith("one") else [L, M]
+    expected = _answer_at_once(oracle.port, setup, command, keys)
+    assert _answer_at_once(shardis.port, setup, command, keys) == expected

@@ -51,6 +51,7 @@ def numkeys_narrowed(args: list[bytes], key: bytes) -> list[bytes]:
 
 
 def unchanged(args: list[bytes], key: bytes) -> list[bytes]:
+    """BLMOVE and BRPOPLPUSH: one source key already."""
     return args
 
 
@@ -149,6 +150,9 @@ class BlockingRegistry:
             self.serve_key(db, self.ready.pop(0), encode)
 
     def serve_key(self, db: Any, key: bytes, encode: Callable[[object, int], bytes]) -> None:
+        """Serve ``key``'s waiters in FIFO order, each from this key alone, as Redis's
+        ``serveClientsBlockedOn*Key`` do: a waiter of another type than the key holds is
+        passed over (it keeps waiting), so the one behind it may still be served."""
         position = 0
         while True:
             queue = self.by_key.get(key)
