@@ -22,7 +22,15 @@ from shardis.commands.lists import (
 )
 from shardis.errors import ReplyError
 from shardis.resp import NULL_ARRAY
-from shardis.worker.blocking import ATTEMPTS, BLOCKED, Waiter, blocking_attempt
+from shardis.worker.blocking import (
+    ATTEMPTS,
+    BLOCKED,
+    BLOCKERS,
+    Waiter,
+    blocking_attempt,
+    numkeys_narrowed,
+    unchanged,
+)
 from shardis.worker.keyspace import Keyspace
 
 
@@ -44,12 +52,12 @@ def pop_first_nonempty(db: Keyspace, keys: list[bytes], left: bool) -> list[byte
     return None
 
 
-@blocking_attempt("blpop")
+@blocking_attempt("blpop", b"list")
 def blpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     return pop_first_nonempty(db, args[1:-1], left=True)
 
 
-@blocking_attempt("brpop")
+@blocking_attempt("brpop", b"list")
 def brpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     return pop_first_nonempty(db, args[1:-1], left=False)
 
@@ -68,18 +76,23 @@ def brpop_command(db: Keyspace, args: list[bytes]) -> object:
     return NULL_ARRAY if reply is None else reply
 
 
-@blocking_attempt("blmove")
+def source_only(args: list[bytes]) -> list[bytes]:
+    """BLMOVE and BRPOPLPUSH wait for their source; their destination is no concern."""
+    return [args[1]]
+
+
+@blocking_attempt("blmove", b"list", unchanged, source_only)
 def blmove_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     wherefrom, whereto = parse_position(args[3]), parse_position(args[4])
     return lmove_generic(db, args[1], args[2], wherefrom, whereto)
 
 
-@blocking_attempt("brpoplpush")
+@blocking_attempt("brpoplpush", b"list", unchanged, source_only)
 def brpoplpush_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     return lmove_generic(db, args[1], args[2], RIGHT, LEFT)
 
 
-@blocking_attempt("blmpop")
+@blocking_attempt("blmpop", b"list", numkeys_narrowed)
 def blmpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     keys, where, count = parse_lmpop(args, numkeys_index=2)
     reply = mpop_generic(db, keys, where, count)
@@ -120,13 +133,16 @@ def internal_block_command(db: Keyspace, args: list[bytes]) -> object:
     ticket, notify_only, proto = int(args[1]), args[2] == b"1", int(args[3])
     inner = args[4:]
     spec = lookup(inner)
-    attempt = ATTEMPTS[spec.name.encode()]
+    blocker = BLOCKERS[spec.name.encode()]
     if not notify_only:
-        reply = attempt(db, inner)
+        reply = blocker.attempt(db, inner)
         if reply is not None:
             return reply
-    keys = [inner[i] for i in spec.key_indexes(inner)]
-    db.blocking.register(Waiter(ticket, proto, inner, keys, notify_only, attempt))  # type: ignore[attr-defined]
+    if blocker.sources is None:
+        keys = [inner[i] for i in spec.key_indexes(inner)]
+    else:
+        keys = blocker.sources(inner)
+    db.blocking.register(Waiter(ticket, proto, inner, keys, notify_only, blocker))  # type: ignore[attr-defined]
     return BLOCKED
 
 

@@ -641,7 +641,16 @@ def xread_command(db: Keyspace, args: list[bytes]) -> object:
     return NULL_ARRAY if reply is None else reply
 
 
-@blocking_attempt("xread", independent=True)
+def xread_narrowed(args: list[bytes], key: bytes) -> list[bytes]:
+    """A parked XREAD (``XREAD COUNT n STREAMS k1 k2 id1 id2``, rewritten by its first
+    attempt) narrowed to one stream: a served read answers with that stream alone (Redis
+    7.0)."""
+    n = (len(args) - 4) // 2
+    j = args.index(key, 4, 4 + n)
+    return [*args[:4], key, args[j + n]]
+
+
+@blocking_attempt("xread", b"stream", xread_narrowed, independent=True)
 def xread_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     """The blocking framework's attempt.  The first (synchronous) try reads with the given
     COUNT; when it finds nothing, it rewrites ``args`` *in place* (the list the worker's

@@ -59,3 +59,17 @@ def internal_unwatch_command(db: Keyspace, args: list[bytes]) -> object:
 @command("__watch_versions", -2, "readonly internal", fanout=Fanout.SINGLE)
 def internal_watch_versions_command(db: Keyspace, args: list[bytes]) -> object:
     return _versions(db, args[1:])
+
+
+@command("__tx_begin", 1, "write internal", fanout=Fanout.SINGLE)
+def internal_tx_begin_command(db: Keyspace, args: list[bytes]) -> object:
+    """A transaction's part starts on this worker: blocked clients wait for ``__tx_end``."""
+    db.shard.begin_transaction()  # type: ignore[attr-defined]
+    return 1
+
+
+@command("__tx_end", 1, "write internal", fanout=Fanout.SINGLE)
+def internal_tx_end_command(db: Keyspace, args: list[bytes]) -> object:
+    """Every worker of the transaction has run its part: serve the clients it made ready."""
+    db.shard.end_transaction()  # type: ignore[attr-defined]
+    return 1

@@ -49,7 +49,7 @@ from shardis.errors import ReplyError
 from shardis.floats import parse_double
 from shardis.glob import compile_glob
 from shardis.resp import NULL_ARRAY, Pairs, format_double
-from shardis.worker.blocking import blocking_attempt
+from shardis.worker.blocking import blocking_attempt, numkeys_narrowed
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.types import ValueType, register_type
 
@@ -820,17 +820,17 @@ def bzpop_attempt(db: Keyspace, keys: list[bytes], where: int) -> list | None:
     return [key, *popped[0]]
 
 
-@blocking_attempt("bzpopmin")
+@blocking_attempt("bzpopmin", b"zset")
 def bzpopmin_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     return bzpop_attempt(db, args[1:-1], MIN)
 
 
-@blocking_attempt("bzpopmax")
+@blocking_attempt("bzpopmax", b"zset")
 def bzpopmax_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     return bzpop_attempt(db, args[1:-1], MAX)
 
 
-@blocking_attempt("bzmpop")
+@blocking_attempt("bzmpop", b"zset", numkeys_narrowed)
 def bzmpop_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     keys, where, count = parse_zmpop(args, numkeys_index=2)
     reply = mpop_generic(db, keys, where, count)

@@ -10,7 +10,11 @@ workers the router tries each key in argument order (``__tryblock``); if none ha
 registers the command *notify-only* on every worker, still under the gate, so no push slips in
 between.  A push then only notifies; the router tries again under a gate.  Between the push and
 that retry another client may take the element: the one relaxation of Redis's semantics, for
-cross-worker blocking only.
+cross-worker blocking only.  A retry is the serving of a waiter, not a new command: as a Redis
+waiter is never served from a key of another type (it keeps waiting), the retry leaves out the
+source keys that now hold another type instead of answering WRONGTYPE (:func:`served_form`).
+The notification comes after the whole command, transaction or script that fed the key (the
+worker defers it like any serving), and the retry waits for the gate of a running EXEC.
 
 The timeout runs on the router; on expiry it unregisters the command everywhere and answers
 nil, unless a worker served it first: the worker's answer to ``__unblock`` comes after any
@@ -33,6 +37,7 @@ from shardis.floats import parse_long_double
 from shardis.resp import NULL_ARRAY, encode, encode_error
 from shardis.router.client import ClientConnection, Reply
 from shardis.router.lists import lmpop, move_element
+from shardis.worker.blocking import BLOCKERS
 
 if TYPE_CHECKING:
     from shardis.router.core import Router
@@ -138,6 +143,37 @@ async def _mpop(coordinator: BlockingCoordinator, request: BlockedRequest) -> by
     return None if reply is NULL_ARRAY else encode(reply, request.proto)
 
 
+def sources_of(args: list[bytes], keys: list[bytes]) -> list[bytes]:
+    """The keys a blocking command pops from (BLMOVE's destination is not one)."""
+    return [args[1]] if args[0].lower() in (b"blmove", b"brpoplpush") else keys
+
+
+def with_sources(args: list[bytes], sources: list[bytes]) -> list[bytes]:
+    """The command with only ``sources`` as its source keys (a non-empty subset)."""
+    name = args[0].lower()
+    if name in (b"blmove", b"brpoplpush"):
+        return args
+    if name in (b"blmpop", b"bzmpop"):
+        return [args[0], args[1], b"%d" % len(sources), *sources, *args[3 + int(args[2]):]]
+    return [args[0], *sources, args[-1]]
+
+
+async def served_form(router: Router, request: BlockedRequest) -> BlockedRequest | None:
+    """The request as a retry may serve it: without the source keys that hold another type
+    than the command pops (one TYPE per key, all sent at once); None if no key is left."""
+    type_reply = b"+%s\r\n" % BLOCKERS[request.args[0].lower()].type_name
+    sources = sources_of(request.args, request.keys)
+    types = [router.call(router.worker_of(key), [b"TYPE", key], 2, raw=True) for key in sources]
+    kept = [key for key, kind in zip(sources, types)
+            if await kind in (type_reply, b"+none\r\n")]
+    if not kept:
+        return None
+    args = with_sources(request.args, kept)
+    keys = kept if args is not request.args else request.keys
+    return BlockedRequest(request.ticket, request.client, request.reply, args, keys,
+                          request.workers, request.timeout)
+
+
 class BlockingCoordinator:
     def __init__(self, router: Router) -> None:
         self.router = router
@@ -196,7 +232,7 @@ class BlockingCoordinator:
             if request.done or request.expiring:
                 return  # timed out (or finished) while we waited for the gate: pop nothing
             try:
-                data = await self.cross_attempt(request)
+                data = await self.cross_attempt(request, retry=not gated)
             except ReplyError as exc:
                 data = encode_error(exc.message)
             if data is not None:
@@ -219,9 +255,15 @@ class BlockingCoordinator:
             request.notified = False
             router.loop.create_task(self.attempt_across(request, gated=False))
 
-    async def cross_attempt(self, request: BlockedRequest) -> bytes | None:
+    async def cross_attempt(self, request: BlockedRequest, retry: bool = False) -> bytes | None:
         """The command once, without waiting, over its workers (gated): the encoded reply, or
-        None when it would have to wait."""
+        None when it would have to wait.  A ``retry`` serves a waiter: keys of another type
+        are left out (see :func:`served_form`)."""
+        if retry:
+            served = await served_form(self.router, request)
+            if served is None:
+                return None
+            request = served
         attempt = CROSS_ATTEMPTS.get(request.args[0].lower(), _pop_first_key_with_data)
         return await attempt(self, request)
 

@@ -11,6 +11,19 @@ one-worker and split commands are sent at once (each worker executes its share i
 multi-step command (RENAME across workers, *STORE...) runs to its end before later commands
 are sent.  Runtime errors are answered in place, as in Redis; nothing rolls back.  Blocking
 commands inside MULTI do not block.
+
+Blocked clients are served after EXEC, not in its middle (Redis serves them once the command
+that fed their keys has ended, and EXEC is that command): ``MULTI; LPUSH l a; DEL l; EXEC``
+leaves a ``BLPOP l`` waiter blocked, and ``LPUSH l a; LPUSH l b`` hands it ``b``.  Each worker
+the transaction involves gets ``__tx_begin`` ahead of its share (same link, so it arrives
+first): from then on it notes the keys that become ready but serves nobody.  Only when every
+worker has answered every command of the transaction does each get ``__tx_end``, which serves
+the ready keys against the transaction's end state.  So no waiter anywhere sees a state in
+which one worker has run its part and another not yet: exactly what a Redis client can
+observe, an EXEC with no visible middle.  The gate stays closed until ``__tx_end`` is queued,
+and a link delivers in order, so every later command of any client runs after the waiters were
+served, as in Redis.  Cross-worker waiters (router-coordinated, notify-and-retry) get their
+notification from ``__tx_end`` too, and their retry waits for the gate, i.e. for EXEC's end.
 """
 
 from __future__ import annotations
@@ -148,9 +161,23 @@ async def _exec(router: Any, client: Any, args: list[bytes]) -> object:
             raise ReplyError(errors.EXECABORT)
         if watched and not await watches_hold(router, watched):
             return NULL_ARRAY
-        return await _run_transaction(router, client, queued)
+        return await _run_deferring_wakeups(router, client, queued)
     finally:
         release_watches(router, client)  # after the check: the versions must still be kept
+
+
+async def _run_deferring_wakeups(router: Any, client: Any, queued: list[list[bytes]]) -> object:
+    """Run the transaction with its workers serving no blocked client until all have run
+    their part (see the module docstring).  ``__tx_end`` is queued, not awaited: the link's
+    order puts it before anything sent after EXEC."""
+    workers = sorted(involved_workers(router, queued))
+    for worker in workers:
+        router.call(worker, [b"__tx_begin"])
+    try:
+        return await _run_transaction(router, client, queued)
+    finally:
+        for worker in workers:
+            router.call(worker, [b"__tx_end"])
 
 
 async def _run_transaction(router: Any, client: Any, queued: list[list[bytes]]) -> object:

@@ -3,8 +3,15 @@
 The router registers a blocked command here with a ticket (``__block``).  Like Redis's
 ``handleClientsBlockedOnKeys``, after every command that touched a key with waiters the shard
 serves those waiters in FIFO order before running the next command, so a blocked client gets
-the element before anybody else can take it.  The served reply travels back as an *event*
-with the current batch's replies (see ``shardis.protocol``).
+the element before anybody else can take it; after a whole transaction or script, not in its
+middle (``Shard.serve_blocked``).  The served reply travels back as an *event* with the
+current batch's replies (see ``shardis.protocol``).
+
+As in Redis 7.0, a waiter is served from the key that became ready, not from the first of its
+keys with data: its command is *narrowed* to that key.  A ready key holding another type than
+the waiter pops is skipped (the waiter keeps waiting); an error met while serving (BLMOVE's
+destination holds another type) is the waiter's reply, and nothing moved.  A waiter waits on its
+*source* keys only: a push to BLMOVE's destination does not concern it.
 
 A command whose keys live on several workers cannot be served by one of them alone (two
 workers could serve it twice); it is registered *notify-only* on each: the first push to one of
@@ -20,6 +27,7 @@ from typing import Any
 
 from shardis.errors import ReplyError
 from shardis.resp import Status
+from shardis.worker.types import TYPES
 
 #: What ``__block`` answers when the command did not complete and now waits (never a real
 #: reply of a blocking command, which is an array or null).
@@ -28,19 +36,53 @@ BLOCKED = Status(b"__BLOCKED")
 #: command name (lower-case bytes) -> attempt(db, args): the reply, or None if it must wait.
 ATTEMPTS: dict[bytes, Callable[[Any, list[bytes]], object | None]] = {}
 
-
-#: attempts that consume nothing (XREAD): a waiter that cannot be served does not hold up the
-#: ones queued behind it.
-INDEPENDENT: set[Callable] = set()
+Narrow = Callable[[list[bytes], bytes], list[bytes]]
 
 
-def blocking_attempt(name: str, independent: bool = False) -> Callable:
-    """Register how a blocking command tries to complete without waiting."""
+def one_key_before_timeout(args: list[bytes], key: bytes) -> list[bytes]:
+    """``BLPOP k1 k2 0`` narrowed to ``k2``: ``BLPOP k2 0`` (BRPOP, BZPOPMIN, BZPOPMAX)."""
+    return [args[0], key, args[-1]]
+
+
+def numkeys_narrowed(args: list[bytes], key: bytes) -> list[bytes]:
+    """``BLMPOP timeout 2 k1 k2 LEFT ...`` narrowed to ``k2``: ``BLMPOP timeout 1 k2 LEFT ...``
+    (BZMPOP too); numkeys was checked when the command blocked."""
+    return [args[0], args[1], b"1", key, *args[3 + int(args[2]):]]
+
+
+def unchanged(args: list[bytes], key: bytes) -> list[bytes]:
+    """BLMOVE and BRPOPLPUSH: one source key already."""
+    return args
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """How the worker serves one blocking command."""
+
+    attempt: Callable[[Any, list[bytes]], object | None]
+    #: the TYPE a ready key must hold for this command to be served from it.
+    type_name: bytes
+    #: the command reduced to one ready key.
+    narrow: Narrow
+    #: the keys it waits on (None: every key of its key spec).
+    sources: Callable[[list[bytes]], list[bytes]] | None
+    #: it consumes nothing (XREAD): one that cannot be served does not hold up the next.
+    independent: bool
+
+
+#: command name (lower-case bytes) -> its Blocker.
+BLOCKERS: dict[bytes, Blocker] = {}
+
+
+def blocking_attempt(name: str, type_name: bytes, narrow: Narrow = one_key_before_timeout,
+                     sources: Callable[[list[bytes]], list[bytes]] | None = None,
+                     independent: bool = False) -> Callable:
+    """Register how a blocking command tries to complete without waiting, and how the worker
+    serves it from one ready key."""
 
     def register(attempt: Callable) -> Callable:
         ATTEMPTS[name.encode()] = attempt
-        if independent:
-            INDEPENDENT.add(attempt)
+        BLOCKERS[name.encode()] = Blocker(attempt, type_name, narrow, sources, independent)
         return attempt
 
     return register
@@ -53,7 +95,7 @@ class Waiter:
     args: list[bytes]
     keys: list[bytes]
     notify_only: bool
-    attempt: Callable[[Any, list[bytes]], object | None] = field(repr=False)
+    blocker: Blocker = field(repr=False)
 
 
 class BlockingRegistry:
@@ -105,28 +147,40 @@ class BlockingRegistry:
         ready (BLMOVE pushes): the loop goes on until none is left.
         """
         while self.ready:
-            key = self.ready.pop(0)
-            position = 0
-            while True:
-                queue = self.by_key.get(key)
-                if not queue or position >= len(queue):
-                    break
-                waiter = queue[position]
-                if waiter.notify_only:
-                    self.remove(waiter.ticket)
-                    self.events.append((waiter.ticket, None))
-                    continue
-                try:
-                    reply = waiter.attempt(db, waiter.args)
-                except ReplyError:
-                    reply = None  # e.g. the key now holds another type: Redis keeps waiting
-                if reply is None:
-                    if waiter.attempt in INDEPENDENT:
-                        position += 1  # a reader consumes nothing: the next may be served
-                        continue
-                    break  # the key has nothing (left) for this waiter
+            self.serve_key(db, self.ready.pop(0), encode)
+
+    def serve_key(self, db: Any, key: bytes, encode: Callable[[object, int], bytes]) -> None:
+        """Serve ``key``'s waiters in FIFO order, each from this key alone, as Redis's
+        ``serveClientsBlockedOn*Key`` do: a waiter of another type than the key holds is
+        passed over (it keeps waiting), so the one behind it may still be served."""
+        position = 0
+        while True:
+            queue = self.by_key.get(key)
+            if not queue or position >= len(queue):
+                return
+            waiter = queue[position]
+            if waiter.notify_only:
                 self.remove(waiter.ticket)
-                self.events.append((waiter.ticket, encode(reply, waiter.proto)))
+                self.events.append((waiter.ticket, None))
+                continue
+            value = db.get(key)
+            if value is None:
+                return  # nothing (left) to serve from
+            blocker = waiter.blocker
+            if TYPES[type(value)].name != blocker.type_name:
+                position += 1  # Redis keeps it waiting; a waiter of this type may follow
+                continue
+            try:
+                reply = blocker.attempt(db, blocker.narrow(waiter.args, key))
+            except ReplyError as exc:
+                reply = exc  # BLMOVE to a key of another type: the error is its answer
+            if reply is None:
+                if blocker.independent:
+                    position += 1  # a reader consumes nothing: the next may be served
+                    continue
+                return  # the key has nothing (left) for this waiter
+            self.remove(waiter.ticket)
+            self.events.append((waiter.ticket, encode(reply, waiter.proto)))
 
     def take_events(self) -> list[tuple[int, bytes | None]]:
         events, self.events = self.events, []

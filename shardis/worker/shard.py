@@ -65,6 +65,9 @@ class Shard:
         self.while_busy: Callable[[], None] | None = None
         #: the worker was asked to stop: a running script is ended at its next hook.
         self.stopping = False
+        #: a transaction is running here (``__tx_begin`` .. ``__tx_end``): blocked clients are
+        #: served after it, not in its middle.
+        self.deferring = False
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
         #: the server's ACL users, for every router (used on worker 0, the hub).
         self.aclhub = AclHub()
@@ -206,10 +209,25 @@ class Shard:
                 publish(channel, message, sharded=False)
 
     def serve_blocked(self) -> None:
-        """Serve blocked commands whose keys just got data, before the next command runs."""
-        self.blocking.serve(self.db, self.after_blocked_attempt)
+        """Serve blocked commands whose keys just got data, before the next command runs.
+
+        Redis serves them once the command that fed the keys has ended: after EXEC for a
+        transaction, after the script for EVAL.  A script's commands (``run_inside``) never call
+        this; inside a transaction (``deferring``) the ready keys wait for ``__tx_end``, so a
+        waiter sees the transaction's end state (``LPUSH l a; DEL l`` leaves it blocked).
+        """
+        if not self.deferring:
+            self.blocking.serve(self.db, self.after_blocked_attempt)
+
+    def begin_transaction(self) -> None:
+        self.deferring = True
+
+    def end_transaction(self) -> None:
+        self.deferring = False
+        if self.blocking.ready:
+            self.serve_blocked()
 
     def after_blocked_attempt(self, reply: object, proto: int) -> bytes:
         if self.db.touched:
             self.apply_effects()  # a served pop is a write like any other
-        return encode(reply, proto)
+        return self.encode_other(reply, proto)
