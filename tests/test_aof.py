@@ -223,6 +223,8 @@ def test_truncated_tail_is_cut_and_the_rest_loads(tmp_path, caplog) -> None:
             assert list(folder.read()) == [[b"SELECT", b"0"], *SAMPLE[:-1]]
         assert "short read" in caplog.text
         assert os.path.getsize(path) == full - last
+        if CHECK_AOF:
+            assert check_aof(folder).returncode == 0
         with open(path, "ab") as fh:  # put the last command back for the next cut
             fh.write(encode_command(SAMPLE[-1]))
 
@@ -305,6 +307,41 @@ def test_redis_check_aof_accepts_our_folder(tmp_path) -> None:
     with open(incr_path(folder), "ab") as fh:  # the check is not vacuous
         fh.write(b"*2\r\n$3\r\nGET\r\n$1")
     assert check_aof(folder).returncode != 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"file ", b"seq ", b"type ", b"a", b"1", b"i", b"b", b"\"",
+                                 b"'", b"\\x4", b" ", b"\n", b"#", b"\xff", b"\r", b"\t"])))
+def test_any_manifest_bytes_raise_only_manifest_errors(pieces: list[bytes]) -> None:
+    try:
+        manifest = Manifest.parse(b"".join(pieces))
+    except ManifestError:
+        return
+    if manifest.base or manifest.history or manifest.incrs:  # an empty dump is "empty manifest"
+        assert Manifest.parse(manifest.dumps()) == manifest
+
+
+@needs_redis
+def test_rewrite_then_redis_and_our_reader_load_it(tmp_path) -> None:
+    folder = AofDir(str(tmp_path))
+    manifest, writer = folder.open_for_append("always")
+    writer.append([[b"SET", b"old", b"1"], [b"SET", b"k", b"before"]])
+    writer.flush()
+    writer = folder.rewrite(manifest, writer, [[b"SET", b"k", b"snapshot"]])
+    writer.append([[b"RPUSH", b"after", b"x"]])
+    writer.close()
+    assert sorted(os.listdir(folder.path)) == ["appendonly.aof.1.base.aof",
+                                               "appendonly.aof.2.incr.aof",
+                                               "appendonly.aof.manifest"]
+    assert list(folder.read()) == [[b"SET", b"k", b"snapshot"], [b"SELECT", b"0"],
+                                   [b"RPUSH", b"after", b"x"]]
+    assert check_aof(folder).returncode == 0
+    server = start_redis("--appendonly", "yes", "--dir", str(tmp_path))
+    try:
+        client = redis.Redis(port=server.port)
+        assert sorted(client.keys()) == [b"after", b"k"] and client.get("k") == b"snapshot"
+    finally:
+        server.stop()
 
 
 @needs_redis

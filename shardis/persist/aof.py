@@ -306,6 +306,33 @@ class AofDir:
         os.replace(tmp, self.file_path(info.name))
         return info
 
+    def rewrite(self, manifest: Manifest, writer: AofWriter,
+                commands: Iterable[Sequence[bytes]]) -> AofWriter:
+        """Replace everything logged so far by ``commands`` (a dump of the keyspace).
+
+        Redis 7's order, done synchronously: new writes go to a new incr file first, then the
+        base is written and made durable, then one manifest update makes it current (old
+        base and incr files become history), and only then are the history files deleted.
+        A crash at any step leaves a manifest that loads the old or the new state, never a mix.
+        """
+        writer.close()
+        new_writer = self.start_new_incr(manifest, writer.policy)
+        self.write_base(manifest, commands)
+        manifest.incrs_to_history(keep_last=1)
+        self.write_manifest(manifest)
+        self.delete_history(manifest)
+        return new_writer
+
+    def delete_history(self, manifest: Manifest) -> None:
+        """Drop history files (never loaded), then forget them in the manifest."""
+        for info in manifest.history:
+            try:
+                os.unlink(self.file_path(info.name))
+            except FileNotFoundError:
+                pass
+        manifest.history.clear()
+        self.write_manifest(manifest)
+
     def read(self, truncate_tail: bool = True) -> Iterator[list[bytes]]:
         """The commands of base + incr files in manifest order (see :func:`read_aof_file`)."""
         manifest = self.load_manifest()
