@@ -61,6 +61,8 @@ _ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = range(4)
 _QUICKLIST_PLAIN, _QUICKLIST_PACKED = 1, 2
 #: Redis's list-max-listpack-size default (-2): a quicklist node holds up to 8 KB.
 _QUICKLIST_NODE_BYTES = 8192
+#: Redis's estimate of an entry's cost beyond its length, and a listpack's header and end.
+_SIZE_ESTIMATE_OVERHEAD, _LISTPACK_OVERHEAD = 8, 7
 #: Reads larger than this are done in pieces, so a lying length cannot allocate much.
 _CHUNK = 1 << 20
 #: LZF cannot expand more than this (a 3-byte back-reference copies at most 264 bytes).
@@ -475,13 +477,15 @@ class RdbWriter:
         raise RdbError(f"cannot write a {type(value).__name__} value yet")
 
     def _quicklist(self, items: Iterable[bytes]) -> bytes:
+        """Nodes filled as RPUSH fills them (``_quicklistNodeAllowInsert`` with the default
+        fill of -2), so a list built by RPUSH is written byte for byte as Redis writes it."""
         nodes: list[list[bytes]] = [[]]
-        size = 0
+        size = _LISTPACK_OVERHEAD
         for item in items:
             entry = packs.lp_encode_entry(item)
-            if nodes[-1] and size + len(entry) > _QUICKLIST_NODE_BYTES:
+            if nodes[-1] and size + len(item) + _SIZE_ESTIMATE_OVERHEAD > _QUICKLIST_NODE_BYTES:
                 nodes.append([])
-                size = 0
+                size = _LISTPACK_OVERHEAD
             nodes[-1].append(entry)
             size += len(entry)
         nodes = [node for node in nodes if node]
