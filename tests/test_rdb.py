@@ -321,3 +321,28 @@ def test_corruption_behind_a_valid_checksum_is_an_rdb_error_or_a_clean_read():
         except RdbError:
             failures += 1
     assert failures > 0
+
+
+def test_encodings_after_loading_follow_redis(tmp_path):
+    """A file from a Redis with larger listpack limits, loaded by a default Redis: what
+    each value's encoding becomes there is what our reader gives it."""
+    writer_server = start_redis("--hash-max-listpack-value", "1000",
+                                "--zset-max-listpack-value", "1000",
+                                "--zset-max-listpack-entries", "1000")
+    try:
+        client = redis.Redis(port=writer_server.port)
+        client.hset(b"h", mapping={b"f": b"v" * 100})
+        client.zadd(b"zlong", {b"m" * 100: 1})
+        client.zadd(b"zmany", {b"m%d" % i: i for i in range(200)})
+        client.save()
+        shutil.copy(os.path.join(writer_server.workdir, "dump.rdb"), tmp_path / "dump.rdb")
+    finally:
+        writer_server.stop()
+    ours = {key: _plain(value) for key, value, _ in read_rdb(tmp_path / "dump.rdb")}
+    loader = start_redis("--dir", str(tmp_path), "--dbfilename", "dump.rdb")
+    try:
+        client = redis.Redis(port=loader.port)
+        assert ours == {key: _from_redis(client, key) for key in ours}
+        assert ours[b"h"][0] == "listpack" and ours[b"zmany"][0] == "skiplist"
+    finally:
+        loader.stop()

@@ -28,7 +28,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 import crcmod
@@ -36,7 +36,7 @@ import lzf
 
 from shardis.commands.hashes import HASH_MAX_LISTPACK_ENTRIES, HASH_MAX_LISTPACK_VALUE, HashValue
 from shardis.commands.sets import SetValue, built_set
-from shardis.commands.zsets import ZSetValue
+from shardis.commands.zsets import ZSET_MAX_LISTPACK_ENTRIES, ZSetValue
 from shardis.persist import packs
 from shardis.persist.packs import BlobError, as_int
 
@@ -341,14 +341,15 @@ def _read_intset(r: RdbReader) -> SetValue:
     return _set_value([b"%d" % n for n in packs.intset_members(r.string())])
 
 
-def _hash_value(pairs: list[tuple[bytes, bytes]]) -> HashValue:
-    """A hash with the encoding Redis 7.0 gives it after loading."""
+def _hash_value(pairs: list[tuple[bytes, bytes]], check_lengths: bool = True) -> HashValue:
+    """A hash with the encoding Redis 7.0 gives it after loading: a listpack if it has few
+    enough fields and (except when it was a listpack in the file) no long string."""
     value = HashValue(pairs)
     if len(value) != len(pairs):
         raise BlobError("duplicate hash field", 0)
-    value.listpack = len(value) <= HASH_MAX_LISTPACK_ENTRIES and all(
+    value.listpack = len(value) <= HASH_MAX_LISTPACK_ENTRIES and (not check_lengths or all(
         len(f) <= HASH_MAX_LISTPACK_VALUE and len(v) <= HASH_MAX_LISTPACK_VALUE
-        for f, v in pairs)
+        for f, v in pairs))
     return value
 
 
@@ -363,14 +364,21 @@ def _read_hash(r: RdbReader) -> HashValue:
     return _hash_value([(r.string(), r.string()) for _ in range(n)])
 
 
-def _read_hash_blob(parse) -> object:
-    return lambda r: _hash_value(_pairs(parse(r.string())))
+def _read_hash_blob(parse: Callable[[bytes], list[bytes]],
+                    check_lengths: bool) -> Callable[[RdbReader], HashValue]:
+    return lambda r: _hash_value(_pairs(parse(r.string())), check_lengths)
 
 
-def _zset_value(items: list[tuple[bytes, float]]) -> ZSetValue:
+def _zset_value(items: list[tuple[bytes, float]], from_blob: bool = False) -> ZSetValue:
+    """A zset with the encoding Redis 7.0 gives it after loading: a skiplist from the file
+    becomes a listpack if it fits one; a listpack stays one unless it has too many members."""
     if len({member for member, _ in items}) != len(items):
         raise BlobError("duplicate sorted-set member", 0)
-    return ZSetValue.built(items)
+    if not from_blob:
+        return ZSetValue.built(items)
+    if len(items) > ZSET_MAX_LISTPACK_ENTRIES:
+        return ZSetValue(items, listpack=False)
+    return ZSetValue(((m, s or 0.0) for m, s in items), listpack=True)
 
 
 def _read_zset(r: RdbReader, binary: bool) -> ZSetValue:
@@ -384,8 +392,8 @@ def _read_zset(r: RdbReader, binary: bool) -> ZSetValue:
     return _zset_value(items)
 
 
-def _read_zset_blob(parse) -> object:
-    return lambda r: _zset_value([(m, _score(s)) for m, s in _pairs(parse(r.string()))])
+def _read_zset_blob(parse: Callable[[bytes], list[bytes]]) -> Callable[[RdbReader], ZSetValue]:
+    return lambda r: _zset_value([(m, _score(s)) for m, s in _pairs(parse(r.string()))], True)
 
 
 _VALUE_READERS = {
@@ -395,13 +403,13 @@ _VALUE_READERS = {
     TYPE_ZSET: lambda r: _read_zset(r, binary=False),
     TYPE_HASH: _read_hash,
     TYPE_ZSET_2: lambda r: _read_zset(r, binary=True),
-    TYPE_HASH_ZIPMAP: lambda r: _hash_value(packs.zipmap_pairs(r.string())),
+    TYPE_HASH_ZIPMAP: lambda r: _hash_value(packs.zipmap_pairs(r.string()), True),
     TYPE_LIST_ZIPLIST: _read_list_ziplist,
     TYPE_SET_INTSET: _read_intset,
     TYPE_ZSET_ZIPLIST: _read_zset_blob(packs.ziplist_entries),
-    TYPE_HASH_ZIPLIST: _read_hash_blob(packs.ziplist_entries),
+    TYPE_HASH_ZIPLIST: _read_hash_blob(packs.ziplist_entries, True),
     TYPE_LIST_QUICKLIST: lambda r: _read_quicklist(r, 1),
-    TYPE_HASH_LISTPACK: _read_hash_blob(packs.listpack_entries),
+    TYPE_HASH_LISTPACK: _read_hash_blob(packs.listpack_entries, False),
     TYPE_ZSET_LISTPACK: _read_zset_blob(packs.listpack_entries),
     TYPE_LIST_QUICKLIST_2: lambda r: _read_quicklist(r, 2),
 }
