@@ -1,0 +1,256 @@
+"""The compact blobs inside RDB values: listpack, ziplist, intset and zipmap.
+
+Redis stores small collections as these blobs verbatim, so an RDB reader must parse all of
+them (a 7.0 file has listpacks and intsets; older files have ziplists and zipmaps) and a
+writer must build the ones Redis 7.0 writes (listpack, intset).  Parsing is bounds-checked:
+a corrupt blob raises :class:`BlobError` with the position inside the blob.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterable
+
+_INT_TEXT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")
+LLONG_MIN, LLONG_MAX = -(2**63), 2**63 - 1
+
+
+class BlobError(ValueError):
+    """A malformed blob; ``pos`` is the offset inside the blob."""
+
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.pos = pos
+
+
+def as_int(text: bytes) -> int | None:
+    """``text`` as Redis's ``string2ll`` reads it (canonical, 64-bit), else None."""
+    if len(text) > 20 or not _INT_TEXT.match(text):
+        return None
+    number = int(text)
+    return number if LLONG_MIN <= number <= LLONG_MAX else None
+
+
+class _Cursor:
+    """Reads a blob front to back; every read checks that the bytes are there."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise BlobError(f"entry of {n} bytes runs past the end of the blob", self.pos)
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: str) -> int:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
+
+
+# Listpack -----------------------------------------------------------------------------------
+def listpack_entries(data: bytes) -> list[bytes]:
+    """Every entry of a listpack as bytes (integers as their decimal text)."""
+    cur = _Cursor(data)
+    total = cur.unpack("<I")
+    if total != len(data):
+        raise BlobError(f"listpack header says {total} bytes, blob has {len(data)}", 0)
+    count = cur.unpack("<H")
+    entries: list[bytes] = []
+    while True:
+        if cur.pos >= len(data):
+            raise BlobError("listpack has no end marker", cur.pos)
+        if data[cur.pos] == 0xFF:
+            break
+        start = cur.pos
+        entries.append(_lp_entry(cur))
+        _lp_check_backlen(cur, cur.pos - start)
+    if cur.pos != len(data) - 1:
+        raise BlobError("listpack has bytes after its end marker", cur.pos)
+    if count != 0xFFFF and count != len(entries):
+        raise BlobError(f"listpack header says {count} entries, found {len(entries)}", 4)
+    return entries
+
+
+def _lp_entry(cur: _Cursor) -> bytes:
+    """One entry's value (encoding byte and data; the back-length is checked by the caller)."""
+    b = cur.byte()
+    if b < 0x80:
+        return b"%d" % b
+    if b & 0xC0 == 0x80:
+        return cur.take(b & 0x3F)
+    if b & 0xE0 == 0xC0:
+        return b"%d" % _signed(((b & 0x1F) << 8) | cur.byte(), 13)
+    if b & 0xF0 == 0xE0:
+        return cur.take(((b & 0x0F) << 8) | cur.byte())
+    fixed = {0xF1: "<h", 0xF3: "<i", 0xF4: "<q"}
+    if b in fixed:
+        return b"%d" % cur.unpack(fixed[b])
+    if b == 0xF2:
+        return b"%d" % _signed(int.from_bytes(cur.take(3), "little"), 24)
+    if b == 0xF0:
+        return cur.take(cur.unpack("<I"))
+    raise BlobError(f"listpack entry has unknown encoding 0x{b:02x}", cur.pos - 1)
+
+
+def _lp_check_backlen(cur: _Cursor, entry_len: int) -> None:
+    expected = _lp_backlen(entry_len)
+    if cur.take(len(expected)) != expected:
+        raise BlobError("listpack entry has a wrong back-length", cur.pos - len(expected))
+
+
+def _lp_backlen(n: int) -> bytes:
+    """Redis's ``lpEncodeBacklen``: ``n`` in 7-bit groups, most significant first, every
+    group but the first flagged with 0x80 (so it reads right to left)."""
+    groups = [n & 0x7F]
+    n >>= 7
+    while n:
+        groups.append(n & 0x7F)
+        n >>= 7
+    groups.reverse()
+    return bytes([groups[0]] + [g | 0x80 for g in groups[1:]])
+
+
+def lp_encode_entry(item: bytes) -> bytes:
+    """One listpack entry as Redis's ``lpAppend`` writes it: integers in the smallest integer
+    encoding, other strings with a 6-, 12- or 32-bit length."""
+    number = as_int(item)
+    if number is not None:
+        body = _lp_int(number)
+    elif len(item) < 64:
+        body = bytes([0x80 | len(item)]) + item
+    elif len(item) < 4096:
+        body = bytes([0xE0 | (len(item) >> 8), len(item) & 0xFF]) + item
+    else:
+        body = b"\xf0" + struct.pack("<I", len(item)) + item
+    return body + _lp_backlen(len(body))
+
+
+def _lp_int(n: int) -> bytes:
+    if 0 <= n <= 127:
+        return bytes([n])
+    if -4096 <= n <= 4095:
+        n &= 0x1FFF
+        return bytes([0xC0 | (n >> 8), n & 0xFF])
+    if -(2**15) <= n < 2**15:
+        return b"\xf1" + struct.pack("<h", n)
+    if -(2**23) <= n < 2**23:
+        return b"\xf2" + (n & 0xFFFFFF).to_bytes(3, "little")
+    if -(2**31) <= n < 2**31:
+        return b"\xf3" + struct.pack("<i", n)
+    return b"\xf4" + struct.pack("<q", n)
+
+
+def listpack_from_entries(entries: list[bytes]) -> bytes:
+    """A listpack of pre-encoded entries (see :func:`lp_encode_entry`)."""
+    body = b"".join(entries)
+    count = len(entries) if len(entries) < 0xFFFF else 0xFFFF
+    return struct.pack("<IH", 6 + len(body) + 1, count) + body + b"\xff"
+
+
+def build_listpack(items: Iterable[bytes]) -> bytes:
+    return listpack_from_entries([lp_encode_entry(item) for item in items])
+
+
+# Ziplist (RDB files before 7.0) -------------------------------------------------------------
+def ziplist_entries(data: bytes) -> list[bytes]:
+    """Every entry of a ziplist as bytes (integers as their decimal text)."""
+    cur = _Cursor(data)
+    total, _tail, count = cur.unpack("<I"), cur.unpack("<I"), cur.unpack("<H")
+    if total != len(data):
+        raise BlobError(f"ziplist header says {total} bytes, blob has {len(data)}", 0)
+    entries: list[bytes] = []
+    while True:
+        if cur.pos >= len(data):
+            raise BlobError("ziplist has no end marker", cur.pos)
+        if data[cur.pos] == 0xFF:
+            break
+        if cur.byte() == 0xFE:
+            cur.take(4)  # a previous-entry length of 254 or more
+        entries.append(_zl_entry(cur))
+    if count != 0xFFFF and count != len(entries):
+        raise BlobError(f"ziplist header says {count} entries, found {len(entries)}", 8)
+    return entries
+
+
+def _zl_entry(cur: _Cursor) -> bytes:
+    b = cur.byte()
+    kind = b >> 6
+    if kind == 0:
+        return cur.take(b & 0x3F)
+    if kind == 1:
+        return cur.take(((b & 0x3F) << 8) | cur.byte())
+    if b == 0x80:
+        return cur.take(cur.unpack(">I"))
+    fixed = {0xC0: "<h", 0xD0: "<i", 0xE0: "<q", 0xFE: "<b"}
+    if b in fixed:
+        return b"%d" % cur.unpack(fixed[b])
+    if b == 0xF0:
+        return b"%d" % _signed(int.from_bytes(cur.take(3), "little"), 24)
+    if 0xF1 <= b <= 0xFD:
+        return b"%d" % ((b & 0x0F) - 1)
+    raise BlobError(f"ziplist entry has unknown encoding 0x{b:02x}", cur.pos - 1)
+
+
+# Intset -------------------------------------------------------------------------------------
+_INTSET_FORMATS = {2: "h", 4: "i", 8: "q"}
+
+
+def intset_members(data: bytes) -> list[int]:
+    cur = _Cursor(data)
+    width, count = cur.unpack("<I"), cur.unpack("<I")
+    if width not in _INTSET_FORMATS:
+        raise BlobError(f"intset has unknown integer width {width}", 0)
+    if 8 + width * count != len(data):
+        raise BlobError(f"intset of {count} x {width} bytes does not fit {len(data)}", 4)
+    members = list(struct.unpack(f"<{count}{_INTSET_FORMATS[width]}", data[8:]))
+    if any(a >= b for a, b in zip(members, members[1:])):
+        raise BlobError("intset members are not strictly increasing", 8)
+    return members
+
+
+def build_intset(members: Iterable[int]) -> bytes:
+    """An intset as Redis keeps it: sorted, every member in the narrowest width that fits all."""
+    ordered = sorted(members)
+    width = 2
+    for n in (ordered[0], ordered[-1]) if ordered else ():
+        if not -(2**15) <= n < 2**15:
+            width = max(width, 4 if -(2**31) <= n < 2**31 else 8)
+    body = struct.pack(f"<{len(ordered)}{_INTSET_FORMATS[width]}", *ordered)
+    return struct.pack("<II", width, len(ordered)) + body
+
+
+# Zipmap (hashes in RDB files before 2.6) ----------------------------------------------------
+def zipmap_pairs(data: bytes) -> list[tuple[bytes, bytes]]:
+    cur = _Cursor(data)
+    cur.byte()  # the element count (saturates at 254, so it is not trusted)
+    pairs: list[tuple[bytes, bytes]] = []
+    while True:
+        if cur.pos >= len(data):
+            raise BlobError("zipmap has no end marker", cur.pos)
+        if data[cur.pos] == 0xFF:
+            return pairs
+        field = cur.take(_zm_len(cur))
+        size = _zm_len(cur)
+        free = cur.byte()
+        value = cur.take(size)
+        cur.take(free)
+        pairs.append((field, value))
+
+
+def _zm_len(cur: _Cursor) -> int:
+    b = cur.byte()
+    if b < 254:
+        return b
+    if b == 254:
+        return cur.unpack("<I")
+    raise BlobError("zipmap entry length runs into the end marker", cur.pos - 1)

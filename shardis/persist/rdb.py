@@ -1,0 +1,566 @@
+"""An RDB (Redis's snapshot format) codec: read any file Redis 7.0 writes, write version 10.
+
+Not yet wired into the workers: SAVE/BGSAVE, loading at start-up and DUMP/RESTORE build on
+:class:`RdbReader` and :class:`RdbWriter`.  The reader streams: it yields one key at a time,
+so a large file never has to fit in memory twice.
+
+Choices, and why:
+
+* shardis has database 0 only.  Keys of another database raise :class:`RdbError` unless the
+  reader is made with ``skip_other_dbs=True`` (then they are parsed, counted in ``skipped``
+  and logged once): silently dropping data is worse than a clear refusal.
+* Streams, module values and module aux data are refused with :class:`RdbError` naming the
+  type (streams come in a later slice; modules do not exist in shardis).  Function libraries
+  (``FUNCTION2``) are kept, verbatim, in ``RdbReader.functions``.
+* Empty collections (which old or corrupt files may hold) are skipped and counted in
+  ``empty_skipped``, as Redis 7.0 skips them.
+* Expiry times are yielded as read; dropping keys that are already expired is the loader's
+  decision (Redis drops them on a master and keeps them on a replica).
+* Anything malformed raises :class:`RdbError` with the file offset; declared lengths are
+  checked against what the file holds before anything is allocated for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO
+
+import crcmod
+import lzf
+
+from shardis.commands.hashes import HASH_MAX_LISTPACK_ENTRIES, HASH_MAX_LISTPACK_VALUE, HashValue
+from shardis.commands.sets import SetValue, built_set
+from shardis.commands.zsets import ZSET_MAX_LISTPACK_ENTRIES, ZSetValue
+from shardis.persist import packs
+from shardis.persist.packs import BlobError, as_int
+
+log = logging.getLogger(__name__)
+
+#: Redis's CRC-64/Jones (reflected, init 0, no final xor); ``crc64(data, crc)`` continues.
+crc64 = crcmod.mkCrcFun(0x1AD93D23594C935A9, initCrc=0, rev=True, xorOut=0)
+
+RDB_VERSION = 10
+REDIS_VERSION = b"7.0.15"
+
+(TYPE_STRING, TYPE_LIST, TYPE_SET, TYPE_ZSET, TYPE_HASH, TYPE_ZSET_2, TYPE_MODULE,
+ TYPE_MODULE_2) = range(8)
+TYPE_HASH_ZIPMAP, TYPE_LIST_ZIPLIST, TYPE_SET_INTSET, TYPE_ZSET_ZIPLIST = 9, 10, 11, 12
+TYPE_HASH_ZIPLIST, TYPE_LIST_QUICKLIST, TYPE_STREAM_LISTPACKS = 13, 14, 15
+TYPE_HASH_LISTPACK, TYPE_ZSET_LISTPACK, TYPE_LIST_QUICKLIST_2 = 16, 17, 18
+TYPE_STREAM_LISTPACKS_2 = 19
+OP_FUNCTION2, OP_FUNCTION, OP_MODULE_AUX, OP_IDLE, OP_FREQ = 245, 246, 247, 248, 249
+OP_AUX, OP_RESIZEDB, OP_EXPIRETIME_MS, OP_EXPIRETIME, OP_SELECTDB, OP_EOF = range(250, 256)
+
+_ENC_INT8, _ENC_INT16, _ENC_INT32, _ENC_LZF = range(4)
+_QUICKLIST_PLAIN, _QUICKLIST_PACKED = 1, 2
+#: Redis's list-max-listpack-size default (-2): a quicklist node holds up to 8 KB.
+_QUICKLIST_NODE_BYTES = 8192
+#: Redis's estimate of an entry's cost beyond its length, and a listpack's header and end.
+_SIZE_ESTIMATE_OVERHEAD, _LISTPACK_OVERHEAD = 8, 7
+#: Reads larger than this are done in pieces, so a lying length cannot allocate much.
+_CHUNK = 1 << 20
+#: LZF cannot expand more than this (a 3-byte back-reference copies at most 264 bytes).
+_LZF_MAX_RATIO = 90
+
+SET_MAX_INTSET_ENTRIES = 512
+
+Entry = tuple[bytes, object, "int | None"]
+
+
+class RdbError(Exception):
+    """The file is not an RDB this reader accepts; ``offset`` is where reading stopped."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message if offset is None else f"{message} (at file offset {offset})")
+        self.offset = offset
+
+
+# Reading ------------------------------------------------------------------------------------
+class RdbReader:
+    """Iterate ``(key, value, expire_at_ms or None)`` over an RDB stream.
+
+    Values are shardis's in-memory types (bytes, deque, HashValue, SetValue, ZSetValue) with
+    the encoding Redis 7.0 would give them once loaded.  ``aux`` holds the aux fields,
+    ``functions`` the function libraries; both are complete once iteration ends.
+    """
+
+    def __init__(self, fh: BinaryIO, skip_other_dbs: bool = False) -> None:
+        self.fh = fh
+        self.skip_other_dbs = skip_other_dbs
+        self.pos = 0
+        self.crc = 0
+        self.version = 0
+        self.aux: dict[bytes, bytes] = {}
+        self.functions: list[bytes] = []
+        self.skipped = 0
+        self.empty_skipped = 0
+        self._db = 0
+
+    # Low level: every byte goes through read(), which keeps offset and checksum.
+    def read(self, n: int) -> bytes:
+        if n < 0:
+            raise RdbError(f"negative length {n}", self.pos)
+        if n <= _CHUNK:
+            data = self.fh.read(n)
+        else:
+            parts, left = [], n
+            while left:
+                part = self.fh.read(min(left, _CHUNK))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            data = b"".join(parts)
+        if len(data) != n:
+            raise RdbError(f"file ends inside a {n}-byte item", self.pos + len(data))
+        self.crc = crc64(data, self.crc)
+        self.pos += n
+        return data
+
+    def byte(self) -> int:
+        return self.read(1)[0]
+
+    def length(self) -> tuple[int, bool]:
+        """A length, or (for a string) an encoding number flagged True."""
+        first = self.byte()
+        kind = first >> 6
+        if kind == 0:
+            return first & 0x3F, False
+        if kind == 1:
+            return ((first & 0x3F) << 8) | self.byte(), False
+        if kind == 3:
+            return first & 0x3F, True
+        if first == 0x80:
+            return struct.unpack(">I", self.read(4))[0], False
+        if first == 0x81:
+            return struct.unpack(">Q", self.read(8))[0], False
+        raise RdbError(f"unknown length encoding 0x{first:02x}", self.pos - 1)
+
+    def count(self) -> int:
+        n, encoded = self.length()
+        if encoded:
+            raise RdbError("an encoded string where a length belongs", self.pos - 1)
+        return n
+
+    def string(self) -> bytes:
+        n, encoded = self.length()
+        if not encoded:
+            return self.read(n)
+        if n == _ENC_INT8:
+            return b"%d" % struct.unpack("<b", self.read(1))[0]
+        if n == _ENC_INT16:
+            return b"%d" % struct.unpack("<h", self.read(2))[0]
+        if n == _ENC_INT32:
+            return b"%d" % struct.unpack("<i", self.read(4))[0]
+        if n == _ENC_LZF:
+            return self._lzf()
+        raise RdbError(f"unknown string encoding {n}", self.pos - 1)
+
+    def _lzf(self) -> bytes:
+        start = self.pos
+        clen, size = self.count(), self.count()
+        if size > clen * _LZF_MAX_RATIO + 64 or (size == 0) != (clen == 0):
+            raise RdbError(f"LZF string of {clen} bytes cannot expand to {size}", start)
+        data = self.read(clen)
+        try:
+            out = lzf.decompress(data, size) if size else b""
+        except ValueError as exc:
+            raise RdbError(f"corrupt LZF data: {exc}", start) from None
+        if out is None or len(out) != size:
+            raise RdbError("corrupt LZF data: wrong decompressed length", start)
+        return out
+
+    # The file -------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Entry]:
+        try:
+            yield from self._entries()
+        except RdbError:
+            raise
+        except (ValueError, OverflowError, MemoryError, struct.error) as exc:
+            raise RdbError(f"corrupt file: {exc}", self.pos) from None
+
+    def _entries(self) -> Iterator[Entry]:
+        self._header()
+        expire: int | None = None
+        while True:
+            op = self.byte()
+            if op == OP_EOF:
+                self._trailer()
+                return
+            if op == OP_EXPIRETIME_MS:
+                expire = struct.unpack("<q", self.read(8))[0]
+            elif op == OP_EXPIRETIME:
+                expire = struct.unpack("<i", self.read(4))[0] * 1000
+            elif op >= OP_FUNCTION2:
+                self._opcode(op)
+            else:
+                if op not in _VALUE_READERS:
+                    raise RdbError(f"value type {op} ({_type_name(op)}) is not supported",
+                                   self.pos - 1)
+                key = self.string()
+                value = self.value(op)
+                if self._db != 0:
+                    self.skipped += 1
+                elif not isinstance(value, (bytes, bytearray)) and not value:
+                    self.empty_skipped += 1  # as Redis: an empty collection is no key
+                else:
+                    yield key, value, expire
+                expire = None
+
+    def _header(self) -> None:
+        magic = self.read(9)
+        if magic[:5] != b"REDIS" or not magic[5:].isdigit():
+            raise RdbError("not an RDB file (no REDIS magic)", 0)
+        self.version = int(magic[5:])
+        if not 1 <= self.version <= RDB_VERSION:
+            raise RdbError(f"RDB version {self.version} is not supported (1..10 are)", 5)
+
+    def _trailer(self) -> None:
+        if self.version < 5:
+            return
+        expected = self.crc
+        at = self.pos
+        stored = struct.unpack("<Q", self.read(8))[0]
+        if stored and stored != expected:
+            raise RdbError(f"CRC64 mismatch: file says {stored:#x}, data is {expected:#x}", at)
+
+    def _opcode(self, op: int) -> None:
+        if op == OP_AUX:
+            name = self.string()
+            self.aux[name] = self.string()
+        elif op == OP_SELECTDB:
+            self._select(self.count())
+        elif op == OP_RESIZEDB:
+            self.count(), self.count()  # sizing hints only
+        elif op == OP_IDLE:
+            self.count()
+        elif op == OP_FREQ:
+            self.byte()
+        elif op == OP_FUNCTION2:
+            self.functions.append(self.string())
+        else:
+            name = "FUNCTION (7.0 rc)" if op == OP_FUNCTION else "MODULE_AUX"
+            raise RdbError(f"{name} data is not supported", self.pos - 1)
+
+    def _select(self, db: int) -> None:
+        if db != 0 and not self.skip_other_dbs:
+            raise RdbError(f"database {db}: shardis has database 0 only", self.pos)
+        if db != 0 and self._db == 0:
+            log.warning("RDB has keys in database %d: shardis has database 0 only, "
+                        "skipping them", db)
+        self._db = db
+
+    # Values -----------------------------------------------------------------------------------
+    def value(self, kind: int) -> object:
+        start = self.pos
+        reader = _VALUE_READERS.get(kind)
+        if reader is None:
+            raise RdbError(f"value type {kind} ({_type_name(kind)}) is not supported", start - 1)
+        try:
+            return reader(self)
+        except BlobError as exc:
+            raise RdbError(f"corrupt {_type_name(kind)} value: {exc} (blob offset {exc.pos})",
+                           start) from None
+
+    def strings(self, n: int) -> Iterator[bytes]:
+        for _ in range(n):
+            yield self.string()
+
+    def double_text(self) -> float:
+        """The old ZSET score: a length byte with 253/254/255 for nan/inf/-inf, or text."""
+        n = self.byte()
+        special = {253: math.nan, 254: math.inf, 255: -math.inf}
+        if n in special:
+            return special[n]
+        return _score(self.read(n))
+
+
+def _type_name(kind: int) -> str:
+    names = {TYPE_STREAM_LISTPACKS: "stream", TYPE_STREAM_LISTPACKS_2: "stream",
+             TYPE_MODULE: "module", TYPE_MODULE_2: "module"}
+    return names.get(kind, f"type {kind}")
+
+
+def _score(text: bytes) -> float:
+    try:
+        score = float(text)
+    except ValueError:
+        raise BlobError(f"score {text[:40]!r} is not a number", 0) from None
+    if math.isnan(score):
+        raise BlobError("score is NaN", 0)
+    return score
+
+
+def _read_string(r: RdbReader) -> bytes:
+    return r.string()
+
+
+def _read_list(r: RdbReader) -> deque:
+    return deque(r.strings(r.count()))
+
+
+def _read_list_ziplist(r: RdbReader) -> deque:
+    return deque(packs.ziplist_entries(r.string()))
+
+
+def _read_quicklist(r: RdbReader, version: int) -> deque:
+    items: deque = deque()
+    for _ in range(r.count()):
+        container = r.count() if version == 2 else _QUICKLIST_PACKED
+        blob = r.string()
+        if container == _QUICKLIST_PLAIN:
+            items.append(blob)
+        elif container != _QUICKLIST_PACKED:
+            raise BlobError(f"unknown quicklist container {container}", 0)
+        else:
+            # Redis skips empty nodes too (an all-empty list is then an empty key, below).
+            items.extend(packs.listpack_entries(blob) if version == 2
+                         else packs.ziplist_entries(blob))
+    return items
+
+
+def _set_value(members: list[bytes]) -> SetValue:
+    """A set with Redis 7.0's encoding after loading: intset if it fits one."""
+    value = built_set(members)
+    if len(value) != len(members):
+        raise BlobError("duplicate set member", 0)
+    return value
+
+
+def _read_set(r: RdbReader) -> SetValue:
+    return _set_value(list(r.strings(r.count())))
+
+
+def _read_intset(r: RdbReader) -> SetValue:
+    return _set_value([b"%d" % n for n in packs.intset_members(r.string())])
+
+
+def _hash_value(pairs: list[tuple[bytes, bytes]], check_lengths: bool = True) -> HashValue:
+    """A hash with the encoding Redis 7.0 gives it after loading: a listpack if it has few
+    enough fields and (except when it was a listpack in the file) no long string."""
+    value = HashValue(pairs)
+    if len(value) != len(pairs):
+        raise BlobError("duplicate hash field", 0)
+    value.listpack = len(value) <= HASH_MAX_LISTPACK_ENTRIES and (not check_lengths or all(
+        len(f) <= HASH_MAX_LISTPACK_VALUE and len(v) <= HASH_MAX_LISTPACK_VALUE
+        for f, v in pairs))
+    return value
+
+
+def _pairs(entries: list[bytes]) -> list[tuple[bytes, bytes]]:
+    if len(entries) % 2:
+        raise BlobError("odd number of entries in a field/value blob", 0)
+    return list(zip(entries[::2], entries[1::2]))
+
+
+def _read_hash(r: RdbReader) -> HashValue:
+    n = r.count()
+    return _hash_value([(r.string(), r.string()) for _ in range(n)])
+
+
+def _read_hash_blob(parse: Callable[[bytes], list[bytes]],
+                    check_lengths: bool) -> Callable[[RdbReader], HashValue]:
+    return lambda r: _hash_value(_pairs(parse(r.string())), check_lengths)
+
+
+def _zset_value(items: list[tuple[bytes, float]], from_blob: bool = False) -> ZSetValue:
+    """A zset with the encoding Redis 7.0 gives it after loading: a skiplist from the file
+    becomes a listpack if it fits one; a listpack stays one unless it has too many members."""
+    if len({member for member, _ in items}) != len(items):
+        raise BlobError("duplicate sorted-set member", 0)
+    if not from_blob:
+        return ZSetValue.built(items)
+    if len(items) > ZSET_MAX_LISTPACK_ENTRIES:
+        return ZSetValue(items, listpack=False)
+    return ZSetValue(((m, s or 0.0) for m, s in items), listpack=True)
+
+
+def _read_zset(r: RdbReader, binary: bool) -> ZSetValue:
+    items = []
+    for _ in range(r.count()):
+        member = r.string()
+        score = struct.unpack("<d", r.read(8))[0] if binary else r.double_text()
+        if math.isnan(score):
+            raise BlobError("score is NaN", 0)
+        items.append((member, score))
+    return _zset_value(items)
+
+
+def _read_zset_blob(parse: Callable[[bytes], list[bytes]]) -> Callable[[RdbReader], ZSetValue]:
+    return lambda r: _zset_value([(m, _score(s)) for m, s in _pairs(parse(r.string()))], True)
+
+
+_VALUE_READERS = {
+    TYPE_STRING: _read_string,
+    TYPE_LIST: _read_list,
+    TYPE_SET: _read_set,
+    TYPE_ZSET: lambda r: _read_zset(r, binary=False),
+    TYPE_HASH: _read_hash,
+    TYPE_ZSET_2: lambda r: _read_zset(r, binary=True),
+    TYPE_HASH_ZIPMAP: lambda r: _hash_value(packs.zipmap_pairs(r.string()), True),
+    TYPE_LIST_ZIPLIST: _read_list_ziplist,
+    TYPE_SET_INTSET: _read_intset,
+    TYPE_ZSET_ZIPLIST: _read_zset_blob(packs.ziplist_entries),
+    TYPE_HASH_ZIPLIST: _read_hash_blob(packs.ziplist_entries, True),
+    TYPE_LIST_QUICKLIST: lambda r: _read_quicklist(r, 1),
+    TYPE_HASH_LISTPACK: _read_hash_blob(packs.listpack_entries, False),
+    TYPE_ZSET_LISTPACK: _read_zset_blob(packs.listpack_entries),
+    TYPE_LIST_QUICKLIST_2: lambda r: _read_quicklist(r, 2),
+}
+
+
+def read_rdb(path: str | os.PathLike, skip_other_dbs: bool = False) -> list[Entry]:
+    """Every entry of the RDB file at ``path`` (convenience for tests and small files)."""
+    with open(path, "rb") as fh:
+        return list(RdbReader(fh, skip_other_dbs))
+
+
+# Writing ------------------------------------------------------------------------------------
+class RdbWriter:
+    """Write an RDB version 10 stream as Redis 7.0.15 does: :meth:`begin`, :meth:`key` for
+    each key, :meth:`end`.  ``compress`` is Redis's ``rdbcompression`` (LZF for strings over
+    20 bytes that shrink)."""
+
+    def __init__(self, fh: BinaryIO, compress: bool = True) -> None:
+        self.fh = fh
+        self.compress = compress
+        self.crc = 0
+
+    def write(self, data: bytes) -> None:
+        self.crc = crc64(data, self.crc)
+        self.fh.write(data)
+
+    def begin(self, keys: int, expires: int, used_mem: int = 0) -> None:
+        """Magic, aux fields, SELECTDB 0 and the RESIZEDB hint (key and expiry counts)."""
+        self.write(b"REDIS%04d" % RDB_VERSION)
+        aux = [(b"redis-ver", REDIS_VERSION), (b"redis-bits", b"64"),
+               (b"ctime", b"%d" % int(time.time())), (b"used-mem", b"%d" % used_mem),
+               (b"aof-base", b"0")]
+        for name, value in aux:
+            self.write(bytes([OP_AUX]) + self.string(name) + self.string(value))
+        self.write(bytes([OP_SELECTDB]) + encode_length(0))
+        self.write(bytes([OP_RESIZEDB]) + encode_length(keys) + encode_length(expires))
+
+    def key(self, key: bytes, value: object, expire_ms: int | None = None) -> None:
+        if expire_ms is not None:
+            self.write(bytes([OP_EXPIRETIME_MS]) + struct.pack("<q", expire_ms))
+        kind, body = self.value(value)
+        self.write(bytes([kind]) + self.string(key) + body)
+
+    def end(self) -> None:
+        self.write(bytes([OP_EOF]))
+        self.fh.write(struct.pack("<Q", self.crc))
+
+    def string(self, data: bytes) -> bytes:
+        """Redis's ``rdbSaveRawString``: small integers as integers, LZF when it pays."""
+        if len(data) <= 11:
+            number = as_int(bytes(data))
+            if number is not None and -(2**31) <= number < 2**31:
+                return _int_string(number)
+        if self.compress and len(data) > 20:
+            packed = lzf.compress(bytes(data), len(data) - 4)
+            if packed:
+                return (bytes([0xC0 | _ENC_LZF]) + encode_length(len(packed))
+                        + encode_length(len(data)) + packed)
+        return encode_length(len(data)) + bytes(data)
+
+    def value(self, value: object) -> tuple[int, bytes]:
+        """(RDB type, encoded value) for a shardis value, in the encoding Redis 7.0 writes."""
+        if isinstance(value, (bytes, bytearray)):
+            return TYPE_STRING, self.string(value)
+        if isinstance(value, deque):
+            return TYPE_LIST_QUICKLIST_2, self._quicklist(value)
+        if isinstance(value, SetValue):
+            return self._set(value)
+        if isinstance(value, HashValue):
+            return self._hash(value)
+        if isinstance(value, ZSetValue):
+            return self._zset(value)
+        raise RdbError(f"cannot write a {type(value).__name__} value yet")
+
+    def _quicklist(self, items: Iterable[bytes]) -> bytes:
+        """Nodes filled as RPUSH fills them (``_quicklistNodeAllowInsert`` with the default
+        fill of -2), so a list built by RPUSH is written byte for byte as Redis writes it."""
+        nodes: list[list[bytes]] = [[]]
+        size = _LISTPACK_OVERHEAD
+        for item in items:
+            entry = packs.lp_encode_entry(item)
+            if nodes[-1] and size + len(item) + _SIZE_ESTIMATE_OVERHEAD > _QUICKLIST_NODE_BYTES:
+                nodes.append([])
+                size = _LISTPACK_OVERHEAD
+            nodes[-1].append(entry)
+            size += len(entry)
+        nodes = [node for node in nodes if node]
+        out = [encode_length(len(nodes))]
+        for node in nodes:
+            out.append(encode_length(_QUICKLIST_PACKED))
+            out.append(self.string(packs.listpack_from_entries(node)))
+        return b"".join(out)
+
+    def _set(self, value: SetValue) -> tuple[int, bytes]:
+        if value.intset:
+            blob = packs.build_intset(int(member) for member in value)
+            return TYPE_SET_INTSET, self.string(blob)
+        return TYPE_SET, encode_length(len(value)) + b"".join(self.string(m) for m in value)
+
+    def _hash(self, value: HashValue) -> tuple[int, bytes]:
+        if value.listpack:
+            flat = [item for pair in value.items() for item in pair]
+            return TYPE_HASH_LISTPACK, self.string(packs.build_listpack(flat))
+        body = b"".join(self.string(f) + self.string(v) for f, v in value.items())
+        return TYPE_HASH, encode_length(len(value)) + body
+
+    def _zset(self, value: ZSetValue) -> tuple[int, bytes]:
+        if value.listpack:
+            flat = [item for score, member in value.order
+                    for item in (member, score_text(score))]
+            return TYPE_ZSET_LISTPACK, self.string(packs.build_listpack(flat))
+        # Redis writes a skiplist from its tail, so loading inserts at the head in O(1).
+        body = b"".join(self.string(member) + struct.pack("<d", score)
+                        for score, member in reversed(value.order))
+        return TYPE_ZSET_2, encode_length(len(value)) + body
+
+
+def write_rdb(fh: BinaryIO, entries: Iterable[Entry], compress: bool = True) -> None:
+    """Write ``(key, value, expire_ms or None)`` entries as a complete RDB stream."""
+    entries = list(entries)
+    writer = RdbWriter(fh, compress)
+    writer.begin(len(entries), sum(1 for _, _, exp in entries if exp is not None))
+    for key, value, expire in entries:
+        writer.key(key, value, expire)
+    writer.end()
+
+
+def encode_length(n: int) -> bytes:
+    if n < 1 << 6:
+        return bytes([n])
+    if n < 1 << 14:
+        return bytes([0x40 | (n >> 8), n & 0xFF])
+    if n < 1 << 32:
+        return b"\x80" + struct.pack(">I", n)
+    return b"\x81" + struct.pack(">Q", n)
+
+
+def _int_string(n: int) -> bytes:
+    if -128 <= n < 128:
+        return bytes([0xC0 | _ENC_INT8]) + struct.pack("<b", n)
+    if -(2**15) <= n < 2**15:
+        return bytes([0xC0 | _ENC_INT16]) + struct.pack("<h", n)
+    return bytes([0xC0 | _ENC_INT32]) + struct.pack("<i", n)
+
+
+def score_text(score: float) -> bytes:
+    """Redis's ``d2string``: how a listpack zset keeps a score."""
+    if math.isinf(score):
+        return b"inf" if score > 0 else b"-inf"
+    if score == 0:
+        return b"-0" if math.copysign(1.0, score) < 0 else b"0"
+    if score.is_integer() and -(2**63) < score < 2**63:
+        return b"%d" % int(score)
+    return b"%.17g" % score
