@@ -101,9 +101,12 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
         if name in (b"rename", b"renamenx"):
             events.append((b"rename_from" if key == args[1] else b"rename_to", GENERIC, key))
             continue
+        if event == b"restore" and db.peek(key) is None:  # type: ignore[attr-defined]
+            events.append((b"del", GENERIC, key))  # REPLACE with a deadline already past
+            continue
         if event != b"expire" or key not in deadlines or db.peek(key) is not None:  # type: ignore[attr-defined]
             events.append((event, cls, key))
-        if key in deadlines and event != b"expire":
+        if key in deadlines and event not in (b"expire", b"restore"):
             events.append((b"expire", GENERIC, key))  # SET ... EX, SETEX, GETEX
         if db.peek(key) is None and event not in (b"del", b"expire"):  # type: ignore[attr-defined]
             events.append((b"del", GENERIC, key))  # the command emptied a collection

@@ -34,7 +34,7 @@ COMMAND_INFO_NAMES = [
     "append", "strlen", "getrange", "substr", "setrange", "incr", "decr", "incrby", "decrby",
     "incrbyfloat", "lcs", "del", "unlink", "exists", "keys", "type", "rename", "renamenx",
     "copy", "randomkey", "scan", "touch", "dbsize", "flushdb", "flushall", "ttl", "object",
-    "memory", "ping", "echo", "select", "hello", "client", "command", "time", "quit",
+    "memory", "dump", "restore", "ping", "echo", "select", "hello", "client", "command", "time", "quit",
     "GET", "nosuchcommand",
 ]
 

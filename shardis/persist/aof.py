@@ -447,11 +447,12 @@ def aof_commands(args: Sequence[bytes], now_ms: int) -> list[list[bytes]]:
     EXPIRE/PEXPIRE/EXPIREAT -> PEXPIREAT (or DEL when already past, as ``expireGenericCommand``);
     SET ... EX/PX/EXAT/PXAT, SETEX, PSETEX -> ``SET key value PXAT ms`` (one atomic command, so
     a cut tail can never leave the value without its TTL); SET ... GET drops GET;
-    GETEX EX/PX/EXAT/PXAT -> PEXPIREAT, GETEX PERSIST -> PERSIST; GETDEL -> DEL.
+    GETEX EX/PX/EXAT/PXAT -> PEXPIREAT, GETEX PERSIST -> PERSIST; GETDEL -> DEL;
+    RESTORE with a relative TTL -> RESTORE ... ABSTTL (DEL when already past).
     Everything else is logged as received.  Not yet translated (TODO when the worker wires this):
     commands whose effect depends on time or randomness — SPOP/SRANDMEMBER-based writes, EVAL
     scripts (Redis 7 logs their effects), blocking pops served later (logged as the non-blocking
-    pop), INCRBYFLOAT (Redis logs SET with the result), RESTORE with ABSTTL.
+    pop), INCRBYFLOAT (Redis logs SET with the result).
     The caller must not log a command that changed nothing (SET NX on an existing key).
     """
     name = bytes(args[0]).upper()
@@ -466,7 +467,22 @@ def aof_commands(args: Sequence[bytes], now_ms: int) -> list[list[bytes]]:
         return _getex(args, now_ms)
     if name == b"GETDEL":
         return [[b"DEL", args[1]]]
+    if name == b"RESTORE":
+        return [_restore(args, now_ms)]
     return [list(args)]
+
+
+def _restore(args: Sequence[bytes], now_ms: int) -> list[bytes]:
+    """RESTORE with a relative TTL -> absolute TTL plus ABSTTL (Redis's ``restoreCommand``);
+    DEL when the deadline is already past (it only changed anything if REPLACE deleted)."""
+    ttl = int(args[2])
+    absttl = any(bytes(a).upper() == b"ABSTTL" for a in args[4:])
+    when = ttl if absttl else ttl + now_ms
+    if ttl and when <= now_ms:
+        return [b"DEL", args[1]]
+    if not ttl or absttl:
+        return list(args)
+    return [b"RESTORE", args[1], b"%d" % when, *args[3:], b"ABSTTL"]
 
 
 def _expire(args: Sequence[bytes], now_ms: int, unit: int, relative: bool) -> list[bytes]:

@@ -1,7 +1,7 @@
 """An RDB (Redis's snapshot format) codec: read any file Redis 7.0 writes, write version 10.
 
-Not yet wired into the workers: SAVE/BGSAVE, loading at start-up and DUMP/RESTORE build on
-:class:`RdbReader` and :class:`RdbWriter`.  The reader streams: it yields one key at a time,
+DUMP/RESTORE use it for one value (``shardis.persist.dump``); SAVE/BGSAVE and loading at
+start-up will build on :class:`RdbReader` and :class:`RdbWriter` too.  The reader streams: it yields one key at a time,
 so a large file never has to fit in memory twice.
 
 Choices, and why:
