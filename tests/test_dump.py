@@ -173,12 +173,20 @@ def test_ttl_idletime_and_absttl(pair):
         assert client.pexpiretime(b"abs") == at
         client.restore(b"idle", 0, payload, idletime=1000)
         assert 1000 <= client.object("idletime", b"idle") <= 1001
+    # Idle times beyond the 24-bit LRU clock wrap as in Redis.
+    for idle in (0, 86_400 * 200, 2**24 + 5, 2**40, 2**62):
+        seen = []
+        for client in pair:
+            client.restore(b"idle", 0, payload, idletime=idle, replace=True)
+            seen.append(client.object("idletime", b"idle"))
+        assert abs(seen[0] - seen[1]) <= 2, (idle, seen)
         assert client.execute_command("RESTORE", "past", 1, payload, "ABSTTL") == b"OK"
         assert client.exists(b"past") == 0
 
 
-def test_restore_notifies_and_wakes_watchers(shardis_clean):
-    client = redis.Redis(port=shardis_clean.port, protocol=2)
+def _restore_events(port: int) -> list[tuple[bytes, bytes]]:
+    client = redis.Redis(port=port, protocol=2)
+    client.flushall()
     client.config_set("notify-keyspace-events", "KEA")
     try:
         client.set(b"src", b"v")
@@ -186,17 +194,38 @@ def test_restore_notifies_and_wakes_watchers(shardis_clean):
         sub = client.pubsub()
         sub.psubscribe("__key*__:*")
         sub.get_message(timeout=1)
-        client.restore(b"dst", 5000, payload)
-        client.restore(b"dst", 1, payload, replace=True, absttl=True)
+        client.restore(b"dst", 5000, payload)  # restore (no expire event, as Redis)
+        client.restore(b"dst", 0, payload, replace=True)
+        client.restore(b"dst", 1, payload, replace=True, absttl=True)  # del
+        client.restore(b"gone", 1, payload, absttl=True)  # nothing
+        client.restore(b"end", 0, payload)
         got = []
         deadline = time.monotonic() + 3
-        while len(got) < 4 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             msg = sub.get_message(timeout=0.2)
             if msg and msg["type"] == "pmessage":
                 got.append((msg["channel"], msg["data"]))
-        assert got == [(b"__keyspace@0__:dst", b"restore"), (b"__keyevent@0__:restore", b"dst"),
-                       (b"__keyspace@0__:dst", b"del"), (b"__keyevent@0__:del", b"dst")]
+                if msg["data"] == b"end":
+                    break
         sub.close()
+        return got
+    finally:
+        client.config_set("notify-keyspace-events", "")
+        client.close()
+
+
+@needs_redis
+def test_restore_events_match_redis(shardis_clean, oracle_clean):
+    ours = _restore_events(shardis_clean.port)
+    assert ours == _restore_events(oracle_clean.port)
+    assert [event for _, event in ours[::2]] == [b"restore", b"restore", b"del", b"restore"]
+
+
+def test_restore_wakes_watchers_and_blocked_clients(shardis_clean):
+    client = redis.Redis(port=shardis_clean.port, protocol=2)
+    try:
+        client.set(b"src", b"v")
+        payload = client.dump(b"src")
         # WATCH sees a RESTORE.
         pipe = client.pipeline()
         pipe.watch(b"w")
@@ -220,7 +249,6 @@ def test_restore_notifies_and_wakes_watchers(shardis_clean):
         waiter.join(6)
         assert out == [(b"bl", b"a")]
     finally:
-        client.config_set("notify-keyspace-events", "")
         client.close()
 
 

@@ -40,6 +40,24 @@ def _wrap64(n: int) -> int:
     return (n + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
+#: Redis keeps an object's last access in 24 bits of seconds (``LRU_CLOCK_MAX``).
+LRU_CLOCK_MAX = (1 << 24) - 1
+
+
+def lru_idle(idle: int, now_s: int) -> int:
+    """The idle time OBJECT IDLETIME then reports in Redis for RESTORE ... IDLETIME ``idle``:
+    ``objectSetLRUOrLFU`` stores ``now - idle`` in the 24-bit wrapping LRU clock (so idle
+    times beyond ~194 days wrap), and ``estimateObjectIdleTime`` unwraps it."""
+    ms = _wrap64(idle * 1000)  # Redis scales by the clock resolution, unchecked
+    idle = -(-ms // 1000) if ms < 0 else ms // 1000  # C division truncates toward zero
+    clock = now_s & LRU_CLOCK_MAX
+    lru = clock - idle
+    if lru < 0:
+        lru += LRU_CLOCK_MAX
+    lru &= LRU_CLOCK_MAX  # stored in a 24-bit unsigned field
+    return clock - lru if clock >= lru else clock + LRU_CLOCK_MAX - lru
+
+
 @command("restore", -4, "write denyoom", keys=(1, 1, 1), acl="keyspace write slow dangerous")
 def restore_command(db: Keyspace, args: list[bytes]) -> object:
     """``RESTORE key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]``."""
@@ -86,7 +104,7 @@ def restore_command(db: Keyspace, args: list[bytes]) -> object:
     if ttl:
         db.set_deadline(key, ttl)
     if idle >= 0:
-        db.atime[key] = db.clock - idle
+        db.atime[key] = db.clock - lru_idle(idle, db.clock)
     # FREQ is checked and then ignored, as Redis ignores it under an LRU policy (shardis has no
     # LFU: OBJECT FREQ answers that no LFU policy is selected).
     return OK
