@@ -297,3 +297,15 @@ def test_aof_logs_restore_with_an_absolute_ttl():
         [[b"RESTORE", b"k", b"2000000", b"p", b"absttl"]]
     assert aof_commands([b"RESTORE", b"k", b"5", b"p", b"ABSTTL", b"REPLACE"], now) == \
         [[b"DEL", b"k"]]
+
+
+@needs_redis
+def test_streams_answer_the_documented_error(pair):
+    ours, theirs = pair
+    for client in pair:
+        client.xadd(b"st", {b"f": b"v"})
+    with pytest.raises(redis.ResponseError, match="stream values is not supported"):
+        ours.dump(b"st")
+    with pytest.raises(redis.ResponseError, match="stream values is not supported"):
+        ours.restore(b"st2", 0, theirs.dump(b"st"))
+    assert ours.exists(b"st2") == 0
