@@ -202,16 +202,23 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def optional_mode(args: list[bytes], choices: tuple[bytes, ...], error: str) -> bytes | None:
+    """The optional last argument of CLIENT PAUSE / CLIENT UNBLOCK (lowercased), checked with
+    Redis's errors; None when absent."""
+    if len(args) > 4:
+        raise ReplyError(errors.subcommand_syntax(args))
+    if len(args) < 4:
+        return None
+    mode = args[3].lower()
+    if mode not in choices:
+        raise ReplyError(error)
+    return mode
+
+
 @router_command("client|pause")
 def client_pause(router: Any, client: Any, args: list[bytes]) -> object:
-    write_only = False
-    if len(args) == 4:
-        mode = args[3].lower()
-        if mode not in (b"write", b"all"):
-            raise ReplyError("ERR CLIENT PAUSE mode must be WRITE or ALL")
-        write_only = mode == b"write"
-    elif len(args) > 4:
-        raise ReplyError(errors.subcommand_syntax(args))
+    mode = optional_mode(args, (b"write", b"all"), "ERR CLIENT PAUSE mode must be WRITE or ALL")
+    write_only = mode == b"write"
     timeout = parse_int(args[2], "ERR timeout is not an integer or out of range")
     if timeout < 0:
         raise ReplyError("ERR timeout is negative")
@@ -238,14 +245,9 @@ UNBLOCKED = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
 
 @router_command("client|unblock")
 def client_unblock(router: Any, client: Any, args: list[bytes]) -> object:
-    as_error = False
-    if len(args) == 4:
-        reason = args[3].lower()
-        if reason not in (b"timeout", b"error"):
-            raise ReplyError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
-        as_error = reason == b"error"
-    elif len(args) > 4:
-        raise ReplyError(errors.subcommand_syntax(args))
+    reason = optional_mode(args, (b"timeout", b"error"),
+                           "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+    as_error = reason == b"error"
     target = parse_int(args[2], errors.NOT_INTEGER)
     return int(router.blocking.unblock(target, UNBLOCKED if as_error else None))
 
