@@ -147,6 +147,8 @@ def write_everything(client: redis.Redis, tag: str) -> None:
     client.eval("redis.call('SET', KEYS[1], 'from-script'); redis.call('INCR', KEYS[2]); "
                 "return redis.call('SPOP', KEYS[3])", 3, k("scr"), k("scrn"), k("set"))
     client.copy(k("h"), k("hcopy"))
+    with client.pipeline(transaction=True) as tx:
+        tx.set(k("tx1"), "a").incr(k("tx2")).lpush(k("tx3"), "x").execute()
     # a blocking pop served later: the waiter's pop is logged, not the push that fed it
     got: list = []
     waiter = threading.Thread(target=lambda: got.append(
@@ -285,3 +287,34 @@ def test_stream_consumer_group_delivery_times_survive(aof_server, tmp_path):
     wait_restarted(server, 0, old, client, tag)
     after = client.xpending_range(stream, "g", "-", "+", 10)[0]["time_since_delivered"]
     assert after >= before
+
+
+def test_effect_translation_of_context_dependent_writes():
+    from shardis.resp import Status
+    from shardis.worker.aoflog import effect_commands
+
+    now = 1_000_000
+    assert effect_commands([b"BLMPOP", b"0", b"2", b"a", b"b", b"RIGHT", b"COUNT", b"5"],
+                           [b"b", [b"x", b"y"]], now) == [[b"RPOP", b"b", b"2"]]
+    assert effect_commands([b"BZMPOP", b"0", b"1", b"z", b"MIN", b"COUNT", b"2"],
+                           [b"z", [[b"m1", 1.0], [b"m2", 2.0]]], now) == [
+        [b"ZREM", b"z", b"m1", b"m2"]]
+    assert effect_commands([b"BZPOPMAX", b"z", b"0"], [b"z", b"m", b"3"], now) == [
+        [b"ZREM", b"z", b"m"]]
+    assert effect_commands([b"__block", b"7", b"0", b"2", b"BRPOP", b"q", b"0"],
+                           [b"q", b"v"], now) == [[b"RPOP", b"q"]]
+    assert effect_commands([b"__block", b"7", b"0", b"2", b"BLMOVE", b"s", b"d", b"LEFT",
+                            b"RIGHT", b"0"], b"v", now) == [[b"LMOVE", b"s", b"d", b"LEFT",
+                                                             b"RIGHT"]]
+    assert effect_commands([b"__tryblock", b"BLPOP", b"q", b"0"], Status(b"__BLOCKED"),
+                           now) == []
+    assert effect_commands([b"XADD", b"s", b"NOMKSTREAM", b"MAXLEN", b"~", b"10", b"LIMIT",
+                            b"5", b"*", b"f", b"v"], b"5-1", now) == [
+        [b"XADD", b"s", b"NOMKSTREAM", b"MAXLEN", b"~", b"10", b"LIMIT", b"5", b"5-1", b"f",
+         b"v"]]
+    assert effect_commands([b"XADD", b"s", b"12-*", b"f", b"v"], b"12-3", now) == [
+        [b"XADD", b"s", b"12-3", b"f", b"v"]]
+    assert effect_commands([b"SPOP", b"s", b"3"], [b"a", b"b"], now) == [
+        [b"SREM", b"s", b"a", b"b"]]
+    assert effect_commands([b"EXPIRE", b"k", b"10"], 1, now) == [
+        [b"PEXPIREAT", b"k", b"1010000"]]

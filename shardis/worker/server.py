@@ -81,10 +81,11 @@ class WorkerServer:
     def load_aof(self, aof: AofLog) -> None:
         """Replay the AOF (no logging, no replies: nobody is connected yet), then append."""
         shard = self.shard
-        shard.db.log_expired = True
         aof.load(shard)
         shard.stats.dirty = 0
         shard.stats.commands = 0
+        shard.db.expired_log.clear()
+        shard.db.log_expired = True  # from now on expiries are logged as DEL
         aof.open_for_append()
         shard.aof = aof
 
