@@ -45,7 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--listen", required=True,
                         help="address to bind, e.g. tcp://0.0.0.0:7000 or ipc:///tmp/w0.sock")
     worker.add_argument("--index", type=int, default=0, help="this worker's shard number")
-    worker.add_argument("--dir", default=".", help="data directory")
+    worker.add_argument("--dir", default=".", help="data directory (files in DIR/worker-INDEX/)")
+    for name in ("appendonly", "appendfsync", "appenddirname"):
+        directive = config.DIRECTIVES[name]
+        worker.add_argument(f"--{name}", default=directive.format(directive.default),
+                            metavar="VALUE", help=directive.help)
     worker.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
     _add_key_pair_options(worker, "the worker's")
     worker.add_argument("--curve-authorized-keys", metavar="FILE",
@@ -172,5 +176,11 @@ def _worker(args: argparse.Namespace) -> int:
             "read and change every key.  Give --curve-secret-key-file, --curve-public-key-file "
             "and --curve-authorized-keys (see shardis keygen), listen on 127.0.0.1, or add "
             "--insecure if only trusted hosts can reach this network")
-    run_worker(args.listen, args.index, supervised=args.supervised, curve=curve)
-    return 0
+    aof = {}
+    for name in ("appendonly", "appendfsync", "appenddirname"):
+        try:
+            aof[name] = config.DIRECTIVES[name].parse(getattr(args, name))
+        except config.ConfigError as exc:
+            raise ConfigError(f"--{name} {getattr(args, name)}: {exc}") from None
+    return run_worker(args.listen, args.index, supervised=args.supervised, curve=curve,
+                      data_dir=args.dir, **aof)

@@ -3,8 +3,9 @@
 Workers listen on ipc:// sockets in a private run directory.  The router runs in this process,
 on its event loop, beside a task that watches the workers: one interpreter fewer than a router
 process of its own (~16 MB of resident memory, and one process fewer competing for the cores).
-A worker that dies unexpectedly is restarted (it starts empty until persistence lands; the
-router restores what it keeps on workers).  SIGTERM or Ctrl-C stops the router, then every
+A worker that dies unexpectedly is restarted: with ``appendonly yes`` it reloads its AOF
+(``DIR/worker-<index>/appendonlydir``), otherwise it starts empty; the router restores what it
+keeps on workers.  SIGTERM or Ctrl-C stops the router, then every
 worker, waits for them, and removes the run directory: no orphan processes or ipc files.
 """
 
@@ -43,9 +44,16 @@ class Supervisor:
 
     def command_for(self, name: str) -> list[str]:
         index = int(name.split("-")[1])
+        from shardis.config import DIRECTIVES
+
+        persistence = []
+        for name in ("appendonly", "appendfsync", "appenddirname"):
+            directive = DIRECTIVES[name]
+            value = self.config.get(name, directive.default)
+            persistence += [f"--{name}", directive.format(value)]
         return [sys.executable, "-m", "shardis", "--log-level", self.log_level, "worker",
                 "--listen", self.addresses[index], "--index", str(index), "--dir",
-                self.data_dir, "--supervised"]
+                self.data_dir, *persistence, "--supervised"]
 
     def start(self, name: str) -> None:
         self.children[name] = subprocess.Popen(self.command_for(name))

@@ -529,9 +529,11 @@ class ScriptEngine:
         self.read_only = read_only or script.read_only
         self.started = time.monotonic()
         self.busy = self.wrote = self.killed = False
+        self.shard.begin_script()
         try:
             ok, result = self._run(script.function, keys, argv)
         finally:
+            self.shard.end_script()
             if self.busy:
                 log.warning("slow script finished event=script_done sha=%s seconds=%.3f "
                             "killed=%s", sha, time.monotonic() - self.started, self.killed)

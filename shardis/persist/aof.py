@@ -449,10 +449,11 @@ def aof_commands(args: Sequence[bytes], now_ms: int) -> list[list[bytes]]:
     a cut tail can never leave the value without its TTL); SET ... GET drops GET;
     GETEX EX/PX/EXAT/PXAT -> PEXPIREAT, GETEX PERSIST -> PERSIST; GETDEL -> DEL;
     RESTORE with a relative TTL -> RESTORE ... ABSTTL (DEL when already past).
-    Everything else is logged as received.  Not yet translated (TODO when the worker wires this):
-    commands whose effect depends on time or randomness — SPOP/SRANDMEMBER-based writes, EVAL
-    scripts (Redis 7 logs their effects), blocking pops served later (logged as the non-blocking
-    pop), INCRBYFLOAT (Redis logs SET with the result).
+    Everything else is logged as received.  Not translated here, because it needs the reply or
+    the context: SPOP, XADD ``*``, blocking pops, scripts and expired keys are translated by the
+    worker (``shardis.worker.aoflog``), which calls this for the rest.  INCRBYFLOAT and
+    HINCRBYFLOAT are logged as received: replaying them on the same state gives the same
+    result here (Redis logs SET with the result instead).
     The caller must not log a command that changed nothing (SET NX on an existing key).
     """
     name = bytes(args[0]).upper()

@@ -167,7 +167,8 @@ def _memory(router: Any, shards: list[dict]) -> Fields:
 
 
 def _persistence(router: Any, shards: list[dict]) -> Fields:
-    """A server without RDB or AOF: nothing saved, nothing in progress, last save at start."""
+    """No RDB yet: nothing saved, last save at start; ``aof_enabled`` as configured (each
+    worker keeps its own AOF; no rewrite exists yet)."""
     return [
         ("loading", 0), ("async_loading", 0), ("current_cow_peak", 0),
         ("current_cow_size", 0), ("current_cow_size_age", 0), ("current_fork_perc", "0.00"),
@@ -176,7 +177,7 @@ def _persistence(router: Any, shards: list[dict]) -> Fields:
         ("rdb_last_save_time", int(router.stats.started)), ("rdb_last_bgsave_status", "ok"),
         ("rdb_last_bgsave_time_sec", -1), ("rdb_current_bgsave_time_sec", -1),
         ("rdb_saves", 0), ("rdb_last_cow_size", 0), ("rdb_last_load_keys_expired", 0),
-        ("rdb_last_load_keys_loaded", 0), ("aof_enabled", 0), ("aof_rewrite_in_progress", 0),
+        ("rdb_last_load_keys_loaded", 0), ("aof_enabled", int(bool(router.config.get("appendonly")))), ("aof_rewrite_in_progress", 0),
         ("aof_rewrite_scheduled", 0), ("aof_last_rewrite_time_sec", -1),
         ("aof_current_rewrite_time_sec", -1), ("aof_last_bgrewrite_status", "ok"),
         ("aof_rewrites", 0), ("aof_rewrites_consecutive_failures", 0),

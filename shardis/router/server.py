@@ -212,7 +212,6 @@ def config_table(router: Any) -> dict[bytes, bytes]:
     table.update({
         b"databases": b"1",
         b"save": b"",
-        b"appendonly": b"no",
         b"maxmemory": b"0",
         b"maxmemory-policy": b"noeviction",
         b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),

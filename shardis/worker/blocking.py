@@ -108,6 +108,8 @@ class BlockingRegistry:
         self.ready: list[bytes] = []
         #: (ticket, reply or None) to send with the current batch's replies.
         self.events: list[tuple[int, bytes | None]] = []
+        #: the (narrowed) command of the waiter being served: its effects are named after it.
+        self.attempting: list[bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.by_ticket)
@@ -170,8 +172,9 @@ class BlockingRegistry:
             if TYPES[type(value)].name != blocker.type_name:
                 position += 1  # Redis keeps it waiting; a waiter of this type may follow
                 continue
+            self.attempting = attempt = blocker.narrow(waiter.args, key)
             try:
-                reply = blocker.attempt(db, blocker.narrow(waiter.args, key))
+                reply = blocker.attempt(db, attempt)
             except ReplyError as exc:
                 reply = exc  # BLMOVE to a key of another type: the error is its answer
             if reply is None:

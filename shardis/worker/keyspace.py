@@ -192,7 +192,7 @@ class ExpiryIndex:
                         if hints:
                             hints.pop(key, None)
                         touched(key)
-                        if keyspace.notify_flags:
+                        if keyspace.notify_flags or keyspace.log_expired:
                             keyspace.expired_log.append(key)
                         count += 1
                         total += when
@@ -253,6 +253,7 @@ class Keyspace:
         "pubsub",
         "notify_flags",
         "expired_log",
+        "log_expired",
         "deadline_log",
         "watched",
         "string_hints",
@@ -303,6 +304,8 @@ class Keyspace:
         #: the last effects were applied (only kept while notifications are on).
         self.notify_flags = 0
         self.expired_log: list[bytes] = []
+        #: keep ``expired_log`` without notifications too (the AOF logs expiries as DEL).
+        self.log_expired = False
         #: keys given a deadline by the current command (SET EX emits "expire" too).
         self.deadline_log: list[bytes] = []
         #: WATCHed keys: key -> [watchers, version]; the shard bumps the version of a key
@@ -526,7 +529,7 @@ class Keyspace:
             self.string_hints.pop(key, None)
         self.expired_keys += 1
         self.touched.append(key)
-        if self.notify_flags:
+        if self.notify_flags or self.log_expired:
             self.expired_log.append(key)
 
     def _reset_index(self) -> None:

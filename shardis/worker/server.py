@@ -20,7 +20,9 @@ from shardis import protocol
 from shardis.errors import ReplyError
 from shardis.linksec import KeyAuthenticator, WorkerCurve, make_curve_server
 from shardis.logs import RateLimitedLog
+from shardis.persist.aof import AofError
 from shardis.resp import encode, encode_error, encode_int
+from shardis.worker.aoflog import AofLog
 from shardis.worker.shard import Shard
 
 log = logging.getLogger("shardis.worker")
@@ -49,9 +51,14 @@ class WorkerServer:
     is checked too.  Either way a malformed message is logged (rate-limited) and dropped.
     """
 
-    def __init__(self, address: str, index: int = 0, curve: WorkerCurve | None = None) -> None:
+    def __init__(self, address: str, index: int = 0, curve: WorkerCurve | None = None,
+                 aof: AofLog | None = None) -> None:
         self.address = address
         self.shard = Shard(index)
+        #: ``appendonly yes``: loaded before the socket is bound, then appended to.
+        self.aof = aof
+        if aof is not None:
+            self.load_aof(aof)
         self.running = False
         self.context = zmq.Context.instance()
         self.trusted = curve is not None or address.startswith("ipc://")
@@ -70,6 +77,26 @@ class WorkerServer:
             make_curve_server(self.socket, curve)
         self.socket.bind(address)
         self.shard.while_busy = self.serve_while_busy
+
+    def load_aof(self, aof: AofLog) -> None:
+        """Replay the AOF (no logging, no replies: nobody is connected yet), then append."""
+        shard = self.shard
+        aof.load(shard)
+        shard.stats.dirty = 0
+        shard.stats.commands = 0
+        shard.db.expired_log.clear()
+        shard.db.log_expired = True  # from now on expiries are logged as DEL
+        aof.open_for_append()
+        shard.aof = aof
+
+    def flush_aof(self) -> None:
+        """Write (``always``: and fsync) what the batch logged, before its replies leave.  A
+        failed write stops the worker, as Redis does: no reply may acknowledge a lost write."""
+        try:
+            self.aof.flush()  # type: ignore[union-attr]
+        except OSError as exc:
+            log.critical("can't write the append only file: %s; exiting", exc)
+            raise SystemExit(1) from exc
 
     def stop(self, *_: object) -> None:
         self.running = False
@@ -130,11 +157,15 @@ class WorkerServer:
         blocking = self.shard.blocking
         pubsub = self.shard.pubsub
         next_housekeeping = time.monotonic()
+        aof = self.aof
         while self.running:
             now = time.monotonic()
             if now >= next_housekeeping:
                 housekeeping(HOUSEKEEPING_BUDGET_S)
                 next_housekeeping = now + POLL_INTERVAL_MS / 1000
+                if aof is not None:
+                    self.flush_aof()  # expired keys' DELs
+                    aof.tick()
                 if pubsub.pushes:  # keyspace notifications of keys that expired
                     self.send_pushes()
             if not sock.poll(POLL_INTERVAL_MS):
@@ -160,6 +191,8 @@ class WorkerServer:
                 except Exception as exc:  # malformed, or well-formed but of a wrong shape
                     self.drop(identity, frame, str(exc) or type(exc).__name__)
                     continue
+                if aof is not None:
+                    self.flush_aof()  # group commit: the replies leave after the write
                 send(identity, SNDMORE)
                 send(message)
                 if pubsub.pushes:
@@ -184,6 +217,9 @@ class WorkerServer:
             self.socket.send(encode_push(entries))
 
     def close(self) -> None:
+        if self.aof is not None:
+            self.aof.close()
+            self.aof = None
         self.socket.close(linger=0)
         if self.authenticator is not None:
             self.authenticator.stop()
@@ -195,11 +231,24 @@ class WorkerServer:
 
 
 def run_worker(address: str, index: int = 0, supervised: bool = False,
-               curve: WorkerCurve | None = None) -> None:
-    """Entry point of a worker process."""
+               curve: WorkerCurve | None = None, data_dir: str = ".",
+               appendonly: bool = False, appendfsync: str = "everysec",
+               appenddirname: str = "appendonlydir") -> int:
+    """Entry point of a worker process; its exit code (1: the AOF could not be loaded).
+
+    With ``appendonly``, the worker's files live in ``data_dir/worker-<index>/appenddirname``.
+    """
     if supervised:
         _die_with_parent()
-    server = WorkerServer(address, index, curve)
+    aof = None
+    if appendonly:
+        aof = AofLog(os.path.join(data_dir, f"worker-{index}"), appenddirname, appendfsync)
+    try:
+        server = WorkerServer(address, index, curve, aof)
+    except AofError as exc:
+        log.critical("worker %d can't load its append only file: %s; exiting (fix it with "
+                     "redis-check-aof --fix %s)", index, exc, aof.dir.manifest_path if aof else "")
+        return 1
     signal.signal(signal.SIGTERM, server.stop)
     signal.signal(signal.SIGINT, server.stop)
     started = time.monotonic()
@@ -207,3 +256,4 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
         server.serve_forever()
     finally:
         log.info("worker %d stopped after %.1fs", index, time.monotonic() - started)
+    return 0

@@ -3,7 +3,8 @@
 Operations (``shardis.commands.*``) are pure functions of the keyspace and the arguments; they
 report what they changed through the keyspace (:attr:`Keyspace.touched`).  :meth:`Shard.execute`
 runs one command and then applies those effects in one spot: the dirty counter now, and WATCH
-versions, the AOF and keyspace notifications as those features arrive.
+versions, the AOF (``shardis.worker.aoflog``: the write's effect, logged here and nowhere else)
+and keyspace notifications.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from shardis.errors import ReplyError
 from shardis.notify import EXPIRED, channel_messages, command_events
 from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_int
 from shardis.worker.aclhub import AclHub
+from shardis.worker.aoflog import AofLog
 from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.pubsub import PubSubRegistry
@@ -71,6 +73,8 @@ class Shard:
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
         #: the server's ACL users, for every router (used on worker 0, the hub).
         self.aclhub = AclHub()
+        #: the append-only file (``appendonly yes``), set by the worker once it has loaded.
+        self.aof: AofLog | None = None
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
@@ -102,7 +106,7 @@ class Shard:
                 reply = self.internal_error(args, exc)
             if touched:
                 self.current = args  # the effects name their events after the command
-                self.apply_effects()
+                self.apply_effects(reply)
                 if self.blocking.ready:
                     self.serve_blocked()
             kind = type(reply)
@@ -130,7 +134,7 @@ class Shard:
         except Exception as exc:  # a bug must not take the shard down with it
             reply = self.internal_error(args, exc)
         if db.touched:
-            self.apply_effects()
+            self.apply_effects(reply)
             if self.blocking.ready:
                 self.serve_blocked()
         return self.encode_other(reply, proto)
@@ -152,7 +156,7 @@ class Shard:
         except Exception as exc:  # a bug must not take the shard down with it
             reply = self.internal_error(args, exc)
         if self.db.touched:
-            self.apply_effects()
+            self.apply_effects(reply)
         self.current = outer
         return reply
 
@@ -173,11 +177,19 @@ class Shard:
         if self.db.active_expire(budget_s) and self.db.touched:
             self.apply_effects()
 
-    def apply_effects(self) -> None:
-        """Apply what the last command reported: the single place for write side effects."""
+    def apply_effects(self, reply: object = None) -> None:
+        """Apply what the last command reported: the single place for write side effects.
+
+        ``reply`` is the command's reply: the AOF logs some writes by what they did (SPOP's
+        members, a blocking pop's key) rather than by their arguments.
+        """
         db = self.db
         touched = db.touched
         self.stats.dirty += len(touched)
+        if self.aof is not None:
+            self.aof.record(self.current, reply, touched, db.expired_log, db.now_ms)
+            if not db.notify_flags:
+                db.expired_log.clear()
         if self.blocking.by_key:
             self.blocking.note_touched(touched)
         if db.watched:
@@ -221,13 +233,30 @@ class Shard:
 
     def begin_transaction(self) -> None:
         self.deferring = True
+        if self.aof is not None:
+            self.aof.begin_group()
 
     def end_transaction(self) -> None:
         self.deferring = False
+        if self.aof is not None:
+            self.aof.end_group()
         if self.blocking.ready:
             self.serve_blocked()
 
+    def begin_script(self) -> None:
+        """A script starts: its writes are one atomic group in the AOF."""
+        if self.aof is not None:
+            self.aof.begin_group()
+
+    def end_script(self) -> None:
+        if self.aof is not None:
+            self.aof.end_group()
+
     def after_blocked_attempt(self, reply: object, proto: int) -> bytes:
         if self.db.touched:
-            self.apply_effects()  # a served pop is a write like any other
+            # a served pop is a write like any other; its effects are named after the command
+            # the waiter's attempt ran (narrowed to the ready key), not the one that fed it
+            outer, self.current = self.current, self.blocking.attempting
+            self.apply_effects(reply)
+            self.current = outer
         return self.encode_other(reply, proto)
