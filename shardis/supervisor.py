@@ -70,7 +70,8 @@ class Supervisor:
 
     def startup_problem(self) -> str | None:
         """Why the router could not start, found before any worker starts: a port in use
-        (0 means no listener: nothing to check), a TLS setup that cannot work."""
+        (0 means no listener: nothing to check), a TLS setup that cannot work, persisted data
+        of another worker count (``shardis.persist.layout``)."""
         tls_port = self.config.get("tls-port", 0)
         if not self.port and not tls_port:
             return "Configured to not listen anywhere, exiting."
@@ -84,6 +85,13 @@ class Supervisor:
                 build_context(self.config)
             except TLSConfigError as exc:
                 return f"Failed to configure TLS: {exc}"
+        if self.config.get("appendonly"):
+            from shardis.persist.layout import LayoutError, check_and_record
+
+            try:
+                check_and_record(self.data_dir, self.worker_count)
+            except (LayoutError, OSError) as exc:
+                return f"cannot use the data dir: {exc}"
         return None
 
     def run(self) -> int:

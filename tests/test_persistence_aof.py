@@ -318,3 +318,22 @@ def test_effect_translation_of_context_dependent_writes():
         [b"SREM", b"s", b"a", b"b"]]
     assert effect_commands([b"EXPIRE", b"k", b"10"], 1, now) == [
         [b"PEXPIREAT", b"k", b"1010000"]]
+
+
+def test_a_data_dir_of_another_worker_count_is_refused(tmp_path):
+    """Loading 2 workers' files into 3 workers would put keys where no reader looks."""
+    from shardis.persist.layout import MANIFEST, read_worker_count
+
+    server = start_shardis(2, "--appendonly", "yes", "--dir", str(tmp_path))
+    try:
+        redis.Redis(port=server.port).set("kept", "1")
+    finally:
+        server.stop()  # removes its own work dir, not --dir
+    assert read_worker_count(str(tmp_path)) == 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "shardis", "up", "--workers", "3", "--port", str(free_port()),
+         "--appendonly", "yes", "--dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    assert "belongs to 2 workers, not 3" in proc.stderr + proc.stdout
+    assert (tmp_path / MANIFEST).read_text() == "format 1\nworkers 2\n"
