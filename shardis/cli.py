@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="address to bind, e.g. tcp://0.0.0.0:7000 or ipc:///tmp/w0.sock")
     worker.add_argument("--index", type=int, default=0, help="this worker's shard number")
     worker.add_argument("--dir", default=".", help="data directory (files in DIR/worker-INDEX/)")
-    for name in ("appendonly", "appendfsync", "appenddirname"):
+    for name in config.PERSISTENCE_FLAGS:
         directive = config.DIRECTIVES[name]
         worker.add_argument(f"--{name}", default=directive.format(directive.default),
                             metavar="VALUE", help=directive.help)
@@ -176,11 +176,11 @@ def _worker(args: argparse.Namespace) -> int:
             "read and change every key.  Give --curve-secret-key-file, --curve-public-key-file "
             "and --curve-authorized-keys (see shardis keygen), listen on 127.0.0.1, or add "
             "--insecure if only trusted hosts can reach this network")
-    aof = {}
-    for name in ("appendonly", "appendfsync", "appenddirname"):
+    persistence = {}
+    for name in config.PERSISTENCE_FLAGS:
         try:
-            aof[name] = config.DIRECTIVES[name].parse(getattr(args, name))
+            persistence[name] = config.DIRECTIVES[name].parse(getattr(args, name))
         except config.ConfigError as exc:
             raise ConfigError(f"--{name} {getattr(args, name)}: {exc}") from None
     return run_worker(args.listen, args.index, supervised=args.supervised, curve=curve,
-                      data_dir=args.dir, **aof)
+                      data_dir=args.dir, **persistence)

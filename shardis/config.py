@@ -128,6 +128,29 @@ def format_output_limits(limits: dict[str, tuple[int, int, int]]) -> str:
     return " ".join(f"{name} {' '.join(map(str, limits[name]))}" for name in OUTPUT_CLASSES)
 
 
+# save: "<seconds> <changes>" pairs ------------------------------------------------------------
+def parse_save(text: str) -> list[tuple[int, int]]:
+    """Redis's ``save``: pairs of seconds and changes; ``""`` (no pairs) disables the rules."""
+    words = text.split()
+    if len(words) % 2:
+        raise ConfigError("Invalid save parameters")
+    rules = []
+    for index in range(0, len(words), 2):
+        seconds, changes = words[index], words[index + 1]
+        if not (_is_integer(seconds) and _is_integer(changes)):
+            raise ConfigError("Invalid save parameters")
+        if int(seconds) < 1 or int(changes) < 0:
+            raise ConfigError("Invalid save parameters")
+        rules.append((int(seconds), int(changes)))
+    return rules
+
+
+def format_save(rules: list[tuple[int, int]]) -> str:
+    return " ".join(f"{seconds} {changes}" for seconds, changes in rules)
+
+
+DEFAULT_SAVE = [(3600, 1), (300, 100), (60, 10000)]
+
 DEFAULT_OUTPUT_LIMITS = {
     "normal": (0, 0, 0),
     "slave": (268435456, 67108864, 60),
@@ -160,6 +183,11 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
        help="when the AOF is fsynced: always (before each reply), everysec or no (the OS)"),
     _D("appenddirname", "appendonlydir", mutable=False,
        help="folder of each worker's AOF files, in DIR/worker-INDEX/"),
+    _D("dbfilename", "dump.rdb", mutable=False,
+       help="name of each worker's RDB snapshot, in DIR/worker-INDEX/"),
+    _D("save", DEFAULT_SAVE, "custom", mutable=False, codec=(parse_save, format_save),
+       help="snapshot rules: '<seconds> <changes> ...' (BGSAVE after that many seconds if at "
+            "least that many changes); '' disables them"),
     _D("tls-port", 0, "int", 0, 65535, mutable=False, help="TLS port (0: no TLS)"),
     _D("tls-cert-file", "", help="server certificate (PEM)"),
     _D("tls-key-file", "", help="server private key (PEM)"),
@@ -169,6 +197,9 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("tls-protocols", "", help="e.g. 'TLSv1.2 TLSv1.3'"),
     _D("tls-ciphers", "", help="OpenSSL cipher list for TLSv1.2 and below"),
 )}
+
+#: The directives ``shardis up`` passes on to every worker (``shardis worker --NAME VALUE``).
+PERSISTENCE_FLAGS = ("appendonly", "appendfsync", "appenddirname", "dbfilename", "save")
 
 ALIASES = {d.alias: d.name for d in DIRECTIVES.values() if d.alias}
 

@@ -4,7 +4,8 @@ Workers listen on ipc:// sockets in a private run directory.  The router runs in
 on its event loop, beside a task that watches the workers: one interpreter fewer than a router
 process of its own (~16 MB of resident memory, and one process fewer competing for the cores).
 A worker that dies unexpectedly is restarted: with ``appendonly yes`` it reloads its AOF
-(``DIR/worker-<index>/appendonlydir``), otherwise it starts empty; the router restores what it
+(``DIR/worker-<index>/appendonlydir``), otherwise its last snapshot (``dump.rdb``) if it has
+one, else it starts empty; the router restores what it
 keeps on workers.  SIGTERM or Ctrl-C stops the router, then every
 worker, waits for them, and removes the run directory: no orphan processes or ipc files.
 """
@@ -44,10 +45,10 @@ class Supervisor:
 
     def command_for(self, name: str) -> list[str]:
         index = int(name.split("-")[1])
-        from shardis.config import DIRECTIVES
+        from shardis.config import DIRECTIVES, PERSISTENCE_FLAGS
 
         persistence = []
-        for name in ("appendonly", "appendfsync", "appenddirname"):
+        for name in PERSISTENCE_FLAGS:
             directive = DIRECTIVES[name]
             value = self.config.get(name, directive.default)
             persistence += [f"--{name}", directive.format(value)]

@@ -12,6 +12,8 @@ import resource
 import time
 
 from shardis.commands import Fanout, command, container
+from shardis.errors import ReplyError
+from shardis.resp import OK
 from shardis.worker.keyspace import Keyspace
 
 R = Fanout.ROUTER
@@ -89,7 +91,41 @@ command("resetstat", 2, "admin noscript loading stale", fanout=R,
         acl="admin slow dangerous", group="server", parent="config")(None)
 command("help", 2, "loading stale", fanout=R, acl="slow", group="server", parent="config")(None)
 
+# Snapshots: the router sends these to every worker in one flush (shardis.router.server).
+command("save", 1, "admin noscript no_async_loading no_multi", fanout=Fanout.COORDINATED,
+        acl="admin slow dangerous", group="server")(None)
+command("bgsave", -1, "admin noscript no_async_loading", fanout=Fanout.COORDINATED,
+        acl="admin slow dangerous", group="server")(None)
+command("lastsave", 1, "loading stale fast", fanout=Fanout.COORDINATED,
+        acl="admin fast dangerous", group="server", tips="nondeterministic_output")(None)
+
 _STARTED = time.time()
+
+
+def _snapshots(db: Keyspace) -> object:
+    snapshots = db.shard.snapshots  # type: ignore[attr-defined]
+    if snapshots is None:
+        raise ReplyError("ERR this worker has no snapshot directory")
+    return snapshots
+
+
+@command("__save", 1, "write internal", fanout=Fanout.SINGLE)
+def shard_save_command(db: Keyspace, args: list[bytes]) -> object:
+    """Write this worker's ``dump.rdb`` now (``shardis.worker.snapshot``)."""
+    _snapshots(db).save(db.shard)  # type: ignore[attr-defined]
+    return OK
+
+
+@command("__bgsave", 1, "write internal", fanout=Fanout.SINGLE)
+def shard_bgsave_command(db: Keyspace, args: list[bytes]) -> object:
+    """Start writing this worker's ``dump.rdb`` in a forked child."""
+    _snapshots(db).bgsave(db.shard)  # type: ignore[attr-defined]
+    return OK
+
+
+@command("__lastsave", 1, "readonly internal", fanout=Fanout.SINGLE)
+def shard_lastsave_command(db: Keyspace, args: list[bytes]) -> object:
+    return _snapshots(db).lastsave  # type: ignore[attr-defined]
 
 
 @command("__whoami", 1, "readonly internal", fanout=Fanout.SINGLE)
@@ -130,7 +166,10 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
     ``expires``); ``expire_cycle_cpu_milliseconds`` is the time active expiry has taken.
     """
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    snapshots = db.shard.snapshots  # type: ignore[attr-defined]
+    persistence = snapshots.info(db.shard) if snapshots is not None else {}
     return {
+        **persistence,
         b"keys": len(db.data),
         b"expires": len(db.expires),
         b"avg_ttl": db.avg_ttl(),

@@ -167,17 +167,32 @@ def _memory(router: Any, shards: list[dict]) -> Fields:
 
 
 def _persistence(router: Any, shards: list[dict]) -> Fields:
-    """No RDB yet: nothing saved, last save at start; ``aof_enabled`` as configured (each
-    worker keeps its own AOF; no rewrite exists yet)."""
+    """Each worker snapshots its own keyspace (``shardis.worker.snapshot``); combined: changes,
+    saves and loaded keys are summed, a save is in progress if one is on any worker, the last
+    save time is the oldest worker's (every worker has a snapshot at least that recent), the
+    status is ``err`` if any worker's last background save failed, durations are the longest.
+    ``aof_enabled`` as configured (each worker keeps its own AOF; no rewrite exists yet)."""
+    def field(name: str, combine: Any, default: Any) -> Any:
+        values = [s[name.encode()] for s in shards if name.encode() in s]
+        return combine(values) if values else default
+
+    started = int(router.stats.started)
+    ok = field("rdb_last_bgsave_ok", min, 1)
     return [
         ("loading", 0), ("async_loading", 0), ("current_cow_peak", 0),
         ("current_cow_size", 0), ("current_cow_size_age", 0), ("current_fork_perc", "0.00"),
         ("current_save_keys_processed", 0), ("current_save_keys_total", 0),
-        ("rdb_changes_since_last_save", 0), ("rdb_bgsave_in_progress", 0),
-        ("rdb_last_save_time", int(router.stats.started)), ("rdb_last_bgsave_status", "ok"),
-        ("rdb_last_bgsave_time_sec", -1), ("rdb_current_bgsave_time_sec", -1),
-        ("rdb_saves", 0), ("rdb_last_cow_size", 0), ("rdb_last_load_keys_expired", 0),
-        ("rdb_last_load_keys_loaded", 0), ("aof_enabled", int(bool(router.config.get("appendonly")))), ("aof_rewrite_in_progress", 0),
+        ("rdb_changes_since_last_save", field("rdb_changes_since_last_save", sum, 0)),
+        ("rdb_bgsave_in_progress", field("rdb_bgsave_in_progress", max, 0)),
+        ("rdb_last_save_time", field("rdb_last_save_time", min, started)),
+        ("rdb_last_bgsave_status", "ok" if ok else "err"),
+        ("rdb_last_bgsave_time_sec", field("rdb_last_bgsave_time_sec", max, -1)),
+        ("rdb_current_bgsave_time_sec", field("rdb_current_bgsave_time_sec", max, -1)),
+        ("rdb_saves", field("rdb_saves", sum, 0)), ("rdb_last_cow_size", 0),
+        ("rdb_last_load_keys_expired", field("rdb_last_load_keys_expired", sum, 0)),
+        ("rdb_last_load_keys_loaded", field("rdb_last_load_keys_loaded", sum, 0)),
+        ("aof_enabled", int(bool(router.config.get("appendonly")))),
+        ("aof_rewrite_in_progress", 0),
         ("aof_rewrite_scheduled", 0), ("aof_last_rewrite_time_sec", -1),
         ("aof_current_rewrite_time_sec", -1), ("aof_last_bgrewrite_status", "ok"),
         ("aof_rewrites", 0), ("aof_rewrites_consecutive_failures", 0),
@@ -237,8 +252,8 @@ def _replication(router: Any, shards: list[dict]) -> Fields:
 
 
 def _cpu(router: Any, shards: list[dict]) -> Fields:
-    """CPU of the router and the workers; each runs its commands on its main thread, and
-    shardis never forks children (no background saves)."""
+    """CPU of the router and the workers; each runs its commands on its main thread (the
+    children of background saves are not counted)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     system = f"{usage.ru_stime + _total(shards, b'used_cpu_sys'):.6f}"
     user = f"{usage.ru_utime + _total(shards, b'used_cpu_user'):.6f}"

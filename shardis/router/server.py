@@ -197,6 +197,52 @@ def shutdown(router: Any, client: Any, args: list[bytes]) -> object:
     return DEFERRED
 
 
+# SAVE, BGSAVE, LASTSAVE ----------------------------------------------------------------------
+# Each worker snapshots its own keyspace (``shardis.worker.snapshot``).  The router sends the
+# request to every worker in the same flush, so the files form one consistent cut: no command
+# of this router runs on one worker between two workers' snapshots.
+def _all_workers_plan(router: Any, args: list[bytes]) -> Plan:
+    return Plan(workers=router.all_workers)
+
+
+def _bgsave_plan(router: Any, args: list[bytes]) -> Plan:
+    if len(args) > 2 or (len(args) == 2 and args[1].lower() != b"schedule"):
+        raise ReplyError(errors.SYNTAX)
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("save", _all_workers_plan)
+async def save(router: Any, client: Any, args: list[bytes]) -> object:
+    """SAVE: every worker writes ``DIR/worker-<i>/dump.rdb``; OK once all have."""
+    for reply in await router.call_all([b"__save"]):
+        if type(reply) is ReplyError:
+            raise reply
+    return OK
+
+
+@coordinated("bgsave", _bgsave_plan)
+async def bgsave(router: Any, client: Any, args: list[bytes]) -> object:
+    """BGSAVE [SCHEDULE]: every worker forks a child that writes its snapshot.  The error
+    of a worker that could not start one (a save already running) is the reply when no worker
+    started; shardis has no other kind of child, so SCHEDULE never has to wait."""
+    replies = await router.call_all([b"__bgsave"])
+    errors_seen = [reply for reply in replies if type(reply) is ReplyError]
+    if len(errors_seen) == len(replies):
+        raise errors_seen[0]
+    return Status(b"Background saving started")
+
+
+@coordinated("lastsave", _all_workers_plan)
+async def lastsave(router: Any, client: Any, args: list[bytes]) -> object:
+    """LASTSAVE: when every worker had a snapshot at least that recent (the oldest of the
+    workers' last successful saves)."""
+    replies = await router.call_all([b"__lastsave"])
+    times = [reply for reply in replies if type(reply) is int]
+    if not times:
+        raise next(reply for reply in replies if type(reply) is ReplyError)
+    return min(times)
+
+
 @router_command("time")
 def time_(router: Any, client: Any, args: list[bytes]) -> object:
     now = time.time_ns() // 1000
@@ -211,7 +257,6 @@ def config_table(router: Any) -> dict[bytes, bytes]:
     table = {name.encode(): value.encode() for name, value in render(config).items()}
     table.update({
         b"databases": b"1",
-        b"save": b"",
         b"maxmemory": b"0",
         b"maxmemory-policy": b"noeviction",
         b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),

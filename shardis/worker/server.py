@@ -21,9 +21,11 @@ from shardis.errors import ReplyError
 from shardis.linksec import KeyAuthenticator, WorkerCurve, make_curve_server
 from shardis.logs import RateLimitedLog
 from shardis.persist.aof import AofError
+from shardis.persist.rdb import RdbError
 from shardis.resp import encode, encode_error, encode_int
 from shardis.worker.aoflog import AofLog
 from shardis.worker.shard import Shard
+from shardis.worker.snapshot import Snapshots
 
 log = logging.getLogger("shardis.worker")
 
@@ -52,13 +54,18 @@ class WorkerServer:
     """
 
     def __init__(self, address: str, index: int = 0, curve: WorkerCurve | None = None,
-                 aof: AofLog | None = None) -> None:
+                 aof: AofLog | None = None, snapshots: Snapshots | None = None) -> None:
         self.address = address
         self.shard = Shard(index)
+        #: RDB snapshots (SAVE, BGSAVE, save rules); loaded at start unless the AOF is on.
+        self.snapshots = snapshots
+        self.shard.snapshots = snapshots
         #: ``appendonly yes``: loaded before the socket is bound, then appended to.
         self.aof = aof
         if aof is not None:
             self.load_aof(aof)
+        elif snapshots is not None:
+            snapshots.load(self.shard)
         self.running = False
         self.context = zmq.Context.instance()
         self.trusted = curve is not None or address.startswith("ipc://")
@@ -158,10 +165,13 @@ class WorkerServer:
         pubsub = self.shard.pubsub
         next_housekeeping = time.monotonic()
         aof = self.aof
+        snapshots = self.snapshots
         while self.running:
             now = time.monotonic()
             if now >= next_housekeeping:
                 housekeeping(HOUSEKEEPING_BUDGET_S)
+                if snapshots is not None:
+                    snapshots.tick(self.shard)
                 next_housekeeping = now + POLL_INTERVAL_MS / 1000
                 if aof is not None:
                     self.flush_aof()  # expired keys' DELs
@@ -217,6 +227,8 @@ class WorkerServer:
             self.socket.send(encode_push(entries))
 
     def close(self) -> None:
+        if self.snapshots is not None:
+            self.snapshots.close(self.shard)
         if self.aof is not None:
             self.aof.close()
             self.aof = None
@@ -233,18 +245,26 @@ class WorkerServer:
 def run_worker(address: str, index: int = 0, supervised: bool = False,
                curve: WorkerCurve | None = None, data_dir: str = ".",
                appendonly: bool = False, appendfsync: str = "everysec",
-               appenddirname: str = "appendonlydir") -> int:
-    """Entry point of a worker process; its exit code (1: the AOF could not be loaded).
+               appenddirname: str = "appendonlydir", dbfilename: str = "dump.rdb",
+               save: list[tuple[int, int]] | None = None) -> int:
+    """Entry point of a worker process; its exit code (1: the AOF or RDB could not be loaded).
 
-    With ``appendonly``, the worker's files live in ``data_dir/worker-<index>/appenddirname``.
+    The worker's files live in ``data_dir/worker-<index>/``: the AOF folder ``appenddirname``
+    (``appendonly``) and the snapshot ``dbfilename``, loaded at start when the AOF is off.
     """
     if supervised:
         _die_with_parent()
     aof = None
+    own_dir = os.path.join(data_dir, f"worker-{index}")
     if appendonly:
-        aof = AofLog(os.path.join(data_dir, f"worker-{index}"), appenddirname, appendfsync)
+        aof = AofLog(own_dir, appenddirname, appendfsync)
+    snapshots = Snapshots(own_dir, dbfilename, save)
     try:
-        server = WorkerServer(address, index, curve, aof)
+        server = WorkerServer(address, index, curve, aof, snapshots)
+    except RdbError as exc:
+        log.critical("worker %d can't load its RDB file %s: %s; exiting", index,
+                     snapshots.path, exc)
+        return 1
     except AofError as exc:
         log.critical("worker %d can't load its append only file: %s; exiting (fix it with "
                      "redis-check-aof --fix %s)", index, exc, aof.dir.manifest_path if aof else "")

@@ -75,6 +75,8 @@ class Shard:
         self.aclhub = AclHub()
         #: the append-only file (``appendonly yes``), set by the worker once it has loaded.
         self.aof: AofLog | None = None
+        #: RDB snapshots (``shardis.worker.snapshot.Snapshots``), set by the worker's server.
+        self.snapshots: object | None = None
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
