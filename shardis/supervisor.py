@@ -86,7 +86,7 @@ class Supervisor:
                 build_context(self.config)
             except TLSConfigError as exc:
                 return f"Failed to configure TLS: {exc}"
-        if self.config.get("appendonly"):
+        if self.writes_data():
             from shardis.persist.layout import LayoutError, check_and_record
 
             try:
@@ -94,6 +94,17 @@ class Supervisor:
             except (LayoutError, OSError) as exc:
                 return f"cannot use the data dir: {exc}"
         return None
+
+    def writes_data(self) -> bool:
+        """Whether the workers will load or write files in the data dir (an AOF, snapshots
+        by rule, or a snapshot already there): then its worker count must be ours."""
+        from shardis.config import DIRECTIVES
+
+        if self.config.get("appendonly") or self.config.get("save", DIRECTIVES["save"].default):
+            return True
+        name = self.config.get("dbfilename", "dump.rdb")
+        return any(os.path.exists(os.path.join(self.data_dir, f"worker-{i}", name))
+                   for i in range(self.worker_count))
 
     def run(self) -> int:
         problem = self.startup_problem()

@@ -201,7 +201,7 @@ def test_save_rules_trigger_a_background_save():
         server.stop()
 
 
-def test_appendonly_wins_over_dump_rdb(tmp_path):
+def test_appendonly_wins_over_dump_rdb_and_the_worker_count_is_checked():
     server = start_shardis(2, "--save", "")
     workdir = server.workdir
     try:
@@ -210,6 +210,12 @@ def test_appendonly_wins_over_dump_rdb(tmp_path):
         client.save()
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=15)
+        # snapshots of 2 workers: a start with 3 is refused before any worker loads them
+        refused = subprocess.run(
+            [sys.executable, "-m", "shardis", "up", "--workers", "3", "--port", str(free_port()),
+             "--dir", workdir, "--save", ""], capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1
+        assert "belongs to 2 workers" in refused.stdout + refused.stderr
         server = start_on(workdir, "--save", "", "--appendonly", "yes")
         assert redis.Redis(port=server.port).get("from-rdb") is None
     finally:
