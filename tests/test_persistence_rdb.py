@@ -20,6 +20,7 @@ import redis
 from shardis.config import ConfigError, parse_save, render
 from shardis.persist.rdb import read_rdb
 from tests.servers import Server, free_port, start_redis, start_shardis, wait_for_port
+from tests.test_persistence_aof import snapshot
 
 
 def dump_path(server: Server, index: int, workdir: str | None = None) -> str:
@@ -44,24 +45,6 @@ def fill(client: redis.Redis) -> None:
     pipe.zadd("zset", {"a": 1.5, "b": -2})
     pipe.set("big", "y" * 100_000)
     pipe.execute()
-
-
-def contents(client: redis.Redis) -> dict:
-    out = {}
-    for key in client.keys("*"):
-        kind = client.type(key)
-        if kind == b"string":
-            value: object = client.get(key)
-        elif kind == b"list":
-            value = client.lrange(key, 0, -1)
-        elif kind == b"set":
-            value = sorted(client.smembers(key))
-        elif kind == b"zset":
-            value = client.zrange(key, 0, -1, withscores=True)
-        else:
-            value = sorted(client.hgetall(key).items())
-        out[key] = (kind, value, client.pexpiretime(key))
-    return out
 
 
 def start_on(workdir: str, *args: str) -> Server:
@@ -93,7 +76,7 @@ def test_save_files_check_load_in_redis_and_restart(tmp_path):
         client = redis.Redis(port=server.port)
         assert client.config_get("save") == {"save": ""}
         fill(client)
-        expected = contents(client)
+        expected = snapshot(client)
         before = client.lastsave()
         time.sleep(1.05)
         assert client.save() is True
@@ -108,7 +91,7 @@ def test_save_files_check_load_in_redis_and_restart(tmp_path):
             check_rdb(path)
             oracle = start_redis("--dir", os.path.dirname(path), "--dbfilename", "dump.rdb")
             try:
-                got = contents(redis.Redis(port=oracle.port))
+                got = snapshot(redis.Redis(port=oracle.port))
             finally:
                 oracle.proc.send_signal(signal.SIGKILL)  # no save on the way out
                 oracle.stop()
@@ -120,7 +103,7 @@ def test_save_files_check_load_in_redis_and_restart(tmp_path):
         server.proc.wait(timeout=15)
         server = start_on(workdir, "--save", "")
         client = redis.Redis(port=server.port)
-        assert contents(client) == expected
+        assert snapshot(client) == expected
         info = client.info("persistence")
         assert info["rdb_last_load_keys_loaded"] == len(expected)
         # a stream cannot be saved yet: a clear error, the old snapshot kept
