@@ -337,3 +337,18 @@ def test_a_data_dir_of_another_worker_count_is_refused(tmp_path):
     assert proc.returncode == 1
     assert "belongs to 2 workers, not 3" in proc.stderr + proc.stdout
     assert (tmp_path / MANIFEST).read_text() == "format 1\nworkers 2\n"
+
+
+def test_a_manifest_without_data_binds_no_worker_count(tmp_path):
+    """Only files can be mis-routed: an empty data dir takes any worker count."""
+    from shardis.persist.layout import check_and_record, read_worker_count
+
+    check_and_record(str(tmp_path), 2)
+    check_and_record(str(tmp_path), 3)  # no worker wrote anything: allowed, re-recorded
+    assert read_worker_count(str(tmp_path)) == 3
+    (tmp_path / "worker-0").mkdir()
+    (tmp_path / "worker-0" / "dump.rdb").write_bytes(b"x")
+    from shardis.persist.layout import LayoutError
+
+    with pytest.raises(LayoutError, match="belongs to 3 workers, not 2"):
+        check_and_record(str(tmp_path), 2)

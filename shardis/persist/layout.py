@@ -22,10 +22,13 @@ class LayoutError(Exception):
 
 
 def check_and_record(data_dir: str, workers: int) -> None:
-    """Refuse a data dir made for another worker count; record ours for the next start."""
-    recorded = read_worker_count(data_dir)
+    """Refuse a data dir whose files were made for another worker count; record ours for the
+    next start.  A dir without data files takes any count (an old manifest alone binds
+    nothing: there is nothing to mis-route)."""
+    holding = _count_worker_dirs(data_dir)
+    recorded = read_worker_count(data_dir) if holding else None
     if recorded is None:
-        recorded = _count_worker_dirs(data_dir) or None
+        recorded = holding or None
     if recorded is not None and recorded != workers:
         raise LayoutError(
             f"the data in {data_dir} belongs to {recorded} workers, not {workers}: start "
