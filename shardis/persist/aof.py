@@ -199,7 +199,7 @@ def _unescape(body: bytes) -> bytes:
     r"""Undo ``sdscatrepr``: \xHH, \n, \r, \t, \b, \a, \\ and \"."""
     def sub(m: re.Match) -> bytes:
         esc = m.group(1)
-        if esc[:1] == b"x":
+        if len(esc) == 3:  # xHH; a lone \x (no two hex digits) is an "x", as sdssplitargs
             return bytes([int(esc[1:], 16)])
         return _ESCAPES.get(esc, esc)
     return re.sub(rb"\\(x[0-9a-fA-F]{2}|.)", sub, body, flags=re.S)
