@@ -183,3 +183,16 @@ def test_pause_holds_queued_writes_and_exec(conns):
     assert held(writer, "INCR", "pause-counter")  # Redis holds a write even when it is only queued
     assert writer.read_reply(timeout=3) == b"+QUEUED\r\n"
     assert writer.call("EXEC") == b"*1\r\n:1\r\n"
+
+
+def test_reset_ends_client_reply_off_after_earlier_writes(conns):
+    """RESET turns CLIENT REPLY OFF off even when other replies were flushed meanwhile."""
+    client = conns()
+    client.send("CLIENT", "REPLY", "OFF")
+    time.sleep(0.1)
+    client.send("PING")  # dropped, and its (empty) write happens before RESET arrives
+    time.sleep(0.1)
+    client.send("RESET")
+    client.send("PING")
+    assert client.read_reply() == b"+RESET\r\n"
+    assert client.read_reply() == b"+PONG\r\n"

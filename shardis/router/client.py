@@ -291,8 +291,6 @@ class ClientConnection(asyncio.Protocol):
                 ready.append(reply.data)
             elif self.reply_mode == b"skip":
                 self.reply_mode = b"on"
-        #: CLIENT REPLY was used: replies go through :meth:`flush_filtered`.
-        self.reply_filtered = False
         if self.closed or self.transport is None:
             return
         if ready:
