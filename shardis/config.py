@@ -188,6 +188,11 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("save", DEFAULT_SAVE, "custom", mutable=False, codec=(parse_save, format_save),
        help="snapshot rules: '<seconds> <changes> ...' (BGSAVE after that many seconds if at "
             "least that many changes); '' disables them"),
+    _D("worker-restart-timeout", 30, "int", 0, INT_MAX,
+       help="seconds commands for a worker that went down wait for it to come back "
+            "(with appendonly: then resent, nothing lost) before they fail"),
+    _D("worker-restart-buffer", 64 * 1024 * 1024, "memory", 0, LLONG_MAX,
+       help="bytes of commands held for a worker that is down; past it they fail"),
     _D("tls-port", 0, "int", 0, 65535, mutable=False, help="TLS port (0: no TLS)"),
     _D("tls-cert-file", "", help="server certificate (PEM)"),
     _D("tls-key-file", "", help="server private key (PEM)"),

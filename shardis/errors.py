@@ -25,6 +25,7 @@ NO_SUCH_KEY = "ERR no such key"
 #: Redis Cluster's answer for a slot no node serves: here, a worker that turned out to be
 #: another shard than its place in the router's --connect list.
 CLUSTERDOWN_UNSERVED = "CLUSTERDOWN Hash slot not served"
+LOADING = "LOADING Redis is loading the dataset in memory"
 NOT_INTEGER = "ERR value is not an integer or out of range"
 NOT_FLOAT = "ERR value is not a valid float"
 OUT_OF_RANGE = "ERR value is out of range"

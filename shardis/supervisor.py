@@ -26,6 +26,9 @@ from typing import Any
 
 log = logging.getLogger("shardis.supervisor")
 
+#: The longest wait before restarting a worker that keeps exiting, in seconds.
+MAX_BACKOFF = 60.0
+
 
 class Supervisor:
     def __init__(self, workers: int, host: str, port: int, data_dir: str,
@@ -150,12 +153,8 @@ class Supervisor:
             serve(self.addresses, self.host, self.port, config, ready, stop))
         watcher = asyncio.create_task(self._watch_forever())
         announced = asyncio.create_task(self._announce(ready))
-        done, _ = await asyncio.wait((router, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((router, watcher), return_when=asyncio.FIRST_COMPLETED)
         announced.cancel()
-        if watcher in done:  # a worker keeps dying: stop serving
-            router.cancel()
-            await asyncio.gather(router, return_exceptions=True)
-            return 1
         watcher.cancel()
         try:
             router.result()
@@ -171,23 +170,28 @@ class Supervisor:
                  self.data_dir)
 
     async def _watch_forever(self) -> None:
-        """Restart workers that died, with backoff; returns when one keeps dying."""
+        """Restart workers that died, each on its own backoff: a worker that keeps crashing
+        (a corrupt file, a bad disk) is retried ever more slowly, up to once a minute, and
+        never takes the healthy ones down with it (the router fails its commands meanwhile)."""
+        due: dict[str, float] = {}
         while True:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
             for name, proc in list(self.children.items()):
                 code = proc.poll()
                 if code is None or self.stopping:
                     continue
-                now = time.monotonic()
-                recent = [t for t in self.restarts.get(name, []) if now - t < 30] + [now]
-                self.restarts[name] = recent
-                if len(recent) > 5:
-                    log.error("%s keeps exiting (code %s, %d times in 30s); giving up",
-                              name, code, len(recent))
-                    return
-                log.error("%s (pid %d) exited with code %s; restarting", name, proc.pid, code)
-                await asyncio.sleep(0.1 * 2 ** len(recent))
-                self.start(name)
+                if name not in due:
+                    recent = [t for t in self.restarts.get(name, []) if now - t < 300]
+                    self.restarts[name] = recent + [now]
+                    delay = 0.0 if not recent else min(0.1 * 2 ** len(recent), MAX_BACKOFF)
+                    due[name] = now + delay
+                    log.error("%s (pid %d) exited with code %s; restarting%s", name, proc.pid,
+                              code, f" in {delay:.1f}s ({len(recent) + 1} exits in 5 minutes)"
+                              if delay else "")
+                if now >= due[name]:
+                    del due[name]
+                    self.start(name)
 
     def _stop_all(self) -> None:
         self.stopping = True

@@ -110,6 +110,17 @@ def test_a_killed_worker_is_restarted():
             time.sleep(0.1)
         else:
             raise AssertionError("worker was not restarted")
+        # Without an AOF, commands for a worker that is down fail at once, with a clear error,
+        # until it has reconnected (no hang, no silent wait).
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.set("probe", 1)
+                break
+            except redis.ResponseError as exc:
+                assert str(exc) == "worker 0 is down"
+                assert time.monotonic() < deadline, "the restarted worker never came back"
+                time.sleep(0.05)
         for i in range(50):
             assert client.set(f"k{i}", i)
         client.close()

@@ -128,10 +128,36 @@ def shard_lastsave_command(db: Keyspace, args: list[bytes]) -> object:
     return _snapshots(db).lastsave  # type: ignore[attr-defined]
 
 
-@command("__whoami", 1, "readonly internal", fanout=Fanout.SINGLE)
+@command("__whoami", -1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_whoami_command(db: Keyspace, args: list[bytes]) -> object:
-    """This worker's shard index: the router checks it against its --connect order."""
-    return db.shard.index  # type: ignore[attr-defined]
+    """This worker's shard index: the router checks it against its --connect order.
+
+    ``__whoami applied`` -> ``[index, seq]``: also the last batch of the asking router that
+    the worker's AOF holds (0: none yet), or ``[index, nil]`` without an AOF: after a restart
+    the router resends the batches past ``seq`` (``Router.resume``), or fails them.
+    """
+    shard = db.shard  # type: ignore[attr-defined]
+    if len(args) == 1:
+        return shard.index
+    if len(args) != 2 or args[1].lower() != b"applied":
+        raise ReplyError("ERR syntax error")
+    if shard.aof is None:
+        return [shard.index, None]
+    return [shard.index, shard.aof.applied.get(shard.pubsub.peer, 0)]
+
+
+@command("__lost_replies", -2, "readonly internal", fanout=Fanout.SINGLE)
+def shard_lost_replies_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__lost_replies seq...``: the recorded reply messages of the asking router's batches
+    that the AOF holds but whose replies never reached it (nil: not recorded)."""
+    shard = db.shard  # type: ignore[attr-defined]
+    if shard.replies_log is None:
+        return [None] * (len(args) - 1)
+    try:
+        seqs = [int(arg) for arg in args[1:]]
+    except ValueError:
+        raise ReplyError("ERR value is not an integer or out of range") from None
+    return shard.replies_log.take(shard.pubsub.peer, seqs)
 
 
 @command("__acl_sync", 4, "write internal", fanout=Fanout.SINGLE)

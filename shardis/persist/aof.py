@@ -333,7 +333,8 @@ class AofDir:
         manifest.history.clear()
         self.write_manifest(manifest)
 
-    def read(self, truncate_tail: bool = True) -> Iterator[list[bytes]]:
+    def read(self, truncate_tail: bool = True,
+             annotations: bool = False) -> Iterator[list[bytes]]:
         """The commands of base + incr files in manifest order (see :func:`read_aof_file`)."""
         manifest = self.load_manifest()
         if manifest is None:
@@ -342,7 +343,39 @@ class AofDir:
         for index, info in enumerate(files):
             last = index == len(files) - 1
             yield from read_aof_file(self.file_path(info.name), info.name,
-                                     truncate_tail=truncate_tail and last)
+                                     truncate_tail=truncate_tail and last,
+                                     annotations=annotations)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch annotations: which router batch a worker's AOF holds last
+# ---------------------------------------------------------------------------------------------
+
+#: The pseudo command name annotations are yielded under (not a valid RESP command name).
+ANNOTATION = b"#"
+_BATCH = re.compile(rb"SHD:([0-9a-f]{1,64}):(\d{1,20}):(\d{1,20})\Z")
+
+
+def batch_annotation(origin: bytes, seq: int, length: int) -> bytes:
+    """``#SHD:<router id>:<seq>:<bytes>``: the next ``bytes`` of the file are what batch
+    ``seq`` of router ``origin`` changed (``length`` 0: a checkpoint carried into a new file).
+
+    Redis's loader and ``redis-check-aof`` skip annotation lines, so files stay theirs.
+    """
+    return b"#SHD:%s:%d:%d\r\n" % (origin.hex().encode(), seq, length)
+
+
+def parse_batch_annotation(text: bytes) -> tuple[bytes, int, int] | None:
+    """(router id, seq, bytes) of a batch annotation's text, or None for another annotation."""
+    match = _BATCH.match(text)
+    if match is None or len(match.group(1)) % 2:
+        return None
+    return bytes.fromhex(match.group(1).decode()), int(match.group(2)), int(match.group(3))
+
+
+def batch_bytes(text: bytes) -> int:
+    parsed = parse_batch_annotation(text)
+    return 0 if parsed is None else parsed[2]
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -391,15 +424,19 @@ class AofWriter:
             self.selected = True
         self.buf.extend(encode_command(args) for args in commands)
 
-    def flush(self, now: float = 0.0) -> None:
-        """Write the batch's buffer in one go; with ``always`` also fsync it.
+    def flush(self, now: float = 0.0, origin: tuple[bytes, int] | None = None) -> bool:
+        """Write the batch's buffer in one go; with ``always`` also fsync it.  With ``origin``
+        (router id, batch seq) the write starts with that batch's annotation.  True if
+        anything was written.
 
         A failed or partial write is cut back so the file never ends inside a command we
         may later append after (Redis does the same ``ftruncate``), then the error propagates.
         """
         if not self.buf:
-            return
+            return False
         data = b"".join(self.buf)
+        if origin is not None:
+            data = batch_annotation(origin[0], origin[1], len(data)) + data
         size = os.fstat(self.fd).st_size
         try:
             _write_all(self.fd, data)
@@ -410,6 +447,17 @@ class AofWriter:
         self.unsynced = True
         if self.policy == "always":
             self._fsync(now)
+        return True
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size + sum(map(len, self.buf))
+
+    def write_annotations(self, lines: Iterable[bytes]) -> None:
+        """Annotation lines written at once (a new file's checkpoints), outside any batch."""
+        data = b"".join(lines)
+        if data:
+            _write_all(self.fd, data)
+            self.unsynced = True
 
     def maybe_fsync(self, now: float) -> bool:
         """``everysec``: fsync if a second has passed since the last one; True if it did."""
@@ -525,8 +573,14 @@ class _Truncated(Exception):
     """Internal: EOF inside a command."""
 
 
-def read_aof_file(path: str, name: str, truncate_tail: bool = False) -> Iterator[list[bytes]]:
-    """Yield the commands of one RESP AOF file; ``#`` annotation lines are skipped.
+def read_aof_file(path: str, name: str, truncate_tail: bool = False,
+                  annotations: bool = False) -> Iterator[list[bytes]]:
+    """Yield the commands of one RESP AOF file; ``#`` annotation lines are skipped, or with
+    ``annotations`` yielded as ``[ANNOTATION, text without '#' and CRLF]``.
+
+    A batch annotation (:func:`batch_annotation`) announces how many bytes its batch takes: a
+    batch cut short by the end of the file is a torn tail from its annotation on, so a batch
+    is loaded whole or not at all (Redis, which skips annotations, cuts per command).
 
     A transaction is yielded whole (MULTI ... EXEC, each command in turn) only once its EXEC is
     read, so a MULTI left open at EOF is reverted as Redis does.  EOF inside a command: with
@@ -545,14 +599,14 @@ def read_aof_file(path: str, name: str, truncate_tail: bool = False) -> Iterator
             if fh.read(5) == b"REDIS":
                 raise AofError(f"{name} is an RDB base file: not supported by this reader yet")
             fh.seek(0)
-            valid = yield from _read_commands(fh, name, size)
+            valid = yield from _read_commands(fh, name, size, annotations)
         except OSError as exc:
             raise AofError(f"error reading the append only file {name}: {exc}") from exc
     if valid < size:
         _cut_tail(path, name, valid, truncate_tail)
 
 
-def _read_commands(fh, name: str, size: int) -> Iterator[list[bytes]]:
+def _read_commands(fh, name: str, size: int, annotations: bool) -> Iterator[list[bytes]]:
     """Yield commands; return the offset after the last complete one (transactions whole)."""
     valid = 0
     multi: list[list[bytes]] | None = None
@@ -563,8 +617,15 @@ def _read_commands(fh, name: str, size: int) -> Iterator[list[bytes]]:
             return valid
         if args is None:
             return valid
-        if not args:
-            continue  # annotation
+        if args[0] == ANNOTATION:
+            length = batch_bytes(args[1])
+            if length > size - fh.tell():
+                return valid  # a torn batch: cut from its annotation on
+            if annotations:
+                yield args
+            if not length and multi is None:
+                valid = fh.tell()  # a whole batch's annotation counts once its batch does
+            continue
         cmd = args[0].upper()
         if cmd == b"MULTI":
             multi = []
@@ -580,14 +641,14 @@ def _read_commands(fh, name: str, size: int) -> Iterator[list[bytes]]:
 
 
 def _read_one(fh, name: str, size: int) -> list[bytes] | None:
-    """One command; None at a clean EOF, [] for an annotation line."""
+    """One command; None at a clean EOF, ``[ANNOTATION, text]`` for an annotation line."""
     offset = fh.tell()
     line = fh.readline(LINE_MAX)
     if not line:
         return None
     if line.startswith(b"#"):
         if line.endswith(b"\n"):
-            return []
+            return [ANNOTATION, line[1:].rstrip(b"\r\n")]
         if len(line) < LINE_MAX:
             raise _Truncated
         raise AofCorruptError(name, offset, "Bad file format: annotation line too long")

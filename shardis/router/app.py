@@ -7,6 +7,8 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from shardis import errors
+
 if TYPE_CHECKING:
     from shardis.linksec import RouterCurve
 
@@ -103,8 +105,12 @@ async def check_worker_order(router: Any) -> bool:
     await asyncio.wait(replies, timeout=WORKER_CHECK_SECONDS)
     for index, reply in enumerate(replies):
         if not reply.done():
-            log.warning("worker %d (%s) did not answer; starting anyway", index,
-                        router.links[index].address)
+            log.warning("worker %d (%s) did not answer; starting anyway (its keys answer "
+                        "-LOADING until it is there)", index, router.links[index].address)
+            link = router.links[index]
+            if link.verifying:
+                link.down_error = errors.LOADING
+                router.schedule_flush()
             continue
         if reply.result() != index:
             log.error("worker at %s is shard %s but is listed at position %d in --connect; "

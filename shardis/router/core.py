@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,20 @@ class Gather:
         self.router.touched.add(client)
 
 
+def _read_only(args: list[bytes]) -> bool:
+    """Whether a command sent to a worker changes nothing (it may run twice)."""
+    try:
+        return "readonly" in lookup(args, allow_internal=True).flags
+    except ReplyError:
+        return False
+
+
+class VerifyTarget(FutureTarget):
+    """The shard check sent to a worker that (re)connected: never held or resent."""
+
+    __slots__ = ()
+
+
 class GatherPart:
     __slots__ = ("gather", "index")
 
@@ -220,9 +235,12 @@ class Router:
         self.config = {**defaults(), **(config or {})}
         self.loop = asyncio.get_event_loop()
         self.context = zmq.Context.instance()
+        #: this router's id on every worker link (workers' AOFs remember its batches by it).
+        self.identity = os.urandom(8)
         self.links = [
             WorkerLink(self, index, address, self.context,
-                       None if curve is None else (curve.keys, curve.server_keys[index]))
+                       None if curve is None else (curve.keys, curve.server_keys[index]),
+                       self.identity)
             for index, address in enumerate(worker_addresses)
         ]
         self.all_workers = frozenset(range(len(self.links)))
@@ -484,8 +502,17 @@ class Router:
         self.flush_scheduled = False
         for link in self.links:
             if link.commands:
+                if link.down_error is not None:
+                    self.fail_targets(link.take_queued()[0], link.down_error)
+                    self.schedule_client_flush()
+                    continue
                 if link.verifying:
-                    continue  # sent once the worker has said which shard it is
+                    # Sent once the worker has said which shard it is (and what it holds).
+                    if link.restart_timer is not None and \
+                            link.count_held() > self.config["worker-restart-buffer"]:
+                        self.give_up(link, "the commands waiting for it passed "
+                                           "worker-restart-buffer")
+                    continue
                 if link.refused is not None:
                     self.fail_targets(link.take_queued()[0], link.refused)
                     self.schedule_client_flush()
@@ -677,7 +704,6 @@ class Router:
         leave clients waiting.  Filling a target never raises (see ``FutureTarget.fill`` and
         ``Gather.done``), so the loop itself is not guarded per reply.
         """
-        touched = self.touched
         codec = link.codec
         decode_replies = codec.decode_replies
         push_prefix = codec.push_prefix
@@ -705,23 +731,29 @@ class Router:
             if lost:
                 log.error("worker %d lost %d commands (restarted?)", link.index, len(lost))
                 self.fail_targets(lost, f"ERR worker {link.index} restarted; command lost")
-            if len(replies) != len(targets) and targets:
-                self.malformed(link, frame, f"{len(replies)} replies to {len(targets)} commands")
-                self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
-                continue
-            try:
-                for target, data in zip(targets, replies):
-                    if type(target) is Reply:
-                        target.data = data
-                        touched.add(target.client)
-                    else:
-                        target.fill(data)
-                for ticket, data in events:
-                    self.blocking.on_event(ticket, data)
-            except Exception as exc:  # a trusted peer's reply of a wrong type
-                self.malformed(link, frame, exc)
-                self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
+            self.fill_replies(link, frame, targets, replies, events)
         self.schedule_client_flush()
+
+    def fill_replies(self, link: WorkerLink, frame: bytes, targets: list[Any],
+                     replies: list[bytes], events: list[tuple[int, bytes | None]]) -> None:
+        """Hand a batch's replies to its targets, and its blocking events to the waiters."""
+        if len(replies) != len(targets) and targets:
+            self.malformed(link, frame, f"{len(replies)} replies to {len(targets)} commands")
+            self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
+            return
+        touched = self.touched
+        try:
+            for target, data in zip(targets, replies):
+                if type(target) is Reply:
+                    target.data = data
+                    touched.add(target.client)
+                else:
+                    target.fill(data)
+            for ticket, data in events:
+                self.blocking.on_event(ticket, data)
+        except Exception as exc:  # a trusted peer's reply of a wrong type
+            self.malformed(link, frame, exc)
+            self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
 
     def malformed(self, link: WorkerLink, frame: bytes, reason: object) -> None:
         self.malformed_log.error("dropped a malformed message worker=%d bytes=%d head=%s "
@@ -735,42 +767,157 @@ class Router:
             # (those sent in the instant before this event may still reach it first).
             link.verifying = True
             self.on_link_readable(link)  # replies that arrived before the drop still count
-            lost = link.take_inflight()
-            if lost:
-                log.error("worker %d disconnected with %d commands in flight", link.index,
-                          len(lost))
-                self.fail_targets(lost, f"ERR worker {link.index} connection lost")
-                self.flush_clients()
+            self.worker_dropped(link)
         if back:
             self.loop.create_task(self.verify_and_restore(link))
+
+    def worker_dropped(self, link: WorkerLink) -> None:
+        """A worker's connection dropped.  With an AOF its batches in flight are held (a
+        crash is a pause: resent when it is back, ``resume``) and new commands wait, for
+        worker-restart-timeout at most; without one they fail now, and so do new commands
+        until it is back."""
+        timeout = self.config["worker-restart-timeout"]
+        checks = [t for _, targets, _ in link.inflight for t in targets
+                  if type(t) is VerifyTarget]
+        self.fail_targets(checks, "ERR connection lost")  # a check in progress starts again
+        if link.resumable and timeout > 0:
+            link.pending.extend(batch for batch in link.inflight
+                                if not any(type(t) is VerifyTarget for t in batch[1]))
+            link.inflight.clear()
+            if link.restart_timer is None:
+                log.warning("worker %d disconnected with %d batches in flight: holding its "
+                            "commands for up to %ds until it is back", link.index,
+                            len(link.pending), timeout)
+                link.restart_timer = self.loop.call_later(
+                    timeout, self.give_up, link,
+                    f"it did not come back within worker-restart-timeout ({timeout}s)")
+            return
+        lost = link.take_inflight()
+        link.down_error = f"ERR worker {link.index} is down"
+        if lost:
+            log.error("worker %d disconnected with %d commands in flight", link.index,
+                      len(lost))
+            self.fail_targets(lost, f"ERR worker {link.index} connection lost")
+        self.flush_clients()
+
+    def give_up(self, link: WorkerLink, reason: str) -> None:
+        """Stop holding commands for a worker that is down: they fail, and so does every
+        command for it until it is back."""
+        if not link.verifying:
+            return
+        message = f"ERR worker {link.index} is down: {reason}"
+        log.error("worker %d is down and %s: failing its commands", link.index, reason)
+        link.down_error = message
+        self.stop_holding(link)
+        held = [t for _, targets, _ in link.take_pending() for t in targets]
+        self.fail_targets(held + link.take_queued()[0], message)
+        self.flush_clients()
+
+    def stop_holding(self, link: WorkerLink) -> None:
+        if link.restart_timer is not None:
+            link.restart_timer.cancel()
+            link.restart_timer = None
+        link.reset_held()
 
     async def verify_and_restore(self, link: WorkerLink) -> None:
         """A worker reconnected: before anything queued reaches it, ask which shard it is (a
         worker restarted with another --index, or a shuffled address, would otherwise take
-        keys of other slots).  The right one gets its state back; a wrong one gets nothing:
-        every command for it fails until a reconnect brings the right one."""
+        keys of other slots) and which of this router's batches its AOF holds.  The right
+        one gets the batches it lost resent (``resume``) and its state back; a wrong one
+        gets nothing: every command for it fails until a reconnect brings the right one."""
         link.verifying = True
-        future = self.loop.create_future()
-        link.send_alone(FutureTarget(future), 3, [b"__whoami"])
-        self.on_link_readable(link)  # the send may have consumed ZeroMQ's edge
-        try:
-            shard = await asyncio.wait_for(future, WORKER_CHECK_SECONDS)
-        except asyncio.TimeoutError:
+        reply = await self.ask(link, [b"__whoami", b"applied"])
+        if reply is None:
             log.warning("worker %d (%s) did not say which shard it is; using it anyway",
                         link.index, link.address)
-            shard = link.index
-        if isinstance(shard, ReplyError):
+            reply = [link.index, None]
+        if isinstance(reply, ReplyError):
             return  # the connection dropped again: the next reconnect verifies again
-        link.verifying = False
+        shard, applied = reply if isinstance(reply, list) else (reply, None)
+        link.down_error = None
         if shard != link.index:
             log.error("worker at %s is shard %s but is listed at position %d; refusing its "
                       "slots' commands until the right worker connects there", link.address,
                       shard, link.index)
             link.refused = errors.CLUSTERDOWN_UNSERVED
+            self.stop_holding(link)
+            held = [t for _, targets, _ in link.take_pending() for t in targets]
+            self.fail_targets(held, link.refused)
+            self.flush_clients()
         else:
             link.refused = None
+            if not await self.resume(link, applied):
+                return  # dropped again meanwhile: held until the next reconnect
+            queued = link.take_queued()
             self.restore_worker_state(link.index)
+            link.requeue(queued)  # what clients sent meanwhile goes after the state
+        link.verifying = False
         self.schedule_flush()
+
+    async def ask(self, link: WorkerLink, args: list[bytes]) -> Any:
+        """One command to a worker being verified, ahead of anything queued: its decoded
+        reply, a ReplyError if the connection dropped, None if it did not answer in time."""
+        future = self.loop.create_future()
+        link.send_alone(VerifyTarget(future), 3, args)
+        self.on_link_readable(link)  # the send may have consumed ZeroMQ's edge
+        try:
+            return await asyncio.wait_for(future, WORKER_CHECK_SECONDS)
+        except asyncio.TimeoutError:
+            return None
+
+    async def resume(self, link: WorkerLink, applied: int | None) -> bool:
+        """Finish, in order and before anything new, the batches lost with the worker's last
+        connection.  ``applied`` is the last one its AOF holds (None: it has no AOF, so they
+        fail).  Those it holds ran: their replies come from its reply log (a read-only batch
+        not recorded there runs again; a write whose reply is gone fails).  The others are
+        sent again.  False if the connection dropped meanwhile (everything is held again)."""
+        link.resumable = applied is not None
+        pending = link.take_pending()
+        self.stop_holding(link)
+        if not pending:
+            return True
+        if applied is None:
+            self.fail_targets([t for _, targets, _ in pending for t in targets],
+                              f"ERR worker {link.index} connection lost")
+            self.flush_clients()
+            return True
+        ran = [batch for batch in pending if batch[0] <= applied]
+        rerun = []
+        if ran:
+            messages = await self.ask(link, [b"__lost_replies", *(b"%d" % b[0] for b in ran)])
+            if not isinstance(messages, list) or len(messages) != len(ran):
+                link.pending[:0] = pending
+                return False
+            rerun = self.recover_replies(link, ran, messages)
+        resent = rerun + [batch for batch in pending if batch[0] > applied]
+        for _, targets, commands in resent:
+            link.resend(targets, commands)
+        log.info("worker %d is back: %d batches resent, %d had run (replies recovered)",
+                 link.index, len(resent), len(ran) - len(rerun))
+        return True
+
+    def recover_replies(self, link: WorkerLink, ran: list[Any],
+                        messages: list[bytes | None]) -> list[Any]:
+        """Deliver the recorded replies of batches that ran; the read-only ones without a
+        record are returned (to run again: they changed nothing)."""
+        rerun = []
+        for batch, message in zip(ran, messages):
+            _, targets, commands = batch
+            if message is not None:
+                try:
+                    _, replies, events = link.codec.decode_replies(message)
+                except Exception as exc:
+                    self.malformed(link, message, exc)
+                    self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
+                    continue
+                self.fill_replies(link, message, targets, replies, events)
+            elif all(_read_only(args) for _, args in commands):
+                rerun.append(batch)
+            else:
+                self.fail_targets(targets, f"ERR worker {link.index} restarted after running "
+                                           "this command; its reply was lost")
+        self.flush_clients()
+        return rerun
 
     def restore_worker_state(self, worker: int) -> None:
         """A worker came back (restarted, empty): give it again what routers keep on workers:

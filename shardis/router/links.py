@@ -27,10 +27,12 @@ class WorkerLink:
 
     __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
                  "seq", "monitor", "monitor_fd", "down", "verifying", "refused", "codec",
-                 "encode_batch")
+                 "encode_batch", "resumable", "down_error", "pending", "restart_timer",
+                 "held_bytes", "counted")
 
     def __init__(self, router: Router, index: int, address: str, context: zmq.Context,
-                 curve: tuple[KeyPair, bytes] | None = None) -> None:
+                 curve: tuple[KeyPair, bytes] | None = None,
+                 identity: bytes | None = None) -> None:
         self.router = router
         self.index = index
         self.address = address
@@ -46,6 +48,14 @@ class WorkerLink:
         # a cut link): the disconnect then fails the commands in flight instead of hanging.
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        # Batches go to a live connection or nowhere: ZeroMQ must not keep what was sent to a
+        # worker that died and hand it to the restarted one, ahead of (or without) the
+        # batches lost with the connection — the router resends those itself, in order.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        if identity is not None:
+            # One id per router process, kept across reconnects: a worker's AOF remembers
+            # the last batch of each router by it.
+            sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(address)
         self.socket = sock
         self.fd = sock.getsockopt(zmq.FD)
@@ -56,8 +66,8 @@ class WorkerLink:
         #: the worker dropped (or has not connected yet) and has not reconnected: its next
         #: handshake is checked (which shard is it?) before anything queued reaches it.
         self.down = True
-        #: a worker reconnected and has not said yet which shard it is: commands wait queued.
-        self.verifying = False
+        #: not (or not yet again) known to be the right shard: commands wait queued.
+        self.verifying = True
         #: the error for every command to this link: the worker that answered here is another
         #: shard (a mis-ordered restart); cleared when a reconnect brings the right one.
         self.refused: str | None = None
@@ -68,9 +78,22 @@ class WorkerLink:
         #: what waits for each queued command's reply: a client's Reply or a part target.
         self.targets: list[Any] = []
         self.commands: list[tuple[int, list[bytes]]] = []
-        #: (sequence number, targets) per batch sent and not yet answered.
-        self.inflight: deque[tuple[int, list[Any]]] = deque()
+        #: (sequence number, targets, commands) per batch sent and not yet answered.
+        self.inflight: deque[tuple[int, list[Any], list[tuple[int, list[bytes]]]]] = deque()
         self.seq = 0
+        #: the worker keeps an AOF: batches lost with its connection are held and resent
+        #: when it is back (``Router.resume``), instead of failing.
+        self.resumable = False
+        #: while set, every command for this worker fails at once with this error: down
+        #: without an AOF, past worker-restart-timeout, or still loading at start.
+        self.down_error: str | None = None
+        #: batches in flight when the connection dropped, waiting for the worker's return.
+        self.pending: list[tuple[int, list[Any], list[tuple[int, list[bytes]]]]] = []
+        self.restart_timer: Any = None
+        #: bytes of commands held while down (worker-restart-buffer), counted up to
+        #: ``counted`` commands of the queue.
+        self.held_bytes = 0
+        self.counted = 0
 
     def send(self, target: Any, proto: int, args: list[bytes]) -> None:
         """Queue a command; it leaves with the next flush."""
@@ -93,9 +116,41 @@ class WorkerLink:
         return queued
 
     def _send_batch(self, targets: list[Any], commands: list[tuple[int, list[bytes]]]) -> None:
+        """A batch that cannot leave (no live connection) stays in flight: the drop that
+        follows holds or fails it with the rest."""
         self.seq += 1
-        self.inflight.append((self.seq, targets))
-        self.socket.send(self.encode_batch(self.seq, commands))
+        self.inflight.append((self.seq, targets, commands))
+        try:
+            self.socket.send(self.encode_batch(self.seq, commands), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def resend(self, targets: list[Any], commands: list[tuple[int, list[bytes]]]) -> None:
+        """Send a batch lost with a worker's last connection again (under a new number)."""
+        self._send_batch(targets, commands)
+
+    def requeue(self, queued: tuple[list[Any], list[tuple[int, list[bytes]]]]) -> None:
+        """Put commands taken with :meth:`take_queued` back, after whatever was queued since."""
+        self.targets += queued[0]
+        self.commands += queued[1]
+
+    def take_pending(self) -> list[tuple[int, list[Any], list[tuple[int, list[bytes]]]]]:
+        """The batches in flight (moved aside until the worker says which it holds)."""
+        self.pending.extend(self.inflight)
+        self.inflight.clear()
+        pending, self.pending = self.pending, []
+        return pending
+
+    def count_held(self) -> int:
+        """Bytes of commands held for this worker while it is down (pending and queued)."""
+        if not self.held_bytes:
+            self.held_bytes = sum(_size(commands) for _, _, commands in self.inflight)
+        self.held_bytes += _size(self.commands[self.counted:])
+        self.counted = len(self.commands)
+        return self.held_bytes
+
+    def reset_held(self) -> None:
+        self.held_bytes = self.counted = 0
 
     def targets_for(self, seq: int) -> tuple[list[Any], list[Any]]:
         """The targets of batch ``seq``, and those of earlier batches that were lost."""
@@ -110,7 +165,7 @@ class WorkerLink:
     def take_early(self, seq: int) -> list[Any]:
         """The targets of batch ``seq``, answered early (a busy worker): taken out of the FIFO
         wherever it stands; the batches ahead of it are still running, not lost."""
-        for position, (number, targets) in enumerate(self.inflight):
+        for position, (number, targets, _) in enumerate(self.inflight):
             if number == seq:
                 del self.inflight[position]
                 return targets
@@ -145,11 +200,17 @@ class WorkerLink:
 
     def take_inflight(self) -> list[Any]:
         """Every target still waiting on this worker (its connection dropped: they are lost)."""
-        lost = [target for _, targets in self.inflight for target in targets]
+        lost = [target for _, targets, _ in self.inflight for target in targets]
         self.inflight.clear()
         return lost
 
     def close(self) -> None:
+        if self.restart_timer is not None:
+            self.restart_timer.cancel()
         self.socket.disable_monitor()
         self.monitor.close(linger=0)
         self.socket.close(linger=0)
+
+
+def _size(commands: list[tuple[int, list[bytes]]]) -> int:
+    return sum(len(arg) + 16 for _, args in commands for arg in args)

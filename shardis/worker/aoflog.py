@@ -16,6 +16,9 @@ dataset:
   key count, BZPOPMIN/BZPOPMAX/BZMPOP -> ZREM key member...;
 * SPOP -> SREM key of the members it removed;
 * XADD with an auto-generated id (``*`` or ``ms-*``) -> XADD with the id it got;
+* each router batch that changed something is preceded by an annotation
+  ``#SHD:<router id>:<seq>:<bytes>`` (skipped by Redis and ``redis-check-aof``): a restarted
+  worker knows the last batch it holds of each router, and the router resends the rest;
 * a script's writes are logged one by one as they run (``Shard.run_inside``), and a script's
   or a transaction's writes are wrapped in MULTI/EXEC, so a torn tail drops all of them (a
   transaction's share that spans several batches is one group per batch: what a reply
@@ -40,7 +43,14 @@ import logging
 import time
 from collections.abc import Sequence
 
-from shardis.persist.aof import AofDir, AofWriter, aof_commands
+from shardis.persist.aof import (
+    ANNOTATION,
+    AofDir,
+    AofWriter,
+    aof_commands,
+    batch_annotation,
+    parse_batch_annotation,
+)
 from shardis.resp import Status
 
 log = logging.getLogger("shardis.worker")
@@ -49,6 +59,8 @@ log = logging.getLogger("shardis.worker")
 PROGRESS_EVERY = 100_000
 #: Commands replayed per ``execute_batch`` while loading.
 LOAD_CHUNK = 1024
+#: Routers whose last batch the AOF remembers (each router process has an id of its own).
+MAX_ORIGINS = 64
 
 #: Internal commands that change no data (connections, ACLs, blocking bookkeeping).
 NOT_DATA = frozenset((b"__sub", b"__notify", b"__watch", b"__unwatch", b"__tx_begin",
@@ -137,6 +149,12 @@ class AofLog:
         self.depth = 0
         #: MULTI written for the current group.
         self.open = False
+        #: router id -> sequence number of the last batch of that router whose changes the
+        #: file holds: a restarted worker tells the router, which resends what came after
+        #: (``Router.resume``).  Kept in the file as batch annotations (``#SHD:...``).
+        self.applied: dict[bytes, int] = {}
+        #: (router id, seq) of the batch being run, set by the worker's loop.
+        self.origin: tuple[bytes, int] | None = None
 
     def load(self, shard: object) -> int:
         """Replay the folder through the shard (no logging, no replies); commands replayed.
@@ -147,7 +165,10 @@ class AofLog:
         count = 0
         chunk: list[tuple[int, list[bytes]]] = []
         execute_batch = shard.execute_batch  # type: ignore[attr-defined]
-        for args in self.dir.read(truncate_tail=True):
+        for args in self.dir.read(truncate_tail=True, annotations=True):
+            if args[0] == ANNOTATION:
+                self.note_annotation(args[1])
+                continue
             if bytes(args[0]).upper() in (b"MULTI", b"EXEC", b"SELECT"):
                 continue
             chunk.append((2, args))
@@ -164,8 +185,30 @@ class AofLog:
                      self.dir.path, count, time.monotonic() - started)
         return count
 
+    def note_annotation(self, text: bytes) -> None:
+        parsed = parse_batch_annotation(text)
+        if parsed is not None:
+            self.remember(parsed[0], parsed[1])
+
+    def remember(self, origin: bytes, seq: int) -> None:
+        """``origin``'s last batch in the file is ``seq`` (the oldest routers are forgotten)."""
+        applied = self.applied
+        applied.pop(origin, None)
+        applied[origin] = seq
+        if len(applied) > MAX_ORIGINS:
+            del applied[next(iter(applied))]
+
     def open_for_append(self) -> None:
         _, self.writer = self.dir.open_for_append(self.policy)
+        self.write_checkpoints()
+
+    def write_checkpoints(self) -> None:
+        """A new (empty) incr file starts with every router's last batch: the base file a
+        rewrite writes holds data only, and the old incr files that held them go away."""
+        writer = self.writer
+        if writer is not None and self.applied and writer.size() == 0:
+            writer.write_annotations(batch_annotation(origin, seq, 0)
+                                     for origin, seq in self.applied.items())
 
     def record(self, args: Sequence[bytes] | None, reply: object, touched: list[bytes],
                expired: list[bytes], now_ms: int) -> None:
@@ -184,6 +227,10 @@ class AofLog:
             self.open = True
             writer.append([[b"MULTI"]])
         writer.append(commands)
+
+    def has_writes(self) -> bool:
+        """Whether the batch being run logged something (its flush will write)."""
+        return self.writer is not None and bool(self.writer.buf)
 
     def begin_group(self) -> None:
         self.depth += 1
@@ -207,7 +254,9 @@ class AofLog:
             if self.open:
                 self.open = False
                 writer.append([[b"EXEC"]])
-            writer.flush(time.monotonic())
+            origin = self.origin
+            if writer.flush(time.monotonic(), origin) and origin is not None:
+                self.remember(*origin)
 
     def tick(self) -> None:
         if self.writer is not None:

@@ -24,6 +24,7 @@ from shardis.persist.aof import AofError
 from shardis.persist.rdb import RdbError
 from shardis.resp import encode, encode_error, encode_int
 from shardis.worker.aoflog import AofLog
+from shardis.worker.replylog import ReplyLog
 from shardis.worker.shard import Shard
 from shardis.worker.snapshot import Snapshots
 
@@ -80,6 +81,9 @@ class WorkerServer:
         # The router bounds what it sends; the worker must never drop a batch.
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
+        # A router keeps its id across reconnects (the AOF remembers its batches by it): a
+        # reconnect takes the id over from a connection this side has not seen drop yet.
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if curve is not None:
             make_curve_server(self.socket, curve)
         self.socket.bind(address)
@@ -95,6 +99,7 @@ class WorkerServer:
         shard.db.log_expired = True  # from now on expiries are logged as DEL
         aof.open_for_append()
         shard.aof = aof
+        shard.replies_log = ReplyLog(os.path.dirname(aof.dir.path))
 
     def flush_aof(self) -> None:
         """Write (``always``: and fsync) what the batch logged, before its replies leave.  A
@@ -144,7 +149,7 @@ class WorkerServer:
         try:
             if name == b"__script_kill":
                 return encode(engine.kill(), 2)  # type: ignore[attr-defined]
-            if name == b"__whoami":
+            if name == b"__whoami" and len(args) == 1:
                 return encode_int(self.shard.index)
         except ReplyError as exc:
             return encode_error(exc.message)
@@ -165,6 +170,7 @@ class WorkerServer:
         pubsub = self.shard.pubsub
         next_housekeeping = time.monotonic()
         aof = self.aof
+        replies_log = self.shard.replies_log
         snapshots = self.snapshots
         while self.running:
             now = time.monotonic()
@@ -202,7 +208,14 @@ class WorkerServer:
                     self.drop(identity, frame, str(exc) or type(exc).__name__)
                     continue
                 if aof is not None:
-                    self.flush_aof()  # group commit: the replies leave after the write
+                    # Group commit: the replies leave after the write, which is annotated
+                    # with the batch's origin (a restart resumes after it); the reply is on
+                    # disk first, for a router that loses it with this process.
+                    if aof.has_writes():
+                        replies_log.append(identity, seq, message)
+                    aof.origin = (identity, int.from_bytes(seq, "big"))
+                    self.flush_aof()
+                    aof.origin = None
                 send(identity, SNDMORE)
                 send(message)
                 if pubsub.pushes:
@@ -232,6 +245,8 @@ class WorkerServer:
         if self.aof is not None:
             self.aof.close()
             self.aof = None
+        if self.shard.replies_log is not None:
+            self.shard.replies_log.close()
         self.socket.close(linger=0)
         if self.authenticator is not None:
             self.authenticator.stop()

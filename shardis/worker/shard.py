@@ -22,6 +22,7 @@ from shardis.worker.aoflog import AofLog
 from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.pubsub import PubSubRegistry
+from shardis.worker.replylog import ReplyLog
 
 log = logging.getLogger("shardis.worker")
 
@@ -75,6 +76,8 @@ class Shard:
         self.aclhub = AclHub()
         #: the append-only file (``appendonly yes``), set by the worker once it has loaded.
         self.aof: AofLog | None = None
+        #: with the AOF: the replies of recent write batches (``shardis.worker.replylog``).
+        self.replies_log: ReplyLog | None = None
         #: RDB snapshots (``shardis.worker.snapshot.Snapshots``), set by the worker's server.
         self.snapshots: object | None = None
 
