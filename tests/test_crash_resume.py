@@ -332,3 +332,118 @@ def test_a_restarted_worker_knows_the_last_batch_it_holds_and_its_replies(tmp_pa
         sock.close()
         other.close()
         stop(proc)
+
+
+def test_a_bgsave_during_cross_worker_msets_is_one_consistent_cut(tmp_path):
+    """BGSAVE goes to every worker in the same flush: no cross-worker MSET (or transaction)
+    is half inside the snapshot, whichever worker forks first."""
+    from shardis.persist.rdb import read_rdb
+
+    data = tmp_path / "data"
+    server = start_shardis(3, "--save", "", "--dir", str(data))
+    tags = [tag_on(i, 3) for i in range(3)]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        client = redis.Redis(port=server.port)
+        value = 0
+        try:
+            while not stop.is_set():
+                value += 1
+                client.mset({f"{{{tag}}}w{n}": value for tag in tags})
+                with client.pipeline(transaction=True) as tx:
+                    for tag in tags:
+                        tx.set(f"{{{tag}}}t{n}", value)
+                    tx.execute()
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        client = redis.Redis(port=server.port)
+        for _ in range(5):
+            time.sleep(0.2)
+            assert client.bgsave()
+            while client.info("persistence")["rdb_bgsave_in_progress"]:
+                time.sleep(0.02)
+            values: dict[bytes, bytes] = {}
+            for index in range(3):
+                path = data / f"worker-{index}" / "dump.rdb"
+                values.update((key, value) for key, value, _ in read_rdb(str(path)))
+            for n in range(3):
+                for name in (b"w%d" % n, b"t%d" % n):
+                    seen = {values.get(b"{%s}%s" % (tag.encode(), name)) for tag in tags}
+                    assert len(seen) == 1, (name, seen)  # all or nothing
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        server.stop()
+    assert not failures
+
+
+def test_a_worker_not_there_at_start_answers_loading_until_it_is(tmp_path):
+    """The router starts without a worker that has not connected after its check (a worker
+    loading a big file binds only when loaded): that worker's keys answer -LOADING, as a
+    loading Redis does, the others are served, and once it connects it serves."""
+    ports = [free_port() for _ in range(2)]
+    data = str(tmp_path / "data")
+
+    def worker(index: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "shardis", "worker", "--listen",
+                                 f"tcp://127.0.0.1:{ports[index]}", "--index", str(index),
+                                 "--dir", data, "--save", ""])
+
+    workers = [worker(0)]
+    port = free_port()
+    router = subprocess.Popen(
+        [sys.executable, "-m", "shardis", "router", "--connect",
+         ",".join(f"tcp://127.0.0.1:{p}" for p in ports), "--port", str(port)],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port, router, timeout=60)
+        client = redis.Redis(port=port, socket_timeout=10, retry=None)
+        assert client.set(f"{{{tag_on(0)}}}k", 1)
+        with pytest.raises(redis.BusyLoadingError, match="loading the dataset"):
+            client.get(f"{{{tag_on(1)}}}k")
+        workers.append(worker(1))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.set(f"{{{tag_on(1)}}}k", 2)
+                break
+            except redis.BusyLoadingError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        log = stop_all(router, workers)
+    assert "its keys answer -LOADING" in log
+
+
+def test_kill_9_of_the_whole_tree_under_always_loses_no_acknowledged_write(tmp_path):
+    """Every worker and the supervisor killed at once (no clean close of anything): what was
+    acknowledged under ``appendfsync always`` is all there when started again."""
+    from tests.test_persistence_aof import snapshot, wait_equal, write_everything
+
+    data = str(tmp_path / "data")
+    flags = ("--appendonly", "yes", "--appendfsync", "always", "--dir", data, "--save", "")
+    server = start_shardis(2, *flags)
+    try:
+        client = redis.Redis(port=server.port)
+        for index in (0, 1):
+            write_everything(client, tag_on(index))
+        expected = snapshot(client)
+        for pid in worker_pids(server).values():
+            os.kill(pid, signal.SIGKILL)
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+    finally:
+        server.stop()
+    again = start_shardis(2, *flags)
+    try:
+        assert wait_equal(redis.Redis(port=again.port), expected) == expected
+    finally:
+        again.stop()
