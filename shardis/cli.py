@@ -71,6 +71,10 @@ def _add_data_tools(sub: Any, shared: argparse.ArgumentParser) -> None:
     source = {"choices": ["auto", "aof", "rdb"], "default": "auto",
               "help": "what to read from each worker: auto (its AOF when it has one, else its "
                       "dump.rdb, as the worker loads), aof or rdb"}
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument("--progress-every", type=int, default=100_000, metavar="N",
+                          help="log progress every N keys (default 100000)")
+    shared = argparse.ArgumentParser(add_help=False, parents=[shared, progress])
     export = sub.add_parser("export-rdb", parents=[shared],
                             help="merge a stopped server's shards into one Redis RDB file")
     export.add_argument("--dir", required=True, help="the server's data directory")
@@ -186,6 +190,7 @@ def _data_tool(args: argparse.Namespace) -> int:
     from shardis.persist import tools
 
     setup_logging(args.command, args.log_level)
+    tools.PROGRESS_EVERY = max(args.progress_every, 1)
     try:
         if args.command == "export-rdb":
             summary = tools.export_rdb(args.dir, args.out, args.source, args.force)

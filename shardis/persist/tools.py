@@ -86,8 +86,8 @@ class Summary:
 class Progress:
     """Counts keys and logs ``progress`` every :data:`PROGRESS_EVERY` of them."""
 
-    def __init__(self, what: str, every: int = PROGRESS_EVERY) -> None:
-        self.what, self.every = what, every
+    def __init__(self, what: str, every: int | None = None) -> None:
+        self.what, self.every = what, every or PROGRESS_EVERY
         self.count = 0
         self.started = time.monotonic()
 
