@@ -267,11 +267,58 @@ def test_appendonly_data_exports_and_reshards_from_the_aof(tmp_path):
 
 
 def test_import_for_an_appendonly_server(tmp_path):
+    """import-rdb --appendonly yes, or reshard to the same count with --appendonly yes, give
+    an appendonly server its data (without, it would start empty: dump.rdb is ignored)."""
     rdb, expected = saved_redis(tmp_path)
     data = str(tmp_path / "data")
     ok("import-rdb", rdb, "--dir", data, "--workers", "2", "--appendonly", "yes")
     with shardis_up(data, 2, "--appendonly", "yes") as client:
         assert state(client) == expected
+    snapshots_only = str(tmp_path / "rdb-only")
+    ok("import-rdb", rdb, "--dir", snapshots_only, "--workers", "2")
+    assert not os.path.exists(os.path.join(snapshots_only, "worker-0", "appendonlydir"))
+    ok("reshard", "--dir", snapshots_only, "--workers", "2", "--appendonly", "yes")
+    with shardis_up(snapshots_only, 2, "--appendonly", "yes") as client:
+        assert state(client) == expected
+
+
+def test_streams_are_moved_or_refused_by_name(tmp_path):
+    """Streams go through the tools exactly when the RDB codec handles them; until then the
+    tools stop with a message naming the stream, leaving no file behind."""
+    data = str(tmp_path / "data")
+    with shardis_up(data, 2, "--appendonly", "yes") as client:
+        client.set("plain", "1")
+        client.xadd("events", {"f": "v"}, id="5-1")
+        expected = state(client)
+    out = str(tmp_path / "out.rdb")
+    proc = run_cli("export-rdb", "--dir", data, out)
+    if proc.returncode == 0:
+        check_rdb(out)
+        shutil.copy(out, tmp_path / "dump.rdb")
+        with real_redis(str(tmp_path)) as loaded:
+            assert state(loaded) == expected
+    else:
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "b'events' is a stream" in proc.stderr, proc.stderr
+        assert not os.path.exists(out) and os.listdir(tmp_path).count("out.rdb") == 0
+        assert not [n for n in os.listdir(tmp_path) if n.startswith("temp-")]
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    with real_redis(str(folder)) as source:
+        source.xadd("events", {"f": "v"}, id="5-1")
+        source.set("plain", "1")
+        source.save()
+        expected = state(source)
+    target = str(tmp_path / "imported")
+    proc = run_cli("import-rdb", str(folder / "dump.rdb"), "--dir", target, "--workers", "2")
+    if proc.returncode == 0:
+        with shardis_up(target, 2) as client:
+            assert state(client) == expected
+    else:
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "stream" in proc.stderr and "offset" in proc.stderr, proc.stderr
+        assert not os.path.exists(os.path.join(target, "worker-0"))
 
 
 def test_expired_keys_and_other_databases(tmp_path):

@@ -161,6 +161,9 @@ def _stream_rdb(path: str, skip_other_dbs: bool = False,
             yield from reader
             if summary is not None:
                 summary.other_dbs += reader.skipped
+            if reader.functions:
+                log.warning("function libraries not imported count=%d file=%s (shardis has "
+                            "no FUNCTION)", len(reader.functions), path)
     except RdbError as exc:
         raise ToolError(f"{path}: {exc}") from None
     except OSError as exc:
