@@ -74,6 +74,10 @@ def _add_data_tools(sub: Any, shared: argparse.ArgumentParser) -> None:
     progress = argparse.ArgumentParser(add_help=False)
     progress.add_argument("--progress-every", type=int, default=100_000, metavar="N",
                           help="log progress every N keys (default 100000)")
+    progress.add_argument("--dbfilename", default="dump.rdb", metavar="NAME",
+                          help="each worker's snapshot file name, as the server's (dump.rdb)")
+    progress.add_argument("--appenddirname", default="appendonlydir", metavar="NAME",
+                          help="each worker's AOF folder name, as the server's (appendonlydir)")
     shared = argparse.ArgumentParser(add_help=False, parents=[shared, progress])
     export = sub.add_parser("export-rdb", parents=[shared],
                             help="merge a stopped server's shards into one Redis RDB file")
@@ -81,6 +85,9 @@ def _add_data_tools(sub: Any, shared: argparse.ArgumentParser) -> None:
     export.add_argument("out", metavar="OUT.rdb", help="the RDB file to write")
     export.add_argument("--source", **source)
     export.add_argument("--force", action="store_true", help="replace OUT.rdb if it exists")
+    export.add_argument("--workers", type=int, metavar="N",
+                        help="the data's worker count (default: DIR/shardis.manifest, else the "
+                             "worker-<index> folders; workers run by hand write no manifest)")
     imp = sub.add_parser("import-rdb", parents=[shared],
                          help="split a Redis RDB file into a new data dir for N workers")
     imp.add_argument("input", metavar="IN.rdb", help="a Redis RDB file (database 0)")
@@ -96,6 +103,8 @@ def _add_data_tools(sub: Any, shared: argparse.ArgumentParser) -> None:
     resh.add_argument("--dir", required=True, help="the server's data directory")
     resh.add_argument("--workers", type=int, required=True, help="the new worker count")
     resh.add_argument("--source", **source)
+    resh.add_argument("--from-workers", type=int, metavar="N",
+                      help="the data's current worker count, when no manifest records it")
     resh.add_argument("--appendonly", choices=["auto", "yes", "no"], default="auto",
                       help="write AOF folders too: auto (if the data had any), yes or no")
 
@@ -191,15 +200,18 @@ def _data_tool(args: argparse.Namespace) -> int:
 
     setup_logging(args.command, args.log_level)
     tools.PROGRESS_EVERY = max(args.progress_every, 1)
+    files = tools.Files(args.dbfilename, args.appenddirname)
     try:
         if args.command == "export-rdb":
-            summary = tools.export_rdb(args.dir, args.out, args.source, args.force)
+            summary = tools.export_rdb(args.dir, args.out, args.source, args.force,
+                                       args.workers, files)
         elif args.command == "import-rdb":
             summary = tools.import_rdb(args.input, args.dir, args.workers, args.skip_other_dbs,
-                                       args.appendonly == "yes")
+                                       args.appendonly == "yes", files)
         else:
             appendonly = {"auto": None, "yes": True, "no": False}[args.appendonly]
-            summary = tools.reshard(args.dir, args.workers, args.source, appendonly)
+            summary = tools.reshard(args.dir, args.workers, args.source, appendonly,
+                                    args.from_workers, files)
     except tools.ToolError as exc:
         print(f"shardis {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -460,3 +460,25 @@ def test_an_interrupted_reshard_leaves_a_usable_layout(tmp_path, monkeypatch):
     assert assert_on_slot_owners(data, 4) == len(expected)
     with shardis_up(data, 4) as client:
         assert state(client) == expected
+
+
+def test_the_worker_count_of_a_dir_without_manifest(tmp_path):
+    """Workers run by hand write no manifest: the count comes from --workers or the folders,
+    and a key outside its worker's slots (a wrong count) stops the tool instead of being
+    dropped or duplicated."""
+    rdb, expected = saved_redis(tmp_path)
+    data = tmp_path / "data"
+    ok("import-rdb", rdb, "--dir", str(data), "--workers", "3")
+    kept = rdb_keys_by_worker(str(data), 3)
+    (data / layout.MANIFEST).unlink()
+    shutil.rmtree(data / "worker-2")  # as if worker 2's folder had not been copied
+    out = str(tmp_path / "o.rdb")
+    refused("export-rdb", "--dir", str(data), out, says="not written for 2 workers")
+    assert not os.path.exists(out)
+    proc = ok("export-rdb", "--dir", str(data), out, "--workers", "3")
+    assert f"keys={len(kept[0]) + len(kept[1])} " in proc.stdout
+    assert sorted(key for key, _, _ in read_rdb(out)) == sorted(kept[0] + kept[1])
+    ok("reshard", "--dir", str(data), "--workers", "2", "--from-workers", "3")
+    assert assert_on_slot_owners(str(data), 2) == len(kept[0]) + len(kept[1])
+    refused("export-rdb", "--dir", str(data), out, "--force", "--workers", "3",
+            says="holds the data of 2 workers")

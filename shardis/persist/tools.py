@@ -10,8 +10,11 @@ What a shard holds is what its worker would load at start: the AOF folder when t
 (``appendonly yes`` data; the base and incr files replayed into a :class:`Shard`, as the
 worker replays them), else ``dump.rdb``, streamed key by key.  Keys whose TTL has passed are
 dropped, as a loading master drops them.  A key found on a worker that does not own its slot
-(which a server never writes) is dropped with a warning: clients could never reach it, and a
-merged RDB with the key twice would stop Redis from loading it.
+(which a server never writes) stops the tool: the worker count is wrong (see
+:func:`dataset`).
+
+A data dir's worker count comes from its manifest; workers run by hand (``shardis worker``,
+as in deploy/) write none, and then the tools take it from ``--workers`` or the folders.
 
 Everything written goes to a temporary name, is fsynced and renamed into place, so a crash
 leaves the previous files; ``reshard`` swaps whole layouts in a recoverable order (see
@@ -65,20 +68,27 @@ class ToolError(Exception):
     """A failure the user can act on: the CLI prints the message and exits with 1."""
 
 
+@dataclass(frozen=True)
+class Files:
+    """A worker's file names, as the server's ``--dbfilename`` / ``--appenddirname`` set them."""
+
+    dbfilename: str = DBFILENAME
+    appenddirname: str = APPENDDIRNAME
+
+
 @dataclass
 class Summary:
     """What a tool did, for its last log line."""
 
     keys: int = 0
     expired: int = 0
-    misplaced: int = 0
     other_dbs: int = 0
     per_worker: list[int] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def line(self, what: str) -> str:
         return (f"{what} done keys={self.keys} expired_dropped={self.expired} "
-                f"misplaced_dropped={self.misplaced} other_db_keys_skipped={self.other_dbs} "
+                f"other_db_keys_skipped={self.other_dbs} "
                 f"per_worker={','.join(map(str, self.per_worker)) or '-'} "
                 f"elapsed={time.monotonic() - self.started:.2f}s")
 
@@ -99,8 +109,11 @@ class Progress:
 
 
 # Reading a data dir -----------------------------------------------------------------------------
-def worker_count(data_dir: str) -> int:
-    """How many workers the data in ``data_dir`` belongs to (its manifest, else its folders)."""
+def worker_count(data_dir: str, given: int | None = None) -> int:
+    """How many workers the data in ``data_dir`` belongs to: ``given`` (``--workers``), which
+    must agree with the manifest if there is one; else the manifest; else the folders (workers
+    run by hand, as in deploy/, write no manifest: a last worker that never wrote a file
+    would be missed, so the tools then check every key's slot, see :func:`dataset`)."""
     if not os.path.isdir(data_dir):
         raise ToolError(f"{data_dir} is not a directory")
     try:
@@ -110,6 +123,13 @@ def worker_count(data_dir: str) -> int:
         raise ToolError(str(exc)) from None
     indexes = [int(name[7:]) for name in os.listdir(data_dir)
                if name.startswith("worker-") and name[7:].isdigit()]
+    if given is not None:
+        if given < 1:
+            raise ToolError("--workers must be at least 1")
+        if recorded is not None and recorded != given:
+            raise ToolError(f"{data_dir} holds the data of {recorded} workers (its "
+                            f"shardis.manifest), not {given}")
+        recorded = given
     if recorded is None:
         if not indexes:
             raise ToolError(f"{data_dir} holds no shardis data (no shardis.manifest, no "
@@ -117,21 +137,21 @@ def worker_count(data_dir: str) -> int:
         return max(indexes) + 1
     beyond = [i for i in indexes if i >= recorded]
     if beyond:
-        raise ToolError(f"{data_dir}/worker-{beyond[0]} is beyond the {recorded} workers its "
-                        "manifest records: the dir is inconsistent")
+        raise ToolError(f"{data_dir}/worker-{beyond[0]} is beyond the data's {recorded} "
+                        "workers: the dir is inconsistent")
     return recorded
 
 
-def shard_source(worker_dir: str, source: str = "auto", appenddirname: str = APPENDDIRNAME,
-                 dbfilename: str = DBFILENAME) -> str | None:
+def shard_source(worker_dir: str, source: str = "auto", files: Files = Files()) -> str | None:
     """Which file a worker would load: ``"aof"``, ``"rdb"`` or None (it starts empty).
 
     ``auto`` is the AOF when its manifest exists (the data of an ``appendonly yes`` server,
     which ignores dump.rdb), else dump.rdb; ``aof`` / ``rdb`` force one (a server that ran
     with appendonly yes and later with no has both, and only its operator knows which is
     newer)."""
-    has_aof = os.path.exists(os.path.join(worker_dir, appenddirname, AOF_FILENAME + ".manifest"))
-    has_rdb = os.path.exists(os.path.join(worker_dir, dbfilename))
+    has_aof = os.path.exists(os.path.join(worker_dir, files.appenddirname,
+                                          AOF_FILENAME + ".manifest"))
+    has_rdb = os.path.exists(os.path.join(worker_dir, files.dbfilename))
     if source in ("auto", "aof") and has_aof:
         return "aof"
     if source in ("auto", "rdb") and has_rdb:
@@ -140,12 +160,11 @@ def shard_source(worker_dir: str, source: str = "auto", appenddirname: str = APP
 
 
 def read_shard(worker_dir: str, index: int, kind: str, now_ms: int, summary: Summary,
-               appenddirname: str = APPENDDIRNAME,
-               dbfilename: str = DBFILENAME) -> Iterator[Entry]:
+               files: Files = Files()) -> Iterator[Entry]:
     """The live keys of one shard (``kind`` from :func:`shard_source`), expired ones counted
     in ``summary`` and left out."""
-    entries = (_replay_aof(worker_dir, index, appenddirname) if kind == "aof"
-               else _stream_rdb(os.path.join(worker_dir, dbfilename)))
+    entries = (_replay_aof(worker_dir, index, files.appenddirname) if kind == "aof"
+               else _stream_rdb(os.path.join(worker_dir, files.dbfilename)))
     for key, value, expire_ms in entries:
         if expire_ms is not None and expire_ms <= now_ms:
             summary.expired += 1
@@ -208,43 +227,45 @@ def _replay_aof(worker_dir: str, index: int, appenddirname: str) -> Iterator[Ent
         yield key, value, db.expires.get(key)
 
 
-def dataset(data_dir: str, source: str, summary: Summary,
-            appenddirname: str = APPENDDIRNAME,
-            dbfilename: str = DBFILENAME) -> Iterator[Entry]:
-    """Every live key of every shard of a stopped server, one shard at a time (memory: one
-    shard replayed from its AOF, or one key streamed from its RDB)."""
-    count = worker_count(data_dir)
+def dataset(data_dir: str, source: str, summary: Summary, count: int,
+            files: Files = Files()) -> Iterator[Entry]:
+    """Every live key of the ``count`` shards of a stopped server, one shard at a time
+    (memory: one shard replayed from its AOF, or one key streamed from its RDB).
+
+    A key on a worker that does not own its slot for ``count`` workers stops the tool: a
+    server never writes one, so the count is wrong (folders copied from another layout, or
+    a last worker without files when no manifest says the count), and going on would drop
+    or duplicate keys."""
     slots = SlotMap(count)
     now_ms = int(time.time() * 1000)
     for index in range(count):
         worker_dir = os.path.join(data_dir, f"worker-{index}")
-        kind = shard_source(worker_dir, source, appenddirname, dbfilename)
+        kind = shard_source(worker_dir, source, files)
         started, keys = time.monotonic(), 0
         log.info("shard start worker=%d source=%s", index, kind or "none")
         if kind is None:
             continue
-        _warn_if_rdb_newer(worker_dir, kind, source, appenddirname, dbfilename)
+        _warn_if_rdb_newer(worker_dir, kind, source, files)
         for key, value, expire_ms in read_shard(worker_dir, index, kind, now_ms, summary,
-                                                appenddirname, dbfilename):
+                                                files):
             if slots.worker_of(key) != index:
-                summary.misplaced += 1
-                log.warning("key on a worker that does not own its slot dropped worker=%d "
-                            "key=%r", index, key[:64])
-                continue
+                raise ToolError(
+                    f"key {key[:200]!r} in {worker_dir} belongs to worker "
+                    f"{slots.worker_of(key)} of {count}, not {index}: the data was not "
+                    f"written for {count} workers (give the right count with --workers)")
             keys += 1
             yield key, value, expire_ms
         log.info("shard done worker=%d source=%s keys=%d elapsed=%.2fs", index, kind, keys,
                  time.monotonic() - started)
 
 
-def _warn_if_rdb_newer(worker_dir: str, kind: str, source: str, appenddirname: str,
-                       dbfilename: str) -> None:
+def _warn_if_rdb_newer(worker_dir: str, kind: str, source: str, files: Files) -> None:
     """Both files exist and dump.rdb is the newer: the server may have run with appendonly
     no since; say how to pick it."""
     if source != "auto" or kind != "aof":
         return
-    rdb = os.path.join(worker_dir, dbfilename)
-    folder = os.path.join(worker_dir, appenddirname)
+    rdb = os.path.join(worker_dir, files.dbfilename)
+    folder = os.path.join(worker_dir, files.appenddirname)
     try:
         newest_aof = max(os.path.getmtime(os.path.join(folder, n)) for n in os.listdir(folder))
         if os.path.getmtime(rdb) > newest_aof:
@@ -333,12 +354,12 @@ class AofBaseOut:
 class WorkerOut:
     """The files of one new worker: dump.rdb, and the AOF folder with ``appendonly``."""
 
-    def __init__(self, worker_dir: str, appendonly: bool, appenddirname: str = APPENDDIRNAME,
-                 dbfilename: str = DBFILENAME) -> None:
+    def __init__(self, worker_dir: str, appendonly: bool, files: Files = Files()) -> None:
         os.makedirs(worker_dir, exist_ok=True)
-        self.parts: list[RdbOut | AofBaseOut] = [RdbOut(os.path.join(worker_dir, dbfilename))]
+        self.parts: list[RdbOut | AofBaseOut] = [
+            RdbOut(os.path.join(worker_dir, files.dbfilename))]
         if appendonly:
-            self.parts.append(AofBaseOut(worker_dir, appenddirname))
+            self.parts.append(AofBaseOut(worker_dir, files.appenddirname))
 
     @property
     def keys(self) -> int:
@@ -358,13 +379,13 @@ class WorkerOut:
 
 
 def split_into(entries: Iterator[Entry], base_dir: str, workers: int, appendonly: bool,
-               summary: Summary, what: str) -> None:
+               summary: Summary, what: str, files: Files = Files()) -> None:
     """Write ``entries`` as ``base_dir/worker-<i>/`` files, each key where its slot lives."""
     slots = SlotMap(workers)
     outs: list[WorkerOut] = []
     try:
         for index in range(workers):
-            outs.append(WorkerOut(os.path.join(base_dir, f"worker-{index}"), appendonly))
+            outs.append(WorkerOut(os.path.join(base_dir, f"worker-{index}"), appendonly, files))
         progress = Progress(what)
         for key, value, expire_ms in entries:
             outs[slots.worker_of(key)].add(key, value, expire_ms)
@@ -380,15 +401,16 @@ def split_into(entries: Iterator[Entry], base_dir: str, workers: int, appendonly
 
 
 # The tools ----------------------------------------------------------------------------------------
-def export_rdb(data_dir: str, out_path: str, source: str = "auto",
-               force: bool = False) -> Summary:
-    """Merge every shard of the stopped server at ``data_dir`` into one RDB v10 file."""
+def export_rdb(data_dir: str, out_path: str, source: str = "auto", force: bool = False,
+               workers: int | None = None, files: Files = Files()) -> Summary:
+    """Merge every shard of the stopped server at ``data_dir`` into one RDB v10 file
+    (``workers``: the data's worker count when no manifest records it)."""
     if os.path.exists(out_path) and not force:
         raise ToolError(f"{out_path} exists: pass --force to replace it")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
         raise ToolError(f"the folder of {out_path} does not exist")
     summary = Summary()
-    count = worker_count(data_dir)
+    count = worker_count(data_dir, workers)
     summary.per_worker = [0] * count
     with _tool_lock(data_dir):
         try:
@@ -398,7 +420,7 @@ def export_rdb(data_dir: str, out_path: str, source: str = "auto",
         try:
             progress = Progress("export-rdb")
             slots = SlotMap(count)
-            for key, value, expire_ms in dataset(data_dir, source, summary):
+            for key, value, expire_ms in dataset(data_dir, source, summary, count, files):
                 out.add(key, value, expire_ms)
                 summary.per_worker[slots.worker_of(key)] += 1
                 progress.tick()
@@ -411,7 +433,7 @@ def export_rdb(data_dir: str, out_path: str, source: str = "auto",
 
 
 def import_rdb(in_path: str, data_dir: str, workers: int, skip_other_dbs: bool = False,
-               appendonly: bool = False) -> Summary:
+               appendonly: bool = False, files: Files = Files()) -> Summary:
     """Split the RDB file at ``in_path`` (database 0) into a new data dir for ``workers``."""
     if workers < 1:
         raise ToolError("--workers must be at least 1")
@@ -435,7 +457,7 @@ def import_rdb(in_path: str, data_dir: str, workers: int, skip_other_dbs: bool =
     os.makedirs(data_dir, exist_ok=True)
     with _tool_lock(data_dir):
         try:
-            split_into(live(), data_dir, workers, appendonly, summary, "import-rdb")
+            split_into(live(), data_dir, workers, appendonly, summary, "import-rdb", files)
         except BaseException:
             _remove_worker_dirs(data_dir, workers)
             raise
@@ -443,8 +465,8 @@ def import_rdb(in_path: str, data_dir: str, workers: int, skip_other_dbs: bool =
     return summary
 
 
-def reshard(data_dir: str, workers: int, source: str = "auto",
-            appendonly: bool | None = None) -> Summary:
+def reshard(data_dir: str, workers: int, source: str = "auto", appendonly: bool | None = None,
+            from_workers: int | None = None, files: Files = Files()) -> Summary:
     """Rewrite a stopped server's data dir for ``workers`` workers.
 
     The procedure, so that a crash at any point leaves a usable layout:
@@ -460,7 +482,8 @@ def reshard(data_dir: str, workers: int, source: str = "auto",
        skips (:func:`finish_reshard`), so a crash here ends with the new layout once the
        tool is run again.
 
-    ``appendonly``: whether to write AOF folders too (None: if any old shard was AOF data).
+    ``appendonly``: whether to write AOF folders too (None: if any old shard was AOF data);
+    ``from_workers``: the data's worker count when no manifest records it.
     """
     if workers < 1:
         raise ToolError("--workers must be at least 1")
@@ -468,17 +491,18 @@ def reshard(data_dir: str, workers: int, source: str = "auto",
         raise ToolError(f"{data_dir} is not a directory")
     with _tool_lock(data_dir):
         finish_reshard(data_dir)
-        old = worker_count(data_dir)
+        old = worker_count(data_dir, from_workers)
         if appendonly is None:
-            appendonly = any(shard_source(os.path.join(data_dir, f"worker-{i}"), source) == "aof"
-                             for i in range(old))
+            appendonly = any(
+                shard_source(os.path.join(data_dir, f"worker-{i}"), source, files) == "aof"
+                for i in range(old))
         summary = Summary()
         staging = os.path.join(data_dir, STAGING)
         shutil.rmtree(staging, ignore_errors=True)
         os.makedirs(staging)
         try:
-            split_into(dataset(data_dir, source, summary), staging, workers, appendonly,
-                       summary, "reshard")
+            split_into(dataset(data_dir, source, summary, old, files), staging, workers,
+                       appendonly, summary, "reshard", files)
             layout.write_manifest(staging, workers)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
