@@ -219,6 +219,9 @@ def _data_tool(args: argparse.Namespace) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"shardis {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the tools remove what they had not finished writing
+        print(f"shardis {args.command}: interrupted", file=sys.stderr)
+        return 130
     print(summary.line(args.command))
     return 0
 

@@ -274,6 +274,12 @@ def test_import_for_an_appendonly_server(tmp_path):
     ok("import-rdb", rdb, "--dir", data, "--workers", "2", "--appendonly", "yes")
     with shardis_up(data, 2, "--appendonly", "yes") as client:
         assert state(client) == expected
+    # The AOF folder is Redis's format: a real Redis with appendonly yes loads a whole import.
+    single = str(tmp_path / "single")
+    ok("import-rdb", rdb, "--dir", single, "--workers", "1", "--appendonly", "yes")
+    os.unlink(os.path.join(single, "worker-0", "dump.rdb"))  # the AOF alone holds the data
+    with real_redis(os.path.join(single, "worker-0"), "--appendonly", "yes") as loaded:
+        assert state(loaded) == expected
     snapshots_only = str(tmp_path / "rdb-only")
     ok("import-rdb", rdb, "--dir", snapshots_only, "--workers", "2")
     assert not os.path.exists(os.path.join(snapshots_only, "worker-0", "appendonlydir"))
