@@ -18,8 +18,11 @@ until the tool has finished (running it again finishes the swap).
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
+
+log = logging.getLogger("shardis.layout")
 
 MANIFEST = "shardis.manifest"
 LOCK = "shardis.lock"
@@ -84,18 +87,29 @@ def lock_for_worker(data_dir: str) -> None:
 
 
 def lock_for_tool(data_dir: str) -> int:
-    """An offline tool's start: the exclusive lock (an fd to close when done), or
+    """An offline tool's start: the exclusive lock (an fd to close when done; -1 for a dir
+    the tool may not write, where no worker can have created the lock file either), or
     :class:`LayoutError` if a server still runs on the dir."""
-    fd = _open_lock(data_dir)
+    try:
+        fd = _open_lock(data_dir)
+    except OSError:  # a read-only dir (a mounted backup, say): a lock file is enough to read
+        try:
+            fd = os.open(os.path.join(data_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return -1
+        except OSError as exc:
+            raise LayoutError(f"cannot lock {data_dir}: {exc}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         raise LayoutError(f"a shardis server (or another tool) is using {data_dir}: stop it "
                           "first (the tools work on a stopped server's files)") from None
-    except OSError as exc:
+    except OSError as exc:  # no flock here (some network file systems): workers run unlocked
         os.close(fd)
-        raise LayoutError(f"cannot lock {data_dir}: {exc}") from None
+        log.warning("cannot lock %s (%s): make sure no server runs on it", data_dir,
+                    exc.strerror)
+        return -1
     return fd
 
 

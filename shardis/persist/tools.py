@@ -582,4 +582,5 @@ class _tool_lock:
             raise ToolError(str(exc)) from None
 
     def __exit__(self, *_: object) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
