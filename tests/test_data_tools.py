@@ -251,6 +251,11 @@ def test_appendonly_data_exports_and_reshards_from_the_aof(tmp_path):
     with real_redis(str(tmp_path)) as loaded:
         assert state(loaded) == expected
 
+    # --source rdb: the snapshot taken before the last writes.
+    ok("export-rdb", "--dir", data, out, "--source", "rdb", "--force")
+    from_snapshot = {key: value for key, value, _ in read_rdb(out)}
+    assert b"str:7" in from_snapshot and list(from_snapshot[b"list:small"])[-1] == b"2"
+
     proc = ok("reshard", "--dir", data, "--workers", "2")
     assert "appendonly=yes" in proc.stderr
     for index in range(2):
@@ -488,3 +493,29 @@ def test_the_worker_count_of_a_dir_without_manifest(tmp_path):
     assert assert_on_slot_owners(str(data), 2) == len(kept[0]) + len(kept[1])
     refused("export-rdb", "--dir", str(data), out, "--force", "--workers", "3",
             says="holds the data of 2 workers")
+
+
+def test_an_aof_is_read_without_being_changed(tmp_path):
+    """A torn last command is left out (as a starting worker would) but not cut off the file;
+    a corrupt byte stops the tool with the file, the offset and the repair command."""
+    data = str(tmp_path / "data")
+    with shardis_up(data, 1, "--appendonly", "yes") as client:
+        client.set("a", "1")
+        client.rpush("l", "x", "y")
+    folder = os.path.join(data, "worker-0", "appendonlydir")
+    (incr,) = [n for n in os.listdir(folder) if n.endswith(".incr.aof")]
+    path = os.path.join(folder, incr)
+    with open(path, "ab") as fh:
+        fh.write(b"*3\r\n$3\r\nSET\r\n$1\r\nb")
+    size = os.path.getsize(path)
+    out = str(tmp_path / "o.rdb")
+    proc = ok("export-rdb", "--dir", data, out)
+    assert "torn last command ignored" in proc.stderr and "keys=2 " in proc.stdout
+    assert os.path.getsize(path) == size
+    assert sorted(key for key, _, _ in read_rdb(out)) == [b"a", b"l"]
+
+    raw = bytearray(open(path, "rb").read())
+    raw[raw.index(b"$1\r\na") + 1] = ord("x")  # "$x": not a length
+    open(path, "wb").write(bytes(raw))
+    proc = refused("export-rdb", "--dir", data, out, "--force", says="offset")
+    assert incr in proc.stderr and "redis-check-aof --fix" in proc.stderr
