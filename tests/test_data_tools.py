@@ -157,7 +157,7 @@ def assert_on_slot_owners(data_dir: str, workers: int) -> int:
         assert all(slots.worker_of(key) == index for key in keys), index
     assert sum(1 for keys in by_worker.values() if keys) >= min(workers, 2)
     assert sorted(os.listdir(data_dir)) == sorted(
-        [layout.MANIFEST, layout.LOCK] + [f"worker-{i}" for i in range(workers)])
+        [layout.MANIFEST] + [f"worker-{i}" for i in range(workers)])
     assert layout.read_worker_count(data_dir) == workers
     return sum(len(keys) for keys in by_worker.values())
 
@@ -416,7 +416,9 @@ def test_a_running_servers_dir_is_refused(tmp_path):
 
 
 def test_a_worker_does_not_start_while_a_tool_holds_the_dir(tmp_path):
+    """The lock is the directory's own (flock): no file is created for it."""
     data = str(tmp_path / "data")
+    os.mkdir(data)
     fd = layout.lock_for_tool(data)
     try:
         proc = run_cli("worker", "--listen", f"tcp://127.0.0.1:{free_port()}", "--dir", data,
@@ -425,6 +427,7 @@ def test_a_worker_does_not_start_while_a_tool_holds_the_dir(tmp_path):
         assert "being rewritten by a shardis tool" in proc.stderr
     finally:
         os.close(fd)
+    assert os.listdir(data) == []
 
 
 def test_an_interrupted_reshard_leaves_a_usable_layout(tmp_path, monkeypatch):

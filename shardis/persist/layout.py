@@ -6,11 +6,12 @@ workers that do not own those keys: reads would miss them and writes would dupli
 ``DIR/shardis.manifest`` records the worker count and the layout's format version; a start
 with another count is refused before any worker loads anything.
 
-``DIR/shardis.lock`` tells the offline tools (``shardis export-rdb``, ``reshard``:
-``shardis.persist.tools``) whether a server uses the dir: every worker holds a shared
-``flock`` on it while it runs, and a tool takes it exclusively, so a tool never reads files
-that a live worker is writing, and no worker starts while a tool rewrites the dir.  flock
-locks die with their process, so a crashed server leaves no stale lock behind.
+A ``flock`` on the data directory itself tells the offline tools (``shardis export-rdb``,
+``reshard``: ``shardis.persist.tools``) whether a server uses it: every worker holds a shared
+lock while it runs, and a tool takes it exclusively, so a tool never reads files that a live
+worker is writing, and no worker starts while a tool rewrites the dir.  Locking the
+directory (not a lock file) creates nothing, even in a read-only dir, and flock locks die
+with their process: a crashed server leaves no stale lock behind.
 ``DIR/reshard.state`` exists only while ``shardis reshard`` swaps layouts: a start is refused
 until the tool has finished (running it again finishes the swap).
 """
@@ -25,7 +26,6 @@ import re
 log = logging.getLogger("shardis.layout")
 
 MANIFEST = "shardis.manifest"
-LOCK = "shardis.lock"
 RESHARD_STATE = "reshard.state"
 FORMAT_VERSION = 1
 _WORKER_DIR = re.compile(r"worker-(\d+)\Z")
@@ -64,16 +64,17 @@ def check_no_reshard(data_dir: str) -> None:
 
 
 def lock_for_worker(data_dir: str) -> None:
-    """A worker's start: hold a shared lock on ``DIR/shardis.lock`` until the process ends.
+    """A worker's start: hold a shared lock on ``DIR`` until the process ends.
 
     Raises :class:`LayoutError` while a tool holds the dir (or a reshard is unfinished).  On a
     file system without flock (some network mounts) the worker starts unlocked: the lock is
     advisory, its absence must not keep a server down."""
     check_no_reshard(data_dir)
     try:
+        os.makedirs(data_dir, exist_ok=True)  # the worker writes its files there anyway
         fd = _open_lock(data_dir)
     except OSError:
-        return  # a read-only dir: nothing to protect it from anyway
+        return  # not ours to lock (no access): the worker will say what it cannot do
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -87,18 +88,12 @@ def lock_for_worker(data_dir: str) -> None:
 
 
 def lock_for_tool(data_dir: str) -> int:
-    """An offline tool's start: the exclusive lock (an fd to close when done; -1 for a dir
-    the tool may not write, where no worker can have created the lock file either), or
-    :class:`LayoutError` if a server still runs on the dir."""
+    """An offline tool's start: the exclusive lock (an fd to close when done, -1 where
+    flock does not work), or :class:`LayoutError` if a server still runs on the dir."""
     try:
         fd = _open_lock(data_dir)
-    except OSError:  # a read-only dir (a mounted backup, say): a lock file is enough to read
-        try:
-            fd = os.open(os.path.join(data_dir, LOCK), os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return -1
-        except OSError as exc:
-            raise LayoutError(f"cannot lock {data_dir}: {exc}") from None
+    except OSError as exc:
+        raise LayoutError(f"cannot open {data_dir}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -114,8 +109,7 @@ def lock_for_tool(data_dir: str) -> int:
 
 
 def _open_lock(data_dir: str) -> int:
-    os.makedirs(data_dir, exist_ok=True)
-    return os.open(os.path.join(data_dir, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    return os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def read_worker_count(data_dir: str) -> int | None:

@@ -2,8 +2,8 @@
 
 They move data between a shardis data dir (``DIR/worker-<i>/``, one shard per worker, see
 ``shardis.persist.layout``) and one Redis RDB file, or between worker counts.  They work on a
-*stopped* server's files: a tool holds ``DIR/shardis.lock`` exclusively (running workers hold
-it shared), so it never reads files a live worker is appending to, and no worker starts on a
+*stopped* server's files: a tool holds a ``flock`` on DIR exclusively (running workers hold
+it shared, see ``layout.lock_for_worker``), so it never reads files a live worker is appending to, and no worker starts on a
 dir while a tool rewrites it.
 
 What a shard holds is what its worker would load at start: the AOF folder when there is one
@@ -441,7 +441,7 @@ def import_rdb(in_path: str, data_dir: str, workers: int, skip_other_dbs: bool =
         raise ToolError(f"{in_path} is not a file")
     if os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise ToolError(f"{data_dir} exists and is not a directory")
-    if os.path.isdir(data_dir) and set(os.listdir(data_dir)) - {layout.LOCK}:
+    if os.path.isdir(data_dir) and os.listdir(data_dir):
         raise ToolError(f"{data_dir} is not empty: import-rdb writes into a new or empty dir "
                         "only")
     summary = Summary()
