@@ -71,14 +71,14 @@ def _add_data_tools(sub: Any, shared: argparse.ArgumentParser) -> None:
     source = {"choices": ["auto", "aof", "rdb"], "default": "auto",
               "help": "what to read from each worker: auto (its AOF when it has one, else its "
                       "dump.rdb, as the worker loads), aof or rdb"}
-    progress = argparse.ArgumentParser(add_help=False)
-    progress.add_argument("--progress-every", type=int, default=100_000, metavar="N",
-                          help="log progress every N keys (default 100000)")
-    progress.add_argument("--dbfilename", default="dump.rdb", metavar="NAME",
-                          help="each worker's snapshot file name, as the server's (dump.rdb)")
-    progress.add_argument("--appenddirname", default="appendonlydir", metavar="NAME",
-                          help="each worker's AOF folder name, as the server's (appendonlydir)")
-    shared = argparse.ArgumentParser(add_help=False, parents=[shared, progress])
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--progress-every", type=int, default=100_000, metavar="N",
+                         help="log progress every N keys (default 100000)")
+    options.add_argument("--dbfilename", default="dump.rdb", metavar="NAME",
+                         help="each worker's snapshot file name, as the server's (dump.rdb)")
+    options.add_argument("--appenddirname", default="appendonlydir", metavar="NAME",
+                         help="each worker's AOF folder name, as the server's (appendonlydir)")
+    shared = argparse.ArgumentParser(add_help=False, parents=[shared, options])
     export = sub.add_parser("export-rdb", parents=[shared],
                             help="merge a stopped server's shards into one Redis RDB file")
     export.add_argument("--dir", required=True, help="the server's data directory")
