@@ -173,6 +173,12 @@ def saved_redis(tmp_path, populate_with=populate, *extra: str) -> tuple[str, dic
     return str(folder / "dump.rdb"), expected
 
 
+def sleep_past(deadline_ms: int) -> None:
+    """Sleep until the Unix time in ms ``deadline_ms`` has passed."""
+    assert deadline_ms > 0
+    time.sleep(max(0.0, deadline_ms / 1000 - time.time()) + 0.05)
+
+
 def check_rdb(path: str) -> None:
     result = subprocess.run(["redis-check-rdb", path], capture_output=True, text=True)
     assert result.returncode == 0 and "RDB looks OK" in result.stdout, result.stdout
@@ -239,10 +245,10 @@ def test_appendonly_data_exports_and_reshards_from_the_aof(tmp_path):
         client.save()  # a snapshot now, then more writes that only the AOF has
         client.delete("str:7")
         client.rpush("list:small", "after-save")
-        client.set("volatile", "x", px=200)
         expected = state(client)
-        expected.pop(b"volatile")
-    time.sleep(0.3)  # "volatile" expires on disk: the tools drop it
+        client.set("volatile", "x", px=1500)  # the last write: stopping takes well under 1.5 s
+        deadline = client.execute_command("PEXPIRETIME", "volatile")
+    sleep_past(deadline)  # "volatile" expires on disk: the tools drop it
     out = str(tmp_path / "aof.rdb")
     proc = ok("export-rdb", "--dir", data, out)
     assert "source=aof" in proc.stderr and "expired_dropped=1" in proc.stdout
@@ -336,7 +342,7 @@ def test_expired_keys_and_other_databases(tmp_path):
     """Keys past their TTL are dropped; keys of db 1 refuse the file unless skipped."""
     def fill(client: redis.Redis) -> None:
         client.set("kept", "1")
-        client.set("gone", "x", px=150)
+        client.set("gone", "x", px=1000)
         client.select(1)
         client.set("db1", "elsewhere")
         client.select(0)
@@ -346,7 +352,8 @@ def test_expired_keys_and_other_databases(tmp_path):
     with real_redis(str(folder)) as source:
         fill(source)
         source.save()
-    time.sleep(0.3)
+        deadline = source.execute_command("PEXPIRETIME", "gone")
+    sleep_past(deadline)
     rdb = str(folder / "dump.rdb")
     refused("import-rdb", rdb, "--dir", str(tmp_path / "a"), "--workers", "2",
             says="database 1")
