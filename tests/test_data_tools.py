@@ -269,6 +269,8 @@ def test_appendonly_data_exports_and_reshards_from_the_aof(tmp_path):
                                 "appendonly.aof.manifest")
         check = subprocess.run(["redis-check-aof", manifest], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout
+        assert sorted(os.listdir(os.path.dirname(manifest))) == [
+            "appendonly.aof.1.base.aof", "appendonly.aof.manifest"]  # compacted
     with shardis_up(data, 2, "--appendonly", "yes") as client:
         assert state(client) == expected
         client.set("after-reshard", "1")  # the worker appends to an incr file after the base
