@@ -75,16 +75,28 @@ def lock_for_worker(data_dir: str) -> None:
         fd = _open_lock(data_dir)
     except OSError:
         return  # not ours to lock (no access): the worker will say what it cannot do
+    locked = _flock(fd, fcntl.LOCK_SH)
+    if locked is False:
+        raise LayoutError(f"{data_dir} is being rewritten by a shardis tool (export-rdb, "
+                          "import-rdb or reshard): start the server once it has finished")
+    if locked:
+        _held.append(fd)
+
+
+def _flock(fd: int, mode: int) -> bool | None:
+    """Take ``mode`` without waiting: True; False if another process holds it; None where the
+    file system has no flock (logged).  The fd is closed unless locked."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        return True
     except BlockingIOError:
         os.close(fd)
-        raise LayoutError(f"{data_dir} is being rewritten by a shardis tool (export-rdb, "
-                          "import-rdb or reshard): start the server once it has finished") from None
-    except OSError:
+        return False
+    except OSError as exc:
         os.close(fd)
-        return
-    _held.append(fd)
+        log.warning("cannot lock the data dir (%s): make sure no tool and no second server "
+                    "uses it", exc.strerror)
+        return None
 
 
 def lock_for_tool(data_dir: str) -> int:
@@ -94,18 +106,11 @@ def lock_for_tool(data_dir: str) -> int:
         fd = _open_lock(data_dir)
     except OSError as exc:
         raise LayoutError(f"cannot open {data_dir}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    locked = _flock(fd, fcntl.LOCK_EX)
+    if locked is False:
         raise LayoutError(f"a shardis server (or another tool) is using {data_dir}: stop it "
-                          "first (the tools work on a stopped server's files)") from None
-    except OSError as exc:  # no flock here (some network file systems): workers run unlocked
-        os.close(fd)
-        log.warning("cannot lock %s (%s): make sure no server runs on it", data_dir,
-                    exc.strerror)
-        return -1
-    return fd
+                          "first (the tools work on a stopped server's files)")
+    return fd if locked else -1
 
 
 def _open_lock(data_dir: str) -> int:
