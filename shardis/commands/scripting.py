@@ -51,6 +51,7 @@ from typing import Any
 
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, command, container, keys_after_numkeys
+from shardis.commands.lualibs import Libs, LuaError
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import (
@@ -170,7 +171,7 @@ def parse_numkeys(args: list[bytes]) -> int:
 #   hidden, and errors raised in Python reach scripts as Lua tables or strings, never as
 #   Python objects (``pcall``, ``xpcall`` and ``coroutine.resume`` convert them).
 _BOOTSTRAP = r"""
-local redis_api, unwrap, interrupt = ...
+local redis_api, unwrap, interrupt, libs = ...
 local dbg = debug
 local globals = _G
 local lua_type, lua_tostring, lua_error = type, tostring, error
@@ -181,6 +182,7 @@ local lua_pcall, lua_xpcall, lua_loadstring, lua_setfenv = pcall, xpcall, loadst
 local table_insert, table_remove, table_sort, table_concat = table.insert, table.remove,
                                                               table.sort, table.concat
 local co_resume = coroutine.resume
+local lua_newproxy = newproxy
 local READONLY = 'Attempt to modify a readonly table'
 
 -- read-only proxy -> the real table behind it (weak keys: proxies live as long as used)
@@ -228,8 +230,18 @@ local function redis_xpcall(f, handler)
   return lua_xpcall(f, function(err) return handler(as_lua(err)) end)
 end
 
-local function redis_resume(co, ...)
+-- The coroutines being resumed, innermost last: a library function's argument errors name
+-- it as the running coroutine's frame shows it.
+local running = {}
+local function tracked_resume(co, ...)
+  running[#running + 1] = co
   local result = {co_resume(co, ...)}
+  running[#running] = nil
+  return result
+end
+
+local function redis_resume(co, ...)
+  local result = tracked_resume(co, ...)
   if not result[1] then result[2] = as_lua(result[2]) end
   return lua_unpack(result, 1, lua_maxn(result))
 end
@@ -306,7 +318,7 @@ end
 local function hooked_wrap(f)
   local co = hooked_create(f)
   return function(...)
-    local result = {co_resume(co, ...)}
+    local result = tracked_resume(co, ...)
     if not result[1] then lua_error(as_lua(result[2]), 2) end
     return lua_unpack(result, 2, lua_maxn(result))
   end
@@ -369,6 +381,33 @@ local string_mt = lua_getmetatable('')
 string_mt.__index = stringlib
 string_mt.__metatable = protect(string_mt)
 
+-- The libraries (Python functions, see shardis.commands.lualibs), read-only like the others.
+-- cjson.null is a userdata that prints as Redis's NULL lightuserdata does.
+local null = lua_newproxy(true)
+local null_mt = lua_getmetatable(null)
+null_mt.__tostring = function() return 'userdata: (nil)' end
+null_mt.__metatable = false
+lua_rawset(libs.cjson, 'null', null)
+for name, lib in lua_pairs(libs) do lua_rawset(globals, name, protect(lib)) end
+local function is_null(value) return value == null end
+
+-- For a library function's errors (luaL_argerror, luaL_where): its name as its caller sees
+-- it, and the caller's "source:line: ".  Called from Python while the function runs.
+local py_call = lua_rawget(lua_getmetatable(redis_api.call), '__call')
+local function caller()
+  local co = running[#running]
+  local info, at
+  if co then
+    info, at = dbg.getinfo(co, 0, 'nf'), dbg.getinfo(co, 1, 'Sl')
+  else
+    info, at = dbg.getinfo(2, 'nf'), dbg.getinfo(3, 'Sl')
+  end
+  local name, namewhat, where = nil, nil, ''
+  if info and info.func == py_call then name, namewhat = info.name, info.namewhat end
+  if at and at.currentline > 0 then where = at.short_src .. ':' .. at.currentline .. ': ' end
+  return name, namewhat, where
+end
+
 -- The Python objects' metatable (shared by all of them) is out of reach.
 lua_rawset(lua_getmetatable(redis_api.call), '__metatable', false)
 
@@ -383,7 +422,7 @@ lua_setmetatable(globals, {
   end,
 })
 lua_setfenv(0, proxy_globals)
-return run, compile
+return run, compile, caller, is_null, null
 """
 
 
@@ -418,15 +457,19 @@ def _lua_entry(function: Callable[..., object]) -> Callable[..., object]:
     chained to it); any other exception is a bug, logged and turned into a script error."""
 
     def entry(*values: object) -> object:
+        kind: type[Exception] = LuaRaise
+        text: Any
         try:
             return function(*values)
         except LuaRaise as exc:
             text = exc.text
+        except LuaError as exc:  # a library's error: a plain string for Lua (luaL_error)
+            kind, text = LuaError, exc.text
         except Exception:
             log.exception("script API call failed event=script_api_error")
             text = "internal error in the scripting API"
         del values
-        raise LuaRaise(text)
+        raise kind(text)
 
     return entry
 
@@ -472,8 +515,12 @@ class ScriptEngine:
         bootstrap = loader(_BOOTSTRAP.encode(), b"=shardis")
         if isinstance(bootstrap, tuple):  # pragma: no cover - (nil, message): a bug above
             raise RuntimeError(bootstrap[1])
-        self._run, self._compile = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
-                                             _lua_entry(self._interrupt))
+        #: Redis's bundled libraries (cjson, cmsgpack, bit, struct).
+        self.libs = Libs(self.lua, _lupa, _lua_entry)
+        (self._run, self._compile, self.libs.caller, self.libs.is_null,
+         self.libs.null) = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
+                                     _lua_entry(self._interrupt),
+                                     self.lua.table_from(self.libs.tables()))
         #: busy-reply-threshold in seconds (from the router's ``__script_topology``).
         self.busy_after = 5.0
         # State of the script being run.
@@ -507,6 +554,7 @@ class ScriptEngine:
 
     def flush(self) -> None:
         self.scripts.clear()
+        self.libs.reset()
 
     # Running -----------------------------------------------------------------------------------
     def eval(self, args: list[bytes], by_sha: bool, read_only: bool) -> object:
@@ -613,6 +661,8 @@ class ScriptEngine:
         """The Lua error table a Python error carries (None for other values)."""
         if isinstance(error, LuaRaise):
             return self.error_table(error.text)
+        if isinstance(error, LuaError):
+            return error.text
         return None
 
     def _raise(self, text: str) -> None:
