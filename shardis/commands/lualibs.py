@@ -139,7 +139,9 @@ def str2number(data: bytes) -> float | None:
     return value
 
 
-def type_name(value: object, lupa: Any) -> str:
+def type_name(value: object, libs: Libs) -> str:
+    """Lua's type name for an argument; the Python functions of the ``redis`` table and of
+    the libraries stand for C functions, so they are functions."""
     if value is None:
         return "nil"
     if value is True or value is False:
@@ -148,7 +150,9 @@ def type_name(value: object, lupa: Any) -> str:
         return "number"
     if isinstance(value, bytes):
         return "string"
-    return lupa.lua_type(value) or "userdata"
+    if libs.lupa.lua_type(value) is None:
+        return "function"
+    return _text(libs.lua_type(value)).decode()
 
 
 class Args:
@@ -180,7 +184,7 @@ class Args:
     def typename(self, narg: int) -> str:
         if narg > len(self.values):
             return "no value"
-        return type_name(self.values[narg - 1], self.libs.lupa)
+        return type_name(self.values[narg - 1], self.libs)
 
     def typeerror(self, narg: int, expected: str) -> NoReturn:
         self.argerror(narg, f"{expected} expected, got {self.typename(narg)}".encode())
@@ -245,6 +249,7 @@ class Libs:
             "local rawget = rawget\n"
             "return function(t, k) local v = rawget(t, k) return v == 0 and 1 / v < 0 end")
         self.null: Any = None
+        self.lua_type = lua.eval("type")
         self.json = JsonConfig()
 
     def reset(self) -> None:
@@ -697,7 +702,7 @@ class _Encoder:
             elif kind == "userdata" and self.libs.is_null(value):
                 out.append(b"null")
             else:
-                self.fail(kind or "userdata", "type not supported")
+                self.fail(type_name(value, self.libs), "type not supported")
 
     def table(self, table: Any, depth: int, top: int) -> None:
         cfg = self.cfg
@@ -728,7 +733,7 @@ class _Encoder:
             elif isinstance(key, (int, float)) and not isinstance(key, bool):
                 out.append(b'"' + self.number(key) + b'":')
             else:
-                self.fail(type_name(key, self.libs.lupa), "table key must be a number or string")
+                self.fail(type_name(key, self.libs), "table key must be a number or string")
             if value == 0 and type(value) is int and self.libs.negative_zero(table, key):
                 value = -0.0
             self.value(value, depth, top + 2)
@@ -739,8 +744,8 @@ class _Encoder:
         largest = 0
         count = 0
         for key, _ in items:
-            if (isinstance(key, (int, float)) and not isinstance(key, bool) and key
-                    and math.floor(key) == key and key >= 1):
+            if (isinstance(key, (int, float)) and not isinstance(key, bool) and key >= 1
+                    and (key == math.inf or math.floor(key) == key)):
                 if key > largest:
                     largest = c_int32(key) if isinstance(key, float) else (
                         key if key <= INT_MAX else INT_MIN)
@@ -1284,6 +1289,8 @@ def _mp_unpack_full(args: Args, limit: int, offset: int, top: int) -> tuple:
         except _MpBadFormat:
             args.error(b"Bad data format in input.")
     if not decode_all:
+        if top + len(results) + 1 > MAXCSTACK:
+            args.error(b"stack overflow (in function mp_unpack_full)")
         left = length - unpacker.pos
         return (-1 if left == 0 else unpacker.pos, *results)
     return tuple(results)

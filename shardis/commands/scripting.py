@@ -641,9 +641,12 @@ class ScriptEngine:
             b"setresp": _lua_entry(self._setresp),
             b"set_repl": _lua_entry(self._set_repl),
             b"replicate_commands": lambda *a: True,
+            b"breakpoint": _lua_entry(lambda *a: False),  # no debugger (LDB) session, ever
+            b"debug": _lua_entry(lambda *a: None),
+            b"acl_check_cmd": _lua_entry(self._acl_check_cmd),
             b"LOG_DEBUG": 0, b"LOG_VERBOSE": 1, b"LOG_NOTICE": 2, b"LOG_WARNING": 3,
             b"REPL_NONE": 0, b"REPL_AOF": 1, b"REPL_SLAVE": 2, b"REPL_REPLICA": 2,
-            b"REPL_ALL": 3, b"REDIS_VERSION": b"7.0.15", b"REDIS_VERSION_NUM": 0x0700FF,
+            b"REPL_ALL": 3, b"REDIS_VERSION": b"7.0.15", b"REDIS_VERSION_NUM": 0x07000F,
         })
         return table
 
@@ -739,6 +742,29 @@ class ScriptEngine:
     def _set_repl(self, *values: object) -> None:
         if len(values) != 1:
             self._raise("redis.set_repl() requires two arguments.")
+        flags = _lua_tonumber(values[0]) or 0
+        if lua_number_to_int(flags) & ~3:  # PROPAGATE_AOF|PROPAGATE_REPL
+            self._raise("Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or "
+                        "REPL_NONE.")
+
+    def _acl_check_cmd(self, *values: object) -> bool:
+        """``redis.acl_check_cmd(command, args...)``: may the caller run it?"""
+        if not values:
+            self._raise("Please specify at least one argument for this redis lib call")
+        args: list[bytes] = []
+        for value in values:
+            if isinstance(value, bytes):
+                args.append(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                args.append(b"%.17g" % value)
+            else:
+                self._raise("Lua redis lib command arguments must be strings or integers")
+        spec = _resolve(args)
+        if spec is None:
+            self._raise("Invalid command passed to redis.acl_check_cmd()")
+        if self.acl_user is None:
+            return True
+        return not self.acl_user.check(spec, args)[0]
 
     def _pycall(self, args: list[bytes]) -> tuple[bool, object]:
         """Run one command for the script: (True, Lua value) or (False, error text), where an
