@@ -785,3 +785,69 @@ def test_library_errors_inside_coroutines_leave_the_worker_sound(r):
     for _ in range(40):
         assert r.eval(churn, 0) == 1
     assert r.eval("return cjson.encode(cjson.decode('[1]'))", 0) == b"[1]"
+
+
+@pytest.mark.parametrize("source", [
+    "local s = string.rep('x', 2^26) local t = {} for i = 1, 20 do t[i] = s end"
+    " return #cjson.encode(t)",
+    "local s = string.rep('x', 2^26) local t = {} for i = 1, 20 do t[i] = s end"
+    " return #cmsgpack.pack(t)",
+    "local s = string.rep('x', 2^26) return #cmsgpack.pack(s, s, s, s, s, s, s, s, s, s)",
+    "local s = string.rep('x', 2^26) return #struct.pack(string.rep('c0', 10),"
+    " s, s, s, s, s, s, s, s, s, s)",
+    "local s = string.rep('\"' .. string.rep('x', 2^20) .. '\",', 300)"
+    " return #cjson.decode('[' .. s .. '1]')",
+])
+def test_outputs_stay_within_the_lua_memory_bound(r, source):
+    """What Python makes for Lua is checked against the interpreter's bound first: a failed
+    allocation outside a protected call would abort the worker."""
+    with pytest.raises(redis.ResponseError) as info:
+        r.eval(source, 0)
+    assert "not enough memory" in str(info.value)
+    assert r.eval("return cjson.encode({1})", 0) == b"[1]"
+
+
+@pytest.fixture
+def quick_busy(shardis_clean):
+    client = redis.Redis(port=shardis_clean.port, protocol=2)
+    client.config_set("lua-time-limit", 200)
+    yield shardis_clean
+    client.config_set("lua-time-limit", 5000)
+    client.close()
+
+
+@pytest.mark.parametrize("source", [
+    "local t = {1} for i = 1, 40 do t = {t, t} end return #cjson.encode(t)",
+    "return cjson.decode('[' .. string.rep('[1,2,3],', 2^22) .. '1]')",
+    "local t = {} for i = 1, 2^21 do t[i] = {i} end"
+    " while true do cmsgpack.unpack(cmsgpack.pack(t)) end",
+])
+def test_long_encodings_answer_busy_and_are_killed(quick_busy, source):
+    import threading
+
+    outcome: list[str] = []
+
+    def run() -> None:
+        client = redis.Redis(port=quick_busy.port, protocol=2, socket_timeout=120)
+        try:
+            outcome.append(repr(client.eval(source, 0)))
+        except redis.ResponseError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    client = redis.Redis(port=quick_busy.port, protocol=2)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.eval("return 1", 0)
+        except redis.ResponseError as exc:
+            if str(exc).startswith("BUSY"):
+                break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the worker never answered BUSY")
+    assert client.script_kill()
+    thread.join(30)
+    assert outcome and "Script killed by user" in outcome[0]
+    assert client.eval("return cjson.encode({1})", 0) == b"[1]"

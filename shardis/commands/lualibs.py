@@ -37,6 +37,9 @@ INT_MIN = -(1 << 31)
 INT_MAX = (1 << 31) - 1
 #: LUAI_MAXCSTACK: how many slots a C function may use on the Lua stack.
 MAXCSTACK = 8000
+#: Memory kept free in the interpreter when Python makes Lua values (see ``Libs.room``).
+MEMORY_MARGIN = 4 * 1024 * 1024
+KILLED = b"Script killed by user with SCRIPT KILL..."
 
 
 class LuaError(Exception):
@@ -250,7 +253,54 @@ class Libs:
             "return function(t, k) local v = rawget(t, k) return v == 0 and 1 / v < 0 end")
         self.null: Any = None
         self.lua_type = lua.eval("type")
+        #: the engine's check for a busy script (SCRIPT KILL, BUSY replies), as the Lua hook
+        #: calls it: long encodings and decodings call it too
+        self.interrupt: Callable[[], bool] = lambda: False
+        self.ticks = 0
+        #: the interpreter's memory bound (None: none)
+        self.max_memory: int | None = lua.get_max_memory()
         self.json = JsonConfig()
+
+    def room(self, need: int) -> None:
+        """Fail as Lua does ("not enough memory") unless ``need`` more bytes fit in the
+        interpreter's bound.  Tables and strings made from Python are allocated outside any
+        protected call: a failed allocation there would abort the worker, so it must never
+        happen."""
+        if self.max_memory and (self.lua.get_memory_used() or 0) + need + MEMORY_MARGIN \
+                > self.max_memory:
+            raise LuaError(b"not enough memory")
+
+    def tick(self) -> None:
+        """One more value encoded or decoded: every 4096, what the Lua hook does."""
+        self.ticks += 1
+        if not self.ticks & 4095 and self.interrupt():
+            raise LuaError(KILLED)
+
+    def output_room(self) -> int:
+        """How many bytes a string made in Python may take (it is copied into Lua)."""
+        if not self.max_memory:
+            return 1 << 62
+        return self.max_memory - (self.lua.get_memory_used() or 0) - MEMORY_MARGIN
+
+    def results(self, values: tuple) -> tuple:
+        """Room for the strings among ``values`` before lupa copies them into Lua."""
+        self.room(sum(len(v) + 64 for v in values if isinstance(v, bytes)))
+        return values
+
+    def new_table(self) -> Any:
+        self.room(256)
+        return self.lua.table()
+
+    def store(self, table: Any, count: int, key: object, value: object) -> None:
+        """``table[key] = value`` for a table holding ``count`` entries: room first for the
+        table doubling its parts and for the strings."""
+        need = 80 * count + 256
+        if isinstance(key, bytes):
+            need += len(key)
+        if isinstance(value, bytes):
+            need += len(value)
+        self.room(need)
+        table[key] = value
 
     def reset(self) -> None:
         """SCRIPT FLUSH: Redis makes a new interpreter, so cjson's settings start over."""
@@ -284,6 +334,7 @@ class Libs:
         }
 
     def cjson_table(self, config: JsonConfig) -> Any:
+        self.room(4096)
         made = self.lua.table()
         for name, function in JSON_FUNCTIONS.items():
             made[name] = self.entry(self._bind(function, config))
@@ -459,6 +510,7 @@ def _pack_float(value: float, little: bool) -> bytes:
 def struct_pack(args: Args) -> bytes:
     form = _Format(args, args.cstring(1))
     args.values += (None,)  # b_pack pushes a nil after the arguments
+    limit = args.libs.output_room()
     out = bytearray()
     narg = 2
     total = 0
@@ -466,6 +518,8 @@ def struct_pack(args: Args) -> bytes:
         opt, size = item
         toalign = form.toalign(total, opt, size)
         total += toalign
+        if len(out) + toalign + size > limit:
+            raise LuaError(b"not enough memory")
         out += b"\0" * toalign
         if opt in _INTEGERS:
             n = args.number(narg)
@@ -488,6 +542,8 @@ def struct_pack(args: Args) -> bytes:
                 size = len(text)
             if len(text) < size:
                 args.argerror(narg, b"string too short")
+            if len(out) + size > limit:
+                raise LuaError(b"not enough memory")
             out += text[:size]
             if opt == 115:
                 out += b"\0"
@@ -555,7 +611,7 @@ def struct_unpack(args: Args) -> tuple:
             form.control(opt)
         pos += size
     results.append(number_out(c_int64(pos + 1) if pos + 1 < 1 << 63 else pos + 1 - (1 << 64)))
-    return tuple(results)
+    return args.libs.results(tuple(results))
 
 
 def struct_size(args: Args) -> int:
@@ -593,14 +649,21 @@ class JsonConfig:
 _ESCAPES = {i: b"\\u%04x" % i for i in range(32)}
 _ESCAPES.update({8: b"\\b", 9: b"\\t", 10: b"\\n", 12: b"\\f", 13: b"\\r", 34: b'\\"',
                  47: b"\\/", 92: b"\\\\", 127: b"\\u007f"})
-_ESCAPE_TABLE = {i: s.decode("latin-1") for i, s in _ESCAPES.items()}
-_NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"/\\\x7f]')
+#: the bytes written as they are (deleted to find the others at C speed)
+_PLAIN = bytes(b for b in range(256) if b not in _ESCAPES)
 
 
 def json_string(text: bytes) -> bytes:
-    if _NEEDS_ESCAPE.search(text) is None:
+    """json_append_string: quoted, with char2escape's escapes."""
+    present = set(text.translate(None, _PLAIN))
+    if not present:
         return b'"' + text + b'"'
-    return b'"' + text.decode("latin-1").translate(_ESCAPE_TABLE).encode("latin-1") + b'"'
+    if 92 in present:  # first: the other escapes bring backslashes
+        text = text.replace(b"\\", b"\\\\")
+        present.discard(92)
+    for byte in present:
+        text = text.replace(bytes((byte,)), _ESCAPES[byte])
+    return b'"' + text + b'"'
 
 
 def _json_arg_init(args: Args, count: int) -> None:
@@ -661,13 +724,18 @@ def _json_enum_setting(field: str, options: tuple[bytes, ...] = (b"off", b"on")
 
 
 class _Encoder:
-    __slots__ = ("cfg", "libs", "out", "args")
+    __slots__ = ("cfg", "libs", "out", "args", "limit")
 
     def __init__(self, args: Args, cfg: JsonConfig) -> None:
         self.args = args
         self.libs = args.libs
         self.cfg = cfg
-        self.out: list[bytes] = []
+        self.out = bytearray()
+        self.limit = self.libs.output_room()
+
+    def grown(self, more: int = 0) -> None:
+        if len(self.out) + more > self.limit:
+            raise LuaError(b"not enough memory")
 
     def fail(self, kind: str, reason: str) -> NoReturn:
         self.args.error(f"Cannot serialise {kind}: {reason}".encode())
@@ -684,23 +752,26 @@ class _Encoder:
         return fmt_g(value, self.cfg.precision)
 
     def value(self, value: object, depth: int, top: int) -> None:
+        self.libs.tick()
         out = self.out
         if isinstance(value, bytes):
-            out.append(json_string(value))
+            self.grown(len(value))
+            out += json_string(value)
+            self.grown()
         elif value is True:
-            out.append(b"true")
+            out += b"true"
         elif value is False:
-            out.append(b"false")
+            out += b"false"
         elif isinstance(value, (int, float)):
-            out.append(self.number(value))
+            out += self.number(value)
         elif value is None:
-            out.append(b"null")
+            out += b"null"
         else:
             kind = self.libs.lupa.lua_type(value)
             if kind == "table":
                 self.table(value, depth + 1, top)
             elif kind == "userdata" and self.libs.is_null(value):
-                out.append(b"null")
+                out += b"null"
             else:
                 self.fail(type_name(value, self.libs), "type not supported")
 
@@ -713,31 +784,33 @@ class _Encoder:
         out = self.out
         if length > 0:
             values = {k: v for k, v in items}
-            out.append(b"[")
+            out += b"["
             for index in range(1, length + 1):
                 if index > 1:
-                    out.append(b",")
+                    out += b","
+                    self.grown()
                 value = values.get(index)
                 if value == 0 and type(value) is int and self.libs.negative_zero(table, index):
                     value = -0.0
                 self.value(value, depth, top + 1)
-            out.append(b"]")
+            out += b"]"
             return
-        out.append(b"{")
+        out += b"{"
         for count, (key, value) in enumerate(items):
             if count:
-                out.append(b",")
+                out += b","
+                self.grown()
             if isinstance(key, bytes):
-                out.append(json_string(key))
-                out.append(b":")
+                out += json_string(key)
+                out += b":"
             elif isinstance(key, (int, float)) and not isinstance(key, bool):
-                out.append(b'"' + self.number(key) + b'":')
+                out += b'"' + self.number(key) + b'":'
             else:
                 self.fail(type_name(key, self.libs), "table key must be a number or string")
             if value == 0 and type(value) is int and self.libs.negative_zero(table, key):
                 value = -0.0
             self.value(value, depth, top + 2)
-        out.append(b"}")
+        out += b"}"
 
     def array_length(self, items: list[tuple[object, object]]) -> int:
         cfg = self.cfg
@@ -766,7 +839,8 @@ def json_encode(args: Args, cfg: JsonConfig) -> bytes:
     encoder = _Encoder(args, cfg)
     with _deep_recursion():
         encoder.value(args.get(1), 0, 1)
-    return b"".join(encoder.out)
+    encoder.grown(64)
+    return bytes(encoder.out)
 
 
 class _deep_recursion:
@@ -796,7 +870,6 @@ for _ch in b"fiInNt\"+-0123456789":
     _CH2TOKEN[_ch] = T_UNKNOWN
 _ESCAPE2CHAR = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
                 ord("t"): b"\t", ord("n"): b"\n", ord("f"): b"\f", ord("r"): b"\r"}
-_STRING_STOP = re.compile(rb'["\\\0]')
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -881,9 +954,22 @@ class _Decoder:
         index = self.ptr
         self.ptr += 1
         out = bytearray()
+        # where the next quote, backslash and NUL are (the sentinel NUL at worst)
+        quote = backslash = nul = -1
         while True:
-            end = _STRING_STOP.search(data, self.ptr).start()  # the sentinel NUL at worst
-            out += data[self.ptr:end]
+            ptr = self.ptr
+            if quote < ptr:
+                quote = data.find(b'"', ptr)
+                if quote < 0:
+                    quote = len(data)
+            if backslash < ptr:
+                backslash = data.find(b"\\", ptr)
+                if backslash < 0:
+                    backslash = len(data)
+            if nul < ptr:
+                nul = data.find(b"\0", ptr)
+            end = min(quote, backslash, nul)
+            out += data[ptr:end]
             self.ptr = end
             ch = data[end]
             if ch == 34:
@@ -937,6 +1023,7 @@ class _Decoder:
                         % (self.depth, self.ptr))
 
     def value(self, token: tuple[int, object, int], top: int) -> object:
+        self.libs.tick()
         kind = token[0]
         if kind in (T_STRING, T_NUMBER, T_BOOLEAN):
             return token[1]
@@ -950,7 +1037,8 @@ class _Decoder:
 
     def obj(self, top: int) -> Any:
         self.descend(3, top)
-        table = self.libs.lua.table()
+        table = self.libs.new_table()
+        count = 0
         token = self.token()
         if token[0] == T_OBJ_END:
             self.depth -= 1
@@ -962,7 +1050,8 @@ class _Decoder:
             token = self.token()
             if token[0] != T_COLON:
                 self.throw("colon", token)
-            table[key] = self.value(self.token(), top + 2)
+            self.libs.store(table, count, key, self.value(self.token(), top + 2))
+            count += 1
             token = self.token()
             if token[0] == T_OBJ_END:
                 self.depth -= 1
@@ -973,14 +1062,14 @@ class _Decoder:
 
     def array(self, top: int) -> Any:
         self.descend(2, top)
-        table = self.libs.lua.table()
+        table = self.libs.new_table()
         token = self.token()
         if token[0] == T_ARR_END:
             self.depth -= 1
             return table
         index = 1
         while True:
-            table[index] = self.value(token, top + 1)
+            self.libs.store(table, index, index, self.value(token, top + 1))
             index += 1
             token = self.token()
             if token[0] == T_ARR_END:
@@ -1015,7 +1104,7 @@ def json_decode(args: Args, cfg: JsonConfig) -> object:
     token = decoder.token()
     if token[0] != T_END:
         decoder.throw("the end", token)
-    return value
+    return args.libs.results((value,))[0]
 
 
 def json_new(args: Args) -> Any:
@@ -1041,16 +1130,23 @@ MP_MAX_NESTING = 16
 
 
 class _Packer:
-    __slots__ = ("out", "libs")
+    __slots__ = ("out", "libs", "limit")
 
     def __init__(self, libs: Libs) -> None:
         self.libs = libs
         self.out = bytearray()
+        self.limit = libs.output_room()
+
+    def grown(self, more: int = 0) -> None:
+        if len(self.out) + more > self.limit:
+            raise LuaError(b"not enough memory")
 
     def value(self, value: object, level: int) -> None:
+        self.libs.tick()
         out = self.out
         if isinstance(value, bytes):
             n = len(value)
+            self.grown(n + 5)
             if n < 32:
                 out.append(0xA0 | n)
             elif n <= 0xFF:
@@ -1125,12 +1221,14 @@ class _Packer:
             self.header(count, 0x90, b"\xdc", b"\xdd")
             for index in range(1, count + 1):
                 self.value(values.get(index), level + 1)
+                self.grown()
             return
         self.header(len(items), 0x80, b"\xde", b"\xdf")
         del out
         for key, value in items:
             self.value(key, level + 1)
             self.value(value, level + 1)
+            self.grown()
 
     def header(self, n: int, fix: int, b16: bytes, b32: bytes) -> None:
         if n <= 15:
@@ -1149,6 +1247,7 @@ def mp_pack(args: Args) -> bytes:
     packer = _Packer(args.libs)
     for value in args.values:
         packer.value(value, 0)
+        packer.grown(64)
     return bytes(packer.out)
 
 
@@ -1178,6 +1277,7 @@ class _Unpacker:
             raise _MpEof
 
     def value(self, top: int) -> object:
+        self.libs.tick()
         self.need(1)
         if top + 1 > MAXCSTACK:
             self.args.error(_STACK_MESSAGE)
@@ -1242,22 +1342,22 @@ class _Unpacker:
     def array(self, n: int, top: int) -> Any:
         if top + 2 > MAXCSTACK:
             self.args.error(b"stack overflow (in function mp_decode_to_lua_array)")
-        table = self.libs.lua.table()
+        table = self.libs.new_table()
         for index in range(1, n + 1):
             # Each element takes a byte at least: a huge count ends at the input's end.
-            table[index] = self.value(top + 2)
+            self.libs.store(table, index, index, self.value(top + 2))
         return table
 
     def hash(self, n: int, top: int) -> Any:
-        table = self.libs.lua.table()
-        for _ in range(n):
+        table = self.libs.new_table()
+        for count in range(n):
             key = self.value(top + 1)
             value = self.value(top + 2)
             if key is None:
                 raise LuaError(b"table index is nil")
             if isinstance(key, float) and key != key:
                 raise LuaError(b"table index is NaN")
-            table[key] = value
+            self.libs.store(table, count, key, value)
         return table
 
 
@@ -1292,8 +1392,8 @@ def _mp_unpack_full(args: Args, limit: int, offset: int, top: int) -> tuple:
         if top + len(results) + 1 > MAXCSTACK:
             args.error(b"stack overflow (in function mp_unpack_full)")
         left = length - unpacker.pos
-        return (-1 if left == 0 else unpacker.pos, *results)
-    return tuple(results)
+        return args.libs.results((-1 if left == 0 else unpacker.pos, *results))
+    return args.libs.results(tuple(results))
 
 
 def mp_unpack(args: Args) -> tuple:

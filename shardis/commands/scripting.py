@@ -465,6 +465,8 @@ def _lua_entry(function: Callable[..., object]) -> Callable[..., object]:
             text = exc.text
         except LuaError as exc:  # a library's error: a plain string for Lua (luaL_error)
             kind, text = LuaError, exc.text
+        except MemoryError:  # lupa's LuaMemoryError too: the bound of the Lua heap
+            kind, text = LuaError, b"not enough memory"
         except Exception:
             log.exception("script API call failed event=script_api_error")
             text = "internal error in the scripting API"
@@ -521,6 +523,7 @@ class ScriptEngine:
          self.libs.null) = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
                                      _lua_entry(self._interrupt),
                                      self.lua.table_from(self.libs.tables()))
+        self.libs.interrupt = self._interrupt
         #: busy-reply-threshold in seconds (from the router's ``__script_topology``).
         self.busy_after = 5.0
         # State of the script being run.
