@@ -24,12 +24,22 @@ Conversions follow ``script_lua.c`` exactly (both directions, RESP2 and ``redis.
 and error replies follow Redis 7.0's format (``ERR user_script:1: ... script: <sha>, on
 @user_script:1.``), built by an error handler written like Redis's ``__redis__err__handler``.
 
+Libraries
+    Redis's bundled ``cjson``, ``cmsgpack``, ``bit`` and ``struct`` are Python functions
+    written after their C code (``shardis.commands.lualibs``), exposed like the ``redis``
+    functions (through ``_lua_entry``) and read-only like every library.  The sandbox gives
+    them what a C function would know: their name and the caller's line for argument errors
+    (``caller``, which follows a running coroutine), and ``cjson.null``, a userdata printing
+    as Redis's NULL lightuserdata.
+
 Differences from Redis that remain (also in the report of the change that added this):
 
-* The libraries Redis bundles (cjson, cmsgpack, bit, struct) are not available.
 * The sandbox (see ``_BOOTSTRAP``) makes globals and libraries read-only with proxies, as
   Redis 7 does with its patched Lua: ``#`` and ``unpack`` on a library table see nothing, and
-  the ``redis`` functions are Python callables (``type(redis.call)`` is ``userdata``).
+  the ``redis`` and library functions are Python callables (``type(redis.call)`` is
+  ``userdata``).
+* A ``-0`` passed straight to a Python function arrives as ``0`` (lupa converts integral
+  numbers to ints): ``cjson.encode(-0)`` is ``0`` (Redis: ``-0``); inside a table it is kept.
 * No script timeout: SCRIPT KILL answers NOTBUSY and a script that loops forever blocks its
   worker (Redis would answer BUSY to other clients meanwhile).
 * ``debug`` reads as nil instead of failing as an undefined global (lupa's error path looks
