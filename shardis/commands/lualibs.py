@@ -274,9 +274,9 @@ class Libs:
             raise LuaError(b"not enough memory")
 
     def tick(self) -> None:
-        """One more value encoded or decoded: every 4096, what the Lua hook does."""
-        self.ticks += 1
-        if not self.ticks & 4095 and self.interrupt():
+        """Every 4096 values encoded or decoded (counted by the callers in ``ticks``), what
+        the Lua hook does."""
+        if self.interrupt():
             raise LuaError(KILLED)
 
     def output_room(self) -> int:
@@ -297,12 +297,14 @@ class Libs:
     def store(self, table: Any, count: int, key: object, value: object) -> None:
         """``table[key] = value`` for a table holding ``count`` entries: room first for the
         table doubling its parts and for the strings."""
-        need = 80 * count + 256
-        if isinstance(key, bytes):
-            need += len(key)
-        if isinstance(value, bytes):
-            need += len(value)
-        self.room(need)
+        if self.max_memory:
+            need = 80 * count + 256 + MEMORY_MARGIN
+            if type(key) is bytes:
+                need += len(key)
+            if type(value) is bytes:
+                need += len(value)
+            if self.lua.get_memory_used() + need > self.max_memory:
+                raise LuaError(b"not enough memory")
         table[key] = value
 
     def reset(self) -> None:
@@ -755,7 +757,10 @@ class _Encoder:
         return fmt_g(value, self.cfg.precision)
 
     def value(self, value: object, depth: int, top: int) -> None:
-        self.libs.tick()
+        libs = self.libs
+        libs.ticks += 1
+        if not libs.ticks & 4095:
+            libs.tick()
         out = self.out
         if isinstance(value, bytes):
             self.grown(len(value))
@@ -898,7 +903,7 @@ def _is_invalid_number(data: bytes, p: int) -> bool:
 
 
 class _Decoder:
-    __slots__ = ("data", "ptr", "cfg", "depth", "args", "libs")
+    __slots__ = ("data", "ptr", "cfg", "depth", "args", "libs", "quote", "backslash", "nul")
 
     def __init__(self, args: Args, cfg: JsonConfig, data: bytes) -> None:
         self.args = args
@@ -907,6 +912,8 @@ class _Decoder:
         self.data = data + b"\0"
         self.ptr = 0
         self.depth = 0
+        # where the next quote, backslash and NUL are (strings); the sentinel NUL at worst
+        self.quote = self.backslash = self.nul = -1
 
     def token(self) -> tuple[int, object, int]:
         """(type, value, index) of the next token (json_next_token)."""
@@ -957,8 +964,7 @@ class _Decoder:
         index = self.ptr
         self.ptr += 1
         out = bytearray()
-        # where the next quote, backslash and NUL are (the sentinel NUL at worst)
-        quote = backslash = nul = -1
+        quote, backslash, nul = self.quote, self.backslash, self.nul
         while True:
             ptr = self.ptr
             if quote < ptr:
@@ -978,6 +984,7 @@ class _Decoder:
             if ch == 34:
                 break
             if ch == 0:
+                self.quote, self.backslash, self.nul = quote, backslash, nul
                 return T_ERROR, "unexpected end of string", self.ptr
             escaped = data[self.ptr + 1]
             if escaped == 117:  # u
@@ -989,6 +996,7 @@ class _Decoder:
                 return T_ERROR, "invalid escape code", self.ptr
             out += char
             self.ptr += 2
+        self.quote, self.backslash, self.nul = quote, backslash, nul
         self.ptr += 1
         return T_STRING, bytes(out), index
 
@@ -1026,7 +1034,10 @@ class _Decoder:
                         % (self.depth, self.ptr))
 
     def value(self, token: tuple[int, object, int], top: int) -> object:
-        self.libs.tick()
+        libs = self.libs
+        libs.ticks += 1
+        if not libs.ticks & 4095:
+            libs.tick()
         kind = token[0]
         if kind in (T_STRING, T_NUMBER, T_BOOLEAN):
             return token[1]
@@ -1145,7 +1156,10 @@ class _Packer:
             raise LuaError(b"not enough memory")
 
     def value(self, value: object, level: int) -> None:
-        self.libs.tick()
+        libs = self.libs
+        libs.ticks += 1
+        if not libs.ticks & 4095:
+            libs.tick()
         out = self.out
         if isinstance(value, bytes):
             n = len(value)
@@ -1280,7 +1294,10 @@ class _Unpacker:
             raise _MpEof
 
     def value(self, top: int) -> object:
-        self.libs.tick()
+        libs = self.libs
+        libs.ticks += 1
+        if not libs.ticks & 4095:
+            libs.tick()
         self.need(1)
         if top + 1 > MAXCSTACK:
             self.args.error(_STACK_MESSAGE)
