@@ -19,8 +19,7 @@ Python makes for Lua is checked against the interpreter's memory bound first
 the worker.  Long calls look up from their work as the Lua hook does (:meth:`Libs.tick`):
 past busy-reply-threshold the worker answers BUSY and SCRIPT KILL ends the script.
 
-Known differences: ``type(bit.band)`` is ``userdata`` (as for the ``redis`` functions); a
-``-0`` given directly as an argument arrives as ``0`` (lupa converts integral numbers to
+Known differences: a ``-0`` given directly as an argument arrives as ``0`` (lupa converts integral numbers to
 Python ints), so ``cjson.encode(-0)`` is ``0`` where Redis writes ``-0`` (a ``-0`` inside a
 table is found and kept); everything is 10 to 50 times slower than Redis's C.
 """

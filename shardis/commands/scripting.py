@@ -35,9 +35,11 @@ Libraries
 Differences from Redis that remain (also in the report of the change that added this):
 
 * The sandbox (see ``_BOOTSTRAP``) makes globals and libraries read-only with proxies, as
-  Redis 7 does with its patched Lua: ``#`` and ``unpack`` on a library table see nothing, and
-  the ``redis`` and library functions are Python callables (``type(redis.call)`` is
-  ``userdata``).
+  Redis 7 does with its patched Lua: ``#`` and ``unpack`` on a library table see nothing.
+  The ``redis`` and library functions are Python callables; the sandbox's ``type`` and
+  ``tostring`` show them as C functions (``function``, ``function: 0x...``), but being Lua
+  functions themselves, ``return type()`` (no argument, in a tail call) reports its error
+  without the caller's line.
 * A ``-0`` passed straight to a Python function arrives as ``0`` (lupa converts integral
   numbers to ints): ``cjson.encode(-0)`` is ``0`` (Redis: ``-0``); inside a table it is kept.
 * No script timeout: SCRIPT KILL answers NOTBUSY and a script that loops forever blocks its
@@ -192,7 +194,7 @@ local lua_pcall, lua_xpcall, lua_loadstring, lua_setfenv = pcall, xpcall, loadst
 local table_insert, table_remove, table_sort, table_concat = table.insert, table.remove,
                                                               table.sort, table.concat
 local co_resume = coroutine.resume
-local lua_newproxy = newproxy
+local lua_newproxy, lua_select = newproxy, select
 local READONLY = 'Attempt to modify a readonly table'
 
 -- read-only proxy -> the real table behind it (weak keys: proxies live as long as used)
@@ -418,8 +420,34 @@ local function caller()
   return name, namewhat, where
 end
 
+-- The Python functions (redis.*, the libraries) stand for Redis's C functions: type() says
+-- 'function' and tostring() 'function: 0x...', as for a C function, never Python's repr.
+local py_mt = lua_getmetatable(redis_api.call)
+local dbg_getmetatable, lua_match = dbg.getmetatable, string.match
+local function is_python(v)
+  return lua_type(v) == 'userdata' and dbg_getmetatable(v) == py_mt
+end
+local function value_expected()  -- luaL_checkany's error, named as the caller calls it
+  local info = dbg.getinfo(2, 'n')
+  lua_error("bad argument #1 to '" .. (info and info.name or '?') .. "' (value expected)", 3)
+end
+lua_rawset(globals, 'type', function(...)
+  if lua_select('#', ...) == 0 then value_expected() end
+  local v = ...
+  if is_python(v) then return 'function' end
+  return lua_type(v)
+end)
+lua_rawset(globals, 'tostring', function(...)
+  if lua_select('#', ...) == 0 then value_expected() end
+  local v = ...
+  if is_python(v) then
+    return 'function: ' .. (lua_match(lua_tostring(v), ' at (0x%x+)>$') or 'builtin')
+  end
+  return lua_tostring(v)
+end)
+
 -- The Python objects' metatable (shared by all of them) is out of reach.
-lua_rawset(lua_getmetatable(redis_api.call), '__metatable', false)
+lua_rawset(py_mt, '__metatable', false)
 
 -- Globals: reads of undefined names fail as in Redis; every write fails.
 local proxy_globals = protect(globals)
