@@ -1231,7 +1231,6 @@ class _Packer:
                 break
             largest = max(largest, int(key))
             count += 1
-        out = self.out
         if array and largest == count:
             values = dict(items)
             self.header(count, 0x90, b"\xdc", b"\xdd")
@@ -1240,7 +1239,6 @@ class _Packer:
                 self.grown()
             return
         self.header(len(items), 0x80, b"\xde", b"\xdf")
-        del out
         for key, value in items:
             self.value(key, level + 1)
             self.value(value, level + 1)
