@@ -838,6 +838,8 @@ def quick_busy(shardis_clean):
     "return cjson.decode('[' .. string.rep('[1,2,3],', 2^22) .. '1]')",
     "local t = {} for i = 1, 2^21 do t[i] = {i} end"
     " while true do cmsgpack.unpack(cmsgpack.pack(t)) end",
+    "return #struct.pack(string.rep('x', 2^26))",
+    "return #cjson.decode('\"' .. string.rep('\\\\n', 2^25) .. '\"')",
 ])
 def test_long_encodings_answer_busy_and_are_killed(quick_busy, source):
     import threading

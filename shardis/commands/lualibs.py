@@ -501,6 +501,10 @@ class _Format:
             return None
         opt = self.fmt[self.pos]
         self.pos += 1
+        libs = self.args.libs
+        libs.ticks += 1
+        if not libs.ticks & 4095:
+            libs.tick()
         return opt, self.optsize(opt)
 
 
@@ -877,6 +881,7 @@ for _ch in b"fiInNt\"+-0123456789":
     _CH2TOKEN[_ch] = T_UNKNOWN
 _ESCAPE2CHAR = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
                 ord("t"): b"\t", ord("n"): b"\n", ord("f"): b"\f", ord("r"): b"\r"}
+_NOT_BLANK = re.compile(rb"[^ \t\n\r]")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
@@ -917,12 +922,12 @@ class _Decoder:
     def token(self) -> tuple[int, object, int]:
         """(type, value, index) of the next token (json_next_token)."""
         data = self.data
-        while True:
+        ch = data[self.ptr]
+        kind = _CH2TOKEN[ch]
+        if kind == T_WHITESPACE:  # a run of blanks skipped at C speed
+            self.ptr = _NOT_BLANK.search(data, self.ptr).start()
             ch = data[self.ptr]
             kind = _CH2TOKEN[ch]
-            if kind != T_WHITESPACE:
-                break
-            self.ptr += 1
         index = self.ptr
         if kind == T_ERROR:
             return T_ERROR, "invalid token", index
@@ -985,6 +990,10 @@ class _Decoder:
             if ch == 0:
                 self.quote, self.backslash, self.nul = quote, backslash, nul
                 return T_ERROR, "unexpected end of string", self.ptr
+            libs = self.libs
+            libs.ticks += 1
+            if not libs.ticks & 4095:
+                libs.tick()
             escaped = data[self.ptr + 1]
             if escaped == 117:  # u
                 if self.unicode_escape(out):
