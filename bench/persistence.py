@@ -578,11 +578,11 @@ def _rows(results: list[ServerRun]) -> list[list[str]]:
 
     names = {"off": "appendonly no", "everysec": "appendfsync everysec",
              "always": "appendfsync always"}
-    for config in CONFIGS:
+    for config in CONFIGS if any(r.throughput for r in results) else ():
         for mode in MODES:
             row(f"SET {config.name}, {names[mode]}", "ops/s",
                 [_rps(r, mode, config.name) for r in results], "{:,.0f}")
-    for config in CONFIGS:
+    for config in CONFIGS if any(r.throughput for r in results) else ():
         for mode in MODES[1:]:
             value = _mode_ratio(shardis, mode, config.name)
             row(f"  {mode} / off, {config.name}", "ratio",
@@ -609,8 +609,10 @@ def _rows(results: list[ServerRun]) -> list[list[str]]:
     rows.append(["RDB reload: same keys/expires", ""]
                 + [{True: "ok", False: "NO"}.get(_dig(r, "rdb.load.verified"), "-")
                    for r in results] + ["", ""])
-    row("BGSAVE duration", "s", [_dig(r, "bgsave.bgsave_s") for r in results], "{:.2f}")
-    for label, path in (("before", "bgsave.before"), ("during", "bgsave.during")):
+    stalls = (("before", "bgsave.before"), ("during", "bgsave.during"))
+    if any(r.bgsave for r in results):
+        row("BGSAVE duration", "s", [_dig(r, "bgsave.bgsave_s") for r in results], "{:.2f}")
+    for label, path in stalls if any(r.bgsave for r in results) else ():
         row(f"GET/SET {label} BGSAVE: p50", "ms", [_dig(r, f"{path}.p50_ms") for r in results],
             "{:.3f}")
         row(f"GET/SET {label} BGSAVE: p99", "ms", [_dig(r, f"{path}.p99_ms") for r in results],
