@@ -389,11 +389,31 @@ def _write_all(fd: int, data: bytes) -> None:
 # Writer
 # ---------------------------------------------------------------------------------------------
 
+#: ``*N`` and N bulk strings as one format, for the short commands most writes are.
+_COMMAND_FORMATS = [b"*%d\r\n" % n + b"$%d\r\n%b\r\n" * n for n in range(9)]
+
+
 def encode_command(args: Sequence[bytes]) -> bytes:
     """RESP multibulk, as ``catAppendOnlyGenericCommand``."""
-    parts = [b"*%d\r\n" % len(args)]
+    count = len(args)
+    if count == 3:  # SET key value, HDEL key field, LPUSH key element...
+        a, b, c = args
+        return _COMMAND_FORMATS[3] % (len(a), a, len(b), b, len(c), c)
+    if count == 2:
+        a, b = args
+        return _COMMAND_FORMATS[2] % (len(a), a, len(b), b)
+    if count == 4:
+        a, b, c, d = args
+        return _COMMAND_FORMATS[4] % (len(a), a, len(b), b, len(c), c, len(d), d)
+    if count < 9:
+        flat: list[object] = []
+        for arg in args:
+            flat.append(len(arg))
+            flat.append(arg)
+        return _COMMAND_FORMATS[count] % tuple(flat)
+    parts = [b"*%d\r\n" % count]
     for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(parts)
 
 
@@ -423,6 +443,13 @@ class AofWriter:
             self.buf.append(encode_command([b"SELECT", b"0"]))
             self.selected = True
         self.buf.extend(encode_command(args) for args in commands)
+
+    def append_encoded(self, data: bytes) -> None:
+        """Buffer one command already encoded (:func:`encode_command`); no IO."""
+        if not self.selected:
+            self.buf.append(encode_command([b"SELECT", b"0"]))
+            self.selected = True
+        self.buf.append(data)
 
     def flush(self, now: float = 0.0, origin: tuple[bytes, int] | None = None) -> bool:
         """Write the batch's buffer in one go; with ``always`` also fsync it.  With ``origin``
