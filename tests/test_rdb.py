@@ -252,9 +252,9 @@ def test_other_databases_refused_or_skipped():
     assert list(reader) == [(b"k0", b"v", None)] and reader.skipped == 1
 
 
-def test_streams_are_refused_clearly():
-    with pytest.raises(RdbError, match=r"\(stream\) is not supported"):
-        list(RdbReader(io.BytesIO(_file(bytes([19]) + b"\x01k"))))
+def test_redis_7_2_streams_are_refused_clearly():
+    with pytest.raises(RdbError, match=r"stream of Redis 7.2 \(STREAM_LISTPACKS_3\)\) is not"):
+        list(RdbReader(io.BytesIO(_file(bytes([21]) + b"\x01k"))))
 
 
 # (4) corrupt input --------------------------------------------------------------------------

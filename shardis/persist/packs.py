@@ -254,3 +254,126 @@ def _zm_len(cur: _Cursor) -> int:
     if b == 254:
         return cur.unpack("<I")
     raise BlobError("zipmap entry length runs into the end marker", cur.pos - 1)
+
+
+# Stream listpacks ---------------------------------------------------------------------------
+#: Flags of a stream entry inside its listpack (stream.h).
+STREAM_FLAG_DELETED, STREAM_FLAG_SAMEFIELDS = 1, 2
+_U64 = 1 << 64
+#: An entry of a stream node: (id, flat [field, value, ...], deleted).
+StreamEntry = tuple[tuple[int, int], list[bytes], bool]
+
+
+def lp_encode_int(n: int) -> bytes:
+    """One integer listpack entry, as ``lpAppendInteger`` writes it."""
+    body = _lp_int(n)
+    return body + _lp_backlen(len(body))
+
+
+def _wrap_signed(n: int) -> int:
+    """A C ``uint64_t`` difference handed to ``lpAppendInteger`` (an ``int64_t``)."""
+    n %= _U64
+    return n - _U64 if n >= 1 << 63 else n
+
+
+def build_stream_node(master: tuple[int, int], fields: list[bytes],
+                      entries: list[StreamEntry]) -> bytes:
+    """A stream node's listpack as Redis's ``streamAppendItem`` (and XDEL/XTRIM marking
+    entries deleted) leaves it: the master entry ``count, deleted, num-fields, fields..., 0``,
+    then per entry ``flags, ms-diff, seq-diff, [num-fields, field, value... | values...],
+    lp-count`` (values only when the entry has the master's fields, in order)."""
+    live = sum(1 for _, _, dead in entries if not dead)
+    out = [lp_encode_int(live), lp_encode_int(len(entries) - live), lp_encode_int(len(fields))]
+    out.extend(lp_encode_entry(f) for f in fields)
+    out.append(lp_encode_int(0))
+    for (ms, seq), flat, dead in entries:
+        names = flat[::2]
+        same = names == fields
+        flags = (STREAM_FLAG_DELETED if dead else 0) | (STREAM_FLAG_SAMEFIELDS if same else 0)
+        out.append(lp_encode_int(flags))
+        out.append(lp_encode_int(_wrap_signed(ms - master[0])))
+        out.append(lp_encode_int(_wrap_signed(seq - master[1])))
+        if same:
+            out.extend(lp_encode_entry(v) for v in flat[1::2])
+            count = len(names) + 3
+        else:
+            out.append(lp_encode_int(len(names)))
+            out.extend(lp_encode_entry(item) for item in flat)
+            count = 2 * len(names) + 4
+        out.append(lp_encode_int(count))
+    return listpack_from_entries(out)
+
+
+class _Items:
+    """The elements of a stream listpack, read in order with bounds and type checks."""
+
+    def __init__(self, items: list[bytes]) -> None:
+        self.items = items
+        self.pos = 0
+
+    def take(self) -> bytes:
+        if self.pos >= len(self.items):
+            raise BlobError("stream listpack ends inside an entry", self.pos)
+        self.pos += 1
+        return self.items[self.pos - 1]
+
+    def int(self, low: int = LLONG_MIN) -> int:
+        text = self.take()
+        number = as_int(text)
+        if number is None or number < low:
+            raise BlobError(f"stream listpack element {self.pos - 1} is not a valid integer",
+                            self.pos - 1)
+        return number
+
+    def many(self, n: int) -> list[bytes]:
+        if self.pos + n > len(self.items):
+            raise BlobError("stream listpack ends inside an entry", self.pos)
+        self.pos += n
+        return self.items[self.pos - n:self.pos]
+
+
+def stream_node_entries(data: bytes, master: tuple[int, int]
+                        ) -> tuple[list[bytes], list[StreamEntry]]:
+    """(master fields, entries) of a stream node's listpack, checked as Redis's deep
+    ``streamValidateListpackIntegrity`` does and more: the counts in the master entry match
+    the entries' flags, every lp-count is right, and IDs increase from the master ID."""
+    items = _Items(listpack_entries(data))
+    if not items.items:
+        raise BlobError("empty listpack inside a stream", 0)
+    live, deleted, nfields = items.int(0), items.int(0), items.int(0)
+    fields = items.many(nfields)
+    if items.int() != 0:
+        raise BlobError("stream master entry has no zero terminator", items.pos - 1)
+    entries: list[StreamEntry] = []
+    previous = None
+    for _ in range(live + deleted):
+        entry = _stream_entry(items, master, fields)
+        if entry[0] < master or (previous is not None and entry[0] <= previous):
+            raise BlobError("stream listpack IDs are not in ascending order", items.pos)
+        previous = entry[0]
+        entries.append(entry)
+    if items.pos != len(items.items):
+        raise BlobError("stream listpack has elements after its last entry", items.pos)
+    if sum(1 for _, _, dead in entries if dead) != deleted:
+        raise BlobError("stream master entry counts do not match the entry flags", 0)
+    if not entries:
+        raise BlobError("stream listpack has no entries", 0)
+    return fields, entries
+
+
+def _stream_entry(items: _Items, master: tuple[int, int], fields: list[bytes]) -> StreamEntry:
+    flags = items.int(0)
+    if flags > STREAM_FLAG_DELETED | STREAM_FLAG_SAMEFIELDS:
+        raise BlobError(f"stream entry has unknown flags {flags}", items.pos - 1)
+    entry_id = ((master[0] + items.int()) % _U64, (master[1] + items.int()) % _U64)
+    if flags & STREAM_FLAG_SAMEFIELDS:
+        values = items.many(len(fields))
+        flat = [item for pair in zip(fields, values) for item in pair]
+        expected = len(fields) + 3
+    else:
+        n = items.int(0)
+        flat = list(items.many(2 * n))
+        expected = 2 * n + 4
+    if items.int() != expected:
+        raise BlobError("stream entry has a wrong lp-count", items.pos - 1)
+    return entry_id, flat, bool(flags & STREAM_FLAG_DELETED)

@@ -1,19 +1,21 @@
 """An RDB (Redis's snapshot format) codec: read any file Redis 7.0 writes, write version 10.
 
 DUMP/RESTORE use it for one value (``shardis.persist.dump``); SAVE/BGSAVE and loading at
-start-up will build on :class:`RdbReader` and :class:`RdbWriter` too.  The reader streams: it yields one key at a time,
-so a large file never has to fit in memory twice.
+start-up (``shardis.worker.snapshot``) use :class:`RdbReader` and :class:`RdbWriter`.  The
+reader streams: it yields one key at a time, so a large file never has to fit in memory twice.
 
 Choices, and why:
 
 * shardis has database 0 only.  Keys of another database raise :class:`RdbError` unless the
   reader is made with ``skip_other_dbs=True`` (then they are parsed, counted in ``skipped``
   and logged once): silently dropping data is worse than a clear refusal.
-* Streams, module values and module aux data are refused with :class:`RdbError` naming the
-  type (streams come in a later slice; modules do not exist in shardis).  Function libraries
+* Streams are read (STREAM_LISTPACKS of 5.0-6.2 and STREAM_LISTPACKS_2 of 7.0) and written
+  (STREAM_LISTPACKS_2) node by node as Redis keeps them, consumer groups included; Redis
+  7.2's STREAM_LISTPACKS_3, module values and module aux data are refused with
+  :class:`RdbError` naming the type (modules do not exist in shardis).  Function libraries
   (``FUNCTION2``) are kept, verbatim, in ``RdbReader.functions``.
 * Empty collections (which old or corrupt files may hold) are skipped and counted in
-  ``empty_skipped``, as Redis 7.0 skips them.
+  ``empty_skipped``, as Redis 7.0 skips them; an empty stream is a key, as in Redis.
 * Expiry times are yielded as read; dropping keys that are already expired is the loader's
   decision (Redis drops them on a master and keeps them on a replica).
 * Anything malformed raises :class:`RdbError` with the file offset; declared lengths are
@@ -36,6 +38,15 @@ import lzf
 
 from shardis.commands.hashes import HASH_MAX_LISTPACK_ENTRIES, HASH_MAX_LISTPACK_VALUE, HashValue
 from shardis.commands.sets import SetValue, built_set
+from shardis.commands.streams import (
+    MAX_ID,
+    MIN_ID,
+    StreamConsumer,
+    StreamGroup,
+    StreamID,
+    StreamValue,
+    _Node,
+)
 from shardis.commands.zsets import ZSET_MAX_LISTPACK_ENTRIES, ZSetValue
 from shardis.persist import packs
 from shardis.persist.packs import BlobError, as_int
@@ -54,6 +65,8 @@ TYPE_HASH_ZIPMAP, TYPE_LIST_ZIPLIST, TYPE_SET_INTSET, TYPE_ZSET_ZIPLIST = 9, 10,
 TYPE_HASH_ZIPLIST, TYPE_LIST_QUICKLIST, TYPE_STREAM_LISTPACKS = 13, 14, 15
 TYPE_HASH_LISTPACK, TYPE_ZSET_LISTPACK, TYPE_LIST_QUICKLIST_2 = 16, 17, 18
 TYPE_STREAM_LISTPACKS_2 = 19
+#: Redis 7.2's stream encoding (consumers gain an active-time): not readable by Redis 7.0.
+TYPE_STREAM_LISTPACKS_3 = 21
 OP_FUNCTION2, OP_FUNCTION, OP_MODULE_AUX, OP_IDLE, OP_FREQ = 245, 246, 247, 248, 249
 OP_AUX, OP_RESIZEDB, OP_EXPIRETIME_MS, OP_EXPIRETIME, OP_SELECTDB, OP_EOF = range(250, 256)
 
@@ -207,7 +220,7 @@ class RdbReader:
                 value = self.value(op)
                 if self._db != 0:
                     self.skipped += 1
-                elif not isinstance(value, (bytes, bytearray)) and not value:
+                elif is_empty_collection(value):
                     self.empty_skipped += 1  # as Redis: an empty collection is no key
                 else:
                     yield key, value, expire
@@ -283,8 +296,14 @@ class RdbReader:
 
 def _type_name(kind: int) -> str:
     names = {TYPE_STREAM_LISTPACKS: "stream", TYPE_STREAM_LISTPACKS_2: "stream",
+             TYPE_STREAM_LISTPACKS_3: "stream of Redis 7.2 (STREAM_LISTPACKS_3)",
              TYPE_MODULE: "module", TYPE_MODULE_2: "module"}
     return names.get(kind, f"type {kind}")
+
+
+def is_empty_collection(value: object) -> bool:
+    """An empty list, set, hash or sorted set: no key for Redis 7.0 (an empty stream is one)."""
+    return not isinstance(value, (bytes, bytearray, StreamValue)) and not value
 
 
 def _score(text: bytes) -> float:
@@ -396,6 +415,133 @@ def _read_zset_blob(parse: Callable[[bytes], list[bytes]]) -> Callable[[RdbReade
     return lambda r: _zset_value([(m, _score(s)) for m, s in _pairs(parse(r.string()))], True)
 
 
+# Streams ------------------------------------------------------------------------------------
+_U64 = 1 << 64
+#: Redis's SCG_INVALID_ENTRIES_READ: a group's entries_read that is not known.
+_INVALID_ENTRIES_READ = -1
+
+
+def _raw_id(r: RdbReader) -> StreamID:
+    """A stream ID as Redis keeps it in a radix tree key: 128 bits, big-endian."""
+    return struct.unpack(">QQ", r.read(16))  # type: ignore[return-value]
+
+
+def _length_id(r: RdbReader) -> StreamID:
+    return r.count(), r.count()
+
+
+def _read_stream(r: RdbReader, kind: int) -> StreamValue:
+    """Redis 7.0's ``rdbLoadObject`` for STREAM_LISTPACKS(_2), with every check of its deep
+    sanitization and those the stream's structure relies on (IDs in order across nodes, the
+    length and the last ID true to the entries)."""
+    value = StreamValue()
+    highest: StreamID | None = None
+    for _ in range(r.count()):
+        key = r.string()
+        if len(key) != 16:
+            raise BlobError("stream node key is not the size of a stream ID", 0)
+        master: StreamID = struct.unpack(">QQ", key)  # type: ignore[assignment]
+        if highest is not None and master <= highest:
+            raise BlobError("stream nodes are not in ascending ID order", 0)
+        highest = _load_node(value, master, r.string())
+    length = r.count()
+    value.last_id = _length_id(r)
+    if kind == TYPE_STREAM_LISTPACKS_2:
+        _length_id(r)  # the first ID: always the first live entry's (or 0-0) in shardis
+        value.max_deleted = _length_id(r)
+        value.added = r.count()
+    else:
+        value.added = length
+    if length != len(value.ids):
+        raise BlobError(f"stream length {length} but {len(value.ids)} entries", 0)
+    if highest is not None and value.last_id < highest:
+        raise BlobError("stream last ID is below its entries", 0)
+    for _ in range(r.count()):
+        name = r.string()
+        if name in value.groups:
+            raise BlobError("duplicated consumer group name", 0)
+        value.groups[name] = _read_group(r, kind, value)
+    return value
+
+
+def _load_node(value: StreamValue, master: StreamID, blob: bytes) -> StreamID:
+    """Add one listpack node to ``value`` as Redis would hold it; its highest ID."""
+    fields, entries = packs.stream_node_entries(blob, master)
+    if value.ids and entries[0][0] <= value.ids[-1] or value.nodes and \
+            master <= value.nodes[-1].last:
+        raise BlobError("stream nodes overlap", 0)
+    node = _Node(master, [])
+    node.fields = fields
+    node.nbytes = len(blob)
+    node.slots = len(entries)
+    node.last = entries[-1][0]
+    for entry_id, flat, dead in entries:
+        if dead:
+            node.dead.append((entry_id, flat))
+        else:
+            value.ids.append(entry_id)
+            value.entries[entry_id] = flat
+    node.live = node.slots - len(node.dead)
+    value.nodes.append(node)
+    return node.last
+
+
+def _read_group(r: RdbReader, kind: int, stream: StreamValue) -> StreamGroup:
+    last_id = _length_id(r)
+    if kind == TYPE_STREAM_LISTPACKS_2:
+        entries_read = r.count()
+        if entries_read >= 1 << 63:
+            entries_read -= _U64  # a C long long saved as unsigned: -1 is "unknown"
+    else:
+        entries_read = _estimate_entries_read(stream, last_id)
+    group = StreamGroup(last_id, entries_read)
+    for _ in range(r.count()):
+        entry_id = _raw_id(r)
+        delivery_time = struct.unpack("<q", r.read(8))[0]
+        if entry_id in group.pel:
+            raise BlobError("duplicated global PEL entry in a consumer group", 0)
+        group.pel[entry_id] = [delivery_time, r.count(), None]
+    for _ in range(r.count()):
+        name = r.string()
+        if name in group.consumers:
+            raise BlobError("duplicate stream consumer", 0)
+        consumer = StreamConsumer(struct.unpack("<q", r.read(8))[0])
+        for _ in range(r.count()):
+            entry_id = _raw_id(r)
+            nack = group.pel.get(entry_id)
+            if nack is None:
+                raise BlobError("consumer entry not found in the group's global PEL", 0)
+            if nack[2] is not None:
+                raise BlobError("PEL entry owned by two consumers (or twice by one)", 0)
+            nack[2] = name
+            consumer.pel.append(entry_id)
+        consumer.pel.sort()
+        group.consumers[name] = consumer
+    if any(nack[2] is None for nack in group.pel.values()):
+        raise BlobError("stream group PEL entry without a consumer", 0)
+    return group
+
+
+def _estimate_entries_read(s: StreamValue, entry_id: StreamID) -> int:
+    """Redis's ``streamEstimateDistanceFromFirstEverEntry``: a group's entries_read when the
+    file (STREAM_LISTPACKS, before 7.0) does not hold it."""
+    if not s.added:
+        return 0
+    if not s.ids and entry_id <= s.last_id:
+        return s.added
+    if entry_id == s.last_id:
+        return s.added
+    if entry_id > s.last_id:
+        return _INVALID_ENTRIES_READ
+    first = s.ids[0] if s.ids else MAX_ID
+    if s.max_deleted == MIN_ID or s.max_deleted < first:
+        if entry_id < first:
+            return s.added - len(s.ids)
+        if entry_id == first:
+            return s.added - len(s.ids) + 1
+    return _INVALID_ENTRIES_READ
+
+
 _VALUE_READERS = {
     TYPE_STRING: _read_string,
     TYPE_LIST: _read_list,
@@ -412,6 +558,8 @@ _VALUE_READERS = {
     TYPE_HASH_LISTPACK: _read_hash_blob(packs.listpack_entries, False),
     TYPE_ZSET_LISTPACK: _read_zset_blob(packs.listpack_entries),
     TYPE_LIST_QUICKLIST_2: lambda r: _read_quicklist(r, 2),
+    TYPE_STREAM_LISTPACKS: lambda r: _read_stream(r, TYPE_STREAM_LISTPACKS),
+    TYPE_STREAM_LISTPACKS_2: lambda r: _read_stream(r, TYPE_STREAM_LISTPACKS_2),
 }
 
 
@@ -482,7 +630,9 @@ class RdbWriter:
             return self._hash(value)
         if isinstance(value, ZSetValue):
             return self._zset(value)
-        raise RdbError(f"cannot write a {type(value).__name__} value yet")
+        if isinstance(value, StreamValue):
+            return TYPE_STREAM_LISTPACKS_2, self._stream(value)
+        raise RdbError(f"cannot write a {type(value).__name__} value")
 
     def _quicklist(self, items: Iterable[bytes]) -> bytes:
         """Nodes filled as RPUSH fills them (``_quicklistNodeAllowInsert`` with the default
@@ -525,6 +675,45 @@ class RdbWriter:
         body = b"".join(self.string(member) + struct.pack("<d", score)
                         for score, member in reversed(value.order))
         return TYPE_ZSET_2, encode_length(len(value)) + body
+
+    def _stream(self, value: StreamValue) -> bytes:
+        """Redis 7.0.15's ``rdbSaveObject`` for a stream: the nodes (key: master ID, 128 bits
+        big-endian; value: the listpack), length, last, first and max-deleted IDs,
+        entries_added, then the groups with their PELs and consumers, each in name/ID order
+        (the order of Redis's radix trees)."""
+        out = [encode_length(len(value.nodes))]
+        ids, entries = value.ids, value.entries
+        start = 0
+        for node in value.nodes:
+            live = [(i, entries[i], False) for i in ids[start:start + node.live]]
+            start += node.live
+            merged = sorted(live + [(i, f, True) for i, f in node.dead])
+            blob = packs.build_stream_node(node.master, node.fields, merged)
+            out.append(self.string(struct.pack(">QQ", *node.master)))
+            out.append(self.string(blob))
+        first = ids[0] if ids else MIN_ID
+        for number in (len(ids), *value.last_id, *first, *value.max_deleted, value.added,
+                       len(value.groups)):
+            out.append(encode_length(number))
+        for name in sorted(value.groups):
+            out.append(self.string(name))
+            out.append(self._group(value.groups[name]))
+        return b"".join(out)
+
+    def _group(self, group: StreamGroup) -> bytes:
+        out = [encode_length(group.last_id[0]), encode_length(group.last_id[1]),
+               encode_length(group.entries_read % _U64), encode_length(len(group.pel))]
+        for entry_id in sorted(group.pel):
+            delivery_time, count, _ = group.pel[entry_id]
+            out.append(struct.pack(">QQ", *entry_id) + struct.pack("<q", delivery_time))
+            out.append(encode_length(count))
+        out.append(encode_length(len(group.consumers)))
+        for name in sorted(group.consumers):
+            consumer = group.consumers[name]
+            out.append(self.string(name) + struct.pack("<q", consumer.seen_time))
+            out.append(encode_length(len(consumer.pel)))
+            out.extend(struct.pack(">QQ", *entry_id) for entry_id in consumer.pel)
+        return b"".join(out)
 
 
 def write_rdb(fh: BinaryIO, entries: Iterable[Entry], compress: bool = True) -> None:

@@ -12,8 +12,8 @@ either the previous snapshot or the new one, never half of one.
   parent's garbage collector does not write to (and copy) every page while the child runs.
 * The ``save`` rules (``3600 1 300 100 60 10000``: after N seconds if at least M changes) are
   checked on the housekeeping tick against the changes made since the last successful save.
-* Streams cannot be written yet (the codec has no stream encoding): SAVE answers an error
-  naming the key, and a BGSAVE or a save rule fails (``rdb_last_bgsave_status:err``).
+* Every type is written, streams (with their consumer groups) included, as Redis 7.0.15
+  writes it.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ _BUFFER = 1 << 20
 def write_snapshot(db: object, path: str) -> int:
     """Write the keyspace ``db`` to ``path`` atomically; the number of keys written.
 
-    Raises :class:`RdbError` (a value the codec cannot write: a stream) or ``OSError``; the
-    temporary file is removed either way and the old snapshot is left as it was.
+    Raises ``OSError`` (or :class:`RdbError` for a value the codec cannot write, which no
+    stored type is); the temporary file is removed either way and the old snapshot is left as
+    it was.
     """
     data, expires = db.data, db.expires  # type: ignore[attr-defined]
     folder = os.path.dirname(path) or "."
@@ -53,13 +54,7 @@ def write_snapshot(db: object, path: str) -> int:
             key_out = writer.key
             get_expire = expires.get
             for key, value in data.items():
-                try:
-                    key_out(key, value, get_expire(key))
-                except RdbError:
-                    kind = type(value).__name__.removesuffix("Value").lower()
-                    raise RdbError(f"can't save: key '{key.decode(errors='replace')}' is a "
-                                   f"{kind}, and shardis's RDB snapshots do not hold streams "
-                                   "yet (use appendonly yes for them)") from None
+                key_out(key, value, get_expire(key))
             writer.end()
             fh.flush()
             os.fsync(fh.fileno())
