@@ -21,7 +21,7 @@ import shardis.commands.strings  # noqa: F401  (registers the string type)
 from shardis.commands.hashes import HashValue
 from shardis.commands.sets import SetValue, built_set
 from shardis.commands.zsets import ZSetValue
-from shardis.persist import packs
+from shardis.persist import packs, rdb
 from shardis.persist.rdb import (
     OP_EOF,
     OP_SELECTDB,
@@ -346,3 +346,74 @@ def test_encodings_after_loading_follow_redis(tmp_path):
         assert ours[b"h"][0] == "listpack" and ours[b"zmany"][0] == "skiplist"
     finally:
         loader.stop()
+
+
+# (5) the fast paths agree with the general ones ----------------------------------------------
+def _mixed_entries(n: int, seed: int) -> list:
+    """Strings of every shape the reader's fast path takes or declines (6-bit and longer
+    keys and values, INT8/16/32 values, integers too big for them, LZF), with and without
+    expiry, between collections; enough of them to cross several read blocks."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        key = b"k%d" % i + b"x" * rng.choice((0, 1, 50, 62, 63, 64, 100))
+        shape = rng.randrange(9)
+        if shape == 0:
+            value: object = b"%d" % rng.randrange(-128, 128)
+        elif shape == 1:
+            value = b"%d" % rng.randrange(-(2**15), 2**15)
+        elif shape == 2:
+            value = b"%d" % rng.randrange(-(2**31), 2**31)
+        elif shape == 3:
+            value = b"%d" % rng.randrange(2**31, 2**40)
+        elif shape == 4:
+            value = b"v" * rng.choice((0, 1, 62, 63, 64, 65, 300))
+        elif shape == 5:
+            value = deque([b"a", b"%d" % i, b"-70000", b"y" * 70, b"z" * 5000])
+        elif shape == 6:
+            value = HashValue([(b"f", b"%d" % -i), (b"g", b"2147483648")])
+        else:
+            value = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        expire = rng.choice((None, None, 2_000_000_000_000 + i, -5))
+        out.append((key, value, expire))
+    return out
+
+
+def test_fast_path_agrees_with_the_general_path(monkeypatch):
+    entries = _mixed_entries(12_000, 5)
+    data = _rdb_bytes(entries)
+    assert len(data) > rdb._BLOCK
+    fast = list(RdbReader(io.BytesIO(data)))
+    monkeypatch.setattr(rdb, "_FAST_ROOM", 1 << 62)  # the fast path never has room
+    slow = list(RdbReader(io.BytesIO(data)))
+    assert [(k, _plain(v), e) for k, v, e in fast] == [(k, _plain(v), e) for k, v, e in slow]
+    assert [(k, _plain(v), e) for k, v, e in fast] == [(k, _plain(v), e) for k, v, e in entries]
+
+
+def test_a_flip_inside_a_fast_read_string_is_a_checksum_error():
+    data = bytearray(_rdb_bytes(_mixed_entries(3000, 6)))
+    for at in (len(data) // 3, len(data) // 2, len(data) - 40):
+        flipped = bytearray(data)
+        flipped[at] ^= 0x20
+        with pytest.raises(RdbError):
+            _read_all(bytes(flipped))
+
+
+def test_the_reader_leaves_the_file_right_after_the_rdb():
+    data = _rdb_bytes(_mixed_entries(200, 7))
+    fh = io.BytesIO(data + b"after")
+    list(RdbReader(fh))
+    assert fh.read() == b"after"
+
+
+def test_listpack_entries_of_every_encoding_and_their_errors():
+    items = [b"0", b"127", b"128", b"-1", b"4095", b"-4096", b"4096", b"32767", b"-32768",
+             b"8388607", b"-8388608", b"8388608", b"2147483647", b"-2147483648",
+             b"2147483648", b"9223372036854775807", b"-9223372036854775808", b"", b"a" * 63,
+             b"b" * 64, b"c" * 4095, b"d" * 4096, b"12a", b"007"]
+    blob = packs.build_listpack(items)
+    assert packs.listpack_entries(blob) == items
+    for cut in range(7, len(blob) - 1, 97):
+        bad = blob[:cut] + b"\xff"
+        with pytest.raises(packs.BlobError):
+            packs.listpack_entries(struct.pack("<I", len(bad)) + bad[4:])

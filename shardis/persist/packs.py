@@ -58,24 +58,71 @@ def _signed(value: int, bits: int) -> int:
 
 
 # Listpack -----------------------------------------------------------------------------------
+_LP_HEADER = struct.Struct("<IH")
+_LP_FIXED = {0xF1: struct.Struct("<h"), 0xF3: struct.Struct("<i"), 0xF4: struct.Struct("<q")}
+#: a 7-bit unsigned listpack integer as text.
+_SMALL_TEXT = [b"%d" % n for n in range(128)]
+
+
 def listpack_entries(data: bytes) -> list[bytes]:
-    """Every entry of a listpack as bytes (integers as their decimal text)."""
-    cur = _Cursor(data)
-    total = cur.unpack("<I")
-    if total != len(data):
-        raise BlobError(f"listpack header says {total} bytes, blob has {len(data)}", 0)
-    count = cur.unpack("<H")
+    """Every entry of a listpack as bytes (integers as their decimal text).
+
+    The common entries (7-bit integers, strings of up to 63 bytes, 13-bit integers, whose
+    back-length is one byte) are parsed inline; the others through :func:`_lp_entry`.
+    Every entry, back-length included, must end before the end marker."""
+    size = len(data)
+    if size < 7:
+        raise BlobError(f"listpack of {size} bytes is shorter than its header", 0)
+    total, count = _LP_HEADER.unpack_from(data)
+    if total != size:
+        raise BlobError(f"listpack header says {total} bytes, blob has {size}", 0)
+    end = size - 1
+    if data[end] != 0xFF:
+        raise BlobError("listpack has no end marker", end)
     entries: list[bytes] = []
-    while True:
-        if cur.pos >= len(data):
-            raise BlobError("listpack has no end marker", cur.pos)
-        if data[cur.pos] == 0xFF:
-            break
-        start = cur.pos
-        entries.append(_lp_entry(cur))
-        _lp_check_backlen(cur, cur.pos - start)
-    if cur.pos != len(data) - 1:
-        raise BlobError("listpack has bytes after its end marker", cur.pos)
+    append = entries.append
+    pos = 6
+    small = _SMALL_TEXT
+    cur: _Cursor | None = None
+    while pos < end:
+        b = data[pos]
+        if b < 0x80:
+            value, n = small[b], 1
+        elif b < 0xC0:
+            n = 1 + (b & 0x3F)
+            value = data[pos + 1:pos + n]
+        elif b < 0xE0:
+            n = 2
+            raw = ((b & 0x1F) << 8) | data[pos + 1]
+            value = b"%d" % (raw - 8192 if raw >= 4096 else raw)
+        elif b == 0xF2:
+            n = 4
+            raw = int.from_bytes(data[pos + 1:pos + 4], "little")
+            value = b"%d" % (raw - 0x1000000 if raw >= 0x800000 else raw)
+        elif b in _LP_FIXED:
+            fixed = _LP_FIXED[b]
+            n = 1 + fixed.size
+            if pos + n >= end:
+                raise BlobError("listpack entry runs past the end", pos)
+            value = b"%d" % fixed.unpack_from(data, pos + 1)[0]
+        else:
+            if b == 0xFF:
+                raise BlobError("listpack has bytes after its end marker", pos)
+            if cur is None:
+                cur = _Cursor(data[:end])
+            cur.pos = pos
+            value = _lp_entry(cur)
+            n = cur.pos - pos
+            _lp_check_backlen(cur, n)
+            pos = cur.pos
+            append(value)
+            continue
+        # n < 65 here, so the back-length is the one byte n.
+        if pos + n >= end or data[pos + n] != n:
+            raise BlobError("listpack entry runs past the end or has a wrong back-length",
+                            pos)
+        pos += n + 1
+        append(value)
     if count != 0xFFFF and count != len(entries):
         raise BlobError(f"listpack header says {count} entries, found {len(entries)}", 4)
     return entries

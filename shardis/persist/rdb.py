@@ -78,6 +78,14 @@ _QUICKLIST_NODE_BYTES = 8192
 _SIZE_ESTIMATE_OVERHEAD, _LISTPACK_OVERHEAD = 8, 7
 #: Reads larger than this are done in pieces, so a lying length cannot allocate much.
 _CHUNK = 1 << 20
+#: The reader's block size.
+_BLOCK = 1 << 18
+#: The fast path of the reader parses a string key when this many bytes are in the block
+#: (enough for an expiry and a key and value of 63 bytes each).
+_FAST_ROOM = 9 + 1 + 64 + 64
+_INT16, _INT32, _INT64 = (struct.Struct(f) for f in ("<h", "<i", "<q"))
+#: an INT8-encoded string's text, by its byte.
+_INT_TEXT = [b"%d" % (n - 256 if n >= 128 else n) for n in range(256)]
 #: LZF cannot expand more than this (a 3-byte back-reference copies at most 264 bytes).
 _LZF_MAX_RATIO = 90
 
@@ -106,35 +114,75 @@ class RdbReader:
     def __init__(self, fh: BinaryIO, skip_other_dbs: bool = False) -> None:
         self.fh = fh
         self.skip_other_dbs = skip_other_dbs
-        self.pos = 0
-        self.crc = 0
         self.version = 0
         self.aux: dict[bytes, bytes] = {}
         self.functions: list[bytes] = []
         self.skipped = 0
         self.empty_skipped = 0
         self._db = 0
+        #: The file is read in blocks of _BLOCK bytes: ``_buf`` holds the current one from
+        #: file offset ``_base``, ``_off`` is the reading position in it, and the checksum
+        #: covers the file up to ``_base + _crc_from`` (the rest is folded in lazily), so a
+        #: small item costs one slice, not a file read and a CRC call.
+        self._buf = b""
+        self._off = 0
+        self._base = 0
+        self._crc = 0
+        self._crc_from = 0
 
-    # Low level: every byte goes through read(), which keeps offset and checksum.
+    @property
+    def pos(self) -> int:
+        """The file offset of the next byte to read."""
+        return self._base + self._off
+
+    @property
+    def crc(self) -> int:
+        """CRC64 of everything read so far."""
+        self._crc = crc64(self._buf[self._crc_from:self._off], self._crc)
+        self._crc_from = self._off
+        return self._crc
+
+    # Low level: every byte goes through read() (or the fast path of _entries, which moves
+    # _off the same way), which keeps the offset and, lazily, the checksum.
     def read(self, n: int) -> bytes:
+        off = self._off
+        end = off + n
+        if n >= 0 and end <= len(self._buf):
+            self._off = end
+            return self._buf[off:end]
+        return self._read_slow(n)
+
+    def _read_slow(self, n: int) -> bytes:
+        """``n`` bytes that run past the current block: read on, in pieces of at most _CHUNK
+        so that a lying length allocates no more than the file holds."""
         if n < 0:
             raise RdbError(f"negative length {n}", self.pos)
-        if n <= _CHUNK:
-            data = self.fh.read(n)
-        else:
-            parts, left = [], n
-            while left:
-                part = self.fh.read(min(left, _CHUNK))
-                if not part:
-                    break
-                parts.append(part)
-                left -= len(part)
-            data = b"".join(parts)
-        if len(data) != n:
-            raise RdbError(f"file ends inside a {n}-byte item", self.pos + len(data))
-        self.crc = crc64(data, self.crc)
-        self.pos += n
-        return data
+        self._fold()
+        parts, have = [self._buf], len(self._buf)
+        while have < n:
+            part = self.fh.read(max(min(n - have, _CHUNK), _BLOCK))
+            if not part:
+                break
+            parts.append(part)
+            have += len(part)
+        self._buf = b"".join(parts)
+        if have < n:
+            raise RdbError(f"file ends inside a {n}-byte item", self.pos + have)
+        self._off = n
+        return self._buf[:n]
+
+    def _fold(self) -> None:
+        """Drop the consumed part of the block (after adding it to the checksum)."""
+        self.crc  # noqa: B018 - folds the consumed bytes into the checksum
+        self._base += self._off
+        self._buf = self._buf[self._off:]
+        self._off = self._crc_from = 0
+
+    def _give_back(self) -> None:
+        """At the end: put the file position right after the RDB when the file can seek."""
+        unread = len(self._buf) - self._off
+        if unread and self.fh.seekable():
+            self.fh.seek(-unread, os.SEEK_CUR)
 
     def byte(self) -> int:
         return self.read(1)[0]
@@ -202,6 +250,48 @@ class RdbReader:
         self._header()
         expire: int | None = None
         while True:
+            if self._db == 0:
+                # Fast path: a run of plain string keys (with or without an expiry in ms;
+                # 6-bit key and value lengths, or an integer value) parsed in place in the
+                # block, with no call per item: loading small strings gets several times
+                # faster.  Every length is checked against the block (_FAST_ROOM bytes are
+                # there); whatever this does not take, from its first byte, is left to the
+                # general path below.
+                buf, off = self._buf, self._off
+                limit = len(buf) - _FAST_ROOM
+                while off <= limit:
+                    start, when = off, expire
+                    op = buf[off]
+                    if op == OP_EXPIRETIME_MS and when is None:
+                        when = _INT64.unpack_from(buf, off + 1)[0]
+                        off += 9
+                        op = buf[off]
+                    klen = buf[off + 1]
+                    if op != TYPE_STRING or klen >= 64:
+                        off = start
+                        break
+                    kend = off + 2 + klen
+                    vlen = buf[kend]
+                    if vlen < 64:
+                        vend = kend + 1 + vlen
+                        value = buf[kend + 1:vend]
+                    elif vlen == 0xC0:
+                        vend = kend + 2
+                        value = _INT_TEXT[buf[kend + 1]]
+                    elif vlen == 0xC1:
+                        vend = kend + 3
+                        value = b"%d" % _INT16.unpack_from(buf, kend + 1)[0]
+                    elif vlen == 0xC2:
+                        vend = kend + 5
+                        value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
+                    else:
+                        off = start
+                        break
+                    key = buf[off + 2:kend]
+                    self._off = off = vend
+                    expire = None
+                    yield key, value, when
+                self._off = off
             op = self.byte()
             if op == OP_EOF:
                 self._trailer()
@@ -235,13 +325,14 @@ class RdbReader:
             raise RdbError(f"RDB version {self.version} is not supported (1..10 are)", 5)
 
     def _trailer(self) -> None:
-        if self.version < 5:
-            return
-        expected = self.crc
-        at = self.pos
-        stored = struct.unpack("<Q", self.read(8))[0]
-        if stored and stored != expected:
-            raise RdbError(f"CRC64 mismatch: file says {stored:#x}, data is {expected:#x}", at)
+        if self.version >= 5:
+            expected = self.crc
+            at = self.pos
+            stored = struct.unpack("<Q", self.read(8))[0]
+            if stored and stored != expected:
+                raise RdbError(f"CRC64 mismatch: file says {stored:#x}, data is {expected:#x}",
+                               at)
+        self._give_back()
 
     def _opcode(self, op: int) -> None:
         if op == OP_AUX:

@@ -219,20 +219,14 @@ class Snapshots:
         started = time.monotonic()
         db = shard.db  # type: ignore[attr-defined]
         db.tick()
-        now = db.now_ms
-        loaded = expired = 0
         with open(self.path, "rb", buffering=_BUFFER) as fh:
-            for key, value, expire_ms in RdbReader(fh):
-                if expire_ms is not None and expire_ms <= now:
-                    expired += 1
-                    continue
-                db.set(key, value)
-                if expire_ms is not None:
-                    db.set_deadline(key, expire_ms)
-                loaded += 1
-                if loaded % PROGRESS_EVERY == 0:
-                    log.info("loading %s: %d keys so far", self.path, loaded)
-                    db.touched.clear()
+            gc_was_on = gc.isenabled()
+            gc.disable()  # loading makes no cycles; collections would only rescan the keys
+            try:
+                loaded, expired = _fill(db, RdbReader(fh), self.path)
+            finally:
+                if gc_was_on:
+                    gc.enable()
         db.touched.clear()
         db.deadline_log.clear()
         shard.stats.dirty = 0  # type: ignore[attr-defined]
@@ -240,3 +234,40 @@ class Snapshots:
         log.info("DB loaded from disk: %d keys (%d expired skipped) from %s in %.3f seconds",
                  loaded, expired, self.path, time.monotonic() - started)
         return loaded
+
+
+def _fill(db: object, entries: RdbReader, path: str) -> tuple[int, int]:
+    """Store every entry of an RDB in ``db`` (keys already expired are skipped); (loaded,
+    expired).
+
+    This runs before the worker serves anyone: no client watches a key, none is blocked and
+    no notification can be due, so ``Keyspace.set``'s bookkeeping reduces to the value and
+    its access time, stored here directly (a key the file holds twice goes through
+    ``Keyspace.set``, which replaces it as before)."""
+    data, atime = db.data, db.atime  # type: ignore[attr-defined]
+    clock, now = db.clock, db.now_ms  # type: ignore[attr-defined]
+    set_deadline = db.set_deadline  # type: ignore[attr-defined]
+    loaded = expired = 0
+    progress = PROGRESS_EVERY
+    for key, value, expire_ms in entries:
+        if expire_ms is not None:
+            if expire_ms <= now:
+                expired += 1
+                continue
+            if key in data:
+                db.set(key, value)  # type: ignore[attr-defined]
+            else:
+                data[key] = value
+                atime[key] = clock
+            set_deadline(key, expire_ms)
+        elif key in data:
+            db.set(key, value)  # type: ignore[attr-defined]
+        else:
+            data[key] = value
+            atime[key] = clock
+        loaded += 1
+        if loaded == progress:
+            progress += PROGRESS_EVERY
+            log.info("loading %s: %d keys so far", path, loaded)
+            db.touched.clear()  # type: ignore[attr-defined]
+    return loaded, expired
