@@ -8,8 +8,10 @@
    shardis's own reader and writer), starts ``shardis up --workers N`` on it ``--rounds``
    times and reads each worker's "DB loaded from disk: ... in X seconds" line: the workers
    load in parallel, so shardis's time is the slowest worker's.
-4. Prints both (medians) and the ratio; ``--profile`` also loads worker 0's file in this
-   process under cProfile and prints the top functions.
+4. Prints both (medians) and the ratios, of wall time and of CPU time (on a shared machine
+   the wall time of either side depends on who else runs; the CPU time much less; with more
+   workers than cores, the workers also share cores with each other);  ``--profile`` also
+   loads worker 0's file in this process under cProfile and prints the top functions.
 
     python -m bench.rdb_load                      # 1M keys, 2 and 4 workers, 3 rounds
     python -m bench.rdb_load --keys 200000 --workers 2 --rounds 1 --profile
@@ -38,7 +40,8 @@ from shardis.slots import SlotMap  # noqa: E402
 from tests.servers import free_port, wait_for_port  # noqa: E402
 
 _REDIS_LOADED = re.compile(r"DB loaded from disk: ([0-9.]+) seconds")
-_WORKER_LOADED = re.compile(r"DB loaded from disk: (\d+) keys .* in ([0-9.]+) seconds")
+_WORKER_LOADED = re.compile(
+    r"DB loaded from disk: (\d+) keys .* in ([0-9.]+) seconds \(([0-9.]+) s of CPU\)")
 
 
 def _resp(*args: bytes) -> bytes:
@@ -100,16 +103,26 @@ def make_dump(folder: str, keys: int) -> str:
     return os.path.join(folder, "dump.rdb")
 
 
-def redis_load_seconds(folder: str) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_load_seconds(folder: str) -> tuple[float, float]:
+    """(wall, CPU) seconds redis-server took to load: its own log line, and its CPU time
+    once it answers (start-up included, which is a few milliseconds)."""
     logfile = os.path.join(folder, "load.log")
     if os.path.exists(logfile):
         os.unlink(logfile)
     proc, _ = _redis(folder, logfile)
+    cpu = _cpu_seconds(proc.pid)
     _stop(proc)
     with open(logfile) as fh:
         match = _REDIS_LOADED.search(fh.read())
     assert match, "redis-server did not log its load time"
-    return float(match.group(1))
+    return float(match.group(1)), cpu
 
 
 def split(path: str, folder: str, workers: int) -> list[int]:
@@ -131,8 +144,8 @@ def split(path: str, folder: str, workers: int) -> list[int]:
     return [len(p) for p in parts]
 
 
-def shardis_load_seconds(folder: str, workers: int) -> list[float]:
-    """Each worker's logged load time, for one start of ``shardis up`` on ``folder``."""
+def shardis_load_seconds(folder: str, workers: int) -> list[tuple[float, float]]:
+    """Each worker's logged (wall, CPU) load time, for one start of ``shardis up``."""
     port = free_port()
     logfile = os.path.join(folder, "shardis.log")
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -146,7 +159,8 @@ def shardis_load_seconds(folder: str, workers: int) -> list[float]:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             with open(logfile) as fh:
-                times = [float(m.group(2)) for m in _WORKER_LOADED.finditer(fh.read())]
+                times = [(float(m.group(2)), float(m.group(3)))
+                         for m in _WORKER_LOADED.finditer(fh.read())]
             if len(times) == workers:
                 return times
             time.sleep(0.2)
@@ -184,9 +198,11 @@ def main() -> None:
         path = os.path.join(source, "dump.rdb")
         if not os.path.exists(path):
             make_dump(source, args.keys)
-        redis_s = statistics.median(redis_load_seconds(source) for _ in range(args.rounds))
-        print(f"redis-server: {args.keys} keys loaded in {redis_s:.3f} s "
-              f"({os.path.getsize(path) / 1e6:.1f} MB)")
+        runs = [redis_load_seconds(source) for _ in range(args.rounds)]
+        redis_s = statistics.median(wall for wall, _ in runs)
+        redis_cpu = statistics.median(cpu for _, cpu in runs)
+        print(f"redis-server: {args.keys} keys loaded in {redis_s:.3f} s, {redis_cpu:.3f} s "
+              f"of CPU ({os.path.getsize(path) / 1e6:.1f} MB; median of {args.rounds})")
         for workers in (int(w) for w in args.workers.split(",")):
             target = os.path.join(folder, f"shardis-{workers}")
             if not os.path.isdir(target):
@@ -194,10 +210,12 @@ def main() -> None:
             else:
                 counts = []
             rounds = [shardis_load_seconds(target, workers) for _ in range(args.rounds)]
-            slowest = statistics.median(max(r) for r in rounds)
-            per_worker = ", ".join(f"{t:.3f}" for t in rounds[-1])
-            print(f"shardis {workers} workers {counts or ''}: slowest worker {slowest:.3f} s "
-                  f"(last round per worker: {per_worker}); ratio {slowest / redis_s:.2f}x")
+            wall = statistics.median(max(w for w, _ in r) for r in rounds)
+            cpu = statistics.median(max(c for _, c in r) for r in rounds)
+            per_worker = ", ".join(f"{w:.3f}/{c:.3f}" for w, c in rounds[-1])
+            print(f"shardis {workers} workers {counts or ''}: slowest worker {wall:.3f} s, "
+                  f"{cpu:.3f} s of CPU (last round, wall/CPU per worker: {per_worker}); "
+                  f"ratio {wall / redis_s:.2f}x wall, {cpu / redis_cpu:.2f}x CPU")
             if args.profile:
                 profile(target)
     finally:

@@ -8,8 +8,10 @@ a corrupt blob raises :class:`BlobError` with the position inside the blob.
 
 from __future__ import annotations
 
+import array
 import re
 import struct
+import sys
 from collections.abc import Iterable
 
 _INT_TEXT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")
@@ -252,15 +254,22 @@ def _zl_entry(cur: _Cursor) -> bytes:
 _INTSET_FORMATS = {2: "h", 4: "i", 8: "q"}
 
 
+_INTSET_ARRAYS = {2: "h", 4: "i", 8: "q"}
+
+
 def intset_members(data: bytes) -> list[int]:
-    cur = _Cursor(data)
-    width, count = cur.unpack("<I"), cur.unpack("<I")
+    if len(data) < 8:
+        raise BlobError(f"intset of {len(data)} bytes is shorter than its header", 0)
+    width, count = struct.unpack_from("<II", data)
     if width not in _INTSET_FORMATS:
         raise BlobError(f"intset has unknown integer width {width}", 0)
     if 8 + width * count != len(data):
         raise BlobError(f"intset of {count} x {width} bytes does not fit {len(data)}", 4)
-    members = list(struct.unpack(f"<{count}{_INTSET_FORMATS[width]}", data[8:]))
-    if any(a >= b for a, b in zip(members, members[1:])):
+    numbers = array.array(_INTSET_ARRAYS[width], data[8:])
+    if sys.byteorder == "big":
+        numbers.byteswap()
+    members = numbers.tolist()
+    if len(set(members)) != count or members != sorted(members):
         raise BlobError("intset members are not strictly increasing", 8)
     return members
 

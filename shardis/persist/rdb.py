@@ -267,26 +267,56 @@ class RdbReader:
                         off += 9
                         op = buf[off]
                     klen = buf[off + 1]
-                    if op != TYPE_STRING or klen >= 64:
+                    if klen >= 64:
                         off = start
                         break
                     kend = off + 2 + klen
                     vlen = buf[kend]
-                    if vlen < 64:
-                        vend = kend + 1 + vlen
-                        value = buf[kend + 1:vend]
-                    elif vlen == 0xC0:
-                        vend = kend + 2
-                        value = _INT_TEXT[buf[kend + 1]]
-                    elif vlen == 0xC1:
-                        vend = kend + 3
-                        value = b"%d" % _INT16.unpack_from(buf, kend + 1)[0]
-                    elif vlen == 0xC2:
-                        vend = kend + 5
-                        value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
+                    if op == TYPE_STRING:
+                        if vlen < 64:
+                            vend = kend + 1 + vlen
+                            value = buf[kend + 1:vend]
+                        elif vlen == 0xC0:
+                            vend = kend + 2
+                            value = _INT_TEXT[buf[kend + 1]]
+                        elif vlen == 0xC1:
+                            vend = kend + 3
+                            value = b"%d" % _INT16.unpack_from(buf, kend + 1)[0]
+                        elif vlen == 0xC2:
+                            vend = kend + 5
+                            value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
+                        else:
+                            off = start
+                            break
                     else:
-                        off = start
-                        break
+                        # A small collection kept as one blob (listpack, intset, a
+                        # one-node quicklist): its length has 6 or 14 bits, no LZF.
+                        build = _BLOB_VALUES.get(op)
+                        at = kend
+                        if op == TYPE_LIST_QUICKLIST_2:
+                            if vlen != 1 or buf[kend + 1] != _QUICKLIST_PACKED:
+                                build = None
+                            at = kend + 2
+                        blen = buf[at]
+                        if blen < 64:
+                            bstart = at + 1
+                        elif blen < 128:
+                            bstart = at + 2
+                            blen = ((blen & 0x3F) << 8) | buf[at + 1]
+                        else:
+                            build = None
+                        vend = bstart + blen
+                        if build is None or vend > len(buf):
+                            off = start
+                            break
+                        try:
+                            value = build(buf[bstart:vend])
+                        except BlobError as exc:
+                            raise RdbError(f"corrupt {_type_name(op)} value: {exc} (blob "
+                                           f"offset {exc.pos})", self._base + kend) from None
+                        if not value:
+                            off = start  # an empty collection: the general path skips it
+                            break
                     key = buf[off + 2:kend]
                     self._off = off = vend
                     expire = None
@@ -447,8 +477,17 @@ def _read_set(r: RdbReader) -> SetValue:
     return _set_value(list(r.strings(r.count())))
 
 
+def _intset_value(blob: bytes) -> SetValue:
+    """A set from an intset: Redis 7.0 keeps it an intset unless it has more members than
+    set-max-intset-entries (its members are strictly increasing: no duplicates)."""
+    members = packs.intset_members(blob)
+    value = SetValue([b"%d" % n for n in members])
+    value.intset = len(members) <= SET_MAX_INTSET_ENTRIES
+    return value
+
+
 def _read_intset(r: RdbReader) -> SetValue:
-    return _set_value([b"%d" % n for n in packs.intset_members(r.string())])
+    return _intset_value(r.string())
 
 
 def _hash_value(pairs: list[tuple[bytes, bytes]], check_lengths: bool = True) -> HashValue:
@@ -479,6 +518,19 @@ def _read_hash_blob(parse: Callable[[bytes], list[bytes]],
     return lambda r: _hash_value(_pairs(parse(r.string())), check_lengths)
 
 
+def _hash_listpack_value(blob: bytes) -> HashValue:
+    """A hash from a listpack (:func:`_hash_value` without its long-string rule: a listpack
+    in the file stays one while it has few enough fields), built without per-pair steps."""
+    entries = packs.listpack_entries(blob)
+    if len(entries) % 2:
+        raise BlobError("odd number of entries in a field/value blob", 0)
+    value = HashValue(zip(entries[::2], entries[1::2]))
+    if 2 * len(value) != len(entries):
+        raise BlobError("duplicate hash field", 0)
+    value.listpack = len(value) <= HASH_MAX_LISTPACK_ENTRIES
+    return value
+
+
 def _zset_value(items: list[tuple[bytes, float]], from_blob: bool = False) -> ZSetValue:
     """A zset with the encoding Redis 7.0 gives it after loading: a skiplist from the file
     becomes a listpack if it fits one; a listpack stays one unless it has too many members."""
@@ -504,6 +556,30 @@ def _read_zset(r: RdbReader, binary: bool) -> ZSetValue:
 
 def _read_zset_blob(parse: Callable[[bytes], list[bytes]]) -> Callable[[RdbReader], ZSetValue]:
     return lambda r: _zset_value([(m, _score(s)) for m, s in _pairs(parse(r.string()))], True)
+
+
+def _zset_listpack_value(blob: bytes) -> ZSetValue:
+    """:func:`_zset_value` of a listpack's member/score pairs, without per-pair steps."""
+    entries = packs.listpack_entries(blob)
+    if len(entries) % 2:
+        raise BlobError("odd number of entries in a field/value blob", 0)
+    members = entries[::2]
+    try:
+        scores = list(map(float, entries[1::2]))
+    except ValueError:
+        raise BlobError("a score is not a number", 0) from None
+    if any(map(math.isnan, scores)):
+        raise BlobError("score is NaN", 0)
+    if len(set(members)) != len(members):
+        raise BlobError("duplicate sorted-set member", 0)
+    if len(members) > ZSET_MAX_LISTPACK_ENTRIES:
+        return ZSetValue(zip(members, scores), listpack=False)
+    return ZSetValue(zip(members, [s or 0.0 for s in scores]), listpack=True)
+
+
+def _list_listpack_value(blob: bytes) -> deque:
+    """A list held in one quicklist node."""
+    return deque(packs.listpack_entries(blob))
 
 
 # Streams ------------------------------------------------------------------------------------
@@ -646,11 +722,20 @@ _VALUE_READERS = {
     TYPE_ZSET_ZIPLIST: _read_zset_blob(packs.ziplist_entries),
     TYPE_HASH_ZIPLIST: _read_hash_blob(packs.ziplist_entries, True),
     TYPE_LIST_QUICKLIST: lambda r: _read_quicklist(r, 1),
-    TYPE_HASH_LISTPACK: _read_hash_blob(packs.listpack_entries, False),
-    TYPE_ZSET_LISTPACK: _read_zset_blob(packs.listpack_entries),
+    TYPE_HASH_LISTPACK: lambda r: _hash_listpack_value(r.string()),
+    TYPE_ZSET_LISTPACK: lambda r: _zset_listpack_value(r.string()),
     TYPE_LIST_QUICKLIST_2: lambda r: _read_quicklist(r, 2),
     TYPE_STREAM_LISTPACKS: lambda r: _read_stream(r, TYPE_STREAM_LISTPACKS),
     TYPE_STREAM_LISTPACKS_2: lambda r: _read_stream(r, TYPE_STREAM_LISTPACKS_2),
+}
+
+
+#: The value types the reader's fast path builds from one blob, and how.
+_BLOB_VALUES: dict[int, Callable[[bytes], object]] = {
+    TYPE_HASH_LISTPACK: _hash_listpack_value,
+    TYPE_ZSET_LISTPACK: _zset_listpack_value,
+    TYPE_SET_INTSET: _intset_value,
+    TYPE_LIST_QUICKLIST_2: _list_listpack_value,
 }
 
 
