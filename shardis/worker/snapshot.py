@@ -238,18 +238,21 @@ class Snapshots:
 
 
 def _fill(db: object, entries: RdbReader, path: str) -> tuple[int, int]:
-    """Store every entry of an RDB in ``db`` (keys already expired are skipped); (loaded,
-    expired).
+    """Store every entry of an RDB in ``db`` (keys already expired are skipped); (keys
+    loaded, keys expired).
 
     This runs before the worker serves anyone: no client watches a key, none is blocked and
     no notification can be due, so ``Keyspace.set``'s bookkeeping reduces to the value and
-    its access time, stored here directly (a key the file holds twice goes through
-    ``Keyspace.set``, which replaces it as before)."""
+    its access time, which the reader stores itself for plain strings without a TTL
+    (``RdbReader.into``) and this loop for the others; a key the file holds twice goes
+    through ``Keyspace.set``, which replaces it as before."""
     data, atime = db.data, db.atime  # type: ignore[attr-defined]
     clock, now = db.clock, db.now_ms  # type: ignore[attr-defined]
     set_deadline = db.set_deadline  # type: ignore[attr-defined]
-    loaded = expired = 0
-    progress = PROGRESS_EVERY
+    entries.into(data, atime, clock)
+    start = len(data)
+    expired = 0
+    progress = start + PROGRESS_EVERY
     for key, value, expire_ms in entries:
         if expire_ms is not None:
             if expire_ms <= now:
@@ -266,9 +269,8 @@ def _fill(db: object, entries: RdbReader, path: str) -> tuple[int, int]:
         else:
             data[key] = value
             atime[key] = clock
-        loaded += 1
-        if loaded == progress:
+        if len(data) >= progress:
             progress += PROGRESS_EVERY
-            log.info("loading %s: %d keys so far", path, loaded)
+            log.info("loading %s: %d keys so far", path, len(data) - start)
             db.touched.clear()  # type: ignore[attr-defined]
-    return loaded, expired
+    return len(data) - start, expired
