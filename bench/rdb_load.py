@@ -40,8 +40,9 @@ from shardis.slots import SlotMap  # noqa: E402
 from tests.servers import free_port, wait_for_port  # noqa: E402
 
 _REDIS_LOADED = re.compile(r"DB loaded from disk: ([0-9.]+) seconds")
+#: (older workers do not log their CPU time: it is then reported as nan)
 _WORKER_LOADED = re.compile(
-    r"DB loaded from disk: (\d+) keys .* in ([0-9.]+) seconds \(([0-9.]+) s of CPU\)")
+    r"DB loaded from disk: (\d+) keys .* in ([0-9.]+) seconds(?: \(([0-9.]+) s of CPU\))?")
 
 
 def _resp(*args: bytes) -> bytes:
@@ -159,7 +160,7 @@ def shardis_load_seconds(folder: str, workers: int) -> list[tuple[float, float]]
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             with open(logfile) as fh:
-                times = [(float(m.group(2)), float(m.group(3)))
+                times = [(float(m.group(2)), float(m.group(3) or "nan"))
                          for m in _WORKER_LOADED.finditer(fh.read())]
             if len(times) == workers:
                 return times

@@ -30,7 +30,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import BinaryIO
 
 import crcmod
@@ -259,85 +259,9 @@ class RdbReader:
     def _entries(self) -> Iterator[Entry]:
         self._header()
         expire: int | None = None
-        into, stamps, stamp = self._into, self._stamps, self._stamp
         while True:
             if self._db == 0:
-                # Fast path: a run of plain string keys (with or without an expiry in ms;
-                # 6-bit key and value lengths, or an integer value) parsed in place in the
-                # block, with no call per item: loading small strings gets several times
-                # faster.  Every length is checked against the block (_FAST_ROOM bytes are
-                # there); whatever this does not take, from its first byte, is left to the
-                # general path below.
-                buf, off = self._buf, self._off
-                limit = len(buf) - _FAST_ROOM
-                while off <= limit:
-                    start, when = off, expire
-                    op = buf[off]
-                    if op == OP_EXPIRETIME_MS and when is None:
-                        when = _INT64.unpack_from(buf, off + 1)[0]
-                        off += 9
-                        op = buf[off]
-                    klen = buf[off + 1]
-                    if klen >= 64:
-                        off = start
-                        break
-                    kend = off + 2 + klen
-                    vlen = buf[kend]
-                    if op == TYPE_STRING:
-                        if vlen < 64:
-                            vend = kend + 1 + vlen
-                            value = buf[kend + 1:vend]
-                        elif vlen == 0xC0:
-                            vend = kend + 2
-                            value = _INT_TEXT[buf[kend + 1]]
-                        elif vlen == 0xC1:
-                            vend = kend + 3
-                            value = b"%d" % _INT16.unpack_from(buf, kend + 1)[0]
-                        elif vlen == 0xC2:
-                            vend = kend + 5
-                            value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
-                        else:
-                            off = start
-                            break
-                    else:
-                        # A small collection kept as one blob (listpack, intset, a
-                        # one-node quicklist): its length has 6 or 14 bits, no LZF.
-                        build = _BLOB_VALUES.get(op)
-                        at = kend
-                        if op == TYPE_LIST_QUICKLIST_2:
-                            if vlen != 1 or buf[kend + 1] != _QUICKLIST_PACKED:
-                                build = None
-                            at = kend + 2
-                        blen = buf[at]
-                        if blen < 64:
-                            bstart = at + 1
-                        elif blen < 128:
-                            bstart = at + 2
-                            blen = ((blen & 0x3F) << 8) | buf[at + 1]
-                        else:
-                            build = None
-                        vend = bstart + blen
-                        if build is None or vend > len(buf):
-                            off = start
-                            break
-                        try:
-                            value = build(buf[bstart:vend])
-                        except BlobError as exc:
-                            raise RdbError(f"corrupt {_type_name(op)} value: {exc} (blob "
-                                           f"offset {exc.pos})", self._base + kend) from None
-                        if not value:
-                            off = start  # an empty collection: the general path skips it
-                            break
-                    key = buf[off + 2:kend]
-                    off = vend
-                    expire = None
-                    if when is None and into is not None and key not in into:
-                        into[key] = value
-                        stamps[key] = stamp
-                        continue
-                    self._off = off
-                    yield key, value, when
-                self._off = off
+                expire = yield from self._fast_run(expire)
             op = self.byte()
             if op == OP_EOF:
                 self._trailer()
@@ -361,6 +285,92 @@ class RdbReader:
                 else:
                     yield key, value, expire
                 expire = None
+
+    def _fast_run(self, expire: int | None) -> Generator[Entry, None, int | None]:
+        """The fast path: the run of small keys at the reading position, parsed in place in
+        the block with no call per string: plain strings (6-bit key and value lengths, or an
+        integer value) and small collections kept as one blob, with or without an expiry in
+        ms.  Loading small keys gets several times faster.  Every length is checked against
+        the block (_FAST_ROOM bytes are there, or the blob's end is checked); whatever this
+        does not take, from its first byte, is left to the general path.  ``expire`` is an
+        expiry the general path read for the next key; returns it if no key was taken."""
+        into, stamps, stamp = self._into, self._stamps, self._stamp
+        buf, off = self._buf, self._off
+        limit = len(buf) - _FAST_ROOM
+        while off <= limit:
+            start, when = off, expire
+            op = buf[off]
+            if op == OP_EXPIRETIME_MS and when is None:
+                when = _INT64.unpack_from(buf, off + 1)[0]
+                off += 9
+                op = buf[off]
+            klen = buf[off + 1]
+            if klen >= 64:
+                off = start
+                break
+            kend = off + 2 + klen
+            vlen = buf[kend]
+            if op != TYPE_STRING:
+                parsed = self._fast_blob(buf, op, kend)
+                if parsed is None:
+                    off = start
+                    break
+                value, vend = parsed
+            elif vlen < 64:
+                vend = kend + 1 + vlen
+                value = buf[kend + 1:vend]
+            elif vlen == 0xC0:
+                vend = kend + 2
+                value = _INT_TEXT[buf[kend + 1]]
+            elif vlen == 0xC1:
+                vend = kend + 3
+                value = b"%d" % _INT16.unpack_from(buf, kend + 1)[0]
+            elif vlen == 0xC2:
+                vend = kend + 5
+                value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
+            else:
+                off = start
+                break
+            key = buf[off + 2:kend]
+            off = vend
+            expire = None
+            if when is None and into is not None and key not in into:
+                into[key] = value
+                stamps[key] = stamp
+                continue
+            self._off = off
+            yield key, value, when
+        self._off = off
+        return expire
+
+    def _fast_blob(self, buf: bytes, op: int, at: int) -> tuple[object, int] | None:
+        """(value, end) of a small collection kept as one blob at ``buf[at:]`` (listpack,
+        intset, a one-node quicklist; 6- or 14-bit length, not LZF), or None if it is not
+        one (or is empty: the general path counts those)."""
+        build = _BLOB_VALUES.get(op)
+        if build is None:
+            return None
+        if op == TYPE_LIST_QUICKLIST_2:
+            if buf[at] != 1 or buf[at + 1] != _QUICKLIST_PACKED:
+                return None
+            at += 2
+        blen = buf[at]
+        if blen < 64:
+            start = at + 1
+        elif blen < 128:
+            start = at + 2
+            blen = ((blen & 0x3F) << 8) | buf[at + 1]
+        else:
+            return None
+        end = start + blen
+        if end > len(buf):
+            return None
+        try:
+            value = build(buf[start:end])
+        except BlobError as exc:
+            raise RdbError(f"corrupt {_type_name(op)} value: {exc} (blob offset {exc.pos})",
+                           self._base + at) from None
+        return (value, end) if value else None
 
     def _header(self) -> None:
         magic = self.read(9)
