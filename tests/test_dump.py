@@ -314,3 +314,20 @@ def test_streams_move_both_ways(pair):
     for client in pair:
         assert client.xrange(b"st2") == client.xrange(b"st")
         assert client.dump(b"st2") == payload
+
+
+@needs_redis
+def test_listpack_back_lengths_at_redis_thresholds(pair):
+    """Entries of 16382, 16383 and 16384 bytes: Redis's ``lpEncodeBacklen`` takes three bytes
+    from 16383 on (not from 16384), so the payloads match byte for byte and cross both ways."""
+    ours, theirs = pair
+    rng = random.Random(16383)
+    items = [bytes(rng.randrange(256) for _ in range(n)) for n in (16377, 16378, 16379)]
+    for client in pair:
+        client.delete(b"bl")
+        client.rpush(b"bl", *items)
+    payload = theirs.dump(b"bl")
+    assert ours.dump(b"bl") == payload
+    ours.restore(b"bl2", 0, payload)
+    theirs.restore(b"bl3", 0, ours.dump(b"bl"))
+    assert ours.lrange(b"bl2", 0, -1) == items == theirs.lrange(b"bl3", 0, -1)

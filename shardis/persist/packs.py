@@ -159,13 +159,14 @@ def _lp_check_backlen(cur: _Cursor, entry_len: int) -> None:
 
 def _lp_backlen(n: int) -> bytes:
     """Redis's ``lpEncodeBacklen``: ``n`` in 7-bit groups, most significant first, every
-    group but the first flagged with 0x80 (so it reads right to left)."""
-    groups = [n & 0x7F]
-    n >>= 7
-    while n:
-        groups.append(n & 0x7F)
-        n >>= 7
-    groups.reverse()
+    group but the first flagged with 0x80 (so it reads right to left).  The number of groups
+    follows Redis's thresholds, which are one short of the 7-bit limits (16383 takes three
+    bytes, not two)."""
+    if n <= 127:
+        return bytes([n])
+    size = 2 if n < 16383 else 3 if n < 2097151 else 4 if n < 268435455 else 5
+    groups = [(n >> (7 * i)) & 0x7F for i in range(size - 1, -1, -1)]
+    groups[0] = n >> (7 * (size - 1))
     return bytes([groups[0]] + [g | 0x80 for g in groups[1:]])
 
 
