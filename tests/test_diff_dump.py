@@ -69,6 +69,9 @@ SCRIPTS = [
         ["DUMP", "ap2"],
         ["SET", "neg", "-2147483649"],
         ["DUMP", "neg"],
+        # compresses into len - 4 bytes only with a byte more room than Redis gives LZF
+        ["SET", "edge", "ababbbbaababbabbaabaaaaba"],
+        ["DUMP", "edge"],
         ["DUMP"],
         ["DUMP", "a", "b"],
     ),
@@ -133,6 +136,8 @@ SCRIPTS = [
         ["DUMP", "one"],
         ["XADD", "mm", "MAXLEN", "0", "5-5", "f", "v"],
         ["DUMP", "mm"],
+        ["XADD", "lz", "5-1", "12", "xxxxxxxxxx"],
+        ["DUMP", "lz"],
     ),
     script(
         "stream_restore",

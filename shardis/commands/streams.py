@@ -8,8 +8,8 @@ of Redis's radix-tree *nodes*.  The nodes exist only because approximate trimmin
 ``MAXLEN ~ 10``) removes whole nodes and nothing else: to trim what Redis trims, shardis must
 know where Redis would have cut its listpacks.  A node takes entries until it holds
 ``stream-node-max-entries`` (100) entries, deleted ones included, or its listpack would reach
-``stream-node-max-bytes`` (4096); the byte size is an estimate of the listpack's encoding,
-exact enough for small entries and only approximate for big ones.
+``stream-node-max-bytes`` (4096); the byte size is the listpack's, computed exactly as Redis
+encodes it (the RDB writer writes the nodes as they are cut here).
 
 XREAD replies ``[[key, entries], ...]`` in RESP2 and a map in RESP3, a shape no reply type of
 ``shardis.resp`` has, and ops do not know the client's protocol: the worker always answers the
@@ -84,28 +84,42 @@ class _Node:
         self.live = 0
         #: live + deleted entries: Redis counts both against stream-node-max-entries.
         self.slots = 0
-        self.nbytes = 7 + 6 + sum(_lp_size(f) for f in self.fields) + 2
+        #: the listpack's exact size, as Redis's ``lpBytes`` (header and end, the master entry
+        #: ``count, deleted, num-fields, fields..., 0``; count and deleted stay below 128).
+        self.nbytes = 7 + 2 + 2 + _int_size(len(self.fields)) + sum(
+            _lp_size(f) for f in self.fields) + 2
         self.last = master
         #: deleted entries still in Redis's listpack: (id, fields), in deletion order.
         self.dead: list[tuple[StreamID, list[bytes]]] = []
 
 
 def _lp_size(element: bytes) -> int:
-    """Bytes one element takes in a listpack (Redis stores integer-looking strings as ints)."""
+    """Bytes one element takes in a listpack, as ``lpAppend`` encodes it (integer-looking
+    strings as integers), back-length included."""
     if len(element) <= 20 and _STRICT_INT.match(element):
         value = int(element)
         if -(1 << 63) <= value < (1 << 63):
-            return 2 if 0 <= value < 128 else (3 if -4096 <= value < 4096 else 5 if
-                                               -(1 << 15) <= value < (1 << 15) else 10)
+            return _int_size(value)
     size = len(element)
-    header = 1 if size < 64 else 2 if size < 4096 else 5
-    total = header + size
-    return total + (1 if total < 128 else 2 if total < 16384 else 3)
+    total = size + (1 if size < 64 else 2 if size < 4096 else 5)
+    return total + (1 if total <= 127 else 2 if total < 16383 else 3 if total < 2097151
+                    else 4 if total < 268435455 else 5)
 
 
 def _int_size(value: int) -> int:
-    return 2 if 0 <= value < 128 else 3 if value < 4096 else 4 if value < 32768 else 6 \
-        if value < (1 << 31) else 10
+    """Bytes an integer takes in a listpack (``lpAppendInteger``), back-length included; a
+    value outside 64 bits wraps as the C ``uint64_t`` difference of two IDs does."""
+    if not -(1 << 63) <= value < (1 << 63):
+        value = (value + (1 << 63)) % (1 << 64) - (1 << 63)
+    if 0 <= value <= 127:
+        return 2
+    if -4096 <= value <= 4095:
+        return 3
+    if -32768 <= value <= 32767:
+        return 4
+    if -8388608 <= value <= 8388607:
+        return 5
+    return 6 if -(1 << 31) <= value < (1 << 31) else 10
 
 
 _STRICT_INT = re.compile(rb"(?:0|-?[1-9][0-9]*)\Z")
@@ -162,11 +176,16 @@ class StreamValue:
         if node is None or node.nbytes + total >= NODE_MAX_BYTES or node.slots >= NODE_MAX_ENTRIES:
             node = _Node(new_id, fields)
             self.nodes.append(node)
-        same = fields[::2] == node.fields
+        names = fields[::2]
+        same = names == node.fields
+        # flags, ms and seq deltas, [num-fields, fields,] values, lp-count: exact sizes.
         size = 2 + _int_size(new_id[0] - node.master[0]) + _int_size(new_id[1] - node.master[1])
-        size += sum(_lp_size(v) for v in fields[1::2]) + 2
-        if not same:
-            size += 2 + sum(_lp_size(f) for f in fields[::2])
+        size += sum(_lp_size(v) for v in fields[1::2])
+        if same:
+            size += _int_size(len(names) + 3)
+        else:
+            size += _int_size(len(names)) + sum(_lp_size(f) for f in names)
+            size += _int_size(2 * len(names) + 4)
         node.nbytes += size
         node.live += 1
         node.slots += 1

@@ -814,7 +814,10 @@ class RdbWriter:
             if number is not None and -(2**31) <= number < 2**31:
                 return _int_string(number)
         if self.compress and len(data) > 20:
-            packed = lzf.compress(bytes(data), len(data) - 4)
+            # Redis gives lzf_compress an output buffer of len - 4 bytes; python-lzf hands
+            # liblzf max_len + 1, so max_len is len - 5 (liblzf's bound checks are
+            # conservative: with a byte more, some strings compress that Redis leaves raw).
+            packed = lzf.compress(bytes(data), len(data) - 5)
             if packed:
                 return (bytes([0xC0 | _ENC_LZF]) + encode_length(len(packed))
                         + encode_length(len(data)) + packed)
