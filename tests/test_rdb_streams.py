@@ -582,3 +582,32 @@ def test_random_stream_histories_dump_as_redis(seed, oracle_clean, shardis_clean
     for command in _random_stream_commands(seed):
         assert ours.execute_command(*command) == theirs.execute_command(*command), command
     assert ours.dump("s") == theirs.dump("s")
+
+
+@needs_redis
+def test_mutated_stream_payloads_answer_as_a_sanitizing_redis(redis_file, shardis_clean):
+    """Real stream payloads with a flipped bit and a right checksum, restored into shardis and
+    into a Redis that sanitizes payloads deeply (``sanitize-dump-payload yes``): whatever
+    Redis refuses, shardis refuses too, with the same error; shardis survives them all."""
+    _, views = redis_file
+    payloads = [view["dump"] for view in views.values()]
+    oracle = start_redis("--sanitize-dump-payload", "yes")
+    ours = redis.Redis(port=shardis_clean.port, protocol=2)
+    theirs = redis.Redis(port=oracle.port, protocol=2)
+    try:
+        for _ in range(400):
+            body = bytearray(RNG.choice(payloads)[:-10])
+            body[RNG.randrange(len(body))] ^= 1 << RNG.randrange(8)
+            payload = _seal(bytes(body))
+            answers = []
+            for client in (ours, theirs):
+                try:
+                    answers.append(client.restore("fz", 0, payload, replace=True))
+                except redis.ResponseError as exc:
+                    answers.append(str(exc))
+            assert answers[0] in (b"OK", "Bad data format"), answers
+            if answers[1] != b"OK":
+                assert answers[0] == answers[1], (bytes(body), answers)
+        assert ours.ping() and theirs.ping()
+    finally:
+        oracle.stop()

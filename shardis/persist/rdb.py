@@ -12,7 +12,9 @@ Choices, and why:
 * Streams are read (STREAM_LISTPACKS of 5.0-6.2 and STREAM_LISTPACKS_2 of 7.0) and written
   (STREAM_LISTPACKS_2) node by node as Redis keeps them, consumer groups included; Redis
   7.2's STREAM_LISTPACKS_3, module values and module aux data are refused with
-  :class:`RdbError` naming the type (modules do not exist in shardis).  Function libraries
+  :class:`RdbError` naming the type (modules do not exist in shardis).  A stream's recorded
+  first ID is not kept: shardis writes its first entry's ID (0-0 when empty), which is what
+  Redis records for every stream it builds itself.  Function libraries
   (``FUNCTION2``) are kept, verbatim, in ``RdbReader.functions``.
 * Empty collections (which old or corrupt files may hold) are skipped and counted in
   ``empty_skipped``, as Redis 7.0 skips them; an empty stream is a key, as in Redis.
