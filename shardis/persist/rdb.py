@@ -625,6 +625,11 @@ def _length_id(r: RdbReader) -> StreamID:
     return r.count(), r.count()
 
 
+def _corrupt(r: RdbReader, message: str) -> RdbError:
+    """A stream that cannot be right, at the reader's current offset."""
+    return RdbError(f"corrupt stream value: {message}", r.pos)
+
+
 def _read_stream(r: RdbReader, kind: int) -> StreamValue:
     """Redis 7.0's ``rdbLoadObject`` for STREAM_LISTPACKS(_2), with every check of its deep
     sanitization and those the stream's structure relies on (IDs in order across nodes, the
@@ -634,10 +639,10 @@ def _read_stream(r: RdbReader, kind: int) -> StreamValue:
     for _ in range(r.count()):
         key = r.string()
         if len(key) != 16:
-            raise BlobError("stream node key is not the size of a stream ID", 0)
+            raise _corrupt(r, "stream node key is not the size of a stream ID")
         master: StreamID = struct.unpack(">QQ", key)  # type: ignore[assignment]
-        if highest is not None and master <= highest:
-            raise BlobError("stream nodes are not in ascending ID order", 0)
+        if highest is not None and master <= highest:  # nodes must not overlap either
+            raise _corrupt(r, "stream nodes are not in ascending ID order")
         highest = _load_node(value, master, r.string())
     length = r.count()
     value.last_id = _length_id(r)
@@ -648,23 +653,20 @@ def _read_stream(r: RdbReader, kind: int) -> StreamValue:
     else:
         value.added = length
     if length != len(value.ids):
-        raise BlobError(f"stream length {length} but {len(value.ids)} entries", 0)
+        raise _corrupt(r, f"stream length {length} but {len(value.ids)} entries")
     if highest is not None and value.last_id < highest:
-        raise BlobError("stream last ID is below its entries", 0)
+        raise _corrupt(r, "stream last ID is below its entries")
     for _ in range(r.count()):
         name = r.string()
         if name in value.groups:
-            raise BlobError("duplicated consumer group name", 0)
+            raise _corrupt(r, "duplicated consumer group name")
         value.groups[name] = _read_group(r, kind, value)
     return value
 
 
 def _load_node(value: StreamValue, master: StreamID, blob: bytes) -> StreamID:
     """Add one listpack node to ``value`` as Redis would hold it; its highest ID."""
-    fields, entries = packs.stream_node_entries(blob, master)
-    if value.ids and entries[0][0] <= value.ids[-1] or value.nodes and \
-            master <= value.nodes[-1].last:
-        raise BlobError("stream nodes overlap", 0)
+    fields, entries = packs.stream_node_entries(blob, master)  # IDs ascending, >= master
     node = _Node(master, [])
     node.fields = fields
     node.nbytes = len(blob)
@@ -694,26 +696,26 @@ def _read_group(r: RdbReader, kind: int, stream: StreamValue) -> StreamGroup:
         entry_id = _raw_id(r)
         delivery_time = struct.unpack("<q", r.read(8))[0]
         if entry_id in group.pel:
-            raise BlobError("duplicated global PEL entry in a consumer group", 0)
+            raise _corrupt(r, "duplicated global PEL entry in a consumer group")
         group.pel[entry_id] = [delivery_time, r.count(), None]
     for _ in range(r.count()):
         name = r.string()
         if name in group.consumers:
-            raise BlobError("duplicate stream consumer", 0)
+            raise _corrupt(r, "duplicate stream consumer")
         consumer = StreamConsumer(struct.unpack("<q", r.read(8))[0])
         for _ in range(r.count()):
             entry_id = _raw_id(r)
             nack = group.pel.get(entry_id)
             if nack is None:
-                raise BlobError("consumer entry not found in the group's global PEL", 0)
+                raise _corrupt(r, "consumer entry not found in the group's global PEL")
             if nack[2] is not None:
-                raise BlobError("PEL entry owned by two consumers (or twice by one)", 0)
+                raise _corrupt(r, "PEL entry owned by two consumers (or twice by one)")
             nack[2] = name
             consumer.pel.append(entry_id)
         consumer.pel.sort()
         group.consumers[name] = consumer
     if any(nack[2] is None for nack in group.pel.values()):
-        raise BlobError("stream group PEL entry without a consumer", 0)
+        raise _corrupt(r, "stream group PEL entry without a consumer")
     return group
 
 
