@@ -343,6 +343,7 @@ BUILD = [
     ["XREADGROUP", "GROUP", "g1", "bob", "COUNT", "3", "STREAMS", "s", ">"],
     ["XREADGROUP", "GROUP", "123", "bob", "COUNT", "2", "STREAMS", "s", ">"],
     ["XGROUP", "CREATECONSUMER", "s", "g1", "carol"],
+    ["XGROUP", "CREATECONSUMER", "s", "g1", "dave"],
     ["XACK", "s", "g1", "21-0"],
     ["XCLAIM", "s", "g1", "carol", "0", "22-1"],
     ["XADD", "e", "5-5", "f", "v"],
