@@ -8,11 +8,9 @@ a corrupt blob raises :class:`BlobError` with the position inside the blob.
 
 from __future__ import annotations
 
-import array
 import re
 import struct
-import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 _INT_TEXT = re.compile(rb"(?:0|-?[1-9][0-9]{0,18})\Z")
 LLONG_MIN, LLONG_MAX = -(2**63), 2**63 - 1
@@ -253,24 +251,28 @@ def _zl_entry(cur: _Cursor) -> bytes:
 
 # Intset -------------------------------------------------------------------------------------
 _INTSET_FORMATS = {2: "h", 4: "i", 8: "q"}
+_INTSET_HEADER = struct.Struct("<II")
 
 
-_INTSET_ARRAYS = {2: "h", 4: "i", 8: "q"}
+#: unpackers of small intsets, by (width, count): most intsets are small.
+_INTSET_UNPACK: dict[tuple[int, int], Callable[[bytes, int], tuple[int, ...]]] = {}
 
 
 def intset_members(data: bytes) -> list[int]:
     if len(data) < 8:
         raise BlobError(f"intset of {len(data)} bytes is shorter than its header", 0)
-    width, count = struct.unpack_from("<II", data)
+    width, count = _INTSET_HEADER.unpack_from(data)
     if width not in _INTSET_FORMATS:
         raise BlobError(f"intset has unknown integer width {width}", 0)
     if 8 + width * count != len(data):
         raise BlobError(f"intset of {count} x {width} bytes does not fit {len(data)}", 4)
-    numbers = array.array(_INTSET_ARRAYS[width], data[8:])
-    if sys.byteorder == "big":
-        numbers.byteswap()
-    members = numbers.tolist()
-    if len(set(members)) != count or members != sorted(members):
+    unpack = _INTSET_UNPACK.get((width, count))
+    if unpack is None:
+        unpack = struct.Struct(f"<{count}{_INTSET_FORMATS[width]}").unpack_from
+        if count <= 64:
+            _INTSET_UNPACK[width, count] = unpack
+    members = list(unpack(data, 8))
+    if count > 1 and (members != sorted(members) or len(set(members)) != count):
         raise BlobError("intset members are not strictly increasing", 8)
     return members
 
