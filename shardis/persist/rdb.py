@@ -136,10 +136,11 @@ class RdbReader:
         self._stamp: object = None
 
     def into(self, data: dict, stamps: dict, stamp: object) -> None:
-        """Bulk loading: iteration then stores the plain string keys without an expiry (most
-        keys, usually) itself, ``data[key] = value`` and ``stamps[key] = stamp``, and yields
-        only the others, and any key already in ``data`` (the caller decides what a key
-        met twice means).  Saves the caller a loop step per key."""
+        """Bulk loading: iteration then stores the keys without an expiry that its fast path
+        parses (small strings and collections: most keys, usually) itself, ``data[key] =
+        value`` and ``stamps[key] = stamp``, and yields only the others, and any key already
+        in ``data`` (the caller decides what a key met twice means).  Saves the caller a loop
+        step per key."""
         self._into, self._stamps, self._stamp = data, stamps, stamp
 
     @property

@@ -243,8 +243,8 @@ def _fill(db: object, entries: RdbReader, path: str) -> tuple[int, int]:
 
     This runs before the worker serves anyone: no client watches a key, none is blocked and
     no notification can be due, so ``Keyspace.set``'s bookkeeping reduces to the value and
-    its access time, which the reader stores itself for plain strings without a TTL
-    (``RdbReader.into``) and this loop for the others; a key the file holds twice goes
+    its access time, which the reader stores itself for the small keys without a TTL that
+    it parses in place (``RdbReader.into``) and this loop for the others; a key the file holds twice goes
     through ``Keyspace.set``, which replaces it as before."""
     data, atime = db.data, db.atime  # type: ignore[attr-defined]
     clock, now = db.clock, db.now_ms  # type: ignore[attr-defined]
