@@ -108,9 +108,11 @@ class RdbError(Exception):
 class RdbReader:
     """Iterate ``(key, value, expire_at_ms or None)`` over an RDB stream.
 
-    Values are shardis's in-memory types (bytes, deque, HashValue, SetValue, ZSetValue) with
-    the encoding Redis 7.0 would give them once loaded.  ``aux`` holds the aux fields,
-    ``functions`` the function libraries; both are complete once iteration ends.
+    Values are shardis's in-memory types (bytes, deque, HashValue, SetValue, ZSetValue,
+    StreamValue) with the encoding Redis 7.0 would give them once loaded.  ``aux`` holds the
+    aux fields, ``functions`` the function libraries; both are complete once iteration ends.
+    The file is read ahead in blocks; at the end its position is put back right after the
+    RDB if it can seek.
     """
 
     def __init__(self, fh: BinaryIO, skip_other_dbs: bool = False) -> None:
