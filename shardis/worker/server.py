@@ -110,6 +110,14 @@ class WorkerServer:
             log.critical("can't write the append only file: %s; exiting", exc)
             raise SystemExit(1) from exc
 
+    def fsync_aof(self) -> None:
+        """``everysec``'s fsync (in the background); one that failed stops the worker."""
+        try:
+            self.aof.tick()  # type: ignore[union-attr]
+        except OSError as exc:
+            log.critical("can't fsync the append only file: %s; exiting", exc)
+            raise SystemExit(1) from exc
+
     def stop(self, *_: object) -> None:
         self.running = False
         self.shard.stopping = True  # a script running now ends at its next hook
@@ -181,7 +189,7 @@ class WorkerServer:
                 next_housekeeping = now + POLL_INTERVAL_MS / 1000
                 if aof is not None:
                     self.flush_aof()  # expired keys' DELs
-                    aof.tick()
+                    self.fsync_aof()
                 if pubsub.pushes:  # keyspace notifications of keys that expired
                     self.send_pushes()
             if not sock.poll(POLL_INTERVAL_MS):
