@@ -191,3 +191,45 @@ def test_script_debug_yes_and_sync_are_refused_no_is_ok(r):
             r.execute_command("SCRIPT", "DEBUG", mode)
     assert r.execute_command("SCRIPT", "DEBUG", "NO") in (b"OK", "OK", True)
     assert r.eval("return 1", 0) == 1
+
+
+def test_one_script_cache_for_the_whole_server(tmp_path):
+    """EVAL on one worker, EVALSHA with keys on every other worker: found, as on one Redis;
+    SCRIPT FLUSH forgets it everywhere; a restarted worker gets the known scripts back."""
+    import hashlib
+    import os
+    import signal
+
+    from tests.servers import start_shardis
+    from tests.test_persistence_aof import worker_pids
+
+    server = start_shardis(3, "--save", "", "--dir", str(tmp_path))
+    try:
+        client = redis.Redis(port=server.port, socket_timeout=10)
+        slots = SlotMap(3)
+        keys = [next(f"k{i}" for i in range(100) if slots.worker_of(f"k{i}".encode()) == w)
+                for w in range(3)]
+        body = "return redis.call('INCR', KEYS[1])"
+        assert client.eval(body, 1, keys[0]) == 1
+        sha = hashlib.sha1(body.encode()).hexdigest()
+        for key in keys[1:]:
+            assert client.evalsha(sha, 1, key) == 1
+        assert client.script_exists(sha) == [True]
+        assert client.script_flush() is True
+        for key in keys:
+            with pytest.raises(NoScriptError):
+                client.evalsha(sha, 1, key)
+        assert client.script_load(body) == sha
+        pid = worker_pids(server)[2]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.evalsha(sha, 1, keys[2]) == 1  # empty again, script known
+                break
+            except redis.ResponseError as exc:
+                assert "is down" in str(exc) or "connection lost" in str(exc)
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.stop()

@@ -1008,7 +1008,7 @@ def script_exists_command(db: Any, args: list[bytes]) -> object:
     return [int(sha.decode("latin-1").lower() in scripts) for sha in args[2:]]
 
 
-@command("flush", -2, "noscript", fanout=Fanout.ALL_OK, acl="slow scripting", group=S,
+@command("flush", -2, "noscript", fanout=_C, acl="slow scripting", group=S,
          parent="script", tips="request_policy:all_nodes response_policy:all_succeeded")
 def script_flush_command(db: Any, args: list[bytes]) -> object:
     if len(args) > 3 or (len(args) == 3 and args[2].lower() not in (b"sync", b"async")):

@@ -235,6 +235,8 @@ class Router:
         self.config = {**defaults(), **(config or {})}
         self.loop = asyncio.get_event_loop()
         self.context = zmq.Context.instance()
+        #: every script this router has seen, sha1 -> body (``shardis.router.scripting``).
+        self.scripts: dict[str, bytes] = {}
         #: this router's id on every worker link (workers' AOFs remember its batches by it).
         self.identity = os.urandom(8)
         self.links = [
@@ -846,6 +848,7 @@ class Router:
             self.flush_clients()
         else:
             link.refused = None
+            self.reload_scripts(link)
             if not await self.resume(link, applied):
                 return  # dropped again meanwhile: held until the next reconnect
             queued = link.take_queued()
@@ -853,6 +856,13 @@ class Router:
             link.requeue(queued)  # what clients sent meanwhile goes after the state
         link.verifying = False
         self.schedule_flush()
+
+    def reload_scripts(self, link: WorkerLink) -> None:
+        """A worker that (re)connected gets every script the server knows, before anything
+        resent or new can call one by its sha1 (one script cache for the whole server)."""
+        if self.scripts:
+            loads = [(3, [b"SCRIPT", b"LOAD", body]) for body in self.scripts.values()]
+            link.resend([FutureTarget(self.loop.create_future()) for _ in loads], loads)
 
     async def ask(self, link: WorkerLink, args: list[bytes]) -> Any:
         """One command to a worker being verified, ahead of anything queued: its decoded

@@ -12,12 +12,13 @@ Ahead of every script the worker is told how many workers share the slots
 ``redis.call`` on a key of another worker.  For a caller with ACL limits the same message
 carries the user's rules (its ACL LIST line), which the worker checks each call against.
 
-Script caches are per worker.  SCRIPT LOAD and SCRIPT FLUSH go to every worker, so an EVALSHA
-after SCRIPT LOAD works wherever its keys live; EVAL caches its script only on the worker that
-ran it (as a Redis Cluster node does).  SCRIPT EXISTS asks every worker and answers 1 when any
-of them has the script: that is what a client that just ran EVAL expects (one Redis), and an
-EVALSHA that lands on another worker gets NOSCRIPT, which every client handles by falling back
-to EVAL or SCRIPT LOAD.
+One script cache for the whole server, as on a single Redis: each worker compiles what it
+runs, and the router keeps every script it has seen (sha1 -> body).  The first EVAL of a script
+also loads it on every other worker (SCRIPT LOAD, in the same flush), SCRIPT LOAD and SCRIPT
+FLUSH go to every worker, and a worker that restarted gets every known script again — so an
+EVALSHA finds its script whichever worker its keys live on.  SCRIPT EXISTS asks every worker.
+(With several routers, a SCRIPT FLUSH through one leaves the others' lists stale until they
+next see SCRIPT LOAD; EVAL still runs everywhere.)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from shardis.commands.scripting import (
     NOTBUSY,
     SCRIPT_HELP,
     parse_numkeys,
+    sha1hex,
 )
 from shardis.errors import ReplyError, raise_if_error
 from shardis.resp import OK
@@ -40,13 +42,16 @@ from shardis.router.security import script_rules
 
 def script_plan(router: Any, args: list[bytes]) -> Plan:
     """Forward to the worker of all KEYS; Redis's argument errors first."""
-    if args[0].lower().startswith(b"evalsha") and len(args[1]) != 40:
+    by_sha = args[0].lower().startswith(b"evalsha")
+    if by_sha and len(args[1]) != 40:
         raise ReplyError(NOSCRIPT)
     numkeys = parse_numkeys(args)
     workers = {router.worker_of(key) for key in args[3 : 3 + numkeys]}
     if len(workers) > 1:
         raise ReplyError(CROSSSLOT)
     worker = workers.pop() if workers else 0
+    if not by_sha:
+        remember(router, args[1], skip=worker)
     threshold = router.config.get("busy-reply-threshold", 5000)
     topology = [b"__script_topology", b"%d" % len(router.links), b"%d" % threshold]
     caller = router.current_client
@@ -67,6 +72,18 @@ def all_workers_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(workers=router.all_workers)
 
 
+def remember(router: Any, body: bytes, skip: int | None = None) -> None:
+    """A script seen for the first time: kept, and loaded on every worker but ``skip`` (the
+    one about to run it).  Its compile error, if any, is the EVAL's to report."""
+    sha = sha1hex(body)
+    if sha in router.scripts:
+        return
+    router.scripts[sha] = body
+    for worker in range(len(router.links)):
+        if worker != skip:
+            router.call(worker, [b"SCRIPT", b"LOAD", body])
+
+
 @coordinated("script|load", all_workers_plan)
 async def script_load(router: Any, client: Any, args: list[bytes]) -> object:
     """Every worker compiles and caches the script; they all answer the same sha1 (or the
@@ -74,7 +91,18 @@ async def script_load(router: Any, client: Any, args: list[bytes]) -> object:
     replies = await router.call_all(args)
     for reply in replies:
         raise_if_error(reply)
+    router.scripts[replies[0].decode()] = args[2]
     return replies[0]
+
+
+@coordinated("script|flush", all_workers_plan)
+async def script_flush(router: Any, client: Any, args: list[bytes]) -> object:
+    """Every worker empties its cache (or all answer the same argument error), and so does
+    the router's list."""
+    for reply in await router.call_all(args):
+        raise_if_error(reply)
+    router.scripts.clear()
+    return OK
 
 
 @coordinated("script|exists", all_workers_plan)
