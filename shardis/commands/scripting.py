@@ -8,17 +8,18 @@ Engine
     its own sha1 -> script cache (:class:`ScriptEngine`), like every node of a Redis Cluster.
 
 Where a script runs
-    On ONE worker, as in Redis Cluster: the router (``shardis.router.scripting``) forwards EVAL
-    to the worker owning all of its KEYS (a CROSSSLOT error if they live on several, worker 0
-    when there are none).  Running on one worker is what makes a script atomic for free: the
-    worker executes it in one go, between two commands of its batch.  ``redis.call`` runs a
-    command on that worker's keyspace through the shard's general path
-    (:meth:`Shard.run_inside`), so effects, WATCH versions and keyspace notifications apply as
-    for any command; clients blocked on keys the script fed are served right after the script,
-    never in the middle of it (Redis's order).  A command touching a key of another worker
-    fails with Redis Cluster's "Script attempted to access a non local key in a cluster node".
-    To know which keys are local the worker must know how many workers there are: the router
-    sends ``__script_topology <count>`` ahead of every EVAL (same link, so it arrives first).
+    On the worker of its first key (``shardis.router.scripting`` decides and explains the
+    modes).  ``redis.call`` runs a command on that worker's keyspace through the shard's
+    general path (:meth:`Shard.run_inside`), so effects, WATCH versions and keyspace
+    notifications apply as for any command; clients blocked on keys the script fed are served
+    right after the script, never in the middle of it (Redis's order).  A command on another
+    worker's keys: in *global mode* (``__script_global``: the router gated every worker) it
+    runs there through the router (``WorkerServer.remote_call``; a multi-key command over
+    several workers is split and merged, ``_split_call``); in *local mode* the script is
+    stopped, what it wrote is put back from its journal (the keys it wrote, as they were), and
+    the router runs it again globally (``RETRY_GLOBAL``).  To know which keys are local the
+    worker must know how many workers there are: the router sends ``__script_topology
+    <count>`` ahead of every EVAL (same link, so it arrives first).
 
 Conversions follow ``script_lua.c`` exactly (both directions, RESP2 and ``redis.setresp(3)``),
 and error replies follow Redis 7.0's format (``ERR user_script:1: ... script: <sha>, on

@@ -1,16 +1,24 @@
 """Scripting on the router: where EVAL and friends run, and SCRIPT over every worker.
 
-A script runs on ONE worker, as in Redis Cluster, so that it is atomic without gating
-anything: all its KEYS must live on one worker, which gets the command whole
-(``Plan(forward_to=...)``); a script without keys runs on worker 0.  Keys on several workers
-are refused with Redis Cluster's CROSSSLOT error: a script could touch them in any order and
-interleave with other clients between its commands, which is exactly what scripts promise not
-to do.  (Redis Cluster is stricter — one slot; shardis asks for one worker.)
+Scripts run as on a single Redis, whatever workers their keys live on (README "How scripts
+run"):
+
+* *Local mode* (``Plan(forward_to=...)``): all declared keys on one worker (or none: worker
+  0): the worker runs the script between two commands of its batch, atomic for free.  Its
+  reply slot is a :class:`ScriptReply`: if the script met another worker's key, the worker
+  stopped it, undid its writes (its journal) and answered ``RETRY_GLOBAL``; the slot then runs
+  it again globally and its sha1 is remembered (``global_shas``).  A script not yet seen to
+  run locally on that worker holds its caller's next commands until it is answered, so none
+  of them overtakes a retried script.
+* *Global mode* (:func:`run_global`): declared keys on several workers, or a remembered sha1:
+  every worker gated, ``__tx_begin`` everywhere (blocked clients wait for the end), the
+  script on the worker of its first key with ``__script_global``; each call on another
+  worker's keys comes to the router as a script call (``Router.script_call``) and runs there.
 
 Ahead of every script the worker is told how many workers share the slots
-(``__script_topology``, on the same link, so it arrives first): that is how it refuses a
-``redis.call`` on a key of another worker.  For a caller with ACL limits the same message
-carries the user's rules (its ACL LIST line), which the worker checks each call against.
+(``__script_topology``, on the same link, so it arrives first): that is how it knows which
+keys are local.  For a caller with ACL limits the same message carries the user's rules (its
+ACL LIST line), which the worker checks each call against.
 
 One script cache for the whole server, as on a single Redis: each worker compiles what it
 runs, and the router keeps every script it has seen (sha1 -> body).  The first EVAL of a script
