@@ -18,8 +18,7 @@ as in deploy/) write none, and then the tools take it from ``--workers`` or the 
 
 Everything written goes to a temporary name, is fsynced and renamed into place, so a crash
 leaves the previous files; ``reshard`` swaps whole layouts in a recoverable order (see
-:func:`reshard`).  Streams are written if and only if the RDB codec can write them: until
-then a stream stops the tool with a message naming the key.
+:func:`reshard`).  Every type the RDB codec carries moves, streams included.
 
 The RESIZEDB hint of files written here is 0 (the key count is not known before the keys are
 streamed); Redis treats it as a sizing hint only.

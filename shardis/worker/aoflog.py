@@ -49,6 +49,7 @@ from shardis.persist.aof import (
     AofWriter,
     aof_commands,
     batch_annotation,
+    encode_command,
     parse_batch_annotation,
 )
 from shardis.resp import Status
@@ -137,6 +138,22 @@ def _xadd(args: Sequence[bytes], new_id: bytes) -> list[bytes]:
     return [*args[:i], new_id, *args[i + 1:]]
 
 
+#: Commands logged otherwise than as received (by their effect, or with absolute times):
+#: ``aof_commands`` and ``effect_commands`` translate them.  Exact names as clients send them
+#: (upper or lower case); another spelling takes the general path, which gives the same.
+_TRANSLATED = frozenset(name for upper in (
+    b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"SET", b"SETEX", b"PSETEX", b"GETEX",
+    b"GETDEL", b"RESTORE", b"SPOP", b"XADD", *BLOCKING) for name in (upper, upper.lower()))
+
+
+def _logged_as_received(args: Sequence[bytes]) -> bool:
+    """Whether ``args`` is logged exactly as received (no translation, not internal)."""
+    name = args[0]
+    if name in _TRANSLATED:
+        return len(args) == 3 and (name == b"SET" or name == b"set")  # SET key value
+    return name[:2] != b"__"
+
+
 class AofLog:
     """The worker's AOF: records effects into the writer, wraps atomic groups in MULTI/EXEC."""
 
@@ -215,6 +232,13 @@ class AofLog:
         """Log what the current command (or expiry, ``args`` None) changed."""
         writer = self.writer
         if writer is None:
+            return
+        if not expired and args is not None and _logged_as_received(args):
+            # The common write (INCR, HSET, RPUSH, plain SET...): its own bytes, at once.
+            if self.depth and not self.open:
+                self.open = True
+                writer.append([[b"MULTI"]])
+            writer.append_encoded(encode_command(args))
             return
         commands = [[b"DEL", key] for key in expired]
         if args is not None and len(touched) > len(expired):
