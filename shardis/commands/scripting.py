@@ -43,8 +43,10 @@ Differences from Redis that remain (also in the report of the change that added 
   without the caller's line.
 * A ``-0`` passed straight to a Python function arrives as ``0`` (lupa converts integral
   numbers to ints): ``cjson.encode(-0)`` is ``0`` (Redis: ``-0``); inside a table it is kept.
-* No script timeout: SCRIPT KILL answers NOTBUSY and a script that loops forever blocks its
-  worker (Redis would answer BUSY to other clients meanwhile).
+* A global script (keys on several workers) waiting for a call on another worker runs no
+  Lua meanwhile, so SCRIPT KILL and BUSY replies wait for that call (one round trip); and
+  SCRIPT KILL, gated like every command while a global script holds every worker, reaches it
+  only between scripts.
 * ``debug`` reads as nil instead of failing as an undefined global (lupa's error path looks
   it up), and a Lua error that is not a string or table says less than Redis's
   "Error running script" text.
