@@ -317,3 +317,38 @@ def test_scripts_over_several_workers_inside_multi(r):
         tx.eval("redis.call('incr', KEYS[1]); return redis.call('get', ARGV[1])", 1, a, b)
         tx.get(a)
         assert tx.execute() == [True, b"bee", b"bee", b"3"]
+
+
+def test_script_kill_reaches_a_global_script(r):
+    """A global script holds every worker's gate; SCRIPT KILL still reaches it (past the
+    busy threshold), and the server serves again."""
+    a, b = keys_on_two_workers()
+    port = r.connection_pool.connection_kwargs["port"]
+    r.config_set("busy-reply-threshold", 200)
+    try:
+        outcome: list[object] = []
+
+        def run() -> None:
+            try:
+                outcome.append(redis.Redis(port=port).eval(
+                    "redis.call('get', KEYS[2]); while true do end", 2, a, b))
+            except redis.RedisError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        time.sleep(0.6)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert r.script_kill() is True
+                break
+            except ResponseError as exc:  # NOTBUSY until the script is past the threshold
+                assert "NOTBUSY" in str(exc) and time.monotonic() < deadline
+                time.sleep(0.1)
+        thread.join(timeout=10)
+        assert "Script killed by user with SCRIPT KILL" in str(outcome[0])
+        assert r.set(a, 1)  # every worker serves again
+        assert r.ping()
+    finally:
+        r.config_set("busy-reply-threshold", 5000)

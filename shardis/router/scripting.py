@@ -246,7 +246,13 @@ def script_debug(router: Any, client: Any, args: list[bytes]) -> object:
     raise ReplyError("ERR Use SCRIPT DEBUG YES/SYNC/NO")
 
 
-@coordinated("script|kill", all_workers_plan)
+def no_gate_plan(router: Any, args: list[bytes]) -> Plan:
+    """Sent past every gate: a global script holds every worker's gate, and SCRIPT KILL is
+    what must still reach it."""
+    return Plan(workers=frozenset())
+
+
+@coordinated("script|kill", no_gate_plan)
 async def script_kill(router: Any, client: Any, args: list[bytes]) -> object:
     """Every worker is asked; a worker running a script past busy-reply-threshold answers
     from inside it (OK, or UNKILLABLE once it wrote), the others NOTBUSY."""

@@ -135,17 +135,23 @@ class WorkerServer:
         from shardis.commands.scripting import engine_of
 
         sock = self.socket
+        backlog = self.backlog
         while True:
-            try:
-                identity = sock.recv(NOBLOCK)
-            except zmq.Again:
-                return
-            frame = sock.recv()
-            if not self.trusted and sock.rcvmore:
-                self.drop(identity, frame, "a message of several frames")
-                continue
+            if backlog:  # what came while a global script waited for a remote call
+                identity, frame = backlog.popleft()
+            else:
+                try:
+                    identity = sock.recv(NOBLOCK)
+                except zmq.Again:
+                    return
+                frame = sock.recv()
+                if not self.trusted and sock.rcvmore:
+                    self.drop(identity, frame, "a message of several frames")
+                    continue
             try:
                 seq, batch = self.codec.decode_batch(frame)
+                if seq == CALL_REPLY_SEQ:
+                    raise ValueError("a remote call's reply with no call waiting")
                 engine = engine_of(self.shard.db)
                 replies = [self.busy_reply(engine, args) for _, args in batch]
                 message = self.codec.encode_replies(protocol.early_seq(seq), replies)
