@@ -270,7 +270,7 @@ class WorkerServer:
                 return encode_int(self.shard.index)
             if name == b"__shutdown" and b"nosave" in (a.lower() for a in args[1:]):
                 # SHUTDOWN NOSAVE stops a server busy with a script, as in Redis.
-                prepare_shutdown(self.shard, save=False, force=True)
+                prepare_shutdown(self.shard, save=False, force=True, fsync_aof=False)
                 return encode(OK, 2)
         except ReplyError as exc:
             return encode_error(exc.message)

@@ -395,11 +395,13 @@ class Snapshots:
 SHUTDOWN_ERROR = "ERR Errors trying to SHUTDOWN. Check logs."
 
 
-def prepare_shutdown(shard: object, save: bool, force: bool) -> None:
+def prepare_shutdown(shard: object, save: bool, force: bool, fsync_aof: bool = True) -> None:
     """Redis's ``prepareForShutdown`` for one worker: kill a BGSAVE child, refuse (unless
     ``force``) while the AOF switched on at run time has no base yet, kill a rewrite child,
     flush and fsync the AOF, then save ``dump.rdb`` if ``save``.  ReplyError
-    :data:`SHUTDOWN_ERROR` when the stop must not happen (the worker keeps serving)."""
+    :data:`SHUTDOWN_ERROR` when the stop must not happen (the worker keeps serving).
+    ``fsync_aof`` False: called from inside a running script, whose writes so far must not
+    reach the file as if it had ended (the stop's close writes what is whole)."""
     snapshots = shard.snapshots  # type: ignore[attr-defined]
     rewriter = getattr(shard, "rewriter", None)
     aof = shard.aof  # type: ignore[attr-defined]
@@ -412,7 +414,7 @@ def prepare_shutdown(shard: object, save: bool, force: bool) -> None:
                 raise ReplyError(SHUTDOWN_ERROR)
             log.warning("Writing initial AOF. Exit anyway.")
         rewriter.kill(shard)
-    if aof is not None:
+    if aof is not None and fsync_aof:
         log.info("Calling fsync() on the AOF file.")
         try:
             aof.fsync()
