@@ -75,7 +75,13 @@ class Directive:
                 raise ConfigError("argument must be 'yes' or 'no'")
             return lowered == "yes"
         if self.kind in ("int", "memory"):
-            value = parse_memory(text) if self.kind == "memory" else parse_integer(text)
+            if self.kind == "memory":
+                try:
+                    value = parse_memory(text)
+                except ConfigError:
+                    raise ConfigError("argument must be a memory value") from None
+            else:
+                value = parse_integer(text)
             if not self.low <= value <= self.high:
                 raise ConfigError(
                     f"argument must be between {self.low} and {self.high} inclusive")
@@ -194,7 +200,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
        help="whether DEBUG (DEBUG RELOAD) may run: no, yes, or local (loopback clients)"),
     _D("appendonly", False, "bool",
        help="log every write to an append-only file per worker, reloaded at restart"),
-    _D("appendfsync", "everysec", "enum", choices=("always", "everysec", "no"),
+    _D("appendfsync", "everysec", "enum", choices=("everysec", "always", "no"),
        help="when the AOF is fsynced: always (before each reply), everysec or no (the OS)"),
     _D("appenddirname", "appendonlydir", mutable=False,
        help="folder of each worker's AOF files, in DIR/worker-INDEX/"),

@@ -429,11 +429,15 @@ def parse_config_set(args: list[bytes], router: Any = None,
             if directive is None:
                 raise ReplyError("ERR Unknown option or number of arguments for CONFIG SET - "
                                  f"'{raw_name.decode(errors='replace')}'")
-            if not directive.mutable:
-                raise _config_set_failed(raw_name, "can't set immutable config")
-            if directive.protected and router is not None and not protected_allowed(
-                    router.config.get("enable-protected-configs", "no"), client):
+            # dir: protected in Redis (refused as such by default); here each worker's
+            # folder is fixed too, so once protected configs are allowed it is immutable.
+            setting = router.config.get("enable-protected-configs", "no") if router else "yes"
+            if directive.protected and setting == "local" and client is _PLANNING:
+                pass  # decided with the client (config_set)
+            elif directive.protected and not protected_allowed(setting, client):
                 raise _config_set_failed(raw_name, "can't set protected config")
+            elif not directive.mutable:
+                raise _config_set_failed(raw_name, "can't set immutable config")
             try:
                 value = directive.parse(raw_value.decode(errors="replace"))
             except ConfigError as exc:
@@ -445,8 +449,11 @@ def parse_config_set(args: list[bytes], router: Any = None,
     return changes
 
 
+_PLANNING = object()
+
+
 def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
-    parse_config_set(args)
+    parse_config_set(args, router, _PLANNING)
     return Plan(workers=router.all_workers)
 
 
