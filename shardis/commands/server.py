@@ -2,7 +2,9 @@
 
 Most of these are answered by the router alone (``Fanout.ROUTER``: PING, HELLO, CLIENT,
 COMMAND...) and are implemented in ``shardis.router.server``; this module holds their table
-entries and the worker-side share of INFO (``__info``).
+entries and the worker-side commands the router sends: INFO's share (``__info``), and the
+persistence commands every worker runs (``__save``, ``__bgsave``, ``__bgrewriteaof``,
+``__shutdown``, ``__debug_reload``, ``__config_set``).
 """
 
 from __future__ import annotations

@@ -595,8 +595,10 @@ RdbLoader = Callable[[BinaryIO, str], None]
 def read_aof_file(path: str, name: str, truncate_tail: bool = False,
                   annotations: bool = False,
                   rdb: RdbLoader | None = None) -> Iterator[list[bytes]]:
-    """Yield the commands of one RESP AOF file; ``#`` annotation lines are skipped, or with
-    ``annotations`` yielded as ``[ANNOTATION, text without '#' and CRLF]``.
+    """Yield the commands of one AOF file; ``#`` annotation lines are skipped, or with
+    ``annotations`` yielded as ``[ANNOTATION, text without '#' and CRLF]``.  A file that starts
+    with an RDB preamble (``REDIS``) is handed to ``rdb`` first (AofError without one), and
+    what follows it is read as commands, as Redis's ``loadSingleAppendOnlyFile``.
 
     A batch annotation (:func:`batch_annotation`) announces how many bytes its batch takes: a
     batch cut short by the end of the file is a torn tail from its annotation on, so a batch

@@ -1,9 +1,17 @@
-"""A worker's append-only file: what each write is logged as, loading at startup.
+"""A worker's append-only file: what each write is logged as, loading at startup, rewriting.
 
 :class:`AofLog` is driven from two places only: :meth:`Shard.apply_effects` (``record``: the
 effects of the command just run) and the worker's loop (``flush`` once per batch before its
 replies leave, ``tick`` for ``everysec``, ``close`` on stop).  Files are Redis 7's multi-part
-layout (``shardis.persist.aof``) in ``DIR/worker-<index>/<appenddirname>/``.
+layout (``shardis.persist.aof``) in ``DIR/worker-<index>/<appenddirname>/``; a base file may
+be RDB (``.base.rdb``, loaded through the RDB reader) or RESP (``.base.aof``).
+
+:class:`AofRewriter` is BGREWRITEAOF (and the automatic rewrite, and ``CONFIG SET appendonly
+yes``): between two batches the log switches to a new incr file that starts with every
+router's checkpoint annotation, a forked child writes the keyspace as it was at the fork as
+the new base, and when the child is reaped one manifest write makes the base current (the old
+base and incr files become history, then are deleted).  A crash at any step leaves a folder
+that loads.
 
 Writes are logged by their *effect* wherever replaying the arguments would not give the same
 dataset:
@@ -32,9 +40,14 @@ Not covered yet (replay is close but not exact):
   counts are those of the replay, not of the original run (Redis logs XCLAIM ... TIME);
 * MULTI/EXEC groups are per worker: a transaction over keys of several workers is atomic in
   each worker's file, not across them;
-* no AOF rewrite yet (BGREWRITEAOF): the incr file grows without bound;
 * ``aof-load-truncated`` is always on (a torn tail of the last file is cut with a warning);
-* CONFIG SET of the three directives is refused while running (restart to change them).
+* a rewrite's base holds no stream yet (the RDB and DUMP codecs lack streams): the rewrite
+  fails (``aof_last_bgrewrite_status:err``) and the incr files stay as they were;
+* a BGREWRITEAOF is answered "started" before its fork, which comes once the batch's writes
+  are in the old incr file: a fork that then fails is logged and shows in INFO
+  (``aof_last_bgrewrite_status:err``), not in that reply; likewise CONFIG SET appendonly yes
+  answers OK before the rewrite that creates the AOF runs;
+* the base's RDB preamble carries ``aof-base:0`` (Redis writes 1; only its log reads it).
 """
 
 from __future__ import annotations
@@ -230,6 +243,7 @@ class AofLog:
         self.manifest, self.writer = self.dir.open_for_append(self.policy)
         self.waiting = False
         self.write_checkpoints()
+        remove_leftovers(self.dir, self.manifest)
 
     def switch_incr(self) -> None:
         """A rewrite starts: what comes next goes to a new incr file (named in the manifest
@@ -245,7 +259,9 @@ class AofLog:
                 pass
             self.writer = AofWriter(path, self.policy)
         else:
-            self.writer = self.dir.start_new_incr(self.manifest, self.policy)
+            manifest = copy.deepcopy(self.manifest)  # changed only once it is on disk
+            self.writer = self.dir.start_new_incr(manifest, self.policy)
+            self.manifest = manifest
         if old is not None:
             old.close()
         self.write_checkpoints()
@@ -373,7 +389,8 @@ def write_base(db: object, path: str, rdb_preamble: bool) -> None:
 
     with open(path, "wb", buffering=1 << 20) as fh:
         if rdb_preamble:
-            write_rdb(db, fh)
+            write_rdb(db, fh, "can't rewrite the AOF: key '{key}' is a {kind}, which the RDB "
+                              "codec cannot write yet (the incr files keep it)")
         else:
             expires = db.expires  # type: ignore[attr-defined]
             fh.write(encode_command([b"SELECT", b"0"]))
@@ -381,14 +398,33 @@ def write_base(db: object, path: str, rdb_preamble: bool) -> None:
                 try:
                     payload = dump_payload(value)
                 except DumpError as exc:
-                    raise RdbError(f"can't rewrite key '{key.decode(errors='replace')}': "
-                                   f"{exc.message}") from None
+                    raise RdbError(f"can't rewrite the AOF: key "
+                                   f"'{key.decode(errors='replace')}': {exc.message} (the "
+                                   "incr files keep it)") from None
                 deadline = expires.get(key)
                 ttl = [b"0"] if deadline is None else [b"%d" % deadline]
                 fh.write(encode_command([b"RESTORE", key, *ttl, payload,
                                          *([b"ABSTTL"] if deadline is not None else [])]))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def remove_leftovers(folder: AofDir, manifest: Manifest) -> None:
+    """At start (as Redis's ``aofDelHistoryFiles``): history files a crash left behind, and
+    the temporary files of a rewrite or of an AOF being switched on that never finished
+    (only this worker writes in its folder)."""
+    if manifest.history:
+        folder.delete_history(manifest)
+    try:
+        names = os.listdir(folder.path)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("temp-rewriteaof-") or name == f"temp-{folder.filename}.incr":
+            try:
+                os.unlink(folder.file_path(name))
+            except OSError:
+                pass
 
 
 class AofRewriter:

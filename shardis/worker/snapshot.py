@@ -1,4 +1,5 @@
-"""RDB snapshots of one worker: SAVE, BGSAVE, the ``save`` rules, and loading at start.
+"""RDB snapshots of one worker: SAVE, BGSAVE, the ``save`` rules, loading at start, saving
+at shutdown.
 
 Each worker writes its own keyspace to ``DIR/worker-<index>/<dbfilename>`` (``dump.rdb``), an
 RDB version 10 file that ``redis-check-rdb`` accepts and a Redis 7.0 server loads.  A file is
@@ -6,10 +7,16 @@ always written to a temporary name, fsynced and renamed over the old one, so a c
 either the previous snapshot or the new one, never half of one.
 
 * SAVE writes in the worker's loop (commands wait, as in Redis).
-* BGSAVE forks: the child writes the keyspace as it was at the fork and ``os._exit``s; the
-  worker goes on serving and reaps the child on its housekeeping tick (``waitpid(WNOHANG)``).
-  ``gc.freeze()`` before the fork moves every object into the permanent generation, so the
-  parent's garbage collector does not write to (and copy) every page while the child runs.
+* BGSAVE forks (:class:`Child`, shared with the AOF rewrite): the child writes the keyspace as
+  it was at the fork and ``os._exit``s; the worker goes on serving and reaps the child on its
+  housekeeping tick (``waitpid(WNOHANG)``).  ``gc.freeze()`` before the fork moves every
+  object into the permanent generation, so the parent's garbage collector does not write to
+  (and copy) every page while the child runs.  The child sends its copy-on-write size (its
+  Private_Dirty) back through a pipe (INFO's ``rdb_last_cow_size``).  One child at a time, as
+  Redis: while an AOF rewrite runs, BGSAVE is refused (or scheduled with SCHEDULE).
+* Stopping (:func:`prepare_shutdown`, Redis's ``prepareForShutdown``): SHUTDOWN (through
+  ``__shutdown``) and SIGTERM kill a running child, fsync the AOF, and save when save rules
+  are set (or SAVE, and not NOSAVE).  DEBUG RELOAD saves, empties and loads (commands.server).
 * The ``save`` rules (``3600 1 300 100 60 10000``: after N seconds if at least M changes) are
   checked on the housekeeping tick against the changes made since the last successful save.
 * Streams cannot be written yet (the codec has no stream encoding): SAVE answers an error
@@ -39,10 +46,15 @@ RETRY_DELAY_S = 5
 _BUFFER = 1 << 20
 
 
-def write_rdb(db: object, fh: object) -> int:
+NO_STREAMS = ("can't save: key '{key}' is a {kind}, and shardis's RDB snapshots do not hold "
+              "streams yet (use appendonly yes for them)")
+
+
+def write_rdb(db: object, fh: object, refusal: str = NO_STREAMS) -> int:
     """Write the keyspace ``db`` as an RDB stream to ``fh``; the number of keys written.
 
-    Raises :class:`RdbError` for a value the codec cannot write (a stream), naming the key.
+    Raises :class:`RdbError` for a value the codec cannot write (a stream), naming the key
+    (``refusal``, formatted with ``key`` and ``kind``).
     """
     data, expires = db.data, db.expires  # type: ignore[attr-defined]
     writer = RdbWriter(fh)  # type: ignore[arg-type]
@@ -54,9 +66,8 @@ def write_rdb(db: object, fh: object) -> int:
             key_out(key, value, get_expire(key))
         except RdbError:
             kind = type(value).__name__.removesuffix("Value").lower()
-            raise RdbError(f"can't save: key '{key.decode(errors='replace')}' is a "
-                           f"{kind}, and shardis's RDB snapshots do not hold streams "
-                           "yet (use appendonly yes for them)") from None
+            raise RdbError(refusal.format(key=key.decode(errors="replace"),
+                                          kind=kind)) from None
     writer.end()
     return len(data)
 
