@@ -497,6 +497,9 @@ class AofRewriter:
         """Switch the AOF to a new incr file, then fork the child that writes the base."""
         aof: AofLog | None = shard.aof  # type: ignore[attr-defined]
         self.scheduled = False
+        self.pending = False
+        if self.child is not None:
+            return False  # one child at a time (Redis's hasActiveChildProcess)
         try:
             os.makedirs(self.folder.path, exist_ok=True)
             if aof is not None:
