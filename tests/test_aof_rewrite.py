@@ -381,3 +381,29 @@ def test_kill_9_under_load_while_rewrites_keep_running(tmp_path):
         assert info["aof_last_bgrewrite_status"] == "ok"
     finally:
         server.stop()
+
+
+def test_a_key_that_expires_after_the_rewrite_stays_expired(tmp_path):
+    """The base holds the key with its deadline; loaded after the deadline, the key is gone
+    for clients, and expiry logs its DEL to the incr file (as Redis loads an AOF base)."""
+    data = str(tmp_path / "data")
+    os.makedirs(data)
+    server = start_on(data, "--appendonly", "yes", "--save", "")
+    try:
+        client = redis.Redis(port=server.port)
+        client.set("short", "x", px=1500)
+        client.set("long", "y", ex=1000)
+        assert client.bgrewriteaof()
+        wait_idle(client)
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    time.sleep(1.6)
+    again = start_on(data, "--appendonly", "yes", "--save", "")
+    try:
+        client = redis.Redis(port=again.port)
+        assert client.get("short") is None and client.get("long") == b"y"
+        assert client.dbsize() == 1
+        assert 0 < client.ttl("long") <= 1000
+    finally:
+        again.stop()

@@ -200,7 +200,8 @@ class AofLog:
 
         def load_rdb_part(fh: BinaryIO, name: str) -> None:
             try:
-                loaded, expired = load_rdb(shard.db, fh, name)  # type: ignore[attr-defined]
+                loaded, expired = load_rdb(shard.db, fh, name,  # type: ignore[attr-defined]
+                                           skip_expired=False)
             except RdbError as exc:
                 raise AofError(f"bad RDB preamble in the AOF file {name}: {exc}") from None
             log.info("loaded the RDB base %s of the AOF: %d keys (%d expired skipped)",

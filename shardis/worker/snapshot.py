@@ -107,14 +107,17 @@ def write_snapshot(db: object, path: str) -> int:
     return write_durably(path, temp, lambda fh: write_rdb(db, fh))
 
 
-def load_rdb(db: object, fh: object, name: str) -> tuple[int, int]:
-    """Load an RDB stream into the keyspace ``db`` (keys already expired are skipped); (keys
-    loaded, keys skipped as expired).  Raises :class:`RdbError` on a corrupt file."""
+def load_rdb(db: object, fh: object, name: str, skip_expired: bool = True) -> tuple[int, int]:
+    """Load an RDB stream into the keyspace ``db``; (keys loaded, keys skipped as expired).
+    Keys already expired are skipped, except in an AOF's base (``skip_expired`` False, as
+    Redis's RDBFLAGS_AOF_PREAMBLE): the incr files that follow were logged while those keys
+    still existed, and expiry removes them afterwards (logging their DEL).  Raises
+    :class:`RdbError` on a corrupt file."""
     db.tick()  # type: ignore[attr-defined]
     now = db.now_ms  # type: ignore[attr-defined]
     loaded = expired = 0
     for key, value, expire_ms in RdbReader(fh):  # type: ignore[arg-type]
-        if expire_ms is not None and expire_ms <= now:
+        if skip_expired and expire_ms is not None and expire_ms <= now:
             expired += 1
             continue
         db.set(key, value)  # type: ignore[attr-defined]
