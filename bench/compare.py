@@ -383,9 +383,10 @@ class Server:
         raise RuntimeError(f"{self.label} did not answer PING within {START_TIMEOUT_S:.0f}s:\n"
                            f"{self.log_tail()}")
 
-    def stop(self) -> list[int]:
+    def stop(self, keep_dir: bool = False) -> list[int]:
         """SIGTERM by PID, wait; then kill whatever of its tree is left.  Returns the PIDs that
-        had to be killed (empty when the server stopped cleanly, as it should)."""
+        had to be killed (empty when the server stopped cleanly, as it should).  The work dir
+        is removed unless ``keep_dir`` (a restart on the same data, bench/persistence.py)."""
         with deferred_interrupts():
             tree = [(pid, _proc_stat(pid)) for pid in process_tree(self.proc.pid)]
             if self.proc.poll() is None:
@@ -396,7 +397,8 @@ class Server:
                     self.proc.kill()
                     self.proc.wait()
             leftovers = _kill_leftovers(tree)
-            shutil.rmtree(self.workdir, ignore_errors=True)
+            if not keep_dir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
         return leftovers
 
 
@@ -432,33 +434,43 @@ def _spawn(label: str, argv: list[str], workdir: str, port: int, workers: int | 
     return server
 
 
-def start_redis() -> Server:
+#: redis-server's persistence settings unless a caller passes others: none at all.
+REDIS_NO_PERSISTENCE: tuple[str, ...] = ("--save", "", "--appendonly", "no")
+
+
+def start_redis(config: tuple[str, ...] = REDIS_NO_PERSISTENCE,
+                workdir: str | None = None) -> Server:
+    """redis-server with ``config`` (command-line directives); in ``workdir`` if given (to
+    restart on the files of an earlier run), else in a new temporary directory."""
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", workdir, "--daemonize", "no"]
+    workdir = workdir or tempfile.mkdtemp(prefix="bench-redis-")
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", *config,
+            "--dir", workdir, "--daemonize", "no"]
     return _spawn("redis", argv, workdir, port, None)
 
 
-def start_shardis(workers: int) -> Server:
-    """``python -m shardis up`` from this checkout (not whatever shardis is installed)."""
+def start_shardis(workers: int, config: tuple[str, ...] = (),
+                  workdir: str | None = None) -> Server:
+    """``python -m shardis up`` from this checkout (not whatever shardis is installed), with
+    extra flags ``config``; data in ``workdir``/data, ``workdir`` as for :func:`start_redis`."""
     port = free_port()
-    workdir = tempfile.mkdtemp(prefix="bench-shardis-")
+    workdir = workdir or tempfile.mkdtemp(prefix="bench-shardis-")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "shardis", "up", "--workers", str(workers), "--port", str(port),
-            "--bind", "127.0.0.1", "--dir", os.path.join(workdir, "data")]
+            "--bind", "127.0.0.1", "--dir", os.path.join(workdir, "data"), *config]
     return _spawn(f"shardis/{workers}", argv, workdir, port, workers, env)
 
 
 @contextlib.contextmanager
-def running(start: Any, *args: Any) -> Iterator[Server]:
-    """A started server that is always stopped (and checked for leftovers) at the end."""
+def running(start: Any, *args: Any, keep_dir: bool = False) -> Iterator[Server]:
+    """A started server that is always stopped (and checked for leftovers) at the end; its
+    directory is removed then unless ``keep_dir`` (the caller removes it later)."""
     server = start(*args)
     try:
         yield server
     finally:
-        leftovers = server.stop()
+        leftovers = server.stop(keep_dir)
         if leftovers:
             print(f"warning: {server.label} left processes {leftovers} behind; killed them",
                   file=sys.stderr)

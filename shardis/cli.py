@@ -61,7 +61,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", parents=[shared], help="write a CURVE key pair: NAME.pub and NAME.key")
     keygen.add_argument("name", help="path prefix of the two files")
+    _add_data_tools(sub, shared)
     return parser
+
+
+def _add_data_tools(sub: Any, shared: argparse.ArgumentParser) -> None:
+    """export-rdb, import-rdb, reshard: offline tools over a stopped server's data dir
+    (``shardis.persist.tools``)."""
+    source = {"choices": ["auto", "aof", "rdb"], "default": "auto",
+              "help": "what to read from each worker: auto (its AOF when it has one, else its "
+                      "dump.rdb, as the worker loads), aof or rdb"}
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--progress-every", type=int, default=100_000, metavar="N",
+                         help="log progress every N keys (default 100000)")
+    options.add_argument("--dbfilename", default="dump.rdb", metavar="NAME",
+                         help="each worker's snapshot file name, as the server's (dump.rdb)")
+    options.add_argument("--appenddirname", default="appendonlydir", metavar="NAME",
+                         help="each worker's AOF folder name, as the server's (appendonlydir)")
+    shared = argparse.ArgumentParser(add_help=False, parents=[shared, options])
+    export = sub.add_parser("export-rdb", parents=[shared],
+                            help="merge a stopped server's shards into one Redis RDB file")
+    export.add_argument("--dir", required=True, help="the server's data directory")
+    export.add_argument("out", metavar="OUT.rdb", help="the RDB file to write")
+    export.add_argument("--source", **source)
+    export.add_argument("--force", action="store_true", help="replace OUT.rdb if it exists")
+    export.add_argument("--workers", type=int, metavar="N",
+                        help="the data's worker count (default: DIR/shardis.manifest, else the "
+                             "worker-<index> folders; workers run by hand write no manifest)")
+    imp = sub.add_parser("import-rdb", parents=[shared],
+                         help="split a Redis RDB file into a new data dir for N workers")
+    imp.add_argument("input", metavar="IN.rdb", help="a Redis RDB file (database 0)")
+    imp.add_argument("--dir", required=True, help="the data directory to create (new or empty)")
+    imp.add_argument("--workers", type=int, required=True, help="the server's worker count")
+    imp.add_argument("--skip-other-dbs", action="store_true",
+                     help="skip keys of databases other than 0 (default: refuse the file)")
+    imp.add_argument("--appendonly", choices=["yes", "no"], default="no",
+                     help="also write each worker's AOF folder, for a server run with "
+                          "--appendonly yes (default: no, dump.rdb only)")
+    resh = sub.add_parser("reshard", parents=[shared],
+                          help="rewrite a stopped server's data dir for another worker count")
+    resh.add_argument("--dir", required=True, help="the server's data directory")
+    resh.add_argument("--workers", type=int, required=True, help="the new worker count")
+    resh.add_argument("--source", **source)
+    resh.add_argument("--from-workers", type=int, metavar="N",
+                      help="the data's current worker count, when no manifest records it")
+    resh.add_argument("--appendonly", choices=["auto", "yes", "no"], default="auto",
+                      help="write AOF folders too: auto (if the data had any), yes or no")
 
 
 LOG_LEVEL_FLAG = ("--log-level",)
@@ -114,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                           router_config(args, parser)).run()
     if args.command == "keygen":
         return _keygen(args.name)
+    if args.command in ("export-rdb", "import-rdb", "reshard"):
+        return _data_tool(args)
     try:
         if args.command == "router":
             return _router(args, parser)
@@ -144,6 +191,38 @@ def _keygen(name: str) -> int:
         print(f"shardis keygen: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {public} (share it) and {secret} (keep it: mode 0600)")
+    return 0
+
+
+def _data_tool(args: argparse.Namespace) -> int:
+    """Run one data tool; a user error is one line on stderr and exit code 1."""
+    from shardis.persist import tools
+
+    setup_logging(args.command, args.log_level)
+    tools.PROGRESS_EVERY = max(args.progress_every, 1)
+    files = tools.Files(args.dbfilename, args.appenddirname)
+    try:
+        if args.command == "export-rdb":
+            summary = tools.export_rdb(args.dir, args.out, args.source, args.force,
+                                       args.workers, files)
+        elif args.command == "import-rdb":
+            summary = tools.import_rdb(args.input, args.dir, args.workers, args.skip_other_dbs,
+                                       args.appendonly == "yes", files)
+        else:
+            appendonly = {"auto": None, "yes": True, "no": False}[args.appendonly]
+            summary = tools.reshard(args.dir, args.workers, args.source, appendonly,
+                                    args.from_workers, files)
+    except tools.ToolError as exc:
+        print(f"shardis {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"shardis {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # the tools remove what they had not finished writing
+        print(f"shardis {args.command}: interrupted", file=sys.stderr)
+        return 130
+    print(summary.line(args.command))
     return 0
 
 
@@ -182,5 +261,12 @@ def _worker(args: argparse.Namespace) -> int:
             persistence[name] = config.DIRECTIVES[name].parse(getattr(args, name))
         except config.ConfigError as exc:
             raise ConfigError(f"--{name} {getattr(args, name)}: {exc}") from None
+    from shardis.persist.layout import LayoutError, lock_for_worker
+
+    try:
+        lock_for_worker(args.dir)  # the offline tools refuse a dir a worker holds
+    except LayoutError as exc:
+        print(f"shardis worker: error: {exc}", file=sys.stderr)
+        return 1
     return run_worker(args.listen, args.index, supervised=args.supervised, curve=curve,
                       data_dir=args.dir, **persistence)

@@ -213,6 +213,65 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
         raise TypeError(f"cannot encode {kind.__name__} as RESP")
 
 
+# Reading one encoded reply back into reply values ----------------------------------------------
+def parse_reply(data: bytes) -> object:
+    """One encoded reply (RESP2 or RESP3, as a worker sent it) as the reply values a command
+    returns: ``+`` Status, ``-`` ReplyError, ``:`` int, ``$`` bytes, ``*`` list, nulls None,
+    ``,`` float, ``#`` bool, ``%`` dict, ``~`` SetReply, ``=`` Verbatim, ``(`` bytes.
+
+    A script's ``redis.call`` on another worker's key gets its reply this way, so that it
+    reaches Lua exactly as a local call's value does.  Raises ValueError on malformed input.
+    """
+    value, end = _parse_at(data, 0)
+    if end != len(data):
+        raise ValueError("trailing bytes after a reply")
+    return value
+
+
+def _parse_at(data: bytes, pos: int) -> tuple[object, int]:
+    eol = data.index(b"\r\n", pos)
+    kind, line, pos = data[pos:pos + 1], data[pos + 1:eol], eol + 2
+    if kind == b"+":
+        return Status(line), pos
+    if kind == b"-":
+        return ReplyError(line.decode("utf-8", "surrogateescape")), pos
+    if kind == b":":
+        return int(line), pos
+    if kind in (b"$", b"=", b"("):
+        if kind == b"(":
+            return line, pos
+        length = int(line)
+        if length < 0:
+            return None, pos
+        text, pos = data[pos:pos + length], pos + length + 2
+        if kind == b"=":
+            return Verbatim(text[4:], text[:3]), pos
+        return text, pos
+    if kind == b"_":
+        return None, pos
+    if kind == b",":
+        return float(line.replace(b"inf", b"Infinity")), pos
+    if kind == b"#":
+        return line == b"t", pos
+    if kind in (b"*", b"~", b"%"):
+        count = int(line)
+        if count < 0:
+            return None, pos
+        items = []
+        for _ in range(count * 2 if kind == b"%" else count):
+            item, pos = _parse_at(data, pos)
+            items.append(item)
+        if kind == b"%":
+            return Pairs(zip(items[::2], items[1::2])) if _unhashable(items[::2]) \
+                else dict(zip(items[::2], items[1::2])), pos
+        return (SetReply(items) if kind == b"~" else items), pos
+    raise ValueError(f"unknown reply type {kind!r}")
+
+
+def _unhashable(keys: list[object]) -> bool:
+    return any(isinstance(key, (list, dict)) for key in keys)
+
+
 class ProtocolError(Exception):
     """Malformed input: the connection gets this error text and is then closed, as in Redis."""
 

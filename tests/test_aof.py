@@ -172,11 +172,42 @@ def test_everysec_and_no(tmp_path, fsyncs) -> None:
             writer.append([[b"INCR", b"c"]])
             writer.flush(t)
             writer.maybe_fsync(t)
+            writer.wait_fsync()
     assert fsyncs == [every.fd, every.fd]  # at 10.0 and at 11.2
     assert every.maybe_fsync(20.0)  # the write at 11.3 is still unsynced
+    every.wait_fsync()
     assert not every.maybe_fsync(30.0)  # nothing written since the last fsync
     assert len(fsyncs) == 3
     assert os.path.getsize(tmp_path / "n.aof") == os.path.getsize(tmp_path / "e.aof") > 0
+
+
+def test_everysec_fsyncs_in_the_background_and_reports_its_error(tmp_path, monkeypatch) -> None:
+    import threading
+
+    started, release, threads = threading.Event(), threading.Event(), []
+
+    def slow_fsync(fd: int) -> None:
+        threads.append(threading.current_thread().name)
+        started.set()
+        release.wait(5)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(aof.os, "fsync", slow_fsync)
+    writer = AofWriter(str(tmp_path / "e.aof"), "everysec")
+    writer.append([[b"INCR", b"c"]])
+    writer.flush(1.0)
+    assert writer.maybe_fsync(1.0)  # returns at once: the fsync blocks in its thread
+    assert started.wait(5) and threads == ["aof-fsync"]
+    writer.append([[b"INCR", b"c"]])
+    writer.flush(2.5)  # writes go on meanwhile
+    assert not writer.maybe_fsync(2.5)  # one fsync at a time
+    release.set()
+    writer.wait_fsync()
+    with pytest.raises(OSError, match="Input/output error"):
+        writer.maybe_fsync(3.0)  # the worker stops on it, as on a failed write
+    monkeypatch.undo()
+    writer.sync_error = None
+    writer.close()
 
 
 def test_failed_write_is_cut_back(tmp_path, monkeypatch) -> None:

@@ -86,6 +86,17 @@ class Writers:
             self.errors.append(exc)
 
 
+def until_served(call, timeout: float = 20.0) -> object:
+    """``call()``'s result once it stops failing with an error reply (a worker coming back)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except (redis.ResponseError, redis.BusyLoadingError):
+            assert time.monotonic() < deadline, "the worker never came back"
+            time.sleep(0.1)
+
+
 def wait_new_worker(server, index: int, old: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while worker_pids(server).get(index) in (None, old):
@@ -120,67 +131,76 @@ def test_kill_9_of_a_worker_under_load_is_a_pause(everysec):
     assert "holding its commands" in log and "is back:" in log
 
 
-def separate(tmp_path, *router_flags: str):
+class Separate:
     """Two `shardis worker` processes with AOFs and a `shardis router`: a dead worker stays
     dead until the test starts it again."""
-    ports = [free_port() for _ in range(2)]
-    data = str(tmp_path / "data")
 
-    def worker(index: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "shardis", "worker", "--listen",
-                                 f"tcp://127.0.0.1:{ports[index]}", "--index", str(index),
-                                 "--dir", data, "--appendonly", "yes", "--save", ""])
+    def __init__(self, tmp_path, *router_flags: str, appendonly: bool = True) -> None:
+        self.ports = [free_port() for _ in range(2)]
+        self.data = str(tmp_path / "data")
+        self.flags = ("--appendonly", "yes" if appendonly else "no", "--save", "")
+        self.workers: dict[int, subprocess.Popen] = {}
+        self.port = free_port()
+        self.router = subprocess.Popen(
+            [sys.executable, "-m", "shardis", "router", "--connect",
+             ",".join(f"tcp://127.0.0.1:{p}" for p in self.ports), "--port", str(self.port),
+             *router_flags], stderr=subprocess.PIPE, text=True)
 
-    workers = [worker(0), worker(1)]
-    port = free_port()
-    router = subprocess.Popen(
-        [sys.executable, "-m", "shardis", "router", "--connect",
-         ",".join(f"tcp://127.0.0.1:{p}" for p in ports), "--port", str(port), *router_flags],
-        stderr=subprocess.PIPE, text=True)
-    wait_for_port(port, router)
-    return port, workers, worker, router
+    def start(self, index: int) -> None:
+        self.workers[index] = subprocess.Popen(
+            [sys.executable, "-m", "shardis", "worker", "--listen",
+             f"tcp://127.0.0.1:{self.ports[index]}", "--index", str(index), "--dir", self.data,
+             *self.flags])
+
+    def kill(self, index: int) -> None:
+        self.workers[index].kill()
+        self.workers[index].wait()
+
+    def __enter__(self) -> Separate:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.router.terminate()
+        self.log = self.router.communicate(timeout=20)[1]
+        for proc in self.workers.values():
+            proc.terminate()
+            proc.wait(timeout=20)
 
 
-def stop_all(router: subprocess.Popen, workers: list[subprocess.Popen]) -> str:
-    router.terminate()
-    log = router.communicate(timeout=20)[1]
-    for proc in workers:
-        proc.terminate()
-        proc.wait(timeout=20)
-    return log
+def separate(tmp_path, *router_flags: str) -> Separate:
+    """Both workers started, the router serving."""
+    servers = Separate(tmp_path, *router_flags)
+    servers.start(0)
+    servers.start(1)
+    wait_for_port(servers.port, servers.router)
+    return servers
 
 
 def test_commands_wait_for_a_dead_worker_and_run_when_it_is_back(tmp_path):
-    port, workers, worker, router = separate(tmp_path, "--worker-restart-timeout", "20")
     key = f"{{{tag_on(1)}}}k"
-    try:
-        client = redis.Redis(port=port, socket_timeout=30, retry=None)
+    with separate(tmp_path, "--worker-restart-timeout", "20") as servers:
+        client = redis.Redis(port=servers.port, socket_timeout=30, retry=None)
         assert client.set(key, "before")
-        workers[1].kill()
-        workers[1].wait()
+        servers.kill(1)
         results: list[object] = []
         waiting = threading.Thread(target=lambda: results.append(client.incr(f"{key}n")))
         waiting.start()
         time.sleep(1.0)
         assert not results  # held, not failed
-        other = redis.Redis(port=port, socket_timeout=5)
+        other = redis.Redis(port=servers.port, socket_timeout=5)
         assert other.set(f"{{{tag_on(0)}}}x", 1)  # the healthy worker serves meanwhile
-        workers[1] = worker(1)
+        servers.start(1)
         waiting.join(timeout=20)
         assert results == [1]
         assert client.get(key) == b"before"
-    finally:
-        stop_all(router, workers)
 
 
 def test_past_worker_restart_timeout_commands_fail_then_work_again(tmp_path):
-    port, workers, worker, router = separate(tmp_path, "--worker-restart-timeout", "1")
     key = f"{{{tag_on(1)}}}k"
-    try:
-        client = redis.Redis(port=port, socket_timeout=10, retry=None)
+    with separate(tmp_path, "--worker-restart-timeout", "1") as servers:
+        client = redis.Redis(port=servers.port, socket_timeout=10, retry=None)
         assert client.set(key, "kept")
-        workers[1].kill()
-        workers[1].wait()
+        servers.kill(1)
         started = time.monotonic()
         with pytest.raises(redis.ResponseError) as held:
             client.get(key)
@@ -191,34 +211,21 @@ def test_past_worker_restart_timeout_commands_fail_then_work_again(tmp_path):
         with pytest.raises(redis.ResponseError, match="worker 1 is down"):
             client.get(key)  # fails fast now
         assert time.monotonic() - started < 0.5
-        workers[1] = worker(1)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                assert client.get(key) == b"kept"
-                break
-            except redis.ResponseError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-    finally:
-        stop_all(router, workers)
+        servers.start(1)
+        assert until_served(lambda: client.get(key)) == b"kept"
 
 
 def test_commands_held_past_worker_restart_buffer_fail(tmp_path):
-    port, workers, worker, router = separate(tmp_path, "--worker-restart-buffer", "1mb")
     key = f"{{{tag_on(1)}}}big"
-    try:
-        client = redis.Redis(port=port, socket_timeout=10, retry=None)
-        workers[1].kill()
-        workers[1].wait()
+    with separate(tmp_path, "--worker-restart-buffer", "1mb") as servers:
+        client = redis.Redis(port=servers.port, socket_timeout=10, retry=None)
+        servers.kill(1)
         with client.pipeline(transaction=False) as pipe:
             for i in range(20):
                 pipe.set(f"{key}{i}", b"x" * 100_000)
             results = pipe.execute(raise_on_error=False)
         assert all(isinstance(r, redis.ResponseError) for r in results)
         assert "worker-restart-buffer" in str(results[-1])
-    finally:
-        stop_all(router, workers)
 
 
 def test_a_worker_that_keeps_crashing_does_not_stop_the_others(tmp_path):
@@ -332,3 +339,96 @@ def test_a_restarted_worker_knows_the_last_batch_it_holds_and_its_replies(tmp_pa
         sock.close()
         other.close()
         stop(proc)
+
+
+def test_a_bgsave_during_cross_worker_msets_is_one_consistent_cut(tmp_path):
+    """BGSAVE goes to every worker in the same flush: no cross-worker MSET (or transaction)
+    is half inside the snapshot, whichever worker forks first."""
+    from shardis.persist.rdb import read_rdb
+
+    data = tmp_path / "data"
+    server = start_shardis(3, "--save", "", "--dir", str(data))
+    tags = [tag_on(i, 3) for i in range(3)]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        client = redis.Redis(port=server.port)
+        value = 0
+        try:
+            while not stop.is_set():
+                value += 1
+                client.mset({f"{{{tag}}}w{n}": value for tag in tags})
+                with client.pipeline(transaction=True) as tx:
+                    for tag in tags:
+                        tx.set(f"{{{tag}}}t{n}", value)
+                    tx.execute()
+        except BaseException as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        client = redis.Redis(port=server.port)
+        for _ in range(5):
+            time.sleep(0.2)
+            assert client.bgsave()
+            while client.info("persistence")["rdb_bgsave_in_progress"]:
+                time.sleep(0.02)
+            values: dict[bytes, bytes] = {}
+            for index in range(3):
+                path = data / f"worker-{index}" / "dump.rdb"
+                values.update((key, value) for key, value, _ in read_rdb(str(path)))
+            for n in range(3):
+                for name in (b"w%d" % n, b"t%d" % n):
+                    seen = {values.get(b"{%s}%s" % (tag.encode(), name)) for tag in tags}
+                    assert len(seen) == 1, (name, seen)  # all or nothing
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+        server.stop()
+    assert not failures
+
+
+def test_a_worker_not_there_at_start_answers_loading_until_it_is(tmp_path):
+    """The router starts without a worker that has not connected after its check (a worker
+    loading a big file binds only when loaded): that worker's keys answer -LOADING, as a
+    loading Redis does, the others are served, and once it connects it serves."""
+    with Separate(tmp_path, appendonly=False) as servers:
+        servers.start(0)
+        wait_for_port(servers.port, servers.router, timeout=60)
+        client = redis.Redis(port=servers.port, socket_timeout=10, retry=None)
+        assert client.set(f"{{{tag_on(0)}}}k", 1)
+        with pytest.raises(redis.BusyLoadingError, match="loading the dataset"):
+            client.get(f"{{{tag_on(1)}}}k")
+        servers.start(1)
+        assert until_served(lambda: client.set(f"{{{tag_on(1)}}}k", 2))
+    assert "its keys answer -LOADING" in servers.log
+
+
+def test_kill_9_of_the_whole_tree_under_always_loses_no_acknowledged_write(tmp_path):
+    """Every worker and the supervisor killed at once (no clean close of anything): what was
+    acknowledged under ``appendfsync always`` is all there when started again."""
+    from tests.test_persistence_aof import snapshot, wait_equal, write_everything
+
+    data = str(tmp_path / "data")
+    flags = ("--appendonly", "yes", "--appendfsync", "always", "--dir", data, "--save", "")
+    server = start_shardis(2, *flags)
+    try:
+        client = redis.Redis(port=server.port)
+        for index in (0, 1):
+            write_everything(client, tag_on(index))
+        expected = snapshot(client)
+        for pid in worker_pids(server).values():
+            os.kill(pid, signal.SIGKILL)
+        server.proc.kill()
+        server.proc.wait(timeout=10)
+    finally:
+        server.stop()
+    again = start_shardis(2, *flags)
+    try:
+        assert wait_equal(redis.Redis(port=again.port), expected) == expected
+    finally:
+        again.stop()

@@ -290,6 +290,7 @@ def check_compose(doc: dict) -> list[str]:
             problems.append("the router must depend on every worker")
         if "profiles" in svc or any("profiles" in services[w] for w in workers):
             problems.append("the router and workers must run without a profile")
+    problems += check_compose_volumes(doc, {n: parsed[n] for n in [*workers, *singles]})
     for name in singles:
         if services[name].get("profiles") != ["single"]:
             problems.append(f"{name} must be in the 'single' profile")
@@ -322,6 +323,30 @@ def check_compose(doc: dict) -> list[str]:
         build = svc.get("build")
         if build and not (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file():
             problems.append(f"{name}: build.context/build.dockerfile do not name the Dockerfile")
+    return problems
+
+
+def check_compose_volumes(doc: dict, servers: dict) -> list[str]:
+    """Every process that keeps data (``worker``, ``up``) has a named volume of its own,
+    declared at the top level, mounted on its ``--dir``, with ``--appendonly yes``."""
+    problems: list[str] = []
+    declared = doc.get("volumes") or {}
+    owners: dict[str, str] = {}
+    for name, args in servers.items():
+        # `worker` has the flag itself; `up` takes it as a config directive (cfg_appendonly).
+        if getattr(args, "appendonly", getattr(args, "cfg_appendonly", None)) != "yes":
+            problems.append(f"{name}: run with --appendonly yes (its data is on a volume)")
+        mounts = [str(v).split(":") for v in doc["services"][name].get("volumes") or []]
+        on_dir = [m[0] for m in mounts if len(m) >= 2 and m[1] == args.dir]
+        if len(on_dir) != 1:
+            problems.append(f"{name}: mount one volume on its --dir {args.dir}: {mounts}")
+            continue
+        volume = on_dir[0]
+        if volume not in declared:
+            problems.append(f"{name}: {volume} is not a named volume declared under volumes:")
+        if volume in owners:
+            problems.append(f"{name} and {owners[volume]} share the volume {volume}")
+        owners[volume] = name
     return problems
 
 
@@ -374,9 +399,40 @@ def _missing_worker(doc):
     del doc["services"]["worker-2"]
 
 
+def _worker_without_volume(doc):
+    del doc["services"]["worker-1"]["volumes"]
+
+
+def _volume_elsewhere(doc):
+    doc["services"]["worker-0"]["volumes"] = ["worker-0-data:/var/lib/shardis"]
+
+
+def _shared_volume(doc):
+    doc["services"]["worker-2"]["volumes"] = ["worker-1-data:/data"]
+
+
+def _bind_mount(doc):
+    doc["services"]["worker-2"]["volumes"] = ["./data:/data"]
+
+
+def _undeclared_volume(doc):
+    del doc["volumes"]["worker-0-data"]
+
+
+def _no_appendonly(doc):
+    cmd = doc["services"]["worker-1"]["command"]
+    del cmd[cmd.index("--appendonly"):cmd.index("--appendonly") + 2]
+
+
+def _single_without_volume(doc):
+    del doc["services"]["single"]["volumes"]
+
+
 @pytest.mark.parametrize("breakage", [
     _swap_worker_indexes, _swap_connect_order, _unknown_flag, _wrong_listen_port,
-    _public_port, _router_port_mismatch, _missing_worker,
+    _public_port, _router_port_mismatch, _missing_worker, _worker_without_volume,
+    _volume_elsewhere, _shared_volume, _bind_mount, _undeclared_volume, _no_appendonly,
+    _single_without_volume,
 ])
 def test_compose_check_catches_mistakes(breakage):
     doc = compose_doc()
@@ -432,7 +488,7 @@ def check_k8s(objects: dict) -> list[str]:
     index_env = env.get("SHARDIS_INDEX", {}).get("valueFrom", {}).get("fieldRef", {})
     if index_env.get("fieldPath") != "metadata.labels['apps.kubernetes.io/pod-index']":
         problems.append("SHARDIS_INDEX must come from the pod-index label (the ordinal)")
-    listen_ports = set()
+    listen_ports, args = set(), None
     for ordinal in range(replicas):
         argv = [a.replace("$(SHARDIS_INDEX)", str(ordinal)) for a in worker["command"]]
         args = parse_shardis(argv, problems, f"{sts_name}-{ordinal}")
@@ -442,6 +498,8 @@ def check_k8s(objects: dict) -> list[str]:
             problems.append(f"pod {sts_name}-{ordinal} must run worker --index {ordinal}")
         listen_ports.add(tcp_port(args.listen))
     (listen_port,) = listen_ports or {None}
+    if args is not None:
+        problems += check_k8s_volumes(sts, worker, args)
     if _named_port(worker, "zmq") != listen_port:
         problems.append(f"worker containerPort 'zmq' != --listen port {listen_port}")
     for kind in ("readinessProbe", "livenessProbe"):
@@ -479,6 +537,31 @@ def check_k8s(objects: dict) -> list[str]:
         if len(front) != 1 or _named_port(router, front[0]["spec"]["ports"][0]["targetPort"]) \
                 != args.port:
             problems.append("one Service must select the router and target its --port")
+    return problems
+
+
+def check_k8s_volumes(sts: dict, worker: dict, args) -> list[str]:
+    """The workers' --dir is a claim from volumeClaimTemplates (one PVC per pod, kept across
+    restarts), not a pod volume such as emptyDir; and the AOF is on."""
+    problems: list[str] = []
+    if args.appendonly != "yes":
+        problems.append("workers must run with --appendonly yes (their data is on a volume)")
+    templates = {t["metadata"]["name"]: t for t in sts["spec"].get("volumeClaimTemplates") or []}
+    mounts = [m for m in worker.get("volumeMounts") or [] if m.get("mountPath") == args.dir]
+    if len(mounts) != 1:
+        problems.append(f"mount one volume on the workers' --dir {args.dir}")
+        return problems
+    claim = templates.get(mounts[0]["name"])
+    if claim is None:
+        problems.append(f"the volume on {args.dir} must come from volumeClaimTemplates")
+        return problems
+    pod_volumes = sts["spec"]["template"]["spec"].get("volumes") or []
+    if any(v["name"] == mounts[0]["name"] for v in pod_volumes):
+        problems.append("a pod volume shadows the claim template of the same name")
+    spec = claim.get("spec", {})
+    if "ReadWriteOnce" not in spec.get("accessModes", []) or \
+            not spec.get("resources", {}).get("requests", {}).get("storage"):
+        problems.append("the claim template needs ReadWriteOnce and a storage request")
     return problems
 
 
@@ -520,9 +603,30 @@ def _k8s_two_routers(objects):
     _only(objects, "Deployment")[1]["spec"]["replicas"] = 2
 
 
+def _k8s_empty_dir(objects):
+    sts = _only(objects, "StatefulSet")[1]
+    del sts["spec"]["volumeClaimTemplates"]
+    sts["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+
+
+def _k8s_mount_elsewhere(objects):
+    _container(_only(objects, "StatefulSet")[1])["volumeMounts"][0]["mountPath"] = "/var/data"
+
+
+def _k8s_no_storage(objects):
+    template = _only(objects, "StatefulSet")[1]["spec"]["volumeClaimTemplates"][0]
+    del template["spec"]["resources"]
+
+
+def _k8s_no_appendonly(objects):
+    command = _container(_only(objects, "StatefulSet")[1])["command"]
+    command[command.index("--appendonly") + 1] = "no"
+
+
 @pytest.mark.parametrize("breakage", [
     _k8s_replicas, _k8s_connect_order, _k8s_fixed_index, _k8s_bad_flag, _k8s_probe_port,
-    _k8s_two_routers,
+    _k8s_two_routers, _k8s_empty_dir, _k8s_mount_elsewhere, _k8s_no_storage,
+    _k8s_no_appendonly,
 ])
 def test_k8s_check_catches_mistakes(breakage):
     objects = k8s_objects()

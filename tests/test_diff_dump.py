@@ -10,6 +10,7 @@ import struct
 
 import shardis.commands.strings  # noqa: F401  (registers the string type)
 from shardis.commands.sets import built_set
+from shardis.commands.streams import StreamConsumer, StreamGroup, StreamValue
 from shardis.commands.zsets import ZSetValue
 from shardis.persist.dump import dump_payload
 from shardis.persist.rdb import crc64
@@ -20,6 +21,22 @@ INT = dump_payload(b"12345")
 LIST = dump_payload(__import__("collections").deque([b"a", b"b", b"1"]))
 INTSET = dump_payload(built_set([b"1", b"2", b"3"]))
 ZSET = dump_payload(ZSetValue.built([(b"a", 1.0), (b"b", 2.5)]))
+
+
+def _grouped_stream() -> bytes:
+    """A stream payload with a group, a pending entry and two consumers (one idle)."""
+    value = StreamValue()
+    for i in range(1, 6):
+        value.append((i, 0), [b"f", b"%d" % i])
+    group = StreamGroup((3, 0), 3)
+    group.pel[(2, 0)] = [1_700_000_000_000, 2, b"alice"]
+    group.consumers[b"alice"] = StreamConsumer(1_700_000_000_001, [(2, 0)])
+    group.consumers[b"bob"] = StreamConsumer(1_700_000_000_002)
+    value.groups[b"g"] = group
+    return dump_payload(value)
+
+
+STREAM = _grouped_stream()
 
 
 def seal(body: bytes, version: int = 10) -> bytes:
@@ -52,6 +69,9 @@ SCRIPTS = [
         ["DUMP", "ap2"],
         ["SET", "neg", "-2147483649"],
         ["DUMP", "neg"],
+        # compresses into len - 4 bytes only with a byte more room than Redis gives LZF
+        ["SET", "edge", "ababbbbaababbabbaabaaaaba"],
+        ["DUMP", "edge"],
         ["DUMP"],
         ["DUMP", "a", "b"],
     ),
@@ -95,6 +115,44 @@ SCRIPTS = [
         ["RESTORE", "f", "0", LIST, "REPLACE", "replace", "absttl", "IdleTime", "0"],
         ["TYPE", "f"],
         skip_reply("DBSIZE"),
+    ),
+    script(
+        "stream_dump_bytes",
+        *[["XADD", "st", f"{i}-{i % 4}", "f", str(i), "g", "v" * (i % 30)] for i in range(1, 240)],
+        ["XADD", "st", "300-0", "other", "fields"],
+        ["DUMP", "st"],
+        ["XDEL", "st", "7-3", "8-0", "150-2", "151-3"],
+        ["DUMP", "st"],
+        ["XTRIM", "st", "MINID", "30"],
+        ["DUMP", "st"],
+        ["XTRIM", "st", "MAXLEN", "~", "100"],
+        ["DUMP", "st"],
+        ["XTRIM", "st", "MAXLEN", "90"],
+        ["DUMP", "st"],
+        *[["XADD", "big", f"{i}-0", "k", "w" * 1300] for i in range(1, 7)],
+        ["DUMP", "big"],
+        ["XADD", "one", "1-1", "f", "v"],
+        ["XDEL", "one", "1-1"],
+        ["DUMP", "one"],
+        ["XADD", "mm", "MAXLEN", "0", "5-5", "f", "v"],
+        ["DUMP", "mm"],
+        ["XADD", "lz", "5-1", "12", "xxxxxxxxxx"],
+        ["DUMP", "lz"],
+    ),
+    script(
+        "stream_restore",
+        ["RESTORE", "st", "0", STREAM],
+        ["XRANGE", "st", "-", "+"],
+        ["DUMP", "st"],
+        ["TYPE", "st"],
+        ["XADD", "st", "6-0", "f", "6"],
+        ["DUMP", "st"],
+        ["RESTORE", "c", "0", STREAM[:20] + STREAM[21:]],
+        ["RESTORE", "c", "0", seal(STREAM[:30])],
+        ["RESTORE", "c", "0", seal(b"\x13\x01\x0f" + b"k" * 15 + STREAM[20:-10])],
+        ["RESTORE", "c", "0", seal(b"\x13\x01\x10" + b"\x00" * 16 + b"\x07\x07\x00\x00\x00"
+                                   b"\x00\x00\xff")],
+        ["EXISTS", "c"],
     ),
     script(
         "dump_restore_in_scripts_and_transactions",

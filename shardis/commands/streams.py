@@ -8,8 +8,8 @@ of Redis's radix-tree *nodes*.  The nodes exist only because approximate trimmin
 ``MAXLEN ~ 10``) removes whole nodes and nothing else: to trim what Redis trims, shardis must
 know where Redis would have cut its listpacks.  A node takes entries until it holds
 ``stream-node-max-entries`` (100) entries, deleted ones included, or its listpack would reach
-``stream-node-max-bytes`` (4096); the byte size is an estimate of the listpack's encoding,
-exact enough for small entries and only approximate for big ones.
+``stream-node-max-bytes`` (4096); the byte size is the listpack's, computed exactly as Redis
+encodes it (the RDB writer writes the nodes as they are cut here).
 
 XREAD replies ``[[key, entries], ...]`` in RESP2 and a map in RESP3, a shape no reply type of
 ``shardis.resp`` has, and ops do not know the client's protocol: the worker always answers the
@@ -19,7 +19,11 @@ timeout is in milliseconds and its position varies, so the generic blocking disp
 reads seconds at a fixed index, cannot start it).
 
 Consumer groups (XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM...) and XINFO/XSETID are not
-implemented.
+implemented as commands, but a stream keeps the groups an RDB file or a RESTORE payload brings
+(:class:`StreamGroup`: last ID, entries read, pending entries, consumers), so that SAVE, DUMP,
+RENAME and COPY carry them on unchanged.  A node also keeps its *tombstones*: entries deleted
+(XDEL, exact XTRIM) while the node lives on, which Redis keeps flagged in its listpack; the RDB
+writer needs them to write the node as Redis does.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ UNBALANCED_XREAD = (
 class _Node:
     """One of Redis's listpack nodes: where it starts, what it holds, how big it is."""
 
-    __slots__ = ("master", "fields", "live", "slots", "nbytes", "last")
+    __slots__ = ("master", "fields", "live", "slots", "nbytes", "last", "dead")
 
     def __init__(self, master: StreamID, fields: list[bytes]) -> None:
         self.master = master
@@ -80,35 +84,75 @@ class _Node:
         self.live = 0
         #: live + deleted entries: Redis counts both against stream-node-max-entries.
         self.slots = 0
-        self.nbytes = 7 + 6 + sum(_lp_size(f) for f in self.fields) + 2
+        #: the listpack's exact size, as Redis's ``lpBytes`` (header and end, the master entry
+        #: ``count, deleted, num-fields, fields..., 0``; count and deleted stay below 128).
+        self.nbytes = 7 + 2 + 2 + _int_size(len(self.fields)) + sum(
+            _lp_size(f) for f in self.fields) + 2
         self.last = master
+        #: deleted entries still in Redis's listpack: (id, fields), in deletion order.
+        self.dead: list[tuple[StreamID, list[bytes]]] = []
 
 
 def _lp_size(element: bytes) -> int:
-    """Bytes one element takes in a listpack (Redis stores integer-looking strings as ints)."""
+    """Bytes one element takes in a listpack, as ``lpAppend`` encodes it (integer-looking
+    strings as integers), back-length included."""
     if len(element) <= 20 and _STRICT_INT.match(element):
         value = int(element)
         if -(1 << 63) <= value < (1 << 63):
-            return 2 if 0 <= value < 128 else (3 if -4096 <= value < 4096 else 5 if
-                                               -(1 << 15) <= value < (1 << 15) else 10)
+            return _int_size(value)
     size = len(element)
-    header = 1 if size < 64 else 2 if size < 4096 else 5
-    total = header + size
-    return total + (1 if total < 128 else 2 if total < 16384 else 3)
+    total = size + (1 if size < 64 else 2 if size < 4096 else 5)
+    return total + (1 if total <= 127 else 2 if total < 16383 else 3 if total < 2097151
+                    else 4 if total < 268435455 else 5)
 
 
 def _int_size(value: int) -> int:
-    return 2 if 0 <= value < 128 else 3 if value < 4096 else 4 if value < 32768 else 6 \
-        if value < (1 << 31) else 10
+    """Bytes an integer takes in a listpack (``lpAppendInteger``), back-length included; a
+    value outside 64 bits wraps as the C ``uint64_t`` difference of two IDs does."""
+    if not -(1 << 63) <= value < (1 << 63):
+        value = (value + (1 << 63)) % (1 << 64) - (1 << 63)
+    if 0 <= value <= 127:
+        return 2
+    if -4096 <= value <= 4095:
+        return 3
+    if -32768 <= value <= 32767:
+        return 4
+    if -8388608 <= value <= 8388607:
+        return 5
+    return 6 if -(1 << 31) <= value < (1 << 31) else 10
 
 
 _STRICT_INT = re.compile(rb"(?:0|-?[1-9][0-9]*)\Z")
 
 
+class StreamConsumer:
+    """A consumer of a group: when it was last seen (ms) and the IDs it has pending."""
+
+    __slots__ = ("seen_time", "pel")
+
+    def __init__(self, seen_time: int, pel: list[StreamID] | None = None) -> None:
+        self.seen_time = seen_time
+        #: pending IDs, ascending; each is also in the group's PEL, owned by this consumer.
+        self.pel: list[StreamID] = pel or []
+
+
+class StreamGroup:
+    """A consumer group as Redis's ``streamCG`` keeps it (``entries_read`` -1: unknown)."""
+
+    __slots__ = ("last_id", "entries_read", "pel", "consumers")
+
+    def __init__(self, last_id: StreamID, entries_read: int) -> None:
+        self.last_id = last_id
+        self.entries_read = entries_read
+        #: pending ID -> [delivery time (ms), delivery count, owning consumer's name].
+        self.pel: dict[StreamID, list[Any]] = {}
+        self.consumers: dict[bytes, StreamConsumer] = {}
+
+
 class StreamValue:
     """A stream: sorted IDs, their entries, the last ID ever added, and the node model."""
 
-    __slots__ = ("ids", "entries", "nodes", "last_id", "max_deleted", "added")
+    __slots__ = ("ids", "entries", "nodes", "last_id", "max_deleted", "added", "groups")
 
     def __init__(self) -> None:
         self.ids: list[StreamID] = []
@@ -119,6 +163,8 @@ class StreamValue:
         self.max_deleted: StreamID = MIN_ID
         #: entries ever added (Redis's entries_added).
         self.added = 0
+        #: consumer groups by name.
+        self.groups: dict[bytes, StreamGroup] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -130,11 +176,16 @@ class StreamValue:
         if node is None or node.nbytes + total >= NODE_MAX_BYTES or node.slots >= NODE_MAX_ENTRIES:
             node = _Node(new_id, fields)
             self.nodes.append(node)
-        same = fields[::2] == node.fields
+        names = fields[::2]
+        same = names == node.fields
+        # flags, ms and seq deltas, [num-fields, fields,] values, lp-count: exact sizes.
         size = 2 + _int_size(new_id[0] - node.master[0]) + _int_size(new_id[1] - node.master[1])
-        size += sum(_lp_size(v) for v in fields[1::2]) + 2
-        if not same:
-            size += 2 + sum(_lp_size(f) for f in fields[::2])
+        size += sum(_lp_size(v) for v in fields[1::2])
+        if same:
+            size += _int_size(len(names) + 3)
+        else:
+            size += _int_size(len(names)) + sum(_lp_size(f) for f in names)
+            size += _int_size(2 * len(names) + 4)
         node.nbytes += size
         node.live += 1
         node.slots += 1
@@ -148,13 +199,15 @@ class StreamValue:
         """XDEL one ID: True if it was there.  A node left with no live entry goes away."""
         if entry_id not in self.entries:
             return False
-        del self.entries[entry_id]
+        fields = self.entries.pop(entry_id)
         del self.ids[bisect_left(self.ids, entry_id)]
         index = bisect_right([n.master for n in self.nodes], entry_id) - 1
         node = self.nodes[index]
         node.live -= 1
         if node.live == 0:
             del self.nodes[index]
+        else:
+            node.dead.append((entry_id, fields))
         if entry_id > self.max_deleted:
             self.max_deleted = entry_id
         return True
@@ -193,6 +246,7 @@ class StreamValue:
                 elif entry_id >= minid:  # type: ignore[operator]
                     break
                 count += 1
+            node.dead.extend((i, self.entries[i]) for i in self.ids[:count])
             self._drop_first(count)
             node.live -= count
             deleted += count
@@ -216,22 +270,33 @@ class StreamValue:
 
 def _stream_dump(value: object) -> object:
     assert isinstance(value, StreamValue)
-    nodes = [(n.master, n.fields, n.live, n.slots, n.nbytes, n.last) for n in value.nodes]
+    nodes = [(n.master, n.fields, n.live, n.slots, n.nbytes, n.last, n.dead)
+             for n in value.nodes]
+    groups = [(name, g.last_id, g.entries_read, list(g.pel.items()),
+               [(c, k.seen_time, k.pel) for c, k in g.consumers.items()])
+              for name, g in value.groups.items()]
     return (value.ids, [value.entries[i] for i in value.ids], nodes, value.last_id,
-            value.max_deleted, value.added)
+            value.max_deleted, value.added, groups)
 
 
 def _stream_load(plain: object) -> StreamValue:
-    ids, entries, nodes, last_id, max_deleted, added = plain  # type: ignore[misc]
+    ids, entries, nodes, last_id, max_deleted, added, groups = plain  # type: ignore[misc]
     value = StreamValue()
     value.ids = [tuple(i) for i in ids]
     value.entries = dict(zip(value.ids, [list(e) for e in entries]))
-    for master, fields, live, slots, nbytes, last in nodes:
+    for master, fields, live, slots, nbytes, last, dead in nodes:
         node = _Node(tuple(master), [])
         node.fields, node.live, node.slots, node.nbytes = list(fields), live, slots, nbytes
         node.last = tuple(last)
+        node.dead = [(tuple(i), list(f)) for i, f in dead]
         value.nodes.append(node)
     value.last_id, value.max_deleted, value.added = tuple(last_id), tuple(max_deleted), added
+    for name, group_last, entries_read, pel, consumers in groups:
+        group = StreamGroup(tuple(group_last), entries_read)
+        group.pel = {tuple(i): list(nack) for i, nack in pel}
+        group.consumers = {c: StreamConsumer(seen, [tuple(i) for i in cpel])
+                           for c, seen, cpel in consumers}
+        value.groups[name] = group
     return value
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -404,11 +405,31 @@ def _write_all(fd: int, data: bytes) -> None:
 # Writer
 # ---------------------------------------------------------------------------------------------
 
+#: ``*N`` and N bulk strings as one format, for the short commands most writes are.
+_COMMAND_FORMATS = [b"*%d\r\n" % n + b"$%d\r\n%b\r\n" * n for n in range(9)]
+
+
 def encode_command(args: Sequence[bytes]) -> bytes:
     """RESP multibulk, as ``catAppendOnlyGenericCommand``."""
-    parts = [b"*%d\r\n" % len(args)]
+    count = len(args)
+    if count == 3:  # SET key value, HDEL key field, LPUSH key element...
+        a, b, c = args
+        return _COMMAND_FORMATS[3] % (len(a), a, len(b), b, len(c), c)
+    if count == 2:
+        a, b = args
+        return _COMMAND_FORMATS[2] % (len(a), a, len(b), b)
+    if count == 4:
+        a, b, c, d = args
+        return _COMMAND_FORMATS[4] % (len(a), a, len(b), b, len(c), c, len(d), d)
+    if count < 9:
+        flat: list[object] = []
+        for arg in args:
+            flat.append(len(arg))
+            flat.append(arg)
+        return _COMMAND_FORMATS[count] % tuple(flat)
+    parts = [b"*%d\r\n" % count]
     for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        parts.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(parts)
 
 
@@ -418,7 +439,9 @@ class AofWriter:
     ``always``: ``flush`` writes and fsyncs before returning, so replies sent after it are
     durable — group commit, one fsync per batch however many commands it holds.
     ``everysec``: ``flush`` writes; ``maybe_fsync(now)`` (called from the worker's loop) fsyncs
-    at most once a second, and only if something was written since.  ``no``: the OS decides.
+    at most once a second, and only if something was written since, in a background thread as
+    Redis does (its bio thread): an fsync can take tens of milliseconds on a busy disk, and the
+    worker keeps serving meanwhile.  ``no``: the OS decides.
     """
 
     def __init__(self, path: str, policy: str = "everysec") -> None:
@@ -431,6 +454,9 @@ class AofWriter:
         self.selected = False  # Redis starts each opened file's first write with SELECT
         self.unsynced = False
         self.last_fsync = 0.0
+        #: the background fsync of ``everysec`` (one at a time), and the error it met.
+        self.syncer: threading.Thread | None = None
+        self.sync_error: OSError | None = None
 
     def append(self, commands: Iterable[Sequence[bytes]]) -> None:
         """Buffer commands (already translated by :func:`aof_commands`); no IO."""
@@ -438,6 +464,13 @@ class AofWriter:
             self.buf.append(encode_command([b"SELECT", b"0"]))
             self.selected = True
         self.buf.extend(encode_command(args) for args in commands)
+
+    def append_encoded(self, data: bytes) -> None:
+        """Buffer one command already encoded (:func:`encode_command`); no IO."""
+        if not self.selected:
+            self.buf.append(encode_command([b"SELECT", b"0"]))
+            self.selected = True
+        self.buf.append(data)
 
     def flush(self, now: float = 0.0, origin: tuple[bytes, int] | None = None) -> bool:
         """Write the batch's buffer in one go; with ``always`` also fsync it.  With ``origin``
@@ -475,11 +508,33 @@ class AofWriter:
             self.unsynced = True
 
     def maybe_fsync(self, now: float) -> bool:
-        """``everysec``: fsync if a second has passed since the last one; True if it did."""
+        """``everysec``: start an fsync if a second has passed since the last one (not while
+        the previous one still runs: Redis postpones too); True if it started one.  Raises
+        the error a background fsync met (the caller stops the worker, as for a write)."""
+        if self.sync_error is not None:
+            raise self.sync_error
         if self.policy != "everysec" or not self.unsynced or now - self.last_fsync < 1.0:
             return False
-        self._fsync(now)
+        if self.syncer is not None and self.syncer.is_alive():
+            return False
+        self.unsynced = False
+        self.last_fsync = now
+        self.syncer = threading.Thread(target=self._background_fsync, name="aof-fsync",
+                                       daemon=True)
+        self.syncer.start()
         return True
+
+    def _background_fsync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            self.sync_error = exc
+
+    def wait_fsync(self) -> None:
+        """Wait for the background fsync, if one runs (before the fd may be closed)."""
+        if self.syncer is not None:
+            self.syncer.join()
+            self.syncer = None
 
     def _fsync(self, now: float) -> None:
         os.fsync(self.fd)
@@ -488,6 +543,7 @@ class AofWriter:
 
     def close(self) -> None:
         """Flush what is buffered and fsync it (a clean shutdown loses nothing)."""
+        self.wait_fsync()
         self.flush()
         if self.unsynced:
             os.fsync(self.fd)

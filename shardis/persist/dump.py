@@ -18,8 +18,8 @@ Differences from Redis, all on payloads Redis would also consider corrupt or can
 * Redis 7.0 by default (``sanitize-dump-payload no``) checks only the headers of ziplists,
   listpacks and intsets and may accept a payload whose insides are corrupt (and crash later);
   shardis checks them completely and answers ``ERR Bad data format``.
-* Streams: the RDB codec has no streams yet, so a stream value can neither be dumped nor
-  restored; both answer :data:`STREAM_UNSUPPORTED` (Redis answers the payload / OK).
+* Streams are checked as Redis's deep sanitization checks them, and more (IDs in order,
+  length and last ID true to the entries, a PEL entry owned by exactly one consumer).
 * Bytes left over between the value and the footer are ignored, as Redis ignores them.
 """
 
@@ -34,13 +34,10 @@ from shardis.persist.packs import BlobError
 #: Redis's RESTORE errors (cluster.c ``restoreCommand``).
 BAD_CHECKSUM = "ERR DUMP payload version or checksum are wrong"
 BAD_FORMAT = "ERR Bad data format"
-#: shardis's own: the RDB codec cannot carry streams yet (README, "RDB files").
-STREAM_UNSUPPORTED = "ERR DUMP/RESTORE of stream values is not supported by shardis yet"
 
 _FOOTER = 10  # 2 bytes of RDB version, 8 of CRC64
 #: The value types Redis's ``rdbIsObjectType`` accepts (0-7, 9-19; 8 was never used).
 _OBJECT_TYPES = frozenset(range(0, 8)) | frozenset(range(9, 20))
-_STREAM_TYPES = frozenset({rdb.TYPE_STREAM_LISTPACKS, rdb.TYPE_STREAM_LISTPACKS_2})
 
 
 class DumpError(Exception):
@@ -52,11 +49,8 @@ class DumpError(Exception):
 
 
 def dump_payload(value: object) -> bytes:
-    """The DUMP payload of a stored value (strings, lists, sets, hashes, sorted sets)."""
-    try:
-        kind, body = rdb.RdbWriter(io.BytesIO()).value(value)
-    except rdb.RdbError:
-        raise DumpError(STREAM_UNSUPPORTED) from None  # the only type the writer lacks
+    """The DUMP payload of a stored value (any type shardis stores)."""
+    kind, body = rdb.RdbWriter(io.BytesIO()).value(value)
     data = bytes([kind]) + body + struct.pack("<H", rdb.RDB_VERSION)
     return data + struct.pack("<Q", rdb.crc64(data))
 
@@ -82,8 +76,6 @@ def load_payload(payload: bytes) -> object:
     reader = rdb.RdbReader(io.BytesIO(payload))
     try:
         kind = reader.byte()
-        if kind in _STREAM_TYPES:
-            raise DumpError(STREAM_UNSUPPORTED)
         if kind not in _OBJECT_TYPES:
             raise DumpError(BAD_FORMAT)
         value = reader.value(kind)
@@ -92,6 +84,6 @@ def load_payload(payload: bytes) -> object:
     except (rdb.RdbError, BlobError, ValueError, OverflowError, MemoryError, IndexError,
             KeyError, struct.error):
         raise DumpError(BAD_FORMAT) from None
-    if not isinstance(value, (bytes, bytearray)) and not value:
+    if rdb.is_empty_collection(value):
         raise DumpError(BAD_FORMAT)  # Redis 7.0: an empty collection is a load error
     return value

@@ -1,19 +1,23 @@
 """An RDB (Redis's snapshot format) codec: read any file Redis 7.0 writes, write version 10.
 
 DUMP/RESTORE use it for one value (``shardis.persist.dump``); SAVE/BGSAVE and loading at
-start-up will build on :class:`RdbReader` and :class:`RdbWriter` too.  The reader streams: it yields one key at a time,
-so a large file never has to fit in memory twice.
+start-up (``shardis.worker.snapshot``) use :class:`RdbReader` and :class:`RdbWriter`.  The
+reader streams: it yields one key at a time, so a large file never has to fit in memory twice.
 
 Choices, and why:
 
 * shardis has database 0 only.  Keys of another database raise :class:`RdbError` unless the
   reader is made with ``skip_other_dbs=True`` (then they are parsed, counted in ``skipped``
   and logged once): silently dropping data is worse than a clear refusal.
-* Streams, module values and module aux data are refused with :class:`RdbError` naming the
-  type (streams come in a later slice; modules do not exist in shardis).  Function libraries
+* Streams are read (STREAM_LISTPACKS of 5.0-6.2 and STREAM_LISTPACKS_2 of 7.0) and written
+  (STREAM_LISTPACKS_2) node by node as Redis keeps them, consumer groups included; Redis
+  7.2's STREAM_LISTPACKS_3, module values and module aux data are refused with
+  :class:`RdbError` naming the type (modules do not exist in shardis).  A stream's recorded
+  first ID is not kept: shardis writes its first entry's ID (0-0 when empty), which is what
+  Redis records for every stream it builds itself.  Function libraries
   (``FUNCTION2``) are kept, verbatim, in ``RdbReader.functions``.
 * Empty collections (which old or corrupt files may hold) are skipped and counted in
-  ``empty_skipped``, as Redis 7.0 skips them.
+  ``empty_skipped``, as Redis 7.0 skips them; an empty stream is a key, as in Redis.
 * Expiry times are yielded as read; dropping keys that are already expired is the loader's
   decision (Redis drops them on a master and keeps them on a replica).
 * Anything malformed raises :class:`RdbError` with the file offset; declared lengths are
@@ -28,7 +32,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import BinaryIO
 
 import crcmod
@@ -36,6 +40,15 @@ import lzf
 
 from shardis.commands.hashes import HASH_MAX_LISTPACK_ENTRIES, HASH_MAX_LISTPACK_VALUE, HashValue
 from shardis.commands.sets import SetValue, built_set
+from shardis.commands.streams import (
+    MAX_ID,
+    MIN_ID,
+    StreamConsumer,
+    StreamGroup,
+    StreamID,
+    StreamValue,
+    _Node,
+)
 from shardis.commands.zsets import ZSET_MAX_LISTPACK_ENTRIES, ZSetValue
 from shardis.persist import packs
 from shardis.persist.packs import BlobError, as_int
@@ -54,6 +67,8 @@ TYPE_HASH_ZIPMAP, TYPE_LIST_ZIPLIST, TYPE_SET_INTSET, TYPE_ZSET_ZIPLIST = 9, 10,
 TYPE_HASH_ZIPLIST, TYPE_LIST_QUICKLIST, TYPE_STREAM_LISTPACKS = 13, 14, 15
 TYPE_HASH_LISTPACK, TYPE_ZSET_LISTPACK, TYPE_LIST_QUICKLIST_2 = 16, 17, 18
 TYPE_STREAM_LISTPACKS_2 = 19
+#: Redis 7.2's stream encoding (consumers gain an active-time): not readable by Redis 7.0.
+TYPE_STREAM_LISTPACKS_3 = 21
 OP_FUNCTION2, OP_FUNCTION, OP_MODULE_AUX, OP_IDLE, OP_FREQ = 245, 246, 247, 248, 249
 OP_AUX, OP_RESIZEDB, OP_EXPIRETIME_MS, OP_EXPIRETIME, OP_SELECTDB, OP_EOF = range(250, 256)
 
@@ -65,6 +80,14 @@ _QUICKLIST_NODE_BYTES = 8192
 _SIZE_ESTIMATE_OVERHEAD, _LISTPACK_OVERHEAD = 8, 7
 #: Reads larger than this are done in pieces, so a lying length cannot allocate much.
 _CHUNK = 1 << 20
+#: The reader's block size.
+_BLOCK = 1 << 18
+#: The fast path of the reader parses a string key when this many bytes are in the block
+#: (enough for an expiry and a key and value of 63 bytes each).
+_FAST_ROOM = 9 + 1 + 64 + 64
+_INT16, _INT32, _INT64 = (struct.Struct(f) for f in ("<h", "<i", "<q"))
+#: an INT8-encoded string's text, by its byte.
+_INT_TEXT = [b"%d" % (n - 256 if n >= 128 else n) for n in range(256)]
 #: LZF cannot expand more than this (a 3-byte back-reference copies at most 264 bytes).
 _LZF_MAX_RATIO = 90
 
@@ -85,43 +108,96 @@ class RdbError(Exception):
 class RdbReader:
     """Iterate ``(key, value, expire_at_ms or None)`` over an RDB stream.
 
-    Values are shardis's in-memory types (bytes, deque, HashValue, SetValue, ZSetValue) with
-    the encoding Redis 7.0 would give them once loaded.  ``aux`` holds the aux fields,
-    ``functions`` the function libraries; both are complete once iteration ends.
+    Values are shardis's in-memory types (bytes, deque, HashValue, SetValue, ZSetValue,
+    StreamValue) with the encoding Redis 7.0 would give them once loaded.  ``aux`` holds the
+    aux fields, ``functions`` the function libraries; both are complete once iteration ends.
+    The file is read ahead in blocks; at the end its position is put back right after the
+    RDB if it can seek.
     """
 
     def __init__(self, fh: BinaryIO, skip_other_dbs: bool = False) -> None:
         self.fh = fh
         self.skip_other_dbs = skip_other_dbs
-        self.pos = 0
-        self.crc = 0
         self.version = 0
         self.aux: dict[bytes, bytes] = {}
         self.functions: list[bytes] = []
         self.skipped = 0
         self.empty_skipped = 0
         self._db = 0
+        #: The file is read in blocks of _BLOCK bytes: ``_buf`` holds the current one from
+        #: file offset ``_base``, ``_off`` is the reading position in it, and the checksum
+        #: covers the file up to ``_base + _crc_from`` (the rest is folded in lazily), so a
+        #: small item costs one slice, not a file read and a CRC call.
+        self._buf = b""
+        self._off = 0
+        self._base = 0
+        self._crc = 0
+        self._crc_from = 0
+        self._into: dict | None = None
+        self._stamps: dict = {}
+        self._stamp: object = None
 
-    # Low level: every byte goes through read(), which keeps offset and checksum.
+    def into(self, data: dict, stamps: dict, stamp: object) -> None:
+        """Bulk loading: iteration then stores the keys without an expiry that its fast path
+        parses (small strings and collections: most keys, usually) itself, ``data[key] =
+        value`` and ``stamps[key] = stamp``, and yields only the others, and any key already
+        in ``data`` (the caller decides what a key met twice means).  Saves the caller a loop
+        step per key."""
+        self._into, self._stamps, self._stamp = data, stamps, stamp
+
+    @property
+    def pos(self) -> int:
+        """The file offset of the next byte to read."""
+        return self._base + self._off
+
+    @property
+    def crc(self) -> int:
+        """CRC64 of everything read so far."""
+        self._crc = crc64(self._buf[self._crc_from:self._off], self._crc)
+        self._crc_from = self._off
+        return self._crc
+
+    # Low level: every byte goes through read() (or the fast path of _entries, which moves
+    # _off the same way), which keeps the offset and, lazily, the checksum.
     def read(self, n: int) -> bytes:
+        off = self._off
+        end = off + n
+        if n >= 0 and end <= len(self._buf):
+            self._off = end
+            return self._buf[off:end]
+        return self._read_slow(n)
+
+    def _read_slow(self, n: int) -> bytes:
+        """``n`` bytes that run past the current block: read on, in pieces of at most _CHUNK
+        so that a lying length allocates no more than the file holds."""
         if n < 0:
             raise RdbError(f"negative length {n}", self.pos)
-        if n <= _CHUNK:
-            data = self.fh.read(n)
-        else:
-            parts, left = [], n
-            while left:
-                part = self.fh.read(min(left, _CHUNK))
-                if not part:
-                    break
-                parts.append(part)
-                left -= len(part)
-            data = b"".join(parts)
-        if len(data) != n:
-            raise RdbError(f"file ends inside a {n}-byte item", self.pos + len(data))
-        self.crc = crc64(data, self.crc)
-        self.pos += n
-        return data
+        self._fold()
+        parts, have = [self._buf], len(self._buf)
+        while have < n:
+            part = self.fh.read(max(min(n - have, _CHUNK), _BLOCK))
+            if not part:
+                break
+            parts.append(part)
+            have += len(part)
+        self._buf = b"".join(parts)
+        if have < n:
+            raise RdbError(f"file ends inside a {n}-byte item", self.pos + have)
+        self._off = n
+        return self._buf[:n]
+
+    def _fold(self) -> None:
+        """Drop the consumed part of the block (after adding it to the checksum)."""
+        self.crc  # noqa: B018 - folds the consumed bytes into the checksum
+        self._base += self._off
+        self._buf = self._buf[self._off:]
+        self._off = self._crc_from = 0
+
+    def _give_back(self) -> None:
+        """At the end: put the file position right after the RDB when the file can seek."""
+        unread = len(self._buf) - self._off
+        if unread and self.fh.seekable():
+            self.fh.seek(-unread, os.SEEK_CUR)
 
     def byte(self) -> int:
         return self.read(1)[0]
@@ -189,6 +265,8 @@ class RdbReader:
         self._header()
         expire: int | None = None
         while True:
+            if self._db == 0:
+                expire = yield from self._fast_run(expire)
             op = self.byte()
             if op == OP_EOF:
                 self._trailer()
@@ -207,11 +285,97 @@ class RdbReader:
                 value = self.value(op)
                 if self._db != 0:
                     self.skipped += 1
-                elif not isinstance(value, (bytes, bytearray)) and not value:
+                elif is_empty_collection(value):
                     self.empty_skipped += 1  # as Redis: an empty collection is no key
                 else:
                     yield key, value, expire
                 expire = None
+
+    def _fast_run(self, expire: int | None) -> Generator[Entry, None, int | None]:
+        """The fast path: the run of small keys at the reading position, parsed in place in
+        the block with no call per string: plain strings (6-bit key and value lengths, or an
+        integer value) and small collections kept as one blob, with or without an expiry in
+        ms.  Loading small keys gets several times faster.  Every length is checked against
+        the block (_FAST_ROOM bytes are there, or the blob's end is checked); whatever this
+        does not take, from its first byte, is left to the general path.  ``expire`` is an
+        expiry the general path read for the next key; returns it if no key was taken."""
+        into, stamps, stamp = self._into, self._stamps, self._stamp
+        buf, off = self._buf, self._off
+        limit = len(buf) - _FAST_ROOM
+        while off <= limit:
+            start, when = off, expire
+            op = buf[off]
+            if op == OP_EXPIRETIME_MS and when is None:
+                when = _INT64.unpack_from(buf, off + 1)[0]
+                off += 9
+                op = buf[off]
+            klen = buf[off + 1]
+            if klen >= 64:
+                off = start
+                break
+            kend = off + 2 + klen
+            vlen = buf[kend]
+            if op != TYPE_STRING:
+                parsed = self._fast_blob(buf, op, kend)
+                if parsed is None:
+                    off = start
+                    break
+                value, vend = parsed
+            elif vlen < 64:
+                vend = kend + 1 + vlen
+                value = buf[kend + 1:vend]
+            elif vlen == 0xC0:
+                vend = kend + 2
+                value = _INT_TEXT[buf[kend + 1]]
+            elif vlen == 0xC1:
+                vend = kend + 3
+                value = b"%d" % _INT16.unpack_from(buf, kend + 1)[0]
+            elif vlen == 0xC2:
+                vend = kend + 5
+                value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
+            else:
+                off = start
+                break
+            key = buf[off + 2:kend]
+            off = vend
+            expire = None
+            if when is None and into is not None and key not in into:
+                into[key] = value
+                stamps[key] = stamp
+                continue
+            self._off = off
+            yield key, value, when
+        self._off = off
+        return expire
+
+    def _fast_blob(self, buf: bytes, op: int, at: int) -> tuple[object, int] | None:
+        """(value, end) of a small collection kept as one blob at ``buf[at:]`` (listpack,
+        intset, a one-node quicklist; 6- or 14-bit length, not LZF), or None if it is not
+        one (or is empty: the general path counts those)."""
+        build = _BLOB_VALUES.get(op)
+        if build is None:
+            return None
+        if op == TYPE_LIST_QUICKLIST_2:
+            if buf[at] != 1 or buf[at + 1] != _QUICKLIST_PACKED:
+                return None
+            at += 2
+        blen = buf[at]
+        if blen < 64:
+            start = at + 1
+        elif blen < 128:
+            start = at + 2
+            blen = ((blen & 0x3F) << 8) | buf[at + 1]
+        else:
+            return None
+        end = start + blen
+        if end > len(buf):
+            return None
+        try:
+            value = build(buf[start:end])
+        except BlobError as exc:
+            raise RdbError(f"corrupt {_type_name(op)} value: {exc} (blob offset {exc.pos})",
+                           self._base + at) from None
+        return (value, end) if value else None
 
     def _header(self) -> None:
         magic = self.read(9)
@@ -222,13 +386,14 @@ class RdbReader:
             raise RdbError(f"RDB version {self.version} is not supported (1..10 are)", 5)
 
     def _trailer(self) -> None:
-        if self.version < 5:
-            return
-        expected = self.crc
-        at = self.pos
-        stored = struct.unpack("<Q", self.read(8))[0]
-        if stored and stored != expected:
-            raise RdbError(f"CRC64 mismatch: file says {stored:#x}, data is {expected:#x}", at)
+        if self.version >= 5:
+            expected = self.crc
+            at = self.pos
+            stored = struct.unpack("<Q", self.read(8))[0]
+            if stored and stored != expected:
+                raise RdbError(f"CRC64 mismatch: file says {stored:#x}, data is {expected:#x}",
+                               at)
+        self._give_back()
 
     def _opcode(self, op: int) -> None:
         if op == OP_AUX:
@@ -283,8 +448,14 @@ class RdbReader:
 
 def _type_name(kind: int) -> str:
     names = {TYPE_STREAM_LISTPACKS: "stream", TYPE_STREAM_LISTPACKS_2: "stream",
+             TYPE_STREAM_LISTPACKS_3: "stream of Redis 7.2 (STREAM_LISTPACKS_3)",
              TYPE_MODULE: "module", TYPE_MODULE_2: "module"}
     return names.get(kind, f"type {kind}")
+
+
+def is_empty_collection(value: object) -> bool:
+    """An empty list, set, hash or sorted set: no key for Redis 7.0 (an empty stream is one)."""
+    return not isinstance(value, (bytes, bytearray, StreamValue)) and not value
 
 
 def _score(text: bytes) -> float:
@@ -337,8 +508,17 @@ def _read_set(r: RdbReader) -> SetValue:
     return _set_value(list(r.strings(r.count())))
 
 
+def _intset_value(blob: bytes) -> SetValue:
+    """A set from an intset: Redis 7.0 keeps it an intset unless it has more members than
+    set-max-intset-entries (its members are strictly increasing: no duplicates)."""
+    members = packs.intset_members(blob)
+    value = SetValue([b"%d" % n for n in members])
+    value.intset = len(members) <= SET_MAX_INTSET_ENTRIES
+    return value
+
+
 def _read_intset(r: RdbReader) -> SetValue:
-    return _set_value([b"%d" % n for n in packs.intset_members(r.string())])
+    return _intset_value(r.string())
 
 
 def _hash_value(pairs: list[tuple[bytes, bytes]], check_lengths: bool = True) -> HashValue:
@@ -369,6 +549,19 @@ def _read_hash_blob(parse: Callable[[bytes], list[bytes]],
     return lambda r: _hash_value(_pairs(parse(r.string())), check_lengths)
 
 
+def _hash_listpack_value(blob: bytes) -> HashValue:
+    """A hash from a listpack (:func:`_hash_value` without its long-string rule: a listpack
+    in the file stays one while it has few enough fields), built without per-pair steps."""
+    entries = packs.listpack_entries(blob)
+    if len(entries) % 2:
+        raise BlobError("odd number of entries in a field/value blob", 0)
+    value = HashValue(zip(entries[::2], entries[1::2]))
+    if 2 * len(value) != len(entries):
+        raise BlobError("duplicate hash field", 0)
+    value.listpack = len(value) <= HASH_MAX_LISTPACK_ENTRIES
+    return value
+
+
 def _zset_value(items: list[tuple[bytes, float]], from_blob: bool = False) -> ZSetValue:
     """A zset with the encoding Redis 7.0 gives it after loading: a skiplist from the file
     becomes a listpack if it fits one; a listpack stays one unless it has too many members."""
@@ -396,6 +589,159 @@ def _read_zset_blob(parse: Callable[[bytes], list[bytes]]) -> Callable[[RdbReade
     return lambda r: _zset_value([(m, _score(s)) for m, s in _pairs(parse(r.string()))], True)
 
 
+def _zset_listpack_value(blob: bytes) -> ZSetValue:
+    """:func:`_zset_value` of a listpack's member/score pairs, without per-pair steps."""
+    entries = packs.listpack_entries(blob)
+    if len(entries) % 2:
+        raise BlobError("odd number of entries in a field/value blob", 0)
+    members = entries[::2]
+    try:
+        scores = list(map(float, entries[1::2]))
+    except ValueError:
+        raise BlobError("a score is not a number", 0) from None
+    if any(map(math.isnan, scores)):
+        raise BlobError("score is NaN", 0)
+    if len(set(members)) != len(members):
+        raise BlobError("duplicate sorted-set member", 0)
+    if len(members) > ZSET_MAX_LISTPACK_ENTRIES:
+        return ZSetValue(zip(members, scores), listpack=False)
+    return ZSetValue(zip(members, [s or 0.0 for s in scores]), listpack=True)
+
+
+def _list_listpack_value(blob: bytes) -> deque:
+    """A list held in one quicklist node."""
+    return deque(packs.listpack_entries(blob))
+
+
+# Streams ------------------------------------------------------------------------------------
+_U64 = 1 << 64
+#: Redis's SCG_INVALID_ENTRIES_READ: a group's entries_read that is not known.
+_INVALID_ENTRIES_READ = -1
+
+
+def _raw_id(r: RdbReader) -> StreamID:
+    """A stream ID as Redis keeps it in a radix tree key: 128 bits, big-endian."""
+    return struct.unpack(">QQ", r.read(16))  # type: ignore[return-value]
+
+
+def _length_id(r: RdbReader) -> StreamID:
+    return r.count(), r.count()
+
+
+def _corrupt(r: RdbReader, message: str) -> RdbError:
+    """A stream that cannot be right, at the reader's current offset."""
+    return RdbError(f"corrupt stream value: {message}", r.pos)
+
+
+def _read_stream(r: RdbReader, kind: int) -> StreamValue:
+    """Redis 7.0's ``rdbLoadObject`` for STREAM_LISTPACKS(_2), with every check of its deep
+    sanitization and those the stream's structure relies on (IDs in order across nodes, the
+    length and the last ID true to the entries)."""
+    value = StreamValue()
+    highest: StreamID | None = None
+    for _ in range(r.count()):
+        key = r.string()
+        if len(key) != 16:
+            raise _corrupt(r, "stream node key is not the size of a stream ID")
+        master: StreamID = struct.unpack(">QQ", key)  # type: ignore[assignment]
+        if highest is not None and master <= highest:  # nodes must not overlap either
+            raise _corrupt(r, "stream nodes are not in ascending ID order")
+        highest = _load_node(value, master, r.string())
+    length = r.count()
+    value.last_id = _length_id(r)
+    if kind == TYPE_STREAM_LISTPACKS_2:
+        _length_id(r)  # the first ID: always the first live entry's (or 0-0) in shardis
+        value.max_deleted = _length_id(r)
+        value.added = r.count()
+    else:
+        value.added = length
+    if length != len(value.ids):
+        raise _corrupt(r, f"stream length {length} but {len(value.ids)} entries")
+    if highest is not None and value.last_id < highest:
+        raise _corrupt(r, "stream last ID is below its entries")
+    for _ in range(r.count()):
+        name = r.string()
+        if name in value.groups:
+            raise _corrupt(r, "duplicated consumer group name")
+        value.groups[name] = _read_group(r, kind, value)
+    return value
+
+
+def _load_node(value: StreamValue, master: StreamID, blob: bytes) -> StreamID:
+    """Add one listpack node to ``value`` as Redis would hold it; its highest ID."""
+    fields, entries = packs.stream_node_entries(blob, master)  # IDs ascending, >= master
+    node = _Node(master, [])
+    node.fields = fields
+    node.nbytes = len(blob)
+    node.slots = len(entries)
+    node.last = entries[-1][0]
+    for entry_id, flat, dead in entries:
+        if dead:
+            node.dead.append((entry_id, flat))
+        else:
+            value.ids.append(entry_id)
+            value.entries[entry_id] = flat
+    node.live = node.slots - len(node.dead)
+    value.nodes.append(node)
+    return node.last
+
+
+def _read_group(r: RdbReader, kind: int, stream: StreamValue) -> StreamGroup:
+    last_id = _length_id(r)
+    if kind == TYPE_STREAM_LISTPACKS_2:
+        entries_read = r.count()
+        if entries_read >= 1 << 63:
+            entries_read -= _U64  # a C long long saved as unsigned: -1 is "unknown"
+    else:
+        entries_read = _estimate_entries_read(stream, last_id)
+    group = StreamGroup(last_id, entries_read)
+    for _ in range(r.count()):
+        entry_id = _raw_id(r)
+        delivery_time = struct.unpack("<q", r.read(8))[0]
+        if entry_id in group.pel:
+            raise _corrupt(r, "duplicated global PEL entry in a consumer group")
+        group.pel[entry_id] = [delivery_time, r.count(), None]
+    for _ in range(r.count()):
+        name = r.string()
+        if name in group.consumers:
+            raise _corrupt(r, "duplicate stream consumer")
+        consumer = StreamConsumer(struct.unpack("<q", r.read(8))[0])
+        for _ in range(r.count()):
+            entry_id = _raw_id(r)
+            nack = group.pel.get(entry_id)
+            if nack is None:
+                raise _corrupt(r, "consumer entry not found in the group's global PEL")
+            if nack[2] is not None:
+                raise _corrupt(r, "PEL entry owned by two consumers (or twice by one)")
+            nack[2] = name
+            consumer.pel.append(entry_id)
+        consumer.pel.sort()
+        group.consumers[name] = consumer
+    if any(nack[2] is None for nack in group.pel.values()):
+        raise _corrupt(r, "stream group PEL entry without a consumer")
+    return group
+
+
+def _estimate_entries_read(s: StreamValue, entry_id: StreamID) -> int:
+    """Redis's ``streamEstimateDistanceFromFirstEverEntry``: a group's entries_read when the
+    file (STREAM_LISTPACKS, before 7.0) does not hold it."""
+    if not s.added:
+        return 0
+    if not s.ids and entry_id <= s.last_id:
+        return s.added
+    if entry_id == s.last_id:
+        return s.added
+    if entry_id > s.last_id:
+        return _INVALID_ENTRIES_READ
+    first = s.ids[0] if s.ids else MAX_ID
+    if s.max_deleted == MIN_ID or s.max_deleted < first:
+        if entry_id < first:
+            return s.added - len(s.ids)
+        if entry_id == first:
+            return s.added - len(s.ids) + 1
+    return _INVALID_ENTRIES_READ
+
+
 _VALUE_READERS = {
     TYPE_STRING: _read_string,
     TYPE_LIST: _read_list,
@@ -409,9 +755,20 @@ _VALUE_READERS = {
     TYPE_ZSET_ZIPLIST: _read_zset_blob(packs.ziplist_entries),
     TYPE_HASH_ZIPLIST: _read_hash_blob(packs.ziplist_entries, True),
     TYPE_LIST_QUICKLIST: lambda r: _read_quicklist(r, 1),
-    TYPE_HASH_LISTPACK: _read_hash_blob(packs.listpack_entries, False),
-    TYPE_ZSET_LISTPACK: _read_zset_blob(packs.listpack_entries),
+    TYPE_HASH_LISTPACK: lambda r: _hash_listpack_value(r.string()),
+    TYPE_ZSET_LISTPACK: lambda r: _zset_listpack_value(r.string()),
     TYPE_LIST_QUICKLIST_2: lambda r: _read_quicklist(r, 2),
+    TYPE_STREAM_LISTPACKS: lambda r: _read_stream(r, TYPE_STREAM_LISTPACKS),
+    TYPE_STREAM_LISTPACKS_2: lambda r: _read_stream(r, TYPE_STREAM_LISTPACKS_2),
+}
+
+
+#: The value types the reader's fast path builds from one blob, and how.
+_BLOB_VALUES: dict[int, Callable[[bytes], object]] = {
+    TYPE_HASH_LISTPACK: _hash_listpack_value,
+    TYPE_ZSET_LISTPACK: _zset_listpack_value,
+    TYPE_SET_INTSET: _intset_value,
+    TYPE_LIST_QUICKLIST_2: _list_listpack_value,
 }
 
 
@@ -464,7 +821,10 @@ class RdbWriter:
             if number is not None and -(2**31) <= number < 2**31:
                 return _int_string(number)
         if self.compress and len(data) > 20:
-            packed = lzf.compress(bytes(data), len(data) - 4)
+            # Redis gives lzf_compress an output buffer of len - 4 bytes; python-lzf hands
+            # liblzf max_len + 1, so max_len is len - 5 (liblzf's bound checks are
+            # conservative: with a byte more, some strings compress that Redis leaves raw).
+            packed = lzf.compress(bytes(data), len(data) - 5)
             if packed:
                 return (bytes([0xC0 | _ENC_LZF]) + encode_length(len(packed))
                         + encode_length(len(data)) + packed)
@@ -482,7 +842,9 @@ class RdbWriter:
             return self._hash(value)
         if isinstance(value, ZSetValue):
             return self._zset(value)
-        raise RdbError(f"cannot write a {type(value).__name__} value yet")
+        if isinstance(value, StreamValue):
+            return TYPE_STREAM_LISTPACKS_2, self._stream(value)
+        raise RdbError(f"cannot write a {type(value).__name__} value")
 
     def _quicklist(self, items: Iterable[bytes]) -> bytes:
         """Nodes filled as RPUSH fills them (``_quicklistNodeAllowInsert`` with the default
@@ -525,6 +887,45 @@ class RdbWriter:
         body = b"".join(self.string(member) + struct.pack("<d", score)
                         for score, member in reversed(value.order))
         return TYPE_ZSET_2, encode_length(len(value)) + body
+
+    def _stream(self, value: StreamValue) -> bytes:
+        """Redis 7.0.15's ``rdbSaveObject`` for a stream: the nodes (key: master ID, 128 bits
+        big-endian; value: the listpack), length, last, first and max-deleted IDs,
+        entries_added, then the groups with their PELs and consumers, each in name/ID order
+        (the order of Redis's radix trees)."""
+        out = [encode_length(len(value.nodes))]
+        ids, entries = value.ids, value.entries
+        start = 0
+        for node in value.nodes:
+            live = [(i, entries[i], False) for i in ids[start:start + node.live]]
+            start += node.live
+            merged = sorted(live + [(i, f, True) for i, f in node.dead])
+            blob = packs.build_stream_node(node.master, node.fields, merged)
+            out.append(self.string(struct.pack(">QQ", *node.master)))
+            out.append(self.string(blob))
+        first = ids[0] if ids else MIN_ID
+        for number in (len(ids), *value.last_id, *first, *value.max_deleted, value.added,
+                       len(value.groups)):
+            out.append(encode_length(number))
+        for name in sorted(value.groups):
+            out.append(self.string(name))
+            out.append(self._group(value.groups[name]))
+        return b"".join(out)
+
+    def _group(self, group: StreamGroup) -> bytes:
+        out = [encode_length(group.last_id[0]), encode_length(group.last_id[1]),
+               encode_length(group.entries_read % _U64), encode_length(len(group.pel))]
+        for entry_id in sorted(group.pel):
+            delivery_time, count, _ = group.pel[entry_id]
+            out.append(struct.pack(">QQ", *entry_id) + struct.pack("<q", delivery_time))
+            out.append(encode_length(count))
+        out.append(encode_length(len(group.consumers)))
+        for name in sorted(group.consumers):
+            consumer = group.consumers[name]
+            out.append(self.string(name) + struct.pack("<q", consumer.seen_time))
+            out.append(encode_length(len(consumer.pel)))
+            out.extend(struct.pack(">QQ", *entry_id) for entry_id in consumer.pel)
+        return b"".join(out)
 
 
 def write_rdb(fh: BinaryIO, entries: Iterable[Entry], compress: bool = True) -> None:

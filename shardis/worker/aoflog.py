@@ -41,8 +41,6 @@ Not covered yet (replay is close but not exact):
 * MULTI/EXEC groups are per worker: a transaction over keys of several workers is atomic in
   each worker's file, not across them;
 * ``aof-load-truncated`` is always on (a torn tail of the last file is cut with a warning);
-* a rewrite's base holds no stream yet (the RDB and DUMP codecs lack streams): the rewrite
-  fails (``aof_last_bgrewrite_status:err``) and the incr files stay as they were;
 * a BGREWRITEAOF is answered "started" before its fork, which comes once the batch's writes
   are in the old incr file: a fork that then fails is logged and shows in INFO
   (``aof_last_bgrewrite_status:err``), not in that reply; likewise CONFIG SET appendonly yes
@@ -161,6 +159,22 @@ def _xadd(args: Sequence[bytes], new_id: bytes) -> list[bytes]:
         else:
             break
     return [*args[:i], new_id, *args[i + 1:]]
+
+
+#: Commands logged otherwise than as received (by their effect, or with absolute times):
+#: ``aof_commands`` and ``effect_commands`` translate them.  Exact names as clients send them
+#: (upper or lower case); another spelling takes the general path, which gives the same.
+_TRANSLATED = frozenset(name for upper in (
+    b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"SET", b"SETEX", b"PSETEX", b"GETEX",
+    b"GETDEL", b"RESTORE", b"SPOP", b"XADD", *BLOCKING) for name in (upper, upper.lower()))
+
+
+def _logged_as_received(args: Sequence[bytes]) -> bool:
+    """Whether ``args`` is logged exactly as received (no translation, not internal)."""
+    name = args[0]
+    if name in _TRANSLATED:
+        return len(args) == 3 and (name == b"SET" or name == b"set")  # SET key value
+    return name[:2] != b"__"
 
 
 class AofLog:
@@ -296,6 +310,13 @@ class AofLog:
         writer = self.writer
         if writer is None:
             return
+        if not expired and args is not None and _logged_as_received(args):
+            # The common write (INCR, HSET, RPUSH, plain SET...): its own bytes, at once.
+            if self.depth and not self.open:
+                self.open = True
+                writer.append([[b"MULTI"]])
+            writer.append_encoded(encode_command(args))
+            return
         commands = [[b"DEL", key] for key in expired]
         if args is not None and len(touched) > len(expired):
             name = args[0]
@@ -349,6 +370,7 @@ class AofLog:
                 self.writer.append([[b"EXEC"]])
                 self.open = False
             self.writer.flush()
+            self.writer.wait_fsync()
             os.fsync(self.writer.fd)
             self.writer.unsynced = False
 
@@ -386,22 +408,16 @@ def write_base(db: object, path: str, rdb_preamble: bool) -> None:
     ``aof-use-rdb-preamble yes``: an RDB file (a ``.base.rdb``); ``no``: RESP commands, one
     ``RESTORE key ttl payload [ABSTTL]`` per key (a Redis server loads those too).
     """
-    from shardis.persist.dump import DumpError, dump_payload
+    from shardis.persist.dump import dump_payload
 
     with open(path, "wb", buffering=1 << 20) as fh:
         if rdb_preamble:
-            write_rdb(db, fh, "can't rewrite the AOF: key '{key}' is a {kind}, which the RDB "
-                              "codec cannot write yet (the incr files keep it)")
+            write_rdb(db, fh)
         else:
             expires = db.expires  # type: ignore[attr-defined]
             fh.write(encode_command([b"SELECT", b"0"]))
             for key, value in db.data.items():  # type: ignore[attr-defined]
-                try:
-                    payload = dump_payload(value)
-                except DumpError as exc:
-                    raise RdbError(f"can't rewrite the AOF: key "
-                                   f"'{key.decode(errors='replace')}': {exc.message} (the "
-                                   "incr files keep it)") from None
+                payload = dump_payload(value)
                 deadline = expires.get(key)
                 ttl = [b"0"] if deadline is None else [b"%d" % deadline]
                 fh.write(encode_command([b"RESTORE", key, *ttl, payload,

@@ -227,6 +227,14 @@ class WorkerServer:
             shard.replies_log.close()
             shard.replies_log = None
 
+    def fsync_aof(self) -> None:
+        """``everysec``'s fsync (in the background); one that failed stops the worker."""
+        try:
+            self.shard.aof.tick()  # type: ignore[union-attr]
+        except OSError as exc:
+            log.critical("can't fsync the append only file: %s; exiting", exc)
+            raise SystemExit(1) from exc
+
     def stop(self, *_: object) -> None:
         self.running = False
         self.shard.stopping = True  # a script running now ends at its next hook
@@ -303,7 +311,7 @@ class WorkerServer:
                 aof = shard.aof
                 if aof is not None:
                     self.flush_aof()  # expired keys' DELs
-                    aof.tick()
+                    self.fsync_aof()
                 if rewriter is not None:
                     rewriter.tick(shard)
                 if pubsub.pushes:  # keyspace notifications of keys that expired

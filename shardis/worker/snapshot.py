@@ -19,8 +19,8 @@ either the previous snapshot or the new one, never half of one.
   are set (or SAVE, and not NOSAVE).  DEBUG RELOAD saves, empties and loads (commands.server).
 * The ``save`` rules (``3600 1 300 100 60 10000``: after N seconds if at least M changes) are
   checked on the housekeeping tick against the changes made since the last successful save.
-* Streams cannot be written yet (the codec has no stream encoding): SAVE answers an error
-  naming the key, and a BGSAVE or a save rule fails (``rdb_last_bgsave_status:err``).
+* Every type is written, streams (with their consumer groups) included, as Redis 7.0.15
+  writes it.
 """
 
 from __future__ import annotations
@@ -46,15 +46,10 @@ RETRY_DELAY_S = 5
 _BUFFER = 1 << 20
 
 
-NO_STREAMS = ("can't save: key '{key}' is a {kind}, and shardis's RDB snapshots do not hold "
-              "streams yet (use appendonly yes for them)")
-
-
-def write_rdb(db: object, fh: object, refusal: str = NO_STREAMS) -> int:
+def write_rdb(db: object, fh: object) -> int:
     """Write the keyspace ``db`` as an RDB stream to ``fh``; the number of keys written.
 
-    Raises :class:`RdbError` for a value the codec cannot write (a stream), naming the key
-    (``refusal``, formatted with ``key`` and ``kind``).
+    Raises :class:`RdbError` for a value the codec cannot write (which no stored type is).
     """
     data, expires = db.data, db.expires  # type: ignore[attr-defined]
     writer = RdbWriter(fh)  # type: ignore[arg-type]
@@ -62,12 +57,7 @@ def write_rdb(db: object, fh: object, refusal: str = NO_STREAMS) -> int:
     key_out = writer.key
     get_expire = expires.get
     for key, value in data.items():
-        try:
-            key_out(key, value, get_expire(key))
-        except RdbError:
-            kind = type(value).__name__.removesuffix("Value").lower()
-            raise RdbError(refusal.format(key=key.decode(errors="replace"),
-                                          kind=kind)) from None
+        key_out(key, value, get_expire(key))
     writer.end()
     return len(data)
 
@@ -100,8 +90,9 @@ def write_durably(path: str, temp: str, fill: object) -> int:
 def write_snapshot(db: object, path: str) -> int:
     """Write the keyspace ``db`` to ``path`` atomically; the number of keys written.
 
-    Raises :class:`RdbError` (a value the codec cannot write: a stream) or ``OSError``; the
-    temporary file is removed either way and the old snapshot is left as it was.
+    Raises ``OSError`` (or :class:`RdbError` for a value the codec cannot write, which no
+    stored type is); the temporary file is removed either way and the old snapshot is left as
+    it was.
     """
     temp = os.path.join(os.path.dirname(path) or ".", f"temp-{os.getpid()}.rdb")
     return write_durably(path, temp, lambda fh: write_rdb(db, fh))
@@ -111,25 +102,61 @@ def load_rdb(db: object, fh: object, name: str, skip_expired: bool = True) -> tu
     """Load an RDB stream into the keyspace ``db``; (keys loaded, keys skipped as expired).
     Keys already expired are skipped, except in an AOF's base (``skip_expired`` False, as
     Redis's RDBFLAGS_AOF_PREAMBLE): the incr files that follow were logged while those keys
-    still existed, and expiry removes them afterwards (logging their DEL).  Raises
-    :class:`RdbError` on a corrupt file."""
+    still existed, and expiry removes them afterwards (logging their DEL).  ``fh`` is left
+    right after the RDB (an old AOF's commands may follow it).  Raises :class:`RdbError` on
+    a corrupt file."""
     db.tick()  # type: ignore[attr-defined]
-    now = db.now_ms  # type: ignore[attr-defined]
-    loaded = expired = 0
-    for key, value, expire_ms in RdbReader(fh):  # type: ignore[arg-type]
-        if skip_expired and expire_ms is not None and expire_ms <= now:
-            expired += 1
-            continue
-        db.set(key, value)  # type: ignore[attr-defined]
-        if expire_ms is not None:
-            db.set_deadline(key, expire_ms)  # type: ignore[attr-defined]
-        loaded += 1
-        if loaded % PROGRESS_EVERY == 0:
-            log.info("loading %s: %d keys so far", name, loaded)
-            db.touched.clear()  # type: ignore[attr-defined]
+    gc_was_on = gc.isenabled()
+    gc.disable()  # loading makes no cycles; collections would only rescan the keys
+    try:
+        loaded, expired = _fill(db, RdbReader(fh), name, skip_expired)  # type: ignore[arg-type]
+    finally:
+        if gc_was_on:
+            gc.enable()
     db.touched.clear()  # type: ignore[attr-defined]
     db.deadline_log.clear()  # type: ignore[attr-defined]
     return loaded, expired
+
+
+def _fill(db: object, entries: RdbReader, path: str,
+          skip_expired: bool = True) -> tuple[int, int]:
+    """Store every entry of an RDB in ``db`` (keys already expired are skipped unless
+    ``skip_expired`` is False); (keys loaded, keys expired).
+
+    At a worker's start nobody is served yet: no client watches a key, none is blocked and
+    no notification can be due, so ``Keyspace.set``'s bookkeeping reduces to the value and
+    its access time, which the reader stores itself for the small keys without a TTL that
+    it parses in place (``RdbReader.into``) and this loop for the others; a key the file
+    holds twice, or one already there (DEBUG RELOAD NOFLUSH), goes through ``Keyspace.set``,
+    which replaces it as before.  (DEBUG RELOAD signals the watchers of the keys itself.)"""
+    data, atime = db.data, db.atime  # type: ignore[attr-defined]
+    clock, now = db.clock, db.now_ms  # type: ignore[attr-defined]
+    set_deadline = db.set_deadline  # type: ignore[attr-defined]
+    entries.into(data, atime, clock)
+    start = len(data)
+    expired = 0
+    progress = start + PROGRESS_EVERY
+    for key, value, expire_ms in entries:
+        if expire_ms is not None:
+            if skip_expired and expire_ms <= now:
+                expired += 1
+                continue
+            if key in data:
+                db.set(key, value)  # type: ignore[attr-defined]
+            else:
+                data[key] = value
+                atime[key] = clock
+            set_deadline(key, expire_ms)
+        elif key in data:
+            db.set(key, value)  # type: ignore[attr-defined]
+        else:
+            data[key] = value
+            atime[key] = clock
+        if len(data) >= progress:
+            progress += PROGRESS_EVERY
+            log.info("loading %s: %d keys so far", path, len(data) - start)
+            db.touched.clear()  # type: ignore[attr-defined]
+    return len(data) - start, expired
 
 
 # Forked children -----------------------------------------------------------------------------
@@ -395,13 +422,14 @@ class Snapshots:
         """
         if not os.path.exists(self.path):
             return 0
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.process_time()
         with open(self.path, "rb", buffering=_BUFFER) as fh:
             loaded, expired = load_rdb(shard.db, fh, self.path)  # type: ignore[attr-defined]
         shard.stats.dirty = 0  # type: ignore[attr-defined]
         self.loaded_keys, self.loaded_expired = loaded, expired
-        log.info("DB loaded from disk: %d keys (%d expired skipped) from %s in %.3f seconds",
-                 loaded, expired, self.path, time.monotonic() - started)
+        log.info("DB loaded from disk: %d keys (%d expired skipped) from %s in %.3f seconds "
+                 "(%.3f s of CPU)", loaded, expired, self.path, time.monotonic() - started,
+                 time.process_time() - cpu)
         return loaded
 
 
