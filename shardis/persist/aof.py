@@ -653,8 +653,9 @@ def read_aof_file(path: str, name: str, truncate_tail: bool = False,
                   rdb: RdbLoader | None = None) -> Iterator[list[bytes]]:
     """Yield the commands of one AOF file; ``#`` annotation lines are skipped, or with
     ``annotations`` yielded as ``[ANNOTATION, text without '#' and CRLF]``.  A file that starts
-    with an RDB preamble (``REDIS``) is handed to ``rdb`` first (AofError without one), and
-    what follows it is read as commands, as Redis's ``loadSingleAppendOnlyFile``.
+    with an RDB preamble (``REDIS``) is handed to ``rdb`` first (without one, its keys are
+    yielded as ``RESTORE key ttl payload [ABSTTL]`` commands), and what follows it is read as
+    commands, as Redis's ``loadSingleAppendOnlyFile``.
 
     A batch annotation (:func:`batch_annotation`) announces how many bytes its batch takes: a
     batch cut short by the end of the file is a torn tail from its annotation on, so a batch
@@ -676,11 +677,12 @@ def read_aof_file(path: str, name: str, truncate_tail: bool = False,
             size = os.fstat(fh.fileno()).st_size
             start = 0
             if fh.read(5) == b"REDIS":
-                if rdb is None:
-                    raise AofError(f"{name} starts with an RDB preamble: this reader reads "
-                                   "RESP files only")
                 fh.seek(0)
-                rdb(fh, name)  # Redis 7: a .base.rdb, or an old single file's RDB preamble
+                # Redis 7: a .base.rdb, or an old single file's RDB preamble.
+                if rdb is not None:
+                    rdb(fh, name)
+                else:
+                    yield from _rdb_as_commands(fh, name)
                 start = fh.tell()
             else:
                 fh.seek(0)
@@ -689,6 +691,21 @@ def read_aof_file(path: str, name: str, truncate_tail: bool = False,
             raise AofError(f"error reading the append only file {name}: {exc}") from exc
     if valid < size:
         _cut_tail(path, name, valid, truncate_tail)
+
+
+def _rdb_as_commands(fh: BinaryIO, name: str) -> Iterator[list[bytes]]:
+    """The keys of an RDB preamble as commands: ``RESTORE key ttl payload [ABSTTL]`` (for a
+    reader that replays commands and has no use for the keys themselves)."""
+    from shardis.persist.dump import dump_payload
+    from shardis.persist.rdb import RdbError, RdbReader
+
+    try:
+        for key, value, expire_ms in RdbReader(fh):
+            ttl = [b"0"] if expire_ms is None else [b"%d" % expire_ms]
+            yield [b"RESTORE", key, *ttl, dump_payload(value),
+                   *([b"ABSTTL"] if expire_ms is not None else [])]
+    except RdbError as exc:
+        raise AofError(f"bad RDB preamble in the AOF file {name}: {exc}") from None
 
 
 def _read_commands(fh, name: str, size: int, annotations: bool,
