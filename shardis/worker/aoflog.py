@@ -34,7 +34,7 @@ dataset:
 * the router's internal writes (``__restore``, ``__sstore``, ``__zstore``, ``__bitstore``) are
   logged as they are: their arguments carry absolute values and deadlines.
 
-Not covered yet (replay is close but not exact):
+Not covered yet, or not exactly as Redis:
 
 * XREADGROUP/XCLAIM/XAUTOCLAIM are logged as received: the pending entries' delivery times and
   counts are those of the replay, not of the original run (Redis logs XCLAIM ... TIME);
@@ -45,7 +45,10 @@ Not covered yet (replay is close but not exact):
   are in the old incr file: a fork that then fails is logged and shows in INFO
   (``aof_last_bgrewrite_status:err``), not in that reply; likewise CONFIG SET appendonly yes
   answers OK before the rewrite that creates the AOF runs;
-* the base's RDB preamble carries ``aof-base:0`` (Redis writes 1; only its log reads it).
+* the base's RDB preamble carries ``aof-base:0`` (Redis writes 1; only its log reads it);
+* a worker that crashes after ``CONFIG SET appendonly yes`` and before that first rewrite is
+  done is restarted by ``shardis up`` with ``appendonly yes`` and loads the folder as it was
+  (Redis, whose config file still says ``no``, would load its RDB).
 """
 
 from __future__ import annotations
