@@ -258,7 +258,7 @@ REDIS_LOADED = re.compile(r"(\d\d \w{3} \d{4} \d\d:\d\d:\d\d)\.(\d{3}) \* DB loa
 #: from disk: N keys ... in 0.123 seconds"`` (``from append only file <dir>: N commands in``).
 SHARDIS_LOADED = re.compile(r'ts=(\S+?)\.(\d{3})Z level=\w+ role=(worker-\d+) pid=\d+ '
                             r'msg="DB loaded from (disk|append only file)[^"]* in ([\d.]+) '
-                            r'seconds"')
+                            r'seconds[^"]*"')
 
 
 def loaded_lines(server: Server, kind: Kind) -> list[tuple[str, float, float]]:

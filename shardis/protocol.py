@@ -32,6 +32,13 @@ are answered in the order they arrive, so the router matches replies to batches 
 the sequence number tells it when a batch was lost (a worker died with it) so that those
 commands get an error instead of someone else's replies.
 
+*Script calls* (global scripts, ``shardis.router.scripting``): a worker running a script in
+global mode sends a ``PUSH`` with one entry ``(SCRIPT_CALL, proto, None, command as a RESP
+array)``: a ``redis.call`` on a key of another worker.  The router runs it there and answers
+with a ``BATCH`` of sequence number 0 (:data:`CALL_REPLY_SEQ`; router batches start at 1)
+holding one "command" whose only argument is the reply, encoded in ``proto``.  Nothing answers
+that batch; a worker that gets one while no script waits drops it.
+
 Payload layout (counts and lengths are little-endian u32; a *layout* is ASCII text)::
 
     BATCH    ncommands layoutlen | proto byte per command | argc per command | layout | args
@@ -73,6 +80,10 @@ from struct import error as StructError
 from typing import Any, NamedTuple
 
 VERSION = 3
+#: A PUSH entry kind: a script's call for another worker (see the module docstring).
+SCRIPT_CALL = b"scall"
+#: The sequence bytes of a batch that carries a script call's reply.
+CALL_REPLY_SEQ = bytes(8)
 MAGIC = b"SHD"
 
 BATCH = 1

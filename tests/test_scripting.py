@@ -100,21 +100,94 @@ def test_lock_scripts_work_after_script_flush(r):
     assert not r.exists("flushed")
 
 
-def test_script_on_keys_of_two_workers_is_refused(r):
+def test_scripts_on_keys_of_several_workers_run_as_on_one_redis(r):
     a, b = keys_on_two_workers()
-    # redis-py turns CROSSSLOT into ClusterCrossSlotError (a ResponseError).
-    with pytest.raises(ResponseError, match="Keys in request don't hash to the same slot"):
-        r.eval("return 1", 2, a, b)
-    # Undeclared keys are checked when the script touches them.
-    with pytest.raises(ResponseError, match="non local key in a cluster node"):
-        r.eval("return redis.call('get', ARGV[1])", 1, a, b)
-    assert r.eval("return redis.pcall('get', ARGV[1])['err']", 1, a, b) == (
-        b"ERR Script attempted to access a non local key in a cluster node"
-    )
+    r.set(b, "bee")
+    assert r.eval("return 1", 2, a, b) == 1
+    assert r.eval("redis.call('set', KEYS[1], 'x'); return redis.call('get', KEYS[2])",
+                  2, a, b) == b"bee"
+    # Undeclared keys of another worker: the script is run again with every worker gated.
+    assert r.eval("return redis.call('get', ARGV[1])", 1, a, b) == b"bee"
+    assert r.eval("return redis.pcall('get', ARGV[1])", 1, a, b) == b"bee"
+    # It wrote before it met the other worker's key: undone, then run once, globally.
+    r.delete(a)
+    for n in range(1, 4):
+        body = f"redis.call('incr', KEYS[1]); redis.call('rpush', KEYS[1]..'l', {n}); " \
+               "return redis.call('get', ARGV[1])"
+        assert r.eval(body, 1, a, b) == b"bee"
+        assert r.get(a) == str(n).encode()
+        assert r.lrange(f"{a}l", 0, -1) == [str(i).encode() for i in range(1, n + 1)]
+    # Multi-key commands over several workers inside a script.
+    assert r.eval("redis.call('mset', KEYS[1], 1, KEYS[2], 2); "
+                  "return {redis.call('mget', KEYS[2], KEYS[1], 'missing'), "
+                  "redis.call('exists', KEYS[1], KEYS[2]), redis.call('del', KEYS[1], KEYS[2])}",
+                  2, a, b) == [[b"2", b"1", None], 2, 2]
     # Keys sharing a hash tag live on one worker.
     assert r.eval("redis.call('set', KEYS[1], 1); return redis.call('set', KEYS[2], 2)",
                   2, "{tag}a", "{tag}b") == b"OK"
     assert r.mget("{tag}a", "{tag}b") == [b"1", b"2"]
+
+
+def test_a_retried_script_keeps_its_callers_order(r):
+    """The first run of a script that reaches another worker's keys is retried globally;
+    the commands its caller pipelined behind it wait for it."""
+    a, b = keys_on_two_workers()
+    body = "redis.call('incr', ARGV[1]); return redis.call('get', ARGV[1])"
+    with r.pipeline(transaction=False) as pipe:
+        pipe.eval(body + " -- fresh", 1, a, b).get(b).incr(b)
+        assert pipe.execute() == [b"1", b"1", 2]
+
+
+def test_transfers_between_workers_keep_the_total(r):
+    """Clients move amounts between accounts on different workers with a script while
+    readers sum every account with a script and with MULTI: the total never changes."""
+    accounts = [f"acct:{n}" for n in range(12)]
+    assert len({WORKERS.worker_of(a.encode()) for a in accounts}) > 1
+    r.mset({account: 100 for account in accounts})
+    move = ("local from = tonumber(redis.call('get', KEYS[1])); "
+            "if from < tonumber(ARGV[1]) then return 0 end; "
+            "redis.call('decrby', KEYS[1], ARGV[1]); redis.call('incrby', KEYS[2], ARGV[1]); "
+            "return 1")
+    total = ("local sum = 0; for _, key in ipairs(KEYS) do "
+             "sum = sum + tonumber(redis.call('get', key)) end; return sum")
+    stop = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    port = r.connection_pool.connection_kwargs["port"]
+
+    def mover(seed: int) -> None:
+        import random
+
+        rng = random.Random(seed)
+        client = redis.Redis(port=port)
+        try:
+            while not stop.is_set():
+                src, dst = rng.sample(accounts, 2)
+                client.eval(move, 2, src, dst, rng.randint(1, 30))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def reader() -> None:
+        client = redis.Redis(port=port)
+        try:
+            while not stop.is_set():
+                seen.append(client.eval(total, len(accounts), *accounts))
+                with client.pipeline(transaction=True) as tx:
+                    seen.append(sum(int(v) for v in tx.mget(accounts).execute()[0]))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=mover, args=(n,)) for n in range(3)]
+    threads.append(threading.Thread(target=reader))
+    for thread in threads:
+        thread.start()
+    time.sleep(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors[:3]
+    assert len(seen) > 10 and set(seen) == {1200}
+    assert sum(int(v) for v in r.mget(accounts)) == 1200
 
 
 def test_evalsha_with_keys_on_any_worker_after_script_load(r):
@@ -191,3 +264,45 @@ def test_script_debug_yes_and_sync_are_refused_no_is_ok(r):
             r.execute_command("SCRIPT", "DEBUG", mode)
     assert r.execute_command("SCRIPT", "DEBUG", "NO") in (b"OK", "OK", True)
     assert r.eval("return 1", 0) == 1
+
+
+def test_one_script_cache_for_the_whole_server(tmp_path):
+    """EVAL on one worker, EVALSHA with keys on every other worker: found, as on one Redis;
+    SCRIPT FLUSH forgets it everywhere; a restarted worker gets the known scripts back."""
+    import hashlib
+    import os
+    import signal
+
+    from tests.servers import start_shardis
+    from tests.test_persistence_aof import worker_pids
+
+    server = start_shardis(3, "--save", "", "--dir", str(tmp_path))
+    try:
+        client = redis.Redis(port=server.port, socket_timeout=10)
+        slots = SlotMap(3)
+        keys = [next(f"k{i}" for i in range(100) if slots.worker_of(f"k{i}".encode()) == w)
+                for w in range(3)]
+        body = "return redis.call('INCR', KEYS[1])"
+        assert client.eval(body, 1, keys[0]) == 1
+        sha = hashlib.sha1(body.encode()).hexdigest()
+        for key in keys[1:]:
+            assert client.evalsha(sha, 1, key) == 1
+        assert client.script_exists(sha) == [True]
+        assert client.script_flush() is True
+        for key in keys:
+            with pytest.raises(NoScriptError):
+                client.evalsha(sha, 1, key)
+        assert client.script_load(body) == sha
+        pid = worker_pids(server)[2]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.evalsha(sha, 1, keys[2]) == 1  # empty again, script known
+                break
+            except redis.ResponseError as exc:
+                assert "is down" in str(exc) or "connection lost" in str(exc)
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.stop()

@@ -51,6 +51,7 @@ from typing import Any
 
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, command, container, keys_after_numkeys
+from shardis.commands.keys import dump_value
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import (
@@ -63,6 +64,7 @@ from shardis.resp import (
     Status,
     Verbatim,
     format_double,
+    parse_reply,
 )
 from shardis.slots import SlotMap
 
@@ -95,6 +97,13 @@ UNKILLABLE = (
     "can either wait the script termination or kill the server in a hard way using the "
     "SHUTDOWN NOSAVE command."
 )
+#: A script that met another worker's key on a worker it ran alone on: undone, to run again
+#: with every worker gated (the router intercepts this reply; a client never sees it).
+RETRY_GLOBAL = "SHARDISGLOBAL the script touched keys of another worker: run it globally"
+#: A script's command whose keys are on several workers (a multi-worker script runs each
+#: command on the worker of its keys).
+SPLIT_CALL = ("ERR shardis: a command called from a script must have all its keys on one "
+              "worker (split it, or use a {hash tag})")
 BUSY = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
 NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
 #: Bound of a worker's Lua heap (scripts, their data and the script cache): past it a script
@@ -488,6 +497,16 @@ class ScriptEngine:
         self.wrote = False
         #: SCRIPT KILL (or the worker stopping) asked the script to end.
         self.killed = False
+        #: the next script runs in global mode (``__script_global``): the router gated every
+        #: worker for it, and a command on another worker's keys runs there (``remote_call``).
+        self.global_mode = False
+        #: local mode: each key the script wrote, as it was before (``dump_value``; None: it
+        #: did not exist), to undo the script if it meets another worker's key; None once a
+        #: write cannot be undone that way (a command without keys, e.g. FLUSHDB).
+        self.journal: dict[bytes, bytes | None] | None = {}
+        #: the script met another worker's key in local mode: it is stopped, undone, and the
+        #: router runs it again in global mode (``RETRY_GLOBAL``).
+        self.retry_global = False
 
     # Cache -------------------------------------------------------------------------------------
     def load(self, body: bytes) -> str:
@@ -528,11 +547,15 @@ class ScriptEngine:
         self.resp = 2
         self.read_only = read_only or script.read_only
         self.started = time.monotonic()
-        self.busy = self.wrote = self.killed = False
+        self.busy = self.wrote = self.killed = self.retry_global = False
+        self.journal = {}
         self.shard.begin_script()
         try:
             ok, result = self._run(script.function, keys, argv)
+            if self.retry_global:
+                self._undo()
         finally:
+            self.global_mode = False
             self.shard.end_script()
             if self.busy:
                 log.warning("slow script finished event=script_done sha=%s seconds=%.3f "
@@ -541,9 +564,45 @@ class ScriptEngine:
             shard = self.shard
             if shard.blocking.ready:
                 shard.serve_blocked()  # clients blocked on keys the script fed, after it
+        if self.retry_global:
+            raise ReplyError(RETRY_GLOBAL)
         if not ok:
             raise ReplyError(_script_error(result, sha))
         return lua_to_reply(result, self.resp)
+
+    def _undo(self) -> None:
+        """Put back every key the script wrote, as it was before the script (logged like any
+        write: the AOF replays the script's writes, then this)."""
+        run = self.shard.run_inside
+        for key, payload in (self.journal or {}).items():
+            if payload is None:
+                run([b"DEL", key])
+            else:
+                run([b"__restore", key, payload, b"1", b"copy"], internal=True)
+
+    def _stop_for_global(self) -> tuple[bool, object]:
+        """Local mode met another worker's key: stop the script (every later call fails,
+        the hook ends it) and have the router run it again in global mode — unless a write
+        cannot be undone, then the call fails as on a Redis Cluster node."""
+        if self.journal is None:
+            return False, NON_LOCAL_KEY
+        self.retry_global = self.killed = True
+        return False, RETRY_GLOBAL
+
+    def _note_write(self, spec: Command, args: list[bytes]) -> None:
+        """Local mode: remember how the keys this write touches were (``journal``)."""
+        journal = self.journal
+        if journal is None:
+            return
+        positions = spec.key_indexes(args)
+        if not positions:
+            self.journal = None  # FLUSHDB, SWAPDB...: nothing to put back by key
+            return
+        db = self.db
+        for position in positions:
+            key = args[position]
+            if key not in journal:
+                journal[key] = dump_value(db, key)
 
     # Busy scripts --------------------------------------------------------------------------
     def _interrupt(self) -> bool:
@@ -690,6 +749,29 @@ class ScriptEngine:
         if len(values) != 1:
             self._raise("redis.set_repl() requires two arguments.")
 
+    def _remote(self, args: list[bytes]) -> object:
+        """``args`` run on the worker of its keys (global mode), its reply as a value."""
+        return parse_reply(self.shard.remote_call(args, self.resp))  # type: ignore[misc]
+
+    def _split_call(self, spec: Command, args: list[bytes]) -> object:
+        """A multi-key command (MGET, MSET, DEL...) whose keys are on several workers, in
+        global mode: each worker's share runs there, merged as the router merges them."""
+        if spec.fanout not in _SPLIT:
+            return ReplyError(SPLIT_CALL)
+        index = self.shard.index
+        step = max(spec.step, 1)
+        groups: dict[int, tuple[list[bytes], list[int]]] = {}
+        for position, key_index in enumerate(spec.key_indexes(args)):
+            worker = self.slots.worker_of(args[key_index])
+            group = groups.setdefault(worker, ([args[0]], []))
+            group[0].extend(args[key_index : key_index + step])
+            group[1].append(position)
+        parts = []
+        for worker, (sub_args, positions) in groups.items():
+            reply = self.shard.run_inside(sub_args) if worker == index else self._remote(sub_args)
+            parts.append((positions, reply))
+        return _merge_split(spec.fanout, parts, len(spec.key_indexes(args)))
+
     def _pycall(self, args: list[bytes]) -> tuple[bool, object]:
         """Run one command for the script: (True, Lua value) or (False, error text), where an
         error text starting with ``-`` carries its own code (Redis's luaPushError rules)."""
@@ -709,18 +791,46 @@ class ScriptEngine:
             if self.read_only:
                 return False, "Write commands are not allowed from read-only scripts."
             self.wrote = True
+        if self.retry_global:
+            return False, RETRY_GLOBAL
         index = self.shard.index
         worker_of = self.slots.worker_of
-        for position in spec.key_indexes(args):
-            if worker_of(args[position]) != index:
-                return False, NON_LOCAL_KEY
-        if spec.op is None:
+        owners = {worker_of(args[position]) for position in spec.key_indexes(args)}
+        if owners and owners != {index}:
+            if not self.global_mode or self.shard.remote_call is None:
+                return self._stop_for_global()
+            if len(owners) > 1:
+                reply = self._split_call(spec, args)
+            else:
+                reply = self._remote(args)
+        elif spec.op is None:
             reply = _router_only(spec, args)
         else:
+            if not self.global_mode and "write" in spec.flags:
+                self._note_write(spec, args)
             reply = self.shard.run_inside(args)
         if type(reply) is ReplyError:
             return False, "-" + reply.message
         return True, reply_to_lua(self.lua, reply, self.resp)
+
+
+_SPLIT = (Fanout.SPLIT_CONCAT, Fanout.SPLIT_SUM, Fanout.SPLIT_ALL_OK)
+
+
+def _merge_split(fanout: Fanout, parts: list[tuple[list[int], object]], count: int) -> object:
+    """The parts of a command split by worker, merged as the router merges them."""
+    for _, reply in parts:
+        if type(reply) is ReplyError:
+            return reply
+    if fanout is Fanout.SPLIT_SUM:
+        return sum(reply for _, reply in parts)  # type: ignore[misc]
+    if fanout is Fanout.SPLIT_ALL_OK:
+        return OK
+    merged: list[object] = [None] * count
+    for positions, reply in parts:
+        for position, item in zip(positions, reply):  # type: ignore[call-overload]
+            merged[position] = item
+    return merged
 
 
 def _lua_tonumber(value: object) -> float | None:
@@ -1008,7 +1118,7 @@ def script_exists_command(db: Any, args: list[bytes]) -> object:
     return [int(sha.decode("latin-1").lower() in scripts) for sha in args[2:]]
 
 
-@command("flush", -2, "noscript", fanout=Fanout.ALL_OK, acl="slow scripting", group=S,
+@command("flush", -2, "noscript", fanout=_C, acl="slow scripting", group=S,
          parent="script", tips="request_policy:all_nodes response_policy:all_succeeded")
 def script_flush_command(db: Any, args: list[bytes]) -> object:
     if len(args) > 3 or (len(args) == 3 and args[2].lower() not in (b"sync", b"async")):
@@ -1030,6 +1140,13 @@ def internal_script_topology_command(db: Any, args: list[bytes]) -> object:
         engine.slots = SlotMap(count)
     if len(args) > 2:
         engine.busy_after = int(args[2]) / 1000
+    return OK
+
+
+@command("__script_global", 1, "internal", fanout=Fanout.SINGLE)
+def internal_script_global_command(db: Any, args: list[bytes]) -> object:
+    """The next script on this link runs in global mode (the router gated every worker)."""
+    engine_of(db).global_mode = True
     return OK
 
 

@@ -32,12 +32,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import hiredis
+import zmq
 
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
-from shardis.protocol import EARLY_BIT
+from shardis.protocol import EARLY_BIT, SCRIPT_CALL
 from shardis.resp import OK_REPLY, PushRaw, encode, encode_error, encode_int
 from shardis.router import security
 from shardis.router.aclsync import AclSync
@@ -158,6 +159,35 @@ class VerifyTarget(FutureTarget):
     __slots__ = ()
 
 
+def _script_call_args(encoded: bytes) -> list[bytes]:
+    """The command of a script call (a RESP array of bulk strings), or ValueError."""
+    reader = hiredis.Reader()
+    reader.feed(encoded)
+    args = reader.gets()
+    if type(args) is not list or reader.has_data() or not args \
+            or not all(type(arg) is bytes for arg in args):
+        raise ValueError("a script call that is not a command")
+    return args
+
+
+class ScriptCallTarget:
+    """A global script's call, run on another worker: its reply goes back to the script's
+    worker at once, as a batch of sequence 0 that nothing answers."""
+
+    __slots__ = ("link", "proto")
+
+    def __init__(self, link: WorkerLink, proto: int) -> None:
+        self.link = link
+        self.proto = proto
+
+    def fill(self, data: bytes) -> None:
+        link = self.link
+        try:
+            link.socket.send(link.encode_batch(0, [(self.proto, [data])]), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # the script's worker is gone, and the script with it
+
+
 class GatherPart:
     __slots__ = ("gather", "index")
 
@@ -225,8 +255,6 @@ class Router:
 
     def __init__(self, worker_addresses: list[str], config: dict[str, Any] | None = None,
                  curve: RouterCurve | None = None) -> None:
-        import zmq
-
         load_families()
         load_handlers()
         from shardis.config import defaults
@@ -235,6 +263,14 @@ class Router:
         self.config = {**defaults(), **(config or {})}
         self.loop = asyncio.get_event_loop()
         self.context = zmq.Context.instance()
+        #: the worker running a global script (``shardis.router.scripting.run_global``).
+        self.script_worker: int | None = None
+        #: scripts known to touch other workers' keys (they run global at once), and scripts
+        #: that ran on one worker (their callers may pipeline past them).
+        self.global_shas: set[str] = set()
+        self.local_shas: set[tuple[str, int]] = set()
+        #: every script this router has seen, sha1 -> body (``shardis.router.scripting``).
+        self.scripts: dict[str, bytes] = {}
         #: this router's id on every worker link (workers' AOFs remember its batches by it).
         self.identity = os.urandom(8)
         self.links = [
@@ -604,8 +640,10 @@ class Router:
             self.hold(client, args)
             return
         self.stats.commands += 1
-        reply = Reply(client)
+        reply = Reply(client) if plan.target is None else plan.target(client)
         client.replies.append(reply)
+        if plan.hold_client:
+            client.waiting = True
         self.links[plan.forward_to].send(reply, client.proto, args)
         self.schedule_flush()
 
@@ -710,7 +748,11 @@ class Router:
         for frame in messages:
             if frame[:5] == push_prefix:
                 try:
-                    self.pubsub.deliver(codec.decode_push(frame))
+                    entries = codec.decode_push(frame)
+                    if entries and entries[0][0] == SCRIPT_CALL:
+                        self.script_call(link, entries)
+                    else:
+                        self.pubsub.deliver(entries)
                 except Exception as exc:  # ProtocolError, or a trusted peer's bad shape
                     self.malformed(link, frame, exc)
                 continue
@@ -754,6 +796,29 @@ class Router:
         except Exception as exc:  # a trusted peer's reply of a wrong type
             self.malformed(link, frame, exc)
             self.fail_targets(targets, f"ERR worker {link.index} sent a malformed reply")
+
+    def script_call(self, link: WorkerLink, entries: list[tuple]) -> None:
+        """A global script on ``link``'s worker calls a command on another worker's keys:
+        run it there (every worker is gated for that script: nothing else interleaves) and
+        send the reply back as a batch of sequence 0 (``shardis.protocol``).  Accepted only
+        from the worker running the global script, and only for a command a script may call
+        whose keys all live on one other worker."""
+        if link.index != self.script_worker or len(entries) != 1:
+            raise ValueError("a script call from a worker that runs no global script")
+        _, proto_text, _, encoded = entries[0]
+        target = ScriptCallTarget(link, 3 if proto_text == b"3" else 2)
+        try:
+            args = _script_call_args(encoded)
+            spec = lookup(args)
+            owners = {self.worker_of(args[i]) for i in spec.key_indexes(args)}
+            if "noscript" in spec.flags or len(owners) != 1 or link.index in owners:
+                raise ReplyError("ERR shardis: not a call a script may make on another worker")
+        except (ReplyError, ValueError) as exc:
+            # The script waits for an answer: it gets an error, never silence.
+            target.fill(encode_error(getattr(exc, "message", None) or f"ERR {exc}"))
+            return
+        self.links[owners.pop()].send(target, target.proto, args)
+        self.schedule_flush()
 
     def malformed(self, link: WorkerLink, frame: bytes, reason: object) -> None:
         self.malformed_log.error("dropped a malformed message worker=%d bytes=%d head=%s "
@@ -846,6 +911,7 @@ class Router:
             self.flush_clients()
         else:
             link.refused = None
+            self.reload_scripts(link)
             if not await self.resume(link, applied):
                 return  # dropped again meanwhile: held until the next reconnect
             queued = link.take_queued()
@@ -853,6 +919,13 @@ class Router:
             link.requeue(queued)  # what clients sent meanwhile goes after the state
         link.verifying = False
         self.schedule_flush()
+
+    def reload_scripts(self, link: WorkerLink) -> None:
+        """A worker that (re)connected gets every script the server knows, before anything
+        resent or new can call one by its sha1 (one script cache for the whole server)."""
+        if self.scripts:
+            loads = [(3, [b"SCRIPT", b"LOAD", body]) for body in self.scripts.values()]
+            link.resend([FutureTarget(self.loop.create_future()) for _ in loads], loads)
 
     async def ask(self, link: WorkerLink, args: list[bytes]) -> Any:
         """One command to a worker being verified, ahead of anything queued: its decoded

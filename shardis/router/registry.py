@@ -34,6 +34,10 @@ class Plan:
     forward_to: int | None = None
     workers: frozenset[int] = frozenset()
     exclusive: bool = False
+    #: with ``forward_to``: makes the reply slot (a Reply subclass that sees the worker's
+    #: reply first: scripts); and whether the client's next commands wait for that reply.
+    target: Callable[[Any], Any] | None = None
+    hold_client: bool = False
 
 
 PlanFn = Callable[[Any, list], Plan]

@@ -12,12 +12,13 @@ Ahead of every script the worker is told how many workers share the slots
 ``redis.call`` on a key of another worker.  For a caller with ACL limits the same message
 carries the user's rules (its ACL LIST line), which the worker checks each call against.
 
-Script caches are per worker.  SCRIPT LOAD and SCRIPT FLUSH go to every worker, so an EVALSHA
-after SCRIPT LOAD works wherever its keys live; EVAL caches its script only on the worker that
-ran it (as a Redis Cluster node does).  SCRIPT EXISTS asks every worker and answers 1 when any
-of them has the script: that is what a client that just ran EVAL expects (one Redis), and an
-EVALSHA that lands on another worker gets NOSCRIPT, which every client handles by falling back
-to EVAL or SCRIPT LOAD.
+One script cache for the whole server, as on a single Redis: each worker compiles what it
+runs, and the router keeps every script it has seen (sha1 -> body).  The first EVAL of a script
+also loads it on every other worker (SCRIPT LOAD, in the same flush), SCRIPT LOAD and SCRIPT
+FLUSH go to every worker, and a worker that restarted gets every known script again — so an
+EVALSHA finds its script whichever worker its keys live on.  SCRIPT EXISTS asks every worker.
+(With several routers, a SCRIPT FLUSH through one leaves the others' lists stale until they
+next see SCRIPT LOAD; EVAL still runs everywhere.)
 """
 
 from __future__ import annotations
@@ -26,45 +27,141 @@ from typing import Any
 
 from shardis.commands import help_reply
 from shardis.commands.scripting import (
-    CROSSSLOT,
     NOSCRIPT,
     NOTBUSY,
+    RETRY_GLOBAL,
     SCRIPT_HELP,
     parse_numkeys,
+    sha1hex,
 )
 from shardis.errors import ReplyError, raise_if_error
-from shardis.resp import OK
+from shardis.resp import OK, Raw
+from shardis.router.client import Reply
 from shardis.router.registry import Plan, coordinated, router_command
 from shardis.router.security import script_rules
 
 
 def script_plan(router: Any, args: list[bytes]) -> Plan:
     """Forward to the worker of all KEYS; Redis's argument errors first."""
-    if args[0].lower().startswith(b"evalsha") and len(args[1]) != 40:
+    by_sha = args[0].lower().startswith(b"evalsha")
+    if by_sha and len(args[1]) != 40:
         raise ReplyError(NOSCRIPT)
     numkeys = parse_numkeys(args)
-    workers = {router.worker_of(key) for key in args[3 : 3 + numkeys]}
-    if len(workers) > 1:
-        raise ReplyError(CROSSSLOT)
-    worker = workers.pop() if workers else 0
+    keys = args[3 : 3 + numkeys]
+    workers = {router.worker_of(key) for key in keys}
+    worker = router.worker_of(keys[0]) if keys else 0
+    sha = args[1].decode("latin-1").lower() if by_sha else sha1hex(args[1])
+    if not by_sha:
+        remember(router, args[1], sha, skip=worker)
+    if len(workers) > 1 or sha in router.global_shas:
+        return Plan(workers=router.all_workers, exclusive=True)  # see run_global
+    send_topology(router, worker)
+    return Plan(forward_to=worker,
+                target=lambda client: ScriptReply(router, client, args, sha, worker),
+                hold_client=(sha, worker) not in router.local_shas)
+
+
+class ScriptReply(Reply):
+    """The reply slot of a script sent to one worker (local mode).  If the script met another
+    worker's key there, the worker undid it and answered ``RETRY_GLOBAL``: it runs again in
+    global mode, into this same slot, and its sha1 runs global from now on.  Until a script
+    has once run locally on that worker, its caller's next commands wait for its reply, so
+    that none of them can run before a retried script.  (A script that ran locally before on
+    that worker and, with other arguments, reaches another worker's keys is still retried
+    correctly, but its caller's pipelined commands may already have run.)"""
+
+    __slots__ = ("router", "args", "sha", "worker")
+
+    def __init__(self, router: Any, client: Any, args: list[bytes], sha: str,
+                 worker: int) -> None:
+        super().__init__(client)
+        self.router = router
+        self.args = args
+        self.sha = sha
+        self.worker = worker
+
+    def fill(self, data: bytes) -> None:
+        router, client = self.router, self.client
+        if data.startswith(_RETRY_REPLY):
+            router.global_shas.add(self.sha)
+            client.waiting = True
+            router.loop.create_task(_retry_global(router, self))
+            return
+        if len(router.local_shas) > MAX_KNOWN_SHAS:
+            router.local_shas.clear()
+        router.local_shas.add((self.sha, self.worker))
+        self.data = data
+        router.touched.add(client)
+        if client.waiting and not client.closed:
+            router.loop.call_soon(_release, client)
+
+
+#: Bound of the router's set of scripts seen running on one worker.
+MAX_KNOWN_SHAS = 10_000
+_RETRY_REPLY = b"-" + RETRY_GLOBAL.split(" ", 1)[0].encode()
+
+
+def _release(client: Any) -> None:
+    client.waiting = False
+    client.resume()
+
+
+async def _retry_global(router: Any, reply: ScriptReply) -> None:
+    """Run a script again in global mode, with every worker gated, into its reply slot."""
+    workers = router.all_workers
+    await router.acquire_gates(workers)
+    await router._coordinate(reply.client, reply, run_global, reply.args, frozenset(workers))
+
+
+def send_topology(router: Any, worker: int, *more: list[bytes]) -> None:
+    """Ahead of a script on ``worker`` (same link: it arrives first): the worker count, the
+    busy threshold and the caller's ACL rules (``__script_topology``), then ``more``."""
     threshold = router.config.get("busy-reply-threshold", 5000)
     topology = [b"__script_topology", b"%d" % len(router.links), b"%d" % threshold]
     caller = router.current_client
     rules = script_rules(caller) if caller is not None else None
     router.call(worker, topology if rules is None else [*topology, rules])
-    return Plan(forward_to=worker)
+    for command in more:
+        router.call(worker, command)
 
 
-async def _never(router: Any, client: Any, args: list[bytes]) -> object:  # pragma: no cover
-    raise ReplyError("ERR internal error: scripts are always forwarded")
+async def run_global(router: Any, client: Any, args: list[bytes]) -> object:
+    """A script whose keys live on several workers, with every worker gated for it: it runs
+    on the worker of its first key, and each command it calls on another worker's keys runs
+    there through the router (``Router.script_call``), one round trip each.  Nothing else
+    runs meanwhile, so it is as atomic as on one Redis; clients blocked on keys it fed are
+    served once it has ended (``__tx_begin``/``__tx_end`` on every worker)."""
+    worker = router.worker_of(args[3]) if parse_numkeys(args) else 0
+    router.current_client = client
+    send_topology(router, worker, [b"__script_global"])
+    begun = await router.call_all([b"__tx_begin"])
+    router.script_worker = worker
+    try:
+        reply = await router.call(worker, args, client.proto, raw=True)
+    finally:
+        router.script_worker = None
+        if all(type(b) is int for b in begun):
+            await router.call_all([b"__tx_end"])
+    return Raw(reply)
 
 
 for _name in ("eval", "evalsha", "eval_ro", "evalsha_ro"):
-    coordinated(_name, script_plan)(_never)
+    coordinated(_name, script_plan)(run_global)
 
 
 def all_workers_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(workers=router.all_workers)
+
+
+def remember(router: Any, body: bytes, sha: str, skip: int | None = None) -> None:
+    """A script seen for the first time: kept, and loaded on every worker but ``skip`` (the
+    one about to run it).  Its compile error, if any, is the EVAL's to report."""
+    if sha in router.scripts:
+        return
+    router.scripts[sha] = body
+    for worker in range(len(router.links)):
+        if worker != skip:
+            router.call(worker, [b"SCRIPT", b"LOAD", body])
 
 
 @coordinated("script|load", all_workers_plan)
@@ -74,7 +171,18 @@ async def script_load(router: Any, client: Any, args: list[bytes]) -> object:
     replies = await router.call_all(args)
     for reply in replies:
         raise_if_error(reply)
+    router.scripts[replies[0].decode()] = args[2]
     return replies[0]
+
+
+@coordinated("script|flush", all_workers_plan)
+async def script_flush(router: Any, client: Any, args: list[bytes]) -> object:
+    """Every worker empties its cache (or all answer the same argument error), and so does
+    the router's list."""
+    for reply in await router.call_all(args):
+        raise_if_error(reply)
+    router.scripts.clear()
+    return OK
 
 
 @coordinated("script|exists", all_workers_plan)

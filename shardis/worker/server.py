@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 
 import zmq
 from zmq import NOBLOCK, SNDMORE
@@ -22,6 +23,7 @@ from shardis.linksec import KeyAuthenticator, WorkerCurve, make_curve_server
 from shardis.logs import RateLimitedLog
 from shardis.persist.aof import AofError
 from shardis.persist.rdb import RdbError
+from shardis.protocol import CALL_REPLY_SEQ
 from shardis.resp import OK, encode, encode_error, encode_int
 from shardis.worker.aoflog import AofLog, AofRewriter
 from shardis.worker.replylog import ReplyLog
@@ -100,6 +102,9 @@ class WorkerServer:
             make_curve_server(self.socket, curve)
         self.socket.bind(address)
         self.shard.while_busy = self.serve_while_busy
+        self.shard.remote_call = self.remote_call
+        #: messages read while a script waited for a remote call's reply: served next.
+        self.backlog: deque[tuple[bytes, bytes]] = deque()
 
     def load_aof(self, aof: AofLog) -> None:
         """Replay the AOF (no logging, no replies: nobody is connected yet), then append."""
@@ -267,6 +272,31 @@ class WorkerServer:
             sock.send(identity, SNDMORE)
             sock.send(message)
 
+    def remote_call(self, args: list[bytes], proto: int) -> bytes:
+        """Run ``args`` on the worker owning its keys, for the script running here in global
+        mode (every worker gated by the router for it): ask the router, which forwards it,
+        and wait for the reply (a batch of sequence 0 from that router, holding the reply
+        encoded in ``proto``).  Whatever else arrives meanwhile waits in the backlog."""
+        peer = self.shard.pubsub.peer
+        self.socket.send(peer, SNDMORE)
+        self.socket.send(self.codec.encode_push([(protocol.SCRIPT_CALL, b"%d" % proto, None,
+                                                  encode(list(args), 2))]))
+        while True:
+            if not self.socket.poll(POLL_INTERVAL_MS):
+                if self.shard.stopping:
+                    raise ReplyError("ERR the worker is stopping")
+                continue
+            identity = self.socket.recv()
+            frame = self.socket.recv()
+            if identity == peer and not (not self.trusted and self.socket.rcvmore):
+                try:
+                    seq, batch = self.codec.decode_batch(frame)
+                except Exception:  # noqa: BLE001 - not a batch: the main loop drops it
+                    seq, batch = b"", []
+                if seq == protocol.CALL_REPLY_SEQ and len(batch) == 1 and batch[0][1]:
+                    return batch[0][1][0]
+            self.backlog.append((identity, frame))
+
     def busy_reply(self, engine: object, args: list[bytes]) -> bytes:
         from shardis.commands.scripting import BUSY
 
@@ -316,22 +346,28 @@ class WorkerServer:
                     rewriter.tick(shard)
                 if pubsub.pushes:  # keyspace notifications of keys that expired
                     self.send_pushes()
-            if not sock.poll(POLL_INTERVAL_MS):
+            if not self.backlog and not sock.poll(POLL_INTERVAL_MS):
                 continue
             # Drain what is queued; the identity frame is read by itself and the message frame
             # after it (recv_multipart would check RCVMORE per frame: microseconds per message,
             # paid only on untrusted links, where a peer may send several frames).
+            backlog = self.backlog
             while True:
-                try:
-                    identity = recv(NOBLOCK)
-                except zmq.Again:
-                    break
-                frame = recv()
-                if check_frames and sock.rcvmore:
-                    self.drop(identity, frame, "a message of several frames")
-                    continue
+                if backlog:
+                    identity, frame = backlog.popleft()
+                else:
+                    try:
+                        identity = recv(NOBLOCK)
+                    except zmq.Again:
+                        break
+                    frame = recv()
+                    if check_frames and sock.rcvmore:
+                        self.drop(identity, frame, "a message of several frames")
+                        continue
                 try:
                     seq, batch = decode_batch(frame)
+                    if seq == CALL_REPLY_SEQ:
+                        raise ValueError("a remote call's reply with no script waiting")
                     pubsub.peer = identity
                     replies = execute_batch(batch)
                     events = blocking.take_events() if blocking.events else None

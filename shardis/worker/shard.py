@@ -66,6 +66,9 @@ class Shard:
         self.current: list[bytes] | None = None
         #: serves the worker's link while a script is busy (set by the worker's server).
         self.while_busy: Callable[[], None] | None = None
+        #: runs a script's command on another worker (``WorkerServer.remote_call``): only
+        #: for a script in global mode, which the router runs with every worker gated.
+        self.remote_call: Callable[[list[bytes], int], bytes] | None = None
         #: the worker was asked to stop: a running script is ended at its next hook.
         self.stopping = False
         #: a transaction is running here (``__tx_begin`` .. ``__tx_end``): blocked clients are
@@ -144,7 +147,7 @@ class Shard:
                 self.serve_blocked()
         return self.encode_other(reply, proto)
 
-    def run_inside(self, args: list[bytes]) -> object:
+    def run_inside(self, args: list[bytes], internal: bool = False) -> object:
         """Run one command from inside a script (``redis.call``) and return its reply value
         (a ReplyError for an error), not encoded: Lua converts it.
 
@@ -155,7 +158,7 @@ class Shard:
         """
         outer, self.current = self.current, args
         try:
-            reply = lookup(args).op(self.db, args)  # type: ignore[misc]
+            reply = lookup(args, internal).op(self.db, args)  # type: ignore[misc]
         except ReplyError as exc:
             reply = exc
         except Exception as exc:  # a bug must not take the shard down with it
