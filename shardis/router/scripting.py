@@ -1,16 +1,24 @@
 """Scripting on the router: where EVAL and friends run, and SCRIPT over every worker.
 
-A script runs on ONE worker, as in Redis Cluster, so that it is atomic without gating
-anything: all its KEYS must live on one worker, which gets the command whole
-(``Plan(forward_to=...)``); a script without keys runs on worker 0.  Keys on several workers
-are refused with Redis Cluster's CROSSSLOT error: a script could touch them in any order and
-interleave with other clients between its commands, which is exactly what scripts promise not
-to do.  (Redis Cluster is stricter — one slot; shardis asks for one worker.)
+Scripts run as on a single Redis, whatever workers their keys live on (README "How scripts
+run"):
+
+* *Local mode* (``Plan(forward_to=...)``): all declared keys on one worker (or none: worker
+  0): the worker runs the script between two commands of its batch, atomic for free.  Its
+  reply slot is a :class:`ScriptReply`: if the script met another worker's key, the worker
+  stopped it, undid its writes (its journal) and answered ``RETRY_GLOBAL``; the slot then runs
+  it again globally and its sha1 is remembered (``global_shas``).  A script not yet seen to
+  run locally on that worker holds its caller's next commands until it is answered, so none
+  of them overtakes a retried script.
+* *Global mode* (:func:`run_global`): declared keys on several workers, or a remembered sha1:
+  every worker gated, ``__tx_begin`` everywhere (blocked clients wait for the end), the
+  script on the worker of its first key with ``__script_global``; each call on another
+  worker's keys comes to the router as a script call (``Router.script_call``) and runs there.
 
 Ahead of every script the worker is told how many workers share the slots
-(``__script_topology``, on the same link, so it arrives first): that is how it refuses a
-``redis.call`` on a key of another worker.  For a caller with ACL limits the same message
-carries the user's rules (its ACL LIST line), which the worker checks each call against.
+(``__script_topology``, on the same link, so it arrives first): that is how it knows which
+keys are local.  For a caller with ACL limits the same message carries the user's rules (its
+ACL LIST line), which the worker checks each call against.
 
 One script cache for the whole server, as on a single Redis: each worker compiles what it
 runs, and the router keeps every script it has seen (sha1 -> body).  The first EVAL of a script
@@ -50,7 +58,7 @@ def script_plan(router: Any, args: list[bytes]) -> Plan:
     keys = args[3 : 3 + numkeys]
     workers = {router.worker_of(key) for key in keys}
     worker = router.worker_of(keys[0]) if keys else 0
-    sha = args[1].decode("latin-1").lower() if by_sha else sha1hex(args[1])
+    sha = _sha_of(args)
     if not by_sha:
         remember(router, args[1], sha, skip=worker)
     if len(workers) > 1 or sha in router.global_shas:
@@ -125,28 +133,52 @@ def send_topology(router: Any, worker: int, *more: list[bytes]) -> None:
         router.call(worker, command)
 
 
-async def run_global(router: Any, client: Any, args: list[bytes]) -> object:
+async def run_global(router: Any, client: Any, args: list[bytes],
+                     bracket: bool = True) -> object:
     """A script whose keys live on several workers, with every worker gated for it: it runs
     on the worker of its first key, and each command it calls on another worker's keys runs
     there through the router (``Router.script_call``), one round trip each.  Nothing else
     runs meanwhile, so it is as atomic as on one Redis; clients blocked on keys it fed are
-    served once it has ended (``__tx_begin``/``__tx_end`` on every worker)."""
+    served once it has ended (``__tx_begin``/``__tx_end`` on every worker, unless
+    ``bracket`` is off: inside EXEC, whose own brackets hold)."""
     worker = router.worker_of(args[3]) if parse_numkeys(args) else 0
     router.current_client = client
     send_topology(router, worker, [b"__script_global"])
-    begun = await router.call_all([b"__tx_begin"])
+    begun = await router.call_all([b"__tx_begin"]) if bracket else []
     router.script_worker = worker
     try:
         reply = await router.call(worker, args, client.proto, raw=True)
     finally:
         router.script_worker = None
-        if all(type(b) is int for b in begun):
+        if begun and all(type(b) is int for b in begun):
             await router.call_all([b"__tx_end"])
     return Raw(reply)
 
 
-for _name in ("eval", "evalsha", "eval_ro", "evalsha_ro"):
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro")
+for _name in SCRIPT_COMMANDS:
     coordinated(_name, script_plan)(run_global)
+
+
+async def run_in_transaction(router: Any, client: Any, args: list[bytes], proto: int) -> bytes:
+    """A script inside MULTI/EXEC (EXEC gated every worker for it): on its worker, or
+    globally at once if it must or once it turns out it must.  Its reply, encoded."""
+    plan = script_plan(router, args)
+    if plan.forward_to is not None:
+        data = await router.call(plan.forward_to, args, proto, raw=True)
+        if not data.startswith(_RETRY_REPLY):
+            return data
+        router.global_shas.add(_sha_of(args))
+    saved, client.proto = client.proto, proto
+    try:
+        return bytes(await run_global(router, client, args, bracket=False))
+    finally:
+        client.proto = saved
+
+
+def _sha_of(args: list[bytes]) -> str:
+    by_sha = args[0].lower().startswith(b"evalsha")
+    return args[1].decode("latin-1").lower() if by_sha else sha1hex(args[1])
 
 
 def all_workers_plan(router: Any, args: list[bytes]) -> Plan:
