@@ -60,6 +60,9 @@ class Directive:
     high: int = LLONG_MAX
     choices: tuple[str, ...] = ()
     mutable: bool = True
+    #: Redis's PROTECTED_CONFIG: CONFIG SET refuses it unless ``enable-protected-configs``
+    #: allows it (``yes``, or ``local`` for a client on a loopback address or unix socket).
+    protected: bool = False
     alias: str | None = None
     #: for ``custom`` directives: (text -> value, value -> text).
     codec: tuple[Callable[[str], Any], Callable[[Any], str]] | None = None
@@ -72,7 +75,13 @@ class Directive:
                 raise ConfigError("argument must be 'yes' or 'no'")
             return lowered == "yes"
         if self.kind in ("int", "memory"):
-            value = parse_memory(text) if self.kind == "memory" else parse_integer(text)
+            if self.kind == "memory":
+                try:
+                    value = parse_memory(text)
+                except ConfigError:
+                    raise ConfigError("argument must be a memory value") from None
+            else:
+                value = parse_integer(text)
             if not self.low <= value <= self.high:
                 raise ConfigError(
                     f"argument must be between {self.low} and {self.high} inclusive")
@@ -145,6 +154,13 @@ def parse_save(text: str) -> list[tuple[int, int]]:
     return rules
 
 
+def parse_dbfilename(text: str) -> str:
+    """Redis's ``isValidDBfilename``: a file name, not a path."""
+    if "/" in text or "\\" in text:
+        raise ConfigError("dbfilename can't be a path, just a filename")
+    return text
+
+
 def format_save(rules: list[tuple[int, int]]) -> str:
     return " ".join(f"{seconds} {changes}" for seconds, changes in rules)
 
@@ -161,7 +177,7 @@ _D = Directive
 DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("bind", "127.0.0.1", mutable=False, help="address(es) to listen on"),
     _D("port", 6379, "int", 0, 65535, mutable=False, help="TCP port (0: no plain TCP)"),
-    _D("dir", ".", mutable=False, help="data directory"),
+    _D("dir", ".", mutable=False, protected=True, help="data directory"),
     _D("maxclients", 10000, "int", 1, INT_MAX, help="most clients connected at once"),
     _D("timeout", 0, "int", 0, INT_MAX, help="close clients idle this many seconds (0: never)"),
     _D("proto-max-bulk-len", 512 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
@@ -177,15 +193,27 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("aclfile", "", mutable=False, help="file of ACL users"),
     _D("protected-mode", True, "bool",
        help="refuse non-loopback clients when no password is set"),
-    _D("appendonly", False, "bool", mutable=False,
+    _D("enable-protected-configs", "no", "enum", choices=("no", "yes", "local"),
+       mutable=False, help="whether CONFIG SET may change dbfilename: no, yes, or local "
+                           "(clients on loopback or a unix socket)"),
+    _D("enable-debug-command", "no", "enum", choices=("no", "yes", "local"), mutable=False,
+       help="whether DEBUG (DEBUG RELOAD) may run: no, yes, or local (loopback clients)"),
+    _D("appendonly", False, "bool",
        help="log every write to an append-only file per worker, reloaded at restart"),
-    _D("appendfsync", "everysec", "enum", choices=("always", "everysec", "no"), mutable=False,
+    _D("appendfsync", "everysec", "enum", choices=("everysec", "always", "no"),
        help="when the AOF is fsynced: always (before each reply), everysec or no (the OS)"),
     _D("appenddirname", "appendonlydir", mutable=False,
        help="folder of each worker's AOF files, in DIR/worker-INDEX/"),
-    _D("dbfilename", "dump.rdb", mutable=False,
-       help="name of each worker's RDB snapshot, in DIR/worker-INDEX/"),
-    _D("save", DEFAULT_SAVE, "custom", mutable=False, codec=(parse_save, format_save),
+    _D("aof-use-rdb-preamble", True, "bool",
+       help="an AOF rewrite writes its base as RDB (yes) or as RESP commands (no)"),
+    _D("auto-aof-rewrite-percentage", 100, "int", 0, INT_MAX,
+       help="rewrite a worker's AOF when it grew this % over its size after the last "
+            "rewrite (0: never)"),
+    _D("auto-aof-rewrite-min-size", 64 * 1024 * 1024, "memory", 0, LLONG_MAX,
+       help="no automatic AOF rewrite below this size"),
+    _D("dbfilename", "dump.rdb", protected=True, codec=(parse_dbfilename, str),
+       kind="custom", help="name of each worker's RDB snapshot, in DIR/worker-INDEX/"),
+    _D("save", DEFAULT_SAVE, "custom", codec=(parse_save, format_save),
        help="snapshot rules: '<seconds> <changes> ...' (BGSAVE after that many seconds if at "
             "least that many changes); '' disables them"),
     _D("worker-restart-timeout", 30, "int", 0, INT_MAX,
@@ -205,6 +233,12 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
 
 #: The directives ``shardis up`` passes on to every worker (``shardis worker --NAME VALUE``).
 PERSISTENCE_FLAGS = ("appendonly", "appendfsync", "appenddirname", "dbfilename", "save")
+#: Every directive a worker keeps: CONFIG SET forwards a change to every worker
+#: (``__config_set``), and a worker ``shardis up`` restarts gets the current values.  Those
+#: not in PERSISTENCE_FLAGS reach it in the environment (:data:`WORKER_CONFIG_ENV`).
+WORKER_DIRECTIVES = (*PERSISTENCE_FLAGS, "aof-use-rdb-preamble", "auto-aof-rewrite-percentage",
+                     "auto-aof-rewrite-min-size")
+WORKER_CONFIG_ENV = "SHARDIS_WORKER_CONFIG"
 
 ALIASES = {d.alias: d.name for d in DIRECTIVES.values() if d.alias}
 

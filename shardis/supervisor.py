@@ -7,7 +7,10 @@ A worker that dies unexpectedly is restarted: with ``appendonly yes`` it reloads
 (``DIR/worker-<index>/appendonlydir``), otherwise its last snapshot (``dump.rdb``) if it has
 one, else it starts empty; the router restores what it
 keeps on workers.  SIGTERM or Ctrl-C stops the router, then every
-worker, waits for them, and removes the run directory: no orphan processes or ipc files.
+worker (each saves its ``dump.rdb`` first when save rules are set, as Redis does on SIGTERM),
+waits for them, and removes the run directory: no orphan processes or ipc files.  CONFIG SET
+of a directive the workers keep (``save``, ``appendonly``...) reaches the workers running, and
+a worker restarted later is started with the current value.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ log = logging.getLogger("shardis.supervisor")
 
 #: The longest wait before restarting a worker that keeps exiting, in seconds.
 MAX_BACKOFF = 60.0
+#: How long a stopping worker may take (its final save) before it is killed, in seconds.
+STOP_TIMEOUT = 300.0
 
 
 class Supervisor:
@@ -59,8 +64,27 @@ class Supervisor:
                 "--listen", self.addresses[index], "--index", str(index), "--dir",
                 self.data_dir, *persistence, "--supervised"]
 
+    def environment_for(self) -> dict[str, str]:
+        """The worker directives that are not command-line flags of ``shardis worker``
+        (``WORKER_DIRECTIVES`` beyond ``PERSISTENCE_FLAGS``), as ``name=value`` lines."""
+        from shardis.config import (
+            DIRECTIVES,
+            PERSISTENCE_FLAGS,
+            WORKER_CONFIG_ENV,
+            WORKER_DIRECTIVES,
+        )
+
+        lines = [f"{name}={DIRECTIVES[name].format(self.config.get(name, DIRECTIVES[name].default))}"
+                 for name in WORKER_DIRECTIVES if name not in PERSISTENCE_FLAGS]
+        return {**os.environ, WORKER_CONFIG_ENV: "\n".join(lines)}
+
+    def config_changed(self, name: str, value: Any) -> None:
+        """CONFIG SET changed a directive workers keep: a worker restarted later gets it."""
+        self.config[name] = value
+
     def start(self, name: str) -> None:
-        self.children[name] = subprocess.Popen(self.command_for(name))
+        self.children[name] = subprocess.Popen(self.command_for(name),
+                                               env=self.environment_for())
         log.info("started %s (pid %d)", name, self.children[name].pid)
 
     def port_free(self, port: int) -> bool:
@@ -148,6 +172,9 @@ class Supervisor:
             return 0
         config: dict[str, Any] = {**self.config, "bind": self.host, "port": self.port,
                                   "dir": self.data_dir}
+        from shardis.router.server import WORKER_CONFIG_LISTENERS
+
+        WORKER_CONFIG_LISTENERS.append(self.config_changed)
         ready = asyncio.Event()
         router = asyncio.create_task(
             serve(self.addresses, self.host, self.port, config, ready, stop))
@@ -205,7 +232,9 @@ class Supervisor:
         for name in order:
             proc = self.children[name]
             try:
-                proc.wait(timeout=10)
+                # A worker with save rules writes its dump.rdb before it exits (as Redis on
+                # SIGTERM): give a large dataset the time it takes.
+                proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in time; killing it", name)
                 proc.kill()

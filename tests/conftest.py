@@ -21,6 +21,15 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+@pytest.fixture(autouse=True)
+def _scratch_cwd(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test runs in an empty directory of its own: a server a test starts without
+    ``--dir`` keeps its files in the current directory (a worker writes its ``dump.rdb``
+    there when it is stopped, as Redis does), which must be neither the repository nor
+    another test's."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def oracle() -> Server:
     server = start_redis()

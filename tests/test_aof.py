@@ -490,3 +490,77 @@ def test_redis_loads_and_checks_an_annotated_folder(tmp_path) -> None:
         assert client.mget("a", "b", "c", "d") == [b"1", b"2", b"3", b"4"]
     finally:
         server.stop()
+
+
+@needs_redis
+def test_rdb_preamble_base_then_resp_tail_and_incr_load_here_and_in_redis(tmp_path) -> None:
+    """A base that starts with an RDB preamble (a rewrite's ``.base.rdb``, or an old
+    single-file AOF's preamble followed by commands): the RDB part goes to the loader, the
+    rest is read as commands, then the incr files."""
+    from shardis.persist.rdb import RdbReader, RdbWriter
+
+    folder = AofDir(str(tmp_path))
+    os.makedirs(folder.path)
+    base = folder.file_path("appendonly.aof.1.base.rdb")
+    with open(base, "wb") as fh:
+        writer = RdbWriter(fh)
+        writer.begin(2, 1)
+        writer.key(b"k", b"from-rdb")
+        writer.key(b"ttl", b"x", now_ms() + 100_000)
+        writer.end()
+        fh.write(encode_command([b"SET", b"tail", b"1"]))
+    manifest = Manifest()
+    manifest.new_base("appendonly.aof", "rdb")
+    writer_file = folder.start_new_incr(manifest)
+    writer_file.append([[b"SET", b"k", b"from-incr"]])
+    writer_file.close()
+    # Without a loader (the data tools replay commands): the keys as RESTORE commands.
+    restored = list(folder.read())
+    assert [args[:2] for args in restored[:2]] == [[b"RESTORE", b"k"], [b"RESTORE", b"ttl"]]
+    assert restored[0][2] == b"0" and restored[1][4] == b"ABSTTL"
+    assert restored[2:] == [[b"SET", b"tail", b"1"], [b"SELECT", b"0"],
+                            [b"SET", b"k", b"from-incr"]]
+    loaded = []
+
+    def loader(fh, name: str) -> None:
+        assert name == "appendonly.aof.1.base.rdb"
+        loaded.extend((key, value) for key, value, _ in RdbReader(fh))
+
+    assert list(folder.read(rdb=loader)) == [[b"SET", b"tail", b"1"], [b"SELECT", b"0"],
+                                             [b"SET", b"k", b"from-incr"]]
+    assert loaded == [(b"k", b"from-rdb"), (b"ttl", b"x")]
+    assert check_aof(folder).returncode == 0
+    server = start_redis("--appendonly", "yes", "--dir", str(tmp_path))
+    try:
+        client = redis.Redis(port=server.port)
+        assert sorted(client.keys()) == [b"k", b"tail", b"ttl"]
+        assert client.get("k") == b"from-incr"
+    finally:
+        server.stop()
+
+
+def test_a_worker_start_removes_history_and_temporary_files(tmp_path) -> None:
+    """What a crash in the middle of a rewrite can leave: history files still in the manifest,
+    a temporary base, a temporary incr file of an AOF being switched on."""
+    from shardis.worker.aoflog import AofLog
+
+    folder = AofDir(str(tmp_path))
+    manifest, writer = folder.open_for_append("always")
+    writer.append([[b"SET", b"a", b"1"]])
+    writer.close()
+    manifest.new_base("appendonly.aof")  # a base named but demoted below
+    with open(folder.file_path("appendonly.aof.1.base.aof"), "wb") as fh:
+        fh.write(encode_command([b"SET", b"b", b"2"]))
+    manifest.history.append(aof.AofInfo("appendonly.aof.1.base.aof", 1, aof.HIST))
+    manifest.base = None
+    folder.write_manifest(manifest)
+    for name in ("temp-rewriteaof-bg-123.aof", "temp-appendonly.aof.incr"):
+        with open(folder.file_path(name), "wb") as fh:
+            fh.write(b"junk")
+    log = AofLog(str(tmp_path), policy="always")
+    log.open_for_append()
+    log.close()
+    assert sorted(os.listdir(folder.path)) == ["appendonly.aof.1.incr.aof",
+                                               "appendonly.aof.manifest"]
+    assert folder.load_manifest().dumps() == b"file appendonly.aof.1.incr.aof seq 1 type i\n"
+    assert list(folder.read()) == [[b"SELECT", b"0"], [b"SET", b"a", b"1"]]

@@ -4,6 +4,8 @@ describe two different servers); the fields shardis adds or leaves out are liste
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -82,3 +84,45 @@ def test_info_values_a_client_reads(same_keyspace):
     assert 0 < info["db0"]["avg_ttl"] <= 100_000
     assert info["used_memory_peak"] >= info["used_memory"] > 0
     assert len(info["run_id"]) == 40
+
+
+def persistence_fields(port: int) -> list[str]:
+    """INFO persistence's field names, in the order printed."""
+    with RawClient(port) as client:
+        text = decode(client.call("INFO", "persistence")).decode()
+    return [line.partition(":")[0] for line in text.split("\r\n")[1:] if line]
+
+
+@pytest.mark.parametrize("appendonly", ["no", "yes"])
+def test_info_persistence_fields_and_order_match_redis(appendonly):
+    """The exact list of Redis 7.0 (with the aof_current_size... block when the AOF is on),
+    and values that say what the workers did."""
+    from tests.servers import start_redis, start_shardis
+
+    oracle = start_redis("--appendonly", appendonly)
+    ours = start_shardis(2, "--appendonly", appendonly)
+    try:
+        assert persistence_fields(ours.port) == persistence_fields(oracle.port)
+        client = redis.Redis(port=ours.port)
+        client.mset({f"k{i}": "v" * 1000 for i in range(200)})
+        assert client.bgsave()
+        assert client.bgrewriteaof()
+        deadline = time.monotonic() + 20
+        while True:
+            info = client.info("persistence")
+            if info["rdb_saves"] == 2 and info["aof_rewrites"] == 2 and not (
+                    info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]
+                    or info["rdb_bgsave_in_progress"]):
+                break
+            assert time.monotonic() < deadline, info
+            time.sleep(0.05)
+        assert info["rdb_last_bgsave_status"] == info["aof_last_bgrewrite_status"] == "ok"
+        assert info["rdb_last_cow_size"] > 0 and info["aof_last_cow_size"] > 0
+        assert info["rdb_changes_since_last_save"] == 0
+        assert info["aof_enabled"] == (appendonly == "yes")
+        if appendonly == "yes":
+            assert info["aof_current_size"] >= info["aof_base_size"] > 0
+        assert persistence_fields(ours.port) == persistence_fields(oracle.port)
+    finally:
+        oracle.stop()
+        ours.stop()

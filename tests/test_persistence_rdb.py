@@ -208,3 +208,160 @@ def test_appendonly_wins_over_dump_rdb_and_the_worker_count_is_checked():
         assert redis.Redis(port=server.port).get("from-rdb") is None
     finally:
         server.stop()
+
+
+# Stopping: SIGTERM and SHUTDOWN save as Redis does ------------------------------------------
+def stopped(server: Server, timeout: float = 30.0) -> int:
+    """Wait for the server process to exit (without removing its dir); its exit code."""
+    return server.proc.wait(timeout=timeout)
+
+
+@pytest.mark.parametrize("rules", ["default", "none"])
+def test_sigterm_saves_when_save_rules_exist(tmp_path, rules):
+    """As Redis: SIGTERM to ``shardis up`` writes every worker's dump.rdb first when save
+    rules are set; a start with appendonly no then loads them.  Without rules: no file."""
+    workdir = str(tmp_path)
+    args = () if rules == "default" else ("--save", "")
+    server = start_on(workdir, *args)
+    client = redis.Redis(port=server.port)
+    fill(client)
+    expected = snapshot(client)
+    server.proc.send_signal(signal.SIGTERM)
+    assert stopped(server) == 0
+    exists = [os.path.exists(dump_path(server, i)) for i in range(2)]
+    if rules == "none":
+        assert exists == [False, False]
+        return
+    assert exists == [True, True]
+    for index in range(2):
+        check_rdb(dump_path(server, index))
+    again = start_on(workdir, "--appendonly", "no")
+    try:
+        assert snapshot(redis.Redis(port=again.port)) == expected
+    finally:
+        again.stop()
+
+
+def test_sigterm_to_a_standalone_worker_saves(tmp_path):
+    import zmq
+
+    from shardis import protocol
+    from tests.test_worker_link import dealer, start_worker
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_worker(address, str(tmp_path / "w.log"), "--dir", str(tmp_path))
+    sock = dealer(zmq.Context.instance(), address)
+    codec = protocol.codec_for(False)
+    try:
+        sock.send(codec.encode_batch(1, [(2, [b"SET", b"k", b"v"])]))
+        assert codec.decode_replies(sock.recv())[1] == [b"+OK\r\n"]
+    finally:
+        sock.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert read_rdb(str(tmp_path / "worker-0" / "dump.rdb")) == [(b"k", b"v", None)]
+
+
+def test_shutdown_nosave_saves_nothing_and_save_saves_without_rules(tmp_path):
+    workdir = str(tmp_path / "a")
+    os.makedirs(workdir)
+    server = start_on(workdir)  # default save rules
+    client = redis.Redis(port=server.port)
+    client.mset({f"k{i}": i for i in range(20)})
+    with pytest.raises(redis.ConnectionError):
+        client.execute_command("SHUTDOWN", "NOSAVE")
+    assert stopped(server) == 0
+    assert not any(os.path.exists(dump_path(server, i)) for i in range(2))
+
+    workdir = str(tmp_path / "b")
+    os.makedirs(workdir)
+    server = start_on(workdir, "--save", "")
+    client = redis.Redis(port=server.port)
+    client.mset({f"k{i}": i for i in range(20)})
+    expected = snapshot(client)
+    with pytest.raises(redis.ConnectionError):
+        client.execute_command("SHUTDOWN", "SAVE")
+    assert stopped(server) == 0
+    again = start_on(workdir, "--save", "")
+    try:
+        assert snapshot(redis.Redis(port=again.port)) == expected
+    finally:
+        again.stop()
+
+
+def test_shutdown_errors_as_redis(tmp_path):
+    """A SHUTDOWN that cannot save fails (the server goes on), FORCE stops anyway; ABORT
+    and bad flags: Redis's errors.  The failing save: dump.rdb is a directory."""
+    oracle = start_redis("--save", "3600 1")
+    ours = start_on(str(tmp_path))
+    try:
+        clients = {"redis": redis.Redis(port=oracle.port), "shardis": redis.Redis(port=ours.port)}
+        blocked = {"redis": [os.path.join(oracle.workdir, "dump.rdb")],
+                   "shardis": [dump_path(ours, i) for i in range(2)]}
+        seen: dict[str, list] = {}
+        for name, client in clients.items():
+            client.mset({f"k{i}": i for i in range(20)})
+            for path in blocked[name]:
+                os.makedirs(os.path.join(path, "x"))
+            seen[name] = []
+            for args in (["SHUTDOWN"], ["SHUTDOWN", "SAVE"], ["SHUTDOWN", "ABORT"],
+                         ["SHUTDOWN", "NOSAVE", "SAVE"], ["SHUTDOWN", "ABORT", "NOW"],
+                         ["SHUTDOWN", "BOGUS"], ["SHUTDOWN", "NOW"]):
+                try:
+                    seen[name].append(client.execute_command(*args))
+                except redis.ResponseError as exc:
+                    seen[name].append(str(exc))
+            assert client.get("k1") == b"1"  # still serving
+        assert seen["shardis"] == seen["redis"]
+        assert seen["redis"][0] == "Errors trying to SHUTDOWN. Check logs."
+        for server, client in ((oracle, clients["redis"]), (ours, clients["shardis"])):
+            with pytest.raises(redis.ConnectionError):
+                client.execute_command("SHUTDOWN", "FORCE")
+            assert stopped(server) == 0
+    finally:
+        oracle.stop()
+        ours.stop()
+
+
+def test_debug_reload_as_redis(tmp_path):
+    """DEBUG is refused unless enable-debug-command allows it (Redis 7.0's text); DEBUG
+    RELOAD saves, empties and loads every worker's dump.rdb; NOSAVE loads the file as is."""
+    oracle = start_redis()
+    ours = start_shardis(2, "--save", "")
+    try:
+        texts = []
+        for server in (oracle, ours):
+            with pytest.raises(redis.ResponseError) as refused:
+                redis.Redis(port=server.port).execute_command("DEBUG", "RELOAD")
+            texts.append(str(refused.value))
+        assert texts[0] == texts[1]
+        assert "enable-debug-command" in texts[0]
+    finally:
+        oracle.stop()
+        ours.stop()
+    oracle = start_redis("--enable-debug-command", "yes")
+    ours = start_on(str(tmp_path), "--save", "", "--enable-debug-command", "yes")
+    try:
+        seen: dict[str, list] = {}
+        for name, server in (("redis", oracle), ("shardis", ours)):
+            client = redis.Redis(port=server.port)
+            fill(client)
+            expected = snapshot(client)
+            out = seen[name] = []
+            out.append(client.execute_command("DEBUG", "RELOAD"))
+            out.append(snapshot(client) == expected)
+            client.set("s1", "changed")
+            client.delete("list")
+            out.append(client.execute_command("DEBUG", "RELOAD", "NOSAVE"))
+            out.append(snapshot(client) == expected)  # back to the file's content
+            for args in (["DEBUG", "RELOAD", "BOGUS"], ["DEBUG", "NOSUCH"], ["DEBUG"]):
+                try:
+                    out.append(client.execute_command(*args))
+                except redis.ResponseError as exc:
+                    out.append(str(exc))
+        assert seen["shardis"] == seen["redis"]
+        assert seen["redis"][:4] == [b"OK", True, b"OK", True]
+        check_rdb(dump_path(ours, 0))
+    finally:
+        oracle.stop()
+        ours.stop()

@@ -2,19 +2,26 @@
 
 Most of these are answered by the router alone (``Fanout.ROUTER``: PING, HELLO, CLIENT,
 COMMAND...) and are implemented in ``shardis.router.server``; this module holds their table
-entries and the worker-side share of INFO (``__info``).
+entries and the worker-side commands the router sends: INFO's share (``__info``), and the
+persistence commands every worker runs (``__save``, ``__bgsave``, ``__bgrewriteaof``,
+``__shutdown``, ``__debug_reload``, ``__config_set``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import time
 
 from shardis.commands import Fanout, command, container
 from shardis.errors import ReplyError
-from shardis.resp import OK
+from shardis.persist.rdb import RdbError
+from shardis.resp import OK, Status
 from shardis.worker.keyspace import Keyspace
+from shardis.worker.snapshot import load_rdb, prepare_shutdown
+
+log = logging.getLogger("shardis.worker")
 
 R = Fanout.ROUTER
 CONN = "connection"
@@ -31,8 +38,9 @@ command("reset", 1, "noscript loading stale fast no_auth allow_busy", fanout=R,
         acl="fast connection", group=CONN)(None)
 command("auth", -2, "noscript loading stale fast no_auth allow_busy", fanout=R,
         acl="fast connection", group=CONN)(None)
-command("shutdown", -1, "admin noscript loading stale no_multi allow_busy", fanout=R,
-        acl="admin slow dangerous", group="server")(None)
+# SHUTDOWN: every worker prepares (saves, fsyncs) first (shardis.router.server).
+command("shutdown", -1, "admin noscript loading stale no_multi allow_busy",
+        fanout=Fanout.COORDINATED, acl="admin slow dangerous", group="server")(None)
 command("time", 1, "loading stale fast", fanout=R, acl="fast", group="server",
         tips="nondeterministic_output")(None)
 command("info", -1, "loading stale", fanout=Fanout.COORDINATED, acl="slow dangerous",
@@ -98,6 +106,11 @@ command("bgsave", -1, "admin noscript no_async_loading", fanout=Fanout.COORDINAT
         acl="admin slow dangerous", group="server")(None)
 command("lastsave", 1, "loading stale fast", fanout=Fanout.COORDINATED,
         acl="admin fast dangerous", group="server", tips="nondeterministic_output")(None)
+command("bgrewriteaof", 1, "admin noscript no_async_loading", fanout=Fanout.COORDINATED,
+        acl="admin slow dangerous", group="server")(None)
+# DEBUG: RELOAD (and HELP) only, refused unless enable-debug-command allows it.
+command("debug", -2, "admin noscript loading stale", fanout=Fanout.COORDINATED,
+        acl="admin slow dangerous", group="server")(None)
 
 _STARTED = time.time()
 
@@ -116,10 +129,67 @@ def shard_save_command(db: Keyspace, args: list[bytes]) -> object:
     return OK
 
 
-@command("__bgsave", 1, "write internal", fanout=Fanout.SINGLE)
+@command("__bgsave", -1, "write internal", fanout=Fanout.SINGLE)
 def shard_bgsave_command(db: Keyspace, args: list[bytes]) -> object:
-    """Start writing this worker's ``dump.rdb`` in a forked child."""
-    _snapshots(db).bgsave(db.shard)  # type: ignore[attr-defined]
+    """``__bgsave [schedule]``: start writing this worker's ``dump.rdb`` in a forked child
+    (the status reply: started, or scheduled while an AOF rewrite runs)."""
+    schedule = len(args) > 1 and args[1].lower() == b"schedule"
+    return Status(_snapshots(db).bgsave(db.shard, schedule).encode())  # type: ignore[attr-defined]
+
+
+@command("__bgrewriteaof", 1, "write internal", fanout=Fanout.SINGLE)
+def shard_bgrewriteaof_command(db: Keyspace, args: list[bytes]) -> object:
+    """Rewrite this worker's AOF in a forked child (``shardis.worker.aoflog.AofRewriter``);
+    the fork happens once this batch's writes are in the current incr file."""
+    rewriter = db.shard.rewriter  # type: ignore[attr-defined]
+    if rewriter is None:
+        raise ReplyError("ERR this worker has no AOF directory")
+    return Status(rewriter.request(db.shard).encode())  # type: ignore[attr-defined]
+
+
+@command("__shutdown", -2, "write internal", fanout=Fanout.SINGLE)
+def shard_shutdown_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__shutdown save|nosave [force]``: SHUTDOWN's work on this worker (save, fsync the
+    AOF); the process stops when told to (SIGTERM), without saving again."""
+    flags = {arg.lower() for arg in args[1:]}
+    prepare_shutdown(db.shard, save=b"save" in flags,  # type: ignore[attr-defined]
+                     force=b"force" in flags)
+    return OK
+
+
+@command("__debug_reload", -1, "write internal", fanout=Fanout.SINGLE)
+def shard_debug_reload_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__debug_reload [merge] [noflush] [nosave]``: DEBUG RELOAD on this worker: save
+    ``dump.rdb``, empty the keyspace, load the file back (Redis's ``debugCommand``)."""
+    shard = db.shard  # type: ignore[attr-defined]
+    snapshots = _snapshots(db)
+    options = {arg.lower() for arg in args[1:]}
+    if b"nosave" not in options:
+        try:
+            snapshots.save(shard)  # type: ignore[attr-defined]
+        except ReplyError:
+            raise ReplyError("ERR") from None
+    before = list(db.data) if db.watched else []
+    if b"noflush" not in options and b"merge" not in options:
+        db.clear()
+    try:
+        with open(snapshots.path, "rb") as fh:  # type: ignore[attr-defined]
+            load_rdb(db, fh, snapshots.path)  # type: ignore[attr-defined]
+    except (OSError, RdbError) as exc:
+        log.warning("DEBUG RELOAD: %s", exc)
+        raise ReplyError("ERR Error trying to load the RDB dump") from None
+    for key in before + list(db.watched):
+        entry = db.watched.get(key)
+        if entry is not None:
+            entry[1] += 1  # WATCH: the reload replaced every key
+    log.warning("DB reloaded by DEBUG RELOAD")
+    return OK
+
+
+@command("__config_set", 3, "write internal", fanout=Fanout.SINGLE)
+def shard_config_set_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__config_set directive value``: CONFIG SET of a directive the worker keeps."""
+    db.shard.apply_config(args[1].decode(errors="replace"), args[2])  # type: ignore[attr-defined]
     return OK
 
 
@@ -194,6 +264,9 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     snapshots = db.shard.snapshots  # type: ignore[attr-defined]
     persistence = snapshots.info(db.shard) if snapshots is not None else {}
+    rewriter = getattr(db.shard, "rewriter", None)  # type: ignore[attr-defined]
+    if rewriter is not None:
+        persistence.update(rewriter.info(db.shard))  # type: ignore[attr-defined]
     return {
         **persistence,
         b"keys": len(db.data),

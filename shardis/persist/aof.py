@@ -18,8 +18,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +335,10 @@ class AofDir:
         manifest.history.clear()
         self.write_manifest(manifest)
 
-    def read(self, truncate_tail: bool = True,
-             annotations: bool = False) -> Iterator[list[bytes]]:
-        """The commands of base + incr files in manifest order (see :func:`read_aof_file`)."""
+    def read(self, truncate_tail: bool = True, annotations: bool = False,
+             rdb: RdbLoader | None = None) -> Iterator[list[bytes]]:
+        """The commands of base + incr files in manifest order (see :func:`read_aof_file`);
+        ``rdb`` loads a file that starts with an RDB preamble (a ``.base.rdb``)."""
         manifest = self.load_manifest()
         if manifest is None:
             return
@@ -345,7 +347,20 @@ class AofDir:
             last = index == len(files) - 1
             yield from read_aof_file(self.file_path(info.name), info.name,
                                      truncate_tail=truncate_tail and last,
-                                     annotations=annotations)
+                                     annotations=annotations, rdb=rdb)
+
+    def sizes(self, manifest: Manifest) -> tuple[int, int]:
+        """(base file size, base + incr files size): Redis's ``aof_current_size``."""
+        base = total = 0
+        for info in manifest.loaded_files():
+            try:
+                size = os.stat(self.file_path(info.name)).st_size
+            except OSError:
+                continue
+            total += size
+            if info.type == BASE:
+                base = size
+        return base, total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,10 +644,18 @@ class _Truncated(Exception):
     """Internal: EOF inside a command."""
 
 
+#: ``loader(fh, name)``: load the RDB stream at ``fh``'s position, leave ``fh`` after it.
+RdbLoader = Callable[[BinaryIO, str], None]
+
+
 def read_aof_file(path: str, name: str, truncate_tail: bool = False,
-                  annotations: bool = False) -> Iterator[list[bytes]]:
-    """Yield the commands of one RESP AOF file; ``#`` annotation lines are skipped, or with
-    ``annotations`` yielded as ``[ANNOTATION, text without '#' and CRLF]``.
+                  annotations: bool = False,
+                  rdb: RdbLoader | None = None) -> Iterator[list[bytes]]:
+    """Yield the commands of one AOF file; ``#`` annotation lines are skipped, or with
+    ``annotations`` yielded as ``[ANNOTATION, text without '#' and CRLF]``.  A file that starts
+    with an RDB preamble (``REDIS``) is handed to ``rdb`` first (without one, its keys are
+    yielded as ``RESTORE key ttl payload [ABSTTL]`` commands), and what follows it is read as
+    commands, as Redis's ``loadSingleAppendOnlyFile``.
 
     A batch annotation (:func:`batch_annotation`) announces how many bytes its batch takes: a
     batch cut short by the end of the file is a torn tail from its annotation on, so a batch
@@ -652,19 +675,43 @@ def read_aof_file(path: str, name: str, truncate_tail: bool = False,
     with fh:
         try:
             size = os.fstat(fh.fileno()).st_size
+            start = 0
             if fh.read(5) == b"REDIS":
-                raise AofError(f"{name} is an RDB base file: not supported by this reader yet")
-            fh.seek(0)
-            valid = yield from _read_commands(fh, name, size, annotations)
+                fh.seek(0)
+                # Redis 7: a .base.rdb, or an old single file's RDB preamble.
+                if rdb is not None:
+                    rdb(fh, name)
+                else:
+                    yield from _rdb_as_commands(fh, name)
+                start = fh.tell()
+            else:
+                fh.seek(0)
+            valid = yield from _read_commands(fh, name, size, annotations, start)
         except OSError as exc:
             raise AofError(f"error reading the append only file {name}: {exc}") from exc
     if valid < size:
         _cut_tail(path, name, valid, truncate_tail)
 
 
-def _read_commands(fh, name: str, size: int, annotations: bool) -> Iterator[list[bytes]]:
+def _rdb_as_commands(fh: BinaryIO, name: str) -> Iterator[list[bytes]]:
+    """The keys of an RDB preamble as commands: ``RESTORE key ttl payload [ABSTTL]`` (for a
+    reader that replays commands and has no use for the keys themselves)."""
+    from shardis.persist.dump import dump_payload
+    from shardis.persist.rdb import RdbError, RdbReader
+
+    try:
+        for key, value, expire_ms in RdbReader(fh):
+            ttl = [b"0"] if expire_ms is None else [b"%d" % expire_ms]
+            yield [b"RESTORE", key, *ttl, dump_payload(value),
+                   *([b"ABSTTL"] if expire_ms is not None else [])]
+    except RdbError as exc:
+        raise AofError(f"bad RDB preamble in the AOF file {name}: {exc}") from None
+
+
+def _read_commands(fh, name: str, size: int, annotations: bool,
+                   start: int = 0) -> Iterator[list[bytes]]:
     """Yield commands; return the offset after the last complete one (transactions whole)."""
-    valid = 0
+    valid = start
     multi: list[list[bytes]] | None = None
     while True:
         try:

@@ -3,9 +3,8 @@ workers (``__info``) where shardis has them.
 
 Clients such as redis-py's test tooling read fields by name (``cluster_enabled``...), so every
 field Redis 7.0 prints by default is here.  A field shardis has no counterpart for carries the
-value a Redis server in the same situation reports: persistence as a server without RDB or
-AOF, replication as a master without replicas, zero for counters shardis does not keep (net
-bytes, keyspace hits).  Not produced: ``commandstats`` and ``latencystats`` (per-command
+value a Redis server in the same situation reports: replication as a master without
+replicas, zero for counters shardis does not keep (net bytes, keyspace hits).  Not produced: ``commandstats`` and ``latencystats`` (per-command
 counters would cost every command on the router's fast paths), and Errorstats' per-prefix
 lines (shardis counts error replies in total only: ``total_error_replies``).
 """
@@ -167,38 +166,56 @@ def _memory(router: Any, shards: list[dict]) -> Fields:
 
 
 def _persistence(router: Any, shards: list[dict]) -> Fields:
-    """Each worker snapshots its own keyspace (``shardis.worker.snapshot``); combined: changes,
-    saves and loaded keys are summed, a save is in progress if one is on any worker, the last
-    save time is the oldest worker's (every worker has a snapshot at least that recent), the
-    status is ``err`` if any worker's last background save failed, durations are the longest.
-    ``aof_enabled`` as configured (each worker keeps its own AOF; no rewrite exists yet)."""
+    """Redis 7.0's fields in its order, combined over the workers (each persists its own
+    keyspace: ``shardis.worker.snapshot``, ``shardis.worker.aoflog``): counts and sizes are
+    summed, a job is in progress (or scheduled) if it is on any worker, the last save time is
+    the oldest worker's (every worker has a snapshot at least that recent), a status is
+    ``err`` if any worker's last one failed, durations are the longest.  Copy-on-write sizes
+    are measured by each child (its Private_Dirty when done); the live ``current_cow_*`` and
+    save-progress fields are not tracked (0)."""
     def field(name: str, combine: Any, default: Any) -> Any:
         values = [s[name.encode()] for s in shards if name.encode() in s]
         return combine(values) if values else default
 
     started = int(router.stats.started)
-    ok = field("rdb_last_bgsave_ok", min, 1)
-    return [
+    rdb_ok = field("rdb_last_bgsave_ok", min, 1)
+    aof_ok = field("aof_last_bgrewrite_ok", min, 1)
+    enabled = bool(router.config.get("appendonly"))
+    fields: Fields = [
         ("loading", 0), ("async_loading", 0), ("current_cow_peak", 0),
         ("current_cow_size", 0), ("current_cow_size_age", 0), ("current_fork_perc", "0.00"),
         ("current_save_keys_processed", 0), ("current_save_keys_total", 0),
         ("rdb_changes_since_last_save", field("rdb_changes_since_last_save", sum, 0)),
         ("rdb_bgsave_in_progress", field("rdb_bgsave_in_progress", max, 0)),
         ("rdb_last_save_time", field("rdb_last_save_time", min, started)),
-        ("rdb_last_bgsave_status", "ok" if ok else "err"),
+        ("rdb_last_bgsave_status", "ok" if rdb_ok else "err"),
         ("rdb_last_bgsave_time_sec", field("rdb_last_bgsave_time_sec", max, -1)),
         ("rdb_current_bgsave_time_sec", field("rdb_current_bgsave_time_sec", max, -1)),
-        ("rdb_saves", field("rdb_saves", sum, 0)), ("rdb_last_cow_size", 0),
+        ("rdb_saves", field("rdb_saves", sum, 0)),
+        ("rdb_last_cow_size", field("rdb_last_cow_size", sum, 0)),
         ("rdb_last_load_keys_expired", field("rdb_last_load_keys_expired", sum, 0)),
         ("rdb_last_load_keys_loaded", field("rdb_last_load_keys_loaded", sum, 0)),
-        ("aof_enabled", int(bool(router.config.get("appendonly")))),
-        ("aof_rewrite_in_progress", 0),
-        ("aof_rewrite_scheduled", 0), ("aof_last_rewrite_time_sec", -1),
-        ("aof_current_rewrite_time_sec", -1), ("aof_last_bgrewrite_status", "ok"),
-        ("aof_rewrites", 0), ("aof_rewrites_consecutive_failures", 0),
-        ("aof_last_write_status", "ok"), ("aof_last_cow_size", 0),
+        ("aof_enabled", int(enabled)),
+        ("aof_rewrite_in_progress", field("aof_rewrite_in_progress", max, 0)),
+        ("aof_rewrite_scheduled", field("aof_rewrite_scheduled", max, 0)),
+        ("aof_last_rewrite_time_sec", field("aof_last_rewrite_time_sec", max, -1)),
+        ("aof_current_rewrite_time_sec", field("aof_current_rewrite_time_sec", max, -1)),
+        ("aof_last_bgrewrite_status", "ok" if aof_ok else "err"),
+        ("aof_rewrites", field("aof_rewrites", sum, 0)),
+        ("aof_rewrites_consecutive_failures",
+         field("aof_rewrites_consecutive_failures", max, 0)),
+        ("aof_last_write_status", "ok"), ("aof_last_cow_size", field("aof_last_cow_size", sum, 0)),
         ("module_fork_in_progress", 0), ("module_fork_last_cow_size", 0),
     ]
+    if enabled:
+        fields += [
+            ("aof_current_size", field("aof_current_size", sum, 0)),
+            ("aof_base_size", field("aof_base_size", sum, 0)),
+            ("aof_pending_rewrite", field("aof_rewrite_scheduled", max, 0)),
+            ("aof_buffer_length", field("aof_buffer_length", sum, 0)),
+            ("aof_pending_bio_fsync", 0), ("aof_delayed_fsync", 0),
+        ]
+    return fields
 
 
 #: Stats fields in Redis's order; those :func:`_stats` does not set are 0 (counters shardis

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import logging
 import time
 from typing import Any
 
 from shardis import errors
 from shardis.commands import Command, all_commands, find, help_reply, lookup
-from shardis.config import ConfigError, render
+from shardis.config import DIRECTIVES, WORKER_DIRECTIVES, ConfigError, render
 from shardis.config import lookup as config_lookup
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
@@ -19,6 +20,8 @@ from shardis.resp import OK, SetReply, Status
 from shardis.router.registry import DEFERRED, Plan, coordinated, router_command
 
 log = logging.getLogger("shardis.router")
+
+SHUTDOWN_ERROR = "ERR Errors trying to SHUTDOWN. Check logs."
 
 # COMMAND -------------------------------------------------------------------------------------
 
@@ -178,17 +181,47 @@ def command_help(router: Any, client: Any, args: list[bytes]) -> object:
 _SHUTDOWN_FLAGS = (b"nosave", b"save", b"now", b"force", b"abort")
 
 
-@router_command("shutdown")
-def shutdown(router: Any, client: Any, args: list[bytes]) -> object:
-    """SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]: stop serving (with ``shardis up``, the
-    workers stop too).  Nothing is saved yet, so every mode stops at once; like Redis, the
-    client gets no reply, only the closed connection."""
-    flags = [arg.lower() for arg in args[1:]]
-    if (any(flag not in _SHUTDOWN_FLAGS for flag in flags) or len(set(flags)) != len(flags)
-            or {b"nosave", b"save"} <= set(flags) or (b"abort" in flags and len(flags) > 1)):
+def _shutdown_flags(args: list[bytes]) -> set[bytes]:
+    flags = {arg.lower() for arg in args[1:]}
+    if (any(flag not in _SHUTDOWN_FLAGS for flag in flags)
+            or (b"abort" in flags and len(flags) > 1) or {b"nosave", b"save"} <= flags):
         raise ReplyError(errors.SYNTAX)
-    if flags == [b"abort"]:
+    return flags
+
+
+def _shutdown_plan(router: Any, args: list[bytes]) -> Plan:
+    flags = _shutdown_flags(args)
+    if flags == {b"abort"}:
         raise ReplyError("ERR No shutdown in progress.")
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("shutdown", _shutdown_plan)
+async def shutdown(router: Any, client: Any, args: list[bytes]) -> object:
+    """SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT], as Redis's ``prepareForShutdown`` on
+    every worker at once: each flushes and fsyncs its AOF and, with save rules (or SAVE, and
+    not NOSAVE), writes its ``dump.rdb``.  A worker that cannot save (or whose AOF, switched
+    on at run time, has no base yet) fails the SHUTDOWN with Redis's error and everything goes
+    on serving, unless FORCE.  Then the router stops (with ``shardis up``, the workers too: a
+    worker that prepared does not save again when it is told to stop).  Like Redis, a
+    successful SHUTDOWN has no reply, only the closed connection."""
+    flags = _shutdown_flags(args)
+    save = b"save" in flags or (bool(router.config.get("save")) and b"nosave" not in flags)
+    request = [b"__shutdown", b"save" if save else b"nosave"]
+    if b"force" in flags:
+        request.append(b"force")
+    replies = await router.call_all(request)
+    errors_seen = [reply for reply in replies if type(reply) is ReplyError]
+    busy = [reply for reply in errors_seen if reply.message.startswith("BUSY")]
+    if busy:
+        raise busy[0]
+    # Without a save, only a worker's own refusal counts (one that is down has nothing to
+    # flush); with one, a worker that could not save is a failure too.
+    failed = [reply for reply in errors_seen if save or reply.message == SHUTDOWN_ERROR]
+    if failed and b"force" not in flags:
+        log.warning("Errors trying to shut down the server. Check the logs for more "
+                    "information. event=shutdown_failed")
+        raise ReplyError(SHUTDOWN_ERROR)
     log.warning("User requested shutdown... event=shutdown client_id=%d addr=%s",
                 client.id, client.addr)
     client.closing = True
@@ -197,7 +230,7 @@ def shutdown(router: Any, client: Any, args: list[bytes]) -> object:
     return DEFERRED
 
 
-# SAVE, BGSAVE, LASTSAVE ----------------------------------------------------------------------
+# SAVE, BGSAVE, LASTSAVE, BGREWRITEAOF, DEBUG RELOAD ------------------------------------------
 # Each worker snapshots its own keyspace (``shardis.worker.snapshot``).  The router sends the
 # request to every worker in the same flush, so the files form one consistent cut: no command
 # of this router runs on one worker between two workers' snapshots.
@@ -220,16 +253,97 @@ async def save(router: Any, client: Any, args: list[bytes]) -> object:
     return OK
 
 
-@coordinated("bgsave", _bgsave_plan)
-async def bgsave(router: Any, client: Any, args: list[bytes]) -> object:
-    """BGSAVE [SCHEDULE]: every worker forks a child that writes its snapshot.  The error
-    of a worker that could not start one (a save already running) is the reply when no worker
-    started; shardis has no other kind of child, so SCHEDULE never has to wait."""
-    replies = await router.call_all([b"__bgsave"])
+def _background_reply(replies: list[Any]) -> object:
+    """One reply for a background job every worker was asked to start: the error when no
+    worker took it, else "scheduled" if a worker will start it later, else the first reply."""
     errors_seen = [reply for reply in replies if type(reply) is ReplyError]
     if len(errors_seen) == len(replies):
         raise errors_seen[0]
-    return Status(b"Background saving started")
+    taken = [reply for reply in replies if type(reply) is not ReplyError]
+    scheduled = [reply for reply in taken if bytes(reply).endswith(b"scheduled")]
+    return Status(bytes(scheduled[0] if scheduled else taken[0]))
+
+
+@coordinated("bgsave", _bgsave_plan)
+async def bgsave(router: Any, client: Any, args: list[bytes]) -> object:
+    """BGSAVE [SCHEDULE]: every worker forks a child that writes its snapshot (or, while it
+    rewrites its AOF, schedules one with SCHEDULE, as Redis).  The error of a worker that
+    could not start one is the reply when no worker started one."""
+    return _background_reply(await router.call_all([b"__bgsave", *args[1:]]))
+
+
+@coordinated("bgrewriteaof", _all_workers_plan)
+async def bgrewriteaof(router: Any, client: Any, args: list[bytes]) -> object:
+    """BGREWRITEAOF: every worker rewrites its AOF in a forked child (``AofRewriter``)."""
+    return _background_reply(await router.call_all([b"__bgrewriteaof"]))
+
+
+DEBUG_HELP = [
+    "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "RELOAD [option ...]",
+    "    Save the RDB on disk and reload it back to memory. Available options:",
+    "    * MERGE: Merge the content of the RDB instead of flushing it (implies NOFLUSH).",
+    "    * NOSAVE: the database will be loaded from an existing RDB file.",
+    "    * NOFLUSH: the current database will not be flushed before loading.",
+    "    Examples:",
+    "    * DEBUG RELOAD: verify that the server is able to persist, flush and reload",
+    "      the database.",
+    "    * DEBUG RELOAD NOSAVE: replace the current database with the contents of an",
+    "      existing RDB file.",
+    "    * DEBUG RELOAD NOSAVE NOFLUSH MERGE: add the contents of an existing RDB",
+    "      file to the database.",
+    "HELP",
+    "    Print this help.",
+]
+
+
+def protected_allowed(setting: str, client: Any) -> bool:
+    """Redis's ``allowProtectedAction``: ``yes``, or ``local`` for a loopback client."""
+    if setting == "yes":
+        return True
+    if setting != "local" or client is None:
+        return False
+    host = str(client.addr).rpartition(":")[0].strip("[]")
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+DEBUG_NOT_ALLOWED = ('ERR DEBUG command not allowed. If the enable-debug-command option is set to '
+                     '"local", you can run it from a local connection, otherwise you need to set '
+                     'this option in the configuration file, and then restart the server.')
+
+
+def _debug_plan(router: Any, args: list[bytes]) -> Plan:
+    if router.config.get("enable-debug-command", "no") == "no":
+        raise ReplyError(DEBUG_NOT_ALLOWED)
+    sub = args[1].lower()
+    if sub == b"help" and len(args) == 2:
+        return Plan()
+    if sub != b"reload":
+        raise ReplyError("ERR unknown subcommand or wrong number of arguments for "
+                         f"'{args[1].decode(errors='replace')}'. Try DEBUG HELP.")
+    for option in args[2:]:
+        if option.lower() not in (b"merge", b"noflush", b"nosave"):
+            raise ReplyError("ERR DEBUG RELOAD only supports the MERGE, NOFLUSH and NOSAVE "
+                             "options.")
+    return Plan(workers=router.all_workers)
+
+
+@coordinated("debug", _debug_plan)
+async def debug(router: Any, client: Any, args: list[bytes]) -> object:
+    """DEBUG RELOAD [MERGE] [NOFLUSH] [NOSAVE] (and DEBUG HELP): every worker saves its
+    ``dump.rdb``, empties its keyspace and loads the file back, as Redis; no other DEBUG
+    subcommand exists in shardis.  Refused unless ``enable-debug-command`` allows it."""
+    if not protected_allowed(router.config.get("enable-debug-command", "no"), client):
+        raise ReplyError(DEBUG_NOT_ALLOWED)
+    if args[1].lower() == b"help":
+        return help_reply(DEBUG_HELP)
+    for reply in await router.call_all([b"__debug_reload", *args[2:]]):
+        if type(reply) is ReplyError:
+            raise reply
+    return OK
 
 
 @coordinated("lastsave", _all_workers_plan)
@@ -295,8 +409,11 @@ def _config_set_failed(name: bytes, reason: str) -> ReplyError:
                       f"'{name.decode(errors='replace')}') - {reason}")
 
 
-def parse_config_set(args: list[bytes]) -> dict[str, Any]:
-    """CONFIG SET's pairs, checked as Redis checks them (all or nothing): directive -> value."""
+def parse_config_set(args: list[bytes], router: Any = None,
+                     client: Any = None) -> dict[str, Any]:
+    """CONFIG SET's pairs, checked as Redis checks them (all or nothing): directive -> value.
+    With ``router``, protected directives (``dbfilename``, ``dir``) are refused unless
+    ``enable-protected-configs`` allows them for ``client``."""
     if len(args) < 4 or len(args) % 2:
         raise ReplyError(errors.wrong_arity("config|set"))
     changes: dict[str, Any] = {}
@@ -312,7 +429,14 @@ def parse_config_set(args: list[bytes]) -> dict[str, Any]:
             if directive is None:
                 raise ReplyError("ERR Unknown option or number of arguments for CONFIG SET - "
                                  f"'{raw_name.decode(errors='replace')}'")
-            if not directive.mutable:
+            # dir: protected in Redis (refused as such by default); here each worker's
+            # folder is fixed too, so once protected configs are allowed it is immutable.
+            setting = router.config.get("enable-protected-configs", "no") if router else "yes"
+            if directive.protected and setting == "local" and client is _PLANNING:
+                pass  # decided with the client (config_set)
+            elif directive.protected and not protected_allowed(setting, client):
+                raise _config_set_failed(raw_name, "can't set protected config")
+            elif not directive.mutable:
                 raise _config_set_failed(raw_name, "can't set immutable config")
             try:
                 value = directive.parse(raw_value.decode(errors="replace"))
@@ -325,15 +449,34 @@ def parse_config_set(args: list[bytes]) -> dict[str, Any]:
     return changes
 
 
+_PLANNING = object()
+
+
 def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
-    parse_config_set(args)
+    parse_config_set(args, router, _PLANNING)
     return Plan(workers=router.all_workers)
+
+
+#: ``listener(name, value)`` called after CONFIG SET changed a directive workers keep
+#: (``WORKER_DIRECTIVES``): ``shardis up``'s supervisor keeps the value for the workers it
+#: restarts later.
+WORKER_CONFIG_LISTENERS: list[Any] = []
 
 
 @coordinated("config|set", _config_set_plan)
 async def config_set(router: Any, client: Any, args: list[bytes]) -> object:
-    """Router-side directives change at once; notify-keyspace-events reaches every worker."""
-    changes = parse_config_set(args)
+    """Router-side directives change at once; notify-keyspace-events and the persistence
+    directives (``WORKER_DIRECTIVES``) reach every worker, which must all accept them."""
+    changes = parse_config_set(args, router, client)
+    for name, value in changes.items():
+        if name not in WORKER_DIRECTIVES:
+            continue
+        text = DIRECTIVES[name].format(value).encode()
+        for reply in await router.call_all([b"__config_set", name.encode(), text]):
+            if type(reply) is ReplyError:
+                raise reply
+        for listener in WORKER_CONFIG_LISTENERS:
+            listener(name, value)
     for name, value in changes.items():
         router.config[name] = value
         hook = CONFIG_HOOKS.get(name)

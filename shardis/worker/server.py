@@ -24,11 +24,11 @@ from shardis.logs import RateLimitedLog
 from shardis.persist.aof import AofError
 from shardis.persist.rdb import RdbError
 from shardis.protocol import CALL_REPLY_SEQ
-from shardis.resp import encode, encode_error, encode_int
-from shardis.worker.aoflog import AofLog
+from shardis.resp import OK, encode, encode_error, encode_int
+from shardis.worker.aoflog import AofLog, AofRewriter
 from shardis.worker.replylog import ReplyLog
 from shardis.worker.shard import Shard
-from shardis.worker.snapshot import Snapshots
+from shardis.worker.snapshot import Snapshots, prepare_shutdown
 
 log = logging.getLogger("shardis.worker")
 
@@ -57,12 +57,24 @@ class WorkerServer:
     """
 
     def __init__(self, address: str, index: int = 0, curve: WorkerCurve | None = None,
-                 aof: AofLog | None = None, snapshots: Snapshots | None = None) -> None:
+                 aof: AofLog | None = None, snapshots: Snapshots | None = None,
+                 rewriter: AofRewriter | None = None) -> None:
         self.address = address
         self.shard = Shard(index)
         #: RDB snapshots (SAVE, BGSAVE, save rules); loaded at start unless the AOF is on.
         self.snapshots = snapshots
         self.shard.snapshots = snapshots
+        #: BGREWRITEAOF and the automatic rewrite (with appendonly yes or no, as Redis).
+        self.rewriter = rewriter
+        self.shard.rewriter = rewriter  # type: ignore[attr-defined]
+        #: CONFIG SET of a persistence directive, forwarded by the router (``__config_set``).
+        self.shard.apply_config = self.apply_config  # type: ignore[attr-defined]
+        #: ``appendonly`` switched at run time: done between batches (see :meth:`between`).
+        self.switch_aof: bool | None = None
+        #: the ``appendfsync`` a log switched on at run time gets.
+        self.appendfsync = aof.policy if aof is not None else "everysec"
+        #: the stats dirty count when a SHUTDOWN prepared this stop (None: none did).
+        self.shard.shutdown_dirty = None  # type: ignore[attr-defined]
         #: ``appendonly yes``: loaded before the socket is bound, then appended to.
         self.aof = aof
         if aof is not None:
@@ -105,20 +117,125 @@ class WorkerServer:
         aof.open_for_append()
         shard.aof = aof
         shard.replies_log = ReplyLog(os.path.dirname(aof.dir.path))
+        if self.rewriter is not None:
+            self.rewriter.base_size = aof.size()[1]  # Redis: aof_rewrite_base_size at load
 
     def flush_aof(self) -> None:
         """Write (``always``: and fsync) what the batch logged, before its replies leave.  A
         failed write stops the worker, as Redis does: no reply may acknowledge a lost write."""
         try:
-            self.aof.flush()  # type: ignore[union-attr]
+            self.shard.aof.flush()  # type: ignore[union-attr]
         except OSError as exc:
             log.critical("can't write the append only file: %s; exiting", exc)
             raise SystemExit(1) from exc
 
+    # Persistence changes between batches --------------------------------------------------------
+    def apply_config(self, name: str, text: bytes) -> None:
+        """``__config_set name value``: a persistence directive changed by CONFIG SET (the
+        router checked the value); ``appendonly`` switches between batches."""
+        from shardis.config import WORKER_DIRECTIVES, ConfigError, lookup
+
+        directive = lookup(name)
+        if directive is None or directive.name not in WORKER_DIRECTIVES:
+            raise ReplyError(f"ERR a worker does not keep the directive '{name}'")
+        try:
+            value = directive.parse(text.decode(errors="replace"))
+        except ConfigError as exc:
+            raise ReplyError(f"ERR CONFIG SET failed (possibly related to argument "
+                             f"'{name}') - {exc}") from None
+        snapshots, rewriter, aof = self.snapshots, self.rewriter, self.shard.aof
+        name = directive.name
+        if name == "save" and snapshots is not None:
+            snapshots.rules = list(value)
+        elif name == "dbfilename" and snapshots is not None:
+            snapshots.filename = value
+        elif name == "appendfsync":
+            self.appendfsync = value
+            if aof is not None:
+                aof.set_policy(value)
+        elif name == "appendonly":
+            self.switch_aof = None if bool(value) == (aof is not None) else bool(value)
+        elif rewriter is not None:
+            if name == "aof-use-rdb-preamble":
+                rewriter.rdb_preamble = bool(value)
+            elif name == "auto-aof-rewrite-percentage":
+                rewriter.percentage = value
+            elif name == "auto-aof-rewrite-min-size":
+                rewriter.min_size = value
+
+    def between_batches(self) -> None:
+        """What must happen once a batch's writes are in their file and before the next batch
+        runs: switching the AOF on or off, starting a rewrite BGREWRITEAOF accepted."""
+        if self.switch_aof is not None:
+            on, self.switch_aof = self.switch_aof, None
+            if on:
+                self.start_aof()
+            else:
+                self.stop_aof()
+        if self.rewriter is not None and self.rewriter.pending:
+            self.rewriter.after_batch(self.shard)
+
+    def start_aof(self) -> None:
+        """``CONFIG SET appendonly yes`` (Redis's ``startAppendOnly``): writes go to a
+        temporary incr file while a rewrite writes the base from memory; the rewrite's end
+        makes both current.  If a BGSAVE runs, the rewrite waits for it (scheduled)."""
+        shard, rewriter = self.shard, self.rewriter
+        if rewriter is None or shard.aof is not None:
+            return
+        if rewriter.running():
+            log.warning("AOF was enabled but there is already an AOF rewriting in background. "
+                        "Stopping background AOF and starting a rewrite now.")
+            rewriter.kill(shard)
+        folder = rewriter.folder
+        aof = AofLog(os.path.dirname(folder.path), os.path.basename(folder.path),
+                     self.appendfsync)
+        try:
+            aof.start_waiting()
+        except OSError as exc:
+            log.warning("Redis needs to enable the AOF but can't open its file: %s", exc)
+            return
+        shard.db.expired_log.clear()
+        shard.db.log_expired = True
+        shard.aof = aof
+        self.aof = aof
+        if shard.replies_log is None:
+            shard.replies_log = ReplyLog(os.path.dirname(folder.path))
+        if self.snapshots is not None and self.snapshots.running():
+            log.warning("AOF was enabled but there is already another background operation. "
+                        "An AOF background was scheduled to start when possible.")
+            rewriter.scheduled = True
+        else:
+            rewriter.start(shard)
+
+    def stop_aof(self) -> None:
+        """``CONFIG SET appendonly no`` (Redis's ``stopAppendOnly``): the log is flushed,
+        fsynced and closed; a running rewrite is killed."""
+        shard, aof = self.shard, self.shard.aof
+        if aof is None:
+            return
+        if self.rewriter is not None:
+            self.rewriter.kill(shard)
+            self.rewriter.scheduled = False
+        waiting = aof.waiting
+        path = aof.writer.path if aof.writer is not None else None
+        aof.close()
+        if waiting and path is not None:
+            try:
+                os.unlink(path)  # the temporary incr file no manifest names
+            except OSError:
+                pass
+        shard.aof = None
+        self.aof = None
+        shard.db.log_expired = False
+        shard.db.expired_log.clear()
+        if shard.replies_log is not None:
+            shard.replies_log.close()
+            shard.replies_log = None
+
     def fsync_aof(self) -> None:
         """``everysec``'s fsync (in the background); one that failed stops the worker."""
         try:
-            self.aof.tick()  # type: ignore[union-attr]
+            self.shard.aof.tick()  # type: ignore[union-attr]
         except OSError as exc:
             log.critical("can't fsync the append only file: %s; exiting", exc)
             raise SystemExit(1) from exc
@@ -195,6 +312,10 @@ class WorkerServer:
                 return encode(engine.kill(), 2)  # type: ignore[attr-defined]
             if name == b"__whoami" and len(args) == 1:
                 return encode_int(self.shard.index)
+            if name == b"__shutdown" and b"nosave" in (a.lower() for a in args[1:]):
+                # SHUTDOWN NOSAVE stops a server busy with a script, as in Redis.
+                prepare_shutdown(self.shard, save=False, force=True, fsync_aof=False)
+                return encode(OK, 2)
         except ReplyError as exc:
             return encode_error(exc.message)
         return encode_error(BUSY)
@@ -213,19 +334,22 @@ class WorkerServer:
         blocking = self.shard.blocking
         pubsub = self.shard.pubsub
         next_housekeeping = time.monotonic()
-        aof = self.aof
-        replies_log = self.shard.replies_log
+        shard = self.shard
         snapshots = self.snapshots
+        rewriter = self.rewriter
         while self.running:
             now = time.monotonic()
             if now >= next_housekeeping:
                 housekeeping(HOUSEKEEPING_BUDGET_S)
                 if snapshots is not None:
-                    snapshots.tick(self.shard)
+                    snapshots.tick(shard)
                 next_housekeeping = now + POLL_INTERVAL_MS / 1000
+                aof = shard.aof
                 if aof is not None:
                     self.flush_aof()  # expired keys' DELs
                     self.fsync_aof()
+                if rewriter is not None:
+                    rewriter.tick(shard)
                 if pubsub.pushes:  # keyspace notifications of keys that expired
                     self.send_pushes()
             if not self.backlog and not sock.poll(POLL_INTERVAL_MS):
@@ -257,12 +381,13 @@ class WorkerServer:
                 except Exception as exc:  # malformed, or well-formed but of a wrong shape
                     self.drop(identity, frame, str(exc) or type(exc).__name__)
                     continue
+                aof = shard.aof
                 if aof is not None:
                     # Group commit: the replies leave after the write, which is annotated
                     # with the batch's origin (a restart resumes after it); the reply is on
                     # disk first, for a router that loses it with this process.
                     if aof.has_writes():
-                        replies_log.append(identity, seq, message)
+                        shard.replies_log.append(identity, seq, message)  # type: ignore[union-attr]
                     aof.origin = (identity, int.from_bytes(seq, "big"))
                     self.flush_aof()
                     aof.origin = None
@@ -270,6 +395,8 @@ class WorkerServer:
                 send(message)
                 if pubsub.pushes:
                     self.send_pushes()
+                if self.switch_aof is not None or (rewriter is not None and rewriter.pending):
+                    self.between_batches()
         self.close()
 
     def drop(self, identity: bytes, frame: bytes, reason: str) -> None:
@@ -290,10 +417,20 @@ class WorkerServer:
             self.socket.send(encode_push(entries))
 
     def close(self) -> None:
-        if self.snapshots is not None:
-            self.snapshots.close(self.shard)
-        if self.aof is not None:
-            self.aof.close()
+        """Stop (SIGTERM, SIGINT, the supervisor gone): as Redis on SIGTERM, save ``dump.rdb``
+        when save rules are set, unless a SHUTDOWN already prepared this stop and nothing
+        changed since; a failed save is logged and the worker stops anyway."""
+        shard = self.shard
+        snapshots = self.snapshots
+        save = (snapshots is not None and bool(snapshots.rules)
+                and shard.shutdown_dirty != shard.stats.dirty)  # type: ignore[attr-defined]
+        try:
+            prepare_shutdown(shard, save=save, force=True)
+        except ReplyError:
+            pass
+        if shard.aof is not None:
+            shard.aof.close()
+            shard.aof = None
             self.aof = None
         if self.shard.replies_log is not None:
             self.shard.replies_log.close()
@@ -307,11 +444,32 @@ class WorkerServer:
                 pass
 
 
+def worker_config_from_env() -> dict[str, object]:
+    """Directives ``shardis up`` hands a worker in the environment (``WORKER_CONFIG_ENV``:
+    ``name=value`` lines); a bad line is logged and ignored."""
+    from shardis.config import WORKER_CONFIG_ENV, WORKER_DIRECTIVES, ConfigError, lookup
+
+    values: dict[str, object] = {}
+    for line in os.environ.get(WORKER_CONFIG_ENV, "").splitlines():
+        name, _, text = line.partition("=")
+        directive = lookup(name.strip())
+        if directive is None or directive.name not in WORKER_DIRECTIVES:
+            log.warning("ignoring %s line %r", WORKER_CONFIG_ENV, line)
+            continue
+        try:
+            values[directive.name] = directive.parse(text)
+        except ConfigError as exc:
+            log.warning("ignoring %s line %r: %s", WORKER_CONFIG_ENV, line, exc)
+    return values
+
+
 def run_worker(address: str, index: int = 0, supervised: bool = False,
                curve: WorkerCurve | None = None, data_dir: str = ".",
                appendonly: bool = False, appendfsync: str = "everysec",
                appenddirname: str = "appendonlydir", dbfilename: str = "dump.rdb",
-               save: list[tuple[int, int]] | None = None) -> int:
+               save: list[tuple[int, int]] | None = None, aof_use_rdb_preamble: bool = True,
+               auto_aof_rewrite_percentage: int = 100,
+               auto_aof_rewrite_min_size: int = 64 * 1024 * 1024) -> int:
     """Entry point of a worker process; its exit code (1: the AOF or RDB could not be loaded).
 
     The worker's files live in ``data_dir/worker-<index>/``: the AOF folder ``appenddirname``
@@ -319,13 +477,20 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     """
     if supervised:
         _die_with_parent()
+    extra = worker_config_from_env()
+    aof_use_rdb_preamble = extra.get("aof-use-rdb-preamble", aof_use_rdb_preamble)
+    auto_aof_rewrite_percentage = extra.get("auto-aof-rewrite-percentage",
+                                            auto_aof_rewrite_percentage)
+    auto_aof_rewrite_min_size = extra.get("auto-aof-rewrite-min-size", auto_aof_rewrite_min_size)
     aof = None
     own_dir = os.path.join(data_dir, f"worker-{index}")
     if appendonly:
         aof = AofLog(own_dir, appenddirname, appendfsync)
     snapshots = Snapshots(own_dir, dbfilename, save)
+    rewriter = AofRewriter(own_dir, appenddirname, aof_use_rdb_preamble,
+                           auto_aof_rewrite_percentage, auto_aof_rewrite_min_size)
     try:
-        server = WorkerServer(address, index, curve, aof, snapshots)
+        server = WorkerServer(address, index, curve, aof, snapshots, rewriter)
     except RdbError as exc:
         log.critical("worker %d can't load its RDB file %s: %s; exiting", index,
                      snapshots.path, exc)
