@@ -47,11 +47,11 @@ def _entries() -> list[tuple[bytes, object, int | None]]:
     noise = bytes(RNG.randrange(256) for _ in range(300))
     return [
         (b"str", b"hello", None), (b"empty", b"", None), (b"int", b"12345", None),
-        (b"neg", b"-7", NOW_MS + 500_000), (b"bigint", b"123456789012", None),
-        (b"zero-lead", b"0123", None), (b"lzf", b"abc" * 100, NOW_MS + 900_000),
+        (b"neg", b"-7", NOW_MS + 500_000_000), (b"bigint", b"123456789012", None),
+        (b"zero-lead", b"0123", None), (b"lzf", b"abc" * 100, NOW_MS + 900_000_000),
         (b"noise", noise, None), (b"bin\x00key", b"\x00\xff\r\n", None),
         (b"list", deque([b"a", b"1", b"-5000", b"70000", b"9" * 19, b"y" * 100]), None),
-        (b"biglist", deque(b"item-%d" % i for i in range(5000)), NOW_MS + 800_000),
+        (b"biglist", deque(b"item-%d" % i for i in range(5000)), NOW_MS + 800_000_000),
         (b"hugeitem", deque([b"h" * 20000, b"small"]), None),
         (b"intset", built_set([b"1", b"2", b"-70000", b"9999999999"]), None),
         (b"set", built_set([b"a", b"b", b"1"]), None),
@@ -61,7 +61,7 @@ def _entries() -> list[tuple[bytes, object, int | None]]:
         (b"longhash", HashValue([(b"f", b"v" * 100)], listpack=False), None),
         (b"zset", ZSetValue.built([(b"a", 1.5), (b"b", -2.0), (b"c", math.inf),
                                    (b"d", -math.inf), (b"e", 0.0), (b"f", 1e300),
-                                   (b"g", 1 / 3)]), NOW_MS + 700_000),
+                                   (b"g", 1 / 3)]), NOW_MS + 700_000_000),
         (b"bigzset", ZSetValue.built([(b"m%d" % i, i / 7) for i in range(300)]), None),
         (b"longzset", ZSetValue.built([(b"x" * 100, 2.0), (b"y", 3.0)]), None),
     ]
