@@ -1164,7 +1164,7 @@ def custom_legend() -> str:
 def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
     """Plain aligned columns, readable in a terminal and pasted in a PR: the first ``labels``
     columns and the last one (the target) left-aligned, the numbers right-aligned."""
-    width = max(len(header), *(len(row) for row in rows))
+    width = max([len(header), *(len(row) for row in rows)])
     cells = [row + [""] * (width - len(row)) for row in [header, *rows]]
     sizes = [max(len(row[i]) for row in cells) for i in range(width)]
 

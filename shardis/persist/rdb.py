@@ -105,6 +105,36 @@ class RdbError(Exception):
 
 
 # Reading ------------------------------------------------------------------------------------
+def _small_length(buf: bytes, at: int) -> tuple[int, int]:
+    """A 6- or 14-bit length at ``buf[at]``: (length, end); (-1, at) for another encoding."""
+    first = buf[at]
+    if first < 0x40:
+        return first, at + 1
+    if first < 0x80:
+        return ((first & 0x3F) << 8) | buf[at + 1], at + 2
+    return -1, at
+
+
+def _fast_lzf(buf: bytes, at: int) -> tuple[bytes, int] | None:
+    """An LZF string's (text, end) at ``buf[at:]`` (after its 0xC3 byte) for the fast path,
+    or None when its lengths are not small or the block does not hold it (the general path
+    then reads it, and reports any corruption with its offset)."""
+    clen, at = _small_length(buf, at)
+    if clen <= 0:
+        return None
+    size, at = _small_length(buf, at)
+    end = at + clen
+    if size <= 0 or end > len(buf) or size > clen * _LZF_MAX_RATIO + 64:
+        return None
+    try:
+        out = lzf.decompress(buf[at:end], size)
+    except ValueError:
+        return None
+    if out is None or len(out) != size:
+        return None
+    return out, end
+
+
 class RdbReader:
     """Iterate ``(key, value, expire_at_ms or None)`` over an RDB stream.
 
@@ -333,6 +363,12 @@ class RdbReader:
             elif vlen == 0xC2:
                 vend = kend + 5
                 value = b"%d" % _INT32.unpack_from(buf, kend + 1)[0]
+            elif vlen == 0xC3:  # LZF, with 6- or 14-bit lengths (strings up to 16 KB)
+                parsed_lzf = _fast_lzf(buf, kend + 1)
+                if parsed_lzf is None:
+                    off = start
+                    break
+                value, vend = parsed_lzf
             else:
                 off = start
                 break
@@ -350,8 +386,8 @@ class RdbReader:
 
     def _fast_blob(self, buf: bytes, op: int, at: int) -> tuple[object, int] | None:
         """(value, end) of a small collection kept as one blob at ``buf[at:]`` (listpack,
-        intset, a one-node quicklist; 6- or 14-bit length, not LZF), or None if it is not
-        one (or is empty: the general path counts those)."""
+        intset, a one-node quicklist; 6- or 14-bit length, or LZF with such lengths), or None
+        if it is not one (or is empty: the general path counts those)."""
         build = _BLOB_VALUES.get(op)
         if build is None:
             return None
@@ -365,13 +401,21 @@ class RdbReader:
         elif blen < 128:
             start = at + 2
             blen = ((blen & 0x3F) << 8) | buf[at + 1]
+        elif blen == 0xC3:  # an LZF-compressed blob (what Redis writes for most of them)
+            parsed = _fast_lzf(buf, at + 1)
+            if parsed is None:
+                return None
+            blob, end = parsed
+            start = at
         else:
             return None
-        end = start + blen
-        if end > len(buf):
-            return None
+        if blen != 0xC3:
+            end = start + blen
+            if end > len(buf):
+                return None
+            blob = buf[start:end]
         try:
-            value = build(buf[start:end])
+            value = build(blob)
         except BlobError as exc:
             raise RdbError(f"corrupt {_type_name(op)} value: {exc} (blob offset {exc.pos})",
                            self._base + at) from None
