@@ -1,9 +1,10 @@
 """Differential corpus: Lua scripting (EVAL, EVALSHA, *_RO, SCRIPT), byte for byte against
 real Redis 7.0, in RESP2 and RESP3.
 
-Scripts whose KEYS share a ``{tag}`` run on one worker, so they behave as on one Redis; the
-cross-worker cases (CROSSSLOT, non-local keys) have no Redis counterpart and are tested in
-tests/test_scripting.py.
+Most scripts' KEYS share a ``{tag}`` and run on one worker; ``scripts_across_workers`` uses
+keys of three workers (with 3 workers: ``a`` on 0, ``h`` on 1, ``c`` on 2), declared or built
+inside the script, which shardis runs globally (README "How scripts run") and must answer as
+one Redis does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,30 @@ return 1
 RELEASE_SHA = "4b3ee9ce4cc6f1ab8a3f9b2c8ff5a4d1e0d3c6a1"  # not its sha: a NOSCRIPT case
 
 SCRIPTS = [
+    script(
+        "scripts_across_workers",
+        ["SET", "a", "1"],
+        ["HSET", "h", "f", "v"],
+        ["RPUSH", "c", "x", "y"],
+        ["EVAL", "return {redis.call('get', KEYS[1]), redis.call('hgetall', KEYS[2]), "
+                 "redis.call('lrange', KEYS[3], 0, -1)}", "3", "a", "h", "c"],
+        ["EVAL", "redis.call('incr', KEYS[1]); return redis.call('hget', ARGV[1], 'f')",
+         "1", "a", "h"],
+        ["EVAL", "return redis.call('mget', 'a', 'h', 'c', 'missing')", "0"],
+        ["EVAL", "redis.call('set', KEYS[1], 'x'); return redis.pcall('incr', KEYS[2])",
+         "2", "a", "c"],
+        ["EVAL", "redis.call('set', KEYS[1], 'y'); return redis.call('incr', ARGV[1])",
+         "1", "a", "c"],
+        ["GET", "a"],
+        ["EVAL", "redis.call('set', 'a', 'z'); redis.call('rpush', 'c', 'w'); "
+                 "return redis.call('exists', 'a', 'h', 'c', 'none')", "0"],
+        ["EVAL", "redis.call('setresp', 3); return redis.call('hgetall', KEYS[1])", "1", "h"],
+        ["EVAL", "redis.setresp(3); return redis.call('hgetall', KEYS[1])", "1", "h"],
+        ["EVAL", "return redis.call('del', KEYS[1], KEYS[2], KEYS[3])", "3", "a", "h", "c"],
+        ["EVAL_RO", "return redis.call('exists', KEYS[1], KEYS[2])", "2", "a", "c"],
+        ["EVAL_RO", "return redis.call('set', KEYS[1], 1)", "2", "a", "c"],
+        ["MGET", "a", "h", "c"],
+    ),
     script(
         "eval_return_types",
         ["EVAL", "return 1", "0"],
