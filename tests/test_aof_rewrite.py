@@ -273,27 +273,15 @@ def test_whoami_applied_survives_a_rewrite_and_a_restart(tmp_path):
     router's checkpoint, so a restarted worker still knows the last batch it holds."""
     import zmq
 
-    from shardis import protocol
-    from tests.test_worker_link import start_worker, stop
+    from tests.test_worker_link import RouterPeer, start_worker, stop
 
     address = f"tcp://127.0.0.1:{free_port()}"
     flags = ("--dir", str(tmp_path), "--appendonly", "yes", "--save", "")
-    codec = protocol.codec_for(False)
-    context = zmq.Context.instance()
 
-    def connect(identity: bytes) -> zmq.Socket:
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, identity)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, 10_000)
-        sock.connect(address)
-        return sock
+    def connect(identity: bytes) -> RouterPeer:
+        return RouterPeer(address, identity)
 
-    def call(sock: zmq.Socket, seq: int, *commands: list[bytes]) -> list[bytes]:
-        sock.send(codec.encode_batch(seq, [(2, args) for args in commands]))
-        got_seq, replies, _ = codec.decode_replies(sock.recv())
-        assert got_seq == seq
-        return replies
+    call = RouterPeer.call
 
     def rewrite(sock: zmq.Socket, seq: int) -> None:
         assert call(sock, seq, [b"__bgrewriteaof"]) == [

@@ -288,29 +288,18 @@ def test_a_restarted_worker_knows_the_last_batch_it_holds_and_its_replies(tmp_pa
     sends batches; the worker is killed; the restarted one says the last batch of that router
     its AOF holds and hands back the recorded replies of write batches, byte for byte."""
     import hiredis
-    import zmq
 
     from shardis import protocol
-    from tests.test_worker_link import start_worker, stop
+    from tests.test_worker_link import RouterPeer, start_worker, stop
 
     address = f"tcp://127.0.0.1:{free_port()}"
     flags = ("--dir", str(tmp_path), "--appendonly", "yes", "--save", "")
     codec = protocol.codec_for(False)
-    context = zmq.Context.instance()
 
-    def connect(identity: bytes) -> zmq.Socket:
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, identity)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVTIMEO, 10_000)
-        sock.connect(address)
-        return sock
+    def connect(identity: bytes) -> RouterPeer:
+        return RouterPeer(address, identity)
 
-    def call(sock: zmq.Socket, seq: int, *commands: list[bytes]) -> list[bytes]:
-        sock.send(codec.encode_batch(seq, [(2, args) for args in commands]))
-        got_seq, replies, _ = codec.decode_replies(sock.recv())
-        assert got_seq == seq
-        return replies
+    call = RouterPeer.call
 
     proc = start_worker(address, str(tmp_path / "w.log"), *flags)
     sock = connect(b"router-a")

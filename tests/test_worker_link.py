@@ -43,6 +43,28 @@ def dealer(context: zmq.Context, address: str) -> zmq.Socket:
     return sock
 
 
+class RouterPeer:
+    """A router as a worker sees it: a DEALER with a fixed id (a router keeps one across
+    reconnects), speaking the strict codec; ``call`` sends one batch and returns its replies."""
+
+    def __init__(self, address: str, identity: bytes) -> None:
+        self.codec = protocol.codec_for(False)
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, identity)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 10_000)
+        self.sock.connect(address)
+
+    def call(self, seq: int, *commands: list[bytes]) -> list[bytes]:
+        self.sock.send(self.codec.encode_batch(seq, [(2, args) for args in commands]))
+        got_seq, replies, _ = self.codec.decode_replies(self.sock.recv())
+        assert got_seq == seq
+        return replies
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def still_serves(sock: zmq.Socket, codec: protocol.Codec, seq: int, skip: int = 0) -> None:
     """A real batch on ``sock`` gets its replies (after up to ``skip`` other messages)."""
     sock.send(codec.encode_batch(seq, [(2, [b"SET", b"k", b"v"]), (3, [b"GET", b"k"])]))
