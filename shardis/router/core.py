@@ -265,6 +265,8 @@ class Router:
         #: that ran on one worker (their callers may pipeline past them).
         self.global_shas: set[str] = set()
         self.local_shas: set[tuple[str, int]] = set()
+        #: the sha1 of script bodies EVAL sends again and again (bounded).
+        self.body_shas: dict[bytes, str] = {}
         #: every script this router has seen, sha1 -> body (``shardis.router.scripting``).
         self.scripts: dict[str, bytes] = {}
         #: this router's id on every worker link (workers' AOFs remember its batches by it).

@@ -56,9 +56,10 @@ def script_plan(router: Any, args: list[bytes]) -> Plan:
         raise ReplyError(NOSCRIPT)
     numkeys = parse_numkeys(args)
     keys = args[3 : 3 + numkeys]
-    workers = {router.worker_of(key) for key in keys}
-    worker = router.worker_of(keys[0]) if keys else 0
-    sha = _sha_of(args)
+    worker_of = router.worker_of
+    worker = worker_of(keys[0]) if keys else 0
+    workers = {worker_of(key) for key in keys} if numkeys > 1 else {worker}
+    sha = _sha_of(args, router.body_shas)
     if not by_sha:
         remember(router, args[1], sha, skip=worker)
     if len(workers) > 1 or sha in router.global_shas:
@@ -67,6 +68,18 @@ def script_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(forward_to=worker,
                 target=lambda client: ScriptReply(router, client, args, sha, worker),
                 hold_client=(sha, worker) not in router.local_shas)
+
+
+class _Ignored:
+    """The reply slot of a message whose answer (OK) nobody needs."""
+
+    __slots__ = ()
+
+    def fill(self, data: bytes) -> None:
+        pass
+
+
+IGNORED = _Ignored()
 
 
 class ScriptReply(Reply):
@@ -128,9 +141,11 @@ def send_topology(router: Any, worker: int, *more: list[bytes]) -> None:
     topology = [b"__script_topology", b"%d" % len(router.links), b"%d" % threshold]
     caller = router.current_client
     rules = script_rules(caller) if caller is not None else None
-    router.call(worker, topology if rules is None else [*topology, rules])
+    link = router.links[worker]
+    link.send(IGNORED, 3, topology if rules is None else [*topology, rules])
     for command in more:
-        router.call(worker, command)
+        link.send(IGNORED, 3, command)
+    router.schedule_flush()
 
 
 async def run_global(router: Any, client: Any, args: list[bytes],
@@ -176,9 +191,19 @@ async def run_in_transaction(router: Any, client: Any, args: list[bytes], proto:
         client.proto = saved
 
 
-def _sha_of(args: list[bytes]) -> str:
+def _sha_of(args: list[bytes], known: dict[bytes, str] | None = None) -> str:
+    """The sha1 a script runs under; ``known`` caches it for bodies sent again and again."""
     by_sha = args[0].lower().startswith(b"evalsha")
-    return args[1].decode("latin-1").lower() if by_sha else sha1hex(args[1])
+    if by_sha:
+        return args[1].decode("latin-1").lower()
+    if known is None:
+        return sha1hex(args[1])
+    sha = known.get(args[1])
+    if sha is None:
+        if len(known) > MAX_KNOWN_SHAS:
+            known.clear()
+        sha = known[args[1]] = sha1hex(args[1])
+    return sha
 
 
 def all_workers_plan(router: Any, args: list[bytes]) -> Plan:
