@@ -46,6 +46,20 @@ def acl_target():
 
 SCRIPTS = [
     script(
+        "redis_acl_check_cmd",
+        ["ACL", "SETUSER", "lim", "on", ">p", "+eval", "+get", "~k*"],
+        ["AUTH", "lim", "p"],
+        ["EVAL", "return redis.acl_check_cmd('get', 'k1')", "0"],
+        ["EVAL", "return redis.acl_check_cmd('get', 'other')", "0"],
+        ["EVAL", "return redis.acl_check_cmd('set', 'k1', 'v')", "0"],
+        ["EVAL", "return redis.acl_check_cmd('nosuch')", "0"],
+        ["EVAL", "return redis.acl_check_cmd()", "0"],
+        ["AUTH", "default", "x"],
+        ["EVAL", "return redis.acl_check_cmd('set', 'k1', 'v')", "0"],
+        ["ACL", "DELUSER", "lim"],
+        protocols=(2,),
+    ),
+    script(
         "setuser_getuser_list",
         ["ACL", "SETUSER", "alice"],
         ["ACL", "LIST"],

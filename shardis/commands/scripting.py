@@ -25,12 +25,24 @@ Conversions follow ``script_lua.c`` exactly (both directions, RESP2 and ``redis.
 and error replies follow Redis 7.0's format (``ERR user_script:1: ... script: <sha>, on
 @user_script:1.``), built by an error handler written like Redis's ``__redis__err__handler``.
 
+Libraries
+    Redis's bundled ``cjson``, ``cmsgpack``, ``bit`` and ``struct`` are Python functions
+    written after their C code (``shardis.commands.lualibs``), exposed like the ``redis``
+    functions (through ``_lua_entry``) and read-only like every library.  The sandbox gives
+    them what a C function would know: their name and the caller's line for argument errors
+    (``caller``, which follows a running coroutine), and ``cjson.null``, a userdata printing
+    as Redis's NULL lightuserdata.
+
 Differences from Redis that remain (also in the report of the change that added this):
 
-* The libraries Redis bundles (cjson, cmsgpack, bit, struct) are not available.
 * The sandbox (see ``_BOOTSTRAP``) makes globals and libraries read-only with proxies, as
-  Redis 7 does with its patched Lua: ``#`` and ``unpack`` on a library table see nothing, and
-  the ``redis`` functions are Python callables (``type(redis.call)`` is ``userdata``).
+  Redis 7 does with its patched Lua: ``#`` and ``unpack`` on a library table see nothing.
+  The ``redis`` and library functions are Python callables; the sandbox's ``type`` and
+  ``tostring`` show them as C functions (``function``, ``function: 0x...``), but being Lua
+  functions themselves, ``return type()`` (no argument, in a tail call) reports its error
+  without the caller's line.
+* A ``-0`` passed straight to a Python function arrives as ``0`` (lupa converts integral
+  numbers to ints): ``cjson.encode(-0)`` is ``0`` (Redis: ``-0``); inside a table it is kept.
 * No script timeout: SCRIPT KILL answers NOTBUSY and a script that loops forever blocks its
   worker (Redis would answer BUSY to other clients meanwhile).
 * ``debug`` reads as nil instead of failing as an undefined global (lupa's error path looks
@@ -53,6 +65,7 @@ from typing import Any
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, command, container, keys_after_numkeys
 from shardis.commands.keys import dump_value
+from shardis.commands.lualibs import Libs, LuaError
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import (
@@ -180,7 +193,7 @@ def parse_numkeys(args: list[bytes]) -> int:
 #   hidden, and errors raised in Python reach scripts as Lua tables or strings, never as
 #   Python objects (``pcall``, ``xpcall`` and ``coroutine.resume`` convert them).
 _BOOTSTRAP = r"""
-local redis_api, unwrap, interrupt = ...
+local redis_api, unwrap, interrupt, libs = ...
 local dbg = debug
 local globals = _G
 local lua_type, lua_tostring, lua_error = type, tostring, error
@@ -191,6 +204,7 @@ local lua_pcall, lua_xpcall, lua_loadstring, lua_setfenv = pcall, xpcall, loadst
 local table_insert, table_remove, table_sort, table_concat = table.insert, table.remove,
                                                               table.sort, table.concat
 local co_resume = coroutine.resume
+local lua_newproxy, lua_select = newproxy, select
 local READONLY = 'Attempt to modify a readonly table'
 
 -- read-only proxy -> the real table behind it (weak keys: proxies live as long as used)
@@ -238,8 +252,18 @@ local function redis_xpcall(f, handler)
   return lua_xpcall(f, function(err) return handler(as_lua(err)) end)
 end
 
-local function redis_resume(co, ...)
+-- The coroutines being resumed, innermost last: a library function's argument errors name
+-- it as the running coroutine's frame shows it.
+local running = {}
+local function tracked_resume(co, ...)
+  running[#running + 1] = co
   local result = {co_resume(co, ...)}
+  running[#running] = nil
+  return result
+end
+
+local function redis_resume(co, ...)
+  local result = tracked_resume(co, ...)
   if not result[1] then result[2] = as_lua(result[2]) end
   return lua_unpack(result, 1, lua_maxn(result))
 end
@@ -316,7 +340,7 @@ end
 local function hooked_wrap(f)
   local co = hooked_create(f)
   return function(...)
-    local result = {co_resume(co, ...)}
+    local result = tracked_resume(co, ...)
     if not result[1] then lua_error(as_lua(result[2]), 2) end
     return lua_unpack(result, 2, lua_maxn(result))
   end
@@ -379,8 +403,61 @@ local string_mt = lua_getmetatable('')
 string_mt.__index = stringlib
 string_mt.__metatable = protect(string_mt)
 
+-- The libraries (Python functions, see shardis.commands.lualibs), read-only like the others.
+-- cjson.null is a userdata that prints as Redis's NULL lightuserdata does.
+local null = lua_newproxy(true)
+local null_mt = lua_getmetatable(null)
+null_mt.__tostring = function() return 'userdata: (nil)' end
+null_mt.__metatable = false
+lua_rawset(libs.cjson, 'null', null)
+for name, lib in lua_pairs(libs) do lua_rawset(globals, name, protect(lib)) end
+local function is_null(value) return value == null end
+
+-- For a library function's errors (luaL_argerror, luaL_where): its name as its caller sees
+-- it, and the caller's "source:line: ".  Called from Python while the function runs.
+local py_call = lua_rawget(lua_getmetatable(redis_api.call), '__call')
+local function caller()
+  local co = running[#running]
+  local info, at
+  if co then
+    info, at = dbg.getinfo(co, 0, 'nf'), dbg.getinfo(co, 1, 'Sl')
+  else
+    info, at = dbg.getinfo(2, 'nf'), dbg.getinfo(3, 'Sl')
+  end
+  local name, namewhat, where = nil, nil, ''
+  if info and info.func == py_call then name, namewhat = info.name, info.namewhat end
+  if at and at.currentline > 0 then where = at.short_src .. ':' .. at.currentline .. ': ' end
+  return name, namewhat, where
+end
+
+-- The Python functions (redis.*, the libraries) stand for Redis's C functions: type() says
+-- 'function' and tostring() 'function: 0x...', as for a C function, never Python's repr.
+local py_mt = lua_getmetatable(redis_api.call)
+local dbg_getmetatable, lua_match = dbg.getmetatable, string.match
+local function is_python(v)
+  return lua_type(v) == 'userdata' and dbg_getmetatable(v) == py_mt
+end
+local function value_expected()  -- luaL_checkany's error, named as the caller calls it
+  local info = dbg.getinfo(2, 'n')
+  lua_error("bad argument #1 to '" .. (info and info.name or '?') .. "' (value expected)", 3)
+end
+lua_rawset(globals, 'type', function(...)
+  if lua_select('#', ...) == 0 then value_expected() end
+  local v = ...
+  if is_python(v) then return 'function' end
+  return lua_type(v)
+end)
+lua_rawset(globals, 'tostring', function(...)
+  if lua_select('#', ...) == 0 then value_expected() end
+  local v = ...
+  if is_python(v) then
+    return 'function: ' .. (lua_match(lua_tostring(v), ' at (0x%x+)>$') or 'builtin')
+  end
+  return lua_tostring(v)
+end)
+
 -- The Python objects' metatable (shared by all of them) is out of reach.
-lua_rawset(lua_getmetatable(redis_api.call), '__metatable', false)
+lua_rawset(py_mt, '__metatable', false)
 
 -- Globals: reads of undefined names fail as in Redis; every write fails.
 local proxy_globals = protect(globals)
@@ -393,7 +470,7 @@ lua_setmetatable(globals, {
   end,
 })
 lua_setfenv(0, proxy_globals)
-return run, compile
+return run, compile, caller, is_null, null
 """
 
 
@@ -428,15 +505,21 @@ def _lua_entry(function: Callable[..., object]) -> Callable[..., object]:
     chained to it); any other exception is a bug, logged and turned into a script error."""
 
     def entry(*values: object) -> object:
+        kind: type[Exception] = LuaRaise
+        text: Any
         try:
             return function(*values)
         except LuaRaise as exc:
             text = exc.text
+        except LuaError as exc:  # a library's error: a plain string for Lua (luaL_error)
+            kind, text = LuaError, exc.text
+        except MemoryError:  # lupa's LuaMemoryError too: the bound of the Lua heap
+            kind, text = LuaError, b"not enough memory"
         except Exception:
             log.exception("script API call failed event=script_api_error")
             text = "internal error in the scripting API"
         del values
-        raise LuaRaise(text)
+        raise kind(text)
 
     return entry
 
@@ -482,8 +565,13 @@ class ScriptEngine:
         bootstrap = loader(_BOOTSTRAP.encode(), b"=shardis")
         if isinstance(bootstrap, tuple):  # pragma: no cover - (nil, message): a bug above
             raise RuntimeError(bootstrap[1])
-        self._run, self._compile = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
-                                             _lua_entry(self._interrupt))
+        #: Redis's bundled libraries (cjson, cmsgpack, bit, struct).
+        self.libs = Libs(self.lua, _lupa, _lua_entry)
+        (self._run, self._compile, self.libs.caller, self.libs.is_null,
+         self.libs.null) = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
+                                     _lua_entry(self._interrupt),
+                                     self.lua.table_from(self.libs.tables()))
+        self.libs.interrupt = self._interrupt
         #: busy-reply-threshold in seconds (from the router's ``__script_topology``).
         self.busy_after = 5.0
         # State of the script being run.
@@ -527,6 +615,7 @@ class ScriptEngine:
 
     def flush(self) -> None:
         self.scripts.clear()
+        self.libs.reset()
 
     # Running -----------------------------------------------------------------------------------
     def eval(self, args: list[bytes], by_sha: bool, read_only: bool) -> object:
@@ -653,9 +742,12 @@ class ScriptEngine:
             b"setresp": _lua_entry(self._setresp),
             b"set_repl": _lua_entry(self._set_repl),
             b"replicate_commands": lambda *a: True,
+            b"breakpoint": _lua_entry(lambda *a: False),  # no debugger (LDB) session, ever
+            b"debug": _lua_entry(lambda *a: None),
+            b"acl_check_cmd": _lua_entry(self._acl_check_cmd),
             b"LOG_DEBUG": 0, b"LOG_VERBOSE": 1, b"LOG_NOTICE": 2, b"LOG_WARNING": 3,
             b"REPL_NONE": 0, b"REPL_AOF": 1, b"REPL_SLAVE": 2, b"REPL_REPLICA": 2,
-            b"REPL_ALL": 3, b"REDIS_VERSION": b"7.0.15", b"REDIS_VERSION_NUM": 0x0700FF,
+            b"REPL_ALL": 3, b"REDIS_VERSION": b"7.0.15", b"REDIS_VERSION_NUM": 0x07000F,
         })
         return table
 
@@ -673,6 +765,8 @@ class ScriptEngine:
         """The Lua error table a Python error carries (None for other values)."""
         if isinstance(error, LuaRaise):
             return self.error_table(error.text)
+        if isinstance(error, LuaError):
+            return error.text
         return None
 
     def _raise(self, text: str) -> None:
@@ -749,6 +843,29 @@ class ScriptEngine:
     def _set_repl(self, *values: object) -> None:
         if len(values) != 1:
             self._raise("redis.set_repl() requires two arguments.")
+        flags = _lua_tonumber(values[0]) or 0
+        if lua_number_to_int(flags) & ~3:  # PROPAGATE_AOF|PROPAGATE_REPL
+            self._raise("Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or "
+                        "REPL_NONE.")
+
+    def _acl_check_cmd(self, *values: object) -> bool:
+        """``redis.acl_check_cmd(command, args...)``: may the caller run it?"""
+        if not values:
+            self._raise("Please specify at least one argument for this redis lib call")
+        args: list[bytes] = []
+        for value in values:
+            if isinstance(value, bytes):
+                args.append(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                args.append(b"%.17g" % value)
+            else:
+                self._raise("Lua redis lib command arguments must be strings or integers")
+        spec = _resolve(args)
+        if spec is None:
+            self._raise("Invalid command passed to redis.acl_check_cmd()")
+        if self.acl_user is None:
+            return True
+        return not self.acl_user.check(spec, args)[0]
 
     def _remote(self, args: list[bytes]) -> object:
         """``args`` run on the worker of its keys (global mode), its reply as a value."""
