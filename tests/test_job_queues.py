@@ -102,6 +102,27 @@ class Runs:
                 assert self.attempts[-d] == doomed_attempts, (-d, self.attempts[-d])
 
 
+def bounded(scenario, timeout: float = DEADLINE + 15):
+    """``scenario()``'s value, run in a daemon thread: a server that stops answering fails the
+    test after ``timeout`` seconds instead of hanging it (the fixture then stops the server)."""
+    outcome: dict = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = scenario()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="job-queue-scenario")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        pytest.fail(f"the scenario did not finish within {timeout:.0f}s (server hung?)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 # --------------------------------------------------------------------------------- dramatiq
 
 
@@ -128,30 +149,34 @@ def test_dramatiq(queue_server: Server):
     ]
     doomed = dramatiq.actor(work, broker=broker, actor_name="doomed", queue_name="alpha",
                             max_retries=1, min_backoff=10, max_backoff=20)
-    for n in range(JOBS):
-        actor = actors[n % 2]
-        if delayed(n):
-            actor.send_with_options(args=(n,), delay=300)
-        else:
-            actor.send(n)
-    for d in range(1, DOOMED + 1):
-        doomed.send(-d)
 
-    worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
-    worker.start()
-    try:
-        deadline = time.monotonic() + DEADLINE
-        client = broker.client
-        # Done when every job ran and the doomed ones are dead-lettered (alpha.XQ).
-        while time.monotonic() < deadline and not (
-                runs.complete() and client.zcard("dramatiq:alpha.XQ") == DOOMED):
-            time.sleep(0.05)
-        time.sleep(0.3)  # anything that would run twice gets its chance
-    finally:
-        worker.stop()
-        broker.close()
+    def scenario() -> None:
+        for n in range(JOBS):
+            actor = actors[n % 2]
+            if delayed(n):
+                actor.send_with_options(args=(n,), delay=300)
+            else:
+                actor.send(n)
+        for d in range(1, DOOMED + 1):
+            doomed.send(-d)
+
+        worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
+        worker.start()
+        try:
+            deadline = time.monotonic() + DEADLINE
+            client = broker.client
+            # Done when every job ran and the doomed ones are dead-lettered (alpha.XQ).
+            while time.monotonic() < deadline and not (
+                    runs.complete() and client.zcard("dramatiq:alpha.XQ") == DOOMED):
+                time.sleep(0.05)
+            time.sleep(0.3)  # anything that would run twice gets its chance
+        finally:
+            worker.stop(timeout=10_000)
+            broker.close()
+
+    bounded(scenario)
     runs.check(doomed_attempts=2)
-    client = redis.Redis(port=queue_server.port)
+    client = redis.Redis(port=queue_server.port, socket_timeout=10)
     assert client.zcard("dramatiq:alpha.XQ") == DOOMED
     for name in ("alpha", "beta"):
         assert client.llen(f"dramatiq:{name}") == 0
@@ -201,7 +226,7 @@ def test_bullmq(queue_server: Server):
                 await worker.close()
             await queue.close()
 
-    counts = asyncio.run(asyncio.wait_for(scenario(), DEADLINE + 15))
+    counts = bounded(lambda: asyncio.run(scenario()))
     runs.check(doomed_attempts=2)
     assert counts == {"active": 0, "completed": JOBS, "delayed": 0, "failed": DOOMED,
                       "prioritized": 0, "waiting": 0, "waiting-children": 0}, counts
@@ -225,6 +250,7 @@ def test_saq(queue_server: Server):
         await queue.connect()
         worker = Worker(queue, functions=[("work", work)], concurrency=8,
                         timers={"schedule": 1})
+        worker.SIGNALS = ()  # it runs in a thread (bounded): no signal handlers there
         task = asyncio.create_task(worker.start())
         try:
             # The worker sweeps the active list once when it starts (then every minute): a job
@@ -255,7 +281,43 @@ def test_saq(queue_server: Server):
             task.cancel()
             await queue.disconnect()
 
-    *statuses, incomplete = asyncio.run(asyncio.wait_for(scenario(), DEADLINE + 15))
+    *statuses, incomplete = bounded(lambda: asyncio.run(scenario()))
     runs.check(doomed_attempts=2)
     assert statuses == [Status.FAILED] * DOOMED
     assert incomplete == 0
+
+
+# ----------------------------------------------------------------- what bullmq met on shardis
+
+
+def test_noscript_of_a_global_script_leaves_no_global_flag(queue_server: Server):
+    """bullmq (redis-py's ``register_script``) sends EVALSHA first and loads the script on
+    NOSCRIPT.  Its scripts declare keys on several workers, so that first EVALSHA ran in
+    global mode and failed before running: the worker kept its ``__script_global`` flag, and
+    the next script there -- another client's, sent to that worker alone -- sent its call on
+    another worker's key to the router as if gated; the router dropped it ("a script call from
+    a worker that runs no global script") and that worker hung for good.  On Redis (and now on
+    shardis) the second script just runs."""
+    from shardis.slots import SlotMap
+
+    slots = SlotMap(3)
+    names = (f"key:{i}".encode() for i in range(1000))
+    by_worker: dict[int, bytes] = {}
+    while len(by_worker) < 3:
+        key = next(names)
+        by_worker.setdefault(slots.worker_of(key), key)
+    first, other = by_worker[0], by_worker[1]
+
+    def scenario() -> object:
+        client = redis.Redis(port=queue_server.port, protocol=2)
+        try:
+            client.set(other, "there")
+            with pytest.raises(redis.ResponseError, match="NOSCRIPT|No matching script"):
+                client.evalsha("0" * 40, 2, first, other)
+            # One key, on worker 0; it reads a key of worker 1 it did not declare.
+            return client.eval("return {redis.call('exists', KEYS[1]), redis.call('get', ARGV[1])}",
+                               1, first, other)
+        finally:
+            client.close()
+
+    assert bounded(scenario, timeout=20) == [0, b"there"]
