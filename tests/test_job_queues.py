@@ -197,9 +197,10 @@ def test_dramatiq(queue_server: Server):
 
 def test_bullmq(queue_server: Server):
     pytest.importorskip("bullmq", reason="bullmq is not installed (pip install '.[test]')")
-    from bullmq import Queue, Worker
+    from bullmq import Queue, QueueEvents, Worker
 
     runs = Runs()
+    completed_events: set[str] = set()
 
     async def process(job, token):
         runs.attempt(job.data["n"])
@@ -208,6 +209,10 @@ def test_bullmq(queue_server: Server):
     async def scenario() -> dict:
         connection = f"redis://{queue_server.host}:{queue_server.port}"
         queue = Queue("jobs", {"connection": connection})
+        # What a producer watches: the queue's event stream (XREAD BLOCK), from its start.
+        events = QueueEvents("jobs", {"connection": connection, "lastEventId": "0-0",
+                                      "blockingTimeout": 500})
+        events.on("completed", lambda args, _id: completed_events.add(args["jobId"]))
         # Two workers on the queue, as two processes would be, running while jobs arrive.
         workers = [Worker("jobs", process, {"connection": connection, "concurrency": 8})
                    for _ in range(2)]
@@ -224,7 +229,8 @@ def test_bullmq(queue_server: Server):
             deadline = time.monotonic() + DEADLINE
             while time.monotonic() < deadline:
                 counts = await queue.getJobCounts()
-                if runs.complete() and counts["completed"] == JOBS and counts["failed"] == DOOMED:
+                if (runs.complete() and counts["completed"] == JOBS
+                        and counts["failed"] == DOOMED and len(completed_events) == JOBS):
                     break
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
@@ -232,12 +238,14 @@ def test_bullmq(queue_server: Server):
         finally:
             for worker in workers:
                 await worker.close()
+            await events.close()
             await queue.close()
 
     counts = bounded(lambda: asyncio.run(scenario()))
     runs.check(doomed_attempts=2)
     assert counts == {"active": 0, "completed": JOBS, "delayed": 0, "failed": DOOMED,
                       "prioritized": 0, "waiting": 0, "waiting-children": 0}, counts
+    assert len(completed_events) == JOBS
 
 
 # -------------------------------------------------------------------------------------- saq
