@@ -306,3 +306,14 @@ def test_one_script_cache_for_the_whole_server(tmp_path):
                 time.sleep(0.1)
     finally:
         server.stop()
+
+
+def test_scripts_over_several_workers_inside_multi(r):
+    a, b = keys_on_two_workers()
+    r.set(b, "bee")
+    with r.pipeline(transaction=True) as tx:
+        tx.set(a, "1")
+        tx.eval("redis.call('incr', KEYS[1]); return redis.call('get', KEYS[2])", 2, a, b)
+        tx.eval("redis.call('incr', KEYS[1]); return redis.call('get', ARGV[1])", 1, a, b)
+        tx.get(a)
+        assert tx.execute() == [True, b"bee", b"bee", b"3"]

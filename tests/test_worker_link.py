@@ -277,3 +277,40 @@ def test_a_router_survives_a_worker_answering_junk(tmp_path) -> None:
         router.wait(timeout=10)
     log = log_path.read_text()
     assert "dropped a malformed message worker=0" in log and "Traceback" not in log
+
+
+def test_frames_zeromq_refuses_are_sent_later_in_order():
+    """With ZMQ_IMMEDIATE a DEALER refuses a send until its connection's pipe is attached,
+    which happens a moment after the handshake event the router reacts to: such a frame must
+    wait (in order), not vanish — the shard check sent at that moment once never arrived."""
+    import asyncio
+
+    from shardis.router.links import WorkerLink
+
+    class FakeRouter:
+        loop = asyncio.new_event_loop()
+
+    context = zmq.Context.instance()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    link = WorkerLink(FakeRouter(), 0, address, context)  # type: ignore[arg-type]
+    codec = protocol.codec_for(False)
+    try:
+        for seq in (1, 2, 3):  # nobody listens yet: ZeroMQ takes none of them
+            link.send_alone(None, 2, [b"PING", b"%d" % seq])
+        assert len(link.unsent) == 3
+        server = context.socket(zmq.ROUTER)
+        server.setsockopt(zmq.LINGER, 0)
+        server.bind(address)
+        got = []
+        deadline = FakeRouter.loop.time() + 10
+        while len(got) < 3 and FakeRouter.loop.time() < deadline:
+            FakeRouter.loop.run_until_complete(asyncio.sleep(0.01))
+            while server.poll(0):
+                _, frame = server.recv_multipart()
+                got.append(codec.decode_batch(frame)[1][0][1][1])
+        assert got == [b"1", b"2", b"3"] and not link.unsent
+        server.close()
+    finally:
+        link.drop_unsent()
+        link.close()
+        FakeRouter.loop.close()

@@ -347,6 +347,7 @@ local function hooked_wrap(f)
 end
 
 local function run(f, keys, argv)
+  for i = #running, 1, -1 do running[i] = nil end  -- left by a resume that failed midway
   lua_rawset(globals, 'KEYS', keys)
   lua_rawset(globals, 'ARGV', argv)
   dbg.sethook(hook, '', HOOK_COUNT)

@@ -181,11 +181,7 @@ class ScriptCallTarget:
         self.proto = proto
 
     def fill(self, data: bytes) -> None:
-        link = self.link
-        try:
-            link.socket.send(link.encode_batch(0, [(self.proto, [data])]), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # the script's worker is gone, and the script with it
+        self.link.send_frame(self.link.encode_batch(0, [(self.proto, [data])]))
 
 
 class GatherPart:
@@ -842,6 +838,7 @@ class Router:
         worker-restart-timeout at most; without one they fail now, and so do new commands
         until it is back."""
         timeout = self.config["worker-restart-timeout"]
+        link.drop_unsent()
         checks = [t for _, targets, _ in link.inflight for t in targets
                   if type(t) is VerifyTarget]
         self.fail_targets(checks, "ERR connection lost")  # a check in progress starts again

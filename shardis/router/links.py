@@ -28,7 +28,7 @@ class WorkerLink:
     __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
                  "seq", "monitor", "monitor_fd", "down", "verifying", "refused", "codec",
                  "encode_batch", "resumable", "down_error", "pending", "restart_timer",
-                 "held_bytes", "counted")
+                 "held_bytes", "counted", "unsent", "retry")
 
     def __init__(self, router: Router, index: int, address: str, context: zmq.Context,
                  curve: tuple[KeyPair, bytes] | None = None,
@@ -94,6 +94,10 @@ class WorkerLink:
         #: ``counted`` commands of the queue.
         self.held_bytes = 0
         self.counted = 0
+        #: frames ZeroMQ would not take yet (the connection's pipe is attached a moment after
+        #: its handshake event), sent in order before anything newer; and their retry timer.
+        self.unsent: deque[bytes] = deque()
+        self.retry: Any = None
 
     def send(self, target: Any, proto: int, args: list[bytes]) -> None:
         """Queue a command; it leaves with the next flush."""
@@ -120,10 +124,39 @@ class WorkerLink:
         follows holds or fails it with the rest."""
         self.seq += 1
         self.inflight.append((self.seq, targets, commands))
+        self.send_frame(self.encode_batch(self.seq, commands))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send now, or after the frames ZeroMQ has not taken yet (retried shortly)."""
+        if self.unsent or not self._try_send(frame):
+            self.unsent.append(frame)
+            if self.retry is None:
+                self.retry = self.router.loop.call_later(0.001, self.send_unsent)
+
+    def _try_send(self, frame: bytes) -> bool:
         try:
-            self.socket.send(self.encode_batch(self.seq, commands), zmq.NOBLOCK)
+            self.socket.send(frame, zmq.NOBLOCK)
+            return True
         except zmq.Again:
-            pass
+            return False
+
+    def send_unsent(self) -> None:
+        """Retry the frames ZeroMQ did not take; again later while it still does not (a
+        connection that dropped instead clears them: ``drop_unsent``)."""
+        self.retry = None
+        unsent = self.unsent
+        while unsent and self._try_send(unsent[0]):
+            unsent.popleft()
+        if unsent:
+            self.retry = self.router.loop.call_later(0.005, self.send_unsent)
+
+    def drop_unsent(self) -> None:
+        """The connection dropped: its unsent frames are batches in flight, held or failed
+        with the rest; none may reach the next connection."""
+        self.unsent.clear()
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
 
     def resend(self, targets: list[Any], commands: list[tuple[int, list[bytes]]]) -> None:
         """Send a batch lost with a worker's last connection again (under a new number)."""
@@ -205,6 +238,7 @@ class WorkerLink:
         return lost
 
     def close(self) -> None:
+        self.drop_unsent()
         if self.restart_timer is not None:
             self.restart_timer.cancel()
         self.socket.disable_monitor()

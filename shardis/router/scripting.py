@@ -58,7 +58,7 @@ def script_plan(router: Any, args: list[bytes]) -> Plan:
     keys = args[3 : 3 + numkeys]
     workers = {router.worker_of(key) for key in keys}
     worker = router.worker_of(keys[0]) if keys else 0
-    sha = args[1].decode("latin-1").lower() if by_sha else sha1hex(args[1])
+    sha = _sha_of(args)
     if not by_sha:
         remember(router, args[1], sha, skip=worker)
     if len(workers) > 1 or sha in router.global_shas:
@@ -133,16 +133,18 @@ def send_topology(router: Any, worker: int, *more: list[bytes]) -> None:
         router.call(worker, command)
 
 
-async def run_global(router: Any, client: Any, args: list[bytes]) -> object:
+async def run_global(router: Any, client: Any, args: list[bytes],
+                     bracket: bool = True) -> object:
     """A script whose keys live on several workers, with every worker gated for it: it runs
     on the worker of its first key, and each command it calls on another worker's keys runs
     there through the router (``Router.script_call``), one round trip each.  Nothing else
     runs meanwhile, so it is as atomic as on one Redis; clients blocked on keys it fed are
-    served once it has ended (``__tx_begin``/``__tx_end`` on every worker)."""
+    served once it has ended (``__tx_begin``/``__tx_end`` on every worker, unless
+    ``bracket`` is off: inside EXEC, whose own brackets hold)."""
     worker = router.worker_of(args[3]) if parse_numkeys(args) else 0
     router.current_client = client
     send_topology(router, worker)
-    begun = await router.call_all([b"__tx_begin"])
+    begun = await router.call_all([b"__tx_begin"]) if bracket else []
     router.script_worker = worker
     try:
         # The flag goes in the same batch as its script, right before it: nothing can come
@@ -151,13 +153,35 @@ async def run_global(router: Any, client: Any, args: list[bytes]) -> object:
         reply = await router.call(worker, args, client.proto, raw=True)
     finally:
         router.script_worker = None
-        if all(type(b) is int for b in begun):
+        if begun and all(type(b) is int for b in begun):
             await router.call_all([b"__tx_end"])
     return Raw(reply)
 
 
-for _name in ("eval", "evalsha", "eval_ro", "evalsha_ro"):
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro")
+for _name in SCRIPT_COMMANDS:
     coordinated(_name, script_plan)(run_global)
+
+
+async def run_in_transaction(router: Any, client: Any, args: list[bytes], proto: int) -> bytes:
+    """A script inside MULTI/EXEC (EXEC gated every worker for it): on its worker, or
+    globally at once if it must or once it turns out it must.  Its reply, encoded."""
+    plan = script_plan(router, args)
+    if plan.forward_to is not None:
+        data = await router.call(plan.forward_to, args, proto, raw=True)
+        if not data.startswith(_RETRY_REPLY):
+            return data
+        router.global_shas.add(_sha_of(args))
+    saved, client.proto = client.proto, proto
+    try:
+        return bytes(await run_global(router, client, args, bracket=False))
+    finally:
+        client.proto = saved
+
+
+def _sha_of(args: list[bytes]) -> str:
+    by_sha = args[0].lower().startswith(b"evalsha")
+    return args[1].decode("latin-1").lower() if by_sha else sha1hex(args[1])
 
 
 def all_workers_plan(router: Any, args: list[bytes]) -> Plan:

@@ -36,6 +36,7 @@ from shardis.commands import Fanout, lookup
 from shardis.errors import ReplyError, raise_if_error
 from shardis.resp import NULL_ARRAY, OK, Raw, encode, encode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, router_command
+from shardis.router.scripting import SCRIPT_COMMANDS, run_in_transaction
 from shardis.router.security import exec_denial
 
 QUEUED_REPLY = b"+QUEUED\r\n"
@@ -138,6 +139,8 @@ def involved_workers(router: Any, queued: list[list[bytes]]) -> set[int]:
         fanout = spec.fanout
         if fanout in (Fanout.ALL_SUM, Fanout.ALL_CONCAT, Fanout.ALL_OK):
             return set(range(len(router.links)))
+        if spec.fullname in SCRIPT_COMMANDS:
+            return set(range(len(router.links)))  # a script may turn out to need every worker
         if fanout is Fanout.COORDINATED:
             try:
                 plan = COORDINATED[spec.fullname][0](router, args)
@@ -213,6 +216,9 @@ def run_queued(router: Any, client: Any, args: list[bytes], proto: int) -> Any:
             return encode(ROUTER_COMMANDS[spec.fullname](router, client, args), proto)
         except ReplyError as exc:
             return encode_error(exc.message)
+    if spec.fullname in SCRIPT_COMMANDS:
+        router.current_client = client
+        return _script_step(router, client, args, proto)
     if fanout is Fanout.COORDINATED:
         plan_fn, operation = COORDINATED[spec.fullname]
         router.current_client = client
@@ -224,6 +230,13 @@ def run_queued(router: Any, client: Any, args: list[bytes], proto: int) -> Any:
             return router.call(plan.forward_to, args, proto, raw=True)
         return _encoded(operation(router, client, args), proto)
     return _split(router, spec, args, proto)
+
+
+async def _script_step(router: Any, client: Any, args: list[bytes], proto: int) -> bytes:
+    try:
+        return await run_in_transaction(router, client, args, proto)
+    except ReplyError as exc:
+        return encode_error(exc.message)
 
 
 async def _encoded(step: Any, proto: int) -> bytes:
