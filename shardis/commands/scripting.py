@@ -622,6 +622,10 @@ class ScriptEngine:
 
     # Running -----------------------------------------------------------------------------------
     def eval(self, args: list[bytes], by_sha: bool, read_only: bool) -> object:
+        # ``__script_global`` is for this script only, even one that fails before it runs
+        # (NOSCRIPT...): a flag left set would make the next script on this worker, a local
+        # one, send its calls to the router as if gated, and wait forever for the answer.
+        global_mode, self.global_mode = self.global_mode, False
         if by_sha and len(args[1]) != 40:
             raise ReplyError(NOSCRIPT)
         numkeys = parse_numkeys(args)
@@ -642,6 +646,7 @@ class ScriptEngine:
         self.started = time.monotonic()
         self.busy = self.wrote = self.killed = self.retry_global = False
         self.journal = {}
+        self.global_mode = global_mode
         self.shard.begin_script()
         try:
             ok, result = self._run(script.function, keys, argv)

@@ -158,10 +158,13 @@ async def run_global(router: Any, client: Any, args: list[bytes],
     ``bracket`` is off: inside EXEC, whose own brackets hold)."""
     worker = router.worker_of(args[3]) if parse_numkeys(args) else 0
     router.current_client = client
-    send_topology(router, worker, [b"__script_global"])
+    send_topology(router, worker)
     begun = await router.call_all([b"__tx_begin"]) if bracket else []
     router.script_worker = worker
     try:
+        # The flag goes in the same batch as its script, right before it: nothing can come
+        # between them (not even a failed __tx_begin) and find the flag set.
+        router.call(worker, [b"__script_global"])
         reply = await router.call(worker, args, client.proto, raw=True)
     finally:
         router.script_worker = None
