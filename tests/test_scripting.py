@@ -320,8 +320,8 @@ def test_scripts_over_several_workers_inside_multi(r):
 
 
 def test_script_kill_reaches_a_global_script(r):
-    """A global script holds every worker's gate; SCRIPT KILL still reaches it (past the
-    busy threshold), and the server serves again."""
+    """A global script holds every worker's gate; past the busy threshold other commands get
+    BUSY and SCRIPT KILL reaches it, and the server serves again."""
     a, b = keys_on_two_workers()
     port = r.connection_pool.connection_kwargs["port"]
     r.config_set("busy-reply-threshold", 200)
@@ -338,6 +338,9 @@ def test_script_kill_reaches_a_global_script(r):
         thread = threading.Thread(target=run)
         thread.start()
         time.sleep(0.6)
+        # Past the threshold, commands for the workers it holds get BUSY, as on Redis.
+        with pytest.raises(ResponseError, match="^BUSY Redis is busy running a script"):
+            r.get(a)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -36,6 +36,7 @@ import zmq
 
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
+from shardis.commands.scripting import BUSY
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT, SCRIPT_CALL
@@ -259,8 +260,10 @@ class Router:
         self.config = {**defaults(), **(config or {})}
         self.loop = asyncio.get_event_loop()
         self.context = zmq.Context.instance()
-        #: the worker running a global script (``shardis.router.scripting.run_global``).
+        #: the worker running a global script (``shardis.router.scripting.run_global``),
+        #: and whether it has run past busy-reply-threshold (gated commands get BUSY).
         self.script_worker: int | None = None
+        self.script_busy = False
         #: scripts known to touch other workers' keys (they run global at once), and scripts
         #: that ran on one worker (their callers may pipeline past them).
         self.global_shas: set[str] = set()
@@ -516,9 +519,26 @@ class Router:
         client.reply_now(encode_error(message))
 
     def hold(self, client: ClientConnection, args: list[bytes]) -> None:
-        """Park a command that touches a gated worker; its client waits until release."""
+        """Park a command that touches a gated worker; its client waits until release.  Past
+        busy-reply-threshold of a global script (which gates every worker) it gets BUSY at
+        once instead, as a busy Redis answers."""
+        if self.script_busy:
+            self.reply_error(client, BUSY)
+            return
         self.held.append((client, args))
         client.waiting = True
+
+    def global_script_busy(self) -> None:
+        """A global script ran past busy-reply-threshold: what waits for the gates it holds
+        gets BUSY, and so does what comes until it ends (SCRIPT KILL still reaches it)."""
+        self.script_busy = True
+        held, self.held = self.held, []
+        for client, _ in held:
+            if client.closed:
+                continue
+            self.reply_error(client, BUSY)
+            client.waiting = False
+            client.resume()
 
     def schedule_flush(self) -> None:
         if not self.flush_scheduled:

@@ -161,13 +161,19 @@ async def run_global(router: Any, client: Any, args: list[bytes],
     send_topology(router, worker)
     begun = await router.call_all([b"__tx_begin"]) if bracket else []
     router.script_worker = worker
+    threshold = router.config.get("busy-reply-threshold", 5000)
+    busy = router.loop.call_later(threshold / 1000, router.global_script_busy) \
+        if threshold > 0 else None
     try:
         # The flag goes in the same batch as its script, right before it: nothing can come
         # between them (not even a failed __tx_begin) and find the flag set.
         router.call(worker, [b"__script_global"])
         reply = await router.call(worker, args, client.proto, raw=True)
     finally:
+        if busy is not None:
+            busy.cancel()
         router.script_worker = None
+        router.script_busy = False
         if begun and all(type(b) is int for b in begun):
             await router.call_all([b"__tx_end"])
     return Raw(reply)
