@@ -721,12 +721,6 @@ def test_hostile_msgpack_headers_fail_fast(r, data):
     assert r.eval("return 1", 0) == 1
 
 
-#: Known issue: in a full suite run (and once installed from a wheel) these two did not
-#: answer BUSY within 30 s, while they do at once when run alone; to be found out.
-_SLOW_START = pytest.mark.xfail(reason="in a full run, BUSY came late (under investigation)",
-                                strict=False)
-
-
 @pytest.mark.parametrize("source", [
     "return cjson.decode(string.rep('[', 1000000))",
     "return cjson.decode(string.rep('{\"a\":', 1000000))",
@@ -830,11 +824,11 @@ def test_outputs_stay_within_the_lua_memory_bound(r, source):
     assert r.eval("return cjson.encode({1})", 0) == b"[1]"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def quick_busy():
-    """A server of their own (its Lua heaps fresh: on the shared one, earlier tests' memory
-    can make these huge encodings fail at once with "not enough memory" instead of running
-    long enough to be busy), with a short busy threshold."""
+    """A server of each test's own, with a short busy threshold: a worker's Lua heap fresh
+    (after a killed script that built millions of tables, the next huge allocation spent its
+    first tens of seconds collecting them, with no hook running and so no BUSY)."""
     from tests.servers import start_shardis
 
     server = start_shardis(1, "--save", "", "--busy-reply-threshold", "200")
@@ -847,9 +841,8 @@ def quick_busy():
     "return cjson.decode('[' .. string.rep('[1,2,3],', 2^22) .. '1]')",
     "local t = {} for i = 1, 2^21 do t[i] = {i} end"
     " while true do cmsgpack.unpack(cmsgpack.pack(t)) end",
-    pytest.param("return #struct.pack(string.rep('x', 2^26))", marks=_SLOW_START),
-    pytest.param("return #cjson.decode('\"' .. string.rep('\\\\n', 2^25) .. '\"')",
-                 marks=_SLOW_START),
+    "return #struct.pack(string.rep('x', 2^26))",
+    "return #cjson.decode('\"' .. string.rep('\\\\n', 2^25) .. '\"')",
 ])
 def test_long_encodings_answer_busy_and_are_killed(quick_busy, source):
     import threading
