@@ -845,12 +845,28 @@ def quick_busy():
     "return #cjson.decode('\"' .. string.rep('\\\\n', 2^25) .. '\"')",
 ])
 def test_long_encodings_answer_busy_and_are_killed(quick_busy, source):
+    busy_then_kill(quick_busy.port, source)
+
+
+def test_a_killed_scripts_garbage_does_not_delay_the_next_ones_busy(quick_busy):
+    """After a killed script that built millions of tables, the worker collects them between
+    scripts: the next huge allocation does not spend tens of seconds in the collector with
+    no hook running (no BUSY, no SCRIPT KILL) — as it did."""
+    busy_then_kill(quick_busy.port, "local t = {} for i = 1, 2^21 do t[i] = {i} end "
+                                    "while true do cmsgpack.unpack(cmsgpack.pack(t)) end")
+    started = time.monotonic()
+    busy_then_kill(quick_busy.port, "return #struct.pack(string.rep('x', 2^26))")
+    assert time.monotonic() - started < 15
+
+
+def busy_then_kill(port: int, source: str) -> None:
+    """Run ``source``; once another client gets BUSY, SCRIPT KILL ends it."""
     import threading
 
     outcome: list[str] = []
 
     def run() -> None:
-        client = redis.Redis(port=quick_busy.port, protocol=2, socket_timeout=120)
+        client = redis.Redis(port=port, protocol=2, socket_timeout=120)
         try:
             outcome.append(repr(client.eval(source, 0)))
         except redis.ResponseError as exc:
@@ -858,7 +874,7 @@ def test_long_encodings_answer_busy_and_are_killed(quick_busy, source):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    client = redis.Redis(port=quick_busy.port, protocol=2)
+    client = redis.Redis(port=port, protocol=2)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

@@ -113,6 +113,9 @@ UNKILLABLE = (
     "can either wait the script termination or kill the server in a hard way using the "
     "SHUTDOWN NOSAVE command."
 )
+#: A full Lua garbage collection every this many scripts, or when the heap passes this size.
+GC_PERIOD = 50
+GC_HEAP_BYTES = 64 * 1024 * 1024
 #: A script that met another worker's key on a worker it ran alone on: undone, to run again
 #: with every worker gated (the router intercepts this reply; a client never sees it).
 RETRY_GLOBAL = "SHARDISGLOBAL the script touched keys of another worker: run it globally"
@@ -563,6 +566,9 @@ class ScriptEngine:
             unpack_returned_tuples=True, attribute_filter=_no_attributes,
             max_memory=LUA_MAX_MEMORY,
         )
+        self._collect = self.lua.eval("function() collectgarbage('collect') end")
+        #: scripts run since the last full collection (``_after_script``).
+        self.since_collect = 0
         loader = self.lua.eval("loadstring")
         self._tostring = self.lua.eval("tostring")
         bootstrap = loader(_BOOTSTRAP.encode(), b"=shardis")
@@ -659,6 +665,7 @@ class ScriptEngine:
                 log.warning("slow script finished event=script_done sha=%s seconds=%.3f "
                             "killed=%s", sha, time.monotonic() - self.started, self.killed)
             self.busy = False
+            self._after_script()
             shard = self.shard
             if shard.blocking.ready:
                 shard.serve_blocked()  # clients blocked on keys the script fed, after it
@@ -667,6 +674,17 @@ class ScriptEngine:
         if not ok:
             raise ReplyError(_script_error(result, sha))
         return lua_to_reply(result, self.resp)
+
+    def _after_script(self) -> None:
+        """A full garbage collection between scripts every GC_PERIOD scripts (Redis's
+        LUA_GC_CYCLE_PERIOD), after a killed script, or when the heap is large: a script that
+        left millions of dead tables behind must not make the next one pay for them in the
+        middle of an allocation, where no hook runs (no BUSY, no SCRIPT KILL)."""
+        self.since_collect += 1
+        if self.killed or self.since_collect >= GC_PERIOD or \
+                (self.lua.get_memory_used() or 0) > GC_HEAP_BYTES:
+            self.since_collect = 0
+            self._collect()
 
     def _undo(self) -> None:
         """Put back every key the script wrote, as it was before the script (logged like any
