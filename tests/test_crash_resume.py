@@ -323,6 +323,8 @@ def test_a_restarted_worker_knows_the_last_batch_it_holds_and_its_replies(tmp_pa
         assert codec.decode_replies(recorded[0])[1:] == ([b":1\r\n", b"$1\r\n1\r\n"], ())
         assert codec.decode_replies(recorded[2])[1:] == ([b":6\r\n"], ())
         assert call(sock, 12, [b"__lost_replies", b"9"]) == [b"*1\r\n$-1\r\n"]  # taken once
+        assert call(sock, 14, [b"__lost_replies", b"x"], [b"__whoami", b"nope"]) == [
+            b"-ERR value is not an integer or out of range\r\n", b"-ERR syntax error\r\n"]
         assert call(sock, 13, [b"GET", b"n"]) == [b"$1\r\n6\r\n"]
     finally:
         sock.close()
@@ -421,3 +423,25 @@ def test_kill_9_of_the_whole_tree_under_always_loses_no_acknowledged_write(tmp_p
         assert wait_equal(redis.Redis(port=again.port), expected) == expected
     finally:
         again.stop()
+
+
+def test_a_torn_or_garbled_reply_log_loses_only_its_bad_tail(tmp_path):
+    """The reply log is read at start from files a crash may have cut anywhere: complete
+    records load, a torn or nonsensical tail is ignored, nothing raises."""
+    from shardis.worker.replylog import ReplyLog
+
+    log = ReplyLog(str(tmp_path))
+    log.append(b"r1", (5).to_bytes(8, "big"), b"reply-5")
+    log.append(b"r1", (6).to_bytes(8, "big"), b"reply-6")
+    log.close()
+    path = tmp_path / "replies-0"
+    whole = path.read_bytes()
+    for tail in (whole[:-3], whole + b"\xff" * 7, whole + b"\x05\x00\x00\x00\x40xyz",
+                 whole + b"\xff\xff\xff\x7f\x01r"):
+        path.write_bytes(tail)
+        reread = ReplyLog(str(tmp_path))
+        got = reread.take(b"r1", [5, 6])
+        assert got[0] == b"reply-5" and got[1] in (b"reply-6", None)
+        reread.close()
+    path.write_bytes(b"\x00" * 3)
+    assert ReplyLog(str(tmp_path)).take(b"r1", [5]) == [None]

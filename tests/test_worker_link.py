@@ -97,6 +97,7 @@ JUNK: list[tuple[str, list[bytes]]] = [
     ("zero args", [_strict(1, 0, b"\x02" + bytes(4))]),
     ("int codes", [_strict(1, 2, b"\x02" + (1).to_bytes(4, "little") + b"1qxxxxxxxx")]),
     ("layout past end", [_strict(1, 4, b"\x02" + (1).to_bytes(4, "little") + b"999s")]),
+    ("a call reply with no script waiting", [protocol.encode_batch(0, [(2, [b"+OK\r\n"])])]),
     ("marshal bomb", [protocol.M_BATCH_PREFIX + bytes(8) + b"(" + b"\xff\xff\xff\x7f"]),
     ("marshal code", [protocol.M_BATCH_PREFIX + bytes(8)
                       + marshal.dumps(compile("1", "x", "eval"))]),
@@ -260,6 +261,14 @@ ROUTER_JUNK = [
      "malformed"),
     ([b"DBSIZE"], lambda seq: [_replies(seq, [b"+notanumber\r\n"])], "malformed"),
     ([b"KEYS", b"*"], lambda seq: [_replies(seq, [b"*3\r\n:1\r\n"])], "malformed"),
+    # A script call from a worker that runs no global script: refused (never run anywhere),
+    # logged, and the reply after it still counts.
+    ([b"GET", b"k"], lambda seq: [protocol.encode_push([(protocol.SCRIPT_CALL, b"2", None,
+                                                         encode([b"SET", b"x", b"1"], 2))]),
+                                  _replies(seq, [b"$1\r\nv\r\n"])], b"v"),
+    ([b"GET", b"k"], lambda seq: [protocol.encode_push([(protocol.SCRIPT_CALL, b"9", None,
+                                                         b"*1\r\n$999999\r\n")]),
+                                  _replies(seq, [b"$1\r\nv\r\n"])], b"v"),
     ([b"GET", b"k"], lambda seq: [_replies(seq, [b"$1\r\nv\r\n"])], b"v"),
 ]
 
@@ -299,6 +308,7 @@ def test_a_router_survives_a_worker_answering_junk(tmp_path) -> None:
         router.wait(timeout=10)
     log = log_path.read_text()
     assert "dropped a malformed message worker=0" in log and "Traceback" not in log
+    assert "a_script_call_from_a_worker_that_runs_no_global_script" in log
 
 
 def test_frames_zeromq_refuses_are_sent_later_in_order():
