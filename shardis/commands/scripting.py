@@ -104,7 +104,6 @@ def _load_lupa() -> Any:
 
 S = "scripting"
 NOSCRIPT = "NOSCRIPT No matching script. Please use EVAL."
-CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
 NON_LOCAL_KEY = "Script attempted to access a non local key in a cluster node"
 NUMKEYS_NEGATIVE = "ERR Number of keys can't be negative"
 NOTBUSY = "NOTBUSY No scripts in execution right now."
