@@ -211,6 +211,7 @@ SCRIPTS = [
         ["FUNCTION", "RESTORE", ONE_DUMP[:-1] + b"x"],
         ["FUNCTION", "RESTORE", b"\x01" + ONE_DUMP[1:]],
         ["FUNCTION", "DELETE", "one"],
+        ["FUNCTION", "DELETE", "three"],  # one library left: DUMP's order is then fixed
         ["FUNCTION", "LOAD", TWO],
         ["FUNCTION", "DUMP"],
         ["FUNCTION", "FLUSH"],

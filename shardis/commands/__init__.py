@@ -258,6 +258,7 @@ def load_families() -> None:
         sets,
         streams,
         strings,
+        tracking,
         transactions,
         zsets,
     )

@@ -77,6 +77,7 @@ def _flush_generic(db: Keyspace, args: list[bytes]) -> object:
         raise ReplyError(errors.SYNTAX)
     for key in list(db.data):
         db.touched.append(key)
+    db.changed_server_state()  # a flush is a write even of nothing (AOF, client caching)
     db.clear()
     return OK
 

@@ -64,6 +64,8 @@ for _name, _arity, _flags, _acl in (
     ("unblock", -3, "admin noscript loading stale", "admin slow dangerous connection"),
     ("getredir", 2, "noscript loading stale", "slow connection"),
     ("trackinginfo", 2, "noscript loading stale", "slow connection"),
+    ("tracking", -3, "noscript loading stale", "slow connection"),
+    ("caching", 3, "noscript loading stale", "slow connection"),
 ):
     command(_name, _arity, _flags, fanout=R, acl=_acl, group=CONN, parent="client")(None)
 

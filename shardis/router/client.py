@@ -103,6 +103,8 @@ class ClientConnection(asyncio.Protocol):
         self.reply_filtered = False
         #: CLIENT NO-EVICT (no eviction here: kept for CLIENT LIST's ``e`` flag).
         self.no_evict = False
+        #: CLIENT TRACKING settings (``shardis.router.tracking.TrackingState``), None: off.
+        self.tracking: Any = None
         #: who this client is (``shardis.router.security``): set when the connection is made.
         self.user: Any = None
         self.authenticated = False

@@ -16,7 +16,7 @@ from shardis import errors
 from shardis.commands import Command, lookup
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
-from shardis.resp import OK, SetReply
+from shardis.resp import OK
 from shardis.router import security
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS as SUBSCRIBED_MODE
 from shardis.router.registry import DEFERRED, router_command
@@ -239,7 +239,7 @@ def client_unpause(router: Any, client: Any, args: list[bytes]) -> object:
     return OK
 
 
-# CLIENT UNBLOCK, NO-EVICT, GETREDIR, TRACKINGINFO ----------------------------------------------
+# CLIENT UNBLOCK, NO-EVICT (GETREDIR, TRACKINGINFO: shardis.router.tracking) ----------------------------------------------
 UNBLOCKED = b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n"
 
 
@@ -262,12 +262,3 @@ def client_no_evict(router: Any, client: Any, args: list[bytes]) -> object:
     return OK
 
 
-@router_command("client|getredir")
-def client_getredir(router: Any, client: Any, args: list[bytes]) -> object:
-    """No client-side caching here: never tracking, so never redirecting."""
-    return -1
-
-
-@router_command("client|trackinginfo")
-def client_trackinginfo(router: Any, client: Any, args: list[bytes]) -> object:
-    return {b"flags": SetReply([b"off"]), b"redirect": -1, b"prefixes": []}

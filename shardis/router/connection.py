@@ -46,10 +46,12 @@ def select(router: Any, client: Any, args: list[bytes]) -> object:
 
 @router_command("reset")
 def reset(router: Any, client: Any, args: list[bytes]) -> object:
+    from shardis.router.tracking import disable
     from shardis.router.transactions import end_transaction
 
     end_transaction(router, client)
     router.pubsub.client_gone(client)
+    disable(router, client)
     if client.reply_filtered:
         client.set_reply_mode(b"reset")  # CLIENT REPLY OFF ends, as in Redis
     client.proto = 2
@@ -152,6 +154,9 @@ def client_flags(client: Any, blocked: set[int]) -> str:
         ("b", client.id in blocked),
         ("c", client.closing),
         ("e", client.no_evict),
+        ("t", client.tracking is not None),
+        ("R", client.tracking is not None and client.tracking.broken),
+        ("B", client.tracking is not None and client.tracking.bcast),
     ) if on)
     return flags or "N"
 
@@ -178,7 +183,9 @@ def client_info_line(client: Any, now: float, blocked: set[int] | None = None) -
         f"ssub={len(subs[b's'])} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
         f"rbs=0 rbp=0 obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
         f"cmd={last_command(client)} "
-        f"user={client.user.name.decode(errors='replace')} redir=-1 resp={client.proto}"
+        f"user={client.user.name.decode(errors='replace')} "
+        f"redir={client.tracking.redirect if client.tracking is not None else -1} "
+        f"resp={client.proto}"
         + (f" lib-name={client.lib_name.decode()}" if client.lib_name else "")
         + (f" lib-ver={client.lib_ver.decode()}" if client.lib_ver else "")
     )
@@ -208,10 +215,11 @@ def client_list(router: Any, client: Any, args: list[bytes]) -> object:
     return Verbatim("".join(lines).encode())
 
 
-#: Redis 7.0's CLIENT HELP, less CACHING and TRACKING (no client-side caching here), plus
-#: Redis 7.2's SETINFO, which redis-py sends.
+#: Redis 7.0's CLIENT HELP, plus Redis 7.2's SETINFO, which redis-py sends.
 CLIENT_HELP = [
     "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "CACHING (YES|NO)",
+    "    Enable/disable tracking of the keys for next command in OPTIN/OPTOUT modes.",
     "GETREDIR",
     "    Return the client ID we are redirecting to when tracking is enabled.",
     "GETNAME",
@@ -252,6 +260,9 @@ CLIENT_HELP = [
     "    * LIB-VER: the client lib version.",
     "UNBLOCK <clientid> [TIMEOUT|ERROR]",
     "    Unblock the specified blocked client.",
+    "TRACKING (ON|OFF) [REDIRECT <id>] [BCAST] [PREFIX <prefix> [...]]",
+    "         [OPTIN] [OPTOUT] [NOLOOP]",
+    "    Control server assisted client side caching.",
     "TRACKINGINFO",
     "    Report tracking status for the current connection.",
     "NO-EVICT (ON|OFF)",

@@ -49,6 +49,9 @@ from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
+from shardis.router.tracking import deliver as deliver_invalidations
+from shardis.router.tracking import disable as disable_tracking
+from shardis.router.tracking import dispatch_tracked, is_tracking_push
 from shardis.router.transactions import NOT_QUEUED, QUEUED_REPLY, end_transaction
 from shardis.slots import SLOT_MASK, SlotMap, hash_tag, xxh3
 
@@ -277,6 +280,8 @@ class Router:
         #: the function libraries' FUNCTION DUMP payload, once a FUNCTION command changed
         #: them (``shardis.router.functions``): given to every worker that reconnects.
         self.functions_payload: bytes | None = None
+        #: clients with CLIENT TRACKING on (INFO's tracking_clients).
+        self.tracking_clients = 0
         #: this router's id on every worker link (workers' AOFs remember its batches by it).
         self.identity = os.urandom(8)
         self.links = [
@@ -340,10 +345,12 @@ class Router:
         self.blocking.client_gone(client)
         end_transaction(self, client)
         self.pubsub.client_gone(client)
+        disable_tracking(self, client)
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]],
-                     checked: bool = False, unpaused: bool = False) -> int:
+                     checked: bool = False, unpaused: bool = False,
+                     tracked: bool = False) -> int:
         """Route the commands of one read in order; returns how many were dispatched (fewer
         when the client started waiting or closing: the rest is for its backlog).
 
@@ -358,6 +365,8 @@ class Router:
             return self.dispatch_guarded(client, commands)
         if self.pause is not None and not unpaused:
             return self.pause.dispatch(client, commands)
+        if client.tracking is not None and not tracked:
+            return dispatch_tracked(self, client, commands)
         if client.multi is not None:
             return self.dispatch_in_multi(client, commands)
         if client.subscribed and client.proto == 2:
@@ -774,6 +783,8 @@ class Router:
                     entries = codec.decode_push(frame)
                     if entries and entries[0][0] == SCRIPT_CALL:
                         self.script_call(link, entries)
+                    elif is_tracking_push(entries):
+                        deliver_invalidations(self, entries)
                     else:
                         self.pubsub.deliver(entries)
                 except Exception as exc:  # ProtocolError, or a trusted peer's bad shape

@@ -116,7 +116,7 @@ def _clients(router: Any, shards: list[dict]) -> Fields:
         ("client_recent_max_input_buffer", 0),
         ("client_recent_max_output_buffer", 0),
         ("blocked_clients", len(router.blocking)),
-        ("tracking_clients", 0),
+        ("tracking_clients", router.tracking_clients),
         ("clients_in_timeout_table", 0),
     ]
 

@@ -97,6 +97,7 @@ def load_handlers() -> None:
         sets,
         streams,
         strings,
+        tracking,
         transactions,
         zsets,
     )

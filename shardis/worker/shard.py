@@ -23,6 +23,7 @@ from shardis.worker.blocking import BlockingRegistry
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.pubsub import PubSubRegistry
 from shardis.worker.replylog import ReplyLog
+from shardis.worker.tracking import Tracking
 
 log = logging.getLogger("shardis.worker")
 
@@ -75,6 +76,8 @@ class Shard:
         #: served after it, not in its middle.
         self.deferring = False
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
+        #: client-side caching: who read which keys (``shardis.worker.tracking``).
+        self.tracking = Tracking(index)
         #: the server's ACL users, for every router (used on worker 0, the hub).
         self.aclhub = AclHub()
         #: the append-only file (``appendonly yes``), set by the worker once it has loaded.
@@ -208,6 +211,8 @@ class Shard:
                     entry[1] += 1  # WATCH: this key changed since the watchers looked
         if db.notify_flags:
             self.notify(touched)
+        if self.tracking.peers:
+            self.tracking.after_command(self.current, touched, self.pubsub.pushes)
         touched.clear()
 
     def notify(self, touched: list[bytes]) -> None:
