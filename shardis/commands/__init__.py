@@ -249,6 +249,7 @@ def load_families() -> None:
         dump,
         expiry,
         hashes,
+        hyperloglog,
         keys,
         lists,
         pubsub,
