@@ -189,69 +189,74 @@ def max_registers(a: bytes | bytearray, b: bytes | bytearray) -> bytes:
 
 
 # Sparse opcodes ------------------------------------------------------------------------------
-#: One opcode: XZERO (two bytes), or ZERO/VAL (one byte).
-_OPCODE = re.compile(rb"[\x40-\x7f][\x00-\xff]|[\x00-\x3f\x80-\xff]")
-#: opcode bytes -> number of registers it covers.
-SPAN: dict[bytes, int] = {bytes([b]): b + 1 for b in range(0x40)}
-SPAN.update({bytes([b]): (b & 3) + 1 for b in range(0x80, 0x100)})
-SPAN.update({bytes([b, c]): ((b & 0x3F) << 8 | c) + 1 for b in range(0x40, 0x80) for c in range(256)})
+# An opcode is handled as one int, its *code*: the byte itself for ZERO (0-63) and VAL
+# (128-255), ``256 + n`` for XZERO (``n`` = run length - 1).  Codes index flat tables (spans,
+# bytes, registers) and a run of one-byte opcodes converts to codes at C speed.
+XZERO_BASE = 256
+#: XZERO (two bytes), or a run of one-byte opcodes (ZERO/VAL).
+_CHUNK = re.compile(rb"[\x40-\x7f][\x00-\xff]|[^\x40-\x7f]+")
+#: code -> number of registers it covers (codes 64-127 are never made).
+SPAN = [b + 1 if b < 0x40 else (b & 3) + 1 for b in range(256)] + \
+    list(range(1, SPARSE_XZERO_MAX_LEN + 1))
+#: code -> its bytes.
+OPCODE_BYTES = [bytes([b]) for b in range(256)] + \
+    [bytes([0x40 | (n >> 8), n & 0xFF]) for n in range(SPARSE_XZERO_MAX_LEN)]
+#: one-byte code -> the registers it stands for.
+_REGISTERS_OF = [bytes(b + 1) if b < 0x40 else bytes([((b >> 2) & 0x1F) + 1]) * ((b & 3) + 1)
+                 for b in range(256)]
 
 
-def zero_opcode(length: int) -> bytes:
+def zero_code(length: int) -> int:
     """ZERO for 1-64 registers, XZERO above (Redis's choice when it splits a zero run)."""
-    if length > SPARSE_ZERO_MAX_LEN:
-        n = length - 1
-        return bytes([(n >> 8) | 0x40, n & 0xFF])
-    return bytes([length - 1])
+    return XZERO_BASE + length - 1 if length > SPARSE_ZERO_MAX_LEN else length - 1
 
 
-def val_opcode(value: int, length: int) -> bytes:
-    return bytes([((value - 1) << 2 | (length - 1)) | 0x80])
+def val_code(value: int, length: int) -> int:
+    return ((value - 1) << 2 | (length - 1)) | 0x80
 
 
-def is_val(opcode: bytes) -> bool:
-    return opcode[0] >= 0x80
+def val_value(code: int) -> int:
+    return ((code >> 2) & 0x1F) + 1
 
 
-def val_value(opcode: bytes) -> int:
-    return ((opcode[0] >> 2) & 0x1F) + 1
+def is_val(code: int) -> bool:
+    return 0x80 <= code < XZERO_BASE
 
 
-def parse_opcodes(body: bytes | bytearray) -> tuple[list[bytes], bool]:
-    """The opcodes of a sparse body, and whether the last is an XZERO cut after its first
-    byte: Redis then reads sds's NUL terminator as its second byte, and so do we (the
+def parse_opcodes(body: bytes | bytearray) -> tuple[list[int], bool]:
+    """The opcode codes of a sparse body, and whether the last is an XZERO cut after its
+    first byte: Redis then reads sds's NUL terminator as its second byte, and so do we (the
     terminator is given back when the body is written out, see :meth:`SparseEdit.body`)."""
-    opcodes = _OPCODE.findall(bytes(body) + b"\0")
-    if len(opcodes[-1]) == 1:
-        opcodes.pop()  # the terminator we added, read as a ZERO: not part of the body
-        return opcodes, False
-    return opcodes, True
+    codes: list[int] = []
+    for chunk in _CHUNK.findall(bytes(body) + b"\0"):
+        if 0x40 <= chunk[0] < 0x80:
+            codes.append(XZERO_BASE + ((chunk[0] & 0x3F) << 8 | chunk[1]))
+        else:
+            codes.extend(chunk)
+    if codes[-1] >= XZERO_BASE:
+        return codes, True
+    codes.pop()  # the terminator we added, read as a ZERO: not part of the body
+    return codes, False
 
 
-def sparse_registers(opcodes: list[bytes]) -> bytes | None:
+def sparse_registers(codes: list[int]) -> bytes | None:
     """The registers of a sparse HLL, or None if its runs do not cover exactly 16384
-    registers (Redis's ``hllSparseToDense``/``hllMerge`` validity check)."""
-    out = bytearray(HLL_REGISTERS)
-    index = 0
-    for opcode in opcodes:
-        span = SPAN[opcode]
-        if opcode[0] >= 0x80:
-            if index + span > HLL_REGISTERS:
-                return None
-            out[index:index + span] = bytes((val_value(opcode),)) * span
-        index += span
-    return bytes(out) if index == HLL_REGISTERS else None
+    registers (Redis's validity check in ``hllSparseToDense``, ``hllMerge``, ``hllCount``)."""
+    table = _REGISTERS_OF
+    registers = b"".join([table[c] if c < XZERO_BASE else bytes(c - XZERO_BASE + 1)
+                          for c in codes])
+    return registers if len(registers) == HLL_REGISTERS else None
 
 
-def decode_sparse(opcodes: list[bytes]) -> bytes:
+def decode_sparse(codes: list[int]) -> bytes:
     """PFDEBUG DECODE's text: ``z:len``, ``Z:len``, ``v:value,len``."""
     parts = []
-    for opcode in opcodes:
-        span = SPAN[opcode]
-        if opcode[0] >= 0x80:
-            parts.append(f"v:{val_value(opcode)},{span}")
-        elif opcode[0] >= 0x40:
+    for code in codes:
+        span = SPAN[code]
+        if code >= XZERO_BASE:
             parts.append(f"Z:{span}")
+        elif code >= 0x80:
+            parts.append(f"v:{val_value(code)},{span}")
         else:
             parts.append(f"z:{span}")
     return " ".join(parts).encode()
@@ -264,29 +269,29 @@ INVALID, PROMOTE = -1, 2
 class SparseEdit:
     """A sparse HLL opened for a sequence of Redis's ``hllSparseSet`` calls.
 
-    ``opcodes[i]`` covers the registers from ``ends[i-1]`` (0 for the first) to
+    ``codes[i]`` covers the registers from ``ends[i-1]`` (0 for the first) to
     ``ends[i] - 1``; an edit splits or merges opcodes without moving any other register
     boundary, so ``ends`` stays sorted and locating a register is a bisection.
     ``length`` is the string's length, which decides promotion to dense.
     """
 
-    __slots__ = ("header", "opcodes", "ends", "length", "cut")
+    __slots__ = ("header", "codes", "ends", "length", "cut")
 
     def __init__(self, hll: bytes | bytearray) -> None:
         self.header = bytearray(hll[:HLL_HDR_SIZE])
-        self.opcodes, self.cut = parse_opcodes(hll[HLL_HDR_SIZE:])
-        self.ends = list(accumulate(map(SPAN.__getitem__, self.opcodes)))
+        self.codes, self.cut = parse_opcodes(hll[HLL_HDR_SIZE:])
+        self.ends = list(accumulate(map(SPAN.__getitem__, self.codes)))
         self.length = len(hll)
 
     def body(self) -> bytes:
-        joined = b"".join(self.opcodes)
+        joined = b"".join(map(OPCODE_BYTES.__getitem__, self.codes))
         return joined[:-1] if self.cut else joined
 
     def value(self) -> bytes:
         return bytes(self.header) + self.body()
 
     def registers(self) -> bytes | None:
-        return sparse_registers(self.opcodes)
+        return sparse_registers(self.codes)
 
     def set(self, index: int, count: int) -> int:
         """Raise register ``index`` to ``count``: 1 if changed, 0 if it was not lower,
@@ -294,73 +299,67 @@ class SparseEdit:
         caller converts, and sets the register there)."""
         if count > SPARSE_VAL_MAX_VALUE:
             return PROMOTE
-        opcodes, ends = self.opcodes, self.ends
+        codes, ends = self.codes, self.ends
         i = bisect_right(ends, index)
-        if i >= len(opcodes):
+        if i >= len(codes):
             return INVALID  # the runs end before this register
-        opcode = opcodes[i]
+        code = codes[i]
         first = ends[i - 1] if i else 0
         span = ends[i] - first
-        if opcode[0] >= 0x80:
-            current = val_value(opcode)
-            if current >= count:
+        if is_val(code):
+            if val_value(code) >= count:
                 return 0
             if span == 1:
-                opcodes[i] = val_opcode(count, 1)
+                codes[i] = val_code(count, 1)
                 return self._updated(i)
-        elif opcode[0] < 0x40 and span == 1:
-            opcodes[i] = val_opcode(count, 1)
+        elif code < 0x40 and span == 1:
+            codes[i] = val_code(count, 1)
             return self._updated(i)
-        seq, seq_ends = self._split(opcode, first, first + span - 1, index, count)
-        delta = sum(map(len, seq)) - len(opcode)
+        seq, seq_ends = self._split(code, first, first + span - 1, index, count)
+        delta = sum(2 if c >= XZERO_BASE else 1 for c in seq) - (2 if code >= XZERO_BASE else 1)
         if delta > 0 and self.length + delta > HLL_SPARSE_MAX_BYTES:
             return PROMOTE
-        opcodes[i:i + 1] = seq
+        codes[i:i + 1] = seq
         ends[i:i + 1] = seq_ends
         self.length += delta
         return self._updated(i)
 
     @staticmethod
-    def _split(opcode: bytes, first: int, last: int, index: int,
-               count: int) -> tuple[list[bytes], list[int]]:
-        """The 1-3 opcodes replacing ``opcode`` (registers first..last) once register
+    def _split(code: int, first: int, last: int, index: int,
+               count: int) -> tuple[list[int], list[int]]:
+        """The 1-3 opcodes replacing ``code`` (registers first..last) once register
         ``index`` is ``count``: Redis's case D."""
-        seq: list[bytes] = []
+        seq: list[int] = []
         seq_ends: list[int] = []
-        if opcode[0] >= 0x80:
-            value = val_value(opcode)
-            def run(length: int) -> bytes:
-                return val_opcode(value, length)
-        else:
-            run = zero_opcode
+        value = val_value(code) if is_val(code) else 0
         if index != first:
-            seq.append(run(index - first))
+            seq.append(val_code(value, index - first) if value else zero_code(index - first))
             seq_ends.append(index)
-        seq.append(val_opcode(count, 1))
+        seq.append(val_code(count, 1))
         seq_ends.append(index + 1)
         if index != last:
-            seq.append(run(last - index))
+            seq.append(val_code(value, last - index) if value else zero_code(last - index))
             seq_ends.append(last + 1)
         return seq, seq_ends
 
     def _updated(self, i: int) -> int:
         """Redis's step 4: merge equal adjacent VAL opcodes, scanning up to 5 opcodes from
         the one before the edit; then invalidate the cached cardinality."""
-        opcodes, ends = self.opcodes, self.ends
+        codes, ends = self.codes, self.ends
         k = i - 1 if i else 0
         budget = 5
-        while k < len(opcodes) and budget:
+        while k < len(codes) and budget:
             budget -= 1
-            opcode = opcodes[k]
-            if opcode[0] < 0x80:
+            code = codes[k]
+            if not is_val(code):
                 k += 1
                 continue
-            if k + 1 < len(opcodes) and opcodes[k + 1][0] >= 0x80:
-                value = val_value(opcode)
-                if value == val_value(opcodes[k + 1]):
-                    length = SPAN[opcode] + SPAN[opcodes[k + 1]]
+            if k + 1 < len(codes) and is_val(codes[k + 1]):
+                value = val_value(code)
+                if value == val_value(codes[k + 1]):
+                    length = SPAN[code] + SPAN[codes[k + 1]]
                     if length <= SPARSE_VAL_MAX_LEN:
-                        opcodes[k:k + 2] = [val_opcode(value, length)]
+                        codes[k:k + 2] = [val_code(value, length)]
                         del ends[k]
                         self.length -= 1
                         continue
@@ -382,7 +381,8 @@ class SparseEdit:
 # The HLL value -------------------------------------------------------------------------------
 def new_hll() -> bytearray:
     """Redis's ``createHLLObject``: sparse, one XZERO covering all 16384 registers."""
-    return bytearray(MAGIC + bytes([HLL_SPARSE]) + bytes(11) + zero_opcode(HLL_REGISTERS))
+    return bytearray(MAGIC + bytes([HLL_SPARSE]) + bytes(11) +
+                     OPCODE_BYTES[zero_code(HLL_REGISTERS)])
 
 
 def is_valid_hll(value: bytes | bytearray) -> bool:
@@ -446,8 +446,21 @@ def hll_tau(x: float) -> float:
             return z / 3
 
 
+_SINGLE_BYTES = [bytes((value,)) for value in range(64)]
+
+
 def histogram(registers: bytes) -> list[int]:
-    return [registers.count(value) for value in range(64)]
+    """How many registers hold each value 0-63.  Values are small (a register is about
+    log2 of the cardinality), so counting stops once every register is accounted for."""
+    hist = [0] * 64
+    left = len(registers)
+    for value, needle in enumerate(_SINGLE_BYTES):
+        if not left:
+            break
+        found = registers.count(needle)  # a bytes needle: C's fast path
+        hist[value] = found
+        left -= found
+    return hist
 
 
 def estimate(registers: bytes) -> int:
@@ -553,6 +566,9 @@ def merge_values(values: list[bytes | bytearray | None]) -> tuple[bytes, bool]:
     return merged, any_dense
 
 
+_NONZERO = re.compile(rb"[^\x00]")
+
+
 def store_merged(db: Keyspace, key: bytes, registers: bytes, use_dense: bool) -> object:
     """PFMERGE's write: raise the registers of the HLL at ``key`` (created if missing) to
     ``registers``, dense first if ``use_dense``; always a change and a ``pfadd`` event."""
@@ -565,9 +581,8 @@ def store_merged(db: Keyspace, key: bytes, registers: bytes, use_dense: bool) ->
     if use_dense and not edit.to_dense():
         raise ReplyError(INVALIDOBJ)
     if edit.sparse is not None:
-        for index, count in enumerate(registers):
-            if count and edit.set(index, count) < 0:
-                break  # Redis ignores hllSparseSet's result here
+        for match in _NONZERO.finditer(registers):  # in register order, as Redis
+            edit.set(match.start(), registers[match.start()])  # Redis ignores the outcome
             if edit.sparse is None:  # promoted: the rest is a dense max
                 break
     if edit.sparse is None:
