@@ -37,7 +37,9 @@ from shardis.commands.hyperloglog import (
     sparse_registers,
     unpack_dense,
 )
+from tests.servers import start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
+from tests.test_persistence_aof import kill9, tag_on, wait_restarted
 
 HEADER_SPARSE = b"HYLL\x01" + bytes(11)
 
@@ -364,3 +366,30 @@ def test_values_move_between_redis_and_shardis(r, oracle_clean):
 
 def test_pfselftest_passes(r):
     assert r.execute_command("PFSELFTEST") in (b"OK", "OK", True)
+
+
+def test_aof_replays_hll_writes_byte_for_byte(tmp_path):
+    """PFADD, the cache a PFCOUNT writes, a cross-worker PFMERGE (``__pfstore``) and the
+    dense conversion of PFDEBUG are all logged: killed workers come back with the same
+    bytes."""
+    server = start_shardis(2, "--appendonly", "yes", "--appendfsync", "always",
+                           "--dir", str(tmp_path))
+    try:
+        client = redis.Redis(port=server.port)
+        tags = [tag_on(0), tag_on(1)]
+        a, b = (f"{{{tag}}}" for tag in tags)
+        client.pfadd(a + "h", *(f"a{n}" for n in range(200)))
+        client.pfadd(b + "h", *(f"b{n}" for n in range(3000)))
+        client.pfcount(a + "h")
+        client.pfmerge(a + "m", a + "h", b + "h")  # across workers
+        client.pfmerge(b + "m", b + "h")
+        client.pfadd(b + "s", "x")
+        client.execute_command("PFDEBUG", "TODENSE", b + "s")
+        keys = [a + "h", b + "h", a + "m", b + "m", b + "s"]
+        expected = [client.get(key) for key in keys]
+        for index, tag in enumerate(tags):
+            old = kill9(server, index)
+            wait_restarted(server, index, old, client, tag)
+        assert [client.get(key) for key in keys] == expected
+    finally:
+        server.stop()
