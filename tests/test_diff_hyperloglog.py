@@ -12,7 +12,7 @@ See tests/differential.py for the step kinds.
 from __future__ import annotations
 
 from shardis.commands.hyperloglog import pack_dense
-from tests.differential import check, non_string, parametrize, script
+from tests.differential import check, cmd, non_string, parametrize, script
 from tests.test_atomicity import keys_on_distinct_workers
 
 #: Three keys on three different shardis workers.
@@ -305,6 +305,62 @@ SCRIPTS = [
         ["PFDEBUG"],
         ["PFSELFTEST", "x"],
         ["PFSELFTEST"],
+    ),
+    script(
+        "object_encoding_follows_redis_unsharing",
+        # a short HLL written by SET is embstr; the commands that edit or cache in place
+        # unshare it first (raw), the ones that only read leave it
+        ["SET", "e", b"HYLL\x01" + bytes(10) + b"\x80\x7f\xff"],
+        ["OBJECT", "ENCODING", "e"],
+        ["PFCOUNT", "e", "e"],
+        ["OBJECT", "ENCODING", "e"],
+        ["PFMERGE", "x", "e"],
+        ["OBJECT", "ENCODING", "e"],
+        ["PFCOUNT", "e"],
+        ["OBJECT", "ENCODING", "e"],
+        ["GET", "e"],
+        ["SET", "e2", b"HYLL\x01" + bytes(10) + b"\x00\x7f\xff"],
+        ["PFCOUNT", "e2"],  # a valid cache: nothing written, the value is unshared anyway
+        ["OBJECT", "ENCODING", "e2"],
+        ["SET", "e3", b"HYLL\x01" + bytes(10) + b"\x00\x7f\xff"],
+        ["PFADD", "e3"],
+        ["OBJECT", "ENCODING", "e3"],
+        ["SET", "e4", b"HYLL\x01" + bytes(10) + b"\x00\x7f\xff"],
+        ["PFDEBUG", "ENCODING", "e4"],
+        ["OBJECT", "ENCODING", "e4"],
+        ["PFADD", "new", "a"],
+        ["OBJECT", "ENCODING", "new"],
+        ["PFMERGE", "new2"],
+        ["OBJECT", "ENCODING", "new2"],
+        ["GET", "new2"],
+    ),
+    script(
+        "pf_in_scripts",
+        # a script's multi-key call must have its keys on one shardis worker (as for every
+        # coordinated command): {t} keys; single-key calls go anywhere
+        ["EVAL", "return redis.call('PFADD', KEYS[1], 'a', 'b', 'c')", "1", A],
+        ["EVAL", "return redis.call('PFADD', KEYS[1], 'c', 'd')", "1", B],
+        ["EVAL", "redis.call('PFADD', KEYS[1], 'a', 'b'); redis.call('PFADD', KEYS[2], 'c'); "
+                 "return redis.call('PFCOUNT', KEYS[1], KEYS[2])", "2", "{t}1", "{t}2"],
+        ["EVAL", "redis.call('PFMERGE', KEYS[3], KEYS[1], KEYS[2]); "
+                 "return redis.call('GET', KEYS[3])", "3", "{t}1", "{t}2", "{t}3"],
+        ["EVAL", "return redis.call('PFCOUNT', KEYS[1])", "1", "{t}3"],
+        ["EVAL", "return {redis.call('PFCOUNT', KEYS[1]), redis.call('PFCOUNT', KEYS[2])}",
+         "2", A, B],
+        ["EVAL", "return redis.pcall('PFADD', KEYS[1], 'x')", "1", "nokey"],
+        ["SET", "s", "x"],
+        ["EVAL", "return redis.pcall('PFADD', KEYS[1], 'x')", "1", "s"],
+        ["EVAL", "return redis.call('PFDEBUG', 'ENCODING', KEYS[1])", "1", A],
+        ["EVAL", "#!lua flags=no-writes\nreturn redis.call('PFCOUNT', KEYS[1])", "1", A],
+        ["EVAL", "#!lua flags=no-writes\nreturn redis.pcall('PFADD', KEYS[1], 'z')", "1", A],
+        ["GET", A],
+    ),
+    script(
+        "pf_acl_category",
+        cmd("ACL", "CAT", "hyperloglog", mode="sorted"),
+        ["COMMAND", "GETKEYS", "PFMERGE", "d", "s1", "s2"],
+        ["COMMAND", "GETKEYS", "PFCOUNT", "a", "b"],
+        ["COMMAND", "GETKEYS", "PFDEBUG", "GETREG", "k"],
     ),
     script(
         "pf_in_transaction",

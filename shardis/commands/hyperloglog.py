@@ -626,12 +626,13 @@ def pfadd_command(db: Keyspace, args: list[bytes]) -> object:
     return 1 if updated else 0
 
 
-@command("pfcount", -2, "readonly", keys=(1, -1, 1), fanout=Fanout.COORDINATED,
+@command("pfcount", -2, "readonly may_replicate", keys=(1, -1, 1), fanout=Fanout.COORDINATED,
          acl="read hyperloglog slow", group="hyperloglog")
 def pfcount_command(db: Keyspace, args: list[bytes]) -> object:
     """One key: the cached cardinality, computed and cached if stale (a change Redis
     propagates, though the command counts as read-only).  Several keys (all on this worker):
-    the cardinality of their union, nothing cached."""
+    the cardinality of their union, nothing cached.  ``may_replicate`` (hidden from COMMAND
+    INFO, as in Redis) keeps it out of read-only scripts."""
     if len(args) > 2:
         return as_signed(estimate(merge_values([db.get(key) for key in args[1:]])[0]))
     key = args[1]
