@@ -28,15 +28,20 @@ from shardis.commands.hyperloglog import (
     dense_set,
     estimate,
     histogram,
+    internal_pfstore_command,
     max_registers,
     murmurhash64a,
     new_hll,
     pack_dense,
     parse_opcodes,
     pattern_of,
+    pfadd_command,
+    pfcount_command,
     sparse_registers,
     unpack_dense,
 )
+from shardis.errors import ReplyError
+from shardis.worker.keyspace import Keyspace
 from tests.servers import start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
 from tests.test_persistence_aof import kill9, tag_on, wait_restarted
@@ -239,12 +244,16 @@ def test_histogram_counts_every_value():
     assert histogram(registers) == [registers.count(v) for v in range(64)]
 
 
-def test_murmurhash_known_values():
-    # MurmurHash64A with Redis's seed: pinned values (the oracle test below checks them too)
-    assert murmurhash64a(b"") == murmurhash64a(b"", 0xADC83B19)
-    assert murmurhash64a(b"a") != murmurhash64a(b"b")
-    index, count = pattern_of(b"hello")
-    assert 0 <= index < HLL_REGISTERS and 1 <= count <= 51
+@pytest.mark.parametrize("element, hash_, pattern", [
+    (b"", 0xD8DFEA6585BC9732, (5938, 2)),
+    (b"a", 0x53D2470A9B43B1A7, (12711, 2)),
+    (b"hello", 0x0F656F01EECFE400, (9216, 1)),  # PFDEBUG GETREG in Redis: register 9216 = 1
+    (b"12345678", 0x95EBB86389132953, (10579, 3)),  # one whole block
+    (b"123456789abcdefgh", 0xAD1CB3E99CED07A6, (1958, 3)),  # two blocks and a tail
+])
+def test_murmurhash_pinned_values(element, hash_, pattern):
+    assert murmurhash64a(element) == hash_
+    assert pattern_of(element) == pattern
 
 
 def test_estimates_of_simple_register_sets():
@@ -393,3 +402,34 @@ def test_aof_replays_hll_writes_byte_for_byte(tmp_path):
         assert [client.get(key) for key in keys] == expected
     finally:
         server.stop()
+
+
+# Worker ops on a real keyspace: what they report as changed ----------------------------------
+def test_ops_report_changes_as_redis_signals_them():
+    db = Keyspace()
+    assert pfadd_command(db, [b"PFADD", b"h", b"a"]) == 1
+    assert db.touched == [b"h"] and type(db.get(b"h")) is bytearray
+    db.touched.clear()
+    assert pfadd_command(db, [b"PFADD", b"h", b"a"]) == 0
+    assert db.touched == []  # nothing changed: not signalled
+    assert pfcount_command(db, [b"PFCOUNT", b"h"]) == 1
+    assert db.touched == [b"h"]  # the cache was written
+    db.touched.clear()
+    assert pfcount_command(db, [b"PFCOUNT", b"h"]) == 1
+    assert pfcount_command(db, [b"PFCOUNT", b"h", b"nokey"]) == 1
+    assert db.touched == []
+    db.set(b"s", b"HYLL\x01" + bytes(10) + b"\x00\x7f\xff")  # a valid cache of 0
+    db.touched.clear()
+    assert pfcount_command(db, [b"PFCOUNT", b"s"]) == 0
+    assert db.touched == [] and type(db.get(b"s")) is bytearray  # unshared all the same
+
+
+def test_pfstore_refuses_malformed_registers():
+    db = Keyspace()
+    for registers in (b"", bytes(100), bytes([64]) + bytes(HLL_REGISTERS - 1)):
+        with pytest.raises(ReplyError):
+            internal_pfstore_command(db, [b"__pfstore", b"d", b"0", registers])
+    assert db.get(b"d") is None
+    registers = bytes([3]) + bytes(HLL_REGISTERS - 1)
+    internal_pfstore_command(db, [b"__pfstore", b"d", b"1", registers])
+    assert unpack_dense(db.get(b"d")[16:]) == registers
