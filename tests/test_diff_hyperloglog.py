@@ -234,6 +234,15 @@ SCRIPTS = [
         ["PFADD", "empty", "a"],
         ["PFCOUNT", "empty"],
         ["PFDEBUG", "DECODE", "empty"],
+        ["SET", "huge", HEADER_SPARSE + b"\x00" * 40000],  # one-register ZEROs, far too many
+        ["PFADD", "huge", *elements(30)],  # edits that do not grow it succeed
+        ["GET", "huge"],
+        ["PFCOUNT", "huge"],
+        ["PFADD", "huge", "x"],
+        ["SET", "xzeros", HEADER_SPARSE + b"\x7f\xff" * 5000],
+        ["PFCOUNT", "xzeros"],
+        ["PFADD", "xzeros", "a"],
+        ["PFMERGE", "m2", "xzeros"],
         ["SET", "cut", CUT_SPARSE],
         ["PFDEBUG", "DECODE", "cut"],
         ["PFCOUNT", "cut"],

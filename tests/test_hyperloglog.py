@@ -37,6 +37,7 @@ from shardis.commands.hyperloglog import (
     pattern_of,
     pfadd_command,
     pfcount_command,
+    registers_of,
     sparse_registers,
     unpack_dense,
 )
@@ -169,12 +170,25 @@ def test_sparse_edits_match_redis_byte_level_algorithm(seed):
     b"\x7f\xff\x00",  # one register too many
     b"\x00" * 20 + b"\x7f\xeb",  # ZEROs then an XZERO
     b"\x40\x10\x84\x85\x7f\xff",  # VALs in the middle, too long overall
+    b"\x00" * 40000,  # 40000 one-register ZEROs: edited through a window, the rest kept
+    b"\x84\x00\x40\x01" * 9000,  # VALs, ZEROs, XZEROs, far too many
+    b"\x00" * 32785 + b"\x7f\xff" * 100,  # the window ends in the middle of XZEROs
 ])
 def test_sparse_edits_of_corrupt_strings_match_redis(body):
     rng = random.Random(body)
     steps = [(rng.randrange(16384), rng.randrange(1, 10)) for _ in range(50)]
     start = HEADER_SPARSE + body
     assert edit_sequence(start, steps) == reference_sequence(start, steps)
+
+
+def test_huge_corrupt_sparse_values_are_refused_without_expanding_them():
+    huge = HEADER_SPARSE + b"\x7f\xff" * 100_000  # 1.6 billion zero registers
+    with pytest.raises(ReplyError, match="INVALIDOBJ"):
+        registers_of(huge)
+    assert sparse_registers(parse_opcodes(b"\x7f\xff" * 1000)[0]) is None
+    edit = SparseEdit(huge)
+    assert edit.set(3, 2) == PROMOTE and edit.to_dense() is None
+    assert edit.value() == huge
 
 
 def test_cut_xzero_reads_the_terminator_and_gives_it_back():

@@ -239,9 +239,19 @@ def parse_opcodes(body: bytes | bytearray) -> tuple[list[int], bool]:
     return codes, False
 
 
+#: A valid sparse body has at most 16384 opcodes of at most 2 bytes: a longer one is corrupt.
+MAX_VALID_SPARSE_BODY = 2 * HLL_REGISTERS
+#: Opcodes an edit can read: up to the one holding register 16383 (the 16384th at worst),
+#: the five the merge step scans from the one before it, and the one it compares with.
+EDIT_WINDOW = HLL_REGISTERS + 8
+
+
 def sparse_registers(codes: list[int]) -> bytes | None:
     """The registers of a sparse HLL, or None if its runs do not cover exactly 16384
-    registers (Redis's validity check in ``hllSparseToDense``, ``hllMerge``, ``hllCount``)."""
+    registers (Redis's validity check in ``hllSparseToDense``, ``hllMerge``, ``hllCount``).
+    The runs are summed first: corrupt XZEROs may stand for far more than 16384 zeros."""
+    if sum(map(SPAN.__getitem__, codes)) != HLL_REGISTERS:
+        return None
     table = _REGISTERS_OF
     registers = b"".join([table[c] if c < XZERO_BASE else bytes(c - XZERO_BASE + 1)
                           for c in codes])
@@ -273,25 +283,35 @@ class SparseEdit:
     ``ends[i] - 1``; an edit splits or merges opcodes without moving any other register
     boundary, so ``ends`` stays sorted and locating a register is a bisection.
     ``length`` is the string's length, which decides promotion to dense.
+
+    A (corrupt) body longer than :data:`EDIT_WINDOW` opcodes is opened as that many opcodes
+    and an opaque ``tail``: no edit reads past them, and such an HLL never converts.
     """
 
-    __slots__ = ("header", "codes", "ends", "length", "cut")
+    __slots__ = ("header", "codes", "ends", "length", "cut", "tail")
 
     def __init__(self, hll: bytes | bytearray) -> None:
         self.header = bytearray(hll[:HLL_HDR_SIZE])
-        self.codes, self.cut = parse_opcodes(hll[HLL_HDR_SIZE:])
+        body = hll[HLL_HDR_SIZE:]
+        self.tail = b""
+        if len(body) > 2 * EDIT_WINDOW + 2:
+            codes = parse_opcodes(body[:2 * EDIT_WINDOW + 2])[0][:EDIT_WINDOW]  # all whole
+            self.tail = bytes(body[sum(1 + (c >= XZERO_BASE) for c in codes):])
+            self.codes, self.cut = codes, False
+        else:
+            self.codes, self.cut = parse_opcodes(body)
         self.ends = list(accumulate(map(SPAN.__getitem__, self.codes)))
         self.length = len(hll)
 
     def body(self) -> bytes:
         joined = b"".join(map(OPCODE_BYTES.__getitem__, self.codes))
-        return joined[:-1] if self.cut else joined
+        return joined[:-1] if self.cut else joined + self.tail
 
     def value(self) -> bytes:
         return bytes(self.header) + self.body()
 
     def registers(self) -> bytes | None:
-        return sparse_registers(self.codes)
+        return None if self.tail else sparse_registers(self.codes)
 
     def set(self, index: int, count: int) -> int:
         """Raise register ``index`` to ``count``: 1 if changed, 0 if it was not lower,
@@ -409,7 +429,10 @@ def registers_of(hll: bytes | bytearray) -> bytes:
     """The registers of a valid HLL; INVALIDOBJ for a sparse one with corrupt runs."""
     if hll[4] == HLL_DENSE:
         return unpack_dense(hll[HLL_HDR_SIZE:])
-    registers = sparse_registers(parse_opcodes(hll[HLL_HDR_SIZE:])[0])
+    body = hll[HLL_HDR_SIZE:]
+    registers = None
+    if len(body) <= MAX_VALID_SPARSE_BODY:
+        registers = sparse_registers(parse_opcodes(body)[0])
     if registers is None:
         raise ReplyError(INVALIDOBJ)
     return registers
