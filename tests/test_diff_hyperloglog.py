@@ -381,6 +381,16 @@ SCRIPTS = [
         ["PFCOUNT", C],
         ["GET", C],
         ["EXEC"],
+        ["PFADD", "h", "a"],
+        ["MULTI"],
+        ["GET", "h"],  # the reply is the value as it was here, though it is edited in place
+        ["PFADD", "h", "b"],
+        ["GET", "h"],
+        ["PFCOUNT", "h"],
+        ["GET", "h"],
+        ["PFADD", "h", *elements(3000)],
+        ["GET", "h"],
+        ["EXEC"],
     ),
 ]
 
