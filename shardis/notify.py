@@ -104,7 +104,7 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
     events: list[tuple[bytes, int, bytes]] = []
     if name in _SILENT:
         return events
-    for key in dict.fromkeys(k for k in touched if k not in expired):
+    for key in dict.fromkeys(k for k in touched if k not in expired and type(k) is not object):
         if name in (b"rename", b"renamenx"):
             events.append((b"rename_from" if key == args[1] else b"rename_to", GENERIC, key))
             continue

@@ -248,6 +248,7 @@ def load_families() -> None:
         blocking,
         dump,
         expiry,
+        functions,
         hashes,
         hyperloglog,
         keys,

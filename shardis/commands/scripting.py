@@ -123,6 +123,10 @@ RETRY_GLOBAL = "SHARDISGLOBAL the script touched keys of another worker: run it 
 SPLIT_CALL = ("ERR shardis: a command called from a script must have all its keys on one "
               "worker (split it, or use a {hash tag})")
 BUSY = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+#: BUSY while a function (FCALL) runs.
+BUSY_FUNCTION = ("BUSY Redis is busy running a script. You can only call FUNCTION KILL or "
+                 "SHUTDOWN NOSAVE.")
+RO_WITH_WRITE_FLAG = "ERR Can not execute a script with write flag using *_ro command."
 NUMKEYS_TOO_BIG = "ERR Number of keys can't be greater than number of args"
 #: Bound of a worker's Lua heap (scripts, their data and the script cache): past it a script
 #: fails with Lua's "not enough memory" instead of taking the worker's memory.
@@ -475,7 +479,65 @@ lua_setmetatable(globals, {
   end,
 })
 lua_setfenv(0, proxy_globals)
-return run, compile, caller, is_null, null
+
+-- Functions (FUNCTION LOAD, FCALL).  A library's code runs once, at load, seeing only
+-- Redis's load API (``redis.register_function``, ``redis.log``, the log levels and the
+-- version); the functions it registers keep its environment, which reads the ordinary
+-- globals once the load is over (Redis swaps its globals' __index the same way).  KEYS and
+-- ARGV are EVAL's: a function gets its keys and arguments as parameters.
+local loading = nil  -- the load API while a library's code runs
+local function nonexistent(name)
+  lua_error("Script attempted to access nonexistent global variable '"
+            .. lua_tostring(name) .. "'", 3)
+end
+local function_env = lua_setmetatable({}, {
+  __index = function(_, name)
+    local value
+    if loading then
+      value = lua_rawget(loading, name)
+    elseif name ~= 'KEYS' and name ~= 'ARGV' then
+      value = lua_rawget(globals, name)
+    end
+    if value == nil and name ~= 'debug' then nonexistent(name) end
+    return value
+  end,
+  __newindex = deny_write,
+  __metatable = false,
+})
+local function load_api(register, log)
+  local api = {register_function = register, log = log,
+               LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
+               REDIS_VERSION = redis_api.REDIS_VERSION,
+               REDIS_VERSION_NUM = redis_api.REDIS_VERSION_NUM}
+  lua_setmetatable(api, {__index = function(_, name) nonexistent(name) end})
+  return {redis = protect(api)}
+end
+local LOAD_TIMEOUT = {err = 'ERR FUNCTION LOAD timeout'}
+local function load_hook()
+  if interrupt(true) then lua_error(LOAD_TIMEOUT) end
+end
+-- (true) or (false, error): compile a library's code and run it with ``api`` in sight.
+local function load_library(body, api)
+  local chunk, message = lua_loadstring(body, '@user_function')
+  if not chunk then return false, message, true end
+  lua_setfenv(chunk, function_env)
+  loading = api
+  dbg.sethook(load_hook, '', HOOK_COUNT)
+  local ok, err = lua_pcall(chunk)
+  dbg.sethook()
+  loading = nil
+  if not ok then return false, as_lua(err), false end
+  return true, nil, false
+end
+local function run_function(f, keys, args)
+  for i = #running, 1, -1 do running[i] = nil end
+  dbg.sethook(hook, '', HOOK_COUNT)
+  local ok, result = lua_xpcall(function() return f(keys, args) end, err_handler)
+  dbg.sethook()
+  return ok, result
+end
+local function is_function(value) return lua_type(value) == 'function' end
+return run, compile, caller, is_null, null, load_api, load_library, run_function, is_function
 """
 
 
@@ -575,10 +637,19 @@ class ScriptEngine:
             raise RuntimeError(bootstrap[1])
         #: Redis's bundled libraries (cjson, cmsgpack, bit, struct).
         self.libs = Libs(self.lua, _lupa, _lua_entry)
-        (self._run, self._compile, self.libs.caller, self.libs.is_null,
-         self.libs.null) = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
-                                     _lua_entry(self._interrupt),
-                                     self.lua.table_from(self.libs.tables()))
+        (self._run, self._compile, self.libs.caller, self.libs.is_null, self.libs.null,
+         self.load_api, self.load_library, self._run_function,
+         self.is_function) = bootstrap(self._redis_table(), _lua_entry(self._unwrap),
+                                       _lua_entry(self._interrupt),
+                                       self.lua.table_from(self.libs.tables()))
+        #: the function libraries (``shardis.commands.functions.Libraries``), made on first use.
+        self.functions: Any = None
+        #: the monotonic time a library's load must end by (FUNCTION LOAD's 500 ms).
+        self.load_deadline = 0.0
+        #: the function being run (FCALL), None for EVAL: names BUSY and the kill rules.
+        self.function_name: bytes | None = None
+        #: the command running the script (FUNCTION STATS shows a running function's).
+        self.running_args: list[bytes] = []
         self.libs.interrupt = self._interrupt
         #: busy-reply-threshold in seconds (from the router's ``__script_topology``).
         self.busy_after = 5.0
@@ -643,26 +714,38 @@ class ScriptEngine:
             sha = self.load(args[1])
             script = self.scripts[sha]
         if read_only and script.shebang and not script.read_only:
-            raise ReplyError("ERR Can not execute a script with write flag using *_ro command.")
+            raise ReplyError(RO_WITH_WRITE_FLAG)
+        return self.execute(self._run, script.function, args, numkeys, global_mode,
+                            read_only or script.read_only, sha, f"f_{sha}", None)
+
+    def execute(self, runner: Any, function: Any, args: list[bytes], numkeys: int,
+                global_mode: bool, read_only: bool, label: str, long_label: str,
+                function_name: bytes | None) -> object:
+        """Run a script (EVAL: ``runner`` is ``_run``) or a function (FCALL:
+        ``_run_function``) over the keys and arguments of ``args``: the one path both take.
+        ``label`` names it in error positions, ``long_label`` in "Error running script"."""
         keys = self.lua.table_from(args[3 : 3 + numkeys])
         argv = self.lua.table_from(args[3 + numkeys :])
         self.resp = 2
-        self.read_only = read_only or script.read_only
+        self.read_only = read_only
+        self.function_name = function_name
+        self.running_args = args
         self.started = time.monotonic()
         self.busy = self.wrote = self.killed = self.retry_global = False
         self.journal = {}
         self.global_mode = global_mode
         self.shard.begin_script()
         try:
-            ok, result = self._run(script.function, keys, argv)
+            ok, result = runner(function, keys, argv)
             if self.retry_global:
                 self._undo()
         finally:
             self.global_mode = False
+            self.function_name = None
             self.shard.end_script()
             if self.busy:
-                log.warning("slow script finished event=script_done sha=%s seconds=%.3f "
-                            "killed=%s", sha, time.monotonic() - self.started, self.killed)
+                log.warning("slow script finished event=script_done script=%s seconds=%.3f "
+                            "killed=%s", label, time.monotonic() - self.started, self.killed)
             self.busy = False
             self._after_script()
             shard = self.shard
@@ -671,7 +754,7 @@ class ScriptEngine:
         if self.retry_global:
             raise ReplyError(RETRY_GLOBAL)
         if not ok:
-            raise ReplyError(_script_error(result, sha))
+            raise ReplyError(_script_error(result, label, long_label))
         return lua_to_reply(result, self.resp)
 
     def _after_script(self) -> None:
@@ -720,13 +803,16 @@ class ScriptEngine:
                 journal[key] = dump_value(db, key)
 
     # Busy scripts --------------------------------------------------------------------------
-    def _interrupt(self) -> bool:
-        """Called by the Lua hook every 100,000 instructions: True ends the script.
+    def _interrupt(self, loading: bool = False) -> bool:
+        """Called by the Lua hook every 100,000 instructions: True ends the script (or, with
+        ``loading``, a library's code past FUNCTION LOAD's time limit).
 
         Past busy-reply-threshold the worker serves its link from here (``while_busy``):
         every other command is answered BUSY at once, SCRIPT KILL is heard.  Running Python
         here also lets a SIGTERM handler run, so a stuck script never keeps its worker alive.
         """
+        if loading:
+            return time.monotonic() > self.load_deadline or self.shard.stopping
         if self.killed:
             return True
         if not self.busy:
@@ -742,12 +828,16 @@ class ScriptEngine:
             self.killed = True
         return self.killed
 
-    def kill(self) -> object:
-        """SCRIPT KILL (and FUNCTION KILL) heard while a script is busy."""
+    def kill(self, by_function_kill: bool = False) -> object:
+        """SCRIPT KILL (or FUNCTION KILL) heard while a script is busy: each kills its own
+        kind only (Redis's ``scriptKill``)."""
         if not self.busy:
             raise ReplyError(NOTBUSY)
         if self.wrote:
             raise ReplyError(UNKILLABLE)
+        running_function = self.function_name is not None
+        if running_function != by_function_kill:
+            raise ReplyError(BUSY_FUNCTION if running_function else BUSY)
         self.killed = True
         log.warning("Lua script killed by user with SCRIPT KILL. event=script_killed worker=%d",
                     self.shard.index)
@@ -1184,17 +1274,17 @@ def _one_line(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape").replace("\r", " ").replace("\n", " ")
 
 
-def _script_error(error: Any, sha: str) -> str:
+def _script_error(error: Any, label: str, long_label: str) -> str:
     """Redis 7.0's reply for a failed script: the message, then where it failed."""
     if _lupa.lua_type(error) != "table":
         text = error.decode("utf-8", "surrogateescape") if isinstance(error, bytes) else ""
-        return _one_line(f"ERR Error running script f_{sha}, {text[:100]}".encode())
+        return _one_line(f"ERR Error running script {long_label}, {text[:100]}".encode())
     message = error[b"err"]
     text = _one_line(message) if isinstance(message, bytes) else ""
     source, line = error[b"source"], error[b"line"]
     if source is not None and line is not None:
         where = source.decode("utf-8", "surrogateescape") if isinstance(source, bytes) else ""
-        text += f" script: {sha}, on {where}:{int(line)}."
+        text += f" script: {label}, on {where}:{int(line)}."
     return text.removeprefix("-")
 
 
@@ -1293,10 +1383,11 @@ def internal_script_global_command(db: Any, args: list[bytes]) -> object:
     return OK
 
 
-@command("__script_kill", 1, "internal", fanout=Fanout.SINGLE)
+@command("__script_kill", -1, "internal", fanout=Fanout.SINGLE)
 def internal_script_kill_command(db: Any, args: list[bytes]) -> object:
-    """SCRIPT KILL reaching a worker that runs no script (a busy one answers it from inside
-    the script: ``ScriptEngine.kill``)."""
+    """SCRIPT KILL (``__script_kill``) or FUNCTION KILL (``__script_kill function``)
+    reaching a worker that runs no script (a busy one answers it from inside the script:
+    ``ScriptEngine.kill``)."""
     raise ReplyError(NOTBUSY)
 
 

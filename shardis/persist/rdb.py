@@ -837,14 +837,18 @@ class RdbWriter:
         self.crc = crc64(data, self.crc)
         self.fh.write(data)
 
-    def begin(self, keys: int, expires: int, used_mem: int = 0) -> None:
-        """Magic, aux fields, SELECTDB 0 and the RESIZEDB hint (key and expiry counts)."""
+    def begin(self, keys: int, expires: int, used_mem: int = 0,
+              functions: Iterable[bytes] = ()) -> None:
+        """Magic, aux fields, the function libraries' codes, SELECTDB 0 and the RESIZEDB hint
+        (key and expiry counts)."""
         self.write(b"REDIS%04d" % RDB_VERSION)
         aux = [(b"redis-ver", REDIS_VERSION), (b"redis-bits", b"64"),
                (b"ctime", b"%d" % int(time.time())), (b"used-mem", b"%d" % used_mem),
                (b"aof-base", b"0")]
         for name, value in aux:
             self.write(bytes([OP_AUX]) + self.string(name) + self.string(value))
+        for code in functions:
+            self.write(bytes([OP_FUNCTION2]) + self.string(code))
         self.write(bytes([OP_SELECTDB]) + encode_length(0))
         self.write(bytes([OP_RESIZEDB]) + encode_length(keys) + encode_length(expires))
 

@@ -264,6 +264,8 @@ class Router:
         #: and whether it has run past busy-reply-threshold (gated commands get BUSY).
         self.script_worker: int | None = None
         self.script_busy = False
+        #: what gated commands get then (SCRIPT KILL's BUSY, or FUNCTION KILL's for FCALL).
+        self.busy_error = BUSY
         #: scripts known to touch other workers' keys (they run global at once), and scripts
         #: that ran on one worker (their callers may pipeline past them).
         self.global_shas: set[str] = set()
@@ -272,6 +274,9 @@ class Router:
         self.body_shas: dict[bytes, str] = {}
         #: every script this router has seen, sha1 -> body (``shardis.router.scripting``).
         self.scripts: dict[str, bytes] = {}
+        #: the function libraries' FUNCTION DUMP payload, once a FUNCTION command changed
+        #: them (``shardis.router.functions``): given to every worker that reconnects.
+        self.functions_payload: bytes | None = None
         #: this router's id on every worker link (workers' AOFs remember its batches by it).
         self.identity = os.urandom(8)
         self.links = [
@@ -523,7 +528,7 @@ class Router:
         busy-reply-threshold of a global script (which gates every worker) it gets BUSY at
         once instead, as a busy Redis answers."""
         if self.script_busy:
-            self.reply_error(client, BUSY)
+            self.reply_error(client, self.busy_error)
             return
         self.held.append((client, args))
         client.waiting = True
@@ -536,7 +541,7 @@ class Router:
         for client, _ in held:
             if client.closed:
                 continue
-            self.reply_error(client, BUSY)
+            self.reply_error(client, self.busy_error)
             client.waiting = False
             client.resume()
 
@@ -941,9 +946,13 @@ class Router:
 
     def reload_scripts(self, link: WorkerLink) -> None:
         """A worker that (re)connected gets every script the server knows, before anything
-        resent or new can call one by its sha1 (one script cache for the whole server)."""
-        if self.scripts:
-            loads = [(3, [b"SCRIPT", b"LOAD", body]) for body in self.scripts.values()]
+        resent or new can call one by its sha1 (one script cache for the whole server), and
+        the function libraries."""
+        from shardis.router.functions import functions_sync
+
+        loads = [(3, [b"SCRIPT", b"LOAD", body]) for body in self.scripts.values()]
+        loads += [(3, command) for command in functions_sync(self)]
+        if loads:
             link.resend([FutureTarget(self.loop.create_future()) for _ in loads], loads)
 
     async def ask(self, link: WorkerLink, args: list[bytes]) -> Any:

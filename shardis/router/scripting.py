@@ -35,6 +35,8 @@ from typing import Any
 
 from shardis.commands import help_reply
 from shardis.commands.scripting import (
+    BUSY,
+    BUSY_FUNCTION,
     NOSCRIPT,
     NOTBUSY,
     RETRY_GLOBAL,
@@ -50,17 +52,26 @@ from shardis.router.security import script_rules
 
 
 def script_plan(router: Any, args: list[bytes]) -> Plan:
-    """Forward to the worker of all KEYS; Redis's argument errors first."""
-    by_sha = args[0].lower().startswith(b"evalsha")
+    """Forward to the worker of all KEYS; Redis's argument errors first.  (FCALL: a bad
+    numkeys goes to worker 0, which answers Redis's errors in Redis's order.)"""
+    name = args[0].lower()
+    is_function = name.startswith(b"fcall")
+    by_sha = name.startswith(b"evalsha")
     if by_sha and len(args[1]) != 40:
         raise ReplyError(NOSCRIPT)
-    numkeys = parse_numkeys(args)
+    if is_function:
+        try:
+            numkeys = parse_numkeys(args)
+        except (ReplyError, ValueError):
+            return Plan(forward_to=0)
+    else:
+        numkeys = parse_numkeys(args)
     keys = args[3 : 3 + numkeys]
     worker_of = router.worker_of
     worker = worker_of(keys[0]) if keys else 0
     workers = {worker_of(key) for key in keys} if numkeys > 1 else {worker}
     sha = _sha_of(args, router.body_shas)
-    if not by_sha:
+    if not by_sha and not is_function:
         remember(router, args[1], sha, skip=worker)
     if len(workers) > 1 or sha in router.global_shas:
         return Plan(workers=router.all_workers, exclusive=True)  # see run_global
@@ -158,6 +169,7 @@ async def run_global(router: Any, client: Any, args: list[bytes],
     ``bracket`` is off: inside EXEC, whose own brackets hold)."""
     worker = router.worker_of(args[3]) if parse_numkeys(args) else 0
     router.current_client = client
+    router.busy_error = BUSY_FUNCTION if args[0].lower().startswith(b"fcall") else BUSY
     send_topology(router, worker)
     begun = await router.call_all([b"__tx_begin"]) if bracket else []
     router.script_worker = worker
@@ -179,7 +191,7 @@ async def run_global(router: Any, client: Any, args: list[bytes],
     return Raw(reply)
 
 
-SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro")
+SCRIPT_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro")
 for _name in SCRIPT_COMMANDS:
     coordinated(_name, script_plan)(run_global)
 
@@ -201,9 +213,12 @@ async def run_in_transaction(router: Any, client: Any, args: list[bytes], proto:
 
 
 def _sha_of(args: list[bytes], known: dict[bytes, str] | None = None) -> str:
-    """The sha1 a script runs under; ``known`` caches it for bodies sent again and again."""
-    by_sha = args[0].lower().startswith(b"evalsha")
-    if by_sha:
+    """The sha1 a script runs under (``fcall:<name>`` for a function: what the router
+    remembers it by); ``known`` caches it for bodies sent again and again."""
+    name = args[0].lower()
+    if name.startswith(b"fcall"):
+        return "fcall:" + args[1].decode("latin-1")
+    if name.startswith(b"evalsha"):
         return args[1].decode("latin-1").lower()
     if known is None:
         return sha1hex(args[1])
@@ -290,11 +305,16 @@ def no_gate_plan(router: Any, args: list[bytes]) -> Plan:
 async def script_kill(router: Any, client: Any, args: list[bytes]) -> object:
     """Every worker is asked; a worker running a script past busy-reply-threshold answers
     from inside it (OK, or UNKILLABLE once it wrote), the others NOTBUSY."""
-    replies = await router.call_all([b"__script_kill"])
-    for wanted in (None, "UNKILLABLE"):
-        for reply in replies:
-            if wanted is None and type(reply) is not ReplyError:
-                return reply
-            if wanted and type(reply) is ReplyError and reply.message.startswith(wanted):
-                raise reply
+    return kill_reply(await router.call_all([b"__script_kill"]))
+
+
+def kill_reply(replies: list[object]) -> object:
+    """SCRIPT KILL's or FUNCTION KILL's answer from every worker's: the busy worker's (OK,
+    UNKILLABLE, or BUSY when the running script is of the other kind), else NOTBUSY."""
+    for reply in replies:
+        if type(reply) is not ReplyError:
+            return OK  # (decoded, the status would go back as a bulk string)
+    for reply in replies:
+        if not reply.message.startswith("NOTBUSY"):  # type: ignore[attr-defined]
+            raise reply  # type: ignore[misc]
     raise ReplyError(NOTBUSY)

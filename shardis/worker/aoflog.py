@@ -145,6 +145,8 @@ def effect_commands(args: Sequence[bytes], reply: object, now_ms: int) -> list[l
         return []
     if name == b"XADD" and isinstance(reply, (bytes, bytearray)):
         return [_xadd(args, bytes(reply))]
+    if name == b"__FUNCTIONS_SYNC":  # the server's libraries, given to a restarted worker
+        return [[b"FUNCTION", b"RESTORE", args[1], b"FLUSH"]]
     return aof_commands(args, now_ms)
 
 
@@ -417,7 +419,11 @@ def write_base(db: object, path: str, rdb_preamble: bool) -> None:
         if rdb_preamble:
             write_rdb(db, fh)
         else:
+            from shardis.commands.functions import saved_codes
+
             expires = db.expires  # type: ignore[attr-defined]
+            for code in saved_codes(db):  # Redis's rewriteFunctions
+                fh.write(encode_command([b"FUNCTION", b"LOAD", code]))
             fh.write(encode_command([b"SELECT", b"0"]))
             for key, value in db.data.items():  # type: ignore[attr-defined]
                 payload = dump_payload(value)

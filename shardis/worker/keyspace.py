@@ -104,6 +104,10 @@ except AttributeError:  # not Linux
     _CLOCK_ID = time.CLOCK_MONOTONIC
 
 
+#: What :meth:`Keyspace.changed_server_state` records in ``touched``: no key, never equal to one.
+SERVER_STATE: bytes = object()  # type: ignore[assignment]
+
+
 def wall_ms() -> int:
     """Unix time in milliseconds, like Redis's ``mstime()``."""
     return time.time_ns() // 1_000_000
@@ -424,6 +428,11 @@ class Keyspace:
     def changed(self, key: bytes) -> None:
         """Report an in-place change of the value at ``key`` (a bytearray grown, a list pushed)."""
         self.touched.append(key)
+
+    def changed_server_state(self) -> None:
+        """Report a change outside the keys (the function libraries): a write like any other
+        for the AOF and the dirty counter, with no key to watch or notify."""
+        self.touched.append(SERVER_STATE)
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key`` if live; True if it was there."""

@@ -270,7 +270,7 @@ class WorkerServer:
                 if seq == CALL_REPLY_SEQ:
                     raise ValueError("a remote call's reply with no call waiting")
                 engine = engine_of(self.shard.db)
-                replies = [self.busy_reply(engine, args) for _, args in batch]
+                replies = [self.busy_reply(engine, args, proto) for proto, args in batch]
                 message = self.codec.encode_replies(protocol.early_seq(seq), replies)
             except Exception as exc:  # malformed, or well-formed but of a wrong shape
                 self.drop(identity, frame, str(exc) or type(exc).__name__)
@@ -303,13 +303,17 @@ class WorkerServer:
                     return batch[0][1][0]
             self.backlog.append((identity, frame))
 
-    def busy_reply(self, engine: object, args: list[bytes]) -> bytes:
-        from shardis.commands.scripting import BUSY
+    def busy_reply(self, engine: object, args: list[bytes], proto: int = 2) -> bytes:
+        from shardis.commands.scripting import BUSY, BUSY_FUNCTION
 
         name = args[0].lower() if args and isinstance(args[0], bytes) else b""
         try:
             if name == b"__script_kill":
-                return encode(engine.kill(), 2)  # type: ignore[attr-defined]
+                return encode(engine.kill(len(args) > 1), 2)  # type: ignore[attr-defined]
+            if name == b"function" and len(args) == 2 and args[1].lower() == b"stats":
+                from shardis.commands.functions import busy_stats
+
+                return encode(busy_stats(engine), proto)
             if name == b"__whoami" and len(args) == 1:
                 return encode_int(self.shard.index)
             if name == b"__shutdown" and b"nosave" in (a.lower() for a in args[1:]):
@@ -318,7 +322,8 @@ class WorkerServer:
                 return encode(OK, 2)
         except ReplyError as exc:
             return encode_error(exc.message)
-        return encode_error(BUSY)
+        return encode_error(BUSY if engine.function_name is None  # type: ignore[attr-defined]
+                            else BUSY_FUNCTION)
 
     def serve_forever(self) -> None:
         self.running = True

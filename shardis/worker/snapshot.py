@@ -51,9 +51,11 @@ def write_rdb(db: object, fh: object) -> int:
 
     Raises :class:`RdbError` for a value the codec cannot write (which no stored type is).
     """
+    from shardis.commands.functions import saved_codes
+
     data, expires = db.data, db.expires  # type: ignore[attr-defined]
     writer = RdbWriter(fh)  # type: ignore[arg-type]
-    writer.begin(len(data), len(expires))
+    writer.begin(len(data), len(expires), functions=saved_codes(db))
     key_out = writer.key
     get_expire = expires.get
     for key, value in data.items():
@@ -108,11 +110,19 @@ def load_rdb(db: object, fh: object, name: str, skip_expired: bool = True) -> tu
     db.tick()  # type: ignore[attr-defined]
     gc_was_on = gc.isenabled()
     gc.disable()  # loading makes no cycles; collections would only rescan the keys
+    reader = RdbReader(fh)  # type: ignore[arg-type]
     try:
-        loaded, expired = _fill(db, RdbReader(fh), name, skip_expired)  # type: ignore[arg-type]
+        loaded, expired = _fill(db, reader, name, skip_expired)
     finally:
         if gc_was_on:
             gc.enable()
+    if reader.functions:
+        from shardis.commands.functions import restore_saved
+
+        try:
+            restore_saved(db, reader.functions)
+        except ReplyError as exc:
+            raise RdbError(f"a function library does not load: {exc.message}", 0) from None
     db.touched.clear()  # type: ignore[attr-defined]
     db.deadline_log.clear()  # type: ignore[attr-defined]
     return loaded, expired
