@@ -43,8 +43,9 @@ from shardis.commands.hyperloglog import (
 )
 from shardis.errors import ReplyError
 from shardis.worker.keyspace import Keyspace
-from tests.servers import start_shardis
+from tests.servers import start_redis, start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
+from tests.test_busy_scripts import LOOP, WORKERS, key_on, kill_outcomes
 from tests.test_persistence_aof import kill9, tag_on, wait_restarted
 
 HEADER_SPARSE = b"HYLL\x01" + bytes(11)
@@ -447,3 +448,21 @@ def test_pfstore_refuses_malformed_registers():
     registers = bytes([3]) + bytes(HLL_REGISTERS - 1)
     internal_pfstore_command(db, [b"__pfstore", b"d", b"1", registers])
     assert unpack_dense(db.get(b"d")[16:]) == registers
+
+
+def test_a_script_that_ran_pfcount_can_still_be_killed():
+    """PFCOUNT is may_replicate, not a write: after it (even when it wrote the cache) a
+    busy script is still killable, as in Redis."""
+    server = start_shardis(WORKERS, "--lua-time-limit", "200")
+    busy_redis = start_redis("--busy-reply-threshold", "200")
+    try:
+        key = key_on(0)
+        script = "redis.call('PFCOUNT', KEYS[1]) " + LOOP
+        for port in (server.port, busy_redis.port):
+            redis.Redis(port=port).pfadd(key, "a", "b")
+        ours = kill_outcomes(server.port, key, script)
+        theirs = kill_outcomes(busy_redis.port, key, script)
+        assert ours == theirs and ours[1] is True
+    finally:
+        server.stop()
+        busy_redis.stop()
