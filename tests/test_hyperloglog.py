@@ -466,3 +466,39 @@ def test_a_script_that_ran_pfcount_can_still_be_killed():
     finally:
         server.stop()
         busy_redis.stop()
+
+
+def _random_sparse(rng: random.Random) -> bytes:
+    edit = SparseEdit(bytes(new_hll()))
+    spread = rng.choice([16384, 3000, 200])
+    base = rng.randrange(16384 - spread + 1)
+    for _ in range(rng.choice([0, 1, 5, 50, 400, 1500])):
+        if edit.set(base + rng.randrange(spread), rng.randrange(1, 33)) == PROMOTE:
+            break
+    return edit.value()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_an_edit_opened_around_its_register_equals_a_full_one(seed):
+    rng = random.Random(seed)
+    for _ in range(60):
+        value = _random_sparse(rng)
+        if rng.random() < 0.2:  # corrupt: cut, shortened or lengthened
+            value = value[:rng.randrange(16, len(value) + 1)] + rng.randbytes(rng.randrange(3))
+        index, count = rng.randrange(16384), rng.randrange(1, 34)
+        full, around = SparseEdit(value), SparseEdit.around(value, index)
+        outcome = full.set(index, count)
+        assert around.set(index, count) == outcome
+        assert around.value() == full.value()
+        assert around.registers() == full.registers()
+        if outcome == PROMOTE:
+            assert around.to_dense() == full.to_dense()
+
+
+def test_a_single_edit_opens_a_few_opcodes_only():
+    value = _random_sparse(random.Random(1))
+    while len(value) < 1000:
+        value = _random_sparse(random.Random(len(value)))
+    edit = SparseEdit.around(value, 16383)
+    assert edit.prefix and len(edit.codes) <= 13
+    assert SparseEdit.around(value, 0).prefix == b""

@@ -272,6 +272,44 @@ def decode_sparse(codes: list[int]) -> bytes:
     return " ".join(parts).encode()
 
 
+def _byte_length(codes: list[int]) -> int:
+    return len(codes) + sum(1 for code in codes if code >= XZERO_BASE)
+
+
+#: one-byte opcode -> registers covered (0 for an XZERO's first byte: see :func:`_locate`).
+_SPAN_OF_BYTE = bytes(b + 1 if b < 0x40 else 0 if b < 0x80 else (b & 3) + 1 for b in range(256))
+
+
+def _locate(body: bytes, index: int) -> tuple[int, int] | None:
+    """Where an edit of register ``index`` starts reading: (byte offset, first register) of
+    the opcode before the one holding it (of that one if it is the first); None if the runs
+    end before.  Runs of one-byte opcodes are summed at C speed, XZEROs one by one."""
+    first = 0
+    previous: tuple[int, int] | None = None
+    for match in _CHUNK.finditer(body + b"\0"):  # the NUL: sds's terminator
+        chunk = match.group()
+        if 0x40 <= chunk[0] < 0x80:
+            span = ((chunk[0] & 0x3F) << 8 | chunk[1]) + 1
+            if index < first + span:
+                return previous or (match.start(), first)
+            previous = (match.start(), first)
+            first += span
+            continue
+        spans = chunk.translate(_SPAN_OF_BYTE)
+        total = sum(spans)
+        if index < first + total:
+            ends = list(accumulate(spans))
+            k = bisect_right(ends, index - first)
+            if match.start() + k >= len(body):
+                return None  # the terminator, not an opcode
+            if k:
+                return match.start() + k - 1, first + (ends[k - 2] if k > 1 else 0)
+            return previous or (match.start(), first)
+        previous = (match.end() - 1, first + total - spans[-1])
+        first += total
+    return None
+
+
 #: hllSparseSet outcomes besides 0/1 (unchanged/changed).
 INVALID, PROMOTE = -1, 2
 
@@ -279,39 +317,72 @@ INVALID, PROMOTE = -1, 2
 class SparseEdit:
     """A sparse HLL opened for a sequence of Redis's ``hllSparseSet`` calls.
 
-    ``codes[i]`` covers the registers from ``ends[i-1]`` (0 for the first) to
+    ``codes[i]`` covers the registers from ``ends[i-1]`` (``base`` for the first) to
     ``ends[i] - 1``; an edit splits or merges opcodes without moving any other register
     boundary, so ``ends`` stays sorted and locating a register is a bisection.
     ``length`` is the string's length, which decides promotion to dense.
 
-    A (corrupt) body longer than :data:`EDIT_WINDOW` opcodes is opened as that many opcodes
-    and an opaque ``tail``: no edit reads past them, and such an HLL never converts.
+    The opcodes may be a window of the body, between an opaque ``prefix`` and ``tail``:
+
+    * :meth:`around` opens just the few opcodes one edit can touch (a PFADD of one element
+      then costs a C-speed scan, not a parse of the whole body);
+    * a (corrupt) body longer than :data:`EDIT_WINDOW` opcodes is opened as that many
+      opcodes, since no edit reads past them.
     """
 
-    __slots__ = ("header", "codes", "ends", "length", "cut", "tail")
+    __slots__ = ("header", "prefix", "base", "codes", "ends", "tail", "cut", "length")
 
     def __init__(self, hll: bytes | bytearray) -> None:
-        self.header = bytearray(hll[:HLL_HDR_SIZE])
         body = hll[HLL_HDR_SIZE:]
-        self.tail = b""
         if len(body) > 2 * EDIT_WINDOW + 2:
             codes = parse_opcodes(body[:2 * EDIT_WINDOW + 2])[0][:EDIT_WINDOW]  # all whole
-            self.tail = bytes(body[sum(1 + (c >= XZERO_BASE) for c in codes):])
-            self.codes, self.cut = codes, False
+            self._open(hll, b"", 0, codes, bytes(body[_byte_length(codes):]), False)
         else:
-            self.codes, self.cut = parse_opcodes(body)
-        self.ends = list(accumulate(map(SPAN.__getitem__, self.codes)))
+            codes, cut = parse_opcodes(body)
+            self._open(hll, b"", 0, codes, b"", cut)
+
+    def _open(self, hll: bytes | bytearray, prefix: bytes, base: int, codes: list[int],
+              tail: bytes, cut: bool) -> None:
+        self.header = bytearray(hll[:HLL_HDR_SIZE])
+        self.prefix, self.base, self.codes, self.tail, self.cut = prefix, base, codes, tail, cut
+        self.ends = list(accumulate(map(SPAN.__getitem__, codes), initial=base))[1:]
         self.length = len(hll)
+
+    @classmethod
+    def around(cls, hll: bytes | bytearray, index: int) -> SparseEdit:
+        """The HLL opened on the opcodes an edit of register ``index`` can touch: the one
+        before the opcode holding it, that one, and the next ten (Redis's merge step looks
+        at five at most).  The whole body when the register is past the runs' end."""
+        body = bytes(hll[HLL_HDR_SIZE:])
+        found = _locate(body, index)
+        if found is None or len(body) > 2 * EDIT_WINDOW + 2:
+            return cls(hll)
+        start, base = found
+        window = body[start:start + 26]
+        edit = cls.__new__(cls)
+        if start + 26 >= len(body):
+            codes, cut = parse_opcodes(window)
+            edit._open(hll, body[:start], base, codes, b"", cut)
+        else:
+            codes = parse_opcodes(window)[0][:12]  # whole opcodes (26 bytes hold 13 at least)
+            edit._open(hll, body[:start], base, codes, body[start + _byte_length(codes):],
+                       False)
+        return edit
 
     def body(self) -> bytes:
         joined = b"".join(map(OPCODE_BYTES.__getitem__, self.codes))
-        return joined[:-1] if self.cut else joined + self.tail
+        return self.prefix + (joined[:-1] if self.cut else joined + self.tail)
 
     def value(self) -> bytes:
         return bytes(self.header) + self.body()
 
     def registers(self) -> bytes | None:
-        return None if self.tail else sparse_registers(self.codes)
+        if not self.prefix and not self.tail:
+            return sparse_registers(self.codes)
+        body = self.body()
+        if len(body) > MAX_VALID_SPARSE_BODY:
+            return None
+        return sparse_registers(parse_opcodes(body)[0])
 
     def set(self, index: int, count: int) -> int:
         """Raise register ``index`` to ``count``: 1 if changed, 0 if it was not lower,
@@ -324,7 +395,7 @@ class SparseEdit:
         if i >= len(codes):
             return INVALID  # the runs end before this register
         code = codes[i]
-        first = ends[i - 1] if i else 0
+        first = ends[i - 1] if i else self.base
         span = ends[i] - first
         if is_val(code):
             if val_value(code) >= count:
@@ -535,9 +606,13 @@ class HllEdit:
 
     __slots__ = ("value", "sparse")
 
-    def __init__(self, value: bytearray) -> None:
+    def __init__(self, value: bytearray, only: int | None = None) -> None:
+        """``only``: the one register the command will set, if it sets one (a sparse HLL is
+        then opened around it only)."""
         self.value = value
-        self.sparse = SparseEdit(value) if value[4] == HLL_SPARSE else None
+        self.sparse = None
+        if value[4] == HLL_SPARSE:
+            self.sparse = SparseEdit(value) if only is None else SparseEdit.around(value, only)
 
     def add(self, element: bytes) -> int:
         """Redis's ``hllAdd``: 1 if a register grew, 0 if not, -1 for a corrupt HLL."""
@@ -545,6 +620,7 @@ class HllEdit:
         return self.set(index, count)
 
     def set(self, index: int, count: int) -> int:
+        """Redis's ``hllSparseSet``/``hllDenseSet`` (promoting as Redis does)."""
         if self.sparse is None:
             return dense_raise(self.value, index, count)
         outcome = self.sparse.set(index, count)
@@ -632,9 +708,10 @@ def pfadd_command(db: Keyspace, args: list[bytes]) -> object:
     else:
         value = unshared(db, key, hll_or_error(existing))
         updated = 0
-    edit = HllEdit(value)
-    for element in args[2:]:
-        outcome = edit.add(element)
+    patterns = [pattern_of(element) for element in args[2:]]
+    edit = HllEdit(value, patterns[0][0] if len(patterns) == 1 else None)
+    for index, count in patterns:
+        outcome = edit.set(index, count)
         if outcome < 0:
             edit.commit()  # what was done stays, unsignalled, as in Redis
             raise ReplyError(INVALIDOBJ)
