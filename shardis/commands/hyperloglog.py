@@ -15,9 +15,16 @@ GET, DUMP, SET of a copied value and every estimate agree with a real Redis:
 The sparse encoding of an HLL depends on the order its registers were set in (Redis edits the
 opcodes in place and only merges neighbours it happens to look at), so :class:`SparseEdit`
 replays Redis's ``hllSparseSet`` step by step, on a list of opcodes rather than on the string
-so that each step costs a bisection and a list splice.  Dense registers are read and written
-in bulk with ``bytes.translate`` and big-integer arithmetic (the 16384 registers of a PFCOUNT
-or PFMERGE never go through a Python loop), and one at a time for PFADD.
+so that each step costs a bisection and a list splice (and a PFADD of one element opens only
+the few opcodes around its register).  Dense registers are read and written in bulk with
+``bytes.translate`` and big-integer arithmetic (the 16384 registers of a PFCOUNT or PFMERGE
+never go through a Python loop), and one at a time for PFADD.
+
+Corrupt strings (written with SET) get Redis's errors at the moment Redis finds them, and
+what Redis changes before that is changed too; they never cost more memory than their size
+(runs are summed before registers are built, a body too long to be valid is not expanded).
+One corner is not reproduced: a sparse body ending in half an XZERO makes Redis read bytes
+past the string once it has been edited (after a SET, the NUL terminator is read, as here).
 
 The values are kept as ``bytearray`` (Redis's ``raw`` strings: Redis unshares an HLL before
 it edits it) and edited in place; commands call ``db.changed`` when Redis signals the change.
@@ -354,8 +361,8 @@ class SparseEdit:
         before the opcode holding it, that one, and the next ten (Redis's merge step looks
         at five at most).  The whole body when the register is past the runs' end."""
         body = bytes(hll[HLL_HDR_SIZE:])
-        found = _locate(body, index)
-        if found is None or len(body) > 2 * EDIT_WINDOW + 2:
+        found = _locate(body, index) if len(body) <= 2 * EDIT_WINDOW + 2 else None
+        if found is None:
             return cls(hll)
         start, base = found
         window = body[start:start + 26]
