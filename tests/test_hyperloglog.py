@@ -306,22 +306,22 @@ def test_estimator_matches_redis_on_crafted_registers(oracle_clean):
 
 # End to end: what a script cannot compare --------------------------------------------------------
 def _events(client: redis.Redis, actions) -> list[tuple[bytes, bytes]]:
-    """The keyevent notifications ``actions(client)`` causes, in order."""
+    """The keyevent notifications ``actions(client)`` causes, in order (collected until
+    none has come for a second)."""
     client.config_set("notify-keyspace-events", "KEA")
     pubsub = client.pubsub()
     pubsub.psubscribe("__keyevent@0__:*")
     pubsub.get_message(timeout=1)
     try:
         actions(client)
-        client.publish("end", "x")
         seen = []
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.5)
-            if message and message["type"] == "pmessage":
-                seen.append((message["channel"].split(b":", 1)[1], message["data"]))
-            if len(seen) >= 64 or (message is None and seen):
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
                 break
+            if message["type"] == "pmessage":
+                seen.append((message["channel"].split(b":", 1)[1], message["data"]))
         return seen
     finally:
         pubsub.close()
