@@ -53,7 +53,8 @@ def format_flags(flags: int) -> bytes:
 
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
-                  "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC}
+                  "sorted-set": ZSET, "bitmap": STRING, "hyperloglog": STRING,
+                  "generic": GENERIC}
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
     b"incr": b"incrby", b"decr": b"incrby", b"decrby": b"incrby", b"setnx": b"set",
@@ -63,7 +64,11 @@ _EVENT_NAMES = {
     b"hsetnx": b"hset", b"zremrangebyscore": b"zrembyscore", b"zremrangebyrank": b"zrembyrank",
     b"zremrangebylex": b"zrembylex", b"copy": b"copy_to", b"restore": b"restore",
     b"bitop": b"set", b"__restore": b"set", b"__sstore": b"sinterstore",
+    b"pfmerge": b"pfadd", b"__pfstore": b"pfadd",
 }
+#: Commands that change a key without an event (Redis signals the key, notifies nothing):
+#: PFCOUNT writing its cached cardinality, PFDEBUG turning an HLL dense.
+_SILENT = frozenset((b"pfcount", b"pfdebug"))
 
 
 def event_for(command: bytes, group: str) -> tuple[bytes, int]:
@@ -96,7 +101,9 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
     name = args[0].lower()
     spec = COMMANDS.get(name)
     event, cls = event_for(name, spec.group if spec else "generic")
-    events = []
+    events: list[tuple[bytes, int, bytes]] = []
+    if name in _SILENT:
+        return events
     for key in dict.fromkeys(k for k in touched if k not in expired and type(k) is not object):
         if name in (b"rename", b"renamenx"):
             events.append((b"rename_from" if key == args[1] else b"rename_to", GENERIC, key))

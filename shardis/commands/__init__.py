@@ -250,6 +250,7 @@ def load_families() -> None:
         expiry,
         functions,
         hashes,
+        hyperloglog,
         keys,
         lists,
         pubsub,

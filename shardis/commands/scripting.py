@@ -1023,7 +1023,8 @@ class ScriptEngine:
         if "write" in spec.flags or "may_replicate" in spec.flags:
             if self.read_only:
                 return False, "Write commands are not allowed from read-only scripts."
-            self.wrote = True
+            # only a write makes the script unkillable (PFCOUNT, may_replicate, does not)
+            self.wrote = self.wrote or "write" in spec.flags
         if self.retry_global:
             return False, RETRY_GLOBAL
         index = self.shard.index

@@ -87,6 +87,7 @@ def load_handlers() -> None:
         clients,
         connection,
         functions,
+        hyperloglog,
         info,
         keys,
         lists,

@@ -48,11 +48,12 @@ def _key_specs(spec: Command) -> list[dict]:
 
 
 def command_info(spec: Command) -> list:
-    """One command's COMMAND INFO entry, Redis 7's ten fields."""
+    """One command's COMMAND INFO entry, Redis 7's ten fields (``may_replicate`` is hidden,
+    as Redis hides it)."""
     return [
         spec.fullname.encode(),
         spec.arity,
-        SetReply(Status(flag.encode()) for flag in spec.flags),
+        SetReply(Status(flag.encode()) for flag in spec.flags if flag != "may_replicate"),
         spec.first_key,
         spec.last_key,
         spec.step,
