@@ -256,6 +256,7 @@ def load_families() -> None:
         scripting,
         server,
         sets,
+        sort,
         streams,
         strings,
         transactions,

@@ -675,6 +675,9 @@ class ScriptEngine:
         #: the script met another worker's key in local mode: it is stopped, undone, and the
         #: router runs it again in global mode (``RETRY_GLOBAL``).
         self.retry_global = False
+        #: a script is running (commands can tell they are called from one: Redis's
+        #: CLIENT_SCRIPT flag, which SORT looks at).
+        self.running = False
 
     # Cache -------------------------------------------------------------------------------------
     def load(self, body: bytes) -> str:
@@ -735,11 +738,13 @@ class ScriptEngine:
         self.journal = {}
         self.global_mode = global_mode
         self.shard.begin_script()
+        self.running = True
         try:
             ok, result = runner(function, keys, argv)
             if self.retry_global:
                 self._undo()
         finally:
+            self.running = False
             self.global_mode = False
             self.function_name = None
             self.shard.end_script()

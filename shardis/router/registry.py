@@ -95,6 +95,7 @@ def load_handlers() -> None:
         security,
         server,
         sets,
+        sort,
         streams,
         strings,
         transactions,

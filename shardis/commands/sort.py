@@ -1,0 +1,621 @@
+"""SORT and SORT_RO (Redis's sort.c): the pure sorting logic and the worker-side ops.
+
+SORT is split into pure steps, shared by the worker op (everything on one worker) and the
+router (``shardis.router.sort``: the source and the keys its BY/GET patterns name live on
+several workers):
+
+1. :func:`parse_sort` reads the options left to right, with Redis's errors in Redis's order
+   (syntax, LIMIT integers, the ACL refusals of BY/GET patterns), before any key is read.
+2. :func:`read_source` takes the collection to sort from the keyspace (WRONGTYPE unless a list,
+   set or sorted set; a missing key sorts as an empty list), in its natural order.
+3. :func:`sort_window` sorts it (or not: ``BY nosort``) and cuts the LIMIT window, given the
+   BY weights; :func:`project` turns the window into the reply (GET patterns).
+4. :func:`store_sorted` writes the STORE destination.
+
+The keys a pattern names are known only once the source is read.  Steps 3 and 4 see them
+through a lookup function (:data:`Lookup`): the worker reads its own keyspace, the router
+fetches them from their workers first (``__sortfetch``), then runs the same functions.
+:func:`lookup_requests` says which (key, field) pairs a pattern needs, as Redis's
+``lookupKeyByPattern`` builds them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from shardis import errors
+from shardis.commands import COMMANDS, Fanout, command
+from shardis.commands.hashes import HashValue
+from shardis.commands.sets import SetValue
+from shardis.commands.strings import parse_int
+from shardis.commands.zsets import ZSetValue
+from shardis.errors import ReplyError
+from shardis.worker.keyspace import STRING_TYPES, Keyspace
+
+SCORE_NOT_DOUBLE = "ERR One or more scores can't be converted into double"
+BY_DENIED = "ERR BY option of SORT denied due to insufficient ACL permissions."
+GET_DENIED = "ERR GET option of SORT denied due to insufficient ACL permissions."
+
+LIST, SET, ZSET = b"list", b"set", b"zset"
+
+#: (key, field) a pattern names for one element; field b"" means "the string at key".
+Request = tuple[bytes, bytes]
+#: pattern, element -> the value the pattern names for that element, or None.
+Lookup = Callable[[bytes, bytes], "bytes | None"]
+
+
+# Options -------------------------------------------------------------------------------------
+@dataclass
+class SortOptions:
+    """What the arguments ask for, as ``sortCommandGeneric`` leaves its locals after parsing."""
+
+    desc: bool = False
+    alpha: bool = False
+    limit_start: int = 0
+    limit_count: int = -1
+    #: the last BY pattern (None: sort by the elements themselves).
+    by: bytes | None = None
+    #: a BY without ``*`` was seen: do not sort.  Sticky, as in Redis: a later BY pattern
+    #: with ``*`` does not undo it.
+    dontsort: bool = False
+    gets: list[bytes] = field(default_factory=list)
+    #: the last STORE destination.
+    store: bytes | None = None
+
+    def needs_lookups(self) -> bool:
+        """Whether the patterns name keys at all (else the source's worker can do it alone)."""
+        by_used = self.by is not None and not self.dontsort
+        return by_used or any(dereferences(pattern) for pattern in self.gets)
+
+
+def _cstr(raw: bytes) -> bytes:
+    """What C string functions see of ``raw``: up to its first NUL byte."""
+    end = raw.find(b"\0")
+    return raw if end < 0 else raw[:end]
+
+
+def _is_hash_sign(pattern: bytes) -> bool:
+    """``GET #`` (C compares ``spat[0]=='#' && spat[1]=='\\0'``, so ``#\\0...`` counts)."""
+    return pattern[:1] == b"#" and (len(pattern) == 1 or pattern[1] == 0)
+
+
+def dereferences(pattern: bytes) -> bool:
+    """Whether ``pattern`` names a key for each element (not ``#``, and it has a ``*``)."""
+    return not _is_hash_sign(pattern) and b"*" in _cstr(pattern)
+
+
+def _parse_long(raw: bytes) -> int:
+    return parse_int(raw, errors.NOT_INTEGER)
+
+
+def parse_sort(args: list[bytes], readonly: bool, full_key_access: bool = True) -> SortOptions:
+    """The options of ``SORT key [...]``; Redis's first error, in Redis's order.
+
+    ``full_key_access``: the caller may read every key (Redis refuses BY/GET patterns
+    otherwise, since the keys they name cannot be checked in advance).  SORT_RO does not know
+    STORE: it is a syntax error there.
+    """
+    opts = SortOptions()
+    j = 2
+    argc = len(args)
+    while j < argc:
+        word = args[j].lower()
+        left = argc - j - 1
+        if word == b"asc":
+            opts.desc = False
+        elif word == b"desc":
+            opts.desc = True
+        elif word == b"alpha":
+            opts.alpha = True
+        elif word == b"limit" and left >= 2:
+            opts.limit_start = _parse_long(args[j + 1])
+            opts.limit_count = _parse_long(args[j + 2])
+            j += 2
+        elif not readonly and word == b"store" and left >= 1:
+            opts.store = args[j + 1]
+            j += 1
+        elif word == b"by" and left >= 1:
+            _parse_by(opts, args[j + 1], full_key_access)
+            j += 1
+        elif word == b"get" and left >= 1:
+            if not full_key_access:
+                raise ReplyError(GET_DENIED)
+            opts.gets.append(args[j + 1])
+            j += 1
+        else:
+            raise ReplyError(errors.SYNTAX)
+        j += 1
+    return opts
+
+
+def _parse_by(opts: SortOptions, pattern: bytes, full_key_access: bool) -> None:
+    opts.by = pattern
+    if b"*" not in _cstr(pattern):
+        opts.dontsort = True  # a constant: nothing to sort by
+    elif not full_key_access:
+        raise ReplyError(BY_DENIED)
+
+
+def sort_store_key(args: list[bytes]) -> range:
+    """COMMAND GETKEYS for SORT (Redis's ``sortGetKeys``): the source, then the last STORE
+    destination if any, found by skipping LIMIT's two arguments and GET's and BY's one.
+
+    Returned as a range (what key finders return): ``range(1, pos + 1, pos - 1)`` is 1, pos.
+    """
+    store = 0
+    skips = {b"limit": 2, b"get": 1, b"by": 1}
+    i = 2
+    while i < len(args):
+        word = args[i].lower()
+        if word in skips:
+            i += skips[word]
+        elif word == b"store" and i + 1 < len(args):
+            store = i + 1
+        i += 1
+    return range(1, store + 1, store - 1) if store else range(1, 2)
+
+
+# Pattern lookups -----------------------------------------------------------------------------
+def pattern_request(pattern: bytes, element: bytes) -> Request | None:
+    """The (key, field) ``pattern`` names for ``element`` (Redis's ``lookupKeyByPattern``):
+    the first ``*`` replaced by the element; ``->field`` after it (a non-empty one) reads a
+    hash field.  None for ``#`` (the element itself) and for a pattern with no ``*``."""
+    text = _cstr(pattern)
+    star = text.find(b"*")
+    if _is_hash_sign(pattern) or star < 0:
+        return None
+    arrow = text.find(b"->", star + 1)
+    if arrow >= 0 and arrow + 2 < len(pattern) and pattern[arrow + 2] != 0:
+        return pattern[:star] + element + pattern[star + 1 : arrow], pattern[arrow + 2 :]
+    return pattern[:star] + element + pattern[star + 1 :], b""
+
+
+def read_request(db: Keyspace, request: Request) -> bytes | None:
+    """The value a request names in ``db``: a string for a plain key, a hash field for
+    ``->field``; a key of another type counts as missing, as in Redis."""
+    key, hash_field = request
+    value = db.get(key)
+    if hash_field:
+        return value.get(hash_field) if type(value) is HashValue else None
+    return bytes(value) if isinstance(value, STRING_TYPES) else None
+
+
+def lookup_in(values: Callable[[Request], bytes | None]) -> Lookup:
+    """A :data:`Lookup` over a function from requests to values."""
+
+    def lookup(pattern: bytes, element: bytes) -> bytes | None:
+        if _is_hash_sign(pattern):
+            return element
+        request = pattern_request(pattern, element)
+        return None if request is None else values(request)
+
+    return lookup
+
+
+def lookup_requests(patterns: Iterable[bytes], elements: Iterable[bytes]) -> list[Request]:
+    """Every distinct request ``patterns`` make for ``elements`` (what the router fetches)."""
+    out: dict[Request, None] = {}
+    patterns = [p for p in patterns if dereferences(p)]
+    for element in elements:
+        for pattern in patterns:
+            request = pattern_request(pattern, element)
+            if request is not None:
+                out[request] = None
+    return list(out)
+
+
+# The source ----------------------------------------------------------------------------------
+@dataclass
+class Source:
+    """The collection to sort: its kind and elements in natural order (a list's order, a
+    sorted set's score order, a set's own iteration order)."""
+
+    kind: bytes
+    elements: list[bytes]
+
+
+def read_source(db: Keyspace, key: bytes) -> Source:
+    """The source at ``key``: WRONGTYPE for a string, hash or stream; empty list if missing."""
+    value = db.get(key)
+    if value is None:
+        return Source(LIST, [])
+    kind = type(value)
+    if kind is deque:
+        return Source(LIST, list(value))  # type: ignore[call-overload]
+    if kind is SetValue:
+        return Source(SET, value.in_order())  # type: ignore[attr-defined]
+    if kind is ZSetValue:
+        value.listpack = False  # type: ignore[attr-defined]  # Redis converts it for SORT
+        return Source(ZSET, [member for _, member in value.order])  # type: ignore[attr-defined]
+    raise ReplyError(errors.WRONGTYPE)
+
+
+# Sorting -------------------------------------------------------------------------------------
+_SPACES = b" \t\n\v\f\r"
+_NUMBER = re.compile(
+    rb"[+-]?(?:(?P<inf>(?i:inf(?:inity)?))"
+    rb"|(?P<hex>0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?[0-9]+)?)"
+    rb"|(?P<dec>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?))"
+)
+_TINY = 2.2250738585072014e-308  # DBL_MIN: below it a result is subnormal
+
+
+def sort_score(raw: bytes) -> float | None:
+    """A weight as SORT reads it: glibc ``strtod`` over the C string, which must be used up;
+    None (the command fails) for NaN, junk, or an ERANGE result (overflow, or an underflow:
+    a nonzero value that is not exactly representable as a normal double).
+
+    Unlike Redis's other float parsing, leading spaces pass, and the empty string is 0.
+    """
+    text = _cstr(raw)
+    if not text:
+        return 0.0  # no conversion, but the end pointer is at the terminator
+    body = text.lstrip(_SPACES)
+    match = _NUMBER.fullmatch(body)
+    if match is None:
+        return None  # nan, junk, trailing bytes, or spaces only
+    if match["inf"] is not None:
+        return -math.inf if body[:1] == b"-" else math.inf
+    try:
+        value = float.fromhex(body.decode()) if match["hex"] else float(body)
+    except OverflowError:
+        return None
+    if math.isinf(value):
+        return None
+    if abs(value) < _TINY and _inexact(body, value, bool(match["hex"])):
+        return None
+    return value
+
+
+def _inexact(body: bytes, value: float, is_hex: bool) -> bool:
+    """Whether ``body`` is not exactly ``value`` (glibc sets ERANGE for an inexact tiny
+    result)."""
+    if is_hex:
+        sign = -1 if body[:1] == b"-" else 1
+        digits = body.lstrip(b"+-")[2:]
+        mantissa, _, exponent = digits.lower().partition(b"p")
+        whole, _, fraction = mantissa.partition(b".")
+        exact = Fraction(int(whole + fraction or b"0", 16)) * Fraction(2) ** (
+            int(exponent or b"0") - 4 * len(fraction))
+        return sign * exact != Fraction(value)
+    return Fraction(body.decode()) != Fraction(value)
+
+
+def _limits(opts: SortOptions, length: int) -> tuple[int, int]:
+    """(start, end), inclusive: Redis's LIMIT clamping (negative and huge values included)."""
+    start = min(max(opts.limit_start, 0), length)
+    count = min(max(opts.limit_count, -1), length)
+    end = length - 1 if count < 0 else start + count - 1
+    if start >= length:
+        start, end = length - 1, length - 2
+    if end >= length:
+        end = length - 1
+    return start, end
+
+
+def sort_window(source: Source, opts: SortOptions, lookup: Lookup, in_script: bool = False
+                ) -> list[bytes]:
+    """The elements of the reply, in order, before GET: sorted as asked, cut to LIMIT.
+
+    Redis's special cases: a list or sorted set that is not sorted keeps its natural order
+    (reversed by DESC); a set that is not sorted comes in its own order, DESC or not, except
+    that with STORE or from a script it is sorted ALPHA (by the elements) so that replicas and
+    the AOF see the same result.  A weight that is not a number fails the command even when
+    the window is empty.
+    """
+    elements = source.elements
+    dontsort, alpha, by = opts.dontsort, opts.alpha, opts.by
+    if dontsort and source.kind == SET and (opts.store is not None or in_script):
+        dontsort, alpha, by = False, True, None
+    start, end = _limits(opts, len(elements))
+    if dontsort:
+        if source.kind != SET and opts.desc:
+            elements = elements[::-1]
+        return elements[start : end + 1] if end >= start else []
+    key = _sort_key(elements, alpha, by, opts.store is not None, lookup)
+    if by is not None and (start != 0 or end != len(elements) - 1):
+        keyed = [(key(element), element) for element in elements]
+        pqsort(keyed, opts.desc, start, end)
+        return [element for _, element in keyed[start : end + 1]] if end >= start else []
+    return sorted(elements, key=key, reverse=opts.desc)[start : end + 1] if end >= start else []
+
+
+def pqsort(items: list[tuple[object, bytes]], desc: bool, left: int, right: int) -> None:
+    """Redis's partial quicksort (pqsort.c, Bentley & McIlroy's qsort that skips the parts
+    outside ``left..right``), in place over (key, element) pairs.  Reproduced step by step:
+    it is not stable, and SORT ... BY ... LIMIT shows in which order it leaves equal keys."""
+    sign = -1 if desc else 1
+
+    def cmp(i: int, j: int) -> int:
+        a, b = items[i][0], items[j][0]
+        return sign * ((a > b) - (a < b))  # type: ignore[operator]
+
+    _pqsort(items, cmp, 0, len(items), left, right)
+
+
+def _swap(items: list, i: int, j: int) -> None:
+    items[i], items[j] = items[j], items[i]
+
+
+def _med3(cmp: Callable[[int, int], int], a: int, b: int, c: int) -> int:
+    if cmp(a, b) < 0:
+        return b if cmp(b, c) < 0 else (c if cmp(a, c) < 0 else a)
+    return b if cmp(b, c) > 0 else (a if cmp(a, c) < 0 else c)
+
+
+def _pqsort(items: list, cmp: Callable[[int, int], int], a: int, n: int, left: int,
+            right: int) -> None:
+    while True:
+        if n < 7:
+            _insertion_sort(items, cmp, a, n)
+            return
+        _choose_pivot(items, cmp, a, n)
+        pa, pb, pc, pd = _partition(items, cmp, a, n)
+        pn = a + n
+        r = min(pa - a, pb - pa)
+        for k in range(r):
+            _swap(items, a + k, pb - r + k)
+        r = min(pd - pc, pn - pd - 1)
+        for k in range(r):
+            _swap(items, pb + k, pn - r + k)
+        r = pb - pa
+        if r > 1 and _overlaps(a, a + r - 1, left, right):
+            _pqsort(items, cmp, a, r, left, right)
+        r = pd - pc
+        if r <= 1:
+            return
+        a, n = pn - r, r
+        if not _overlaps(a, a + r - 1, left, right):
+            return
+
+
+def _overlaps(low: int, high: int, left: int, right: int) -> bool:
+    return not ((left < low and right < low) or (left > high and right > high))
+
+
+def _insertion_sort(items: list, cmp: Callable[[int, int], int], a: int, n: int) -> None:
+    for pm in range(a + 1, a + n):
+        pl = pm
+        while pl > a and cmp(pl - 1, pl) > 0:
+            _swap(items, pl, pl - 1)
+            pl -= 1
+
+
+def _choose_pivot(items: list, cmp: Callable[[int, int], int], a: int, n: int) -> None:
+    """Move the pivot (median of three, or of nine past 40 items) to ``a``."""
+    pm = a + n // 2
+    if n > 7:
+        pl, pn = a, a + n - 1
+        if n > 40:
+            d = n // 8
+            pl = _med3(cmp, pl, pl + d, pl + 2 * d)
+            pm = _med3(cmp, pm - d, pm, pm + d)
+            pn = _med3(cmp, pn - 2 * d, pn - d, pn)
+        pm = _med3(cmp, pl, pm, pn)
+    _swap(items, a, pm)
+
+
+def _partition(items: list, cmp: Callable[[int, int], int], a: int, n: int
+               ) -> tuple[int, int, int, int]:
+    """Bentley-McIlroy three-way partition around ``items[a]``: equal keys go to both ends."""
+    pa = pb = a + 1
+    pc = pd = a + n - 1
+    while True:
+        while pb <= pc:
+            result = cmp(pb, a)
+            if result > 0:
+                break
+            if result == 0:
+                _swap(items, pa, pb)
+                pa += 1
+            pb += 1
+        while pb <= pc:
+            result = cmp(pc, a)
+            if result < 0:
+                break
+            if result == 0:
+                _swap(items, pc, pd)
+                pd -= 1
+            pc -= 1
+        if pb > pc:
+            return pa, pb, pc, pd
+        _swap(items, pb, pc)
+        pb += 1
+        pc -= 1
+
+
+def _sort_key(elements: list[bytes], alpha: bool, by: bytes | None, storing: bool,
+              lookup: Lookup) -> Callable[[bytes], object]:
+    """Redis's ``sortCompare`` as a key function (Python's sort is stable, like glibc's
+    merge-sort qsort: ties keep the source's order).
+
+    Numeric: by score, equal scores by the elements' bytes; a weight that is not a number
+    fails the command.  ALPHA: by the elements, or by the BY values with missing ones first;
+    bytewise (``memcmp``) with STORE, else ``strcoll``, which in the C/C.UTF-8 locale
+    compares the C strings (up to a NUL byte).
+    """
+    if alpha:
+        if by is None:
+            return (lambda element: element) if storing else _cstr
+        weights = {}
+        for element in elements:
+            value = lookup(by, element)
+            if value is not None and not storing:
+                value = _cstr(value)
+            weights[element] = (0, b"") if value is None else (1, value)
+        return weights.__getitem__
+    scores = {}
+    for element in elements:
+        weight = element if by is None else lookup(by, element)
+        score = 0.0 if weight is None else sort_score(weight)
+        if score is None:
+            raise ReplyError(SCORE_NOT_DOUBLE)
+        scores[element] = (score, element)
+    return scores.__getitem__
+
+
+def project(window: list[bytes], gets: list[bytes], lookup: Lookup) -> list[bytes | None]:
+    """The reply: the window's elements, or for each the value of each GET pattern."""
+    if not gets:
+        return list(window)
+    return [lookup(pattern, element) for element in window for pattern in gets]
+
+
+def store_sorted(db: Keyspace, key: bytes, items: list[bytes | None]) -> int:
+    """STORE: replace ``key`` by a list of the items (a missing GET value stored as an empty
+    string), no TTL; delete it when there are none.  The reply: how many."""
+    if items:
+        db.set(key, deque(b"" if item is None else item for item in items))
+    else:
+        db.delete(key)
+    return len(items)
+
+
+def sort_reply(db: Keyspace, source: Source, opts: SortOptions, lookup: Lookup,
+               in_script: bool = False) -> object:
+    """Everything after reading the source: sort, GET, reply or STORE."""
+    window = sort_window(source, opts, lookup, in_script)
+    items = project(window, opts.gets, lookup)
+    if opts.store is None:
+        return items
+    return store_sorted(db, opts.store, items)
+
+
+# The commands --------------------------------------------------------------------------------
+def full_key_access(user: object, args: list[bytes]) -> bool:
+    """Redis's ``ACLUserCheckCmdWithUnrestrictedKeyAccess``: ``user`` (None: unrestricted)
+    may run the command and read any key (``allkeys``, or a ``*`` pattern with read access)."""
+    if user is None:
+        return True
+    from shardis.commands import lookup
+    from shardis.router.acl import OK, READ
+
+    if user.check(lookup(args), args)[0] != OK:  # type: ignore[attr-defined]
+        return False
+    return user.allkeys or any(  # type: ignore[attr-defined]
+        p.pattern == b"*" and p.flags & READ for p in user.patterns)  # type: ignore[attr-defined]
+
+
+def running_engine(db: Keyspace) -> object:
+    """The script engine of this worker if a script is running (SORT is then called from a
+    script: Redis's ``CLIENT_SCRIPT``), else None."""
+    from shardis.commands import scripting
+
+    engine = scripting._ENGINES.get(id(db))
+    if engine is None or engine.db is not db or not engine.running:
+        return None
+    return engine
+
+
+def script_values(engine: object, local: Callable[[Request], bytes | None]
+                  ) -> Callable[[Request], bytes | None]:
+    """Pattern lookups from a script: a key of this worker is read here; another worker's key
+    stops a local-mode script (the router runs it again in global mode, where every worker is
+    gated) or, in global mode, is read there with GET / HGET (WRONGTYPE: missing, as in
+    ``lookupKeyByPattern``)."""
+    index = engine.shard.index  # type: ignore[attr-defined]
+    worker_of = engine.slots.worker_of  # type: ignore[attr-defined]
+
+    def values(request: Request) -> bytes | None:
+        key, hash_field = request
+        if worker_of(key) == index:
+            return local(request)
+        if not engine.global_mode or engine.shard.remote_call is None:  # type: ignore[attr-defined]
+            raise ReplyError(engine._stop_for_global()[1])  # type: ignore[attr-defined]
+        call = [b"HGET", key, hash_field] if hash_field else [b"GET", key]
+        reply = engine._remote(call)  # type: ignore[attr-defined]
+        return reply if isinstance(reply, bytes) else None
+
+    return values
+
+
+def sort_generic(db: Keyspace, args: list[bytes], readonly: bool) -> object:
+    """SORT with every key it names on this worker (the router coordinates the other cases);
+    from a script, keys of other workers are reached through the script's engine."""
+    engine = running_engine(db)
+    user = None if engine is None else engine.acl_user  # type: ignore[attr-defined]
+    opts = parse_sort(args, readonly, full_key_access(user, args))
+    source = read_source(db, args[1])
+
+    def values(request: Request) -> bytes | None:
+        return read_request(db, request)
+
+    if engine is not None and opts.needs_lookups():
+        values = script_values(engine, values)
+    return sort_reply(db, source, opts, lookup_in(values), in_script=engine is not None)
+
+
+_ACL = "write set sortedset list slow dangerous"
+
+
+@command("sort", -2, "write denyoom movablekeys", keys=(1, 1, 1), fanout=Fanout.COORDINATED,
+         acl=_ACL, key_finder=sort_store_key)
+def sort_command(db: Keyspace, args: list[bytes]) -> object:
+    return sort_generic(db, args, readonly=False)
+
+
+@command("sort_ro", -2, "readonly movablekeys", keys=(1, 1, 1), fanout=Fanout.COORDINATED,
+         acl="read set sortedset list slow dangerous")
+def sort_ro_command(db: Keyspace, args: list[bytes]) -> object:
+    return sort_generic(db, args, readonly=True)
+
+
+# Internal commands for the router's cross-worker SORT -----------------------------------------
+_KIND_CODES = {LIST: 0, SET: 1, ZSET: 2}
+_CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
+
+
+@command("__sortread", 2, "readonly internal", keys=(1, 1, 1))
+def internal_sortread_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__sortread key`` -> ``[kind code, [element ...]]``; WRONGTYPE as SORT gives it."""
+    source = read_source(db, args[1])
+    return [_KIND_CODES[source.kind], source.elements]
+
+
+def source_from_read(reply: list) -> Source:
+    """Rebuild a source from a ``__sortread`` reply (on the router)."""
+    code, elements = reply
+    return Source(_CODE_KINDS[code], list(elements))
+
+
+@command("__sortfetch", -3, "readonly internal", keys=(1, -1, 2))
+def internal_sortfetch_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__sortfetch key field [key field ...]`` -> the value of each (None if missing or of
+    another type); an empty field reads the string at key."""
+    pairs = args[1:]
+    return [read_request(db, (pairs[i], pairs[i + 1])) for i in range(0, len(pairs) - 1, 2)]
+
+
+@command("__sortstore", -2, "write internal", keys=(1, 1, 1), group="list")
+def internal_sortstore_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__sortstore key [item ...]``: replace ``key`` by this list (delete it if none)."""
+    return store_sorted(db, args[1], list(args[2:]))
+
+
+# COMMAND INFO's key specs: the source, the keys BY/GET patterns name, the STORE destination.
+_NOTE_PATTERN = (b"For the optional BY/GET keyword. It is marked 'unknown' because the key "
+                 b"names derive from the content of the key we sort")
+_NOTE_STORE = (b"For the optional STORE keyword. It is marked 'unknown' because the keyword "
+               b"can appear anywhere in the argument array")
+
+
+def _key_specs(store: bool) -> list[tuple]:
+    """(flags, begin_search, find_keys, notes) of Redis's sort.json / sort_ro.json."""
+    unknown = ({b"type": b"unknown", b"spec": {}}, {b"type": b"unknown", b"spec": {}})
+    specs = [
+        (("RO", "access"), {b"type": b"index", b"spec": {b"index": 1}},
+         {b"type": b"range", b"spec": {b"lastkey": 0, b"keystep": 1, b"limit": 0}}, None),
+        (("RO", "access"), *unknown, _NOTE_PATTERN),
+    ]
+    if store:
+        specs.append((("OW", "update"), *unknown, _NOTE_STORE))
+    return specs
+
+
+COMMANDS[b"sort"].key_specs = _key_specs(store=True)  # type: ignore[attr-defined]
+COMMANDS[b"sort_ro"].key_specs = _key_specs(store=False)  # type: ignore[attr-defined]

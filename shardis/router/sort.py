@@ -1,0 +1,97 @@
+"""SORT and SORT_RO across workers.
+
+The plan parses the options first (syntax and ACL errors come before any key is read, as in
+Redis), then:
+
+* no pattern names a key (no BY pattern with ``*`` in use, no GET pattern other than ``#``)
+  and no STORE, or a STORE destination on the source's worker: the command is forwarded whole
+  to the source's worker, which runs it as Redis does;
+* otherwise the keys the patterns name are only known once the source is read, and may be on
+  any worker: every worker is gated (only the source's and the destination's when no pattern
+  names a key), so that the operation sees one moment of the dataset and nobody sees the
+  destination half-written.  Under the gate: read the source (``__sortread``), fetch the BY
+  weights with one ``__sortfetch`` per worker (all sent before the first wait), sort with the
+  worker's own functions, fetch the GET values of the window the same way, and reply or
+  replace the destination (``__sortstore``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardis.commands.sort import (
+    Request,
+    SortOptions,
+    Source,
+    full_key_access,
+    lookup_in,
+    lookup_requests,
+    parse_sort,
+    project,
+    sort_window,
+    source_from_read,
+)
+from shardis.errors import raise_if_error
+from shardis.router.registry import Plan, coordinated
+
+
+def _options(router: Any, args: list[bytes]) -> SortOptions:
+    """The options, checked for the caller (the plan's client: its ACL user)."""
+    client = router.current_client
+    user = None if client is None else getattr(client, "user", None)
+    readonly = args[0].lower() == b"sort_ro"
+    return parse_sort(args, readonly, full_key_access(user, args))
+
+
+def sort_plan(router: Any, args: list[bytes]) -> Plan:
+    opts = _options(router, args)
+    source = router.worker_of(args[1])
+    if opts.needs_lookups():
+        return Plan(workers=frozenset(range(len(router.links))), exclusive=True)
+    if opts.store is None:
+        return Plan(forward_to=source)
+    destination = router.worker_of(opts.store)
+    if destination == source:
+        return Plan(forward_to=source)
+    return Plan(workers=frozenset((source, destination)), exclusive=True)
+
+
+async def fetch_values(router: Any, requests: list[Request]) -> dict[Request, bytes | None]:
+    """The value of each request, read with one ``__sortfetch`` per worker, all sent before
+    the first wait."""
+    by_worker: dict[int, list[Request]] = {}
+    for request in requests:
+        by_worker.setdefault(router.worker_of(request[0]), []).append(request)
+    calls = {
+        worker: router.call(worker, [b"__sortfetch", *(part for req in reqs for part in req)])
+        for worker, reqs in by_worker.items()
+    }
+    found: dict[Request, bytes | None] = {}
+    for worker, call in calls.items():
+        found.update(zip(by_worker[worker], raise_if_error(await call)))  # type: ignore[arg-type]
+    return found
+
+
+async def _lookup_of(router: Any, patterns: list[bytes], elements: list[bytes]) -> Any:
+    """A lookup function over the values ``patterns`` name for ``elements``, prefetched."""
+    values = await fetch_values(router, lookup_requests(patterns, elements))
+    return lookup_in(values.__getitem__)
+
+
+@coordinated("sort", sort_plan)
+@coordinated("sort_ro", sort_plan)
+async def sort(router: Any, client: Any, args: list[bytes]) -> object:
+    """Under the gate: read the source, fetch the BY weights, sort, fetch the GET values of
+    the window, then reply or store."""
+    opts = _options(router, args)
+    reply = await router.call(router.worker_of(args[1]), [b"__sortread", args[1]])
+    source: Source = source_from_read(raise_if_error(reply))  # type: ignore[arg-type]
+    sorting_by = [opts.by] if opts.by is not None and not opts.dontsort else []
+    weights = await _lookup_of(router, sorting_by, source.elements)
+    window = sort_window(source, opts, weights)
+    items = project(window, opts.gets, await _lookup_of(router, opts.gets, window))
+    if opts.store is None:
+        return items
+    stored = [b"" if item is None else item for item in items]
+    request = [b"__sortstore", opts.store, *stored]
+    return raise_if_error(await router.call(router.worker_of(opts.store), request))
