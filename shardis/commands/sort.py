@@ -67,10 +67,14 @@ class SortOptions:
     #: the last STORE destination.
     store: bytes | None = None
 
+    def lookup_patterns(self) -> list[bytes]:
+        """The patterns that name keys (BY when it sorts, GET but ``#``)."""
+        used = [self.by] if self.by is not None and not self.dontsort else []
+        return [pattern for pattern in used + self.gets if dereferences(pattern)]
+
     def needs_lookups(self) -> bool:
         """Whether the patterns name keys at all (else the source's worker can do it alone)."""
-        by_used = self.by is not None and not self.dontsort
-        return by_used or any(dereferences(pattern) for pattern in self.gets)
+        return bool(self.lookup_patterns())
 
 
 def _cstr(raw: bytes) -> bytes:
@@ -87,6 +91,18 @@ def _is_hash_sign(pattern: bytes) -> bool:
 def dereferences(pattern: bytes) -> bool:
     """Whether ``pattern`` names a key for each element (not ``#``, and it has a ``*``)."""
     return not _is_hash_sign(pattern) and b"*" in _cstr(pattern)
+
+
+def fixed_slot_key(pattern: bytes) -> bytes | None:
+    """A key in the same slot as every key ``pattern`` names, when that slot does not depend
+    on the element: a non-empty ``{tag}`` complete before the ``*`` (the hash-tag rule takes
+    the first ``{`` and the first ``}`` after it).  None otherwise."""
+    prefix = pattern[: _cstr(pattern).find(b"*")]
+    opening = prefix.find(b"{")
+    if opening < 0:
+        return None
+    closing = prefix.find(b"}", opening + 1)
+    return prefix[: closing + 1] if closing > opening + 1 else None
 
 
 def _parse_long(raw: bytes) -> int:

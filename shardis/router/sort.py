@@ -3,13 +3,13 @@
 The plan parses the options first (syntax and ACL errors come before any key is read, as in
 Redis), then:
 
-* no pattern names a key (no BY pattern with ``*`` in use, no GET pattern other than ``#``)
-  and no STORE, or a STORE destination on the source's worker: the command is forwarded whole
-  to the source's worker, which runs it as Redis does;
-* otherwise the keys the patterns name are only known once the source is read, and may be on
-  any worker: every worker is gated (only the source's and the destination's when no pattern
-  names a key), so that the operation sees one moment of the dataset and nobody sees the
-  destination half-written.  Under the gate: read the source (``__sortread``), fetch the BY
+* every key it can touch is on the source's worker: the command is forwarded whole there,
+  and runs as in Redis.  That is when no pattern names a key (no BY pattern with ``*`` in
+  use, no GET pattern other than ``#``), or each pattern pins its keys to one slot with a hash
+  tag before its ``*`` (``{u}w_*``), on that worker; and the STORE destination, if any, too;
+* otherwise every worker involved is gated: all of them when a pattern's keys can be
+  anywhere (they are known only once the source is read), so that the operation sees one
+  moment of the dataset and nobody sees the destination half-written.  Under the gate: read the source (``__sortread``), fetch the BY
   weights with one ``__sortfetch`` per worker (all sent before the first wait), sort with the
   worker's own functions, fetch the GET values of the window the same way, and reply or
   replace the destination (``__sortstore``).
@@ -23,6 +23,7 @@ from shardis.commands.sort import (
     Request,
     SortOptions,
     Source,
+    fixed_slot_key,
     full_key_access,
     lookup_in,
     lookup_requests,
@@ -43,17 +44,31 @@ def _options(router: Any, args: list[bytes]) -> SortOptions:
     return parse_sort(args, readonly, full_key_access(user, args))
 
 
+def _pattern_workers(router: Any, opts: SortOptions) -> frozenset[int] | None:
+    """The workers the patterns' keys can be on: all of them, unless every pattern pins its
+    keys to one slot with a hash tag before the ``*`` (``{user}w_*``)."""
+    workers = set()
+    for pattern in opts.lookup_patterns():
+        slot_key = fixed_slot_key(pattern)
+        if slot_key is None:
+            return None
+        workers.add(router.worker_of(slot_key))
+    return frozenset(workers)
+
+
 def sort_plan(router: Any, args: list[bytes]) -> Plan:
     opts = _options(router, args)
     source = router.worker_of(args[1])
-    if opts.needs_lookups():
+    workers = {source}
+    if opts.store is not None:
+        workers.add(router.worker_of(opts.store))
+    pattern_workers = _pattern_workers(router, opts)
+    if pattern_workers is None:
         return Plan(workers=frozenset(range(len(router.links))), exclusive=True)
-    if opts.store is None:
+    workers |= pattern_workers
+    if len(workers) == 1:
         return Plan(forward_to=source)
-    destination = router.worker_of(opts.store)
-    if destination == source:
-        return Plan(forward_to=source)
-    return Plan(workers=frozenset((source, destination)), exclusive=True)
+    return Plan(workers=frozenset(workers), exclusive=True)
 
 
 async def fetch_values(router: Any, requests: list[Request]) -> dict[Request, bytes | None]:
