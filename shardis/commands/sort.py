@@ -97,7 +97,10 @@ def fixed_slot_key(pattern: bytes) -> bytes | None:
     """A key in the same slot as every key ``pattern`` names, when that slot does not depend
     on the element: a non-empty ``{tag}`` complete before the ``*`` (the hash-tag rule takes
     the first ``{`` and the first ``}`` after it).  None otherwise."""
-    prefix = pattern[: _cstr(pattern).find(b"*")]
+    star = _cstr(pattern).find(b"*")
+    if star < 0:
+        return None
+    prefix = pattern[:star]
     opening = prefix.find(b"{")
     if opening < 0:
         return None
@@ -542,7 +545,10 @@ def script_values(engine: object, local: Callable[[Request], bytes | None]
         if worker_of(key) == index:
             return local(request)
         if not engine.global_mode or engine.shard.remote_call is None:  # type: ignore[attr-defined]
-            raise ReplyError(engine._stop_for_global()[1])  # type: ignore[attr-defined]
+            from shardis.commands.scripting import RETRY_GLOBAL
+
+            text = engine._stop_for_global()[1]  # type: ignore[attr-defined]
+            raise ReplyError(text if text == RETRY_GLOBAL else "ERR " + text)
         call = [b"HGET", key, hash_field] if hash_field else [b"GET", key]
         reply = engine._remote(call)  # type: ignore[attr-defined]
         return reply if isinstance(reply, bytes) else None
