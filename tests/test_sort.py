@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import signal
 import socket
 import threading
 import time
@@ -37,6 +38,7 @@ from shardis.commands.sort import (
 from shardis.errors import ReplyError
 from shardis.slots import SlotMap
 from tests.resp_client import RawClient
+from tests.servers import start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
 
 load_families()
@@ -328,3 +330,37 @@ def test_script_reads_pattern_keys_of_other_workers(r):
     store = "return redis.call('sort', KEYS[1], 'by', 'v_*', 'store', KEYS[2])"
     assert r.eval(store, 2, SRC, "{" + SRC + "}d") == 3
     assert r.lrange("{" + SRC + "}d", 0, -1) == [b"b", b"c", b"a"]
+
+
+def test_stored_lists_survive_an_aof_restart(tmp_path):
+    """What SORT ... STORE wrote comes back from the AOF: forwarded whole (logged as sent),
+    across workers (``__sortstore``), and from a global script that read other workers'
+    keys (the list is logged, not the SORT, which would read only local keys on replay)."""
+    data = str(tmp_path / "data")
+    slots = SlotMap(2)
+    src, far = keys_on_distinct_workers(2, workers=2)
+    tag = "{" + src + "}"
+    assert slots.worker_of(f"{tag}x".encode()) == slots.worker_of(src.encode())
+    expected = {}
+    server = start_shardis(2, "--appendonly", "yes", "--appendfsync", "always", "--dir", data)
+    try:
+        client = redis.Redis(port=server.port)
+        client.rpush(src, "b", "a", "c")
+        client.mset({"w_a": "3", "w_b": "1", "w_c": "2", f"{tag}w_a": "1", f"{tag}w_b": "2"})
+        assert client.sort(src, by=f"{tag}w_*", store=f"{tag}same") == 3
+        assert client.sort(src, by="w_*", get=["#", "w_*"], store=far) == 6
+        body = "return redis.call('sort', KEYS[1], 'by', 'w_*', 'get', 'w_*', 'store', KEYS[2])"
+        assert client.eval(body, 2, src, f"{tag}script") == 3
+        for key in (f"{tag}same", far, f"{tag}script"):
+            expected[key] = client.lrange(key, 0, -1)
+        assert expected[f"{tag}script"] == [b"1", b"2", b"3"]
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=20)
+    finally:
+        server.stop()
+    again = start_shardis(2, "--appendonly", "yes", "--dir", data)
+    try:
+        client = redis.Redis(port=again.port)
+        assert {key: client.lrange(key, 0, -1) for key in expected} == expected
+    finally:
+        again.stop()

@@ -567,9 +567,20 @@ def sort_generic(db: Keyspace, args: list[bytes], readonly: bool) -> object:
     def values(request: Request) -> bytes | None:
         return read_request(db, request)
 
-    if engine is not None and opts.needs_lookups():
-        values = script_values(engine, values)
-    return sort_reply(db, source, opts, lookup_in(values), in_script=engine is not None)
+    if engine is None or not opts.needs_lookups():
+        return sort_reply(db, source, opts, lookup_in(values), in_script=engine is not None)
+    lookup = lookup_in(script_values(engine, values))
+    items = project(sort_window(source, opts, lookup, in_script=True), opts.gets, lookup)
+    if opts.store is None:
+        return items
+    # The list goes in the AOF, not this SORT: replayed alone, it would not reach the keys
+    # of other workers that a global script read.
+    stored = [b"" if item is None else item for item in items]
+    reply = engine.shard.run_inside([b"__sortstore", opts.store, *stored],  # type: ignore[attr-defined]
+                                    internal=True)
+    if type(reply) is ReplyError:
+        raise reply
+    return reply
 
 
 _ACL = "write set sortedset list slow dangerous"
