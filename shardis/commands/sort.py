@@ -337,11 +337,20 @@ def sort_window(source: Source, opts: SortOptions, lookup: Lookup, in_script: bo
             elements = elements[::-1]
         return elements[start : end + 1] if end >= start else []
     key = _sort_key(elements, alpha, by, opts.store is not None, lookup)
+    if end < start:
+        return []
     if by is not None and (start != 0 or end != len(elements) - 1):
         keyed = [(key(element), element) for element in elements]
-        pqsort(keyed, opts.desc, start, end)
-        return [element for _, element in keyed[start : end + 1]] if end >= start else []
-    return sorted(elements, key=key, reverse=opts.desc)[start : end + 1] if end >= start else []
+        if _has_ties(keyed):
+            pqsort(keyed, opts.desc, start, end)
+            return [element for _, element in keyed[start : end + 1]]
+    return sorted(elements, key=key, reverse=opts.desc)[start : end + 1]
+
+
+def _has_ties(keyed: list[tuple[object, bytes]]) -> bool:
+    """Whether different elements compare equal: only then does the order Redis's pqsort
+    leaves them in show (else any correct sort gives its window, and Python's is faster)."""
+    return len({key for key, _ in keyed}) < len(set(keyed))
 
 
 def pqsort(items: list[tuple[object, bytes]], desc: bool, left: int, right: int) -> None:
@@ -369,28 +378,29 @@ def _med3(cmp: Callable[[int, int], int], a: int, b: int, c: int) -> int:
 
 def _pqsort(items: list, cmp: Callable[[int, int], int], a: int, n: int, left: int,
             right: int) -> None:
-    while True:
-        if n < 7:
-            _insertion_sort(items, cmp, a, n)
-            return
-        _choose_pivot(items, cmp, a, n)
-        pa, pb, pc, pd = _partition(items, cmp, a, n)
-        pn = a + n
-        r = min(pa - a, pb - pa)
-        for k in range(r):
-            _swap(items, a + k, pb - r + k)
-        r = min(pd - pc, pn - pd - 1)
-        for k in range(r):
-            _swap(items, pb + k, pn - r + k)
-        r = pb - pa
-        if r > 1 and _overlaps(a, a + r - 1, left, right):
-            _pqsort(items, cmp, a, r, left, right)
-        r = pd - pc
-        if r <= 1:
-            return
-        a, n = pn - r, r
-        if not _overlaps(a, a + r - 1, left, right):
-            return
+    """pqsort.c's loop; its recursion into the left part is a stack here (the parts are
+    disjoint, so the order they are done in changes nothing), which no input can overflow."""
+    pending = [(a, n)]
+    while pending:
+        a, n = pending.pop()
+        while n >= 7:
+            _choose_pivot(items, cmp, a, n)
+            pa, pb, pc, pd = _partition(items, cmp, a, n)
+            pn = a + n
+            r = min(pa - a, pb - pa)
+            for k in range(r):
+                _swap(items, a + k, pb - r + k)
+            r = min(pd - pc, pn - pd - 1)
+            for k in range(r):
+                _swap(items, pb + k, pn - r + k)
+            r = pb - pa
+            if r > 1 and _overlaps(a, a + r - 1, left, right):
+                pending.append((a, r))
+            r = pd - pc
+            a, n = pn - r, r
+            if r <= 1 or not _overlaps(a, a + r - 1, left, right):
+                n = 0
+        _insertion_sort(items, cmp, a, n)
 
 
 def _overlaps(low: int, high: int, left: int, right: int) -> bool:
