@@ -132,7 +132,7 @@ SCRIPTS = [
         # until some other call resets errno, so these come before the out-of-range ones)
         ["RPUSH", "ok", "7\x00junk", "3"],
         ["SORT", "ok"],
-        ["RPUSH", "sub", "0x1p-1074", "1"],
+        ["RPUSH", "sub", "0x1p-1074", "1", "-0x1p-1074", "0e-99999999999", "0x0p-9999999"],
         ["SORT", "sub"],
         ["RPUSH", "bad1", "1", "1 "],
         ["SORT", "bad1"],
@@ -155,6 +155,10 @@ SCRIPTS = [
         ["SORT", "bad8"],
         ["RPUSH", "bad9", "-nan"],
         ["SORT", "bad9"],
+        ["RPUSH", "bad10", "1e-99999999999"],
+        ["SORT", "bad10"],
+        ["RPUSH", "bad11", "0x1.8p-1074"],
+        ["SORT", "bad11"],
     ),
     script(
         "numeric_ties_by_element_bytes",
@@ -283,6 +287,8 @@ SCRIPTS = [
         ["SORT", "str", "BY", "w_*", "GET", "o_*"],
         ["RPUSH", "l", "1"],
         ["SORT", "l", "BY", "w_*", "NOSUCH"],
+        ["SORT", "l", "DESC\x00junk", "LIMIT\x00", "0", "1", "ALPHA\x00x"],
+        ["COMMAND", "GETKEYS", "SORT", "l", "STORE\x00x", "d"],
         ["SORT", "l", "GET", "o_*", "LIMIT", "1"],
     ),
     # -- patterns --------------------------------------------------------------------------------

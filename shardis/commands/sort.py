@@ -46,7 +46,7 @@ LIST, SET, ZSET = b"list", b"set", b"zset"
 #: (key, field) a pattern names for one element; field b"" means "the string at key".
 Request = tuple[bytes, bytes]
 #: pattern, element -> the value the pattern names for that element, or None.
-Lookup = Callable[[bytes, bytes], "bytes | None"]
+Lookup = Callable[[bytes, bytes], bytes | None]
 
 
 # Options -------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def parse_sort(args: list[bytes], readonly: bool, full_key_access: bool = True) 
     j = 2
     argc = len(args)
     while j < argc:
-        word = args[j].lower()
+        word = _cstr(args[j]).lower()  # strcasecmp: up to a NUL, ASCII case only
         left = argc - j - 1
         if word == b"asc":
             opts.desc = False
@@ -170,7 +170,7 @@ def sort_store_key(args: list[bytes]) -> range:
     skips = {b"limit": 2, b"get": 1, b"by": 1}
     i = 2
     while i < len(args):
-        word = args[i].lower()
+        word = _cstr(args[i]).lower()
         if word in skips:
             i += skips[word]
         elif word == b"store" and i + 1 < len(args):
@@ -286,23 +286,33 @@ def sort_score(raw: bytes) -> float | None:
         return None
     if math.isinf(value):
         return None
-    if abs(value) < _TINY and _inexact(body, value, bool(match["hex"])):
+    if abs(value) < _TINY and not _exact(body, value, bool(match["hex"])):
         return None
     return value
 
 
-def _inexact(body: bytes, value: float, is_hex: bool) -> bool:
-    """Whether ``body`` is not exactly ``value`` (glibc sets ERANGE for an inexact tiny
-    result)."""
+#: Longest tiny number checked for exactness: an exact subnormal double needs at most ~770
+#: significant digits; longer spellings (padding zeros) are taken as inexact.
+_EXACT_CHECK_LIMIT = 2048
+
+
+def _exact(body: bytes, value: float, is_hex: bool) -> bool:
+    """Whether the number ``body`` is exactly ``value``, a tiny (subnormal or zero) result:
+    glibc sets ERANGE for an inexact one.  Bounded work whatever the exponent's size."""
+    digits = body.lstrip(b"+-")
+    mantissa = re.split(rb"[pP]" if is_hex else rb"[eE]", digits[2:] if is_hex else digits)[0]
+    if not value:
+        return not mantissa.strip(b"0.")  # an exact zero, or a nonzero value lost to underflow
+    if len(body) > _EXACT_CHECK_LIMIT:
+        return False
     if is_hex:
-        sign = -1 if body[:1] == b"-" else 1
-        digits = body.lstrip(b"+-")[2:]
-        mantissa, _, exponent = digits.lower().partition(b"p")
         whole, _, fraction = mantissa.partition(b".")
+        exponent_text = digits[2 + len(mantissa) + 1 :] or b"0"
         exact = Fraction(int(whole + fraction or b"0", 16)) * Fraction(2) ** (
-            int(exponent or b"0") - 4 * len(fraction))
-        return sign * exact != Fraction(value)
-    return Fraction(body.decode()) != Fraction(value)
+            int(exponent_text) - 4 * len(fraction))
+    else:
+        exact = Fraction(digits.decode())
+    return exact == abs(Fraction(value))
 
 
 def _limits(opts: SortOptions, length: int) -> tuple[int, int]:
