@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from shardis.slots import SlotMap
 from tests.differential import check, parametrize, script, sorted_
+from tests.test_atomicity import keys_on_distinct_workers
 
 WORKERS = 3
+#: Keys on three different workers, and keys on B's worker.
+A, B, C = keys_on_distinct_workers(3)
+SET_B, STR_B, ZSET_B = (f"{{{B}}}{name}" for name in ("set", "str", "zset"))
 LLONG_MAX = "9223372036854775807"
 LLONG_MIN = "-9223372036854775808"
 
@@ -360,6 +364,39 @@ SCRIPTS = [
          "1", "l"],
         ["EVAL", "return redis.call('sort', KEYS[1], 'by', 'nosort', 'desc')", "1", "l"],
         ["EVAL", "return redis.pcall('sort', KEYS[1], 'limit', 'x')", "1", "l"],
+    ),
+    script(
+        "from_global_scripts",
+        # the script runs on A's worker; the source, the STORE key and the pattern keys are on
+        # others: SORT runs in the script's context, reading and writing over there
+        ["RPUSH", B, "1", "2", "3"],
+        ["MSET", "w_1", "3", "w_2", "2", "w_3", "1", "o_1", "x", C, "old"],
+        ["SADD", SET_B, "b", "a", "c", "10"],
+        ["SET", STR_B, "x"],
+        ["EVAL", "return redis.call('sort', KEYS[2], 'by', 'w_*', 'get', 'o_*', 'get', '#')",
+         "2", A, B],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'by', 'w_*', 'store', KEYS[3])", "3", A, B,
+         C],
+        ["LRANGE", C, "0", "-1"],
+        ["TYPE", C],
+        ["EVAL", "return redis.pcall('sort', KEYS[1], 'desc', 'store', KEYS[2])", "2", B, C],
+        ["LRANGE", C, "0", "-1"],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'by', 'nosort')", "2", A, SET_B],
+        ["EVAL", "return redis.pcall('sort_ro', KEYS[2], 'by', 'nosort', 'limit', 1, 2)", "2",
+         A, SET_B],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'by', 'nosort', 'store', KEYS[1])", "2", A,
+         SET_B],
+        ["LRANGE", A, "0", "-1"],
+        ["EVAL", "return redis.pcall('sort', KEYS[2])", "2", A, STR_B],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'limit')", "2", A, STR_B],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'limit', 0, 0, 'store', KEYS[1])", "2", A,
+         "nosuch"],
+        ["EXISTS", A],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'store', KEYS[3])", "3", A, "nosuch", C],
+        ["EXISTS", C],
+        ["ZADD", ZSET_B, "2", "b", "1", "a"],
+        ["EVAL", "return redis.pcall('sort', KEYS[2], 'by', 'nosort', 'desc')", "2", A, ZSET_B],
+        ["OBJECT", "ENCODING", ZSET_B],
     ),
     script(
         "acl_patterns_need_every_key",

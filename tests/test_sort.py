@@ -335,7 +335,8 @@ def test_script_reads_pattern_keys_of_other_workers(r):
 def test_stored_lists_survive_an_aof_restart(tmp_path):
     """What SORT ... STORE wrote comes back from the AOF: forwarded whole (logged as sent),
     across workers (``__sortstore``), and from a global script that read other workers'
-    keys (the list is logged, not the SORT, which would read only local keys on replay)."""
+    keys (the list is logged, not the SORT, which would read only local keys on replay),
+    into its own worker or another."""
     data = str(tmp_path / "data")
     slots = SlotMap(2)
     src, far = keys_on_distinct_workers(2, workers=2)
@@ -351,7 +352,9 @@ def test_stored_lists_survive_an_aof_restart(tmp_path):
         assert client.sort(src, by="w_*", get=["#", "w_*"], store=far) == 6
         body = "return redis.call('sort', KEYS[1], 'by', 'w_*', 'get', 'w_*', 'store', KEYS[2])"
         assert client.eval(body, 2, src, f"{tag}script") == 3
-        for key in (f"{tag}same", far, f"{tag}script"):
+        far_tag = "{" + far + "}"
+        assert client.eval(body, 2, src, f"{far_tag}script") == 3  # DEL + RPUSH over there
+        for key in (f"{tag}same", far, f"{tag}script", f"{far_tag}script"):
             expected[key] = client.lrange(key, 0, -1)
         assert expected[f"{tag}script"] == [b"1", b"2", b"3"]
         server.proc.send_signal(signal.SIGTERM)

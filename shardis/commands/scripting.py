@@ -1037,7 +1037,10 @@ class ScriptEngine:
         if owners and owners != {index}:
             if not self.global_mode or self.shard.remote_call is None:
                 return self._stop_for_global()
-            if len(owners) > 1:
+            handler = getattr(spec, "script_handler", None)  # SORT: shardis.commands.sort
+            if handler is not None:
+                reply = _handled(handler, self, args)
+            elif len(owners) > 1:
                 reply = self._split_call(spec, args)
             else:
                 reply = self._remote(args)
@@ -1053,6 +1056,14 @@ class ScriptEngine:
 
 
 _SPLIT = (Fanout.SPLIT_CONCAT, Fanout.SPLIT_SUM, Fanout.SPLIT_ALL_OK)
+
+
+def _handled(handler: Any, engine: ScriptEngine, args: list[bytes]) -> object:
+    """A command's own way to run from a global script over keys of several workers."""
+    try:
+        return handler(engine, args)
+    except ReplyError as exc:
+        return exc
 
 
 def _merge_split(fanout: Fanout, parts: list[tuple[list[int], object]], count: int) -> object:

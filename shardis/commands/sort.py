@@ -603,6 +603,60 @@ def sort_generic(db: Keyspace, args: list[bytes], readonly: bool) -> object:
     return reply
 
 
+def script_sort(engine: object, args: list[bytes]) -> object:
+    """SORT from a global script whose source or STORE key is on another worker (every
+    worker is gated for the script): sorted here, in the script's context, with the source
+    read from its worker (TYPE, then SORT ... BY nosort: its natural order), the pattern keys
+    from theirs, and a STORE on another worker written as DEL + RPUSH."""
+    db: Keyspace = engine.db  # type: ignore[attr-defined]
+    readonly = _cstr(args[0]).lower() == b"sort_ro"
+    opts = parse_sort(args, readonly, full_key_access(engine.acl_user, args))  # type: ignore[attr-defined]
+    source = _script_source(engine, args[1])
+
+    def values(request: Request) -> bytes | None:
+        return read_request(db, request)
+
+    lookup = lookup_in(script_values(engine, values))
+    items = project(sort_window(source, opts, lookup, in_script=True), opts.gets, lookup)
+    if opts.store is None:
+        return items
+    stored = [b"" if item is None else item for item in items]
+    if _is_local(engine, opts.store):
+        reply = engine.shard.run_inside(  # type: ignore[attr-defined]
+            [b"__sortstore", opts.store, *stored], internal=True)
+        if type(reply) is ReplyError:
+            raise reply
+        return reply
+    _remote_or_raise(engine, [b"DEL", opts.store])
+    if stored:
+        _remote_or_raise(engine, [b"RPUSH", opts.store, *stored])
+    return len(stored)
+
+
+def _is_local(engine: object, key: bytes) -> bool:
+    return engine.slots.worker_of(key) == engine.shard.index  # type: ignore[attr-defined]
+
+
+def _remote_or_raise(engine: object, call: list[bytes]) -> object:
+    reply = engine._remote(call)  # type: ignore[attr-defined]
+    if isinstance(reply, ReplyError):
+        raise reply
+    return reply
+
+
+def _script_source(engine: object, key: bytes) -> Source:
+    """The source for :func:`script_sort`, from this worker or from its own."""
+    if _is_local(engine, key):
+        return read_source(engine.db, key)  # type: ignore[attr-defined]
+    kind = bytes(_remote_or_raise(engine, [b"TYPE", key]))  # type: ignore[arg-type]
+    if kind == b"none":
+        return Source(LIST, [])
+    if kind not in (LIST, SET, ZSET):
+        raise ReplyError(errors.WRONGTYPE)
+    elements = _remote_or_raise(engine, [b"SORT", key, b"BY", b"nosort"])
+    return Source(kind, list(elements))  # type: ignore[call-overload]
+
+
 _ACL = "write set sortedset list slow dangerous"
 
 
@@ -670,5 +724,7 @@ def _key_specs(store: bool) -> list[tuple]:
     return specs
 
 
+COMMANDS[b"sort"].script_handler = script_sort  # type: ignore[attr-defined]
+COMMANDS[b"sort_ro"].script_handler = script_sort  # type: ignore[attr-defined]
 COMMANDS[b"sort"].key_specs = _key_specs(store=True)  # type: ignore[attr-defined]
 COMMANDS[b"sort_ro"].key_specs = _key_specs(store=False)  # type: ignore[attr-defined]
