@@ -367,3 +367,23 @@ def test_stored_lists_survive_an_aof_restart(tmp_path):
         assert {key: client.lrange(key, 0, -1) for key in expected} == expected
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize("dst", [DST, "{" + SRC + "}dst"])
+def test_store_wakes_a_blocked_pop(r, dst):
+    """The list SORT ... STORE creates serves a client blocked on it, as Redis's dbAdd
+    signals the key ready: across workers (``__sortstore``) and on the source's worker."""
+    r.rpush(SRC, "3", "1", "2")
+    r.set("w_1", "1")
+    port = r.connection_pool.connection_kwargs["port"]
+    popped: list = []
+    waiter = threading.Thread(
+        target=lambda: popped.append(redis.Redis(port=port).blpop([dst], timeout=5)))
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while r.info("clients")["blocked_clients"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.sort(SRC, store=dst) == 3
+    waiter.join()
+    assert popped == [(dst.encode(), b"1")]
+    assert r.lrange(dst, 0, -1) == [b"2", b"3"]
