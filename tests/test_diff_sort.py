@@ -10,6 +10,8 @@ one are compared sorted; everything SORT sorts is compared exactly.
 
 from __future__ import annotations
 
+import random
+
 from shardis.slots import SlotMap
 from tests.differential import check, parametrize, script, sorted_
 from tests.test_atomicity import keys_on_distinct_workers
@@ -436,6 +438,52 @@ SCRIPTS = [
         ["COMMAND", "GETKEYS", "SORT_RO", "k", "STORE", "d"],
     ),
 ]
+
+
+def random_script(seed: int):
+    """Random SORTs over lists and small integer sets (whose order Redis and shardis share,
+    ties included) with weights, GETs, LIMIT, DESC, ALPHA and STORE: the combinations."""
+    rng = random.Random(seed)
+    words = ["1", "2", "10", "-3", "1.5", "a", "b", "B", "", "1e2", "0x1f", "ab", "a\x00b"]
+    steps: list = []
+    elements = [rng.choice(words[:8]) for _ in range(rng.randrange(0, 30))]
+    if elements:
+        steps.append(["RPUSH", "l", *elements])
+    steps.append(["SADD", "s", *(str(rng.randrange(-20, 60)) for _ in range(25))])
+    for element in sorted(set(elements) | {str(n) for n in range(-20, 60)}):
+        if rng.random() < 0.6:
+            steps.append(["SET", f"w_{element}", rng.choice(words[:10])])
+        if rng.random() < 0.4:
+            steps.append(["HSET", f"h_{element}", "f", rng.choice(words)])
+    for _ in range(30):
+        command = ["SORT", rng.choice(["l", "s"])]
+        options = []
+        if rng.random() < 0.5:
+            options.append(["BY", rng.choice(["w_*", "h_*->f", "nosort", "x_*"])])
+        if rng.random() < 0.5:
+            options.append(["ALPHA"])
+        if rng.random() < 0.4:
+            options.append([rng.choice(["ASC", "DESC"])])
+        if rng.random() < 0.5:
+            options.append(["LIMIT", str(rng.randrange(-2, 30)), str(rng.randrange(-2, 30))])
+        for _ in range(rng.randrange(3)):
+            options.append(["GET", rng.choice(["#", "w_*", "h_*->f", "nope_*"])])
+        store = rng.random() < 0.3
+        if store:
+            options.append(["STORE", "dst"])
+        rng.shuffle(options)
+        steps.append(command + [word for option in options for word in option])
+        if store:
+            steps.append(["LRANGE", "dst", "0", "-1"])
+    return script(f"random_{seed}", *steps)
+
+
+RANDOM_SCRIPTS = [random_script(seed) for seed in range(12)]
+
+
+@parametrize(RANDOM_SCRIPTS)
+def test_random_sorts(oracle, shardis, script, protocol):
+    check(oracle, shardis, script, protocol)
 
 
 def test_keys_really_spread():
