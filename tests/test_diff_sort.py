@@ -440,26 +440,27 @@ SCRIPTS = [
 ]
 
 
-def random_script(seed: int):
+def random_script(seed: int, p: str = ""):
     """Random SORTs over lists and small integer sets (whose order Redis and shardis share,
-    ties included) with weights, GETs, LIMIT, DESC, ALPHA and STORE: the combinations."""
+    ties included) with weights, GETs, LIMIT, DESC, ALPHA and STORE: the combinations.
+    ``p``: a prefix for every key and pattern (a hash tag: all on one worker)."""
     rng = random.Random(seed)
     words = ["1", "2", "10", "-3", "1.5", "a", "b", "B", "", "1e2", "0x1f", "ab", "a\x00b"]
     steps: list = []
     elements = [rng.choice(words[:8]) for _ in range(rng.randrange(0, 30))]
     if elements:
-        steps.append(["RPUSH", "l", *elements])
-    steps.append(["SADD", "s", *(str(rng.randrange(-20, 60)) for _ in range(25))])
+        steps.append(["RPUSH", f"{p}l", *elements])
+    steps.append(["SADD", f"{p}s", *(str(rng.randrange(-20, 60)) for _ in range(25))])
     for element in sorted(set(elements) | {str(n) for n in range(-20, 60)}):
         if rng.random() < 0.6:
-            steps.append(["SET", f"w_{element}", rng.choice(words[:10])])
+            steps.append(["SET", f"{p}w_{element}", rng.choice(words[:10])])
         if rng.random() < 0.4:
-            steps.append(["HSET", f"h_{element}", "f", rng.choice(words)])
+            steps.append(["HSET", f"{p}h_{element}", "f", rng.choice(words)])
     for _ in range(30):
-        command = ["SORT", rng.choice(["l", "s"])]
+        command = ["SORT", rng.choice([f"{p}l", f"{p}s"])]
         options = []
         if rng.random() < 0.5:
-            options.append(["BY", rng.choice(["w_*", "h_*->f", "nosort", "x_*"])])
+            options.append(["BY", rng.choice([f"{p}w_*", f"{p}h_*->f", "nosort", f"{p}x_*"])])
         if rng.random() < 0.5:
             options.append(["ALPHA"])
         if rng.random() < 0.4:
@@ -467,18 +468,19 @@ def random_script(seed: int):
         if rng.random() < 0.5:
             options.append(["LIMIT", str(rng.randrange(-2, 30)), str(rng.randrange(-2, 30))])
         for _ in range(rng.randrange(3)):
-            options.append(["GET", rng.choice(["#", "w_*", "h_*->f", "nope_*"])])
+            options.append(["GET", rng.choice(["#", f"{p}w_*", f"{p}h_*->f", f"{p}nope_*"])])
         store = rng.random() < 0.3
         if store:
-            options.append(["STORE", "dst"])
+            options.append(["STORE", f"{p}dst"])
         rng.shuffle(options)
         steps.append(command + [word for option in options for word in option])
         if store:
-            steps.append(["LRANGE", "dst", "0", "-1"])
-    return script(f"random_{seed}", *steps)
+            steps.append(["LRANGE", f"{p}dst", "0", "-1"])
+    return script(f"random_{seed}{'_tagged' if p else ''}", *steps)
 
 
-RANDOM_SCRIPTS = [random_script(seed) for seed in range(12)]
+RANDOM_SCRIPTS = [random_script(seed) for seed in range(12)] + [
+    random_script(seed, "{t}") for seed in range(12, 18)]
 
 
 @parametrize(RANDOM_SCRIPTS)
