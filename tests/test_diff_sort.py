@@ -442,7 +442,7 @@ SCRIPTS = [
 
 def random_script(seed: int, p: str = ""):
     """Random SORTs over lists, small integer sets (whose order Redis and shardis share,
-    ties included) and sorted sets with weights, GETs, LIMIT, DESC, ALPHA and STORE: the combinations.
+    ties included), sorted sets and hashtable sets with weights, GETs, LIMIT, DESC, ALPHA and STORE: the combinations.
     ``p``: a prefix for every key and pattern (a hash tag: all on one worker)."""
     rng = random.Random(seed)
     words = ["1", "2", "10", "-3", "1.5", "a", "b", "B", "", "1e2", "0x1f", "ab", "a\x00b"]
@@ -451,6 +451,7 @@ def random_script(seed: int, p: str = ""):
     if elements:
         steps.append(["RPUSH", f"{p}l", *elements])
     steps.append(["SADD", f"{p}s", *(str(rng.randrange(-20, 60)) for _ in range(25))])
+    steps.append(["SADD", f"{p}hs", *(rng.choice(words) + str(rng.randrange(9)) for _ in range(20))])
     zset = [str(rng.randrange(-20, 60)) for _ in range(20)]
     steps.append(["ZADD", f"{p}z", *(w for m in zset for w in (str(rng.randrange(5)), m))])
     for element in sorted(set(elements) | {str(n) for n in range(-20, 60)}):
@@ -459,14 +460,19 @@ def random_script(seed: int, p: str = ""):
         if rng.random() < 0.4:
             steps.append(["HSET", f"{p}h_{element}", "f", rng.choice(words)])
     for _ in range(30):
-        source = rng.choice([f"{p}l", f"{p}s", f"{p}z"])
+        source = rng.choice([f"{p}l", f"{p}s", f"{p}z", f"{p}hs"])
+        hashed = source.endswith(("z", "hs"))  # Redis loads these in its hash-table order
         command = ["SORT", source]
         options = []
         by = rng.random() < 0.5
+        store = rng.random() < 0.3
         if by:
-            options.append(["BY", rng.choice([f"{p}w_*", f"{p}h_*->f", "nosort", f"{p}x_*"])])
-        # (not ALPHA BY on a sorted set: equal weights keep Redis's hash-table order there)
-        if rng.random() < 0.5 and not (by and source.endswith("z")):
+            patterns = [f"{p}w_*", f"{p}h_*->f", f"{p}x_*"]
+            if not source.endswith("hs") or store:  # else: a hashtable set's own order
+                patterns.append("nosort")
+            options.append(["BY", rng.choice(patterns)])
+        # (not ALPHA BY there: equal weights keep Redis's hash-table order)
+        if rng.random() < 0.5 and not (by and hashed):
             options.append(["ALPHA"])
         if rng.random() < 0.4:
             options.append([rng.choice(["ASC", "DESC"])])
@@ -474,7 +480,6 @@ def random_script(seed: int, p: str = ""):
             options.append(["LIMIT", str(rng.randrange(-2, 30)), str(rng.randrange(-2, 30))])
         for _ in range(rng.randrange(3)):
             options.append(["GET", rng.choice(["#", f"{p}w_*", f"{p}h_*->f", f"{p}nope_*"])])
-        store = rng.random() < 0.3
         if store:
             options.append(["STORE", f"{p}dst"])
         rng.shuffle(options)
