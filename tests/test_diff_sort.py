@@ -368,6 +368,26 @@ SCRIPTS = [
         ["EVAL", "return redis.pcall('sort', KEYS[1], 'limit', 'x')", "1", "l"],
     ),
     script(
+        "from_functions",
+        # FCALL is a script too (CLIENT_SCRIPT): a set BY nosort is sorted ALPHA there
+        ["FUNCTION", "FLUSH"],
+        ["FUNCTION", "LOAD", "#!lua name=sortlib\n"
+         "redis.register_function('s', function(keys, args) "
+         "return redis.call('sort', keys[1], unpack(args)) end)\n"
+         "redis.register_function{function_name='sro', flags={'no-writes'}, "
+         "callback=function(keys, args) return redis.call('sort_ro', keys[1], unpack(args)) end}"],
+        ["SADD", "{f}set", "c", "a", "b", "10", "2"],
+        ["FCALL", "s", "1", "{f}set", "BY", "nosort"],
+        ["FCALL_RO", "sro", "1", "{f}set", "BY", "nosort", "DESC", "LIMIT", "1", "2"],
+        ["RPUSH", "l", "2", "1", "3"],
+        ["MSET", "w_1", "3", "w_2", "2", "w_3", "1"],
+        ["FCALL", "s", "1", "l", "BY", "w_*", "GET", "w_*"],
+        ["FCALL", "s", "1", "l", "BY", "w_*", "STORE", "{f}dst"],
+        ["FCALL_RO", "sro", "1", "l", "BY", "w_*", "STORE", "{f}dst"],
+        ["LRANGE", "{f}dst", "0", "-1"],
+        ["FUNCTION", "FLUSH"],
+    ),
+    script(
         "from_global_scripts",
         # the script runs on A's worker; the source, the STORE key and the pattern keys are on
         # others: SORT runs in the script's context, reading and writing over there
