@@ -36,9 +36,8 @@ from shardis.errors import raise_if_error
 from shardis.router.registry import Plan, coordinated
 
 
-def _options(router: Any, args: list[bytes]) -> SortOptions:
-    """The options, checked for the caller (the plan's client: its ACL user)."""
-    client = router.current_client
+def _options(client: Any, args: list[bytes]) -> SortOptions:
+    """The options, checked for ``client`` (its ACL user: BY/GET patterns need every key)."""
     user = None if client is None else getattr(client, "user", None)
     readonly = args[0].lower() == b"sort_ro"
     return parse_sort(args, readonly, full_key_access(user, args))
@@ -57,7 +56,7 @@ def _pattern_workers(router: Any, opts: SortOptions) -> frozenset[int] | None:
 
 
 def sort_plan(router: Any, args: list[bytes]) -> Plan:
-    opts = _options(router, args)
+    opts = _options(router.current_client, args)  # the client being planned for
     source = router.worker_of(args[1])
     workers = {source}
     if opts.store is not None:
@@ -98,7 +97,7 @@ async def _lookup_of(router: Any, patterns: list[bytes], elements: list[bytes]) 
 async def sort(router: Any, client: Any, args: list[bytes]) -> object:
     """Under the gate: read the source, fetch the BY weights, sort, fetch the GET values of
     the window, then reply or store."""
-    opts = _options(router, args)
+    opts = _options(client, args)
     reply = await router.call(router.worker_of(args[1]), [b"__sortread", args[1]])
     source: Source = source_from_read(raise_if_error(reply))  # type: ignore[arg-type]
     sorting_by = [opts.by] if opts.by is not None and not opts.dontsort else []
