@@ -20,6 +20,9 @@ WORKERS = 3
 #: Keys on three different workers, and keys on B's worker.
 A, B, C = keys_on_distinct_workers(3)
 SET_B, STR_B, ZSET_B = (f"{{{B}}}{name}" for name in ("set", "str", "zset"))
+#: A hash tag whose keys are on another worker than A's, and one on the same worker as A.
+ELSEWHERE = "{" + B + "}"
+SAME = "{" + A + "}"
 LLONG_MAX = "9223372036854775807"
 LLONG_MIN = "-9223372036854775808"
 
@@ -340,6 +343,20 @@ SCRIPTS = [
         ["SORT", "small", "BY", "x_*", "LIMIT", "1", "2"],
     ),
     *_both("weights_and_gets", weights_and_gets),
+    script(
+        "patterns_pinned_to_another_worker",
+        # the patterns' hash tag puts all their keys on B's worker: A's and B's are gated
+        ["RPUSH", A, "3", "1", "2"],
+        ["MSET", f"{ELSEWHERE}w_1", "9", f"{ELSEWHERE}w_2", "5", f"{ELSEWHERE}w_3", "7",
+         f"{ELSEWHERE}o_1", "one", f"{SAME}w_1", "1", f"{SAME}w_2", "3", f"{SAME}w_3", "2"],
+        ["SORT", A, "BY", f"{ELSEWHERE}w_*", "GET", "#", "GET", f"{ELSEWHERE}o_*"],
+        ["SORT", A, "BY", f"{SAME}w_*", "GET", f"{ELSEWHERE}w_*"],
+        ["SORT", A, "BY", f"{SAME}w_*", "GET", f"{SAME}w_*", "STORE", C],
+        ["LRANGE", C, "0", "-1"],
+        ["SORT", A, "BY", f"{SAME}w_*", "DESC", "STORE", f"{SAME}dst"],
+        ["LRANGE", f"{SAME}dst", "0", "-1"],
+        ["SORT_RO", A, "BY", f"{SAME}w_*", "LIMIT", "1", "1", "GET", "#"],
+    ),
     *_both("store", store_across),
     # -- transactions and scripts ----------------------------------------------------------------
     script(
@@ -532,6 +549,8 @@ def test_random_sorts(oracle, shardis, script, protocol):
 def test_keys_really_spread():
     """The plain names of the cross-worker scripts land on several workers."""
     slots = SlotMap(WORKERS)
+    assert slots.worker_of(ELSEWHERE.encode()) != slots.worker_of(A.encode())
+    assert slots.worker_of(SAME.encode()) == slots.worker_of(A.encode())
     for names in (["l", "w_1", "w_2", "w_3", "w_10", "o_1", "h_1"],
                   ["src", "dst", "v_a", "v_b", "set", "n_x"]):
         assert len({slots.worker_of(name.encode()) for name in names}) == WORKERS
