@@ -387,3 +387,42 @@ def test_store_wakes_a_blocked_pop(r, dst):
     waiter.join()
     assert popped == [(dst.encode(), b"1")]
     assert r.lrange(dst, 0, -1) == [b"2", b"3"]
+
+
+class _FakeRouter:
+    """What sort_plan reads of the router: the key -> worker map and the worker count."""
+
+    def __init__(self, workers: int = 3) -> None:
+        self.slots = SlotMap(workers)
+        self.links = [None] * workers
+        self.current_client = None
+
+    def worker_of(self, key: bytes) -> int:
+        return self.slots.worker_of(key)
+
+
+def test_plan_forwards_whole_only_when_every_key_is_on_the_source_worker():
+    from shardis.router.sort import sort_plan
+
+    router = _FakeRouter()
+    a, b, _ = keys_on_distinct_workers(3)
+    wa, wb = router.worker_of(a.encode()), router.worker_of(b.encode())
+    same, elsewhere = "{" + a + "}", "{" + b + "}"
+
+    def plan(*words: str):
+        return sort_plan(router, args("SORT", *words))
+
+    for words in [(a,), (a, "BY", "nosort", "GET", "#"), (a, "STORE", f"{same}d"),
+                  (a, "BY", f"{same}w_*", "GET", f"{same}o_*->f", "STORE", f"{same}d"),
+                  (a, "BY", "nosort", "BY", "w_*"), (a, "GET", "const")]:
+        assert plan(*words).forward_to == wa, words
+    gated = plan(a, "STORE", b)
+    assert gated.forward_to is None and gated.exclusive and gated.workers == {wa, wb}
+    pinned = plan(a, "BY", f"{elsewhere}w_*")
+    assert pinned.forward_to is None and pinned.workers == {wa, wb}
+    for words in [(a, "BY", "w_*"), (a, "GET", "o_*"), (a, "BY", f"{same}w_*", "GET", "o_*")]:
+        everywhere = plan(*words)
+        assert everywhere.forward_to is None and everywhere.exclusive
+        assert everywhere.workers == {0, 1, 2}
+    with pytest.raises(ReplyError, match="syntax error"):
+        plan(a, "NOPE")
