@@ -583,40 +583,37 @@ def sort_generic(db: Keyspace, args: list[bytes], readonly: bool) -> object:
     user = None if engine is None else engine.acl_user  # type: ignore[attr-defined]
     opts = parse_sort(args, readonly, full_key_access(user, args))
     source = read_source(db, args[1])
+    if engine is not None and opts.needs_lookups():
+        return _sort_in_script(engine, source, opts)
 
     def values(request: Request) -> bytes | None:
         return read_request(db, request)
 
-    if engine is None or not opts.needs_lookups():
-        return sort_reply(db, source, opts, lookup_in(values), in_script=engine is not None)
-    lookup = lookup_in(script_values(engine, values))
-    items = project(sort_window(source, opts, lookup, in_script=True), opts.gets, lookup)
-    if opts.store is None:
-        return items
-    # The list goes in the AOF, not this SORT: replayed alone, it would not reach the keys
-    # of other workers that a global script read.
-    stored = [b"" if item is None else item for item in items]
-    reply = engine.shard.run_inside([b"__sortstore", opts.store, *stored],  # type: ignore[attr-defined]
-                                    internal=True)
-    if type(reply) is ReplyError:
-        raise reply
-    return reply
+    return sort_reply(db, source, opts, lookup_in(values), in_script=engine is not None)
 
 
 def script_sort(engine: object, args: list[bytes]) -> object:
     """SORT from a global script whose source or STORE key is on another worker (every
     worker is gated for the script): sorted here, in the script's context, with the source
-    read from its worker (TYPE, then SORT ... BY nosort: its natural order), the pattern keys
-    from theirs, and a STORE on another worker written as DEL + RPUSH."""
-    db: Keyspace = engine.db  # type: ignore[attr-defined]
+    read from its worker (TYPE, then SORT ... BY nosort: its natural order)."""
     readonly = _cstr(args[0]).lower() == b"sort_ro"
     opts = parse_sort(args, readonly, full_key_access(engine.acl_user, args))  # type: ignore[attr-defined]
-    source = _script_source(engine, args[1])
+    return _sort_in_script(engine, _script_source(engine, args[1]), opts)
 
-    def values(request: Request) -> bytes | None:
+
+def _sort_in_script(engine: object, source: Source, opts: SortOptions) -> object:
+    """Sort for a script, the pattern keys read from their workers (:func:`script_values`).
+
+    A STORE on this worker goes through ``__sortstore``, so that the AOF logs the list, not a
+    SORT whose replay would not reach the other workers' keys; a STORE on another worker is
+    written there as DEL + RPUSH.
+    """
+    db: Keyspace = engine.db  # type: ignore[attr-defined]
+
+    def local(request: Request) -> bytes | None:
         return read_request(db, request)
 
-    lookup = lookup_in(script_values(engine, values))
+    lookup = lookup_in(script_values(engine, local))
     items = project(sort_window(source, opts, lookup, in_script=True), opts.gets, lookup)
     if opts.store is None:
         return items
