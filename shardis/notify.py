@@ -65,16 +65,22 @@ _EVENT_NAMES = {
     b"zremrangebylex": b"zrembylex", b"copy": b"copy_to", b"restore": b"restore",
     b"bitop": b"set", b"__restore": b"set", b"__sstore": b"sinterstore",
     b"pfmerge": b"pfadd", b"__pfstore": b"pfadd",
+    b"sort": b"sortstore", b"__sortstore": b"sortstore",
 }
 #: Commands that change a key without an event (Redis signals the key, notifies nothing):
 #: PFCOUNT writing its cached cardinality, PFDEBUG turning an HLL dense.
 _SILENT = frozenset((b"pfcount", b"pfdebug"))
+#: Events of another class than their command's group (SORT is generic; sortstore is a list
+#: event), and events Redis does not emit when the command deleted the key (only ``del``).
+_EVENT_CLASSES = {b"sortstore": LIST}
+_NOT_ON_DELETE = {b"sortstore"}
 
 
 def event_for(command: bytes, group: str) -> tuple[bytes, int]:
     """(event name, class) that ``command`` emits for a key it changed."""
     name = command.lower()
-    return _EVENT_NAMES.get(name, name), _GROUP_CLASSES.get(group, GENERIC)
+    event = _EVENT_NAMES.get(name, name)
+    return event, _EVENT_CLASSES.get(event) or _GROUP_CLASSES.get(group, GENERIC)
 
 
 def channel_messages(flags: int, event: bytes, cls: int, key: bytes) -> list[tuple[bytes, bytes]]:
@@ -110,6 +116,9 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
             continue
         if event == b"restore" and db.peek(key) is None:  # type: ignore[attr-defined]
             events.append((b"del", GENERIC, key))  # REPLACE with a deadline already past
+            continue
+        if event in _NOT_ON_DELETE and db.peek(key) is None:  # type: ignore[attr-defined]
+            events.append((b"del", GENERIC, key))
             continue
         if event != b"expire" or key not in deadlines or db.peek(key) is not None:  # type: ignore[attr-defined]
             events.append((event, cls, key))

@@ -257,6 +257,7 @@ def load_families() -> None:
         scripting,
         server,
         sets,
+        sort,
         streams,
         strings,
         tracking,

@@ -675,6 +675,9 @@ class ScriptEngine:
         #: the script met another worker's key in local mode: it is stopped, undone, and the
         #: router runs it again in global mode (``RETRY_GLOBAL``).
         self.retry_global = False
+        #: a script is running (commands can tell they are called from one: Redis's
+        #: CLIENT_SCRIPT flag, which SORT looks at).
+        self.running = False
 
     # Cache -------------------------------------------------------------------------------------
     def load(self, body: bytes) -> str:
@@ -735,11 +738,13 @@ class ScriptEngine:
         self.journal = {}
         self.global_mode = global_mode
         self.shard.begin_script()
+        self.running = True
         try:
             ok, result = runner(function, keys, argv)
             if self.retry_global:
                 self._undo()
         finally:
+            self.running = False
             self.global_mode = False
             self.function_name = None
             self.shard.end_script()
@@ -1033,7 +1038,10 @@ class ScriptEngine:
         if owners and owners != {index}:
             if not self.global_mode or self.shard.remote_call is None:
                 return self._stop_for_global()
-            if len(owners) > 1:
+            handler = getattr(spec, "script_handler", None)  # SORT: shardis.commands.sort
+            if handler is not None:
+                reply = _handled(handler, self, args)
+            elif len(owners) > 1:
                 reply = self._split_call(spec, args)
             else:
                 reply = self._remote(args)
@@ -1049,6 +1057,14 @@ class ScriptEngine:
 
 
 _SPLIT = (Fanout.SPLIT_CONCAT, Fanout.SPLIT_SUM, Fanout.SPLIT_ALL_OK)
+
+
+def _handled(handler: Any, engine: ScriptEngine, args: list[bytes]) -> object:
+    """A command's own way to run from a global script over keys of several workers."""
+    try:
+        return handler(engine, args)
+    except ReplyError as exc:
+        return exc
 
 
 def _merge_split(fanout: Fanout, parts: list[tuple[list[int], object]], count: int) -> object:

@@ -363,7 +363,11 @@ class User:
                 return DENIED_CMD, 0
         if not self.allkeys and spec.first_key and "pubsub" not in spec.flags:
             need = READ if "readonly" in spec.flags else READ | WRITE
+            # a command whose keys need different access (its key specs: SORT) says which
+            access = getattr(spec, "key_access", None)
             for position in spec.key_indexes(args):
+                if access is not None:
+                    need = access(args, position)
                 if not self.key_allowed(args[position], need):
                     return DENIED_KEY, position
         if not self.allchannels:

@@ -96,6 +96,7 @@ def load_handlers() -> None:
         security,
         server,
         sets,
+        sort,
         streams,
         strings,
         tracking,

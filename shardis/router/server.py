@@ -27,6 +27,9 @@ SHUTDOWN_ERROR = "ERR Errors trying to SHUTDOWN. Check logs."
 
 
 def _key_specs(spec: Command) -> list[dict]:
+    special = getattr(spec, "key_specs", None)  # set by a family with Redis's own (SORT)
+    if special is not None:
+        return [_special_key_spec(*entry) for entry in special]
     if not spec.first_key:
         return []
     flags = ["RO", "access"] if "readonly" in spec.flags else ["RW", "update"]
@@ -45,6 +48,15 @@ def _key_specs(spec: Command) -> list[dict]:
             },
         }
     ]
+
+
+def _special_key_spec(flags: tuple[str, ...], begin: dict, find: dict,
+                      notes: bytes | None) -> dict:
+    entry: dict = {b"notes": notes} if notes is not None else {}
+    entry[b"flags"] = SetReply(Status(f.encode()) for f in flags)
+    entry[b"begin_search"] = begin
+    entry[b"find_keys"] = find
+    return entry
 
 
 def command_info(spec: Command) -> list:
