@@ -53,7 +53,7 @@ def format_flags(flags: int) -> bytes:
 
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
-                  "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC}
+                  "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC, "geo": ZSET}
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
     b"incr": b"incrby", b"decr": b"incrby", b"decrby": b"incrby", b"setnx": b"set",
@@ -63,7 +63,13 @@ _EVENT_NAMES = {
     b"hsetnx": b"hset", b"zremrangebyscore": b"zrembyscore", b"zremrangebyrank": b"zrembyrank",
     b"zremrangebylex": b"zrembylex", b"copy": b"copy_to", b"restore": b"restore",
     b"bitop": b"set", b"__restore": b"set", b"__sstore": b"sinterstore",
+    b"geoadd": b"zadd", b"georadius": b"georadiusstore", b"georadiusbymember": b"georadiusstore",
+    b"__georadiusstore": b"georadiusstore", b"__geosearchstore": b"geosearchstore",
 }
+
+#: Events of commands that store a result at a destination and delete it when the result is
+#: empty: then Redis emits only ``del`` (geo.c).
+_STORE_EVENTS = {b"georadiusstore", b"geosearchstore"}
 
 
 def event_for(command: bytes, group: str) -> tuple[bytes, int]:
@@ -100,6 +106,9 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
     for key in dict.fromkeys(k for k in touched if k not in expired):
         if name in (b"rename", b"renamenx"):
             events.append((b"rename_from" if key == args[1] else b"rename_to", GENERIC, key))
+            continue
+        if event in _STORE_EVENTS and db.peek(key) is None:  # type: ignore[attr-defined]
+            events.append((b"del", GENERIC, key))  # an empty result deleted the destination
             continue
         if event == b"restore" and db.peek(key) is None:  # type: ignore[attr-defined]
             events.append((b"del", GENERIC, key))  # REPLACE with a deadline already past

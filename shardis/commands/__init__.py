@@ -248,6 +248,7 @@ def load_families() -> None:
         blocking,
         dump,
         expiry,
+        geo,
         hashes,
         keys,
         lists,

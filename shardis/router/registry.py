@@ -86,6 +86,7 @@ def load_handlers() -> None:
         bitmaps,
         clients,
         connection,
+        geo,
         info,
         keys,
         lists,
