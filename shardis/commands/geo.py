@@ -843,7 +843,10 @@ def store_items(points: list[GeoPoint], search: Search) -> list[tuple[bytes, flo
 
 def search_generic(db: Keyspace, args: list[bytes]) -> tuple[Search, list[GeoPoint] | None]:
     """Parse and run a search command: (request, points or None when the source is missing)."""
-    source_index, flags = SEARCH_COMMANDS[args[0].lower()]
+    entry = SEARCH_COMMANDS.get(args[0].lower())
+    if entry is None or len(args) <= entry[0]:  # only ``__geosearch`` can get here so
+        raise ReplyError(errors.SYNTAX)
+    source_index, flags = entry
     value = value_of_type(db, args[source_index], ZSetValue)
     search = parse_search(value, args, flags)
     if value is None:
@@ -904,8 +907,10 @@ def _internal_store(name: str) -> None:
         """``<name> key [member score ...]``: replace ``key`` by this zset (delete it if
         empty); the cardinality.  Its keyspace event is the command's (``notify``)."""
         flat = args[2:]
-        return store_zset(db, args[1], ((flat[i], float(flat[i + 1]))
-                                        for i in range(0, len(flat), 2)))
+        if len(flat) % 2:
+            raise ReplyError(errors.SYNTAX)
+        items = [(flat[i], parse_score(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return store_zset(db, args[1], items)
 
 
 _internal_store("__georadiusstore")
