@@ -129,11 +129,20 @@ def interleave64(xlo: int, ylo: int) -> int:
 
 
 def deinterleave64(interleaved: int) -> int:
-    """Inverse of :func:`interleave64`: x in the low 32 bits, y in the high ones."""
-    x, y = interleaved & U64, (interleaved & U64) >> 1
-    for shift, mask in zip((0, 1, 2, 4, 8, 16), _B):
-        x = (x | (x >> shift)) & mask
-        y = (y | (y >> shift)) & mask
+    """Inverse of :func:`interleave64`: x in the low 32 bits, y in the high ones (unrolled:
+    every point a search looks at is decoded)."""
+    x = interleaved & 0x5555555555555555
+    x = (x | (x >> 1)) & 0x3333333333333333
+    x = (x | (x >> 2)) & 0x0F0F0F0F0F0F0F0F
+    x = (x | (x >> 4)) & 0x00FF00FF00FF00FF
+    x = (x | (x >> 8)) & 0x0000FFFF0000FFFF
+    x = (x | (x >> 16)) & 0x00000000FFFFFFFF
+    y = (interleaved >> 1) & 0x5555555555555555
+    y = (y | (y >> 1)) & 0x3333333333333333
+    y = (y | (y >> 2)) & 0x0F0F0F0F0F0F0F0F
+    y = (y | (y >> 4)) & 0x00FF00FF00FF00FF
+    y = (y | (y >> 8)) & 0x0000FFFF0000FFFF
+    y = (y | (y >> 16)) & 0x00000000FFFFFFFF
     return x | (y << 32)
 
 
@@ -190,9 +199,9 @@ def decode(hash_: HashBits, ranges: Ranges = WGS84) -> Area | None:
     cells = float(1 << hash_.step)
     return Area(
         lon_min=lon_min + (ilon * 1.0 / cells) * lon_scale,
-        lon_max=lon_min + ((ilon + 1) * 1.0 / cells) * lon_scale,
+        lon_max=lon_min + (((ilon + 1) & 0xFFFFFFFF) * 1.0 / cells) * lon_scale,
         lat_min=lat_min + (ilat * 1.0 / cells) * lat_scale,
-        lat_max=lat_min + ((ilat + 1) * 1.0 / cells) * lat_scale,
+        lat_max=lat_min + (((ilat + 1) & 0xFFFFFFFF) * 1.0 / cells) * lat_scale,
     )
 
 
@@ -203,11 +212,29 @@ def area_center(area: Area) -> tuple[float, float]:
     return lon, lat
 
 
+_CELLS_26 = float(1 << GEO_STEP_MAX)
+_TWO_63 = 2.0 ** 63
+_LAT_SCALE, _LON_SCALE = GEO_LAT_MAX - GEO_LAT_MIN, GEO_LONG_MAX - GEO_LONG_MIN
+
+
 def score_to_lonlat(score: float) -> tuple[float, float]:
-    """``decodeGeohash``: the position a zset score stands for (any score decodes)."""
-    area = decode(HashBits(c_to_uint64(score), GEO_STEP_MAX))
-    assert area is not None  # step 26 is never the zero hash
-    return area_center(area)
+    """``decodeGeohash``: the position a zset score stands for (any score decodes).
+
+    :func:`decode` and :func:`area_center` for step 26, inlined: searches call it per point.
+    """
+    bits = int(score) if 0.0 <= score < _TWO_63 else c_to_uint64(score)
+    separated = deinterleave64(bits)
+    ilat, ilon = separated & 0xFFFFFFFF, separated >> 32
+    lat_low = GEO_LAT_MIN + (ilat * 1.0 / _CELLS_26) * _LAT_SCALE
+    lat_high = GEO_LAT_MIN + (((ilat + 1) & 0xFFFFFFFF) * 1.0 / _CELLS_26) * _LAT_SCALE
+    lon_low = GEO_LONG_MIN + (ilon * 1.0 / _CELLS_26) * _LON_SCALE
+    lon_high = GEO_LONG_MIN + (((ilon + 1) & 0xFFFFFFFF) * 1.0 / _CELLS_26) * _LON_SCALE
+    lon, lat = (lon_low + lon_high) / 2, (lat_low + lat_high) / 2
+    if not GEO_LONG_MIN <= lon <= GEO_LONG_MAX:
+        lon = GEO_LONG_MAX if lon > GEO_LONG_MAX else GEO_LONG_MIN
+    if not GEO_LAT_MIN <= lat <= GEO_LAT_MAX:
+        lat = GEO_LAT_MAX if lat > GEO_LAT_MAX else GEO_LAT_MIN
+    return lon, lat
 
 
 def align52(hash_: HashBits) -> int:
@@ -252,15 +279,24 @@ def lat_distance(lat1: float, lat2: float) -> float:
 
 
 def distance(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
-    """``geohashGetDistance``: haversine on Redis's sphere, in meters."""
-    lon1r, lon2r = deg_rad(lon1), deg_rad(lon2)
-    v = c_sin((lon2r - lon1r) / 2)
+    """``geohashGetDistance``: haversine on Redis's sphere, in meters (Python's math first;
+    C's NaN results where it raises)."""
+    try:
+        return _haversine(lon1, lat1, lon2, lat2, math.sin, math.cos, math.asin, math.sqrt)
+    except ValueError:
+        return _haversine(lon1, lat1, lon2, lat2, c_sin, c_cos, c_asin, c_sqrt)
+
+
+def _haversine(lon1: float, lat1: float, lon2: float, lat2: float, sin: Callable,
+               cos: Callable, asin: Callable, sqrt: Callable) -> float:
+    lon1r, lon2r = lon1 * D_R, lon2 * D_R
+    v = sin((lon2r - lon1r) / 2)
     if v == 0.0:
         return lat_distance(lat1, lat2)
-    lat1r, lat2r = deg_rad(lat1), deg_rad(lat2)
-    u = c_sin((lat2r - lat1r) / 2)
-    a = u * u + c_cos(lat1r) * c_cos(lat2r) * v * v
-    return 2.0 * EARTH_RADIUS_IN_METERS * c_asin(c_sqrt(a))
+    lat1r, lat2r = lat1 * D_R, lat2 * D_R
+    u = sin((lat2r - lat1r) / 2)
+    a = u * u + cos(lat1r) * cos(lat2r) * v * v
+    return 2.0 * EARTH_RADIUS_IN_METERS * asin(sqrt(a))
 
 
 CIRCULAR, RECTANGLE = 1, 2
@@ -376,7 +412,7 @@ def within_shape(shape: Shape, score: float) -> tuple[float, float, float] | Non
 
 
 # Searching a zset ----------------------------------------------------------------------------
-@dataclass
+@dataclass(slots=True)
 class GeoPoint:
     """Redis's ``geoPoint``: a search hit."""
 
