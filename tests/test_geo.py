@@ -30,6 +30,7 @@ from shardis.commands.geo import (
     format_distance,
     geohash_string,
     georadius_keys,
+    georadius_store_key,
     glibc_msort,
     human_double,
     interleave64,
@@ -184,14 +185,19 @@ def test_order_points_modes():
 
 
 def test_georadius_keys_as_redis_finds_them():
-    def keys(*args: str) -> list[int]:
-        return georadius_keys([a.encode() for a in args])
+    def keys(*args: str) -> tuple[list[int], int | None]:
+        raw = [a.encode() for a in args]
+        return georadius_keys(raw), georadius_store_key(raw)
 
-    assert keys("GEORADIUS", "k", "1", "2", "3", "km") == [1]
-    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "STORE", "d") == [1, 7]
-    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "store", "d", "STOREDIST", "e") == [1, 9]
-    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "STORE") == [1]
-    assert keys("GEORADIUSBYMEMBER", "k", "m", "3", "km", "STOREDIST", "d") == [1, 6]
+    assert keys("GEORADIUS", "k", "1", "2", "3", "km") == ([1], None)
+    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "STORE", "d") == ([1, 7], 7)
+    # key specs: first STORE, first STOREDIST; written: the last one
+    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "storedist", "d", "STORE", "e") == \
+        ([1, 9, 7], 9)
+    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "STORE", "d", "STORE", "e") == \
+        ([1, 7, 9], 9)
+    assert keys("GEORADIUS", "k", "1", "2", "3", "km", "STORE") == ([1], None)
+    assert keys("GEORADIUSBYMEMBER", "k", "m", "3", "km", "STOREDIST", "d") == ([1, 6], 6)
 
 
 # End to end ----------------------------------------------------------------------------------

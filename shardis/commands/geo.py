@@ -898,16 +898,35 @@ def georadius_generic(db: Keyspace, args: list[bytes]) -> object:
     return store_zset(db, search.store_key, store_items(points or [], search))
 
 
-def georadius_keys(args: list[bytes]) -> list[int]:
-    """``georadiusGetKeys``: the source, and the last STORE/STOREDIST key from index 5."""
-    stored = -1
+def georadius_store_key(args: list[bytes]) -> int | None:
+    """``georadiusGetKeys``: the index of the key GEORADIUS* ... STORE|STOREDIST writes (the
+    last one given), None without one; scanned from index 5 as Redis does."""
+    stored = None
     i = 5
     while i < len(args):
         if args[i].lower() in (b"store", b"storedist") and i + 1 < len(args):
             stored = i + 1
             i += 1
         i += 1
-    return [1] if stored == -1 else [1, stored]
+    return stored
+
+
+def georadius_keys(args: list[bytes]) -> list[int]:
+    """Key positions as Redis 7.0's key specs give them (COMMAND GETKEYS, ACL): the source,
+    then the key after the first STORE, then after the first STOREDIST (searched from the
+    first option on); plus the key actually written when the specs miss it (``STORE a STORE
+    b`` writes b), since routing must see it."""
+    start = 6 if args[0].lower() == b"georadius" else 5
+    keys = [1]
+    for keyword in (b"store", b"storedist"):
+        found = next((i + 1 for i in range(start, len(args) - 1)
+                      if args[i].lower() == keyword), None)
+        if found is not None:
+            keys.append(found)
+    stored = georadius_store_key(args)
+    if stored is not None and stored not in keys:
+        keys.append(stored)
+    return keys
 
 
 for _name, _arity in (("georadius", -6), ("georadiusbymember", -5)):

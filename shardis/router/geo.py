@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shardis.commands.geo import georadius_keys
+from shardis.commands.geo import georadius_keys, georadius_store_key
 from shardis.errors import raise_if_error
 from shardis.router.keys import two_key_plan
 from shardis.router.registry import coordinated, keys_plan
@@ -36,8 +36,11 @@ async def search_and_store(router: Any, args: list[bytes], source: bytes, destin
 @coordinated("georadius", keys_plan(_georadius_keys, exclusive=True))
 @coordinated("georadiusbymember", keys_plan(_georadius_keys, exclusive=True))
 async def georadius_store(router: Any, client: Any, args: list[bytes]) -> object:
-    source, destination = _georadius_keys(args)  # two keys, on two workers
-    return await search_and_store(router, args, source, destination, b"__georadiusstore")
+    """The keys span workers, so there is a destination (see ``georadius_keys``)."""
+    stored = georadius_store_key(args)
+    if stored is None:  # defensive: run it where the source is
+        return raise_if_error(await router.call(router.worker_of(args[1]), args))
+    return await search_and_store(router, args, args[1], args[stored], b"__georadiusstore")
 
 
 @coordinated("geosearchstore", two_key_plan)
