@@ -442,6 +442,20 @@ SCRIPTS = [
         ["GEORADIUS", "k", "0", "0", "5000", "km", "COUNT", "9223372036854775807", "ANY"],
     ),
     script(
+        "geo_keywords_end_at_nul",
+        # geo.c compares keywords with strcasecmp: an argument ends at its first NUL byte
+        ["GEOADD", "k", b"nx\x00z", "1", "1", "m"],
+        ["GEOADD", "k", b"XX\x00", b"CH\x00y", "1", "2", "m"],
+        ["GEORADIUS", "k", "1", "1", "1", b"km\x00x"],
+        ["GEORADIUS", "k", "1", "1", "1", "km", b"withdist\x00"],
+        ["GEOSEARCH", "k", b"frommember\x00", "m", "byradius", "1", "km"],
+        ["GEODIST", "k", "m", "m", b"Km\x00"],
+        ["GEORADIUS", "k", "1", "1", "1", "km", b"STORE\x00a", "d"],
+        ["EXISTS", "d"],
+        ["COMMAND", "GETKEYS", "GEORADIUS", "k", "1", "1", "1", "km", b"STORE\x00a", "d"],
+        ["GEORADIUS", "k", "1", "1", "1", "km", b"\x00"],
+    ),
+    script(
         "geo_command_getkeys",
         ["COMMAND", "GETKEYS", "GEORADIUS", "k", "1", "2", "3", "m"],
         ["COMMAND", "GETKEYS", "GEORADIUS", "k", "1", "2", "3", "m", "STORE", "d"],

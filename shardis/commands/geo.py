@@ -67,6 +67,11 @@ ANY_NEEDS_COUNT = "ERR the ANY argument requires COUNT argument"
 UNITS = {b"m": 1.0, b"km": 1000.0, b"ft": 0.3048, b"mi": 1609.34}
 
 
+def keyword(raw: bytes) -> bytes:
+    """An argument as geo.c's ``strcasecmp`` sees it: lower case, up to its first NUL."""
+    return raw.split(b"\0", 1)[0].lower()
+
+
 # C arithmetic where Python differs: libm returns NaN where Python raises -----------------------
 def _libm(fn: Callable[[float], float]) -> Callable[[float], float]:
     def call(x: float) -> float:
@@ -624,7 +629,7 @@ def lonlat_or_reply(raw_lon: bytes, raw_lat: bytes) -> tuple[float, float]:
 
 def unit_or_reply(raw: bytes) -> float:
     """``extractUnitOrReply``: meters per unit."""
-    factor = UNITS.get(raw.lower())
+    factor = UNITS.get(keyword(raw))
     if factor is None:
         raise ReplyError(UNSUPPORTED_UNIT)
     return factor
@@ -660,16 +665,13 @@ def geoadd_command(db: Keyspace, args: list[bytes]) -> object:
     """ZADD with the coordinates turned into scores (Redis rewrites the command the same way;
     its keyspace event is ``zadd``)."""
     first = 2
-    nx = xx = False
-    while first < len(args):
-        option = args[first].lower()
-        if option not in (b"nx", b"xx", b"ch"):
-            break
-        nx, xx = nx or option == b"nx", xx or option == b"xx"
+    options: list[bytes] = []
+    while first < len(args) and keyword(args[first]) in (b"nx", b"xx", b"ch"):
+        options.append(keyword(args[first]))
         first += 1
-    if (len(args) - first) % 3 or (nx and xx):
+    if (len(args) - first) % 3 or (b"nx" in options and b"xx" in options):
         raise ReplyError(errors.SYNTAX)
-    zadd_args = [b"zadd", *args[1:first]]
+    zadd_args = [b"zadd", args[1], *options]
     for i in range(first, len(args), 3):
         lon, lat = lonlat_or_reply(args[i], args[i + 1])
         zadd_args += [b"%d" % lonlat_to_score(lon, lat), args[i + 2]]
@@ -787,7 +789,7 @@ def parse_search(value: ZSetValue | None, args: list[bytes], flags: int) -> Sear
 def _parse_option(value: ZSetValue | None, args: list[bytes], i: int, flags: int,
                   search: Search, seen: _Seen) -> int:
     """One option of ``georadiusGeneric``'s loop at ``args[i]``; the index of the next."""
-    option, left = args[i].lower(), len(args) - i - 1
+    option, left = keyword(args[i]), len(args) - i - 1
     geosearch, shape = bool(flags & GEOSEARCH), search.shape
     can_store = not flags & RADIUS_NOSTORE and not geosearch
     if option in (b"withdist", b"withhash", b"withcoord", b"any"):
@@ -904,7 +906,7 @@ def georadius_store_key(args: list[bytes]) -> int | None:
     stored = None
     i = 5
     while i < len(args):
-        if args[i].lower() in (b"store", b"storedist") and i + 1 < len(args):
+        if keyword(args[i]) in (b"store", b"storedist") and i + 1 < len(args):
             stored = i + 1
             i += 1
         i += 1
@@ -918,9 +920,9 @@ def georadius_keys(args: list[bytes]) -> list[int]:
     b`` writes b), since routing must see it."""
     start = 6 if args[0].lower() == b"georadius" else 5
     keys = [1]
-    for keyword in (b"store", b"storedist"):
+    for name in (b"store", b"storedist"):
         found = next((i + 1 for i in range(start, len(args) - 1)
-                      if args[i].lower() == keyword), None)
+                      if keyword(args[i]) == name), None)
         if found is not None:
             keys.append(found)
     stored = georadius_store_key(args)
