@@ -882,7 +882,7 @@ def store_items(points: list[GeoPoint], search: Search) -> list[tuple[bytes, flo
 def search_generic(db: Keyspace, args: list[bytes]) -> tuple[Search, list[GeoPoint] | None]:
     """Parse and run a search command: (request, points or None when the source is missing)."""
     entry = SEARCH_COMMANDS.get(args[0].lower())
-    if entry is None or len(args) <= entry[0]:  # only ``__geosearch`` can get here so
+    if entry is None or len(args) <= entry[0]:  # only ``__geosearch`` can name another
         raise ReplyError(errors.SYNTAX)
     source_index, flags = entry
     value = value_of_type(db, args[source_index], ZSetValue)
