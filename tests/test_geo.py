@@ -45,6 +45,7 @@ from shardis.commands.geo import (
 from shardis.resp import HumanDouble
 from shardis.resp import encode as resp_encode
 from tests.resp_client import RawClient
+from tests.servers import start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
 
 load_families()
@@ -298,3 +299,29 @@ def test_hostile_input_gets_errors_and_no_process_dies(shardis_clean):
         assert client.call("GEOPOS", "g", "a").startswith(b"*1\r\n*2\r\n")
     finally:
         client.close()
+
+
+def test_stored_results_survive_a_restart_through_the_aof(tmp_path):
+    """The cross-worker writes are logged as the internal store commands; replayed, they
+    rebuild the same zsets (no RDB here: ``save ""``)."""
+    src, far = keys_on_distinct_workers(2)
+    args = ("--appendonly", "yes", "--save", "", "--dir", str(tmp_path))
+    server = start_shardis(3, *args)
+    try:
+        client = redis.Redis(port=server.port)
+        client.geoadd(src, [13.36, 38.11, "P", 15.08, 37.50, "C"])
+        client.execute_command("GEORADIUS", src, 15, 37, 200, "km", "STOREDIST", far)
+        client.execute_command("GEOSEARCHSTORE", f"{{{src}}}d", src, "FROMLONLAT", 15, 37,
+                               "BYRADIUS", 200, "km")
+        before = [client.zrange(key, 0, -1, withscores=True) for key in (far, f"{{{src}}}d")]
+        client.close()
+    finally:
+        server.stop()
+    server = start_shardis(3, *args)
+    try:
+        client = redis.Redis(port=server.port)
+        after = [client.zrange(key, 0, -1, withscores=True) for key in (far, f"{{{src}}}d")]
+        client.close()
+    finally:
+        server.stop()
+    assert after == before and len(before[0]) == 2
