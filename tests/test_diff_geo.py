@@ -480,6 +480,11 @@ SCRIPTS = [
         ["EVAL", "return redis.call('GEORADIUS', KEYS[1], 15, 37, 200, 'km', 'WITHDIST', "
                  "'WITHCOORD', 'WITHHASH')", "1", "g"],
         ["EVAL", "return redis.call('GEODIST', KEYS[1], 'Palermo', 'Rome', 'km')", "1", "g"],
+        # GEORADIUS is a write command even without STORE; the _RO forms and GEOSEARCH are not
+        ["EVAL_RO", "return redis.call('GEORADIUS', KEYS[1], 15, 37, 200, 'km')", "1", "g"],
+        ["EVAL_RO", "return redis.call('GEORADIUS_RO', KEYS[1], 15, 37, 200, 'km')", "1", "g"],
+        ["EVAL_RO", "return redis.call('GEOSEARCH', KEYS[1], 'FROMMEMBER', 'Rome', 'BYRADIUS', "
+                    "500, 'km', 'WITHCOORD')", "1", "g"],
         ["MULTI"],
         ["GEOADD", "g", "1", "1", "new"],
         ["GEOPOS", "g", "new"],
