@@ -54,7 +54,7 @@ def format_flags(flags: int) -> bytes:
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
                   "sorted-set": ZSET, "bitmap": STRING, "hyperloglog": STRING,
-                  "generic": GENERIC}
+                  "geo": ZSET, "generic": GENERIC}
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
     b"incr": b"incrby", b"decr": b"incrby", b"decrby": b"incrby", b"setnx": b"set",
@@ -66,14 +66,19 @@ _EVENT_NAMES = {
     b"bitop": b"set", b"__restore": b"set", b"__sstore": b"sinterstore",
     b"pfmerge": b"pfadd", b"__pfstore": b"pfadd",
     b"sort": b"sortstore", b"__sortstore": b"sortstore",
+    b"geoadd": b"zadd", b"georadius": b"georadiusstore", b"georadiusbymember": b"georadiusstore",
+    b"__georadiusstore": b"georadiusstore", b"__geosearchstore": b"geosearchstore",
 }
 #: Commands that change a key without an event (Redis signals the key, notifies nothing):
 #: PFCOUNT writing its cached cardinality, PFDEBUG turning an HLL dense.
 _SILENT = frozenset((b"pfcount", b"pfdebug"))
 #: Events of another class than their command's group (SORT is generic; sortstore is a list
-#: event), and events Redis does not emit when the command deleted the key (only ``del``).
+#: event).
 _EVENT_CLASSES = {b"sortstore": LIST}
-_NOT_ON_DELETE = {b"sortstore"}
+#: Events Redis does not emit when the command deleted the key, only ``del``: commands that
+#: store a result at a destination (deleted when the result is empty: sort.c, geo.c), and
+#: RESTORE ... REPLACE with a deadline already past.
+_NOT_ON_DELETE = {b"sortstore", b"georadiusstore", b"geosearchstore", b"restore"}
 
 
 def event_for(command: bytes, group: str) -> tuple[bytes, int]:
@@ -113,9 +118,6 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
     for key in dict.fromkeys(k for k in touched if k not in expired and type(k) is not object):
         if name in (b"rename", b"renamenx"):
             events.append((b"rename_from" if key == args[1] else b"rename_to", GENERIC, key))
-            continue
-        if event == b"restore" and db.peek(key) is None:  # type: ignore[attr-defined]
-            events.append((b"del", GENERIC, key))  # REPLACE with a deadline already past
             continue
         if event in _NOT_ON_DELETE and db.peek(key) is None:  # type: ignore[attr-defined]
             events.append((b"del", GENERIC, key))

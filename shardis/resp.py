@@ -85,6 +85,13 @@ class Push(list):
     __slots__ = ()
 
 
+class HumanDouble(bytes):
+    """A double already written as text (Redis's ``addReplyHumanLongDouble``: GEOPOS's
+    coordinates): a double (``,``) in RESP3, a bulk string in RESP2."""
+
+    __slots__ = ()
+
+
 class Verbatim:
     """A verbatim string (``=``) in RESP3, e.g. INFO's ``txt`` text; a bulk string in RESP2."""
 
@@ -207,6 +214,9 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
             out.append(b"$%d\r\n%b\r\n" % (len(text), text))
     elif value is NULL_ARRAY:
         out.append(NULL_ARRAY_REPLY[proto])
+    elif kind is HumanDouble:
+        head = b"," if proto == 3 else b"$%d\r\n" % len(value)  # type: ignore[arg-type]
+        out.append(head + value + b"\r\n")  # type: ignore[operator]
     elif isinstance(value, bytes):
         out.append(b"$%d\r\n%b\r\n" % (len(value), value))
     else:

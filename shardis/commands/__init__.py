@@ -249,6 +249,7 @@ def load_families() -> None:
         dump,
         expiry,
         functions,
+        geo,
         hashes,
         hyperloglog,
         keys,

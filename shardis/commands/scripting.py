@@ -73,6 +73,7 @@ from shardis.errors import ReplyError
 from shardis.resp import (
     NULL_ARRAY,
     OK,
+    HumanDouble,
     Pairs,
     Push,
     Raw,
@@ -1203,6 +1204,8 @@ def reply_to_lua(lua: Any, value: object, resp: int) -> object:
             return value.text  # type: ignore[attr-defined]
         inner = lua.table_from({b"string": value.text, b"format": value.fmt})  # type: ignore[attr-defined]
         return lua.table_from({b"verbatim_string": inner})
+    if kind is HumanDouble and resp == 3:
+        return lua.table_from({b"double": float(value)})  # type: ignore[arg-type]
     if kind is Raw or isinstance(value, bytes):
         return bytes(value)  # type: ignore[arg-type]
     return None

@@ -87,6 +87,7 @@ def load_handlers() -> None:
         clients,
         connection,
         functions,
+        geo,
         hyperloglog,
         info,
         keys,
