@@ -76,6 +76,10 @@ class Universe:
         for spec in self.tops:
             self.specs.append(spec)
             self.specs.extend(_unique(spec.subcommands.values()))
+        #: Redis's commands shardis lacks (``shardis.router.aclredis``), by full name.
+        self.redis_only = _redis_only(self.specs)
+        self.specs += self.redis_only.values()
+        self.tops += [s for s in self.redis_only.values() if s.parent is None]
         self.members: dict[str, list[Any]] = {
             cat: [s for s in self.specs if "@" + cat in s.acl] for cat in CATEGORIES
         }
@@ -83,16 +87,50 @@ class Universe:
             cat: frozenset(s.fullname for s in specs) for cat, specs in self.members.items()
         }
         self.everything = frozenset(s.fullname for s in self.specs)
+        children: dict[str, set[str]] = {}
+        for s in self.specs:
+            parent, _, sub = s.fullname.partition("|")
+            if sub:
+                children.setdefault(parent, set()).add(s.fullname)
         self.children: dict[str, frozenset[str]] = {
-            s.fullname: frozenset(sub.fullname for sub in s.subcommands.values())
-            for s in self.tops if s.subcommands
+            name: frozenset(subs) for name, subs in children.items()
         }
 
     def find(self, name: bytes) -> Any:
         """ACLLookupCommand: ``get`` or ``client|kill``, any case; None if unknown."""
         from shardis.commands import find
 
-        return find(name) if name else None
+        if not name:
+            return None
+        return find(name) or self.redis_only.get(name.lower().decode("latin-1"))
+
+
+class _RedisOnly:
+    """A Redis command shardis lacks, as ACL rules see it (see ``shardis.router.aclredis``):
+    rules name it, grant and deny it as Redis does, and ACL LIST describes it; nothing runs."""
+
+    __slots__ = ("fullname", "acl", "subcommands", "parent")
+
+    def __init__(self, fullname: str, categories: str) -> None:
+        self.fullname = fullname
+        self.acl = tuple("@" + cat for cat in categories.split())
+        self.subcommands: dict[bytes, _RedisOnly] = {}
+        self.parent: Any = None
+
+
+def _redis_only(specs: list[Any]) -> dict[str, _RedisOnly]:
+    from shardis.router.aclredis import REDIS_ONLY
+
+    have = {spec.fullname: spec for spec in specs}
+    out = {name: _RedisOnly(name, cats) for name, cats in REDIS_ONLY.items()
+           if name not in have}
+    for name, spec in out.items():
+        top, _, sub = name.partition("|")
+        if sub:
+            spec.parent = have.get(top) or out.get(top)
+            if top in out:
+                out[top].subcommands[sub.encode()] = spec
+    return out
 
 
 def _unique(specs: Iterable[Any]) -> list[Any]:
