@@ -53,7 +53,9 @@ def format_flags(flags: int) -> bytes:
 
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
-                  "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC}
+                  "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC, "stream": STREAM}
+#: Commands that change a key (for the AOF, the dirty counter) but emit no event in Redis.
+_SILENT = frozenset((b"xreadgroup", b"xack", b"xclaim", b"xautoclaim"))
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
     b"incr": b"incrby", b"decr": b"incrby", b"decrby": b"incrby", b"setnx": b"set",
@@ -94,8 +96,12 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
     from shardis.commands import COMMANDS
 
     name = args[0].lower()
+    if name in _SILENT:
+        return []
     spec = COMMANDS.get(name)
     event, cls = event_for(name, spec.group if spec else "generic")
+    if name == b"xgroup" and len(args) > 1:
+        event = b"xgroup-" + args[1].lower()  # xgroup-create, xgroup-setid...
     events = []
     for key in dict.fromkeys(k for k in touched if k not in expired and type(k) is not object):
         if name in (b"rename", b"renamenx"):

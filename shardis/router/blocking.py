@@ -153,6 +153,10 @@ def with_sources(args: list[bytes], sources: list[bytes]) -> list[bytes]:
     name = args[0].lower()
     if name in (b"blmove", b"brpoplpush"):
         return args
+    if name == b"xread":
+        from shardis.commands.streams import xread_subset
+
+        return xread_subset(args, sources)
     if name in (b"blmpop", b"bzmpop"):
         return [args[0], args[1], b"%d" % len(sources), *sources, *args[3 + int(args[2]):]]
     return [args[0], *sources, args[-1]]
@@ -259,7 +263,8 @@ class BlockingCoordinator:
         """The command once, without waiting, over its workers (gated): the encoded reply, or
         None when it would have to wait.  A ``retry`` serves a waiter: keys of another type
         are left out (see :func:`served_form`)."""
-        if retry:
+        if retry and BLOCKERS[request.args[0].lower()].gone is None:
+            # (a waiter that gets an error when its key goes, XREADGROUP, is not spared it)
             served = await served_form(self.router, request)
             if served is None:
                 return None

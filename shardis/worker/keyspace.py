@@ -245,6 +245,7 @@ class Keyspace:
         "data",
         "expires",
         "touched",
+        "propagated",
         "now_ms",
         "expired_keys",
         "atime",
@@ -280,6 +281,10 @@ class Keyspace:
         self.expires: dict[bytes, int] = {}
         #: keys changed by the command being executed; drained by the shard after each command.
         self.touched: list[bytes] = []
+        #: commands the AOF logs in place of the current command, when only the op knows
+        #: what it did (XREADGROUP's deliveries as XCLAIM ... TIME); None: log the command
+        #: as usual.  Drained with ``touched``.
+        self.propagated: list[list[bytes]] | None = None
         #: Unix ms on the monotonic time line (see the module doc); read once per batch.
         self._mono_anchor = self._last_sync = monotonic_ns()
         self._wall_anchor = wall_ms()

@@ -195,7 +195,8 @@ class Shard:
         touched = db.touched
         self.stats.dirty += len(touched)
         if self.aof is not None:
-            self.aof.record(self.current, reply, touched, db.expired_log, db.now_ms)
+            self.aof.record(self.current, reply, touched, db.expired_log, db.now_ms,
+                            db.propagated)
             if not db.notify_flags:
                 db.expired_log.clear()
         if self.blocking.by_key:
@@ -209,6 +210,7 @@ class Shard:
         if db.notify_flags:
             self.notify(touched)
         touched.clear()
+        db.propagated = None
 
     def notify(self, touched: list[bytes]) -> None:
         """Keyspace notifications for what the current command (or expiry) changed."""
