@@ -1052,6 +1052,8 @@ def _group_reads(db: Keyspace, args: list[bytes],
         if raw == b"$":
             raise ReplyError(XREADGROUP_DOLLAR)
         after = None if raw == b">" else parse_id(raw, strict=True)[0]
+        if after == MAX_ID:
+            after = None  # Redis marks ">" with this very ID: the two read alike
         out.append((GroupRead(db, key, stream, parsed.group, group, parsed.consumer,
                               parsed.noack), after))
     return out
