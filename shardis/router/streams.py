@@ -226,7 +226,9 @@ async def _block_across(router: Any, client: Any, args: list[bytes], keys: list[
     """A BLOCK read over several workers: the coordinator's gated attempt, notify-only
     registration and gated retries (see the module doc)."""
     request, future = _request(router, client, args, keys, workers, block_ms)
-    await router.blocking.attempt_across(request, gated=False)
+    await router.acquire_gates(workers)
+    # gated: its first try, which attempt_across must not take for a waiter's retry
+    await router.blocking.attempt_across(request, gated=True)
     return await _wait(router, client, request, future)
 
 
