@@ -334,3 +334,62 @@ def test_job_queue_loop_with_redis_py(r, shardis_clean):
     assert r.xpending(queue, "workers")["pending"] == 0
     consumers = {c["name"]: c["pending"] for c in r.xinfo_consumers(queue, "workers")}
     assert consumers[b"crasher"] == 0 and consumers[b"rescuer"] == 0
+
+
+# AOF ---------------------------------------------------------------------------------------------
+def _group_state(client: redis.Redis, key: str) -> bytes:
+    """XINFO STREAM FULL as raw bytes, consumers' seen times masked (a replay's XCLAIM and
+    XGROUP CREATECONSUMER see their consumers anew, in Redis too), and so are the groups'
+    read counters and lags: Redis propagates a delivery as XCLAIM ... LASTID, which moves the
+    last ID and not the counter, so its replay does not restore the counter either."""
+    import re
+
+    raw = RawClient(client.connection_pool.connection_kwargs["port"])
+    try:
+        reply = raw.call("XINFO", "STREAM", key, "FULL", "COUNT", "0")
+    finally:
+        raw.close()
+    reply = re.sub(rb"(\$9\r\nseen-time\r\n):\d+", rb"\1:T", reply)
+    return re.sub(rb"(\$12\r\nentries-read\r\n|\$3\r\nlag\r\n)(:\d+|\$-1)", rb"\1:N", reply)
+
+
+def test_aof_replay_restores_group_state_with_delivery_times_and_counts(tmp_path):
+    from tests.servers import start_shardis
+    from tests.test_persistence_aof import kill9, tag_on, wait_restarted
+
+    server = start_shardis(2, "--appendonly", "yes", "--appendfsync", "always", "--dir",
+                           str(tmp_path))
+    try:
+        client = redis.Redis(port=server.port)
+        tag = tag_on(0)
+        s = f"{{{tag}}}s"
+        for n in range(1, 9):
+            client.xadd(s, {"n": str(n)}, id=f"{n}-1")
+        client.xgroup_create(s, "g", id="0")
+        client.xgroup_create(s, "quiet", id="0")
+        client.xgroup_createconsumer(s, "g", "idle-one")
+        client.xreadgroup("g", "a", {s: ">"}, count=3)
+        client.xreadgroup("quiet", "n", {s: ">"}, count=2, noack=True)
+        raw = RawClient(server.port)
+        raw.call("XCLAIM", s, "g", "b", "0", "2-1", "TIME", "1234", "RETRYCOUNT", "9")
+        time.sleep(0.05)
+        client.xautoclaim(s, "g", "c", min_idle_time=10, start_id="3-1", count=1)
+        client.xack(s, "g", "1-1")
+        client.xdel(s, "3-1")
+        client.xautoclaim(s, "g", "c", min_idle_time=0, start_id="0")  # drops deleted 3-1
+        raw.call("XCLAIM", s, "g", "d", "0", "LASTID", "5-1")
+        raw.call("XCLAIM", s, "g", "d", "0", "6-1", "FORCE", "JUSTID")
+        raw.close()
+        client.xreadgroup("g", "f", {s: ">"})  # 6-1 to 8-1 (6-1 taken from d)
+        reader = Reader(server.port, "XREADGROUP", "GROUP", "g", "e", "BLOCK", "0",
+                        "STREAMS", s, ">")
+        _blocked(client, 1)
+        client.xadd(s, {"n": "9"}, id="9-1")
+        assert b"9-1" in reader.result()  # served by the worker, logged as XCLAIM
+        client.xgroup_delconsumer(s, "g", "b")
+        before = _group_state(client, s)
+        old = kill9(server, 0)
+        wait_restarted(server, 0, old, client, tag)
+        assert _group_state(client, s) == before
+    finally:
+        server.stop()
