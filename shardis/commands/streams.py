@@ -907,7 +907,7 @@ def _propagate(db: Keyspace, key: bytes, command: list[bytes]) -> None:
     if db.propagated is None:
         db.propagated = []
     if not db.propagated or db.touched[-1:] != [key]:
-        db.changed(key)
+        db.changed_quietly(key)
     db.propagated.append(command)
 
 
@@ -1205,7 +1205,7 @@ def xgroup_create_command(db: Keyspace, args: list[bytes]) -> object:
     if args[3] in stream.groups:
         raise ReplyError(BUSYGROUP)
     stream.groups[args[3]] = StreamGroup(last, parsed.entries_read)
-    db.changed(key)
+    db.changed_quietly(key)
     return OK
 
 
@@ -1219,7 +1219,7 @@ def xgroup_setid_command(db: Keyspace, args: list[bytes]) -> object:
     assert stream is not None and group is not None
     group.last_id = stream.last_id if args[4] == b"$" else parse_id(args[4])[0]
     group.entries_read = parsed.entries_read
-    db.changed(args[2])
+    db.changed_quietly(args[2])
     return OK
 
 
@@ -1233,7 +1233,7 @@ def xgroup_destroy_command(db: Keyspace, args: list[bytes]) -> object:
         return 0
     assert parsed.stream is not None
     del parsed.stream.groups[args[3]]
-    db.changed(args[2])
+    db.changed_quietly(args[2])
     return 1
 
 
@@ -1245,7 +1245,7 @@ def xgroup_createconsumer_command(db: Keyspace, args: list[bytes]) -> object:
     if args[4] in group.consumers:
         return 0
     group.consumers[args[4]] = StreamConsumer(db.now_ms)
-    db.changed(args[2])
+    db.changed_quietly(args[2])
     return 1
 
 
@@ -1260,7 +1260,7 @@ def xgroup_delconsumer_command(db: Keyspace, args: list[bytes]) -> object:
         return 0
     for entry_id in consumer.pel:
         del group.pel[entry_id]
-    db.changed(args[2])
+    db.changed_quietly(args[2])
     return len(consumer.pel)
 
 
@@ -1300,7 +1300,7 @@ def xack_command(db: Keyspace, args: list[bytes]) -> object:
             _drop_nack(group, entry_id)
             acknowledged += 1
     if acknowledged:
-        db.changed(args[1])
+        db.changed_quietly(args[1])
     return acknowledged
 
 
@@ -1732,7 +1732,7 @@ def xsetid_command(db: Keyspace, args: list[bytes]) -> object:
         stream.added = entries_added
     if max_deleted != MIN_ID:
         stream.max_deleted = max_deleted
-    db.changed(args[1])
+    db.changed_quietly(args[1])
     return OK
 
 

@@ -203,14 +203,16 @@ class Shard:
             self.blocking.note_touched(touched)
         if db.watched:
             watched = db.watched
+            quiet = db.quiet
             for key in touched:
                 entry = watched.get(key)
-                if entry is not None:
+                if entry is not None and not (quiet and key in quiet):
                     entry[1] += 1  # WATCH: this key changed since the watchers looked
         if db.notify_flags:
             self.notify(touched)
         touched.clear()
         db.propagated = None
+        db.quiet.clear()
 
     def notify(self, touched: list[bytes]) -> None:
         """Keyspace notifications for what the current command (or expiry) changed."""
