@@ -446,6 +446,9 @@ SCRIPTS = [
         ["XPENDING", A, "g"],
         ["DEL", A],
         ["XINFO", "GROUPS", B],
+        ["DEBUG", "RELOAD"],
+        full(B),
+        full("{t}c"),
     ),
     script(
         "xreadgroup_in_multi",

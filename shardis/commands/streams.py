@@ -18,10 +18,19 @@ is therefore a coordinated command on the router, which also implements ``BLOCK`
 timeout is in milliseconds and its position varies, so the generic blocking dispatch, which
 reads seconds at a fixed index, cannot start it).
 
-Consumer groups (XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM...) and XINFO/XSETID are not
-implemented as commands, but a stream keeps the groups an RDB file or a RESTORE payload brings
-(:class:`StreamGroup`: last ID, entries read, pending entries, consumers), so that SAVE, DUMP,
-RENAME and COPY carry them on unchanged.  A node also keeps its *tombstones*: entries deleted
+Consumer groups (:class:`StreamGroup`: last delivered ID, entries read, the pending entries
+list, consumers) are kept as Redis's ``streamCG``, and travel with the value through SAVE, DUMP,
+RENAME and COPY.  XGROUP, XREADGROUP, XACK, XPENDING, XCLAIM, XAUTOCLAIM, XINFO and XSETID
+follow t_stream.c check for check: the read counter and lag as 7.0 computes them
+(:func:`estimate_entries_read`, :func:`group_lag`), XINFO's ``radix-tree-nodes`` counted on
+the node model (:func:`rax_nodes`).  What Redis propagates for a delivery (``XCLAIM ... TIME
+... RETRYCOUNT ... FORCE JUSTID LASTID``, ``XGROUP SETID ... ENTRIESREAD``, ``XGROUP
+CREATECONSUMER``) is reported in ``Keyspace.propagated`` so that the AOF logs it in place of
+the command; group changes are reported with ``Keyspace.changed_quietly``, since Redis
+signals none of them to WATCH.  XREADGROUP is coordinated on the router like XREAD (reply
+shape, reads over several workers, BLOCK); a blocked XREADGROUP is served by the worker from
+the key that became ready, in Redis's order, and gets Redis's errors when its group is
+destroyed or its key goes away.  A node also keeps its *tombstones*: entries deleted
 (XDEL, exact XTRIM) while the node lives on, which Redis keeps flagged in its listpack; the RDB
 writer needs them to write the node as Redis does.
 """
