@@ -54,7 +54,8 @@ def format_flags(flags: int) -> bytes:
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
                   "sorted-set": ZSET, "bitmap": STRING, "generic": GENERIC, "stream": STREAM}
-#: Commands that change a key (for the AOF, the dirty counter) but emit no event in Redis.
+#: Commands that emit no event named after them, only those their op reports in
+#: ``Keyspace.events`` (XREADGROUP, XCLAIM, XAUTOCLAIM: ``xgroup-createconsumer``).
 _SILENT = frozenset((b"xreadgroup", b"xack", b"xclaim", b"xautoclaim"))
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
@@ -97,7 +98,7 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
 
     name = args[0].lower()
     if name in _SILENT:
-        return []
+        return [(event, STREAM, key) for event, key in db.events]  # type: ignore[attr-defined]
     spec = COMMANDS.get(name)
     event, cls = event_for(name, spec.group if spec else "generic")
     if name == b"xgroup" and len(args) > 1:

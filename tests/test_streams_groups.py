@@ -393,3 +393,44 @@ def test_aof_replay_restores_group_state_with_delivery_times_and_counts(tmp_path
         assert _group_state(client, s) == before
     finally:
         server.stop()
+
+
+# Keyspace notifications --------------------------------------------------------------------------
+def _group_events(port: int) -> list[str]:
+    client = redis.Redis(port=port)
+    client.flushall()
+    client.config_set("notify-keyspace-events", "KEA")
+    listener = client.pubsub()
+    listener.psubscribe("__key*@0__:*")
+    time.sleep(0.2)
+    raw = RawClient(port)
+    try:
+        for args in (
+            ("XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"), ("XGROUP", "CREATE", "s", "h", "$"),
+            ("XADD", "s", "1-1", "a", "1"), ("XGROUP", "CREATECONSUMER", "s", "g", "c"),
+            ("XREADGROUP", "GROUP", "g", "new", "STREAMS", "s", ">"),
+            ("XREADGROUP", "GROUP", "g", "new", "STREAMS", "s", "0"),
+            ("XREADGROUP", "GROUP", "g", "hist", "STREAMS", "s", "0"),
+            ("XCLAIM", "s", "g", "other", "0", "1-1", "JUSTID"),
+            ("XAUTOCLAIM", "s", "g", "third", "0", "0"), ("XACK", "s", "g", "1-1"),
+            ("XSETID", "s", "5-5"), ("XGROUP", "SETID", "s", "g", "0"),
+            ("XREADGROUP", "GROUP", "g", "noack", "NOACK", "STREAMS", "s", ">"),
+            ("XGROUP", "DELCONSUMER", "s", "g", "c"), ("XGROUP", "DESTROY", "s", "g"),
+        ):
+            raw.call(*args)
+        time.sleep(0.3)
+        events = []
+        while (message := listener.get_message(timeout=0.1)) is not None:
+            if message["type"] == "pmessage":
+                events.append(f"{message['channel'].decode()} {message['data'].decode()}")
+        return events
+    finally:
+        raw.close()
+        listener.close()
+        client.config_set("notify-keyspace-events", "")
+
+
+def test_group_commands_notify_as_redis(oracle, shardis_clean):
+    ours = _group_events(shardis_clean.port)
+    assert ours == _group_events(oracle.port)
+    assert "__keyevent@0__:xgroup-createconsumer s" in ours

@@ -948,6 +948,24 @@ def _consumer(db: Keyspace, group: StreamGroup, name: bytes,
     return consumer, True
 
 
+def _new_consumer_noted(db: Keyspace, key: bytes) -> None:
+    """A consumer created by XREADGROUP, XCLAIM or XAUTOCLAIM: Redis notifies
+    ``xgroup-createconsumer`` and counts a change, and propagates nothing for it unless the
+    caller does (an empty ``propagated``: the command itself is never logged)."""
+    db.events.append((b"xgroup-createconsumer", key))
+    if db.propagated is None:
+        db.propagated = []
+    db.changed_quietly(key)
+
+
+def _claimer(db: Keyspace, key: bytes, group: StreamGroup, name: bytes) -> StreamConsumer:
+    """XCLAIM's and XAUTOCLAIM's consumer, created (and noted) when missing."""
+    consumer, created = _consumer(db, group, name)
+    if created:
+        _new_consumer_noted(db, key)
+    return consumer
+
+
 def _unown(group: StreamGroup, entry_id: StreamID, owner: bytes | None) -> None:
     """Take ``entry_id`` out of its owner's PEL (the group's entry stays)."""
     consumer = group.consumers.get(owner) if owner is not None else None
@@ -984,6 +1002,8 @@ class GroupRead:
 
     def consumer(self) -> StreamConsumer:
         consumer, created = _consumer(self.db, self.group, self.cname)
+        if created:
+            _new_consumer_noted(self.db, self.key)
         if created and self.noack:  # Redis's streamPropagateConsumerCreation
             _propagate(self.db, self.key, [b"XGROUP", b"CREATECONSUMER", self.key, self.gname,
                                            self.cname])
@@ -1486,7 +1506,7 @@ def xclaim_command(db: Keyspace, args: list[bytes]) -> object:
         if nack[2] is not None and min_idle and now - nack[0] < min_idle:
             continue
         if consumer is None:
-            consumer = _consumer(db, group, cname)[0]
+            consumer = _claimer(db, key, group, cname)
         _claim(group, consumer, cname, entry_id, nack)
         nack[0] = delivery_time
         if parsed.retry_count >= 0:
@@ -1556,7 +1576,7 @@ def xautoclaim_command(db: Keyspace, args: list[bytes]) -> object:
         if min_idle and now - nack[0] < min_idle:
             continue
         if consumer is None:
-            consumer = _consumer(db, group, cname)[0]
+            consumer = _claimer(db, key, group, cname)
         _claim(group, consumer, cname, entry_id, nack)
         nack[0] = now
         if not justid:

@@ -247,6 +247,7 @@ class Keyspace:
         "touched",
         "propagated",
         "quiet",
+        "events",
         "now_ms",
         "expired_keys",
         "atime",
@@ -288,6 +289,10 @@ class Keyspace:
         self.propagated: list[list[bytes]] | None = None
         #: keys of ``touched`` changed in a way Redis does not signal (``changed_quietly``).
         self.quiet: set[bytes] = set()
+        #: (event, key) a command that emits no event of its own name emitted (XREADGROUP's
+        #: ``xgroup-createconsumer``): notified in place of the command's.  Drained with
+        #: ``touched``.
+        self.events: list[tuple[bytes, bytes]] = []
         #: Unix ms on the monotonic time line (see the module doc); read once per batch.
         self._mono_anchor = self._last_sync = monotonic_ns()
         self._wall_anchor = wall_ms()

@@ -213,6 +213,7 @@ class Shard:
         touched.clear()
         db.propagated = None
         db.quiet.clear()
+        db.events.clear()
 
     def notify(self, touched: list[bytes]) -> None:
         """Keyspace notifications for what the current command (or expiry) changed."""
