@@ -10,6 +10,7 @@ live on two different shardis workers; ``{t}a``/``{t}b`` share one.
 
 from __future__ import annotations
 
+import random
 import re
 
 from tests.differential import check, normalized, parametrize, script, sleep
@@ -513,6 +514,71 @@ SCRIPTS = [
         ["XPENDING", "s", "g", "IDLE", "150", "-", "+", "10"],
     ),
 ]
+
+
+def clock_and_idle_masked(raw: bytes) -> bytes:
+    return pending_idle_masked(clock_masked(raw))
+
+
+def random_group_steps(seed: int, steps: int = 300) -> list:
+    """A seeded random walk over the group commands (and the stream writes that move groups'
+    counters: XADD, XDEL, XTRIM), every reply compared with the clock masked."""
+    rng = random.Random(seed)
+    top = 0
+    consumers = ["c1", "c2", "c3"]
+
+    def some_id() -> str:
+        return f"{rng.randint(0, top + 1)}-{rng.randint(0, 1)}"
+
+    def group() -> str:
+        return rng.choice("gh")
+
+    out = []
+    for _ in range(steps):
+        roll = rng.random()
+        if roll < 0.25:
+            top += 1
+            op = ["XADD", "s", f"{top}-1", "f", str(top)]
+        elif roll < 0.3:
+            op = ["XDEL", "s", some_id(), some_id()]
+        elif roll < 0.33:
+            op = ["XTRIM", "s", "MAXLEN", str(rng.randint(0, 10))]
+        elif roll < 0.36:
+            op = ["XGROUP", "CREATE", "s", group(), rng.choice(["0", "$", some_id()]),
+                  "MKSTREAM"]
+        elif roll < 0.5:
+            op = ["XREADGROUP", "GROUP", group(), rng.choice(consumers), "COUNT",
+                  str(rng.randint(0, 3)), *(["NOACK"] if rng.random() < 0.2 else []),
+                  "STREAMS", "s", rng.choice([">", ">", "0", some_id()])]
+        elif roll < 0.6:
+            op = ["XACK", "s", group(), some_id(), some_id()]
+        elif roll < 0.7:
+            op = ["XCLAIM", "s", group(), rng.choice(consumers), "0", some_id(), some_id(),
+                  *rng.choice([[], ["JUSTID"], ["FORCE"], ["RETRYCOUNT", "3"],
+                               ["LASTID", some_id()], ["TIME", "1000"]])]
+        elif roll < 0.8:
+            op = ["XAUTOCLAIM", "s", group(), rng.choice(consumers), "0", some_id(), "COUNT",
+                  str(rng.randint(1, 4)), *rng.choice([[], ["JUSTID"]])]
+        elif roll < 0.85:
+            op = ["XGROUP", "SETID", "s", group(), rng.choice(["0", "$", some_id()]),
+                  *rng.choice([[], ["ENTRIESREAD", str(rng.randint(-1, 5))]])]
+        elif roll < 0.88:
+            op = ["XGROUP", rng.choice(["DELCONSUMER", "CREATECONSUMER"]), "s", group(),
+                  rng.choice(consumers)]
+        elif roll < 0.9:
+            op = ["XGROUP", "DESTROY", "s", group()]
+        elif roll < 0.95:
+            op = ["XPENDING", "s", group(),
+                  *rng.choice([[], ["-", "+", "10"],
+                               ["IDLE", "0", "-", "+", "5", rng.choice(consumers)]])]
+        else:
+            op = rng.choice([["XINFO", "STREAM", "s", "FULL"], ["XINFO", "GROUPS", "s"],
+                             ["XINFO", "STREAM", "s"]])
+        out.append(normalized(clock_and_idle_masked, *op))
+    return out
+
+
+SCRIPTS += [script(f"random_walk_{seed}", *random_group_steps(seed)) for seed in (1, 2, 3)]
 
 
 @parametrize(SCRIPTS)
