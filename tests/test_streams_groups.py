@@ -434,3 +434,21 @@ def test_group_commands_notify_as_redis(oracle, shardis_clean):
     ours = _group_events(shardis_clean.port)
     assert ours == _group_events(oracle.port)
     assert "__keyevent@0__:xgroup-createconsumer s" in ours
+
+
+def test_waiters_served_when_the_last_id_passes_even_with_the_entries_gone(r, shardis_clean):
+    """Redis serves a blocked reader once the stream's last ID passed its own, with what is
+    there: ``MULTI; XADD; XDEL; EXEC`` answers both kinds of reader with an empty list."""
+    port = shardis_clean.port
+    r.xadd("s", {"a": "1"}, id="1-1")
+    r.xgroup_create("s", "g", id="$")
+    plain = Reader(port, "XREAD", "BLOCK", "0", "STREAMS", "s", "$")
+    _blocked(r, 1)
+    grouped = Reader(port, "XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">")
+    _blocked(r, 2)
+    with r.pipeline(transaction=True) as tx:
+        tx.xadd("s", {"a": "2"}, id="5-1")
+        tx.xdel("s", "5-1")
+        tx.execute()
+    assert plain.result() == grouped.result() == b"*1\r\n*2\r\n$1\r\ns\r\n*0\r\n"
+    assert r.xinfo_groups("s")[0]["last-delivered-id"] == b"1-1"

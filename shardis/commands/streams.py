@@ -784,11 +784,31 @@ def xread_attempt(db: Keyspace, args: list[bytes]) -> object | None:
     ``Waiter`` keeps and every later attempt gets) to :func:`blocked_form`: ``$`` becomes the
     stream's last ID of this moment, so entries added later are "new"."""
     parsed = parse_xread(args)
+    if parsed.block_ms is None:
+        return _served_read(db, args, parsed)
     ids = _xread_ids(db, args, parsed)
     reply = _xread_serve(db, args, parsed, ids, parsed.count)
     if reply is not None:
         return reply
     args[:] = blocked_form(args, parsed, [format_id(i) for i in ids])
+    return None
+
+
+def _served_read(db: Keyspace, args: list[bytes], parsed: XReadArgs) -> list | None:
+    """Serving a parked XREAD (narrowed to the ready key), as ``serveClientsBlockedOnStreamKey``
+    does: as soon as the stream's last ID passed the reader's, even if the entries past it are
+    gone (``MULTI; XADD; XDEL; EXEC`` serves an empty list); a key of another type is skipped."""
+    first, n = parsed.streams, parsed.n
+    for j in range(n):
+        key = args[first + j]
+        stream = db.get(key)
+        if type(stream) is not StreamValue:
+            continue
+        after = parse_id(args[first + n + j], strict=True)[0]
+        if stream.last_id > after:
+            start = _incr(after)
+            assert start is not None
+            return [[key, stream.range(start, MAX_ID, parsed.count, rev=False)]]
     return None
 
 
