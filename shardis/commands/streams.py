@@ -315,6 +315,9 @@ def _stream_memory(value: object) -> int:
     size = sys.getsizeof(value) + sys.getsizeof(value.ids) + sys.getsizeof(value.entries)
     for fields in value.entries.values():
         size += sys.getsizeof(fields) + sum(sys.getsizeof(f) for f in fields) + 64
+    for name, group in value.groups.items():  # a PEL entry: its dict slot, list, ID tuple
+        size += 128 + len(name) + 160 * len(group.pel)
+        size += sum(96 + len(c) + 8 * len(k.pel) for c, k in group.consumers.items())
     return size + 64 * len(value.nodes)
 
 
