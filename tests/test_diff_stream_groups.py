@@ -505,6 +505,19 @@ SCRIPTS = [
         ["EXEC"],
     ),
     script(
+        "block_from_scripts",
+        ["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"],
+        ["EVAL", "return redis.call('XREADGROUP','GROUP','g','c','BLOCK','0','STREAMS',"
+                 "KEYS[1],'>')", "1", "s"],
+        ["EVAL", "return redis.pcall('xread','COUNT','1','BLOCK','0','STREAMS',KEYS[1],'0')",
+         "1", "s"],
+        ["EVAL", "return redis.pcall('XREAD','COUNT','x','BLOCK','0','STREAMS',KEYS[1],'0')",
+         "1", "s"],
+        ["EVAL", "redis.call('XADD',KEYS[1],'1-1','a','1') "
+                 "return redis.call('XREADGROUP','GROUP','g','c','STREAMS',KEYS[1],'>')",
+         "1", "s"],
+    ),
+    script(
         "idle_times",
         ["XADD", "s", "1-1", "a", "1"],
         ["XGROUP", "CREATE", "s", "g", "0"],

@@ -633,7 +633,7 @@ def is_xreadgroup(args: list[bytes]) -> bool:
     return len(args[0]) == 10
 
 
-def parse_xread(args: list[bytes]) -> XReadArgs:
+def parse_xread(args: list[bytes], in_script: bool = False) -> XReadArgs:
     """XREAD's and XREADGROUP's option loop, with Redis's errors in Redis's order (shared by
     router and worker).
 
@@ -652,6 +652,9 @@ def parse_xread(args: list[bytes]) -> XReadArgs:
         more = argc - i - 1
         opt = args[i].lower()
         if opt == b"block" and more:
+            if in_script:
+                raise ReplyError(f"ERR {_text(args[0])} command is not allowed with BLOCK "
+                                 "option from scripts")
             i += 1
             block_ms = parse_int(args[i], "ERR timeout is not an integer or out of range")
             if block_ms < 0:
@@ -750,10 +753,15 @@ def xread_command(db: Keyspace, args: list[bytes]) -> object:
     """The read itself, never waiting (the router implements BLOCK; inside MULTI and scripts
     BLOCK answers like a timeout when there is nothing, as Redis does in MULTI).  RESP2 shape
     always: the router reshapes it for RESP3 clients."""
-    parsed = parse_xread(args)
+    parsed = parse_xread(args, in_script(db))
     ids = _xread_ids(db, args, parsed)
     reply = _xread_serve(db, args, parsed, ids, parsed.count)
     return NULL_ARRAY if reply is None else reply
+
+
+def in_script(db: Keyspace) -> bool:
+    """Whether the command runs from a script (which may not BLOCK, as in Redis)."""
+    return bool(getattr(db.shard, "in_script", False))
 
 
 def xread_narrowed(args: list[bytes], key: bytes) -> list[bytes]:
@@ -1129,7 +1137,7 @@ def _xreadgroup_serve(reads: list[tuple[GroupRead, StreamID | None]], count: int
          acl="write stream slow blocking", group="stream", key_finder=xread_keys)
 def xreadgroup_command(db: Keyspace, args: list[bytes]) -> object:
     """XREADGROUP without waiting (the router implements BLOCK, as for XREAD); RESP2 shape."""
-    parsed = parse_xread(args)
+    parsed = parse_xread(args, in_script(db))
     reply = _xreadgroup_serve(_group_reads(db, args, parsed), parsed.count)
     return NULL_ARRAY if reply is None else reply
 

@@ -74,6 +74,8 @@ class Shard:
         #: a transaction is running here (``__tx_begin`` .. ``__tx_end``): blocked clients are
         #: served after it, not in its middle.
         self.deferring = False
+        #: a script is running here (its commands come through ``run_inside``).
+        self.in_script = False
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
         #: the server's ACL users, for every router (used on worker 0, the hub).
         self.aclhub = AclHub()
@@ -258,10 +260,12 @@ class Shard:
 
     def begin_script(self) -> None:
         """A script starts: its writes are one atomic group in the AOF."""
+        self.in_script = True
         if self.aof is not None:
             self.aof.begin_group()
 
     def end_script(self) -> None:
+        self.in_script = False
         if self.aof is not None:
             self.aof.end_group()
 
