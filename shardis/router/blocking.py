@@ -16,6 +16,11 @@ source keys that now hold another type instead of answering WRONGTYPE (:func:`se
 The notification comes after the whole command, transaction or script that fed the key (the
 worker defers it like any serving), and the retry waits for the gate of a running EXEC.
 
+XREAD and XREADGROUP over several workers take this road too, with an attempt of their own
+(``shardis.router.streams``): the first try is the synchronous read over every stream, a
+retry serves from the first stream with entries; an XREADGROUP retry is not spared the error
+of a stream gone or a group destroyed (its waiter's ``gone``), as Redis answers it.
+
 The timeout runs on the router; on expiry it unregisters the command everywhere and answers
 nil, unless a worker served it first: the worker's answer to ``__unblock`` comes after any
 event it sent, so the two cannot both win.  A client that disconnects is unregistered too.

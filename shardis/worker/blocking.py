@@ -10,7 +10,9 @@ current batch's replies (see ``shardis.protocol``).
 As in Redis 7.0, a waiter is served from the key that became ready, not from the first of its
 keys with data: its command is *narrowed* to that key.  A ready key holding another type than
 the waiter pops is skipped (the waiter keeps waiting); an error met while serving (BLMOVE's
-destination holds another type) is the waiter's reply, and nothing moved.  A waiter waits on its
+destination holds another type) is the waiter's reply, and nothing moved.  A blocked XREADGROUP
+whose key is deleted or replaced by another type gets Redis's UNBLOCKED error (its
+``Blocker.gone``).  A waiter waits on its
 *source* keys only: a push to BLMOVE's destination does not concern it.
 
 A command whose keys live on several workers cannot be served by one of them alone (two
