@@ -489,3 +489,32 @@ def test_groups_cross_dump_and_restore_with_redis(oracle, shardis_clean):
     finally:
         theirs.close()
         ours.close()
+
+
+@pytest.mark.parametrize("keys", [(A, B), ("{q}a", "{q}b")], ids=["several", "one-worker"])
+def test_timeouts_racing_entries_never_lose_a_delivery(r, shardis_clean, keys):
+    """A reader whose BLOCK runs out just as an entry comes: either it gets the entry (and
+    owns it in the PEL) or it times out and the entry stays undelivered, never both or
+    neither."""
+    import random
+
+    port = shardis_clean.port
+    for name in keys:
+        r.xgroup_create(name, "g", id="$", mkstream=True)
+    rng = random.Random(5)
+    received = 0
+    for n in range(1, 31):
+        reader = Reader(port, "XREADGROUP", "GROUP", "g", "r", "BLOCK", "15", "STREAMS",
+                        *keys, ">", ">")
+        time.sleep(rng.uniform(0.005, 0.03))
+        r.xadd(keys[n % 2], {"n": str(n)}, id=f"{n}-1")
+        reply = reader.result()
+        if reply != b"*-1\r\n":
+            received += reply.count(b"\r\n$1\r\nn\r\n")
+        # whatever the reader did not get, another consumer takes now
+        r.xreadgroup("g", "sweeper", {name: ">" for name in keys})
+    owned = sum(r.xpending(name, "g")["pending"] for name in keys)
+    assert owned == 30
+    mine = sum(len(r.xpending_range(name, "g", "-", "+", 100, consumername="r"))
+               for name in keys)
+    assert mine == received
