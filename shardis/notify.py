@@ -54,7 +54,7 @@ def format_flags(flags: int) -> bytes:
 
 _GROUP_CLASSES = {"string": STRING, "list": LIST, "set": SET, "hash": HASH,
                   "sorted-set": ZSET, "bitmap": STRING, "hyperloglog": STRING,
-                  "geo": ZSET, "generic": GENERIC}
+                  "geo": ZSET, "stream": STREAM, "generic": GENERIC}
 #: Commands whose event is not their own name (Redis's notifyKeyspaceEvent calls).
 _EVENT_NAMES = {
     b"incr": b"incrby", b"decr": b"incrby", b"decrby": b"incrby", b"setnx": b"set",
@@ -69,9 +69,11 @@ _EVENT_NAMES = {
     b"geoadd": b"zadd", b"georadius": b"georadiusstore", b"georadiusbymember": b"georadiusstore",
     b"__georadiusstore": b"georadiusstore", b"__geosearchstore": b"geosearchstore",
 }
-#: Commands that change a key without an event (Redis signals the key, notifies nothing):
-#: PFCOUNT writing its cached cardinality, PFDEBUG turning an HLL dense.
-_SILENT = frozenset((b"pfcount", b"pfdebug"))
+#: Commands that emit no event named after them, only those their op reports in
+#: ``Keyspace.events``: none for PFCOUNT writing its cached cardinality or PFDEBUG turning an
+#: HLL dense (Redis signals the key, notifies nothing); ``xgroup-createconsumer`` for
+#: XREADGROUP, XCLAIM, XAUTOCLAIM.
+_SILENT = frozenset((b"pfcount", b"pfdebug", b"xreadgroup", b"xack", b"xclaim", b"xautoclaim"))
 #: Events of another class than their command's group (SORT is generic; sortstore is a list
 #: event).
 _EVENT_CLASSES = {b"sortstore": LIST}
@@ -112,9 +114,11 @@ def command_events(args: list[bytes], touched: list[bytes], expired: set[bytes],
     name = args[0].lower()
     spec = COMMANDS.get(name)
     event, cls = event_for(name, spec.group if spec else "generic")
-    events: list[tuple[bytes, int, bytes]] = []
     if name in _SILENT:
-        return events
+        return [(op_event, cls, key) for op_event, key in db.events]  # type: ignore[attr-defined]
+    if name == b"xgroup" and len(args) > 1:
+        event = b"xgroup-" + args[1].lower()  # xgroup-create, xgroup-setid...
+    events: list[tuple[bytes, int, bytes]] = []
     for key in dict.fromkeys(k for k in touched if k not in expired and type(k) is not object):
         if name in (b"rename", b"renamenx"):
             events.append((b"rename_from" if key == args[1] else b"rename_to", GENERIC, key))

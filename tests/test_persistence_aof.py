@@ -270,9 +270,6 @@ def test_appendonly_is_off_by_default(tmp_path):
     assert not any("appendonlydir" in dirs for _, dirs, _ in os.walk(tmp_path))
 
 
-@pytest.mark.xfail(reason="XREADGROUP/XCLAIM are logged as received: pending entries' delivery "
-                          "times are the replay's, not the original's (Redis logs XCLAIM TIME)",
-                   strict=True)
 def test_stream_consumer_group_delivery_times_survive(aof_server, tmp_path):
     server = aof_server("--appendfsync", "always", "--dir", str(tmp_path))
     client = redis.Redis(port=server.port)

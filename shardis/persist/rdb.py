@@ -41,13 +41,13 @@ import lzf
 from shardis.commands.hashes import HASH_MAX_LISTPACK_ENTRIES, HASH_MAX_LISTPACK_VALUE, HashValue
 from shardis.commands.sets import SetValue, built_set
 from shardis.commands.streams import (
-    MAX_ID,
     MIN_ID,
     StreamConsumer,
     StreamGroup,
     StreamID,
     StreamValue,
     _Node,
+    estimate_entries_read,
 )
 from shardis.commands.zsets import ZSET_MAX_LISTPACK_ENTRIES, ZSetValue
 from shardis.persist import packs
@@ -659,8 +659,6 @@ def _list_listpack_value(blob: bytes) -> deque:
 
 # Streams ------------------------------------------------------------------------------------
 _U64 = 1 << 64
-#: Redis's SCG_INVALID_ENTRIES_READ: a group's entries_read that is not known.
-_INVALID_ENTRIES_READ = -1
 
 
 def _raw_id(r: RdbReader) -> StreamID:
@@ -737,7 +735,7 @@ def _read_group(r: RdbReader, kind: int, stream: StreamValue) -> StreamGroup:
         if entries_read >= 1 << 63:
             entries_read -= _U64  # a C long long saved as unsigned: -1 is "unknown"
     else:
-        entries_read = _estimate_entries_read(stream, last_id)
+        entries_read = estimate_entries_read(stream, last_id)  # not in the file before 7.0
     group = StreamGroup(last_id, entries_read)
     for _ in range(r.count()):
         entry_id = _raw_id(r)
@@ -764,26 +762,6 @@ def _read_group(r: RdbReader, kind: int, stream: StreamValue) -> StreamGroup:
     if any(nack[2] is None for nack in group.pel.values()):
         raise _corrupt(r, "stream group PEL entry without a consumer")
     return group
-
-
-def _estimate_entries_read(s: StreamValue, entry_id: StreamID) -> int:
-    """Redis's ``streamEstimateDistanceFromFirstEverEntry``: a group's entries_read when the
-    file (STREAM_LISTPACKS, before 7.0) does not hold it."""
-    if not s.added:
-        return 0
-    if not s.ids and entry_id <= s.last_id:
-        return s.added
-    if entry_id == s.last_id:
-        return s.added
-    if entry_id > s.last_id:
-        return _INVALID_ENTRIES_READ
-    first = s.ids[0] if s.ids else MAX_ID
-    if s.max_deleted == MIN_ID or s.max_deleted < first:
-        if entry_id < first:
-            return s.added - len(s.ids)
-        if entry_id == first:
-            return s.added - len(s.ids) + 1
-    return _INVALID_ENTRIES_READ
 
 
 _VALUE_READERS = {

@@ -16,6 +16,11 @@ source keys that now hold another type instead of answering WRONGTYPE (:func:`se
 The notification comes after the whole command, transaction or script that fed the key (the
 worker defers it like any serving), and the retry waits for the gate of a running EXEC.
 
+XREAD and XREADGROUP over several workers take this road too, with an attempt of their own
+(``shardis.router.streams``): the first try is the synchronous read over every stream, a
+retry serves from the first stream with entries; an XREADGROUP retry is not spared the error
+of a stream gone or a group destroyed (its waiter's ``gone``), as Redis answers it.
+
 The timeout runs on the router; on expiry it unregisters the command everywhere and answers
 nil, unless a worker served it first: the worker's answer to ``__unblock`` comes after any
 event it sent, so the two cannot both win.  A client that disconnects is unregistered too.
@@ -153,6 +158,10 @@ def with_sources(args: list[bytes], sources: list[bytes]) -> list[bytes]:
     name = args[0].lower()
     if name in (b"blmove", b"brpoplpush"):
         return args
+    if name == b"xread":
+        from shardis.commands.streams import xread_subset
+
+        return xread_subset(args, sources)
     if name in (b"blmpop", b"bzmpop"):
         return [args[0], args[1], b"%d" % len(sources), *sources, *args[3 + int(args[2]):]]
     return [args[0], *sources, args[-1]]
@@ -259,7 +268,8 @@ class BlockingCoordinator:
         """The command once, without waiting, over its workers (gated): the encoded reply, or
         None when it would have to wait.  A ``retry`` serves a waiter: keys of another type
         are left out (see :func:`served_form`)."""
-        if retry:
+        if retry and BLOCKERS[request.args[0].lower()].gone is None:
+            # (a waiter that gets an error when its key goes, XREADGROUP, is not spared it)
             served = await served_form(self.router, request)
             if served is None:
                 return None

@@ -24,6 +24,12 @@ dataset:
   key count, BZPOPMIN/BZPOPMAX/BZMPOP -> ZREM key member...;
 * SPOP -> SREM key of the members it removed;
 * XADD with an auto-generated id (``*`` or ``ms-*``) -> XADD with the id it got;
+* XREADGROUP, XCLAIM and XAUTOCLAIM (served at once or to a waiting client) -> what Redis
+  propagates for them, which the op reports in ``Keyspace.propagated``: one
+  ``XCLAIM key group consumer 0 id TIME ms RETRYCOUNT n FORCE JUSTID LASTID id`` per pending
+  entry made, moved or dropped, ``XGROUP SETID ... ENTRIESREAD n`` for a NOACK read and
+  ``XGROUP CREATECONSUMER`` for the consumer a NOACK read created (nothing for a re-read of a
+  consumer's history, as in Redis);
 * each router batch that changed something is preceded by an annotation
   ``#SHD:<router id>:<seq>:<bytes>`` (skipped by Redis and ``redis-check-aof``): a restarted
   worker knows the last batch it holds of each router, and the router resends the rest;
@@ -36,8 +42,6 @@ dataset:
 
 Not covered yet, or not exactly as Redis:
 
-* XREADGROUP/XCLAIM/XAUTOCLAIM are logged as received: the pending entries' delivery times and
-  counts are those of the replay, not of the original run (Redis logs XCLAIM ... TIME);
 * MULTI/EXEC groups are per worker: a transaction over keys of several workers is atomic in
   each worker's file, not across them;
 * ``aof-load-truncated`` is always on (a torn tail of the last file is cut with a warning);
@@ -171,7 +175,7 @@ def _xadd(args: Sequence[bytes], new_id: bytes) -> list[bytes]:
 #: (upper or lower case); another spelling takes the general path, which gives the same.
 _TRANSLATED = frozenset(name for upper in (
     b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"SET", b"SETEX", b"PSETEX", b"GETEX",
-    b"GETDEL", b"RESTORE", b"SPOP", b"XADD", *BLOCKING) for name in (upper, upper.lower()))
+    b"GETDEL", b"RESTORE", b"SPOP", b"XADD", b"XCLAIM", b"XAUTOCLAIM", *BLOCKING) for name in (upper, upper.lower()))
 
 
 def _logged_as_received(args: Sequence[bytes]) -> bool:
@@ -310,8 +314,10 @@ class AofLog:
                                      for origin, seq in self.applied.items())
 
     def record(self, args: Sequence[bytes] | None, reply: object, touched: list[bytes],
-               expired: list[bytes], now_ms: int) -> None:
-        """Log what the current command (or expiry, ``args`` None) changed."""
+               expired: list[bytes], now_ms: int,
+               propagated: list[list[bytes]] | None = None) -> None:
+        """Log what the current command (or expiry, ``args`` None) changed; ``propagated``,
+        when the op reported it (``Keyspace.propagated``), is logged in its place."""
         writer = self.writer
         if writer is None:
             return
@@ -325,7 +331,9 @@ class AofLog:
         commands = [[b"DEL", key] for key in expired]
         if args is not None and len(touched) > len(expired):
             name = args[0]
-            if not (name[:2] == b"__" and bytes(name).lower() in NOT_DATA):
+            if propagated is not None:
+                commands += propagated
+            elif not (name[:2] == b"__" and bytes(name).lower() in NOT_DATA):
                 commands += effect_commands(args, reply, now_ms)
         if not commands:
             return

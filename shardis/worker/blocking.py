@@ -10,7 +10,9 @@ current batch's replies (see ``shardis.protocol``).
 As in Redis 7.0, a waiter is served from the key that became ready, not from the first of its
 keys with data: its command is *narrowed* to that key.  A ready key holding another type than
 the waiter pops is skipped (the waiter keeps waiting); an error met while serving (BLMOVE's
-destination holds another type) is the waiter's reply, and nothing moved.  A waiter waits on its
+destination holds another type) is the waiter's reply, and nothing moved.  A blocked XREADGROUP
+whose key is deleted or replaced by another type gets Redis's UNBLOCKED error (its
+``Blocker.gone``).  A waiter waits on its
 *source* keys only: a push to BLMOVE's destination does not concern it.
 
 A command whose keys live on several workers cannot be served by one of them alone (two
@@ -68,6 +70,9 @@ class Blocker:
     sources: Callable[[list[bytes]], list[bytes]] | None
     #: it consumes nothing (XREAD): one that cannot be served does not hold up the next.
     independent: bool
+    #: the error a waiter gets when its key is deleted or replaced by another type (XREADGROUP:
+    #: Redis's ``unblockDeletedStreamReadgroupClients``); None: it keeps waiting.
+    gone: str | None = None
 
 
 #: command name (lower-case bytes) -> its Blocker.
@@ -76,13 +81,14 @@ BLOCKERS: dict[bytes, Blocker] = {}
 
 def blocking_attempt(name: str, type_name: bytes, narrow: Narrow = one_key_before_timeout,
                      sources: Callable[[list[bytes]], list[bytes]] | None = None,
-                     independent: bool = False) -> Callable:
+                     independent: bool = False, gone: str | None = None) -> Callable:
     """Register how a blocking command tries to complete without waiting, and how the worker
     serves it from one ready key."""
 
     def register(attempt: Callable) -> Callable:
         ATTEMPTS[name.encode()] = attempt
-        BLOCKERS[name.encode()] = Blocker(attempt, type_name, narrow, sources, independent)
+        BLOCKERS[name.encode()] = Blocker(attempt, type_name, narrow, sources, independent,
+                                          gone)
         return attempt
 
     return register
@@ -166,10 +172,13 @@ class BlockingRegistry:
                 self.events.append((waiter.ticket, None))
                 continue
             value = db.get(key)
-            if value is None:
-                return  # nothing (left) to serve from
             blocker = waiter.blocker
-            if TYPES[type(value)].name != blocker.type_name:
+            if value is None or TYPES[type(value)].name != blocker.type_name:
+                if blocker.gone is not None:  # XREADGROUP: its stream is gone
+                    self.remove(waiter.ticket)
+                    self.events.append((waiter.ticket, encode(ReplyError(blocker.gone),
+                                                              waiter.proto)))
+                    continue
                 position += 1  # Redis keeps it waiting; a waiter of this type may follow
                 continue
             self.attempting = attempt = blocker.narrow(waiter.args, key)

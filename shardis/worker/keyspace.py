@@ -245,6 +245,9 @@ class Keyspace:
         "data",
         "expires",
         "touched",
+        "propagated",
+        "quiet",
+        "events",
         "now_ms",
         "expired_keys",
         "atime",
@@ -280,6 +283,16 @@ class Keyspace:
         self.expires: dict[bytes, int] = {}
         #: keys changed by the command being executed; drained by the shard after each command.
         self.touched: list[bytes] = []
+        #: commands the AOF logs in place of the current command, when only the op knows
+        #: what it did (XREADGROUP's deliveries as XCLAIM ... TIME); None: log the command
+        #: as usual.  Drained with ``touched``.
+        self.propagated: list[list[bytes]] | None = None
+        #: keys of ``touched`` changed in a way Redis does not signal (``changed_quietly``).
+        self.quiet: set[bytes] = set()
+        #: (event, key) a command that emits no event of its own name emitted (XREADGROUP's
+        #: ``xgroup-createconsumer``): notified in place of the command's.  Drained with
+        #: ``touched``.
+        self.events: list[tuple[bytes, bytes]] = []
         #: Unix ms on the monotonic time line (see the module doc); read once per batch.
         self._mono_anchor = self._last_sync = monotonic_ns()
         self._wall_anchor = wall_ms()
@@ -425,9 +438,19 @@ class Keyspace:
         edited in place): not a change, so nothing is reported."""
         self.data[key] = value
 
+    def changed_quietly(self, key: bytes) -> None:
+        """Report a change Redis makes without ``signalModifiedKey`` (a stream's consumer
+        groups): logged and counted like any change, but WATCH does not see it.  A key also
+        reported by ``changed``/``set`` in the same command is not quiet."""
+        if key not in self.touched:
+            self.quiet.add(key)
+        self.touched.append(key)
+
     def changed(self, key: bytes) -> None:
         """Report an in-place change of the value at ``key`` (a bytearray grown, a list pushed)."""
         self.touched.append(key)
+        if self.quiet:
+            self.quiet.discard(key)
 
     def changed_server_state(self) -> None:
         """Report a change outside the keys (the function libraries): a write like any other

@@ -75,6 +75,8 @@ class Shard:
         #: a transaction is running here (``__tx_begin`` .. ``__tx_end``): blocked clients are
         #: served after it, not in its middle.
         self.deferring = False
+        #: a script is running here (its commands come through ``run_inside``).
+        self.in_script = False
         self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
         #: client-side caching: who read which keys (``shardis.worker.tracking``).
         self.tracking = Tracking(index)
@@ -198,22 +200,27 @@ class Shard:
         touched = db.touched
         self.stats.dirty += len(touched)
         if self.aof is not None:
-            self.aof.record(self.current, reply, touched, db.expired_log, db.now_ms)
+            self.aof.record(self.current, reply, touched, db.expired_log, db.now_ms,
+                            db.propagated)
             if not db.notify_flags:
                 db.expired_log.clear()
         if self.blocking.by_key:
             self.blocking.note_touched(touched)
         if db.watched:
             watched = db.watched
+            quiet = db.quiet
             for key in touched:
                 entry = watched.get(key)
-                if entry is not None:
+                if entry is not None and not (quiet and key in quiet):
                     entry[1] += 1  # WATCH: this key changed since the watchers looked
         if db.notify_flags:
             self.notify(touched)
         if self.tracking.peers:
             self.tracking.after_command(self.current, touched, self.pubsub.pushes)
         touched.clear()
+        db.propagated = None
+        db.quiet.clear()
+        db.events.clear()
 
     def notify(self, touched: list[bytes]) -> None:
         """Keyspace notifications for what the current command (or expiry) changed."""
@@ -258,10 +265,12 @@ class Shard:
 
     def begin_script(self) -> None:
         """A script starts: its writes are one atomic group in the AOF."""
+        self.in_script = True
         if self.aof is not None:
             self.aof.begin_group()
 
     def end_script(self) -> None:
+        self.in_script = False
         if self.aof is not None:
             self.aof.end_group()
 
