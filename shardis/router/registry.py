@@ -98,6 +98,7 @@ def load_handlers() -> None:
         server,
         sets,
         sort,
+        standalone,
         streams,
         strings,
         tracking,
