@@ -63,6 +63,7 @@ _EVENT_NAMES = {
     b"pexpireat": b"expire", b"getex": b"expire", b"zincrby": b"zincr", b"hmset": b"hset",
     b"hsetnx": b"hset", b"zremrangebyscore": b"zrembyscore", b"zremrangebyrank": b"zrembyrank",
     b"zremrangebylex": b"zrembylex", b"copy": b"copy_to", b"restore": b"restore",
+    b"restore-asking": b"restore",
     b"bitop": b"set", b"__restore": b"set", b"__sstore": b"sinterstore",
     b"pfmerge": b"pfadd", b"__pfstore": b"pfadd",
     b"sort": b"sortstore", b"__sortstore": b"sortstore",

@@ -1,5 +1,6 @@
-"""Differential corpus: ROLE, WAIT and LOLWUT — what a standalone Redis without replicas
-answers — byte for byte against real Redis 7.0, in RESP2 and RESP3."""
+"""Differential corpus: ROLE, WAIT, LOLWUT, and the cluster, module and replication commands —
+what a standalone Redis without replicas or modules answers — byte for byte against real
+Redis 7.0, in RESP2 and RESP3."""
 
 from __future__ import annotations
 
@@ -24,6 +25,39 @@ SCRIPTS = [
         ["MULTI"],
         ["ROLE"],
         ["EXEC"],
+    ),
+    script(
+        "cluster_disabled_no_modules_no_replicas",
+        ["CLUSTER", "INFO"],
+        ["CLUSTER", "NODES"],
+        ["CLUSTER", "HELP"],
+        ["CLUSTER", "KEYSLOT", "k"],
+        ["CLUSTER", "bogus"],
+        ["CLUSTER"],
+        ["CLUSTER", "KEYSLOT"],
+        ["ASKING"],
+        ["READONLY"],
+        ["READWRITE"],
+        ["MODULE", "LIST"],
+        ["MODULE", "HELP"],
+        ["MODULE", "LOAD", "/nonexistent.so"],
+        ["MODULE", "LOADEX", "/nonexistent.so"],
+        ["MODULE", "UNLOAD", "x"],
+        ["MODULE", "bogus"],
+        ["REPLICAOF", "NO", "ONE"],
+        ["SLAVEOF", "no", "one"],
+        ["REPLICAOF", "NO"],
+        ["FAILOVER"],
+        ["FAILOVER", "ABORT"],
+        ["FAILOVER", "TIMEOUT", "100"],
+        ["FAILOVER", "TIMEOUT", "0"],
+        ["FAILOVER", "TIMEOUT", "x"],
+        ["FAILOVER", "TO", "127.0.0.1", "x"],
+        ["FAILOVER", "TO", "127.0.0.1", "6380", "FORCE", "TIMEOUT", "10"],
+        ["FAILOVER", "FORCE", "FORCE"],
+        ["FAILOVER", "bogus"],
+        ["SET", "k", "v"],
+        ["DUMP", "k"],
     ),
 ]
 

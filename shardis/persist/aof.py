@@ -592,8 +592,8 @@ def aof_commands(args: Sequence[bytes], now_ms: int) -> list[list[bytes]]:
         return _getex(args, now_ms)
     if name == b"GETDEL":
         return [[b"DEL", args[1]]]
-    if name == b"RESTORE":
-        return [_restore(args, now_ms)]
+    if name in (b"RESTORE", b"RESTORE-ASKING"):
+        return [_restore([b"RESTORE", *args[1:]], now_ms)]
     return [list(args)]
 
 

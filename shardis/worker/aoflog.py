@@ -188,7 +188,7 @@ def _xadd(args: Sequence[bytes], new_id: bytes) -> list[bytes]:
 #: (upper or lower case); another spelling takes the general path, which gives the same.
 _TRANSLATED = frozenset(name for upper in (
     b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"SET", b"SETEX", b"PSETEX", b"GETEX",
-    b"GETDEL", b"RESTORE", b"SPOP", b"XADD", b"XCLAIM", b"XAUTOCLAIM", *BLOCKING) for name in (upper, upper.lower()))
+    b"GETDEL", b"RESTORE", b"RESTORE-ASKING", b"SPOP", b"XADD", b"XCLAIM", b"XAUTOCLAIM", *BLOCKING) for name in (upper, upper.lower()))
 
 
 def _logged_as_received(args: Sequence[bytes]) -> bool:
