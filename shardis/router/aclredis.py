@@ -27,7 +27,6 @@ REDIS_ONLY: dict[str, str] = {
     "memory|malloc-stats": "slow",
     "memory|purge": "slow",
     "memory|stats": "slow",
-    "migrate": "keyspace write slow dangerous",
     "monitor": "admin slow dangerous",
     "slowlog": "slow",
     "slowlog|get": "admin slow dangerous",
