@@ -1,18 +1,29 @@
-"""The configuration directives shardis knows: one table, read by the command line, by
-CONFIG GET and by CONFIG SET.
+"""The configuration directives shardis knows: one table, and ONE parser for the config file,
+the command line and CONFIG SET.
 
-Every directive is named as in ``redis.conf`` and is also a flag of ``shardis up`` and
-``shardis router`` (``--requirepass s3cret``, ``--maxclients 100``), as redis-server takes
-them.  Values are kept parsed in the router's ``config`` dict under the directive's name; CONFIG
-GET prints them back as Redis does (``yes``/``no``, plain integers).
+Every directive is named as in ``redis.conf``.  ``shardis up [FILE] [--directive value ...]``
+reads them as redis-server does: the file's lines, then the flags turned into lines of their
+own (``--save 900 1`` -> ``save "900" "1"``) appended after it, so a flag overrides the file;
+each line is split with ``sdssplitargs``'s rules (quotes, ``\\xHH`` escapes, ``#`` comments),
+``include`` pulls in other files, and a bad line stops the process with Redis's "FATAL CONFIG
+FILE ERROR" block naming the line (:class:`ConfigFileError`).  CONFIG SET parses values with
+the same :meth:`Directive.parse`, so its reasons are the same texts
+(``argument couldn't be parsed into an integer``, ``argument must be between 0 and 2147483647
+inclusive``); CONFIG REWRITE writes the file back keeping its comments and order as Redis's
+``rewriteConfig`` (:func:`rewrite_file`).
 
-Errors follow Redis 7.0's CONFIG SET texts (``argument couldn't be parsed into an integer``,
-``argument must be between 0 and 2147483647 inclusive``, ``can't set immutable config``).
+Values are kept parsed in the router's ``config`` dict under the directive's name; CONFIG GET
+prints them back as Redis does (``yes``/``no``, plain integers).  Modules that own a directive
+may add it with :func:`register` instead of editing the table here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -67,6 +78,12 @@ class Directive:
     #: for ``custom`` directives: (text -> value, value -> text).
     codec: tuple[Callable[[str], Any], Callable[[Any], str]] | None = None
     help: str = ""
+    #: Redis's MULTI_ARG_CONFIG: a file line may give several arguments (``save 900 1 300
+    #: 10``), joined by spaces into the one text :meth:`parse` reads.
+    multi: bool = False
+    #: CONFIG REWRITE's lines for a value: ``fn(directive, value) -> [(line, force), ...]``
+    #: (default: :meth:`rewrite_lines`'s rules per kind).
+    rewrite: Callable[[Directive, Any], list[tuple[str, bool]]] | None = None
 
     def parse(self, text: str) -> Any:
         if self.kind == "bool":
@@ -102,6 +119,30 @@ class Directive:
         if self.kind == "custom" and self.codec is not None:
             return self.codec[1](value)
         return str(value)
+
+    def parse_words(self, words: list[str]) -> Any:
+        """A config-file line's arguments (after the name), checked as
+        ``loadServerConfigFromString``: one argument, or any number for a multi-argument
+        directive (one argument with spaces is split again: ``--save "900 1"``)."""
+        if not self.multi:
+            if len(words) != 1:
+                raise ConfigError("wrong number of arguments")
+            return self.parse(words[0])
+        if len(words) == 1 and words[0]:
+            words = split_args(words[0])
+        return self.parse(" ".join(words))
+
+    def rewrite_lines(self, value: Any) -> list[tuple[str, bool]]:
+        """CONFIG REWRITE's line(s) for ``value``, each with whether it must be written even
+        where the file did not mention the directive (Redis: when it is not the default)."""
+        if self.rewrite is not None:
+            return self.rewrite(self, value)
+        force = value != self.default
+        if self.kind == "memory":
+            return [(f"{self.name} {format_memory(value)}", force)]
+        if self.kind in ("bool", "int", "enum"):
+            return [(f"{self.name} {self.format(value)}", force)]
+        return [(f"{self.name} {quote(self.format(value))}", force)]
 
 
 # client-output-buffer-limit: "<class> <hard> <soft> <soft seconds>" triples ---------------------
@@ -173,22 +214,171 @@ DEFAULT_OUTPUT_LIMITS = {
     "pubsub": (33554432, 8388608, 60),
 }
 
+
+# Quoting and splitting as Redis (sdscatrepr, sdssplitargs) ---------------------------------
+def split_args(line: str) -> list[str]:
+    """``sdssplitargs`` (``shardis.resp.split_inline``): raises ConfigError on unbalanced
+    quotes, with the text Redis's config loader prints."""
+    from shardis.resp import ProtocolError, split_inline
+
+    try:
+        words = split_inline(line.encode("utf-8", "surrogateescape"))
+    except ProtocolError:
+        raise ConfigError("Unbalanced quotes in configuration line") from None
+    return [word.decode("utf-8", "surrogateescape") for word in words]
+
+
+_REPR_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\a": "\\a",
+                 "\b": "\\b"}
+
+
+def quote(text: str) -> str:
+    """``sdscatrepr``: always double-quoted, non-printable bytes as ``\\xHH``; what Redis
+    writes for string values (and for flags turned into config lines)."""
+    out = ['"']
+    for byte in text.encode("utf-8", "surrogateescape"):
+        char = chr(byte)
+        if char in _REPR_ESCAPES:
+            out.append(_REPR_ESCAPES[char])
+        elif 0x20 <= byte < 0x7F:
+            out.append(char)
+        else:
+            out.append(f"\\x{byte:02x}")
+    return "".join(out) + '"'
+
+
+def format_memory(value: int) -> str:
+    """``rewriteConfigFormatMemory``: the largest of gb, mb, kb that divides the value."""
+    for unit, size in (("gb", 1024**3), ("mb", 1024**2), ("kb", 1024)):
+        if value and value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
+
+
+# The special directives' CONFIG REWRITE lines, as Redis's rewriteConfig*Option --------------
+def _rewrite_save(directive: Directive, rules: list[tuple[int, int]]) -> list[tuple[str, bool]]:
+    if not rules:
+        return [('save ""', True)]
+    return [(f"save {seconds} {changes}", True) for seconds, changes in rules]
+
+
+def _rewrite_output_limits(directive: Directive,
+                           limits: dict[str, tuple[int, int, int]]) -> list[tuple[str, bool]]:
+    lines = []
+    for name in OUTPUT_CLASSES:
+        hard, soft, seconds = limits[name]
+        shown = "replica" if name == "slave" else name
+        lines.append((f"{directive.name} {shown} {format_memory(hard)} {format_memory(soft)} "
+                      f"{seconds}", limits[name] != DEFAULT_OUTPUT_LIMITS[name]))
+    return lines
+
+
+def _rewrite_always(directive: Directive, value: Any) -> list[tuple[str, bool]]:
+    """``dir``: always written (Redis writes its working directory)."""
+    return [(f"{directive.name} {quote(directive.format(value))}", True)]
+
+
+def _rewrite_unless_empty(directive: Directive, value: Any) -> list[tuple[str, bool]]:
+    """String configs whose empty value is NULL (``pidfile``): not written at all then."""
+    if not value:
+        return []
+    return [(f"{directive.name} {quote(value)}", True)]
+
+
+def _rewrite_bind(directive: Directive, value: str) -> list[tuple[str, bool]]:
+    """``rewriteConfigBindOption``: nothing for the default, the addresses unquoted else."""
+    if value == directive.default:
+        return []
+    return [(f"bind {value or chr(34) * 2}", True)]
+
+
+# notify-keyspace-events: Redis's class characters ------------------------------------------
+def parse_notify(text: str) -> int:
+    from shardis.notify import parse_flags
+
+    flags = parse_flags(text.encode("latin-1", "replace"))
+    if flags is None:
+        raise ConfigError("Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+    return flags
+
+
+def format_notify(flags: int) -> str:
+    from shardis.notify import format_flags
+
+    return format_flags(flags).decode("latin-1")
+
+
+def _rewrite_notify(directive: Directive, flags: int) -> list[tuple[str, bool]]:
+    return [(f"{directive.name} {quote(format_notify(flags))}", flags != 0)]
+
+
+def parse_cluster_enabled(text: str) -> bool:
+    """shardis is one server, never a Redis Cluster node: ``no`` only."""
+    lowered = text.lower()
+    if lowered not in ("yes", "no"):
+        raise ConfigError("argument must be 'yes' or 'no'")
+    if lowered == "yes":
+        raise ConfigError("shardis does not run in Redis Cluster mode")
+    return False
+
+
+LOGLEVELS = ("debug", "verbose", "notice", "warning")
+
+
+def _fixed(name: str, value: int, alias: str | None = None) -> Directive:
+    """A parameter shardis honours at one value only (the encoding thresholds its families
+    use, Redis's defaults): CONFIG GET shows it, a file may repeat it, nothing changes it."""
+    def parse(text: str) -> int:
+        number = parse_integer(text)
+        if number != value:
+            raise ConfigError(f"shardis keeps {name} at {value}")
+        return number
+    return Directive(name, value, "custom", mutable=False, alias=alias, codec=(parse, str),
+                     help=argparse.SUPPRESS,
+                     rewrite=lambda d, v: [(f"{d.name} {v}", False)])
+
+
 _D = Directive
 DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
-    _D("bind", "127.0.0.1", mutable=False, help="address(es) to listen on"),
+    _D("bind", "127.0.0.1", mutable=False, multi=True, rewrite=_rewrite_bind,
+       help="address(es) to listen on"),
     _D("port", 6379, "int", 0, 65535, mutable=False, help="TCP port (0: no plain TCP)"),
-    _D("dir", ".", mutable=False, protected=True, help="data directory"),
+    _D("dir", ".", mutable=False, protected=True, rewrite=_rewrite_always,
+       help="data directory (each worker's files in DIR/worker-INDEX/)"),
+    _D("workers", os.cpu_count() or 1, "int", 1, 1024, mutable=False,
+       help="number of worker processes (its default is the number of cores)"),
+    _D("pidfile", "", mutable=False, rewrite=_rewrite_unless_empty,
+       help="file to write the server's pid to (removed at exit)"),
+    _D("loglevel", "notice", "enum", choices=LOGLEVELS,
+       help="what the logs say: debug, verbose, notice or warning"),
+    _D("logfile", "", mutable=False,
+       help="file the logs go to, appended, reopened on SIGHUP (empty: standard error)"),
+    _D("log-format", "text", "enum", choices=("text", "json"), mutable=False,
+       help="log lines as logfmt text (key=value) or as JSON objects"),
+    _D("metrics-port", 0, "int", 0, 65535, mutable=False,
+       help="port of the Prometheus /metrics endpoint (0: none)"),
+    _D("cluster-enabled", False, "custom", mutable=False, codec=(
+        parse_cluster_enabled, lambda value: "yes" if value else "no"),
+       help=argparse.SUPPRESS),
+    _fixed("hash-max-listpack-entries", 512, "hash-max-ziplist-entries"),
+    _fixed("hash-max-listpack-value", 64, "hash-max-ziplist-value"),
+    _fixed("zset-max-listpack-entries", 128, "zset-max-ziplist-entries"),
+    _fixed("zset-max-listpack-value", 64, "zset-max-ziplist-value"),
+    _fixed("set-max-intset-entries", 512),
+    _fixed("list-max-listpack-size", -2, "list-max-ziplist-size"),
     _D("maxclients", 10000, "int", 1, INT_MAX, help="most clients connected at once"),
     _D("timeout", 0, "int", 0, INT_MAX, help="close clients idle this many seconds (0: never)"),
     _D("proto-max-bulk-len", 512 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
        help="largest bulk string a client may send"),
     _D("client-query-buffer-limit", 1024 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
        help="most unparsed input a client may have"),
-    _D("client-output-buffer-limit", DEFAULT_OUTPUT_LIMITS, "custom",
-       codec=(parse_output_limits, format_output_limits),
+    _D("client-output-buffer-limit", DEFAULT_OUTPUT_LIMITS, "custom", multi=True,
+       codec=(parse_output_limits, format_output_limits), rewrite=_rewrite_output_limits,
        help="'<class> <hard> <soft> <seconds>' for normal and pubsub clients"),
     _D("busy-reply-threshold", 5000, "int", 0, LLONG_MAX, alias="lua-time-limit",
        help="ms a script may run before other commands get BUSY"),
+    _D("notify-keyspace-events", 0, "custom", codec=(parse_notify, format_notify),
+       rewrite=_rewrite_notify, help="keyspace notifications: Redis's class characters"),
     _D("requirepass", "", help="password of the default user"),
     _D("aclfile", "", mutable=False, help="file of ACL users"),
     _D("protected-mode", True, "bool",
@@ -213,7 +403,8 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
        help="no automatic AOF rewrite below this size"),
     _D("dbfilename", "dump.rdb", protected=True, codec=(parse_dbfilename, str),
        kind="custom", help="name of each worker's RDB snapshot, in DIR/worker-INDEX/"),
-    _D("save", DEFAULT_SAVE, "custom", codec=(parse_save, format_save),
+    _D("save", DEFAULT_SAVE, "custom", codec=(parse_save, format_save), multi=True,
+       rewrite=_rewrite_save,
        help="snapshot rules: '<seconds> <changes> ...' (BGSAVE after that many seconds if at "
             "least that many changes); '' disables them"),
     _D("worker-restart-timeout", 30, "int", 0, INT_MAX,
@@ -231,50 +422,46 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("tls-ciphers", "", help="OpenSSL cipher list for TLSv1.2 and below"),
 )}
 
-#: The directives ``shardis up`` passes on to every worker (``shardis worker --NAME VALUE``).
+#: The directives a worker keeps: ``shardis up`` starts each worker with their values as flags
+#: (``shardis worker --save "3600 1" ...``), the same flags a worker started by hand takes;
+#: CONFIG SET forwards a change of one to every worker (``__config_set``), and a worker
+#: restarted later is started with the current value.
 PERSISTENCE_FLAGS = ("appendonly", "appendfsync", "appenddirname", "dbfilename", "save")
-#: Every directive a worker keeps: CONFIG SET forwards a change to every worker
-#: (``__config_set``), and a worker ``shardis up`` restarts gets the current values.  Those
-#: not in PERSISTENCE_FLAGS reach it in the environment (:data:`WORKER_CONFIG_ENV`).
 WORKER_DIRECTIVES = (*PERSISTENCE_FLAGS, "aof-use-rdb-preamble", "auto-aof-rewrite-percentage",
                      "auto-aof-rewrite-min-size")
-WORKER_CONFIG_ENV = "SHARDIS_WORKER_CONFIG"
+#: Directives every process applies to itself (its logs); CONFIG SET of ``loglevel`` reaches
+#: the workers too.
+LOG_DIRECTIVES = ("loglevel", "logfile", "log-format")
 
 ALIASES = {d.alias: d.name for d in DIRECTIVES.values() if d.alias}
+
+
+def register(directive: Directive) -> Directive:
+    """Add a directive from the module that honours it (file, flags, CONFIG GET/SET/REWRITE
+    then know it like any other)."""
+    DIRECTIVES[directive.name] = directive
+    if directive.alias:
+        ALIASES[directive.alias] = directive.name
+    return directive
 
 
 def defaults() -> dict[str, Any]:
     return {name: d.default for name, d in DIRECTIVES.items()}
 
 
-def add_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One ``--name`` flag per directive (and alias); values are parsed by :func:`from_args`."""
-    for name, directive in DIRECTIVES.items():
-        if name in skip:
-            continue
-        flags = [f"--{name}"] + ([f"--{directive.alias}"] if directive.alias else [])
-        parser.add_argument(*flags, dest=f"cfg_{name.replace('-', '_')}", default=None,
-                            metavar="VALUE", help=directive.help or argparse.SUPPRESS)
-
-
-def from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """The router's config: defaults, overridden by the flags given; a bad value is a usage
-    error with Redis's reason."""
-    config = defaults()
-    for name, directive in DIRECTIVES.items():
-        text = getattr(args, f"cfg_{name.replace('-', '_')}", None)
-        if text is None:
-            continue
-        try:
-            config[name] = directive.parse(str(text))
-        except ConfigError as exc:
-            parser.error(f"--{name} {text}: {exc}")
-    return config
-
-
 def lookup(name: str) -> Directive | None:
     lowered = name.lower()
     return DIRECTIVES.get(ALIASES.get(lowered, lowered))
+
+
+def names() -> list[str]:
+    """Every name CONFIG GET matches patterns against: directives and their aliases."""
+    out = []
+    for name, directive in DIRECTIVES.items():
+        out.append(name)
+        if directive.alias:
+            out.append(directive.alias)
+    return out
 
 
 def render(config: dict[str, Any]) -> dict[str, str]:
@@ -285,3 +472,259 @@ def render(config: dict[str, Any]) -> dict[str, str]:
         if directive.alias:
             out[directive.alias] = out[name]
     return out
+
+
+#: The router's config dict keeps the config file's absolute path under this key (None: the
+#: server runs without one); CONFIG REWRITE writes it.
+CONFIG_FILE = "__config_file__"
+
+
+# Loading: the config file and the flags --------------------------------------------------------
+REDIS_CONFIG_VERSION = "7.0.15"
+#: ``loadServerConfigFromString``'s deprecated directives: accepted and ignored.
+DEPRECATED = ("list-max-ziplist-entries", "list-max-ziplist-value", "lua-replicate-commands")
+
+
+class ConfigFileError(Exception):
+    """A config line (file or flag) Redis's loader would refuse: :meth:`report` is the block
+    redis-server prints before exiting with status 1."""
+
+    def __init__(self, reason: str, line_number: int | None = None, line: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line_number = line_number
+        self.line = line
+
+    def report(self) -> str:
+        text = f"\n*** FATAL CONFIG FILE ERROR (Redis {REDIS_CONFIG_VERSION}) ***\n"
+        if self.line_number is not None:
+            text += (f"Reading the configuration file, at line {self.line_number}\n"
+                     f">>> '{self.line}'\n")
+        return text + f"{self.reason}\n"
+
+
+def flags_to_lines(argv: list[str]) -> str:
+    """redis-server's ``main``: ``--name`` starts a config line, each following argument is
+    appended quoted (``--save 900 1`` -> ``save "900" "1"``); a bare ``--save`` is ``save
+    ""``."""
+    lines: list[str] = []
+    awaiting_value = False
+    for index, arg in enumerate(argv):
+        if arg.startswith("--") and not awaiting_value:
+            lines.append(arg[2:] + " ")
+            awaiting_value = len(arg.split()) == 1
+            last = index == len(argv) - 1
+            if awaiting_value and arg.lower() == "--save" and (
+                    last or argv[index + 1].startswith("--")):
+                lines[-1] += '""'
+                awaiting_value = False
+        elif lines:
+            lines[-1] += quote(arg) + " "
+            awaiting_value = False
+        else:
+            raise ConfigFileError(f"Invalid argument '{arg}': options start with --")
+    return "\n".join(lines)
+
+
+def read_file(path: str) -> str:
+    """A config file's text, or a ConfigFileError as Redis's fatal "can't open config file"
+    (a pattern with ``*?[`` reads every matching file, none being fine, as ``include``)."""
+    if any(char in path for char in "*?["):
+        return "".join(read_file(match) for match in sorted(glob.glob(path)))
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigFileError(f"Fatal error, can't open config file '{path}': "
+                              f"{exc.strerror}") from None
+
+
+def load_text(text: str, values: dict[str, Any], seen: set[str] | None = None) -> set[str]:
+    """Apply every line of ``text`` to ``values`` (directive name -> parsed value), as
+    ``loadServerConfigFromString``: the first bad line raises ConfigFileError.  Returns the
+    directives the text set (``seen``, with those of included files)."""
+    seen = set() if seen is None else seen
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip(" \t\r\n")
+        if not line or line.startswith("#"):
+            continue
+        try:
+            _load_line(line, values, seen)
+        except ConfigError as exc:
+            raise ConfigFileError(str(exc), number, line) from None
+    return seen
+
+
+def _load_line(line: str, values: dict[str, Any], seen: set[str]) -> None:
+    words = split_args(line)
+    if not words:
+        return
+    name = words[0].lower()
+    directive = lookup(name)
+    if directive is not None:
+        value = directive.parse_words(words[1:])
+        if directive.name == "save" and "save" in seen and value:
+            value = values["save"] + value  # in a file, save lines add up ('save ""' resets)
+        values[directive.name] = value
+        seen.add(directive.name)
+    elif name in DEPRECATED and len(words) == 2:
+        return
+    elif name == "include" and len(words) == 2:
+        load_text(read_file(words[1]), values, seen)
+    else:
+        raise ConfigError("Bad directive or wrong number of arguments")
+
+
+def load(path: str | None, flags: list[str]) -> tuple[dict[str, Any], set[str]]:
+    """The config a process starts with: defaults, the file's lines, then the flags' (as
+    redis-server's ``loadServerConfig``: the flags' lines follow the file's, after a newline,
+    so line numbers in errors count through both).  Returns the values and the directives
+    given (file or flags)."""
+    values = defaults()
+    text = read_file(path) if path else ""
+    options = flags_to_lines(flags)
+    if options:
+        text += "\n" + options
+    seen = load_text(text, values)
+    logfile = values.get("logfile")
+    if logfile:
+        try:
+            with open(logfile, "a"):
+                pass
+        except OSError as exc:
+            raise ConfigFileError(f"Can't open the log file: {exc.strerror}") from None
+    return values, seen
+
+
+def worker_flags(values: dict[str, Any]) -> list[str]:
+    """The flags that give a worker the directives it keeps and its log settings
+    (``shardis worker --save "3600 1" --loglevel notice ...``)."""
+    flags = []
+    for name in (*WORKER_DIRECTIVES, *LOG_DIRECTIVES):
+        directive = DIRECTIVES[name]
+        flags += [f"--{name}", directive.format(values.get(name, directive.default))]
+    return flags
+
+
+# CONFIG GET and CONFIG SET ---------------------------------------------------------------------
+def has_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "[*?")
+
+
+class SetError(Exception):
+    """CONFIG SET's refusal: the whole reply text (``ERR ...``)."""
+
+
+def _failed(name: str, reason: str) -> SetError:
+    return SetError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}")
+
+
+def check_set(pairs: list[tuple[str, str]], protected_ok: bool) -> dict[str, Any]:
+    """CONFIG SET's pairs checked as ``configSetCommand`` (nothing is applied unless every
+    pair is valid): first the names, in argument order, the first problem winning (unknown,
+    protected, immutable, duplicate), then the values.  Returns directive name -> value."""
+    found: list[Directive] = []
+    for given, _ in pairs:
+        directive = lookup(given)
+        if directive is None:
+            raise SetError(f"ERR Unknown option or number of arguments for CONFIG SET - "
+                           f"'{given}'")
+        if directive.protected and not protected_ok:
+            raise _failed(given, "can't set protected config")
+        if not directive.mutable:
+            raise _failed(given, "can't set immutable config")
+        if directive in found:
+            raise _failed(given, "duplicate parameter")
+        found.append(directive)
+    changes: dict[str, Any] = {}
+    for directive, (given, text) in zip(found, pairs):
+        try:
+            changes[directive.name] = directive.parse(text)
+        except ConfigError as exc:
+            shown = given.lower() if given.lower() in ALIASES else directive.name
+            raise _failed(shown, str(exc)) from None
+    return changes
+
+
+# CONFIG REWRITE ------------------------------------------------------------------------------
+SIGNATURE = "# Generated by CONFIG REWRITE"
+
+
+def rewrite_text(old: str, values: dict[str, Any]) -> str:
+    """``rewriteConfig``: the old file's lines with each directive's current value written
+    over its first line (later lines of it blanked), directives the file lacks appended after
+    ``# Generated by CONFIG REWRITE`` when not at their default, lines of unknown directives
+    commented ``# ??? ``, and runs of empty lines collapsed."""
+    lines: list[str] = []
+    where: dict[str, list[int]] = {}
+    signed = False
+    for raw in old.split("\n") if old else []:
+        line = raw.strip("\r\n\t ")
+        if not line or line.startswith("#"):
+            signed = signed or line == SIGNATURE
+            lines.append(line)
+            continue
+        try:
+            words = split_args(line)
+        except ConfigError:
+            words = []
+        name = words[0].lower() if words else ""
+        directive = lookup(name)
+        if directive is None and name not in ("include", "rename-command", "user",
+                                              "loadmodule", "sentinel"):
+            lines.append("# ??? " + line)
+            continue
+        where.setdefault(directive.name if directive else name, []).append(len(lines))
+        lines.append(line)
+    processed = set()
+    for name, directive in DIRECTIVES.items():
+        processed.add(name)
+        for text, force in directive.rewrite_lines(values.get(name, directive.default)):
+            spots = where.get(name)
+            if spots:
+                lines[spots.pop(0)] = text
+            elif force:
+                if not signed:
+                    lines.append(SIGNATURE)
+                    signed = True
+                lines.append(text)
+    for name in processed:
+        for spot in where.get(name, []):
+            lines[spot] = ""
+    return _collapse(lines)
+
+
+def _collapse(lines: list[str]) -> str:
+    out, empty = [], False
+    for line in lines:
+        if not line and empty:
+            continue
+        empty = not line
+        out.append(line + "\n")
+    return "".join(out)
+
+
+def rewrite_file(path: str, values: dict[str, Any]) -> None:
+    """CONFIG REWRITE of ``path``, replaced atomically (a temporary file renamed over it,
+    fsynced, mode 0644 less the umask) as ``rewriteConfigOverwriteFile``; OSError on failure."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            old = handle.read()
+    except FileNotFoundError:
+        old = ""
+    content = rewrite_text(old, values)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o644 & ~umask)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -42,7 +42,6 @@ REDIS_ONLY: dict[str, str] = {
     "cluster|slaves": "admin slow dangerous",
     "cluster|slots": "slow",
     "command|getkeysandflags": "slow connection",
-    "config|rewrite": "admin slow dangerous",
     "failover": "admin slow dangerous",
     "latency": "slow",
     "latency|doctor": "admin slow dangerous",

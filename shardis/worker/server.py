@@ -136,6 +136,11 @@ class WorkerServer:
         from shardis.config import WORKER_DIRECTIVES, ConfigError, lookup
 
         directive = lookup(name)
+        if directive is not None and directive.name == "loglevel":
+            from shardis.logs import set_level
+
+            set_level(text.decode(errors="replace"))
+            return
         if directive is None or directive.name not in WORKER_DIRECTIVES:
             raise ReplyError(f"ERR a worker does not keep the directive '{name}'")
         try:
@@ -449,25 +454,6 @@ class WorkerServer:
                 pass
 
 
-def worker_config_from_env() -> dict[str, object]:
-    """Directives ``shardis up`` hands a worker in the environment (``WORKER_CONFIG_ENV``:
-    ``name=value`` lines); a bad line is logged and ignored."""
-    from shardis.config import WORKER_CONFIG_ENV, WORKER_DIRECTIVES, ConfigError, lookup
-
-    values: dict[str, object] = {}
-    for line in os.environ.get(WORKER_CONFIG_ENV, "").splitlines():
-        name, _, text = line.partition("=")
-        directive = lookup(name.strip())
-        if directive is None or directive.name not in WORKER_DIRECTIVES:
-            log.warning("ignoring %s line %r", WORKER_CONFIG_ENV, line)
-            continue
-        try:
-            values[directive.name] = directive.parse(text)
-        except ConfigError as exc:
-            log.warning("ignoring %s line %r: %s", WORKER_CONFIG_ENV, line, exc)
-    return values
-
-
 def run_worker(address: str, index: int = 0, supervised: bool = False,
                curve: WorkerCurve | None = None, data_dir: str = ".",
                appendonly: bool = False, appendfsync: str = "everysec",
@@ -482,11 +468,6 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     """
     if supervised:
         _die_with_parent()
-    extra = worker_config_from_env()
-    aof_use_rdb_preamble = extra.get("aof-use-rdb-preamble", aof_use_rdb_preamble)
-    auto_aof_rewrite_percentage = extra.get("auto-aof-rewrite-percentage",
-                                            auto_aof_rewrite_percentage)
-    auto_aof_rewrite_min_size = extra.get("auto-aof-rewrite-min-size", auto_aof_rewrite_min_size)
     aof = None
     own_dir = os.path.join(data_dir, f"worker-{index}")
     if appendonly:
