@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import glob
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 
 LLONG_MAX = (1 << 63) - 1
 INT_MAX = (1 << 31) - 1
+UINT_MAX = (1 << 32) - 1
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3,
           "gb": 1024**3}
@@ -53,11 +55,21 @@ def _is_integer(text: str) -> bool:
     return text.removeprefix("-").isdigit()
 
 
-def parse_integer(text: str) -> int:
-    stripped = text.strip()
-    if not _is_integer(stripped):
+def _strtoll(text: str) -> int:
+    """``strtoll`` with nothing left over: spaces and a sign allowed before the digits."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+", text):
         raise ConfigError("argument couldn't be parsed into an integer")
-    return int(stripped)
+    return int(text)
+
+
+_STRING2LL = re.compile(r"0|-?[1-9][0-9]*")
+
+
+def parse_integer(text: str) -> int:
+    """Redis's ``string2ll``: no spaces, no sign but ``-``, no leading zeros, a long long."""
+    if not _STRING2LL.fullmatch(text) or not -LLONG_MAX - 1 <= int(text) <= LLONG_MAX:
+        raise ConfigError("argument couldn't be parsed into an integer")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,7 @@ def parse_output_limits(text: str) -> dict[str, tuple[int, int, int]]:
             raise ConfigError("Invalid client class specified in buffer limit configuration.")
         try:
             hard, soft = parse_memory(words[index + 1]), parse_memory(words[index + 2])
-            seconds = parse_integer(words[index + 3])
+            seconds = _strtoll(words[index + 3])
         except ConfigError:
             raise ConfigError("Error in hard, soft or soft_seconds setting in buffer limit "
                               "configuration.") from None
@@ -366,7 +378,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _fixed("zset-max-listpack-value", 64, "zset-max-ziplist-value"),
     _fixed("set-max-intset-entries", 512),
     _fixed("list-max-listpack-size", -2, "list-max-ziplist-size"),
-    _D("maxclients", 10000, "int", 1, INT_MAX, help="most clients connected at once"),
+    _D("maxclients", 10000, "int", 1, UINT_MAX, help="most clients connected at once"),
     _D("timeout", 0, "int", 0, INT_MAX, help="close clients idle this many seconds (0: never)"),
     _D("proto-max-bulk-len", 512 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
        help="largest bulk string a client may send"),
@@ -624,6 +636,7 @@ def check_set(pairs: list[tuple[str, str]], protected_ok: bool) -> dict[str, Any
     pair is valid): first the names, in argument order, the first problem winning (unknown,
     protected, immutable, duplicate), then the values.  Returns directive name -> value."""
     found: list[Directive] = []
+    entries: set[str] = set()  # Redis keeps an alias as an entry of its own: not a duplicate
     for given, _ in pairs:
         directive = lookup(given)
         if directive is None:
@@ -633,8 +646,10 @@ def check_set(pairs: list[tuple[str, str]], protected_ok: bool) -> dict[str, Any
             raise _failed(given, "can't set protected config")
         if not directive.mutable:
             raise _failed(given, "can't set immutable config")
-        if directive in found:
+        entry = given.lower() if given.lower() in ALIASES else directive.name
+        if entry in entries:
             raise _failed(given, "duplicate parameter")
+        entries.add(entry)
         found.append(directive)
     changes: dict[str, Any] = {}
     for directive, (given, text) in zip(found, pairs):

@@ -109,7 +109,9 @@ def test_save_lines_add_up_in_a_file_and_an_empty_one_resets():
 @pytest.mark.parametrize("text, number, reason", [
     ("port 1\nnosuch 1\n", 2, "Bad directive or wrong number of arguments"),
     ("maxclients 1 2\n", 1, "wrong number of arguments"),
-    ("\n\nmaxclients 0\n", 3, "argument must be between 1 and 2147483647 inclusive"),
+    ("\n\nmaxclients 0\n", 3, "argument must be between 1 and 4294967295 inclusive"),
+    ("timeout 007\n", 1, "argument couldn't be parsed into an integer"),
+    ("timeout +7\n", 1, "argument couldn't be parsed into an integer"),
     ('requirepass "abc\n', 1, "Unbalanced quotes in configuration line"),
     ("protected-mode maybe\n", 1, "argument must be 'yes' or 'no'"),
     ("loglevel loud\n", 1,
@@ -172,8 +174,11 @@ def test_config_set_checks_names_first_in_order_then_values():
         "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'"
     assert error("dir", "/tmp") == prefix + "'dir') - can't set protected config"
     assert error("TIMEOUT", "1", "timeout", "2") == prefix + "'timeout') - duplicate parameter"
-    assert error("lua-time-limit", "1", "busy-reply-threshold", "2") == \
-        prefix + "'busy-reply-threshold') - duplicate parameter"
+    assert error("lua-time-limit", "1", "LUA-time-limit", "2") == \
+        prefix + "'LUA-time-limit') - duplicate parameter"
+    # An alias and its directive are two entries for Redis: both set, the last one wins.
+    assert config.check_set([("lua-time-limit", "1"), ("busy-reply-threshold", "2")],
+                            False) == {"busy-reply-threshold": 2}
     assert error("TIMEOUT", "x") == prefix + "'timeout') - argument couldn't be parsed into an integer"
     assert error("LUA-time-limit", "x") == \
         prefix + "'lua-time-limit') - argument couldn't be parsed into an integer"

@@ -1,0 +1,133 @@
+"""Differential corpus: CONFIG GET, SET, RESETSTAT, REWRITE and HELP, byte for byte against
+real Redis 7.0 (both started without a config file, with the test fixtures' options).
+
+Replies listing several parameters are maps in Redis's hash order, which is its own: those are
+compared sorted (:func:`sorted_`); a single parameter is compared exactly.  Every script puts
+back what it changed, as the session's shardis serves the other tests too.  CONFIG SET of a
+directive workers keep (``appendfsync``, ``loglevel``) is applied on every worker: a change
+and its revert are checked by the replies, the workers' share in tests/test_config_file.py.
+"""
+
+from __future__ import annotations
+
+from tests.differential import check, parametrize, script, sorted_
+
+SCRIPTS = [
+    script(
+        "config_get_patterns_and_aliases",
+        ["CONFIG", "GET", "maxclients"],
+        ["CONFIG", "GET", "MAXCLIENTS"],  # the name as given is the reply's key
+        ["CONFIG", "GET", "MAXCLIENTS", "maxclients"],  # ... listed once
+        ["CONFIG", "GET", "nosuch"],
+        ["CONFIG", "GET", "nosuch*"],
+        ["CONFIG", "GET", "lua-time-limit"],
+        sorted_("CONFIG", "GET", "busy-reply-threshold", "lua-time-limit"),
+        sorted_("CONFIG", "GET", "hash-max-*"),
+        sorted_("CONFIG", "GET", "*ziplist*"),
+        sorted_("CONFIG", "GET", "hash-max-ziplist-*", "hash-max-listpack-entries"),
+        sorted_("CONFIG", "GET", "*-max-listpack-*", "zset-max-ziplist-value"),
+        ["CONFIG", "GET", "set-max-*"],
+        ["CONFIG", "GET", "list-max-ziplist-size"],
+        sorted_("CONFIG", "GET", "timeout", "time*", "TIMEOUT"),
+        sorted_("CONFIG", "GET", "appendfsync", "tls-auth-clients", "busy*"),
+        ["CONFIG", "GET", "t?meout"],
+        ["CONFIG", "GET", "[mn]axclients"],
+        ["CONFIG", "GET", "loglevel"],
+        ["CONFIG", "GET", "logfile"],
+        ["CONFIG", "GET", "cluster-enabled"],
+        ["CONFIG", "GET", "notify-keyspace-events"],
+        ["CONFIG", "GET", "enable-debug-command"],
+        ["CONFIG", "GET", "proto-max-bulk-len"],
+        ["CONFIG", "GET"],
+    ),
+    script(
+        "config_set_several_pairs_all_or_none",
+        ["CONFIG", "SET", "timeout", "7", "maxclients", "500"],
+        ["CONFIG", "GET", "timeout"],
+        ["CONFIG", "GET", "maxclients"],
+        # One bad value: nothing changes, the error names it.
+        ["CONFIG", "SET", "timeout", "8", "maxclients", "0"],
+        ["CONFIG", "SET", "maxclients", "9", "timeout", "x"],
+        ["CONFIG", "SET", "timeout", "9", "busy-reply-threshold", "-1", "maxclients", "10"],
+        ["CONFIG", "GET", "timeout"],
+        ["CONFIG", "GET", "maxclients"],
+        # Names are checked first, in order: the first problem wins over any bad value.
+        ["CONFIG", "SET", "timeout", "x", "logfile", "y"],
+        ["CONFIG", "SET", "logfile", "y", "nosuch", "1"],
+        ["CONFIG", "SET", "nosuch", "1", "logfile", "y"],
+        ["CONFIG", "SET", "timeout", "1", "TIMEOUT", "2"],
+        ["CONFIG", "SET", "lua-time-limit", "1", "busy-reply-threshold", "2"],
+        ["CONFIG", "GET", "lua-time-limit"],
+        ["CONFIG", "SET", "lua-time-limit", "1", "LUA-TIME-LIMIT", "2"],
+        ["CONFIG", "SET", "busy-reply-threshold", "5000"],
+        ["CONFIG", "SET", "TIMEOUT", "x"],
+        ["CONFIG", "SET", "LUA-TIME-LIMIT", "x"],
+        ["CONFIG", "SET", "dir", "/tmp"],
+        ["CONFIG", "SET", "dbfilename", "x.rdb"],
+        ["CONFIG", "SET", "appenddirname", "x"],
+        ["CONFIG", "SET", "aclfile", "x"],
+        ["CONFIG", "SET", "timeout", "1", "maxclients"],
+        ["CONFIG", "SET", "timeout"],
+        ["CONFIG", "GET", "timeout"],
+        ["CONFIG", "SET", "timeout", "0", "maxclients", "10000"],
+        ["CONFIG", "GET", "timeout"],
+        ["CONFIG", "GET", "maxclients"],
+    ),
+    script(
+        "config_set_value_errors",
+        ["CONFIG", "SET", "maxclients", "1e3"],
+        ["CONFIG", "SET", "maxclients", " 5"],
+        ["CONFIG", "SET", "protected-mode", "YES"],
+        ["CONFIG", "GET", "protected-mode"],
+        ["CONFIG", "SET", "protected-mode", "on"],
+        ["CONFIG", "SET", "appendfsync", "sometimes"],
+        ["CONFIG", "SET", "appendfsync", "EVERYSEC"],
+        ["CONFIG", "GET", "appendfsync"],
+        ["CONFIG", "SET", "proto-max-bulk-len", "1kb"],
+        ["CONFIG", "SET", "proto-max-bulk-len", "2mb"],
+        ["CONFIG", "GET", "proto-max-bulk-len"],
+        ["CONFIG", "SET", "proto-max-bulk-len", "512MB"],
+        ["CONFIG", "GET", "proto-max-bulk-len"],
+        ["CONFIG", "SET", "proto-max-bulk-len", "lots"],
+        ["CONFIG", "SET", "save", "100"],
+        ["CONFIG", "SET", "save", "0 1"],
+        ["CONFIG", "SET", "save", "x 1"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "master 1 1 1"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1 1 -1"],
+        ["CONFIG", "SET", "notify-keyspace-events", "KEA"],
+        ["CONFIG", "GET", "notify-keyspace-events"],
+        ["CONFIG", "SET", "notify-keyspace-events", "Z"],
+        ["CONFIG", "SET", "notify-keyspace-events", "gx$E"],
+        ["CONFIG", "GET", "notify-keyspace-events"],
+        ["CONFIG", "SET", "notify-keyspace-events", ""],
+        ["CONFIG", "GET", "notify-keyspace-events"],
+    ),
+    script(
+        "config_loglevel",
+        ["CONFIG", "SET", "loglevel", "loud"],
+        ["CONFIG", "SET", "loglevel", "VERBOSE"],
+        ["CONFIG", "GET", "loglevel"],
+        ["CONFIG", "SET", "loglevel", "debug", "loglevel", "notice"],
+        ["CONFIG", "SET", "loglevel", "warning"],
+        ["CONFIG", "GET", "loglevel"],
+        ["CONFIG", "SET", "loglevel", "notice"],
+        ["CONFIG", "GET", "loglevel"],
+        ["CONFIG", "SET", "logfile", "/tmp/x.log"],
+    ),
+    script(
+        "config_resetstat_rewrite_help",
+        ["SET", "a", "1"],
+        ["CONFIG", "RESETSTAT"],
+        ["CONFIG", "RESETSTAT", "now"],
+        ["CONFIG", "REWRITE"],
+        ["CONFIG", "REWRITE", "now"],
+        ["CONFIG", "HELP"],
+        ["CONFIG", "NOSUCH"],
+        ["CONFIG"],
+    ),
+]
+
+
+@parametrize(SCRIPTS)
+def test_config_matches_redis(oracle, shardis, script, protocol):
+    check(oracle, shardis, script, protocol)
