@@ -93,11 +93,16 @@ class Directive:
     #: Redis's MULTI_ARG_CONFIG: a file line may give several arguments (``save 900 1 300
     #: 10``), joined by spaces into the one text :meth:`parse` reads.
     multi: bool = False
+    #: the ``custom`` parser also takes the current value (a value that changes only in part:
+    #: client-output-buffer-limit's classes not named keep theirs).
+    partial: bool = False
     #: CONFIG REWRITE's lines for a value: ``fn(directive, value) -> [(line, force), ...]``
     #: (default: :meth:`rewrite_lines`'s rules per kind).
     rewrite: Callable[[Directive, Any], list[tuple[str, bool]]] | None = None
 
-    def parse(self, text: str) -> Any:
+    def parse(self, text: str, current: Any = None) -> Any:
+        """``text`` (a config line's arguments, a flag's or CONFIG SET's value) as a value;
+        ConfigError with Redis's reason.  ``current``: the value it replaces."""
         if self.kind == "bool":
             lowered = text.lower()
             if lowered not in ("yes", "no"):
@@ -122,6 +127,8 @@ class Directive:
                                   + ", ".join(self.choices))
             return lowered
         if self.kind == "custom" and self.codec is not None:
+            if self.partial:
+                return self.codec[0](text, current)  # type: ignore[call-arg]
             return self.codec[0](text)
         return text
 
@@ -132,17 +139,17 @@ class Directive:
             return self.codec[1](value)
         return str(value)
 
-    def parse_words(self, words: list[str]) -> Any:
+    def parse_words(self, words: list[str], current: Any = None) -> Any:
         """A config-file line's arguments (after the name), checked as
         ``loadServerConfigFromString``: one argument, or any number for a multi-argument
         directive (one argument with spaces is split again: ``--save "900 1"``)."""
         if not self.multi:
             if len(words) != 1:
                 raise ConfigError("wrong number of arguments")
-            return self.parse(words[0])
+            return self.parse(words[0], current)
         if len(words) == 1 and words[0]:
             words = split_args(words[0])
-        return self.parse(" ".join(words))
+        return self.parse(" ".join(words), current)
 
     def rewrite_lines(self, value: Any) -> list[tuple[str, bool]]:
         """CONFIG REWRITE's line(s) for ``value``, each with whether it must be written even
@@ -161,12 +168,14 @@ class Directive:
 OUTPUT_CLASSES = ("normal", "slave", "pubsub")
 
 
-def parse_output_limits(text: str) -> dict[str, tuple[int, int, int]]:
-    """Redis's client-output-buffer-limit: classes not named keep their defaults."""
+def parse_output_limits(text: str, current: dict[str, tuple[int, int, int]] | None = None
+                        ) -> dict[str, tuple[int, int, int]]:
+    """Redis's client-output-buffer-limit: classes not named keep their ``current`` limits
+    (default: Redis's defaults)."""
     words = text.split()
     if not words or len(words) % 4:
         raise ConfigError("Wrong number of arguments in buffer limit configuration.")
-    limits = dict(DEFAULT_OUTPUT_LIMITS)
+    limits = dict(current or DEFAULT_OUTPUT_LIMITS)
     for index in range(0, len(words), 4):
         name = words[index].lower()
         if name == "replica":
@@ -384,7 +393,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
        help="largest bulk string a client may send"),
     _D("client-query-buffer-limit", 1024 * 1024 * 1024, "memory", 1024 * 1024, LLONG_MAX,
        help="most unparsed input a client may have"),
-    _D("client-output-buffer-limit", DEFAULT_OUTPUT_LIMITS, "custom", multi=True,
+    _D("client-output-buffer-limit", DEFAULT_OUTPUT_LIMITS, "custom", multi=True, partial=True,
        codec=(parse_output_limits, format_output_limits), rewrite=_rewrite_output_limits,
        help="'<class> <hard> <soft> <seconds>' for normal and pubsub clients"),
     _D("busy-reply-threshold", 5000, "int", 0, LLONG_MAX, alias="lua-time-limit",
@@ -574,7 +583,7 @@ def _load_line(line: str, values: dict[str, Any], seen: set[str]) -> None:
     name = words[0].lower()
     directive = lookup(name)
     if directive is not None:
-        value = directive.parse_words(words[1:])
+        value = directive.parse_words(words[1:], values.get(directive.name))
         if directive.name == "save" and "save" in seen and value:
             value = values["save"] + value  # in a file, save lines add up ('save ""' resets)
         values[directive.name] = value
@@ -631,7 +640,8 @@ def _failed(name: str, reason: str) -> SetError:
     return SetError(f"ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}")
 
 
-def check_set(pairs: list[tuple[str, str]], protected_ok: bool) -> dict[str, Any]:
+def check_set(pairs: list[tuple[str, str]], protected_ok: bool,
+              current: dict[str, Any] | None = None) -> dict[str, Any]:
     """CONFIG SET's pairs checked as ``configSetCommand`` (nothing is applied unless every
     pair is valid): first the names, in argument order, the first problem winning (unknown,
     protected, immutable, duplicate), then the values.  Returns directive name -> value."""
@@ -654,7 +664,8 @@ def check_set(pairs: list[tuple[str, str]], protected_ok: bool) -> dict[str, Any
     changes: dict[str, Any] = {}
     for directive, (given, text) in zip(found, pairs):
         try:
-            changes[directive.name] = directive.parse(text)
+            base = changes.get(directive.name, (current or {}).get(directive.name))
+            changes[directive.name] = directive.parse(text, base)
         except ConfigError as exc:
             shown = given.lower() if given.lower() in ALIASES else directive.name
             raise _failed(shown, str(exc)) from None

@@ -97,6 +97,22 @@ def test_file_lines_comments_quotes_and_multi_argument_directives():
     # An alias sets the directive; a multi-argument value in one quoted argument is split.
     assert load('lua-time-limit 300\nsave "60 5 30 10"\n')["busy-reply-threshold"] == 300
     assert load('save "60 5 30 10"\n')["save"] == [(60, 5), (30, 10)]
+    # Each client-output-buffer-limit line changes the classes it names.
+    limits = load("client-output-buffer-limit normal 1 2 3\n"
+                  "client-output-buffer-limit pubsub 4 5 6\n")["client-output-buffer-limit"]
+    assert (limits["normal"], limits["pubsub"]) == ((1, 2, 3), (4, 5, 6))
+
+
+def test_the_example_config_file_loads_with_the_defaults():
+    """deploy/shardis.conf shows the defaults: loading it changes nothing but dir's spelling."""
+    import os
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    values, seen = config.load(os.path.join(here, "deploy", "shardis.conf"), [])
+    assert len(seen) > 25
+    defaults = config.defaults()
+    assert {name: value for name, value in values.items() if value != defaults[name]} == {
+        "dir": "./"}
 
 
 def test_save_lines_add_up_in_a_file_and_an_empty_one_resets():

@@ -94,6 +94,12 @@ SCRIPTS = [
         ["CONFIG", "SET", "save", "x 1"],
         ["CONFIG", "SET", "client-output-buffer-limit", "master 1 1 1"],
         ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1 1 -1"],
+        # The classes not named keep their current limits.
+        ["CONFIG", "SET", "client-output-buffer-limit", "normal 1mb 512kb 10"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 2mb 60"],
+        ["CONFIG", "GET", "client-output-buffer-limit"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0 pubsub 32mb 8mb 60"],
+        ["CONFIG", "GET", "client-output-buffer-limit"],
         ["CONFIG", "SET", "notify-keyspace-events", "KEA"],
         ["CONFIG", "GET", "notify-keyspace-events"],
         ["CONFIG", "SET", "notify-keyspace-events", "Z"],

@@ -80,7 +80,7 @@ def _pairs(args: list[bytes]) -> list[tuple[str, str]]:
 
 def _checked(router: Any, args: list[bytes], protected_ok: bool) -> dict[str, Any]:
     try:
-        return directives.check_set(_pairs(args), protected_ok)
+        return directives.check_set(_pairs(args), protected_ok, router.config)
     except directives.SetError as exc:
         raise ReplyError(str(exc)) from None
 
