@@ -510,13 +510,18 @@ class ConfigFileError(Exception):
     """A config line (file or flag) Redis's loader would refuse: :meth:`report` is the block
     redis-server prints before exiting with status 1."""
 
-    def __init__(self, reason: str, line_number: int | None = None, line: str = "") -> None:
+    def __init__(self, reason: str, line_number: int | None = None, line: str = "",
+                 block: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.line_number = line_number
         self.line = line
+        #: False for a file that cannot be read: Redis logs that one line, no block.
+        self.block = block
 
     def report(self) -> str:
+        if not self.block:
+            return f"{self.reason}\n"
         text = f"\n*** FATAL CONFIG FILE ERROR (Redis {REDIS_CONFIG_VERSION}) ***\n"
         if self.line_number is not None:
             text += (f"Reading the configuration file, at line {self.line_number}\n"
@@ -557,7 +562,7 @@ def read_file(path: str) -> str:
             return handle.read()
     except OSError as exc:
         raise ConfigFileError(f"Fatal error, can't open config file '{path}': "
-                              f"{exc.strerror}") from None
+                              f"{exc.strerror}", block=False) from None
 
 
 def load_text(text: str, values: dict[str, Any], seen: set[str] | None = None) -> set[str]:
@@ -571,6 +576,8 @@ def load_text(text: str, values: dict[str, Any], seen: set[str] | None = None) -
             continue
         try:
             _load_line(line, values, seen)
+        except ConfigFileError as exc:
+            raise exc from None  # an included file's: its own line numbers
         except ConfigError as exc:
             raise ConfigFileError(str(exc), number, line) from None
     return seen
