@@ -3,6 +3,8 @@ errors as Redis 7.0 (byte for byte); unit tests of the value parsers."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -287,3 +289,22 @@ CONFIG = [
 @parametrize(CONFIG)
 def test_config_matches_redis(oracle, shardis, script, protocol):
     check(oracle, shardis, script, protocol)
+
+
+def test_config_resetstat_zeroes_the_router_s_and_every_worker_s_counters(r):
+    from tests.test_atomicity import keys_on_distinct_workers
+
+    keys = keys_on_distinct_workers(3)
+    for key in keys:  # an error reply and an expired key on every worker
+        r.set(key, "text")
+        with pytest.raises(redis.ResponseError):
+            r.incr(key)
+        r.set("{" + key + "}gone", 1, px=1)  # the hash tag keeps it on the key's worker
+    time.sleep(0.01)
+    assert r.mget(["{" + key + "}gone" for key in keys]) == [None] * 3
+    stats = r.info("stats")
+    assert stats["total_error_replies"] >= 3 and stats["expired_keys"] >= 3
+    assert r.config_resetstat()
+    stats = r.info("stats")
+    assert (stats["total_error_replies"], stats["expired_keys"]) == (0, 0)
+    assert stats["total_commands_processed"] <= 2  # RESETSTAT itself, then INFO

@@ -15,9 +15,12 @@ command("rewrite", 2, "admin noscript loading stale", fanout=Fanout.ROUTER,
 
 @command("__resetstat", 1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_resetstat_command(db: Keyspace, args: list[bytes]) -> object:
-    """The worker's counters INFO sums (commands run, error replies), back to zero as Redis's
-    ``resetServerStats``; the dirty count is not a statistic (it drives saves) and stays."""
+    """The worker's counters INFO sums (commands run, error replies, expired keys and the
+    time active expiry took), back to zero as Redis's ``resetServerStats``; the dirty count
+    is not a statistic (it drives saves) and stays."""
     stats = db.stats  # type: ignore[attr-defined]
     stats.commands = 0
     stats.error_replies = 0
+    db.expired_keys = 0
+    db.expire_cycle_ns = 0
     return OK
