@@ -42,17 +42,13 @@ class ConfigError(ValueError):
 
 
 def parse_memory(text: str) -> int:
-    """Redis's memtoull: an integer with an optional k/kb/m/mb/g/gb unit (any case)."""
-    lowered = text.strip().lower()
-    digits = lowered.rstrip("kmgb")
-    unit = lowered[len(digits):]
-    if unit not in _UNITS or not _is_integer(digits):
+    """Redis's ``memtoull``: leading digits (none is 0) then nothing or a unit, b, k, kb, m,
+    mb, g or gb in any case; no sign, no spaces."""
+    digits = re.match(r"[0-9]*", text).group()  # type: ignore[union-attr]
+    unit = text[len(digits):].lower()
+    if unit not in _UNITS:
         raise ConfigError("argument couldn't be parsed into an integer")
-    return int(digits) * _UNITS[unit]
-
-
-def _is_integer(text: str) -> bool:
-    return text.removeprefix("-").isdigit()
+    return int(digits or "0") * _UNITS[unit]
 
 
 def _strtoll(text: str) -> int:
@@ -172,7 +168,7 @@ def parse_output_limits(text: str, current: dict[str, tuple[int, int, int]] | No
                         ) -> dict[str, tuple[int, int, int]]:
     """Redis's client-output-buffer-limit: classes not named keep their ``current`` limits
     (default: Redis's defaults)."""
-    words = text.split()
+    words = text.split(" ")  # as CONFIG SET splits a multi-argument value: "a  b" has 3
     if not words or len(words) % 4:
         raise ConfigError("Wrong number of arguments in buffer limit configuration.")
     limits = dict(current or DEFAULT_OUTPUT_LIMITS)
@@ -201,18 +197,20 @@ def format_output_limits(limits: dict[str, tuple[int, int, int]]) -> str:
 
 # save: "<seconds> <changes>" pairs ------------------------------------------------------------
 def parse_save(text: str) -> list[tuple[int, int]]:
-    """Redis's ``save``: pairs of seconds and changes; ``""`` (no pairs) disables the rules."""
-    words = text.split()
+    """Redis's ``save``: pairs of seconds and changes (``strtoll`` numbers), split on single
+    spaces as CONFIG SET splits them; ``""`` (no pairs) disables the rules."""
+    words = text.split(" ") if text else []
     if len(words) % 2:
         raise ConfigError("Invalid save parameters")
     rules = []
     for index in range(0, len(words), 2):
-        seconds, changes = words[index], words[index + 1]
-        if not (_is_integer(seconds) and _is_integer(changes)):
+        try:
+            seconds, changes = _strtoll(words[index]), _strtoll(words[index + 1])
+        except ConfigError:
+            raise ConfigError("Invalid save parameters") from None
+        if seconds < 1 or changes < 0:
             raise ConfigError("Invalid save parameters")
-        if int(seconds) < 1 or int(changes) < 0:
-            raise ConfigError("Invalid save parameters")
-        rules.append((int(seconds), int(changes)))
+        rules.append((seconds, changes))
     return rules
 
 

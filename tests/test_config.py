@@ -18,7 +18,9 @@ def test_memory_units():
     assert config.parse_memory("1KB") == 1024
     assert config.parse_memory("2mb") == 2 * 1024 * 1024
     assert config.parse_memory("3g") == 3 * 1000**3
-    for bad in ("", "k", "1x", "1.5mb", "--1"):
+    assert config.parse_memory("01MB") == 1024 * 1024
+    assert config.parse_memory("") == config.parse_memory("k") == 0  # as memtoull
+    for bad in ("1x", "1.5mb", "--1", "-1", " 1mb", "1 mb"):
         with pytest.raises(config.ConfigError):
             config.parse_memory(bad)
 
@@ -122,6 +124,11 @@ def test_save_lines_add_up_in_a_file_and_an_empty_one_resets():
     assert load('save 900 1\nsave ""\n')["save"] == []
     assert load('save ""\nsave 60 1\n')["save"] == [(60, 1)]
     assert load("port 1\n")["save"] == config.DEFAULT_SAVE
+    # Numbers as strtoll reads them; CONFIG SET's value splits on single spaces.
+    assert config.parse_save("60 +5 30 05") == [(60, 5), (30, 5)]
+    for bad in ("60  5", " 60 5", "60 5 ", "0 1", "60 -1", "60"):
+        with pytest.raises(config.ConfigError, match="Invalid save parameters"):
+            config.parse_save(bad)
 
 
 @pytest.mark.parametrize("text, number, reason", [
