@@ -298,7 +298,8 @@ def _rewrite_always(directive: Directive, value: Any) -> list[tuple[str, bool]]:
 
 
 def _rewrite_unless_empty(directive: Directive, value: Any) -> list[tuple[str, bool]]:
-    """String configs whose empty value is NULL (``pidfile``): not written at all then."""
+    """String configs whose empty value is NULL (Redis's EMPTY_STRING_IS_NULL: pidfile,
+    requirepass, the TLS files...): not written at all then (a line for it is removed)."""
     if not value:
         return []
     return [(f"{directive.name} {quote(value)}", True)]
@@ -398,7 +399,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
        help="ms a script may run before other commands get BUSY"),
     _D("notify-keyspace-events", 0, "custom", codec=(parse_notify, format_notify),
        rewrite=_rewrite_notify, help="keyspace notifications: Redis's class characters"),
-    _D("requirepass", "", help="password of the default user"),
+    _D("requirepass", "", rewrite=_rewrite_unless_empty, help="password of the default user"),
     _D("aclfile", "", mutable=False, help="file of ACL users"),
     _D("protected-mode", True, "bool",
        help="refuse non-loopback clients when no password is set"),
@@ -432,13 +433,13 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("worker-restart-buffer", 64 * 1024 * 1024, "memory", 0, LLONG_MAX,
        help="bytes of commands held for a worker that is down; past it they fail"),
     _D("tls-port", 0, "int", 0, 65535, mutable=False, help="TLS port (0: no TLS)"),
-    _D("tls-cert-file", "", help="server certificate (PEM)"),
-    _D("tls-key-file", "", help="server private key (PEM)"),
-    _D("tls-ca-cert-file", "", help="CA certificates to verify clients (PEM)"),
+    _D("tls-cert-file", "", rewrite=_rewrite_unless_empty, help="server certificate (PEM)"),
+    _D("tls-key-file", "", rewrite=_rewrite_unless_empty, help="server private key (PEM)"),
+    _D("tls-ca-cert-file", "", rewrite=_rewrite_unless_empty, help="CA certificates to verify clients (PEM)"),
     _D("tls-auth-clients", "yes", "enum", choices=("yes", "no", "optional"),
        help="require client certificates: yes, no or optional"),
-    _D("tls-protocols", "", help="e.g. 'TLSv1.2 TLSv1.3'"),
-    _D("tls-ciphers", "", help="OpenSSL cipher list for TLSv1.2 and below"),
+    _D("tls-protocols", "", rewrite=_rewrite_unless_empty, help="e.g. 'TLSv1.2 TLSv1.3'"),
+    _D("tls-ciphers", "", rewrite=_rewrite_unless_empty, help="OpenSSL cipher list for TLSv1.2 and below"),
 )}
 
 #: The directives a worker keeps: ``shardis up`` starts each worker with their values as flags

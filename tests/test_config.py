@@ -247,6 +247,15 @@ def test_rewrite_keeps_comments_and_order_and_appends_the_rest():
     assert 'save ""\n' in config.rewrite_text("", values)
 
 
+def test_rewrite_drops_empty_null_strings_and_quotes_the_others():
+    values = config.defaults()
+    values.update(requirepass="", aclfile="", logfile="/var/log/s.log")
+    text = config.rewrite_text('requirepass "old"\naclfile ""\nlogfile ""\n', values)
+    assert text.startswith('\naclfile ""\nlogfile "/var/log/s.log"\n')
+    values["requirepass"] = 'p "w"'
+    assert 'requirepass "p \\"w\\""\n' in config.rewrite_text("", values)
+
+
 def test_rewrite_formats_memory_and_output_limits_as_redis():
     assert [config.format_memory(n) for n in (0, 1000, 1024, 3 * 1024**2, 2 * 1024**3)] == [
         "0", "1000", "1kb", "3mb", "2gb"]
