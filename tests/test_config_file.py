@@ -7,6 +7,7 @@ log-format json, the startup banner, pidfile) do what the directives say.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -267,3 +268,46 @@ def test_loglevel_reaches_every_process(conf, tmp_path):
     roles = {line.split(" role=")[1].split()[0] for line in logfile.read_text().splitlines()
              if "level=info" in line}
     assert roles >= {"supervisor", "worker-0", "worker-1"}
+
+
+# The log formatters and the reopening handler, in-process --------------------------------
+def record(message: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("shardis.test", level, __file__, 1, message, (), None)
+
+
+def test_formatters_write_one_line_per_event():
+    from shardis.logs import JsonFormatter, LogfmtFormatter
+
+    text = LogfmtFormatter("router").format(record('say "hi"\nthere'))
+    assert text.startswith("ts=") and ' level=info role=router pid=' in text
+    assert text.endswith('msg="say \'hi\'\nthere"')
+    entry = json.loads(JsonFormatter("worker-2").format(record('say "hi"\nthere', 30)))
+    assert (entry["level"], entry["role"], entry["msg"]) == ("warning", "worker-2",
+                                                            'say "hi"\nthere')
+    assert entry["pid"] == os.getpid() and entry["ts"].endswith("Z")
+    assert "\n" not in JsonFormatter("x").format(record("a\nb"))
+
+
+def test_loglevel_names_map_onto_python_levels():
+    from shardis.logs import VERBOSE, python_level
+
+    assert [python_level(name) for name in ("debug", "verbose", "notice", "warning")] == [
+        logging.DEBUG, VERBOSE, logging.INFO, logging.WARNING]
+    assert (python_level("info"), python_level("error")) == (logging.INFO, logging.ERROR)
+
+
+def test_the_file_handler_reopens_after_sighup(tmp_path):
+    from shardis.logs import ReopeningFileHandler, request_reopen
+
+    path = tmp_path / "a.log"
+    handler = ReopeningFileHandler(str(path))
+    try:
+        handler.emit(record("one"))
+        os.rename(path, tmp_path / "a.log.1")
+        handler.emit(record("two"))  # still the moved file: nobody asked to reopen
+        request_reopen()
+        handler.emit(record("three"))
+    finally:
+        handler.close()
+    assert (tmp_path / "a.log.1").read_text() == "one\ntwo\n"
+    assert path.read_text() == "three\n"
