@@ -86,6 +86,7 @@ def test_the_file_and_the_flags_reach_config_get(conf):
         assert (got["maxclients"], got["timeout"]) == ("600", "9")  # flags over the file
         assert (got["busy-reply-threshold"], got["lua-time-limit"]) == ("3000", "3000")
         assert (got["save"], got["workers"], got["dir"]) == ("", "2", os.path.dirname(conf))
+        assert server.client.info("server")["config_file"] == conf
     finally:
         server.stop()
 
