@@ -67,6 +67,8 @@ class Supervisor:
     def config_changed(self, name: str, value: Any) -> None:
         """CONFIG SET changed a directive workers keep: a worker restarted later gets it."""
         self.config[name] = value
+        if name == "loglevel":
+            self.log_level = None  # --log-level no longer says: loglevel does
 
     def start(self, name: str) -> None:
         self.children[name] = subprocess.Popen(self.command_for(name))
