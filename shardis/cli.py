@@ -18,8 +18,8 @@ from shardis.logs import setup_logging
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="shardis", usage="shardis [--log-level LEVEL] [COMMAND] [CONFIG_FILE] "
-                              "[--DIRECTIVE VALUE ...]",
+        prog="shardis", epilog="shardis [up] [CONFIG_FILE] [--DIRECTIVE VALUE ...] runs a "
+                               "server (see shardis up --help)",
         description="A Redis-compatible, multi-process, shared-nothing key-value server.",
     )
     parser.add_argument("--version", action="version",
