@@ -122,6 +122,17 @@ SCRIPTS = [
         ["CONFIG", "GET", "notify-keyspace-events"],
     ),
     script(
+        "config_set_in_multi",
+        ["MULTI"],
+        ["CONFIG", "SET", "timeout", "x"],
+        ["CONFIG", "SET", "timeout", "5", "maxclients", "100"],
+        ["CONFIG", "GET", "timeout"],
+        ["CONFIG", "SET", "logfile", "x"],
+        ["EXEC"],
+        ["CONFIG", "SET", "timeout", "0", "maxclients", "10000"],
+        ["EVAL", "return redis.call('config', 'get', 'timeout')", "0"],
+    ),
+    script(
         "config_loglevel",
         ["CONFIG", "SET", "loglevel", "loud"],
         ["CONFIG", "SET", "loglevel", "VERBOSE"],
