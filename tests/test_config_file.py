@@ -312,3 +312,33 @@ def test_the_file_handler_reopens_after_sighup(tmp_path):
         handler.close()
     assert (tmp_path / "a.log.1").read_text() == "one\ntwo\n"
     assert path.read_text() == "three\n"
+
+
+def test_router_and_worker_read_the_same_file(tmp_path):
+    """One file for a hand-started worker and router: each takes what applies to it (the
+    worker its data dir and persistence, the router its clients' settings)."""
+    worker_port, router_port = free_port(), free_port()
+    path = tmp_path / "shardis.conf"
+    path.write_text(f'dir "{tmp_path}"\nappendonly yes\nsave ""\nmaxclients 77\n'
+                    f"port {router_port}\n")
+    worker = subprocess.Popen([sys.executable, "-m", "shardis", "worker", str(path), "--listen",
+                               f"tcp://127.0.0.1:{worker_port}", "--appendfsync", "always"])
+    router = subprocess.Popen([sys.executable, "-m", "shardis", "router", str(path),
+                               "--connect", f"tcp://127.0.0.1:{worker_port}"])
+    try:
+        wait_for_port(router_port, router)
+        client = redis.Redis(port=router_port, decode_responses=True)
+        assert client.config_get("maxclients") == {"maxclients": "77"}
+        assert client.config_get("workers") == {"workers": "1"}
+        assert client.set("k", "v")
+        aof = tmp_path / "worker-0" / "appendonlydir"
+        wait_for(lambda: aof.is_dir() and any(
+            b"k" in f.read_bytes() for f in aof.glob("*.incr.aof")), "no AOF in the file's dir")
+        assert client.config_rewrite()
+        assert path.read_text().startswith(f'dir "{tmp_path}"\nappendonly yes\nsave ""\n')
+        client.close()
+    finally:
+        for proc in (router, worker):
+            proc.terminate()
+        for proc in (router, worker):
+            assert proc.wait(timeout=10) == 0
