@@ -286,6 +286,15 @@ def _own_options(parser: argparse.ArgumentParser, argv: list[str]) -> frozenset[
                      if not action.dest.startswith("directive_"))
 
 
+def listen_host(values: dict[str, Any]) -> str | list[str]:
+    """What the router listens on for ``bind``: one host, or several (asyncio binds each)."""
+    hosts = config.listen_hosts(values["bind"])
+    if not hosts:
+        logging.getLogger("shardis").error("no address to listen on (bind %r)", values["bind"])
+        raise SystemExit(1)
+    return hosts[0] if len(hosts) == 1 else hosts
+
+
 def _insert_up(argv: list[str]) -> list[str]:
     """``up`` after the leading ``--log-level X`` (and ``--help``/``--version``) options, so
     that a config file or directive flags that follow are ``up``'s."""
@@ -307,7 +316,7 @@ def _up(args: argparse.Namespace) -> int:
     values = process_config(args)
     _setup_logging("supervisor", args, values)
     with pidfile(values["pidfile"]):
-        return Supervisor(values["workers"], values["bind"], values["port"], values["dir"],
+        return Supervisor(values["workers"], listen_host(values), values["port"], values["dir"],
                           args.log_level if args.log_level_given else None, values).run()
 
 
@@ -389,7 +398,7 @@ def _router(args: argparse.Namespace) -> int:
 
         _die_with_parent()
     with pidfile(values["pidfile"]):
-        run_router(addresses, values["bind"], values["port"], values, curve)
+        run_router(addresses, listen_host(values), values["port"], values, curve)
     return 0
 
 

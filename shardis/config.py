@@ -24,6 +24,7 @@ import contextlib
 import glob
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -305,6 +306,45 @@ def _rewrite_unless_empty(directive: Directive, value: Any) -> list[tuple[str, b
     return [(f"{directive.name} {quote(value)}", True)]
 
 
+BIND_MAX = 16
+
+
+def parse_bind(text: str) -> str:
+    """Redis's ``bind``: up to 16 addresses (``-`` before one: optional, ``*``: every IPv4
+    address, ``::*``: every IPv6 one); ``""``: none."""
+    words = [word for word in text.split(" ") if word]
+    if len(words) > BIND_MAX:
+        raise ConfigError("Too many bind addresses specified.")
+    return " ".join(words)
+
+
+def _address_available(address: str) -> bool:
+    """Whether this host has ``address`` (a probe socket can bind it on some port)."""
+    try:
+        infos = socket.getaddrinfo(address, 0, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except OSError:
+        return False
+    for family, kind, proto, _, where in infos:
+        with contextlib.suppress(OSError), socket.socket(family, kind, proto) as probe:
+            probe.bind(where)
+            return True
+    return False
+
+
+def listen_hosts(bind: str, available: Callable[[str], bool] = _address_available) -> list[str]:
+    """The hosts to listen on for ``bind``, as Redis reads it: ``*`` is 0.0.0.0, ``::*`` is
+    ::, an optional address (``-::1``) this host lacks is skipped."""
+    hosts = []
+    for word in bind.split():
+        optional = word.startswith("-")
+        address = {"*": "0.0.0.0", "::*": "::"}.get(word.lstrip("-"), word.lstrip("-"))
+        if optional and not available(address):
+            continue
+        hosts.append(address)
+    return hosts
+
+
 def _rewrite_bind(directive: Directive, value: str) -> list[tuple[str, bool]]:
     """``rewriteConfigBindOption``: nothing for the default, the addresses unquoted else."""
     if value == directive.default:
@@ -360,8 +400,9 @@ def _fixed(name: str, value: int, alias: str | None = None) -> Directive:
 
 _D = Directive
 DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
-    _D("bind", "127.0.0.1", mutable=False, multi=True, rewrite=_rewrite_bind,
-       help="address(es) to listen on"),
+    _D("bind", "127.0.0.1", "custom", mutable=False, multi=True, rewrite=_rewrite_bind,
+       codec=(parse_bind, str), help="address(es) to listen on (-ADDRESS: only if this "
+                                    "host has it; * every IPv4 one, ::* every IPv6 one)"),
     _D("port", 6379, "int", 0, 65535, mutable=False, help="TCP port (0: no plain TCP)"),
     _D("dir", ".", mutable=False, protected=True, rewrite=_rewrite_always,
        help="data directory (each worker's files in DIR/worker-INDEX/)"),

@@ -36,7 +36,7 @@ STOP_TIMEOUT = 300.0
 
 
 class Supervisor:
-    def __init__(self, workers: int, host: str, port: int, data_dir: str,
+    def __init__(self, workers: int, host: str | list[str], port: int, data_dir: str,
                  log_level: str | None = None, config: dict[str, Any] | None = None) -> None:
         self.worker_count = workers
         self.host = host
@@ -74,13 +74,24 @@ class Supervisor:
         self.children[name] = subprocess.Popen(self.command_for(name))
         log.info("started %s (pid %d)", name, self.children[name].pid)
 
+    def hosts(self) -> list[str]:
+        return [self.host] if isinstance(self.host, str) else list(self.host)
+
     def port_free(self, port: int) -> bool:
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        """Whether every address to listen on has ``port`` free."""
+        for host in self.hosts():
             try:
-                probe.bind((self.host, port))
+                infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
             except OSError:
                 return False
+            family, kind, proto, _, where = infos[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(where)
+                except OSError:
+                    return False
         return True
 
     def startup_problem(self) -> str | None:
@@ -92,7 +103,8 @@ class Supervisor:
             return "Configured to not listen anywhere, exiting."
         for port in (self.port, tls_port):
             if port and not self.port_free(port):
-                return f"cannot listen on {self.host}:{port}: the address is already in use"
+                return (f"cannot listen on {' '.join(self.hosts())}:{port}: the address is "
+                        "already in use")
         if tls_port:
             from shardis.router.tls import TLSConfigError, build_context
 
@@ -157,7 +169,7 @@ class Supervisor:
             loop.add_signal_handler(sig, stop_requested)
         if self.stopping:
             return 0
-        config: dict[str, Any] = {**self.config, "bind": self.host, "port": self.port,
+        config: dict[str, Any] = {**self.config, "port": self.port,
                                   "dir": self.data_dir}
         from shardis.router.server import WORKER_CONFIG_LISTENERS
 
@@ -188,7 +200,7 @@ class Supervisor:
 
         pids = ", ".join(str(proc.pid) for proc in self.children.values())
         return (f"shardis {__version__} (Redis {REDIS_VERSION} compatible) ready on "
-                f"{self.host} (port {self.port}, tls-port {self.config.get('tls-port', 0)}) "
+                f"{' '.join(self.hosts())} (port {self.port}, tls-port {self.config.get('tls-port', 0)}) "
                 f"with {self.worker_count} workers (pids {pids}), router pid {os.getpid()}, "
                 f"data dir {self.data_dir}, config file "
                 f"{self.config.get(CONFIG_FILE) or '(none)'}")

@@ -324,3 +324,14 @@ def test_config_resetstat_zeroes_the_router_s_and_every_worker_s_counters(r):
     stats = r.info("stats")
     assert (stats["total_error_replies"], stats["expired_keys"]) == (0, 0)
     assert stats["total_commands_processed"] <= 2  # RESETSTAT itself, then INFO
+
+
+def test_bind_takes_several_addresses_as_redis():
+    assert config.parse_bind("127.0.0.1 -::1") == "127.0.0.1 -::1"
+    with pytest.raises(config.ConfigError, match="Too many bind addresses specified."):
+        config.parse_bind(" ".join(["127.0.0.1"] * 17))
+    has = {"127.0.0.1", "0.0.0.0"}.__contains__
+    assert config.listen_hosts("127.0.0.1 -::1", has) == ["127.0.0.1"]  # optional: skipped
+    assert config.listen_hosts("* -::*", has) == ["0.0.0.0"]
+    assert config.listen_hosts("::1 -127.0.0.1", has) == ["::1", "127.0.0.1"]
+    assert load("bind 127.0.0.1 -::1\n")["bind"] == "127.0.0.1 -::1"
