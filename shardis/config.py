@@ -605,17 +605,25 @@ def read_file(path: str) -> str:
                               f"{exc.strerror}", block=False) from None
 
 
-def load_text(text: str, values: dict[str, Any], seen: set[str] | None = None) -> set[str]:
+#: How deep ``include`` may nest (Redis has no limit, and an include loop overflows its stack).
+INCLUDE_DEPTH = 32
+
+
+def load_text(text: str, values: dict[str, Any], seen: set[str] | None = None,
+              depth: int = 0) -> set[str]:
     """Apply every line of ``text`` to ``values`` (directive name -> parsed value), as
     ``loadServerConfigFromString``: the first bad line raises ConfigFileError.  Returns the
     directives the text set (``seen``, with those of included files)."""
     seen = set() if seen is None else seen
+    if depth > INCLUDE_DEPTH:
+        raise ConfigFileError(f"more than {INCLUDE_DEPTH} nested include directives (does a "
+                              "file include itself?)", block=False)
     for number, raw in enumerate(text.split("\n"), 1):
         line = raw.strip(" \t\r\n")
         if not line or line.startswith("#"):
             continue
         try:
-            _load_line(line, values, seen)
+            _load_line(line, values, seen, depth)
         except ConfigFileError as exc:
             raise exc from None  # an included file's: its own line numbers
         except ConfigError as exc:
@@ -623,7 +631,7 @@ def load_text(text: str, values: dict[str, Any], seen: set[str] | None = None) -
     return seen
 
 
-def _load_line(line: str, values: dict[str, Any], seen: set[str]) -> None:
+def _load_line(line: str, values: dict[str, Any], seen: set[str], depth: int) -> None:
     words = split_args(line)
     if not words:
         return
@@ -638,7 +646,7 @@ def _load_line(line: str, values: dict[str, Any], seen: set[str]) -> None:
     elif name in DEPRECATED and len(words) == 2:
         return
     elif name == "include" and len(words) == 2:
-        load_text(read_file(words[1]), values, seen)
+        load_text(read_file(words[1]), values, seen, depth + 1)
     else:
         raise ConfigError("Bad directive or wrong number of arguments")
 

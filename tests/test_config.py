@@ -163,6 +163,9 @@ def test_include_and_deprecated_directives(tmp_path):
     assert (values["maxclients"], values["timeout"]) == (12, 3)
     with pytest.raises(config.ConfigFileError, match="can't open config file"):
         load(f"include {tmp_path / 'missing.conf'}\n")
+    (tmp_path / "loop.conf").write_text(f"include {tmp_path / 'loop.conf'}\n")
+    with pytest.raises(config.ConfigFileError, match="nested include"):
+        load(f"include {tmp_path / 'loop.conf'}\n")
 
 
 def test_flags_override_the_file_and_errors_count_lines_through_both(tmp_path):
