@@ -423,6 +423,9 @@ def _worker(args: argparse.Namespace) -> int:
     except LayoutError as exc:
         print(f"shardis worker: error: {exc}", file=sys.stderr)
         return 1
+    for directive in config.DIRECTIVES.values():  # loglevel: set up with the logs above
+        if directive.worker_apply is not None and directive.name not in config.LOG_DIRECTIVES:
+            directive.worker_apply(values[directive.name])
     kept = {name.replace("-", "_"): values[name] for name in config.WORKER_DIRECTIVES}
     return run_worker(args.listen, args.index, supervised=args.supervised, curve=curve,
                       data_dir=values["dir"], **kept)

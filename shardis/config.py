@@ -96,6 +96,9 @@ class Directive:
     #: CONFIG REWRITE's lines for a value: ``fn(directive, value) -> [(line, force), ...]``
     #: (default: :meth:`rewrite_lines`'s rules per kind).
     rewrite: Callable[[Directive, Any], list[tuple[str, bool]]] | None = None
+    #: how a worker process applies the value by itself (at start and on CONFIG SET, which
+    #: then reaches every worker): ``loglevel``, and directives modules register.
+    worker_apply: Callable[[Any], None] | None = None
 
     def parse(self, text: str, current: Any = None) -> Any:
         """``text`` (a config line's arguments, a flag's or CONFIG SET's value) as a value;
@@ -385,6 +388,12 @@ def parse_cluster_enabled(text: str) -> bool:
 LOGLEVELS = ("debug", "verbose", "notice", "warning")
 
 
+def _set_log_level(level: str) -> None:
+    from shardis.logs import set_level
+
+    set_level(level)
+
+
 def _fixed(name: str, value: int, alias: str | None = None) -> Directive:
     """A parameter shardis honours at one value only (the encoding thresholds its families
     use, Redis's defaults): CONFIG GET shows it, a file may repeat it, nothing changes it."""
@@ -410,7 +419,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
        help="number of worker processes (its default is the number of cores)"),
     _D("pidfile", "", mutable=False, rewrite=_rewrite_unless_empty,
        help="file to write the server's pid to (removed at exit)"),
-    _D("loglevel", "notice", "enum", choices=LOGLEVELS,
+    _D("loglevel", "notice", "enum", choices=LOGLEVELS, worker_apply=_set_log_level,
        help="what the logs say: debug, verbose, notice or warning"),
     _D("logfile", "", mutable=False,
        help="file the logs go to, appended, reopened on SIGHUP (empty: standard error)"),
@@ -494,12 +503,19 @@ WORKER_DIRECTIVES = (*PERSISTENCE_FLAGS, "aof-use-rdb-preamble", "auto-aof-rewri
 #: the workers too.
 LOG_DIRECTIVES = ("loglevel", "logfile", "log-format")
 
+
+def forwarded() -> list[str]:
+    """The directives a CONFIG SET of which every worker applies too (``__config_set``)."""
+    return [*WORKER_DIRECTIVES,
+            *(name for name, d in DIRECTIVES.items() if d.worker_apply is not None)]
+
 ALIASES = {d.alias: d.name for d in DIRECTIVES.values() if d.alias}
 
 
 def register(directive: Directive) -> Directive:
     """Add a directive from the module that honours it (file, flags, CONFIG GET/SET/REWRITE
-    then know it like any other)."""
+    then know it like any other; with ``worker_apply``, ``shardis up`` gives workers its
+    value as a flag, each applies it at start, and CONFIG SET reaches them all)."""
     DIRECTIVES[directive.name] = directive
     if directive.alias:
         ALIASES[directive.alias] = directive.name
@@ -676,7 +692,7 @@ def worker_flags(values: dict[str, Any]) -> list[str]:
     """The flags that give a worker the directives it keeps and its log settings
     (``shardis worker --save "3600 1" --loglevel notice ...``)."""
     flags = []
-    for name in (*WORKER_DIRECTIVES, *LOG_DIRECTIVES):
+    for name in dict.fromkeys((*forwarded(), *LOG_DIRECTIVES)):
         directive = DIRECTIVES[name]
         flags += [f"--{name}", directive.format(values.get(name, directive.default))]
     return flags

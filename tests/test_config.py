@@ -338,3 +338,16 @@ def test_bind_takes_several_addresses_as_redis():
     assert config.listen_hosts("* -::*", has) == ["0.0.0.0"]
     assert config.listen_hosts("::1 -127.0.0.1", has) == ["::1", "127.0.0.1"]
     assert load("bind 127.0.0.1 -::1\n")["bind"] == "127.0.0.1 -::1"
+
+
+def test_a_registered_directive_is_known_everywhere(monkeypatch):
+    """A module's own directive: the file, flags, CONFIG SET and the workers' flags know it."""
+    applied = []
+    directive = config.Directive("test-knob", 3, "int", 0, 10, worker_apply=applied.append)
+    monkeypatch.setitem(config.DIRECTIVES, "test-knob", directive)
+    assert load("test-knob 7\n")["test-knob"] == 7
+    assert config.check_set([("test-knob", "9")], False) == {"test-knob": 9}
+    assert "test-knob" in config.forwarded()
+    flags = config.worker_flags({**config.defaults(), "test-knob": 5})
+    assert flags[flags.index("--test-knob") + 1] == "5"
+    assert config.render(config.defaults())["test-knob"] == "3"

@@ -93,17 +93,13 @@ def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
     return Plan(workers=router.all_workers)
 
 
-#: Directives a change of which every worker applies too (``__config_set``).
-FORWARDED = (*directives.WORKER_DIRECTIVES, "loglevel")
-
-
 @coordinated("config|set", _config_set_plan)
 async def config_set(router: Any, client: Any, args: list[bytes]) -> object:
     """CONFIG SET name value [name value ...]: all checked, then all applied."""
     setting = router.config.get("enable-protected-configs", "no")
     changes = _checked(router, args, protected_allowed(setting, client))
     for name, value in changes.items():
-        if name in FORWARDED:
+        if name in directives.forwarded():
             await _forward(router, name, value)
     for name, value in changes.items():
         router.config[name] = value

@@ -136,10 +136,8 @@ class WorkerServer:
         from shardis.config import WORKER_DIRECTIVES, ConfigError, lookup
 
         directive = lookup(name)
-        if directive is not None and directive.name == "loglevel":
-            from shardis.logs import set_level
-
-            set_level(text.decode(errors="replace"))
+        if directive is not None and directive.worker_apply is not None:  # loglevel...
+            directive.worker_apply(directive.parse(text.decode(errors="replace")))
             return
         if directive is None or directive.name not in WORKER_DIRECTIVES:
             raise ReplyError(f"ERR a worker does not keep the directive '{name}'")
