@@ -199,8 +199,9 @@ class Supervisor:
         from shardis.config import CONFIG_FILE
 
         pids = ", ".join(str(proc.pid) for proc in self.children.values())
+        tls_port = self.config.get("tls-port", 0)
         return (f"shardis {__version__} (Redis {REDIS_VERSION} compatible) ready on "
-                f"{' '.join(self.hosts())} (port {self.port}, tls-port {self.config.get('tls-port', 0)}) "
+                f"{' '.join(self.hosts())} (port {self.port}, tls-port {tls_port}) "
                 f"with {self.worker_count} workers (pids {pids}), router pid {os.getpid()}, "
                 f"data dir {self.data_dir}, config file "
                 f"{self.config.get(CONFIG_FILE) or '(none)'}")

@@ -51,7 +51,7 @@ class Running:
                  "--workers", str(workers), "--dir", self.dir, *flags],
                 stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_for_port(self.port, self.proc)
+            wait_for_port(self.port, self.proc, timeout=60)  # a loaded machine is slow
         except RuntimeError:
             self.stop()
             raise
@@ -98,7 +98,7 @@ def redis_rewrite(path: str, changes: list[list[str]]) -> str:
     proc = subprocess.Popen([shutil.which("redis-server"), path, "--port", str(port), "--dir",
                              os.path.dirname(path)], stdout=subprocess.DEVNULL)
     try:
-        wait_for_port(port, proc)
+        wait_for_port(port, proc, timeout=60)
         client = redis.Redis(port=port)
         for change in changes:
             client.config_set(*change)
@@ -326,7 +326,7 @@ def test_router_and_worker_read_the_same_file(tmp_path):
     router = subprocess.Popen([sys.executable, "-m", "shardis", "router", str(path),
                                "--connect", f"tcp://127.0.0.1:{worker_port}"])
     try:
-        wait_for_port(router_port, router)
+        wait_for_port(router_port, router, timeout=60)
         client = redis.Redis(port=router_port, decode_responses=True)
         assert client.config_get("maxclients") == {"maxclients": "77"}
         assert client.config_get("workers") == {"workers": "1"}

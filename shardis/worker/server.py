@@ -136,16 +136,17 @@ class WorkerServer:
         from shardis.config import WORKER_DIRECTIVES, ConfigError, lookup
 
         directive = lookup(name)
-        if directive is not None and directive.worker_apply is not None:  # loglevel...
-            directive.worker_apply(directive.parse(text.decode(errors="replace")))
-            return
-        if directive is None or directive.name not in WORKER_DIRECTIVES:
+        if directive is None or (directive.name not in WORKER_DIRECTIVES
+                                 and directive.worker_apply is None):
             raise ReplyError(f"ERR a worker does not keep the directive '{name}'")
         try:
             value = directive.parse(text.decode(errors="replace"))
         except ConfigError as exc:
             raise ReplyError(f"ERR CONFIG SET failed (possibly related to argument "
                              f"'{name}') - {exc}") from None
+        if directive.worker_apply is not None:  # loglevel: applies itself
+            directive.worker_apply(value)
+            return
         snapshots, rewriter, aof = self.snapshots, self.rewriter, self.shard.aof
         name = directive.name
         if name == "save" and snapshots is not None:
