@@ -493,7 +493,7 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("tls-cert-file", "", rewrite=_rewrite_unless_empty, help="server certificate (PEM)"),
     _D("tls-key-file", "", rewrite=_rewrite_unless_empty, help="server private key (PEM)"),
     _D("tls-ca-cert-file", "", rewrite=_rewrite_unless_empty, help="CA certificates to verify clients (PEM)"),
-    _D("tls-auth-clients", "yes", "enum", choices=("yes", "no", "optional"),
+    _D("tls-auth-clients", "yes", "enum", choices=("no", "yes", "optional"),
        help="require client certificates: yes, no or optional"),
     _D("tls-protocols", "", rewrite=_rewrite_unless_empty, help="e.g. 'TLSv1.2 TLSv1.3'"),
     _D("tls-ciphers", "", rewrite=_rewrite_unless_empty, help="OpenSSL cipher list for TLSv1.2 and below"),

@@ -10,6 +10,8 @@ and its revert are checked by the replies, the workers' share in tests/test_conf
 
 from __future__ import annotations
 
+import pytest
+
 from tests.differential import check, parametrize, script, sorted_
 
 SCRIPTS = [
@@ -161,3 +163,87 @@ SCRIPTS = [
 @parametrize(SCRIPTS)
 def test_config_matches_redis(oracle, shardis, script, protocol):
     check(oracle, shardis, script, protocol)
+
+
+#: Directives whose value the two test servers' command lines set differently.
+STARTED_APART = {"bind", "port", "dir", "save", "appendonly", "workers", "cluster-enabled"}
+
+
+def shared_names(oracle) -> list[str]:
+    """Every shardis directive (and alias) real Redis 7.0 has too."""
+    import redis
+
+    from shardis import config
+
+    theirs = redis.Redis(port=oracle.port, decode_responses=True).config_get("*")
+    return [name for name in config.names() if name in theirs]
+
+
+def test_every_shared_directive_has_redis_s_default(oracle, shardis):
+    """CONFIG GET of each directive both servers have (not set on their command lines)."""
+    import redis
+
+    names = [name for name in shared_names(oracle) if name not in STARTED_APART]
+    assert len(names) > 30
+    theirs = redis.Redis(port=oracle.port, decode_responses=True)
+    ours = redis.Redis(port=shardis.port, decode_responses=True)
+    assert {name: ours.config_get(name) for name in names} == {
+        name: theirs.config_get(name) for name in names}
+
+
+def test_every_shared_directive_refuses_what_redis_refuses(oracle, shardis):
+    """CONFIG SET of values each directive refuses (out of range, not a number, not a
+    choice): the same error from both, and nothing changed."""
+    import redis
+
+    from shardis import config
+
+    bad: list[tuple[str, str]] = []
+    for name in shared_names(oracle):
+        directive = config.lookup(name)
+        if not directive.mutable:  # port, tls-port: immutable in shardis (see the README)
+            continue
+        if directive.kind in ("int", "memory"):
+            bad += [(name, str(directive.low - 1)), (name, "12abc"),
+                    (name, str(directive.high + 1))]
+        elif directive.kind in ("bool", "enum"):
+            bad.append((name, "maybe-not"))
+    assert len(bad) >= 30
+    theirs = redis.Redis(port=oracle.port, decode_responses=True)
+    ours = redis.Redis(port=shardis.port, decode_responses=True)
+
+    def error(client, name: str, value: str) -> str:
+        try:
+            client.config_set(name, value)
+        except redis.ResponseError as exc:
+            return str(exc)
+        return "accepted"
+
+    assert [error(ours, *pair) for pair in bad] == [error(theirs, *pair) for pair in bad]
+
+
+def test_a_config_file_line_is_refused_as_redis_server_refuses_it(oracle, tmp_path):
+    """Each shared directive with a bad value in a config file (immutable ones too): shardis's
+    loader reports it in redis-server's very words."""
+    import shutil
+    import subprocess
+
+    from shardis import config
+
+    lines: list[str] = []
+    for name in shared_names(oracle):
+        directive = config.lookup(name)
+        if directive.kind in ("int", "memory"):
+            lines += [f"{name} {directive.low - 1}", f"{name} 12abc",
+                      f"{name} {directive.high + 1}", f"{name} 1 2"]
+        elif directive.kind in ("bool", "enum"):
+            lines += [f"{name} maybe-not", f"{name} yes no"]
+    assert len(lines) >= 50
+    path = tmp_path / "bad.conf"
+    for line in lines:
+        path.write_text(f"# one bad line\n{line}\n")
+        theirs = subprocess.run([shutil.which("redis-server"), str(path)],
+                                capture_output=True, text=True, timeout=30)
+        with pytest.raises(config.ConfigFileError) as caught:
+            config.load(str(path), [])
+        assert (caught.value.report(), 1) == (theirs.stderr, theirs.returncode), line
