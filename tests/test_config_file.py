@@ -342,3 +342,33 @@ def test_router_and_worker_read_the_same_file(tmp_path):
             proc.terminate()
         for proc in (router, worker):
             assert proc.wait(timeout=10) == 0
+
+
+def test_config_rewrite_that_cannot_write_fails_as_redis(conf, tmp_path):
+    """The config file replaced by a directory: CONFIG REWRITE's error is Redis's."""
+    def broken(client: redis.Redis, path: str) -> str:
+        os.unlink(path)
+        os.mkdir(path)
+        try:
+            client.config_rewrite()
+        except redis.ResponseError as exc:
+            return str(exc)
+        return "accepted"
+
+    server = Running(conf)
+    try:
+        ours = broken(server.client, conf)
+    finally:
+        server.stop()
+    theirs_path = tmp_path / "redis.conf"
+    theirs_path.write_text("maxclients 50\n")
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server"), str(theirs_path), "--port",
+                             str(port), "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, timeout=60)
+        theirs = broken(redis.Redis(port=port), str(theirs_path))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert ours == theirs == "Rewriting config file: Is a directory"
