@@ -106,7 +106,7 @@ _BODY = _HEADER_LEN + _COUNTS.size
 #: the length of a None field.
 _NONE = 0xFFFFFFFF
 _NO_EVENTS = ()
-#: The databases a code can name: ``databases`` may not exceed this.
+#: The databases a code can name: ``databases`` may not exceed this (``shardis.config``).
 MAX_DATABASES = 1 << 14
 _LAYOUT_CHARS = b"0123456789s"
 #: the layout text of each short length, looked up instead of formatted (per argument).

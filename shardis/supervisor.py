@@ -36,14 +36,15 @@ STOP_TIMEOUT = 300.0
 
 
 class Supervisor:
-    def __init__(self, workers: int, host: str, port: int, data_dir: str,
-                 log_level: str = "info", config: dict[str, Any] | None = None) -> None:
+    def __init__(self, workers: int, host: str | list[str], port: int, data_dir: str,
+                 log_level: str | None = None, config: dict[str, Any] | None = None) -> None:
         self.worker_count = workers
         self.host = host
         self.port = port
         self.data_dir = os.path.abspath(data_dir)
+        #: ``--log-level`` as given to ``shardis up`` (None: the loglevel directive says).
         self.log_level = log_level
-        #: the router's directives (``shardis.config``); bind, port and dir come from above.
+        #: every directive's value (``shardis.config``); bind, port and dir come from above.
         self.config = dict(config or {})
         self.run_dir = tempfile.mkdtemp(prefix="shardis-run-")
         self.addresses = [f"ipc://{self.run_dir}/worker-{i}.sock" for i in range(workers)]
@@ -52,48 +53,45 @@ class Supervisor:
         self.stopping = False
 
     def command_for(self, name: str) -> list[str]:
+        """``shardis worker`` with the directives workers keep as flags (the current values:
+        CONFIG SET may have changed them since the start), as a worker started by hand
+        takes them."""
+        from shardis.config import worker_flags
+
         index = int(name.split("-")[1])
-        from shardis.config import DIRECTIVES, PERSISTENCE_FLAGS
-
-        persistence = []
-        for name in PERSISTENCE_FLAGS:
-            directive = DIRECTIVES[name]
-            value = self.config.get(name, directive.default)
-            persistence += [f"--{name}", directive.format(value)]
-        return [sys.executable, "-m", "shardis", "--log-level", self.log_level, "worker",
-                "--listen", self.addresses[index], "--index", str(index), "--dir",
-                self.data_dir, *persistence, "--supervised"]
-
-    def environment_for(self) -> dict[str, str]:
-        """The worker directives that are not command-line flags of ``shardis worker``
-        (``WORKER_DIRECTIVES`` beyond ``PERSISTENCE_FLAGS``), as ``name=value`` lines."""
-        from shardis.config import (
-            DIRECTIVES,
-            PERSISTENCE_FLAGS,
-            WORKER_CONFIG_ENV,
-            WORKER_DIRECTIVES,
-        )
-
-        lines = [f"{name}={DIRECTIVES[name].format(self.config.get(name, DIRECTIVES[name].default))}"
-                 for name in WORKER_DIRECTIVES if name not in PERSISTENCE_FLAGS]
-        return {**os.environ, WORKER_CONFIG_ENV: "\n".join(lines)}
+        level = ["--log-level", self.log_level] if self.log_level else []
+        return [sys.executable, "-m", "shardis", *level, "worker", "--listen",
+                self.addresses[index], "--index", str(index), "--dir", self.data_dir,
+                *worker_flags(self.config), "--supervised"]
 
     def config_changed(self, name: str, value: Any) -> None:
         """CONFIG SET changed a directive workers keep: a worker restarted later gets it."""
         self.config[name] = value
+        if name == "loglevel":
+            self.log_level = None  # --log-level no longer says: loglevel does
 
     def start(self, name: str) -> None:
-        self.children[name] = subprocess.Popen(self.command_for(name),
-                                               env=self.environment_for())
+        self.children[name] = subprocess.Popen(self.command_for(name))
         log.info("started %s (pid %d)", name, self.children[name].pid)
 
+    def hosts(self) -> list[str]:
+        return [self.host] if isinstance(self.host, str) else list(self.host)
+
     def port_free(self, port: int) -> bool:
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        """Whether every address to listen on has ``port`` free."""
+        for host in self.hosts():
             try:
-                probe.bind((self.host, port))
+                infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
             except OSError:
                 return False
+            family, kind, proto, _, where = infos[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(where)
+                except OSError:
+                    return False
         return True
 
     def startup_problem(self) -> str | None:
@@ -105,7 +103,8 @@ class Supervisor:
             return "Configured to not listen anywhere, exiting."
         for port in (self.port, tls_port):
             if port and not self.port_free(port):
-                return f"cannot listen on {self.host}:{port}: the address is already in use"
+                return (f"cannot listen on {' '.join(self.hosts())}:{port}: the address is "
+                        "already in use")
         if tls_port:
             from shardis.router.tls import TLSConfigError, build_context
 
@@ -170,7 +169,7 @@ class Supervisor:
             loop.add_signal_handler(sig, stop_requested)
         if self.stopping:
             return 0
-        config: dict[str, Any] = {**self.config, "bind": self.host, "port": self.port,
+        config: dict[str, Any] = {**self.config, "port": self.port,
                                   "dir": self.data_dir}
         from shardis.router.server import WORKER_CONFIG_LISTENERS
 
@@ -192,9 +191,20 @@ class Supervisor:
 
     async def _announce(self, ready: asyncio.Event) -> None:
         await ready.wait()
-        log.info("shardis ready on %s (port %d, tls-port %d) with %d workers (data dir %s)",
-                 self.host, self.port, self.config.get("tls-port", 0), self.worker_count,
-                 self.data_dir)
+        log.info("%s", self.banner())
+
+    def banner(self) -> str:
+        """The startup line: what runs, where, and which processes (for ps, kill, logs)."""
+        from shardis import REDIS_VERSION, __version__
+        from shardis.config import CONFIG_FILE
+
+        pids = ", ".join(str(proc.pid) for proc in self.children.values())
+        tls_port = self.config.get("tls-port", 0)
+        return (f"shardis {__version__} (Redis {REDIS_VERSION} compatible) ready on "
+                f"{' '.join(self.hosts())} (port {self.port}, tls-port {tls_port}) "
+                f"with {self.worker_count} workers (pids {pids}), router pid {os.getpid()}, "
+                f"data dir {self.data_dir}, config file "
+                f"{self.config.get(CONFIG_FILE) or '(none)'}")
 
     async def _watch_forever(self) -> None:
         """Restart workers that died, each on its own backoff: a worker that keeps crashing

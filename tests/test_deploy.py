@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from shardis.cli import build_parser
+from shardis import config
+from shardis.cli import build_parser, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -140,14 +141,20 @@ def parse_shardis(argv: list, problems: list[str], where: str):
     if not argv or argv[0] != "shardis":
         problems.append(f"{where}: not a shardis command: {argv}")
         return None
-    try:
-        args = build_parser().parse_args([str(a) for a in argv[1:]])
-    except SystemExit:
-        problems.append(f"{where}: the shardis CLI rejects {argv}")
-        return None
-    if args.command is None:
+    words = [str(a) for a in argv[1:]]
+    if not any(word in ("up", "router", "worker") for word in words):
         problems.append(f"{where}: no subcommand in {argv}")
         return None
+    try:  # as shardis reads it: argparse, then the directives by the config loader
+        args = parse(build_parser(), words)
+        values, _ = config.load(args.config_file, args.directive_flags)
+    except (SystemExit, config.ConfigFileError):
+        problems.append(f"{where}: the shardis CLI rejects {argv}")
+        return None
+    for name in ("port", "bind", "dir", "workers", "appendonly"):
+        value = values[name]
+        setattr(args, name, config.DIRECTIVES[name].format(value)
+                if isinstance(value, bool) else value)
     return args
 
 

@@ -82,11 +82,10 @@ def test_save_and_appendfsync_reach_the_workers_and_restarted_ones(tmp_path):
         assert argv[argv.index("--save") + 1] == "1 1"
         assert argv[argv.index("--appendfsync") + 1] == "always"
         client.config_set("auto-aof-rewrite-percentage", "7")
-        with open(f"/proc/{worker_pids(server)[1]}/environ", "rb") as fh:
-            before = fh.read()
-        assert b"auto-aof-rewrite-percentage=100" in before  # started before the change
-        with open(f"/proc/{restarted_worker_pid(server, 1, client)}/environ", "rb") as fh:
-            assert b"auto-aof-rewrite-percentage=7" in fh.read()
+        assert argv[argv.index("--auto-aof-rewrite-percentage") + 1] == "100"  # before
+        with open(f"/proc/{restarted_worker_pid(server, 1, client)}/cmdline", "rb") as fh:
+            argv = fh.read().decode().split("\0")
+        assert argv[argv.index("--auto-aof-rewrite-percentage") + 1] == "7"
     finally:
         server.stop()
 

@@ -246,6 +246,7 @@ def load_families() -> None:
     from shardis.commands import (  # noqa: F401
         bitmaps,
         blocking,
+        config,
         dump,
         expiry,
         functions,

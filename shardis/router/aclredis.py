@@ -13,7 +13,6 @@ from __future__ import annotations
 #: full name (``memory|doctor``) -> ACL categories, from Redis 7.0.15's COMMAND INFO.
 REDIS_ONLY: dict[str, str] = {
     "command|getkeysandflags": "slow connection",
-    "config|rewrite": "admin slow dangerous",
     "latency": "slow",
     "latency|doctor": "admin slow dangerous",
     "latency|graph": "admin slow dangerous",

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shardis import REDIS_VERSION, __version__
+from shardis.config import CONFIG_FILE
 from shardis.resp import Verbatim
 from shardis.router.registry import Plan, coordinated
 
@@ -101,7 +102,7 @@ def _server(router: Any, shards: list[dict]) -> Fields:
         ("configured_hz", 10),
         ("lru_clock", int(now) & ((1 << 24) - 1)),
         ("executable", sys.executable),
-        ("config_file", ""),
+        ("config_file", router.config.get(CONFIG_FILE) or ""),
         ("io_threads_active", 0),
         ("workers", len(router.links)),
         ("worker_pids", ",".join(str(s[b"process_id"]) for s in shards)),

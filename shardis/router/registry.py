@@ -85,6 +85,7 @@ def load_handlers() -> None:
     from shardis.router import (  # noqa: F401
         bitmaps,
         clients,
+        config,
         connection,
         functions,
         geo,

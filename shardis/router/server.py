@@ -1,9 +1,8 @@
-"""Server commands on the router: COMMAND (answered from the command table), TIME, CONFIG
-(INFO is in ``shardis.router.info``)."""
+"""Server commands on the router: COMMAND (answered from the command table), TIME, SHUTDOWN,
+SAVE and the like (INFO is in ``shardis.router.info``, CONFIG in ``shardis.router.config``)."""
 
 from __future__ import annotations
 
-import inspect
 import ipaddress
 import logging
 import time
@@ -11,11 +10,8 @@ from typing import Any
 
 from shardis import errors
 from shardis.commands import Command, all_commands, find, help_reply, lookup
-from shardis.config import DIRECTIVES, WORKER_DIRECTIVES, ConfigError, render
-from shardis.config import lookup as config_lookup
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
-from shardis.notify import INVALID_CLASSES, format_flags, parse_flags
 from shardis.resp import OK, SetReply, Status
 from shardis.router.registry import DEFERRED, Plan, coordinated, router_command
 
@@ -377,29 +373,8 @@ def time_(router: Any, client: Any, args: list[bytes]) -> object:
 
 
 # CONFIG --------------------------------------------------------------------------------------
-def config_table(router: Any) -> dict[bytes, bytes]:
-    """The parameters CONFIG GET reports: every directive of ``shardis.config``, and fixed
-    ones that describe what shardis does."""
-    config = router.config
-    table = {name.encode(): value.encode() for name, value in render(config).items()}
-    table.update({
-        b"maxmemory": b"0",
-        b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),
-        b"cluster-enabled": b"no",
-    })
-    return table
-
-
-@router_command("config|get")
-def config_get(router: Any, client: Any, args: list[bytes]) -> object:
-    table = config_table(router)
-    found: dict[bytes, bytes] = {}
-    for pattern in args[2:]:
-        for name, value in table.items():
-            if glob_match(pattern, name, nocase=True):
-                found[name] = value
-    return found
-
+# The CONFIG commands are in ``shardis.router.config``; modules that act on a directive
+# register here what must happen when CONFIG SET changes it.
 
 #: directive name -> what must happen when CONFIG SET changes it (``handler(router, value)``,
 #: which may be a coroutine function), registered by the modules that use the directive (see
@@ -415,112 +390,7 @@ def on_config_set(name: str) -> Any:
     return register
 
 
-def _config_set_failed(name: bytes, reason: str) -> ReplyError:
-    return ReplyError(f"ERR CONFIG SET failed (possibly related to argument "
-                      f"'{name.decode(errors='replace')}') - {reason}")
-
-
-def parse_config_set(args: list[bytes], router: Any = None,
-                     client: Any = None) -> dict[str, Any]:
-    """CONFIG SET's pairs, checked as Redis checks them (all or nothing): directive -> value.
-    With ``router``, protected directives (``dbfilename``, ``dir``) are refused unless
-    ``enable-protected-configs`` allows them for ``client``."""
-    if len(args) < 4 or len(args) % 2:
-        raise ReplyError(errors.wrong_arity("config|set"))
-    changes: dict[str, Any] = {}
-    for raw_name, raw_value in zip(args[2::2], args[3::2]):
-        text_name = raw_name.decode(errors="replace").lower()
-        if text_name == "notify-keyspace-events":
-            flags = parse_flags(raw_value)
-            if flags is None:
-                raise ReplyError(INVALID_CLASSES)
-            directive_name, value = text_name, flags
-        else:
-            directive = config_lookup(text_name)
-            if directive is None:
-                raise ReplyError("ERR Unknown option or number of arguments for CONFIG SET - "
-                                 f"'{raw_name.decode(errors='replace')}'")
-            # dir: protected in Redis (refused as such by default); here each worker's
-            # folder is fixed too, so once protected configs are allowed it is immutable.
-            setting = router.config.get("enable-protected-configs", "no") if router else "yes"
-            if directive.protected and setting == "local" and client is _PLANNING:
-                pass  # decided with the client (config_set)
-            elif directive.protected and not protected_allowed(setting, client):
-                raise _config_set_failed(raw_name, "can't set protected config")
-            elif not directive.mutable:
-                raise _config_set_failed(raw_name, "can't set immutable config")
-            try:
-                value = directive.parse(raw_value.decode(errors="replace"))
-            except ConfigError as exc:
-                raise _config_set_failed(raw_name, str(exc)) from None
-            directive_name = directive.name
-        if directive_name in changes:
-            raise _config_set_failed(raw_name, "duplicate parameter")
-        changes[directive_name] = value
-    return changes
-
-
-_PLANNING = object()
-
-
-def _config_set_plan(router: Any, args: list[bytes]) -> Plan:
-    parse_config_set(args, router, _PLANNING)
-    return Plan(workers=router.all_workers)
-
-
 #: ``listener(name, value)`` called after CONFIG SET changed a directive workers keep
 #: (``WORKER_DIRECTIVES``): ``shardis up``'s supervisor keeps the value for the workers it
 #: restarts later.
 WORKER_CONFIG_LISTENERS: list[Any] = []
-
-
-@coordinated("config|set", _config_set_plan)
-async def config_set(router: Any, client: Any, args: list[bytes]) -> object:
-    """Router-side directives change at once; notify-keyspace-events and the persistence
-    directives (``WORKER_DIRECTIVES``) reach every worker, which must all accept them."""
-    changes = parse_config_set(args, router, client)
-    for name, value in changes.items():
-        if name not in WORKER_DIRECTIVES:
-            continue
-        text = DIRECTIVES[name].format(value).encode()
-        for reply in await router.call_all([b"__config_set", name.encode(), text]):
-            if type(reply) is ReplyError:
-                raise reply
-        for listener in WORKER_CONFIG_LISTENERS:
-            listener(name, value)
-    for name, value in changes.items():
-        router.config[name] = value
-        hook = CONFIG_HOOKS.get(name)
-        if hook is not None:
-            done = hook(router, value)
-            if inspect.isawaitable(done):  # requirepass: stored for every router first
-                await done
-    if "notify-keyspace-events" in changes:
-        flags = changes["notify-keyspace-events"]
-        for reply in await router.call_all([b"__notify", b"%d" % flags]):
-            if type(reply) is ReplyError:
-                raise reply
-    return OK
-
-
-@router_command("config|resetstat")
-def config_resetstat(router: Any, client: Any, args: list[bytes]) -> object:
-    router.stats.commands = 0
-    router.stats.error_replies = 0
-    router.stats.connections_received = 0
-    router.stats.rejected_connections = 0
-    return OK
-
-
-@router_command("config|help")
-def config_help(router: Any, client: Any, args: list[bytes]) -> object:
-    lines = [
-        "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-        "GET <pattern>",
-        "    Return parameters matching the glob-like <pattern> and their values.",
-        "SET <directive> <value>",
-        "    Set the configuration <directive> to <value>.",
-        "RESETSTAT",
-        "    Reset statistics reported by the INFO command.",
-    ]
-    return help_reply(lines)

@@ -135,13 +135,17 @@ class WorkerServer:
         from shardis.config import WORKER_DIRECTIVES, ConfigError, lookup
 
         directive = lookup(name)
-        if directive is None or directive.name not in WORKER_DIRECTIVES:
+        if directive is None or (directive.name not in WORKER_DIRECTIVES
+                                 and directive.worker_apply is None):
             raise ReplyError(f"ERR a worker does not keep the directive '{name}'")
         try:
             value = directive.parse(text.decode(errors="replace"))
         except ConfigError as exc:
             raise ReplyError(f"ERR CONFIG SET failed (possibly related to argument "
                              f"'{name}') - {exc}") from None
+        if directive.worker_apply is not None:  # loglevel: applies itself
+            directive.worker_apply(value)
+            return
         snapshots, rewriter, aof = self.snapshots, self.rewriter, self.shard.aof
         name = directive.name
         if name in ("maxmemory-policy", "lfu-log-factor", "lfu-decay-time"):
@@ -449,32 +453,15 @@ class WorkerServer:
                 pass
 
 
-def worker_config_from_env() -> dict[str, object]:
-    """Directives ``shardis up`` hands a worker in the environment (``WORKER_CONFIG_ENV``:
-    ``name=value`` lines); a bad line is logged and ignored."""
-    from shardis.config import WORKER_CONFIG_ENV, WORKER_DIRECTIVES, ConfigError, lookup
-
-    values: dict[str, object] = {}
-    for line in os.environ.get(WORKER_CONFIG_ENV, "").splitlines():
-        name, _, text = line.partition("=")
-        directive = lookup(name.strip())
-        if directive is None or directive.name not in WORKER_DIRECTIVES:
-            log.warning("ignoring %s line %r", WORKER_CONFIG_ENV, line)
-            continue
-        try:
-            values[directive.name] = directive.parse(text)
-        except ConfigError as exc:
-            log.warning("ignoring %s line %r: %s", WORKER_CONFIG_ENV, line, exc)
-    return values
-
-
 def run_worker(address: str, index: int = 0, supervised: bool = False,
                curve: WorkerCurve | None = None, data_dir: str = ".",
                appendonly: bool = False, appendfsync: str = "everysec",
                appenddirname: str = "appendonlydir", dbfilename: str = "dump.rdb",
                save: list[tuple[int, int]] | None = None, aof_use_rdb_preamble: bool = True,
                auto_aof_rewrite_percentage: int = 100,
-               auto_aof_rewrite_min_size: int = 64 * 1024 * 1024) -> int:
+               auto_aof_rewrite_min_size: int = 64 * 1024 * 1024, databases: int = 16,
+               maxmemory_policy: str = "noeviction", lfu_log_factor: int = 10,
+               lfu_decay_time: int = 1) -> int:
     """Entry point of a worker process; its exit code (1: the AOF or RDB could not be loaded).
 
     The worker's files live in ``data_dir/worker-<index>/``: the AOF folder ``appenddirname``
@@ -482,11 +469,6 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     """
     if supervised:
         _die_with_parent()
-    extra = worker_config_from_env()
-    aof_use_rdb_preamble = extra.get("aof-use-rdb-preamble", aof_use_rdb_preamble)
-    auto_aof_rewrite_percentage = extra.get("auto-aof-rewrite-percentage",
-                                            auto_aof_rewrite_percentage)
-    auto_aof_rewrite_min_size = extra.get("auto-aof-rewrite-min-size", auto_aof_rewrite_min_size)
     aof = None
     own_dir = os.path.join(data_dir, f"worker-{index}")
     if appendonly:
@@ -495,12 +477,8 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     rewriter = AofRewriter(own_dir, appenddirname, aof_use_rdb_preamble,
                            auto_aof_rewrite_percentage, auto_aof_rewrite_min_size)
     try:
-        server = WorkerServer(address, index, curve, aof, snapshots, rewriter,
-                              extra.get("databases", 16))
-        server.shard.set_access_tracking(
-            maxmemory_policy=extra.get("maxmemory-policy", "noeviction"),
-            lfu_log_factor=extra.get("lfu-log-factor", 10),
-            lfu_decay_time=extra.get("lfu-decay-time", 1))
+        server = WorkerServer(address, index, curve, aof, snapshots, rewriter, databases)
+        server.shard.set_access_tracking(maxmemory_policy, lfu_log_factor, lfu_decay_time)
     except RdbError as exc:
         log.critical("worker %d can't load its RDB file %s: %s; exiting", index,
                      snapshots.path, exc)
