@@ -114,6 +114,34 @@ command("bgrewriteaof", 1, "admin noscript no_async_loading", fanout=Fanout.COOR
 command("debug", -2, "admin noscript loading stale", fanout=Fanout.COORDINATED,
         acl="admin slow dangerous", group="server")(None)
 
+# SLOWLOG, LATENCY, MONITOR: the router keeps these (shardis.router.stats, .monitor).
+container("slowlog", group="server")
+_NODES = "request_policy:all_nodes"
+for _name, _arity, _tips in (
+    ("get", -2, f"{_NODES} nondeterministic_output"),
+    ("len", 2, f"{_NODES} response_policy:agg_sum nondeterministic_output"),
+    ("reset", 2, f"{_NODES} response_policy:all_succeeded"),
+):
+    command(_name, _arity, "admin loading stale", fanout=R, acl="admin slow dangerous",
+            group="server", parent="slowlog", tips=_tips)(None)
+command("help", 2, "loading stale", fanout=R, acl="slow", group="server",
+        parent="slowlog")(None)
+
+container("latency", group="server")
+command("help", 2, "loading stale", fanout=R, acl="slow", group="server",
+        parent="latency")(None)
+_SPECIAL = "nondeterministic_output request_policy:all_nodes response_policy:special"
+for _name, _arity, _tips in (
+    ("histogram", -2, _SPECIAL), ("doctor", 2, _SPECIAL), ("graph", 3, _SPECIAL),
+    ("reset", -2, f"{_NODES} response_policy:all_succeeded"), ("latest", 2, _SPECIAL),
+    ("history", 3, _SPECIAL),
+):
+    command(_name, _arity, "admin noscript loading stale", fanout=R,
+            acl="admin slow dangerous", group="server", parent="latency", tips=_tips)(None)
+
+command("monitor", 1, "admin noscript loading stale", fanout=R, acl="admin slow dangerous",
+        group="server")(None)
+
 _STARTED = time.time()
 
 

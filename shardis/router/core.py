@@ -47,8 +47,10 @@ from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import ClientConnection, PushReply, Reply
 from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
+from shardis.router.monitor import Monitor
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
+from shardis.router.stats import Observer, lookup_spec
 from shardis.router.tracking import deliver as deliver_invalidations
 from shardis.router.tracking import disable as disable_tracking
 from shardis.router.tracking import dispatch_tracked, is_tracking_push
@@ -295,6 +297,9 @@ class Router:
         #: the slot -> worker table itself, for the fast path (resharding rewrites it in place).
         self.owners = self.slots.owners
         self.stats = RouterStats()
+        #: per-command statistics, SLOWLOG, LATENCY (``shardis.router.stats``) and MONITOR.
+        self.observer = Observer(self)
+        self.monitor = Monitor(self)
         #: malformed messages from workers: logged, at most a few lines per interval.
         self.malformed_log = RateLimitedLog(log)
         self.clients: dict[int, ClientConnection] = {}
@@ -346,6 +351,7 @@ class Router:
         end_transaction(self, client)
         self.pubsub.client_gone(client)
         disable_tracking(self, client)
+        self.monitor.client_gone(client)
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]],
@@ -391,7 +397,7 @@ class Router:
                     key = hash_tag(key)
                 worker = owners[xxh3(key) & SLOT_MASK]
                 if not gates or worker not in gates:
-                    reply = Reply(client)
+                    reply = Reply(client, None, spec, args)
                     queue_reply(reply)
                     link = links[worker]
                     link.targets.append(reply)
@@ -424,6 +430,8 @@ class Router:
             if not security.refuse(self, client, args):
                 if not self.dispatch_all(client, [args], checked=True):
                     return index  # held by CLIENT PAUSE: it waits in the backlog
+            else:
+                self.observer.rejected(lookup_spec(args))  # NOAUTH, NOPERM: rejected_calls
             if client.waiting or client.closing:
                 return index + 1
             if client.unrestricted:  # AUTH or an ACL change lifted the checks
@@ -458,7 +466,7 @@ class Router:
                 lookup(args)
             except ReplyError as exc:
                 client.multi_dirty = True
-                self.reply_error(client, exc.message)
+                self.reject(client, args, exc.message)
                 continue
             client.multi.append(args)  # type: ignore[union-attr]
             client.reply_now(QUEUED_REPLY)
@@ -473,8 +481,9 @@ class Router:
                 try:
                     spec = lookup(args)
                 except ReplyError as exc:
-                    self.reply_error(client, exc.message)
+                    self.reject(client, args, exc.message)
                 else:  # Redis names a subcommand in full: 'client|reply'
+                    self.observer.rejected(spec)
                     self.reply_error(client, subscribed_mode_error(spec.fullname.encode()))
             if client.waiting or client.closing:
                 return index + 1
@@ -502,9 +511,9 @@ class Router:
             if args[0].lower() == b"exec":  # Redis answers a rejected EXEC this way, always
                 end_transaction(self, client)
                 reason = exc.message.removeprefix("ERR ")
-                self.reply_error(client, f"{errors.EXECABORT_BECAUSE}{reason}")
+                self.reject(client, args, f"{errors.EXECABORT_BECAUSE}{reason}")
             else:
-                self.reply_error(client, exc.message)
+                self.reject(client, args, exc.message)
             return
         client.last_command = spec.fullname.encode()  # CLIENT LIST's cmd=client|list
         fanout = spec.fanout
@@ -514,7 +523,7 @@ class Router:
                 self.hold(client, args)
                 return
             self.stats.commands += 1
-            reply = Reply(client)
+            reply = Reply(client, None, spec, args)
             client.replies.append(reply)
             self.links[worker].send(reply, client.proto, args)
             self.schedule_flush()
@@ -524,13 +533,30 @@ class Router:
         elif fanout is Fanout.COORDINATED:
             self.run_coordinated(client, spec, args)
         elif fanout is Fanout.BLOCKING:
+            waiting = len(client.replies)
             self.blocking.start(client, spec, args)
+            if len(client.replies) == waiting + 1:  # it started: counted, not timed
+                reply = client.replies[-1]
+                reply.cmd, reply.argv, reply.started = spec, args, None
         else:
             self.fan_out(client, spec, args)
 
     def reply_error(self, client: ClientConnection, message: str) -> None:
         self.stats.error_replies += 1
         client.reply_now(encode_error(message))
+
+    def reject(self, client: ClientConnection, args: list[bytes], message: str) -> None:
+        """A command refused before it ran (unknown, wrong arity): the error, and the
+        rejected_calls of the command when it is one (a wrong arity)."""
+        if message.startswith("ERR wrong number") or message.startswith("EXECABORT"):
+            self.observer.rejected(lookup_spec(args))
+        self.reply_error(client, message)
+
+    def reply_failed(self, client: ClientConnection, spec: Command, args: list[bytes],
+                     message: str) -> None:
+        """A command that ran and failed: its error counts as its failed call."""
+        self.stats.error_replies += 1
+        client.replies.append(Reply(client, encode_error(message), spec, args))
 
     def hold(self, client: ClientConnection, args: list[bytes]) -> None:
         """Park a command that touches a gated worker; its client waits until release.  Past
@@ -592,16 +618,18 @@ class Router:
 
     def run_router_command(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         handler = ROUTER_COMMANDS[spec.fullname]
+        if spec.name == "exec":
+            self.monitor.exec_started(client)  # its commands show (and count) with its reply
         try:
             value = handler(self, client, args)
         except ReplyError as exc:
-            self.reply_error(client, exc.message)
+            self.reply_failed(client, spec, args, exc.message)
             return
         if value is not DEFERRED:
             if type(value) is PushRaw:  # (un)subscribe confirmations: CLIENT REPLY keeps them
-                client.replies.append(PushReply(client, value))
+                client.replies.append(PushReply(client, value, spec, args))
             else:
-                client.reply_now(encode(value, client.proto))
+                client.replies.append(Reply(client, encode(value, client.proto), spec, args))
 
     def fan_out(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         """SPLIT_* and ALL_* commands: send the shares, merge the parts when all are back."""
@@ -618,7 +646,7 @@ class Router:
             self.hold(client, args)
             return
         self.stats.commands += 1
-        reply = Reply(client)
+        reply = Reply(client, None, spec, args)
         client.replies.append(reply)
         if len(groups) == 1 and fanout not in (Fanout.ALL_SUM, Fanout.ALL_CONCAT):
             (worker,) = groups
@@ -663,7 +691,7 @@ class Router:
         try:
             plan: Plan = plan_fn(self, args)
         except ReplyError as exc:
-            self.reply_error(client, exc.message)
+            self.reply_failed(client, spec, args, exc.message)
             return
         if plan.forward_to is None:
             self.start_operation(client, args, plan.workers, plan.exclusive, operation)
@@ -673,6 +701,7 @@ class Router:
             return
         self.stats.commands += 1
         reply = Reply(client) if plan.target is None else plan.target(client)
+        reply.cmd, reply.argv = spec, args
         client.replies.append(reply)
         if plan.hold_client:
             client.waiting = True
@@ -688,7 +717,7 @@ class Router:
             self.hold(client, args)
             return
         self.stats.commands += 1
-        reply = Reply(client)
+        reply = Reply(client, None, lookup_spec(args), args)
         client.replies.append(reply)
         gated = frozenset(workers) if exclusive else frozenset()
         self.gates.update(gated)

@@ -4,9 +4,10 @@ workers (``__info``) where shardis has them.
 Clients such as redis-py's test tooling read fields by name (``cluster_enabled``...), so every
 field Redis 7.0 prints by default is here.  A field shardis has no counterpart for carries the
 value a Redis server in the same situation reports: replication as a master without
-replicas, zero for counters shardis does not keep (net bytes, keyspace hits).  Not produced: ``commandstats`` and ``latencystats`` (per-command
-counters would cost every command on the router's fast paths), and Errorstats' per-prefix
-lines (shardis counts error replies in total only: ``total_error_replies``).
+replicas, zero for counters shardis does not keep (net bytes, keyspace hits).
+
+Commandstats, Errorstats and Latencystats come from the router's end-to-end timing of every
+command (``shardis.router.stats``): a command's time includes its trip to the worker.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from shardis import REDIS_VERSION, __version__
 from shardis.resp import Verbatim
+from shardis.router import stats
 from shardis.router.registry import Plan, coordinated
 
 Fields = list[tuple[str, Any]]
@@ -31,12 +33,13 @@ Section = Callable[[Any, list], Fields]
 HEADINGS = {
     "server": "Server", "clients": "Clients", "memory": "Memory",
     "persistence": "Persistence", "stats": "Stats", "replication": "Replication",
-    "cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats", "cluster": "Cluster",
+    "cpu": "CPU", "modules": "Modules", "commandstats": "Commandstats",
+    "errorstats": "Errorstats", "latencystats": "Latencystats", "cluster": "Cluster",
     "keyspace": "Keyspace",
 }
-#: What ``INFO``/``INFO default`` prints; ``all`` and ``everything`` print the same here
-#: (they add commandstats and latencystats, which shardis does not produce).
-DEFAULT_SECTIONS = frozenset(HEADINGS)
+#: What ``INFO``/``INFO default`` prints; ``all`` and ``everything`` add commandstats and
+#: latencystats.
+DEFAULT_SECTIONS = frozenset(HEADINGS) - {"commandstats", "latencystats"}
 
 #: Fixed for the router's life, as Redis's run id and replication id are for the server's.
 RUN_ID = secrets.token_hex(20)
@@ -49,6 +52,8 @@ def wanted_sections(args: list[bytes]) -> set[str]:
     names = {arg.lower().decode(errors="replace") for arg in args} or {"default"}
     if names & {"default", "all", "everything"}:
         names |= DEFAULT_SECTIONS
+    if names & {"all", "everything"}:
+        names |= {"commandstats", "latencystats"}
     return names
 
 
@@ -282,8 +287,20 @@ def _cpu(router: Any, shards: list[dict]) -> Fields:
 
 
 def _empty(router: Any, shards: list[dict]) -> Fields:
-    """Modules (none can be loaded) and Errorstats (not counted per error prefix)."""
+    """Modules: none can be loaded."""
     return []
+
+
+def _commandstats(router: Any, shards: list[dict]) -> Fields:
+    return stats.commandstats(router)
+
+
+def _errorstats(router: Any, shards: list[dict]) -> Fields:
+    return stats.errorstats(router)
+
+
+def _latencystats(router: Any, shards: list[dict]) -> Fields:
+    return stats.latencystats(router)
 
 
 def _cluster(router: Any, shards: list[dict]) -> Fields:
@@ -303,7 +320,8 @@ def _keyspace(router: Any, shards: list[dict]) -> Fields:
 SECTIONS: dict[str, Section] = {
     "server": _server, "clients": _clients, "memory": _memory, "persistence": _persistence,
     "stats": _stats, "replication": _replication, "cpu": _cpu, "modules": _empty,
-    "errorstats": _empty, "cluster": _cluster, "keyspace": _keyspace,
+    "commandstats": _commandstats, "errorstats": _errorstats, "latencystats": _latencystats,
+    "cluster": _cluster, "keyspace": _keyspace,
 }
 
 

@@ -1,0 +1,109 @@
+"""MONITOR: every command the router runs, from every client, as Redis 7.0 shows it.
+
+A line per command, sent as a status reply to each monitoring client when the command's
+reply leaves (``Observer.replied``): ``+1339518083.107412 [0 127.0.0.1:60866] "set" "k" "v"``.
+Redis's rules: a command refused before it ran (unknown, wrong arity, no permission) is not
+shown, neither are administrative commands (CONFIG, SLOWLOG, MONITOR...); AUTH's and HELLO
+AUTH's credentials are shown as ``(redacted)``; a transaction shows MULTI when it runs, then
+at EXEC its commands, then EXEC (a transaction EXEC aborts shows MULTI and EXEC only).
+
+Not shown: the commands scripts call (Redis's ``[0 lua]`` lines): they run inside a worker,
+which does not report them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shardis.commands import Command
+from shardis.errors import ReplyError
+from shardis.resp import OK
+from shardis.router.registry import DEFERRED, router_command
+from shardis.router.stats import lookup_spec, observer_of, redacted_args
+
+_ESCAPES = {0x5C: b"\\\\", 0x22: b'\\"', 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t",
+            0x07: b"\\a", 0x08: b"\\b"}
+#: byte -> how sdscatrepr writes it.
+_REPR = [_ESCAPES.get(byte, bytes([byte]) if 0x20 <= byte < 0x7F else b"\\x%02x" % byte)
+         for byte in range(256)]
+
+
+def quoted(arg: bytes) -> bytes:
+    """sdscatrepr: the argument in double quotes, escaped as C does."""
+    return b'"' + b"".join([_REPR[byte] for byte in arg]) + b'"'
+
+
+def monitor_line(now: float, db: int, origin: str, args: list[bytes]) -> bytes:
+    """One MONITOR line: ``+<sec>.<usec> [<db> <origin>] "arg" ...\\r\\n``."""
+    seconds = int(now)
+    micros = int((now - seconds) * 1_000_000)
+    head = b"+%d.%06d [%d %s] " % (seconds, micros, db, origin.encode())
+    return head + b" ".join(quoted(arg) for arg in args) + b"\r\n"
+
+
+def shown(spec: Command) -> bool:
+    """Whether Redis feeds the command to monitors: administrative ones are not shown."""
+    return "admin" not in spec.flags
+
+
+class Monitor:
+    """Feeds the monitoring clients (``Observer.monitors``)."""
+
+    def __init__(self, router: Any) -> None:
+        self.router = router
+        #: client -> the commands of the EXEC it started (shown when EXEC's reply leaves).
+        self.transactions: dict[Any, list[list[bytes]]] = {}
+
+    def exec_started(self, client: Any) -> None:
+        """EXEC is about to run ``client``'s queue: keep it for the lines and the stats."""
+        queued = client.multi
+        self.transactions[client] = [] if queued is None or client.multi_dirty \
+            else list(queued)
+
+    def exec_replied(self, reply: Any) -> None:
+        """EXEC's reply left: its commands count as calls, and show before EXEC."""
+        queued = self.transactions.pop(reply.client, [])
+        observer = observer_of(self.router)
+        for args in queued:
+            spec = lookup_spec(args)
+            if spec is None:
+                continue
+            observer.stat(spec).calls += 1
+            if observer.monitors and shown(spec):
+                self.send(reply.client, args)
+
+    def feed(self, reply: Any) -> None:
+        """The command of ``reply`` ran: show it to every monitor."""
+        if shown(reply.cmd) and reply.argv is not None:
+            self.send(reply.client, reply.argv)
+
+    def send(self, client: Any, args: list[bytes]) -> None:
+        from shardis.router.client import PushReply
+
+        line = monitor_line(time.time(), getattr(client, "db", 0), client.addr,
+                            redacted_args(args))
+        router = self.router
+        for monitor in list(observer_of(router).monitors):
+            if monitor.closed:
+                observer_of(router).monitors.discard(monitor)
+                continue
+            monitor.replies.append(PushReply(monitor, line))
+            router.touched.add(monitor)
+        router.schedule_client_flush()
+
+    def client_gone(self, client: Any) -> None:
+        observer_of(self.router).monitors.discard(client)
+        self.transactions.pop(client, None)
+
+
+@router_command("monitor")
+def monitor(router: Any, client: Any, args: list[bytes]) -> object:
+    """The client becomes a monitor: OK, then a line for every command run from now on."""
+    if client.multi is not None:
+        raise ReplyError("ERR MONITOR isn't allowed for DENY BLOCKING client")
+    monitors = observer_of(router).monitors
+    if client in monitors:
+        return DEFERRED  # already monitoring: Redis ignores it, without a reply
+    monitors.add(client)
+    return OK
