@@ -223,6 +223,32 @@ def shard_config_set_command(db: Keyspace, args: list[bytes]) -> object:
     return OK
 
 
+@command("__debug_object", 2, "readonly internal", keys=(1, 1, 1), fanout=Fanout.SINGLE)
+def shard_debug_object_command(db: Keyspace, args: list[bytes]) -> object:
+    """DEBUG OBJECT's line for a key of this worker (``shardis.router.debug``)."""
+    from shardis.router.debug import debug_object_line
+
+    key = args[1]
+    value = db.peek(key)
+    if value is None:
+        raise ReplyError("ERR no such key")
+    return Status(debug_object_line(db, key, value))
+
+
+@command("__debug_sleep", 2, "readonly internal", fanout=Fanout.SINGLE)
+def shard_debug_sleep_command(db: Keyspace, args: list[bytes]) -> object:
+    """DEBUG SLEEP on this worker: it stops for that long, as Redis's server does."""
+    time.sleep(float(args[1]))
+    return OK
+
+
+@command("__debug_active_expire", 2, "write internal", fanout=Fanout.SINGLE)
+def shard_debug_active_expire_command(db: Keyspace, args: list[bytes]) -> object:
+    """DEBUG SET-ACTIVE-EXPIRE: whether this worker expires keys in the background."""
+    db.shard.active_expire_enabled = args[1] != b"0"  # type: ignore[attr-defined]
+    return OK
+
+
 @command("__lastsave", 1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_lastsave_command(db: Keyspace, args: list[bytes]) -> object:
     return _snapshots(db).lastsave  # type: ignore[attr-defined]

@@ -88,6 +88,8 @@ class Shard:
         self.replies_log: ReplyLog | None = None
         #: RDB snapshots (``shardis.worker.snapshot.Snapshots``), set by the worker's server.
         self.snapshots: object | None = None
+        #: expire keys in the background (DEBUG SET-ACTIVE-EXPIRE 0 turns it off).
+        self.active_expire_enabled = True
 
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
@@ -187,6 +189,8 @@ class Shard:
     def housekeeping(self, budget_s: float = 0.025) -> None:
         """Background work between batches: active expiry, within a time budget."""
         self.current = None
+        if not self.active_expire_enabled:  # DEBUG SET-ACTIVE-EXPIRE 0
+            return
         if self.db.active_expire(budget_s) and self.db.touched:
             self.apply_effects()
 
