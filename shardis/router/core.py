@@ -612,6 +612,7 @@ class Router:
                     self.schedule_client_flush()
                     continue
                 self.stats.batches += 1
+                self.observer.batch_sent(len(link.commands))  # the metrics' batch sizes
                 link.flush()
                 # ZeroMQ's FD may have consumed its edge during the send: look for replies now.
                 self.on_link_readable(link)
@@ -897,6 +898,7 @@ class Router:
             self.on_link_readable(link)  # replies that arrived before the drop still count
             self.worker_dropped(link)
         if back:
+            self.observer.worker_connected(link.index)  # the metrics' restarts
             self.loop.create_task(self.verify_and_restore(link))
 
     def worker_dropped(self, link: WorkerLink) -> None:
@@ -1099,6 +1101,7 @@ class Router:
     # Lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         self.limits.stop()
+        self.observer.close()
         for link in self.links:
             self.loop.remove_reader(link.fd)
             self.loop.remove_reader(link.monitor_fd)

@@ -150,6 +150,8 @@ class CommandStat:
 SLOWLOG_ENTRY_MAX_ARGC = 32
 SLOWLOG_ENTRY_MAX_STRING = 128
 LATENCY_TS_LEN = 160
+#: Batch sizes are counted by bit length up to this (65535 commands), larger ones together.
+BATCH_SIZE_BITS = 16
 #: Arguments Redis hides from the slow log and MONITOR (``redactClientCommandArgument``).
 REDACTED = b"(redacted)"
 
@@ -225,7 +227,29 @@ class Observer:
         #: clients in MONITOR mode: each gets every command as a status line.
         self.monitors: set[Any] = set()
         self.exec_spec = COMMANDS.get(b"exec")
+        #: messages sent to workers by size (index: the size's bit length), and the
+        #: commands they carried: the metrics' batch histogram.
+        self.batch_sizes = [0] * (BATCH_SIZE_BITS + 2)
+        self.batched = 0
+        #: worker -> how many times its link connected (restarts: one less).
+        self.worker_connects: dict[int, int] = {}
         self.configure()
+        from shardis import metrics
+
+        #: the Prometheus endpoint (``shardis.metrics``), when metrics-port is set.
+        self.metrics = metrics.start(router)
+
+    def batch_sent(self, size: int) -> None:
+        """A message of ``size`` commands left for a worker."""
+        self.batch_sizes[min(size.bit_length(), BATCH_SIZE_BITS + 1)] += 1
+        self.batched += size
+
+    def worker_connected(self, worker: int) -> None:
+        self.worker_connects[worker] = self.worker_connects.get(worker, 0) + 1
+
+    def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
 
     def configure(self) -> None:
         """Cache the directives read for every reply (refreshed by CONFIG SET)."""
