@@ -21,7 +21,7 @@ from typing import Any
 
 from shardis.commands.dump import LRU_CLOCK_MAX
 from shardis.errors import ReplyError
-from shardis.resp import OK
+from shardis.resp import OK, Status
 from shardis.router.registry import Plan
 
 #: DEBUG OBJECT's quicklist: nodes filled as RPUSH fills them (list-max-listpack-size -2).
@@ -73,7 +73,7 @@ async def _object(router: Any, client: Any, args: list[bytes]) -> object:
     reply = await router.call(router.worker_of(args[2]), [b"__debug_object", args[2]])
     if type(reply) is ReplyError:
         raise reply
-    return reply
+    return Status(reply)
 
 
 async def _active_expire(router: Any, client: Any, args: list[bytes]) -> object:

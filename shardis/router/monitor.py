@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import hiredis
+
 from shardis.commands import Command
 from shardis.errors import ReplyError
 from shardis.resp import OK
@@ -42,6 +44,17 @@ def monitor_line(now: float, db: int, origin: str, args: list[bytes]) -> bytes:
     return head + b" ".join(quoted(arg) for arg in args) + b"\r\n"
 
 
+def _elements(data: bytes) -> list:
+    """EXEC's results, decoded (errors as ``hiredis.ReplyError``); [] if it is not one."""
+    reader = hiredis.Reader()
+    try:
+        reader.feed(data)
+        value = reader.gets()
+    except hiredis.ProtocolError:
+        return []
+    return value if isinstance(value, list) else []
+
+
 def shown(spec: Command) -> bool:
     """Whether Redis feeds the command to monitors: administrative ones are not shown."""
     return "admin" not in spec.flags
@@ -62,14 +75,22 @@ class Monitor:
             else list(queued)
 
     def exec_replied(self, reply: Any) -> None:
-        """EXEC's reply left: its commands count as calls, and show before EXEC."""
+        """EXEC's reply left: its commands count as calls (failed ones, and their errors, as
+        Redis counts them), and show before EXEC."""
         queued = self.transactions.pop(reply.client, [])
+        if not queued:
+            return
         observer = observer_of(self.router)
-        for args in queued:
+        results = _elements(reply.data) if reply.data[:1] in (b"*", b">") else []
+        for index, args in enumerate(queued):
             spec = lookup_spec(args)
             if spec is None:
                 continue
-            observer.stat(spec).calls += 1
+            stat = observer.stat(spec)
+            stat.calls += 1
+            if index < len(results) and isinstance(results[index], hiredis.ReplyError):
+                stat.failed += 1
+                observer.count_error(b"-" + str(results[index]).encode() + b"\r\n")
             if observer.monitors and shown(spec):
                 self.send(reply.client, args)
 

@@ -516,6 +516,9 @@ def config_resetstat(router: Any, client: Any, args: list[bytes]) -> object:
     router.stats.error_replies = 0
     router.stats.connections_received = 0
     router.stats.rejected_connections = 0
+    from shardis.router import stats
+
+    stats.reset(router)  # commandstats, errorstats, latencystats
     return OK
 
 

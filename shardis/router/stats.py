@@ -258,8 +258,7 @@ class Observer:
         self.slowlog_max = config.get("slowlog-max-len", 128)
         self.latency_threshold = config.get("latency-monitor-threshold", 0)
         self.tracking = config.get("latency-tracking", True)
-        while len(self.slowlog) > self.slowlog_max:
-            self.slowlog.pop()
+        # A shorter slowlog-max-len trims the log at its next entry, as in Redis.
 
     def stat(self, spec: Command) -> CommandStat:
         stat = self.commands.get(spec)
