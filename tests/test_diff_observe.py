@@ -3,7 +3,7 @@
 Against real Redis 7.0 where the content is deterministic: help texts, errors, empty replies,
 the slow log's logged arguments (ids, times, durations and client ports are left out), the
 commandstats counters (calls, rejected and failed; not the microseconds) and errorstats.
-Keys are spread over the workers (``a``, ``b``, ``c`` live on different ones; ``{s}...``
+Keys are spread over the workers (``x``, ``y``, ``z`` live on workers 0, 1 and 2; ``{s}...``
 share one).  Every script leaves the directives it changed as it found them: the servers are
 shared with the rest of the session.
 """
@@ -105,7 +105,7 @@ SCRIPTS = [
         SLOWLOG_OFF,
         ["SLOWLOG", "RESET"],
         ["CONFIG", "SET", "slowlog-log-slower-than", "0"],
-        ["MSET", "a", "1", "b", "2", "c", "3"],
+        ["MSET", "x", "1", "y", "2", "z", "3"],
         ["SET", "{s}" + "x" * 200, "v" * 129],
         ["RPUSH", "{s}list", *[str(i) for i in range(40)]],
         ["RPUSH", "{s}short", *[str(i) for i in range(31)]],
@@ -176,7 +176,7 @@ SCRIPTS = [
         ["CONFIG", "RESETSTAT"],
         ["SET", "a", "1"],
         ["SET", "b", "x"],
-        ["MGET", "a", "b", "c"],
+        ["MGET", "x", "y", "z"],
         ["GET"],
         ["GET", "a", "b"],
         ["NOSUCHCOMMAND"],
