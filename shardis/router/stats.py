@@ -16,8 +16,8 @@ Kept here, as Redis keeps them:
   ``shardis.router.info``.
 * SLOWLOG (``slowlog-log-slower-than`` usec, ``slowlog-max-len`` entries; arguments trimmed
   to 32, each to 128 bytes, as ``slowlogCreateEntry``).
-* LATENCY (``latency-monitor-threshold`` ms): the events ``command`` and ``fast-command``
-  (Redis's), and ``worker-batch`` (shardis's: a worker's batch whose round trip passed it).
+* LATENCY (``latency-monitor-threshold`` ms): the events ``command`` and ``fast-command``,
+  as Redis records them.
 
 CONFIG RESETSTAT calls :func:`reset`.  Blocking commands (BLPOP...) count their calls but
 not their time: Redis leaves the time a client waits for data out of a command's duration.
@@ -697,9 +697,6 @@ _ADVICE = {
                      "objects is a blocking operation. If you have very large objects that "
                      "are often deleted, expired, or evicted, try to fragment those objects "
                      "into multiple smaller objects.\n",
-    "worker_batch": "- A worker took long to answer a batch of commands: look at that "
-                    "worker's slow commands (SLOWLOG, INFO commandstats) and at its host's "
-                    "load; more workers spread the keys thinner.\n",
 }
 
 
@@ -741,8 +738,6 @@ def _advice_for(observer: Observer, event: str) -> list[str]:
         return [*first, "slowlog_inspect", "large_objects"]
     if event == "fast-command":
         return ["scheduler"]
-    if event == "worker-batch":
-        return ["worker_batch"]
     return []
 
 
