@@ -166,3 +166,54 @@ def test_monitor_lines_are_status_replies_in_both_protocols(shardis_clean, proto
             event = monitor.next_command()
         other.close()
     client.close()
+
+
+def _exchange(port: int, requests: list[bytes]) -> list[bytes]:
+    """Send each request, one at a time, and read its reply line (MONITOR lines skipped)."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(5)
+    buffer = b""
+    replies = []
+    try:
+        for request in requests:
+            sock.sendall(request)
+            while True:
+                while b"\r\n" not in buffer:
+                    buffer += sock.recv(65536)
+                line, buffer = buffer.split(b"\r\n", 1)
+                if LINE.match(line):
+                    continue  # a MONITOR line
+                if line.startswith(b"*"):  # EXEC's array of one element
+                    while b"\r\n" not in buffer:
+                        buffer += sock.recv(65536)
+                    element, buffer = buffer.split(b"\r\n", 1)
+                    line += b" " + element
+                if line.startswith(b"$") and line != b"$-1":
+                    while b"\r\n" not in buffer:
+                        buffer += sock.recv(65536)
+                    value, buffer = buffer.split(b"\r\n", 1)
+                    line += b" " + value
+                replies.append(line)
+                break
+    finally:
+        sock.close()
+    return replies
+
+
+MONITOR_CLIENT = [b"SET a v\r\n", b"MONITOR\r\n", b"GET a\r\n", b"SET a b\r\n", b"PING\r\n",
+                  b"EVAL \"return 1\" 0\r\n", b"GET\r\n", b"RESET\r\n", b"GET a\r\n"]
+
+
+def test_a_monitor_may_not_touch_keys_until_reset(shardis_clean, oracle_clean):
+    """Redis flags a MONITOR client as a replica: key commands are refused; RESET ends it."""
+    ours = _exchange(shardis_clean.port, MONITOR_CLIENT)
+    assert ours == _exchange(oracle_clean.port, MONITOR_CLIENT)
+    assert b"-ERR Replica can't interact with the keyspace" in ours
+    assert ours[-1] == b"$1 v"
+
+
+def test_monitor_inside_multi_is_refused_as_redis(shardis_clean, oracle_clean):
+    requests = [b"MULTI\r\n", b"MONITOR\r\n", b"EXEC\r\n", b"SET a 1\r\n"]
+    ours = _exchange(shardis_clean.port, requests)
+    assert ours == _exchange(oracle_clean.port, requests)
+    assert ours[2] == b"*1 -ERR MONITOR isn't allowed for DENY BLOCKING client"

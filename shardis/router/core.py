@@ -420,6 +420,9 @@ class Router:
             if client.multi is not None:  # MULTI: what follows is queued
                 self._count_fast(client, commands, fast)
                 return index + 1 + self.dispatch_in_multi(client, commands[index + 1 :])
+            if not client.unrestricted and index + 1 < len(commands):  # e.g. now a MONITOR
+                self._count_fast(client, commands, fast)
+                return index + 1 + self.dispatch_guarded(client, commands[index + 1 :])
             proto = client.proto  # HELLO may have switched it
         self._count_fast(client, commands, fast)
         return len(commands)
@@ -427,7 +430,9 @@ class Router:
     def dispatch_guarded(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
         """One command at a time: NOAUTH / NOPERM (``security.refuse``), else the normal path."""
         for index, args in enumerate(commands):
-            if not security.refuse(self, client, args):
+            if client in self.observer.monitors and self.monitor.refuse(client, args):
+                pass  # a MONITOR client may not touch the keyspace
+            elif not security.refuse(self, client, args):
                 if not self.dispatch_all(client, [args], checked=True):
                     return index  # held by CLIENT PAUSE: it waits in the backlog
             else:

@@ -18,7 +18,7 @@ from typing import Any
 
 import hiredis
 
-from shardis.commands import Command
+from shardis.commands import Command, lookup
 from shardis.errors import ReplyError
 from shardis.resp import OK
 from shardis.router.registry import DEFERRED, router_command
@@ -42,6 +42,11 @@ def monitor_line(now: float, db: int, origin: str, args: list[bytes]) -> bytes:
     micros = int((now - seconds) * 1_000_000)
     head = b"+%d.%06d [%d %s] " % (seconds, micros, db, origin.encode())
     return head + b" ".join(quoted(arg) for arg in args) + b"\r\n"
+
+
+#: Redis 7.0's commands flagged may_replicate (refused to a MONITOR client with the writes
+#: and reads); the table does not carry that flag for all of them.
+MAY_REPLICATE = frozenset(("pfcount", "publish", "spublish", "eval", "evalsha", "fcall"))
 
 
 def _elements(data: bytes) -> list:
@@ -113,6 +118,22 @@ class Monitor:
             router.touched.add(monitor)
         router.schedule_client_flush()
 
+    def refuse(self, client: Any, args: list[bytes]) -> bool:
+        """A monitoring client may not touch the keyspace (Redis flags it as a replica):
+        True when ``args`` is refused with Redis's error."""
+        try:
+            spec = lookup(args)
+        except ReplyError:
+            return False  # unknown, wrong arity: the normal path answers first, as Redis
+        if spec.name == "reset":  # RESET ends MONITOR (before it runs: no line for itself)
+            observer_of(self.router).monitors.discard(client)
+            return False
+        if spec.name not in MAY_REPLICATE and not {"write", "readonly"} & set(spec.flags):
+            return False
+        observer_of(self.router).rejected(spec)
+        self.router.reply_error(client, "ERR Replica can't interact with the keyspace")
+        return True
+
     def client_gone(self, client: Any) -> None:
         observer_of(self.router).monitors.discard(client)
         self.transactions.pop(client, None)
@@ -120,11 +141,13 @@ class Monitor:
 
 @router_command("monitor")
 def monitor(router: Any, client: Any, args: list[bytes]) -> object:
-    """The client becomes a monitor: OK, then a line for every command run from now on."""
-    if client.multi is not None:
+    """The client becomes a monitor: OK, then a line for every command run from now on.
+    RESET ends it (:meth:`Monitor.refuse`); meanwhile the client may not touch keys."""
+    if client in router.monitor.transactions:  # run by EXEC
         raise ReplyError("ERR MONITOR isn't allowed for DENY BLOCKING client")
     monitors = observer_of(router).monitors
     if client in monitors:
         return DEFERRED  # already monitoring: Redis ignores it, without a reply
     monitors.add(client)
+    client.unrestricted = False  # its commands go through dispatch_guarded: refuse() above
     return OK
