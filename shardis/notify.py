@@ -4,7 +4,7 @@ Workers emit them from the one place where effects are applied (``Shard.apply_ef
 each key the command changed, an event named after the command (Redis's names: INCR emits
 ``incrby``, LMOVE ``lpop``/``rpush``...), in the class of the command's family; ``expired``
 for keys reclaimed by expiry; ``del`` when a command emptied a collection.  The messages go to
-``__keyspace@0__:<key>`` and ``__keyevent@0__:<event>`` through the pub/sub registry of the
+``__keyspace@<db>__:<key>`` and ``__keyevent@<db>__:<event>`` through the pub/sub registry of the
 worker that owns the key (keyspace subscriptions are registered on every worker).
 """
 
@@ -63,6 +63,7 @@ _EVENT_NAMES = {
     b"pexpireat": b"expire", b"getex": b"expire", b"zincrby": b"zincr", b"hmset": b"hset",
     b"hsetnx": b"hset", b"zremrangebyscore": b"zrembyscore", b"zremrangebyrank": b"zrembyrank",
     b"zremrangebylex": b"zrembylex", b"copy": b"copy_to", b"restore": b"restore",
+    b"restore-asking": b"restore",
     b"bitop": b"set", b"__restore": b"set", b"__sstore": b"sinterstore",
     b"pfmerge": b"pfadd", b"__pfstore": b"pfadd",
     b"sort": b"sortstore", b"__sortstore": b"sortstore",
@@ -72,8 +73,9 @@ _EVENT_NAMES = {
 #: Commands that emit no event named after them, only those their op reports in
 #: ``Keyspace.events``: none for PFCOUNT writing its cached cardinality or PFDEBUG turning an
 #: HLL dense (Redis signals the key, notifies nothing); ``xgroup-createconsumer`` for
-#: XREADGROUP, XCLAIM, XAUTOCLAIM.
-_SILENT = frozenset((b"pfcount", b"pfdebug", b"xreadgroup", b"xack", b"xclaim", b"xautoclaim"))
+#: XREADGROUP, XCLAIM, XAUTOCLAIM; ``move_from`` and ``move_to`` (in its two databases) for MOVE.
+_SILENT = frozenset((b"pfcount", b"pfdebug", b"xreadgroup", b"xack", b"xclaim", b"xautoclaim",
+                     b"move"))
 #: Events of another class than their command's group (SORT is generic; sortstore is a list
 #: event).
 _EVENT_CLASSES = {b"sortstore": LIST}
@@ -90,15 +92,16 @@ def event_for(command: bytes, group: str) -> tuple[bytes, int]:
     return event, _EVENT_CLASSES.get(event) or _GROUP_CLASSES.get(group, GENERIC)
 
 
-def channel_messages(flags: int, event: bytes, cls: int, key: bytes) -> list[tuple[bytes, bytes]]:
-    """The (channel, message) pairs one event produces under ``flags``."""
+def channel_messages(flags: int, event: bytes, cls: int, key: bytes,
+                     db: int = 0) -> list[tuple[bytes, bytes]]:
+    """The (channel, message) pairs one event in database ``db`` produces under ``flags``."""
     if not flags & cls:
         return []
     out = []
     if flags & KEYSPACE:
-        out.append((b"__keyspace@0__:" + key, event))
+        out.append((b"__keyspace@%d__:%b" % (db, key), event))
     if flags & KEYEVENT:
-        out.append((b"__keyevent@0__:" + event, key))
+        out.append((b"__keyevent@%d__:%b" % (db, event), key))
     return out
 
 

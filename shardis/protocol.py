@@ -8,9 +8,10 @@ per worker.  A message is one frame (ZeroMQ's ROUTER adds and strips the peer's 
 One frame, not a header frame and a payload frame: every frame costs pyzmq a ``recv``/``send``
 call and a RCVMORE check, a few microseconds each, per message, at both ends.
 
-``BATCH`` (router -> worker): a list of commands, each ``(proto, args)`` where ``proto`` is the
-RESP version the reply must be encoded in (2 or 3) and ``args`` the command, a non-empty list
-of bytes.  A batch holds every command the router parsed for that worker in one event-loop
+``BATCH`` (router -> worker): a list of commands, each ``(code, args)`` where ``code`` is
+``proto | db << 2``: the RESP version the reply must be encoded in (2 or 3) and the database the
+command runs in (SELECT; 0 for most clients, so a code is usually just 2 or 3), and ``args`` the
+command, a non-empty list of bytes (see :func:`command_code`).  A batch holds every command the router parsed for that worker in one event-loop
 iteration, from all clients, in arrival order.
 
 ``REPLIES`` (worker -> router): one encoded RESP reply (bytes) per command of the batch, in
@@ -41,7 +42,7 @@ that batch; a worker that gets one while no script waits drops it.
 
 Payload layout (counts and lengths are little-endian u32; a *layout* is ASCII text)::
 
-    BATCH    ncommands layoutlen | proto byte per command | argc per command | layout | args
+    BATCH    ncommands layoutlen | code per command (u16) | argc per command | layout | args
     REPLIES  layoutlen nfields | layout | len per field | replies | fields
     PUSH     0 nfields | len per field | fields
 
@@ -79,7 +80,7 @@ from struct import Struct, pack, unpack_from
 from struct import error as StructError
 from typing import Any, NamedTuple
 
-VERSION = 3
+VERSION = 4
 #: A PUSH entry kind: a script's call for another worker (see the module docstring).
 SCRIPT_CALL = b"scall"
 #: The sequence bytes of a batch that carries a script call's reply.
@@ -105,7 +106,8 @@ _BODY = _HEADER_LEN + _COUNTS.size
 #: the length of a None field.
 _NONE = 0xFFFFFFFF
 _NO_EVENTS = ()
-_PROTOS = b"\x02\x03"
+#: The databases a code can name: ``databases`` may not exceed this.
+MAX_DATABASES = 1 << 14
 _LAYOUT_CHARS = b"0123456789s"
 #: the layout text of each short length, looked up instead of formatted (per argument).
 _LENGTH_TEXT = [b"%ds" % length for length in range(4096)]
@@ -123,6 +125,11 @@ ProtocolMismatch = ProtocolError
 
 
 # Encoding ------------------------------------------------------------------------------------
+def command_code(proto: int, db: int) -> int:
+    """A command's code in a batch: the reply's RESP version and the database it runs in."""
+    return proto | db << 2
+
+
 def encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:
     arglists = list(map(_second, commands))
     flat = list(chain.from_iterable(arglists))
@@ -130,7 +137,8 @@ def encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:
     layout = _layout(flat)
     return b"".join(chain(
         (BATCH_PREFIX, seq.to_bytes(8, "big"), _COUNTS.pack(count, len(layout)),
-         bytes(map(_first, commands)), pack(f"<{count}I", *map(len, arglists)), layout),
+         pack(f"<{count}H", *map(_first, commands)), pack(f"<{count}I", *map(len, arglists)),
+         layout),
         flat))
 
 
@@ -183,13 +191,13 @@ def decode_batch(frame: bytes) -> tuple[bytes, list[tuple[int, list[bytes]]]]:
     Raises :class:`ProtocolError` for anything that is not a well-formed batch.
     """
     count, layout_len = _counts(frame, BATCH_PREFIX)
-    start = _BODY + count * 5 + layout_len
+    start = _BODY + count * 6 + layout_len
     if start > len(frame):
         raise ProtocolError(f"batch of {count} commands: longer than its frame")
-    protos = frame[_BODY : _BODY + count]
-    if protos.strip(_PROTOS):
+    protos = unpack_from(f"<{count}H", frame, _BODY)
+    if any((code & 3) < 2 for code in protos):
         raise ProtocolError("batch: a command's protocol is not 2 or 3")
-    argcs = unpack_from(f"<{count}I", frame, _BODY + count)
+    argcs = unpack_from(f"<{count}I", frame, _BODY + count * 2)
     flat = _split(frame, frame[start - layout_len : start], start, len(frame))
     if count and min(argcs) == 0 or sum(argcs) != len(flat):
         raise ProtocolError("batch: argument counts do not add up")

@@ -64,11 +64,7 @@ class Server:
 
 
 def start_redis(*extra_args: str) -> Server:
-    """Real redis-server, no persistence, on a free port.
-
-    With ``--databases 1``: shardis has database 0 only, so the oracle is a Redis configured
-    the same way, and SELECT 1 or COPY ... DB 1 give the same error on both.
-    """
+    """Real redis-server, no persistence, on a free port (16 databases, as shardis)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -76,7 +72,7 @@ def start_redis(*extra_args: str) -> Server:
     workdir = tempfile.mkdtemp(prefix="oracle-")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir, "--daemonize", "no", "--databases", "1", *extra_args],
+         "--dir", workdir, "--daemonize", "no", *extra_args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

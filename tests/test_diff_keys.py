@@ -235,8 +235,7 @@ SCRIPTS = [
         ["DBSIZE"],
     ),
     # -- COPY ------------------------------------------------------------------------------
-    # Both servers have database 0 only (the oracle runs with --databases 1), so
-    # `COPY src dst DB 1` is "DB index is out of range" on both: see "copy_other_db".
+    # COPY ... DB n: see "copy_other_db" and tests/test_diff_databases.py.
     script(
         "copy",
         mset_spread(),

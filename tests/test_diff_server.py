@@ -75,7 +75,6 @@ SCRIPTS = [
     ),
     script(
         "select_nonzero",
-        # Database 0 only, on both (the oracle runs with --databases 1).
         ["SELECT", "1"],
         ["SELECT", "0"],
     ),

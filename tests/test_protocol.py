@@ -81,8 +81,9 @@ def test_strict_decoders_raise_only_protocol_errors_on_mutated_frames() -> None:
                 continue
             checks += 1
             if decode is protocol.decode_batch:
-                for proto, args in result[1]:
-                    assert proto in (2, 3) and args and all(type(a) is bytes for a in args)
+                for code, args in result[1]:  # code: proto | db << 2
+                    assert code & 3 in (2, 3) and 0 <= code >> 2 < protocol.MAX_DATABASES
+                    assert args and all(type(a) is bytes for a in args)
             elif decode is protocol.decode_replies:
                 assert all(type(r) is bytes for r in result[1])
                 assert all(type(t) is int for t, _ in result[2])

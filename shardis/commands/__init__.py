@@ -259,6 +259,7 @@ def load_families() -> None:
         server,
         sets,
         sort,
+        standalone,
         streams,
         strings,
         tracking,

@@ -142,7 +142,8 @@ def internal_block_command(db: Keyspace, args: list[bytes]) -> object:
         keys = [inner[i] for i in spec.key_indexes(inner)]
     else:
         keys = blocker.sources(inner)
-    db.blocking.register(Waiter(ticket, proto, inner, keys, notify_only, blocker))  # type: ignore[attr-defined]
+    db.blocking.register(Waiter(ticket, proto, inner, keys, notify_only, blocker,  # type: ignore[attr-defined]
+                                db.index))
     return BLOCKED
 
 

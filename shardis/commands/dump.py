@@ -58,6 +58,8 @@ def lru_idle(idle: int, now_s: int) -> int:
     return clock - lru if clock >= lru else clock + LRU_CLOCK_MAX - lru
 
 
+@command("restore-asking", -4, "write denyoom asking", keys=(1, 1, 1),
+         acl="keyspace write slow dangerous", group="server")  # no cluster: RESTORE itself
 @command("restore", -4, "write denyoom", keys=(1, 1, 1), acl="keyspace write slow dangerous")
 def restore_command(db: Keyspace, args: list[bytes]) -> object:
     """``RESTORE key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME s] [FREQ f]``."""

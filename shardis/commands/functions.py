@@ -407,10 +407,10 @@ def restore_saved(db: Any, codes: list[bytes]) -> None:
 
 def saved_codes(db: Any) -> list[bytes]:
     """The codes SAVE writes: empty, without building a Lua runtime, when none was loaded."""
-    from shardis.commands.scripting import _ENGINES
+    from shardis.commands.scripting import existing_engine
 
-    engine = _ENGINES.get(id(db))
-    if engine is None or engine.db is not db or engine.functions is None:
+    engine = existing_engine(db)
+    if engine is None or engine.functions is None:
         return []
     return engine.functions.codes()  # type: ignore[no-any-return]
 

@@ -93,7 +93,18 @@ def flushdb_command(db: Keyspace, args: list[bytes]) -> object:
          group="server",
          tips="request_policy:all_shards response_policy:all_succeeded")
 def flushall_command(db: Keyspace, args: list[bytes]) -> object:
-    return _flush_generic(db, args)
+    """FLUSHDB of the current database (its effects as any write's: the AOF logs FLUSHALL
+    once), and of every other one: their watched keys count as changed."""
+    reply = _flush_generic(db, args)
+    shard = db.shard  # type: ignore[attr-defined]
+    for other in shard.keyspaces():
+        if other is not db and other.data:
+            for key, entry in other.watched.items():
+                if key in other.data:
+                    entry[1] += 1
+            shard.stats.dirty += len(other.data)
+            other.clear()
+    return reply
 
 
 @command("randomkey", 1, "readonly", fanout=Fanout.COORDINATED, acl="keyspace read slow",
@@ -240,38 +251,98 @@ def renamenx_command(db: Keyspace, args: list[bytes]) -> object:
     return rename_generic(db, args, nx=True)
 
 
-def parse_copy_options(args: list[bytes]) -> bool:
-    """COPY's options; returns REPLACE.  Only DB 0 exists (Redis with ``databases 1``)."""
+def parse_copy_options(args: list[bytes], current: int, databases: int) -> tuple[bool, int]:
+    """COPY's options, checked in Redis's order: (REPLACE, the destination's database)."""
     replace = False
+    target = current
     j = 3
     while j < len(args):
         opt = args[j].upper()
         if opt == b"REPLACE":
             replace = True
         elif opt == b"DB" and j + 1 < len(args):
-            db_index = parse_int(args[j + 1])
-            if db_index != 0:
+            target = parse_int(args[j + 1])
+            if not 0 <= target < databases:
                 raise ReplyError(errors.DB_OUT_OF_RANGE)
             j += 1
         else:
             raise ReplyError(errors.SYNTAX)
         j += 1
-    if args[1] == args[2]:
+    if args[1] == args[2] and target == current:
         raise ReplyError(errors.SAME_OBJECT)
-    return replace
+    return replace, target
 
 
 @command("copy", -3, "write denyoom", keys=(1, 2, 1), fanout=Fanout.COORDINATED,
          acl="keyspace write slow")
 def copy_command(db: Keyspace, args: list[bytes]) -> object:
-    replace = parse_copy_options(args)
+    shard = db.shard  # type: ignore[attr-defined]
+    replace, target_db = parse_copy_options(args, db.index, shard.databases)
+    target = shard.keyspace(target_db)
     value = db.get(args[1])
     if value is None:
         return 0
-    if db.get(args[2]) is not None and not replace:
+    if target.get(args[2]) is not None and not replace:
         return 0
     payload = dump_value(db, args[1])
-    return restore_value(db, args[2], payload, replace=True, copy=True)  # type: ignore[arg-type]
+    copied = restore_value(target, args[2], payload, replace=True,  # type: ignore[arg-type]
+                           copy=True)
+    if target is not db:
+        db.changed_server_state()  # nothing changed here, but the command is a write
+        shard.changed_elsewhere(target)
+    return copied
+
+
+@command("move", 3, "write fast", keys=(1, 1, 1), acl="keyspace write fast")
+def move_command(db: Keyspace, args: list[bytes]) -> object:
+    """MOVE key db: to another database of the same worker (a key's slot does not depend on
+    its database)."""
+    shard = db.shard  # type: ignore[attr-defined]
+    number = parse_int32(args[2])
+    if not 0 <= number < shard.databases:
+        raise ReplyError(errors.DB_OUT_OF_RANGE)
+    if number == db.index:
+        raise ReplyError(errors.SAME_OBJECT)
+    key = args[1]
+    target = shard.keyspace(number)
+    if db.get(key) is None or target.get(key) is not None:
+        return 0
+    restore_value(target, key, dump_value(db, key), replace=True,  # type: ignore[arg-type]
+                  copy=False)
+    db.delete(key)
+    db.events.append((b"move_from", key))
+    target.events.append((b"move_to", key))
+    shard.changed_elsewhere(target)
+    return 1
+
+
+@command("swapdb", 3, "write fast", fanout=Fanout.COORDINATED, acl="keyspace write fast dangerous",
+         group="server")
+def swapdb_command(db: Keyspace, args: list[bytes]) -> object:
+    """SWAPDB on one worker (the router gates every worker and sends it to each)."""
+    shard = db.shard  # type: ignore[attr-defined]
+    first, second = parse_swapdb(args, shard.databases)
+    shard.swap(first, second)
+    db.changed_server_state()  # a write: the AOF logs it, the dirty counter counts it
+    return OK
+
+
+def parse_int32(raw: bytes, message: str | None = None) -> int:
+    """Redis's ``getIntFromObjectOrReply``: a 32-bit integer; ``message`` replaces both of
+    its errors (not an integer, out of range)."""
+    number = parse_int(raw, message or errors.NOT_INTEGER)
+    low, high = -(1 << 31), (1 << 31) - 1
+    if not low <= number <= high:
+        raise ReplyError(message or errors.out_of_range(low, high))
+    return number
+
+
+def parse_swapdb(args: list[bytes], databases: int) -> tuple[int, int]:
+    first = parse_int32(args[1], "ERR invalid first DB index")
+    second = parse_int32(args[2], "ERR invalid second DB index")
+    if not (0 <= first < databases and 0 <= second < databases):
+        raise ReplyError(errors.DB_OUT_OF_RANGE)
+    return first, second
 
 
 def dump_value(db: Keyspace, key: bytes) -> bytes | None:

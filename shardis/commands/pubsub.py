@@ -73,9 +73,11 @@ def internal_counts_command(db: Keyspace, args: list[bytes]) -> object:
 @command("__notify", 2, "write internal", fanout=Fanout.SINGLE)
 def internal_notify_command(db: Keyspace, args: list[bytes]) -> object:
     """``__notify flags``: this worker's notify-keyspace-events classes (an integer)."""
-    db.notify_flags = int(args[1])
-    if not db.notify_flags:
-        db.expired_log.clear()
+    shard = db.shard  # type: ignore[attr-defined]
+    shard.set_notify_flags(int(args[1]))
+    if not shard.notify_flags and not shard.log_expired:
+        for keyspace in shard.keyspaces():
+            keyspace.expired_log.clear()
     return 1
 
 

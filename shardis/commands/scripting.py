@@ -616,9 +616,13 @@ class Script:
 class ScriptEngine:
     """One worker's Lua interpreter and script cache, and the state of the running script."""
 
+    @property
+    def db(self) -> Any:
+        """The keyspace of the database the script's commands run in now."""
+        return self.shard.db
+
     def __init__(self, shard: Any) -> None:
         self.shard = shard
-        self.db = shard.db
         self.scripts: dict[str, Script] = {}
         #: how many workers there are (from the router's ``__script_topology``), for the
         #: non-local key check; 1 until told (a lone shard owns every key).
@@ -672,7 +676,7 @@ class ScriptEngine:
         #: local mode: each key the script wrote, as it was before (``dump_value``; None: it
         #: did not exist), to undo the script if it meets another worker's key; None once a
         #: write cannot be undone that way (a command without keys, e.g. FLUSHDB).
-        self.journal: dict[bytes, bytes | None] | None = {}
+        self.journal: dict[tuple[int, bytes], bytes | None] | None = {}
         #: the script met another worker's key in local mode: it is stopped, undone, and the
         #: router runs it again in global mode (``RETRY_GLOBAL``).
         self.retry_global = False
@@ -738,13 +742,16 @@ class ScriptEngine:
         self.busy = self.wrote = self.killed = self.retry_global = False
         self.journal = {}
         self.global_mode = global_mode
+        caller_db = self.shard.db
         self.shard.begin_script()
         self.running = True
         try:
             ok, result = runner(function, keys, argv)
             if self.retry_global:
+                self.shard.db = caller_db
                 self._undo()
         finally:
+            self.shard.db = caller_db  # a SELECT inside the script is the script's alone
             self.running = False
             self.global_mode = False
             self.function_name = None
@@ -777,8 +784,10 @@ class ScriptEngine:
     def _undo(self) -> None:
         """Put back every key the script wrote, as it was before the script (logged like any
         write: the AOF replays the script's writes, then this)."""
-        run = self.shard.run_inside
-        for key, payload in (self.journal or {}).items():
+        shard = self.shard
+        run = shard.run_inside
+        for (number, key), payload in (self.journal or {}).items():
+            shard.select(number)
             if payload is None:
                 run([b"DEL", key])
             else:
@@ -804,9 +813,9 @@ class ScriptEngine:
             return
         db = self.db
         for position in positions:
-            key = args[position]
-            if key not in journal:
-                journal[key] = dump_value(db, key)
+            entry = (db.index, args[position])
+            if entry not in journal:
+                journal[entry] = dump_value(db, args[position])
 
     # Busy scripts --------------------------------------------------------------------------
     def _interrupt(self, loading: bool = False) -> bool:
@@ -988,6 +997,19 @@ class ScriptEngine:
             return True
         return not self.acl_user.check(spec, args)[0]
 
+    def _select(self, args: list[bytes]) -> object:
+        """SELECT inside a script: its later commands run in that database (the caller's
+        stays as it was: ``execute`` puts it back)."""
+        try:
+            number = int(args[1])
+        except ValueError:
+            return ReplyError(errors.NOT_INTEGER)
+        try:
+            self.shard.select(number)
+        except ReplyError as exc:
+            return exc
+        return OK
+
     def _remote(self, args: list[bytes]) -> object:
         """``args`` run on the worker of its keys (global mode), its reply as a value."""
         return parse_reply(self.shard.remote_call(args, self.resp))  # type: ignore[misc]
@@ -1046,6 +1068,8 @@ class ScriptEngine:
                 reply = self._split_call(spec, args)
             else:
                 reply = self._remote(args)
+        elif spec.fullname == "select":
+            reply = self._select(args)
         elif spec.op is None:
             reply = _router_only(spec, args)
         else:
@@ -1313,11 +1337,20 @@ _ENGINES: dict[int, ScriptEngine] = {}
 
 
 def engine_of(db: Any) -> ScriptEngine:
-    """The engine of the shard whose keyspace is ``db`` (created on first use)."""
-    engine = _ENGINES.get(id(db))
-    if engine is None or engine.db is not db:
-        engine = _ENGINES[id(db)] = ScriptEngine(db.shard)
+    """The engine of the shard whose keyspace is ``db`` (created on first use): one per
+    shard, whatever database its scripts run in."""
+    shard = db.shard
+    engine = _ENGINES.get(id(shard))
+    if engine is None or engine.shard is not shard:
+        engine = _ENGINES[id(shard)] = ScriptEngine(shard)
     return engine
+
+
+def existing_engine(db: Any) -> ScriptEngine | None:
+    """The engine of ``db``'s shard if it has one (without making a Lua runtime)."""
+    shard = getattr(db, "shard", None)
+    engine = _ENGINES.get(id(shard))
+    return engine if engine is not None and engine.shard is shard else None
 
 
 # Table entries -------------------------------------------------------------------------------

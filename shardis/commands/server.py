@@ -199,19 +199,22 @@ def shard_debug_reload_command(db: Keyspace, args: list[bytes]) -> object:
             snapshots.save(shard)  # type: ignore[attr-defined]
         except ReplyError:
             raise ReplyError("ERR") from None
-    before = list(db.data) if db.watched else []
+    keyspaces = shard.keyspaces()
+    before = [list(keyspace.data) if keyspace.watched else [] for keyspace in keyspaces]
     if b"noflush" not in options and b"merge" not in options:
-        db.clear()
+        for keyspace in keyspaces:
+            keyspace.clear()
     try:
         with open(snapshots.path, "rb") as fh:  # type: ignore[attr-defined]
             load_rdb(db, fh, snapshots.path)  # type: ignore[attr-defined]
     except (OSError, RdbError) as exc:
         log.warning("DEBUG RELOAD: %s", exc)
         raise ReplyError("ERR Error trying to load the RDB dump") from None
-    for key in before + list(db.watched):
-        entry = db.watched.get(key)
-        if entry is not None:
-            entry[1] += 1  # WATCH: the reload replaced every key
+    for keyspace, keys in zip(keyspaces, before):
+        for key in keys + list(keyspace.watched):
+            entry = keyspace.watched.get(key)
+            if entry is not None:
+                entry[1] += 1  # WATCH: the reload replaced every key
     log.warning("DB reloaded by DEBUG RELOAD")
     return OK
 
@@ -323,13 +326,17 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
     rewriter = getattr(db.shard, "rewriter", None)  # type: ignore[attr-defined]
     if rewriter is not None:
         persistence.update(rewriter.info(db.shard))  # type: ignore[attr-defined]
+    keyspaces = db.shard.keyspaces()  # type: ignore[attr-defined]
     return {
         **persistence,
         b"keys": len(db.data),
         b"expires": len(db.expires),
         b"avg_ttl": db.avg_ttl(),
-        b"expired_keys": db.expired_keys,
-        b"expire_cycle_cpu_milliseconds": db.expire_cycle_ns // 1_000_000,
+        # every database's (number, keys, expires, avg_ttl), for INFO keyspace
+        b"databases": [[k.index, len(k.data), len(k.expires), k.avg_ttl()]
+                       for k in keyspaces if k.data],
+        b"expired_keys": sum(k.expired_keys for k in keyspaces),
+        b"expire_cycle_cpu_milliseconds": sum(k.expire_cycle_ns for k in keyspaces) // 1_000_000,
         b"error_replies": db.stats.error_replies,  # type: ignore[attr-defined]
         b"process_id": os.getpid(),
         b"used_memory_rss": _rss_bytes(),

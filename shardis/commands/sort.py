@@ -545,7 +545,7 @@ def running_engine(db: Keyspace) -> object:
     script: Redis's ``CLIENT_SCRIPT``), else None."""
     from shardis.commands import scripting
 
-    engine = scripting._ENGINES.get(id(db))
+    engine = scripting.existing_engine(db)
     if engine is None or engine.db is not db or not engine.running:
         return None
     return engine

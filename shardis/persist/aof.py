@@ -451,26 +451,31 @@ class AofWriter:
         self.policy = policy
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.buf: list[bytes] = []
-        self.selected = False  # Redis starts each opened file's first write with SELECT
+        #: the database the file's last SELECT chose (None: none yet; Redis starts each
+        #: opened file's first write with SELECT).
+        self.selected: int | None = None
         self.unsynced = False
         self.last_fsync = 0.0
         #: the background fsync of ``everysec`` (one at a time), and the error it met.
         self.syncer: threading.Thread | None = None
         self.sync_error: OSError | None = None
 
-    def append(self, commands: Iterable[Sequence[bytes]]) -> None:
-        """Buffer commands (already translated by :func:`aof_commands`); no IO."""
-        if not self.selected:
-            self.buf.append(encode_command([b"SELECT", b"0"]))
-            self.selected = True
+    def append(self, commands: Iterable[Sequence[bytes]], db: int | None = 0) -> None:
+        """Buffer commands (already translated by :func:`aof_commands`) of database ``db``
+        (None: whichever is selected, for MULTI/EXEC); no IO."""
+        if db != self.selected and (db is not None or self.selected is None):
+            self._select(db or 0)
         self.buf.extend(encode_command(args) for args in commands)
 
-    def append_encoded(self, data: bytes) -> None:
+    def append_encoded(self, data: bytes, db: int = 0) -> None:
         """Buffer one command already encoded (:func:`encode_command`); no IO."""
-        if not self.selected:
-            self.buf.append(encode_command([b"SELECT", b"0"]))
-            self.selected = True
+        if db != self.selected:
+            self._select(db)
         self.buf.append(data)
+
+    def _select(self, db: int) -> None:
+        self.buf.append(encode_command([b"SELECT", b"%d" % db]))
+        self.selected = db
 
     def flush(self, now: float = 0.0, origin: tuple[bytes, int] | None = None) -> bool:
         """Write the batch's buffer in one go; with ``always`` also fsync it.  With ``origin``
@@ -587,8 +592,8 @@ def aof_commands(args: Sequence[bytes], now_ms: int) -> list[list[bytes]]:
         return _getex(args, now_ms)
     if name == b"GETDEL":
         return [[b"DEL", args[1]]]
-    if name == b"RESTORE":
-        return [_restore(args, now_ms)]
+    if name in (b"RESTORE", b"RESTORE-ASKING"):
+        return [_restore([b"RESTORE", *args[1:]], now_ms)]
     return [list(args)]
 
 

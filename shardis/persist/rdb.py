@@ -145,9 +145,14 @@ class RdbReader:
     RDB if it can seek.
     """
 
-    def __init__(self, fh: BinaryIO, skip_other_dbs: bool = False) -> None:
+    def __init__(self, fh: BinaryIO, skip_other_dbs: bool = False,
+                 databases: int = 0) -> None:
         self.fh = fh
         self.skip_other_dbs = skip_other_dbs
+        #: with ``databases`` > 0, keys of every database below it are read (a worker
+        #: loading its file: :attr:`db` says which database the entry just yielded is in);
+        #: otherwise only database 0's (the offline tools).
+        self.databases = databases
         self.version = 0
         self.aux: dict[bytes, bytes] = {}
         self.functions: list[bytes] = []
@@ -313,7 +318,7 @@ class RdbReader:
                                    self.pos - 1)
                 key = self.string()
                 value = self.value(op)
-                if self._db != 0:
+                if self._db != 0 and not self.databases:
                     self.skipped += 1
                 elif is_empty_collection(value):
                     self.empty_skipped += 1  # as Redis: an empty collection is no key
@@ -457,7 +462,18 @@ class RdbReader:
             name = "FUNCTION (7.0 rc)" if op == OP_FUNCTION else "MODULE_AUX"
             raise RdbError(f"{name} data is not supported", self.pos - 1)
 
+    @property
+    def db(self) -> int:
+        """The database of the entries being read."""
+        return self._db
+
     def _select(self, db: int) -> None:
+        if self.databases:
+            if db >= self.databases:
+                raise RdbError(f"database {db}: the server has databases 0 to "
+                               f"{self.databases - 1} (--databases)", self.pos)
+            self._db = db
+            return
         if db != 0 and not self.skip_other_dbs:
             raise RdbError(f"database {db}: shardis has database 0 only", self.pos)
         if db != 0 and self._db == 0:
@@ -818,7 +834,7 @@ class RdbWriter:
     def begin(self, keys: int, expires: int, used_mem: int = 0,
               functions: Iterable[bytes] = ()) -> None:
         """Magic, aux fields, the function libraries' codes, SELECTDB 0 and the RESIZEDB hint
-        (key and expiry counts)."""
+        (key and expiry counts); other databases follow with :meth:`select`."""
         self.write(b"REDIS%04d" % RDB_VERSION)
         aux = [(b"redis-ver", REDIS_VERSION), (b"redis-bits", b"64"),
                (b"ctime", b"%d" % int(time.time())), (b"used-mem", b"%d" % used_mem),
@@ -827,7 +843,11 @@ class RdbWriter:
             self.write(bytes([OP_AUX]) + self.string(name) + self.string(value))
         for code in functions:
             self.write(bytes([OP_FUNCTION2]) + self.string(code))
-        self.write(bytes([OP_SELECTDB]) + encode_length(0))
+        self.select(0, keys, expires)
+
+    def select(self, db: int, keys: int, expires: int) -> None:
+        """SELECTDB and the RESIZEDB hint: the keys that follow are database ``db``'s."""
+        self.write(bytes([OP_SELECTDB]) + encode_length(db))
         self.write(bytes([OP_RESIZEDB]) + encode_length(keys) + encode_length(expires))
 
     def key(self, key: bytes, value: object, expire_ms: int | None = None) -> None:

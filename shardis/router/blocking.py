@@ -39,8 +39,9 @@ from shardis.commands import Command
 from shardis.commands.lists import LEFT, RIGHT, parse_position
 from shardis.errors import ReplyError
 from shardis.floats import parse_long_double
+from shardis.protocol import command_code
 from shardis.resp import NULL_ARRAY, encode, encode_error
-from shardis.router.client import ClientConnection, Reply
+from shardis.router.client import CURRENT_DB, ClientConnection, Reply
 from shardis.router.lists import lmpop, move_element
 from shardis.worker.blocking import BLOCKERS
 
@@ -65,8 +66,8 @@ def parse_timeout(raw: bytes) -> float:
 
 
 class BlockedRequest:
-    __slots__ = ("ticket", "client", "reply", "args", "proto", "keys", "workers", "timeout",
-                 "timer", "attempting", "notified", "expiring", "done")
+    __slots__ = ("ticket", "client", "reply", "args", "proto", "db", "keys", "workers",
+                 "timeout", "timer", "attempting", "notified", "expiring", "done")
 
     def __init__(self, ticket: int, client: ClientConnection, reply: Reply, args: list[bytes],
                  keys: list[bytes], workers: list[int], timeout: float) -> None:
@@ -75,6 +76,8 @@ class BlockedRequest:
         self.reply = reply
         self.args = args
         self.proto = client.proto
+        #: the client's database (SELECT) when it blocked: its keys are there.
+        self.db = client.db
         self.keys = keys
         self.workers = workers
         self.timeout = timeout
@@ -125,7 +128,7 @@ async def _pop_first_key_with_data(coordinator: BlockingCoordinator,
     for key in request.keys:
         single = [args[0], key, args[-1]]
         data = await coordinator.call_raw(router.worker_of(key), [b"__tryblock", *single],
-                                          request.proto)
+                                          request)
         if data != BLOCKED_REPLY:
             return data
     return None
@@ -172,7 +175,8 @@ async def served_form(router: Router, request: BlockedRequest) -> BlockedRequest
     than the command pops (one TYPE per key, all sent at once); None if no key is left."""
     type_reply = b"+%s\r\n" % BLOCKERS[request.args[0].lower()].type_name
     sources = sources_of(request.args, request.keys)
-    types = [router.call(router.worker_of(key), [b"TYPE", key], 2, raw=True) for key in sources]
+    types = [router.call(router.worker_of(key), [b"TYPE", key], 2, raw=True, db=request.db)
+             for key in sources]
     kept = [key for key, kind in zip(sources, types)
             if await kind in (type_reply, b"+none\r\n")]
     if not kept:
@@ -214,14 +218,18 @@ class BlockingCoordinator:
         self.requests[request.ticket] = request
         if len(workers) == 1:
             command = [b"__block", b"%d" % request.ticket, b"0", b"%d" % request.proto, *args]
-            router.links[workers[0]].send(StartTarget(self, request), request.proto, command)
+            router.links[workers[0]].send(StartTarget(self, request),
+                                          command_code(request.proto, request.db), command)
             router.schedule_flush()
         else:
             router.gates.update(workers)
             router.loop.create_task(self.attempt_across(request, gated=True))
 
-    def call_raw(self, worker: int, args: list[bytes], proto: int) -> asyncio.Future:
-        return self.router.call(worker, args, proto, raw=True)
+    def call_raw(self, worker: int, args: list[bytes], request: BlockedRequest,
+                 proto: int | None = None) -> asyncio.Future:
+        """``args`` for ``request`` on ``worker``: in its database, its reply encoded in its
+        protocol (or ``proto``)."""
+        return self.router.call(worker, args, proto or request.proto, raw=True, db=request.db)
 
     # Waiting -----------------------------------------------------------------------------------
     def park(self, request: BlockedRequest) -> None:
@@ -233,6 +241,7 @@ class BlockingCoordinator:
         """Try the keys in order under a gate; register notify-only everywhere if none has
         data.  ``gated``: the caller already closed the gate (at dispatch time)."""
         router = self.router
+        CURRENT_DB.set(request.db)  # this task acts in the waiter's database
         request.attempting = True
         workers = request.workers
         try:
@@ -250,7 +259,7 @@ class BlockingCoordinator:
                 return
             command = [b"__block", b"%d" % request.ticket, b"1", b"%d" % request.proto,
                        *request.args]
-            for future in [self.call_raw(w, command, request.proto) for w in workers]:
+            for future in [self.call_raw(w, command, request) for w in workers]:
                 await future
             self.park(request)
         except Exception:  # never leave the gate closed or the client hanging
@@ -350,7 +359,8 @@ class BlockingCoordinator:
 
     def unregister(self, request: BlockedRequest) -> list[asyncio.Future]:
         command = [b"__unblock", b"%d" % request.ticket]
-        return [self.call_raw(worker, command, 2) for worker in request.workers]
+        return [self.router.call(worker, command, 2, raw=True, db=request.db)
+                for worker in request.workers]
 
     def replay(self, worker: int) -> None:
         """Park again, on a restarted worker, the commands that waited there."""
@@ -361,11 +371,12 @@ class BlockingCoordinator:
             command = [b"__block", b"%d" % request.ticket, notify_only, b"%d" % request.proto,
                        *request.args]
             if notify_only == b"0":
-                self.router.links[worker].send(StartTarget(self, request), request.proto,
+                self.router.links[worker].send(StartTarget(self, request),
+                                               command_code(request.proto, request.db),
                                                command)
                 self.router.schedule_flush()
             else:
-                self.call_raw(worker, command, request.proto)
+                self.call_raw(worker, command, request)
 
     def client_gone(self, client: ClientConnection) -> None:
         for request in [r for r in self.requests.values() if r.client is client]:

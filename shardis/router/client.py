@@ -8,6 +8,7 @@ back, and :meth:`ClientConnection.flush` writes the ready prefix of the queue in
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,11 @@ from typing import TYPE_CHECKING, Any
 from shardis import errors
 from shardis.resp import QUERY_BUFFER_OVERFLOW, RequestParser, encode_error
 from shardis.router import security
+
+#: The database of the client an asynchronous operation (a coordinated command, a blocked
+#: command's retry) acts for: ``Router.call`` sends its commands there.  Each operation runs
+#: in its own task, which sets it first.
+CURRENT_DB: contextvars.ContextVar[int] = contextvars.ContextVar("shardis_db", default=0)
 
 if TYPE_CHECKING:
     from shardis.router.core import Router
@@ -89,7 +95,7 @@ class ClientConnection(asyncio.Protocol):
         self.multi: list[list[bytes]] | None = None
         self.multi_dirty = False
         #: WATCHed key -> the version its worker reported.
-        self.watched: dict[bytes, int] = {}
+        self.watched: dict[tuple[int, bytes], int] = {}  # (database, key) -> version
         #: pub/sub: kind (channel, pattern, shard channel) -> names, in subscription order.
         self.subscriptions: dict[bytes, dict[bytes, None]] = {b"c": {}, b"p": {}, b"s": {}}
         #: any subscription at all (RESP2 clients then accept only pub/sub commands).
@@ -115,6 +121,8 @@ class ClientConnection(asyncio.Protocol):
         self.reply_filtered = False
         #: CLIENT NO-EVICT (no eviction here: kept for CLIENT LIST's ``e`` flag).
         self.no_evict = False
+        #: the database SELECT chose (0 to ``databases`` - 1).
+        self.db = 0
         #: CLIENT TRACKING settings (``shardis.router.tracking.TrackingState``), None: off.
         self.tracking: Any = None
         #: who this client is (``shardis.router.security``): set when the connection is made.

@@ -3,6 +3,7 @@ AUTH and the CLIENT family."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,6 +12,7 @@ from shardis.commands import help_reply
 from shardis.commands.strings import parse_int
 from shardis.errors import ReplyError
 from shardis.resp import OK, PONG, Status, Verbatim
+from shardis.router.client import CURRENT_DB
 from shardis.router.clients import client_type, type_of
 from shardis.router.registry import router_command
 from shardis.router.security import authenticate
@@ -38,9 +40,14 @@ def quit_(router: Any, client: Any, args: list[bytes]) -> object:
 
 @router_command("select")
 def select(router: Any, client: Any, args: list[bytes]) -> object:
+    """The client's later commands run in that database.  Inside EXEC (an operation's task)
+    the transaction's later commands too."""
     index = parse_int(args[1], errors.NOT_INTEGER)
-    if index != 0:
+    if not 0 <= index < router.config.get("databases", 16):
         raise ReplyError(errors.DB_OUT_OF_RANGE)
+    client.db = index
+    if asyncio.current_task() is not None:
+        CURRENT_DB.set(index)
     return OK
 
 
@@ -52,6 +59,7 @@ def reset(router: Any, client: Any, args: list[bytes]) -> object:
     end_transaction(router, client)
     router.pubsub.client_gone(client)
     disable(router, client)
+    client.db = 0
     if client.reply_filtered:
         client.set_reply_mode(b"reset")  # CLIENT REPLY OFF ends, as in Redis
     client.proto = 2
@@ -179,7 +187,7 @@ def client_info_line(client: Any, now: float, blocked: set[int] | None = None) -
     return (
         f"id={client.id} addr={client.addr} laddr={client.laddr} fd={client.fd} name={name} "
         f"age={int(now - client.created)} idle={int(now - client.last_active)} "
-        f"flags={client_flags(client, blocked)} db=0 sub={len(subs[b'c'])} psub={len(subs[b'p'])} "
+        f"flags={client_flags(client, blocked)} db={client.db} sub={len(subs[b'c'])} psub={len(subs[b'p'])} "
         f"ssub={len(subs[b's'])} multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 "
         f"rbs=0 rbp=0 obl=0 oll={len(client.replies)} omem=0 tot-mem=0 events=r "
         f"cmd={last_command(client)} "

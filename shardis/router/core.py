@@ -39,12 +39,12 @@ from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.commands.scripting import BUSY
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
-from shardis.protocol import EARLY_BIT, SCRIPT_CALL
+from shardis.protocol import EARLY_BIT, SCRIPT_CALL, command_code
 from shardis.resp import OK_REPLY, PushRaw, encode, encode_error, encode_int
 from shardis.router import security
 from shardis.router.aclsync import AclSync
 from shardis.router.blocking import BlockingCoordinator
-from shardis.router.client import ClientConnection, PushReply, Reply
+from shardis.router.client import CURRENT_DB, ClientConnection, PushReply, Reply
 from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
 from shardis.router.monitor import Monitor
@@ -382,6 +382,7 @@ class Router:
         links = self.links
         gates = self.gates
         proto = client.proto
+        code = proto | client.db << 2  # shardis.protocol.command_code
         queue_reply = client.replies.append
         fast = 0
         for index, args in enumerate(commands):
@@ -401,7 +402,7 @@ class Router:
                     queue_reply(reply)
                     link = links[worker]
                     link.targets.append(reply)
-                    link.commands.append((proto, args))
+                    link.commands.append((code, args))
                     fast += 1
                     continue
             if arity_ok and spec.router_plain:  # type: ignore[union-attr]
@@ -423,7 +424,8 @@ class Router:
             if not client.unrestricted and index + 1 < len(commands):  # e.g. now a MONITOR
                 self._count_fast(client, commands, fast)
                 return index + 1 + self.dispatch_guarded(client, commands[index + 1 :])
-            proto = client.proto  # HELLO may have switched it
+            proto = client.proto  # HELLO may have switched it, SELECT the database
+            code = proto | client.db << 2
         self._count_fast(client, commands, fast)
         return len(commands)
 
@@ -530,7 +532,7 @@ class Router:
             self.stats.commands += 1
             reply = Reply(client, None, spec, args)
             client.replies.append(reply)
-            self.links[worker].send(reply, client.proto, args)
+            self.links[worker].send(reply, command_code(client.proto, client.db), args)
             self.schedule_flush()
         elif fanout is Fanout.ROUTER:
             self.stats.commands += 1
@@ -656,12 +658,13 @@ class Router:
         client.replies.append(reply)
         if len(groups) == 1 and fanout not in (Fanout.ALL_SUM, Fanout.ALL_CONCAT):
             (worker,) = groups
-            self.links[worker].send(reply, client.proto, args)
+            self.links[worker].send(reply, command_code(client.proto, client.db), args)
         else:
             positions = [where for _, where in groups.values()]
             gather = Gather(self, reply, len(groups), _MERGES[fanout], positions)
+            code = command_code(3, client.db)
             for index, (worker, (sub_args, _)) in enumerate(groups.items()):
-                self.links[worker].send(gather.part(index), 3, sub_args)
+                self.links[worker].send(gather.part(index), code, sub_args)
         self.schedule_flush()
 
     def split_by_worker(
@@ -711,7 +714,7 @@ class Router:
         client.replies.append(reply)
         if plan.hold_client:
             client.waiting = True
-        self.links[plan.forward_to].send(reply, client.proto, args)
+        self.links[plan.forward_to].send(reply, command_code(client.proto, client.db), args)
         self.schedule_flush()
 
     def start_operation(self, client: ClientConnection, args: list[bytes], workers: Any,
@@ -738,6 +741,7 @@ class Router:
         args: list[bytes],
         gated: frozenset[int],
     ) -> None:
+        CURRENT_DB.set(client.db)  # this task acts in the client's database
         try:
             value = await operation(self, client, args)
         except ReplyError as exc:
@@ -780,11 +784,13 @@ class Router:
         self.gates.update(workers)
 
     def call(self, worker: int, args: list[bytes], proto: int = 3,
-             raw: bool = False) -> asyncio.Future:
+             raw: bool = False, db: int | None = None) -> asyncio.Future:
         """Send one command to a worker on behalf of a coordinated operation: its reply,
-        decoded (from RESP3), or ``raw`` as encoded in ``proto``."""
+        decoded (from RESP3), or ``raw`` as encoded in ``proto``.  It runs in database
+        ``db``, by default the one of the client the operation acts for (``CURRENT_DB``)."""
         future = self.loop.create_future()
-        self.links[worker].send(FutureTarget(future, raw), proto, args)
+        code = command_code(proto, CURRENT_DB.get() if db is None else db)
+        self.links[worker].send(FutureTarget(future, raw), code, args)
         self.schedule_flush()
         return future
 
@@ -874,9 +880,12 @@ class Router:
         whose keys all live on one other worker."""
         if link.index != self.script_worker or len(entries) != 1:
             raise ValueError("a script call from a worker that runs no global script")
-        _, proto_text, _, encoded = entries[0]
+        _, proto_text, db_text, encoded = entries[0]
         target = ScriptCallTarget(link, 3 if proto_text == b"3" else 2)
         try:
+            db = int(db_text or b"0")
+            if not 0 <= db < self.config.get("databases", 16):
+                raise ValueError(f"no database {db}")
             args = _script_call_args(encoded)
             spec = lookup(args)
             owners = {self.worker_of(args[i]) for i in spec.key_indexes(args)}
@@ -886,7 +895,7 @@ class Router:
             # The script waits for an answer: it gets an error, never silence.
             target.fill(encode_error(getattr(exc, "message", None) or f"ERR {exc}"))
             return
-        self.links[owners.pop()].send(target, target.proto, args)
+        self.links[owners.pop()].send(target, command_code(target.proto, db), args)
         self.schedule_flush()
 
     def malformed(self, link: WorkerLink, frame: bytes, reason: object) -> None:

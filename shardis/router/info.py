@@ -308,13 +308,18 @@ def _cluster(router: Any, shards: list[dict]) -> Fields:
 
 
 def _keyspace(router: Any, shards: list[dict]) -> Fields:
-    keys = _total(shards, b"keys")
-    if not keys:
-        return []
-    expires = _total(shards, b"expires")
-    weighted = sum(s[b"avg_ttl"] * s[b"expires"] for s in shards)
-    avg_ttl = weighted // expires if expires else 0
-    return [("db0", f"keys={keys},expires={expires},avg_ttl={avg_ttl}")]
+    """One line per database with keys: counts summed over workers, the average TTL
+    weighted by each worker's keys with a TTL."""
+    totals: dict[int, list[int]] = {}
+    for shard in shards:
+        for number, keys, expires, avg_ttl in shard.get(b"databases", []):
+            total = totals.setdefault(number, [0, 0, 0])
+            total[0] += keys
+            total[1] += expires
+            total[2] += avg_ttl * expires
+    return [(f"db{number}", f"keys={keys},expires={expires},"
+                            f"avg_ttl={weighted // expires if expires else 0}")
+            for number, (keys, expires, weighted) in sorted(totals.items())]
 
 
 SECTIONS: dict[str, Section] = {

@@ -12,6 +12,7 @@ from shardis.commands.keys import (
     parse_copy_options,
     parse_cursor,
     parse_scan_options,
+    parse_swapdb,
 )
 from shardis.errors import ReplyError, raise_if_error
 from shardis.resp import OK
@@ -28,13 +29,14 @@ def two_key_plan(router: Any, args: list[bytes]) -> Plan:
 
 
 async def move_value(router: Any, args: list[bytes], nx: bool, keep_source: bool,
-                     replace: bool) -> Any:
-    """Copy ``args[1]`` to ``args[2]`` on another worker; the gate makes it atomic."""
+                     replace: bool, target_db: int | None = None) -> Any:
+    """Copy ``args[1]`` to ``args[2]`` on another worker (in database ``target_db``, by
+    default the client's); the gate makes it atomic."""
     source_key, target_key = args[1], args[2]
     source, target = router.worker_of(source_key), router.worker_of(target_key)
     payload, exists = await _gather(
         router.call(source, [b"__dump", source_key]),
-        router.call(target, [b"EXISTS", target_key]),
+        router.call(target, [b"EXISTS", target_key], db=target_db),
     )
     raise_if_error(payload)
     if payload is None:
@@ -42,7 +44,8 @@ async def move_value(router: Any, args: list[bytes], nx: bool, keep_source: bool
     if raise_if_error(exists) and (nx or not replace):
         return 0
     mode = b"copy" if keep_source else b"move"
-    restore = router.call(target, [b"__restore", target_key, payload, b"1", mode])
+    restore = router.call(target, [b"__restore", target_key, payload, b"1", mode],
+                          db=target_db)
     if keep_source:
         raise_if_error(await restore)
     else:
@@ -73,16 +76,34 @@ async def renamenx(router: Any, client: Any, args: list[bytes]) -> object:
     return await rename_generic(router, args, nx=True)
 
 
+def _copy_options(router: Any, client: Any, args: list[bytes]) -> tuple[bool, int]:
+    return parse_copy_options(args, client.db, router.config.get("databases", 16))
+
+
 def copy_plan(router: Any, args: list[bytes]) -> Plan:
-    parse_copy_options(args)  # option errors come first, as in Redis
+    _copy_options(router, router.current_client, args)  # option errors first, as in Redis
     return two_key_plan(router, args)
 
 
 @coordinated("copy", copy_plan)
 async def copy(router: Any, client: Any, args: list[bytes]) -> object:
-    replace = parse_copy_options(args)
-    moved = await move_value(router, args, nx=False, keep_source=True, replace=replace)
+    replace, target_db = _copy_options(router, client, args)
+    moved = await move_value(router, args, nx=False, keep_source=True, replace=replace,
+                             target_db=target_db)
     return moved or 0
+
+
+def _swapdb_plan(router: Any, args: list[bytes]) -> Plan:
+    parse_swapdb(args, router.config.get("databases", 16))
+    return Plan(workers=router.all_workers, exclusive=True)
+
+
+@coordinated("swapdb", _swapdb_plan)
+async def swapdb(router: Any, client: Any, args: list[bytes]) -> object:
+    """Every worker swaps, with every worker gated: no command sees the swap half done."""
+    for reply in await router.call_all(args):
+        raise_if_error(reply)
+    return OK
 
 
 def all_workers_plan(router: Any, args: list[bytes]) -> Plan:

@@ -99,6 +99,7 @@ def load_handlers() -> None:
         server,
         sets,
         sort,
+        standalone,
         stats,
         streams,
         strings,

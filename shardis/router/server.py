@@ -388,7 +388,6 @@ def config_table(router: Any) -> dict[bytes, bytes]:
     config = router.config
     table = {name.encode(): value.encode() for name, value in render(config).items()}
     table.update({
-        b"databases": b"1",
         b"maxmemory": b"0",
         b"maxmemory-policy": b"noeviction",
         b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),

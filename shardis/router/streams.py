@@ -169,15 +169,16 @@ class _BlockedSlot:
     ``proto`` is 2: the worker encodes a served reply, and the timeout's null, in RESP2.
     """
 
-    __slots__ = ("future", "waiting", "id")
+    __slots__ = ("future", "waiting", "id", "db")
 
     proto = 2
 
-    def __init__(self, future: asyncio.Future, client_id: int) -> None:
+    def __init__(self, future: asyncio.Future, client_id: int, db: int = 0) -> None:
         self.future = future
         self.waiting = True
-        #: the real client's id (CLIENT UNBLOCK finds the request by it).
+        #: the real client's id (CLIENT UNBLOCK finds the request by it) and database.
         self.id = client_id
+        self.db = db
 
     @property
     def data(self) -> bytes | None:
@@ -199,7 +200,7 @@ def _request(router: Any, client: Any, args: list[bytes], keys: list[bytes],
              workers: list[int], block_ms: int) -> tuple[BlockedRequest, asyncio.Future]:
     coordinator = router.blocking
     future: asyncio.Future = router.loop.create_future()
-    slot = _BlockedSlot(future, client.id)
+    slot = _BlockedSlot(future, client.id, client.db)
     request = BlockedRequest(next(coordinator._tickets), slot, slot, list(args),  # type: ignore[arg-type]
                              keys, workers, block_ms / 1000)
     coordinator.requests[request.ticket] = request
@@ -269,7 +270,8 @@ async def _cross_read(coordinator: Any, request: BlockedRequest) -> bytes | None
         return None
     for key in keys:
         data = await coordinator.call_raw(router.worker_of(key),
-                                          [b"__tryblock", *xread_narrowed(args, key)], 2)
+                                          [b"__tryblock", *xread_narrowed(args, key)],
+                                          request, 2)
         if data != BLOCKED_REPLY:
             return data
     return None

@@ -77,12 +77,18 @@ def end_transaction(router: Any, client: Any) -> None:
 def release_watches(router: Any, client: Any) -> None:
     if not client.watched:
         return
-    by_worker: dict[int, list[bytes]] = {}
-    for key in client.watched:
-        by_worker.setdefault(router.worker_of(key), []).append(key)
+    by_worker = _by_worker(router, client.watched)
     client.watched = {}
-    for worker, keys in by_worker.items():
-        router.call(worker, [b"__unwatch", *keys])
+    for (db, worker), keys in by_worker.items():
+        router.call(worker, [b"__unwatch", *keys], db=db)
+
+
+def _by_worker(router: Any, entries: Any) -> dict[tuple[int, int], list[bytes]]:
+    """Watched (database, key) entries grouped by database and worker."""
+    by_worker: dict[tuple[int, int], list[bytes]] = {}
+    for db, key in entries:
+        by_worker.setdefault((db, router.worker_of(key)), []).append(key)
+    return by_worker
 
 
 # WATCH ---------------------------------------------------------------------------------------
@@ -96,27 +102,28 @@ def watch(router: Any, client: Any, args: list[bytes]) -> object:
 
 
 async def _watch(router: Any, client: Any, args: list[bytes]) -> object:
-    keys = [key for key in dict.fromkeys(args[1:]) if key not in client.watched]
-    by_worker: dict[int, list[bytes]] = {}
-    for key in keys:
-        by_worker.setdefault(router.worker_of(key), []).append(key)
-    requests = {w: router.call(w, [b"__watch", *ks]) for w, ks in by_worker.items()}
+    """The keys' versions, kept as the client's (database, key) watches."""
+    db = client.db
+    entries = [(db, key) for key in dict.fromkeys(args[1:]) if (db, key) not in client.watched]
+    by_worker = _by_worker(router, entries)
+    requests = {w: router.call(w, [b"__watch", *ks]) for (_, w), ks in by_worker.items()}
     for worker, request in requests.items():
         versions = raise_if_error(await request)
-        client.watched.update(zip(by_worker[worker], versions))  # type: ignore[arg-type]
+        keys = by_worker[(db, worker)]
+        client.watched.update(zip(((db, key) for key in keys), versions))  # type: ignore[arg-type]
     return OK
 
 
-async def watches_hold(router: Any, watched: dict[bytes, int]) -> bool:
+async def watches_hold(router: Any, watched: dict[tuple[int, bytes], int]) -> bool:
     """True if no watched key changed since WATCH (compared under EXEC's gate)."""
-    by_worker: dict[int, list[bytes]] = {}
-    for key in watched:
-        by_worker.setdefault(router.worker_of(key), []).append(key)
-    requests = {w: router.call(w, [b"__watch_versions", *ks]) for w, ks in by_worker.items()}
-    for worker, request in requests.items():
+    by_worker = _by_worker(router, watched)
+    requests = {place: router.call(place[1], [b"__watch_versions", *ks], db=place[0])
+                for place, ks in by_worker.items()}
+    for (db, _), request in requests.items():
         versions = raise_if_error(await request)
-        for key, version in zip(by_worker[worker], versions):  # type: ignore[arg-type]
-            if watched[key] != version:
+        keys = by_worker[(db, _)]
+        for key, version in zip(keys, versions):  # type: ignore[arg-type]
+            if watched[(db, key)] != version:
                 return False
     return True
 
@@ -127,7 +134,7 @@ def exec_(router: Any, client: Any, args: list[bytes]) -> object:
     if client.multi is None:
         raise ReplyError("ERR EXEC without MULTI")
     workers = set(involved_workers(router, client.multi))
-    workers.update(router.worker_of(key) for key in client.watched)
+    workers.update(router.worker_of(key) for _, key in client.watched)
     router.start_operation(client, args, workers, True, _exec)
     return DEFERRED
 

@@ -77,6 +77,7 @@ from shardis.persist.aof import (
     parse_batch_annotation,
 )
 from shardis.persist.rdb import RdbError
+from shardis.protocol import command_code
 from shardis.resp import Status
 from shardis.worker.snapshot import Child, load_rdb, write_rdb
 
@@ -129,6 +130,18 @@ BLOCKING = frozenset((b"BLPOP", b"BRPOP", b"BLMOVE", b"BRPOPLPUSH", b"BLMPOP", b
                       b"BZPOPMAX", b"BZMPOP", b"XREAD", b"XREADGROUP"))
 
 
+def _database_number(text: bytes, shard: object) -> int:
+    """An AOF's ``SELECT n``: a database this server has, or the file is unusable."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if not 0 <= number < shard.databases:  # type: ignore[attr-defined]
+        raise AofError(f"SELECT {text!r}: the server has databases 0 to "
+                       f"{shard.databases - 1} (--databases)")  # type: ignore[attr-defined]
+    return number
+
+
 def effect_commands(args: Sequence[bytes], reply: object, now_ms: int) -> list[list[bytes]]:
     """What to log for ``args``, which changed the dataset and answered ``reply``."""
     name = bytes(args[0]).upper()
@@ -175,7 +188,7 @@ def _xadd(args: Sequence[bytes], new_id: bytes) -> list[bytes]:
 #: (upper or lower case); another spelling takes the general path, which gives the same.
 _TRANSLATED = frozenset(name for upper in (
     b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT", b"SET", b"SETEX", b"PSETEX", b"GETEX",
-    b"GETDEL", b"RESTORE", b"SPOP", b"XADD", b"XCLAIM", b"XAUTOCLAIM", *BLOCKING) for name in (upper, upper.lower()))
+    b"GETDEL", b"RESTORE", b"RESTORE-ASKING", b"SPOP", b"XADD", b"XCLAIM", b"XAUTOCLAIM", *BLOCKING) for name in (upper, upper.lower()))
 
 
 def _logged_as_received(args: Sequence[bytes]) -> bool:
@@ -220,6 +233,7 @@ class AofLog:
         count = 0
         chunk: list[tuple[int, list[bytes]]] = []
         execute_batch = shard.execute_batch  # type: ignore[attr-defined]
+        db = 0  # each file's first command comes after its SELECT
 
         def load_rdb_part(fh: BinaryIO, name: str) -> None:
             try:
@@ -234,9 +248,13 @@ class AofLog:
             if args[0] == ANNOTATION:
                 self.note_annotation(args[1])
                 continue
-            if bytes(args[0]).upper() in (b"MULTI", b"EXEC", b"SELECT"):
+            name = bytes(args[0]).upper()
+            if name == b"SELECT" and len(args) == 2:
+                db = _database_number(args[1], shard)
                 continue
-            chunk.append((2, args))
+            if name in (b"MULTI", b"EXEC"):
+                continue
+            chunk.append((command_code(2, db), args))
             count += 1
             if len(chunk) >= LOAD_CHUNK:
                 execute_batch(chunk)
@@ -315,9 +333,10 @@ class AofLog:
 
     def record(self, args: Sequence[bytes] | None, reply: object, touched: list[bytes],
                expired: list[bytes], now_ms: int,
-               propagated: list[list[bytes]] | None = None) -> None:
-        """Log what the current command (or expiry, ``args`` None) changed; ``propagated``,
-        when the op reported it (``Keyspace.propagated``), is logged in its place."""
+               propagated: list[list[bytes]] | None = None, db: int = 0) -> None:
+        """Log what the current command (or expiry, ``args`` None) changed in database
+        ``db``; ``propagated``, when the op reported it (``Keyspace.propagated``), is logged
+        in its place."""
         writer = self.writer
         if writer is None:
             return
@@ -325,8 +344,8 @@ class AofLog:
             # The common write (INCR, HSET, RPUSH, plain SET...): its own bytes, at once.
             if self.depth and not self.open:
                 self.open = True
-                writer.append([[b"MULTI"]])
-            writer.append_encoded(encode_command(args))
+                writer.append([[b"MULTI"]], db)
+            writer.append_encoded(encode_command(args), db)
             return
         commands = [[b"DEL", key] for key in expired]
         if args is not None and len(touched) > len(expired):
@@ -339,8 +358,8 @@ class AofLog:
             return
         if self.depth and not self.open:
             self.open = True
-            writer.append([[b"MULTI"]])
-        writer.append(commands)
+            writer.append([[b"MULTI"]], db)
+        writer.append(commands, db)
 
     def has_writes(self) -> bool:
         """Whether the batch being run logged something (its flush will write)."""
@@ -354,7 +373,7 @@ class AofLog:
         if not self.depth and self.open:
             self.open = False
             if self.writer is not None:
-                self.writer.append([[b"EXEC"]])
+                self.writer.append([[b"EXEC"]], None)
 
     def flush(self) -> None:
         """The batch's records go out (and with ``always`` are fsynced) before its replies.
@@ -367,7 +386,7 @@ class AofLog:
         if writer is not None:
             if self.open:
                 self.open = False
-                writer.append([[b"EXEC"]])
+                writer.append([[b"EXEC"]], None)
             origin = self.origin
             if writer.flush(time.monotonic(), origin) and origin is not None:
                 self.remember(*origin)
@@ -380,7 +399,7 @@ class AofLog:
         """Write what is buffered and fsync it now (a SHUTDOWN, whatever ``appendfsync``)."""
         if self.writer is not None:
             if self.open:
-                self.writer.append([[b"EXEC"]])
+                self.writer.append([[b"EXEC"]], None)
                 self.open = False
             self.writer.flush()
             self.writer.wait_fsync()
@@ -396,7 +415,7 @@ class AofLog:
     def close(self) -> None:
         if self.writer is not None:
             if self.open:
-                self.writer.append([[b"EXEC"]])
+                self.writer.append([[b"EXEC"]], None)
                 self.open = False
             self.writer.close()
             self.writer = None

@@ -102,16 +102,21 @@ class Waiter:
     keys: list[bytes]
     notify_only: bool
     blocker: Blocker = field(repr=False)
+    #: the database the waiter's keys are in (its client's SELECT).
+    db: int = 0
 
 
 class BlockingRegistry:
     """Waiters per key, FIFO, and the events produced while a batch runs."""
 
     def __init__(self) -> None:
-        self.by_key: dict[bytes, deque[Waiter]] = {}
+        #: (database, key) -> its waiters, FIFO.
+        self.by_key: dict[tuple[int, bytes], deque[Waiter]] = {}
         self.by_ticket: dict[int, Waiter] = {}
-        #: keys that got data since the last serve, in order.
-        self.ready: list[bytes] = []
+        #: (database, key) that got data since the last serve, in order.
+        self.ready: list[tuple[int, bytes]] = []
+        #: the keyspace of the waiter being served (its effects are applied there).
+        self.attempt_db: Any = None
         #: (ticket, reply or None) to send with the current batch's replies.
         self.events: list[tuple[int, bytes | None]] = []
         #: the (narrowed) command of the waiter being served: its effects are named after it.
@@ -124,46 +129,58 @@ class BlockingRegistry:
         self.remove(waiter.ticket)
         self.by_ticket[waiter.ticket] = waiter
         for key in dict.fromkeys(waiter.keys):
-            self.by_key.setdefault(key, deque()).append(waiter)
+            self.by_key.setdefault((waiter.db, key), deque()).append(waiter)
 
     def remove(self, ticket: int) -> bool:
         waiter = self.by_ticket.pop(ticket, None)
         if waiter is None:
             return False
         for key in dict.fromkeys(waiter.keys):
-            queue = self.by_key.get(key)
+            entry = (waiter.db, key)
+            queue = self.by_key.get(entry)
             if queue is not None:
                 try:
                     queue.remove(waiter)
                 except ValueError:
                     pass
                 if not queue:
-                    del self.by_key[key]
+                    del self.by_key[entry]
         return True
 
-    def note_touched(self, keys: list[bytes]) -> None:
-        """Called with the keys a command changed: those with waiters become ready."""
+    def note_touched(self, keys: list[bytes], db: int = 0) -> None:
+        """Called with the keys a command changed in database ``db``: those with waiters
+        become ready."""
         by_key = self.by_key
         for key in keys:
-            if key in by_key:
-                self.ready.append(key)
+            if (db, key) in by_key:
+                self.ready.append((db, key))
 
-    def serve(self, db: Any, encode: Callable[[object, int], bytes]) -> None:
+    def signal_all(self, dbs: tuple[int, ...]) -> None:
+        """Every key with waiters in these databases may be ready (SWAPDB)."""
+        self.ready += [entry for entry in self.by_key if entry[0] in dbs]
+
+    def serve(self, keyspace: Callable[[int], Any],
+              encode: Callable[[object, int], bytes]) -> None:
         """Serve waiters on ready keys, FIFO per key, until nothing more can be served.
+        ``keyspace(n)`` is database n's keyspace.
 
         ``encode(reply, proto)`` also applies the attempt's effects, which may make more keys
         ready (BLMOVE pushes): the loop goes on until none is left.
         """
         while self.ready:
-            self.serve_key(db, self.ready.pop(0), encode)
+            db, key = self.ready.pop(0)
+            self.attempt_db = keyspace(db)
+            self.serve_key(self.attempt_db, (db, key), encode)
 
-    def serve_key(self, db: Any, key: bytes, encode: Callable[[object, int], bytes]) -> None:
-        """Serve ``key``'s waiters in FIFO order, each from this key alone, as Redis's
+    def serve_key(self, db: Any, entry: tuple[int, bytes],
+                  encode: Callable[[object, int], bytes]) -> None:
+        """Serve ``entry``'s waiters in FIFO order, each from this key alone, as Redis's
         ``serveClientsBlockedOn*Key`` do: a waiter of another type than the key holds is
         passed over (it keeps waiting), so the one behind it may still be served."""
+        key = entry[1]
         position = 0
         while True:
-            queue = self.by_key.get(key)
+            queue = self.by_key.get(entry)
             if not queue or position >= len(queue):
                 return
             waiter = queue[position]

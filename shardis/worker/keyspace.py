@@ -275,9 +275,12 @@ class Keyspace:
         "_wall_anchor",
         "_last_sync",
         "_clock_warned",
+        "index",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        #: the database number (SELECT) this keyspace is.
+        self.index = index
         self.data: dict[bytes, object] = {}
         #: key -> absolute Unix deadline in ms, only for keys with a TTL.
         self.expires: dict[bytes, int] = {}

@@ -58,9 +58,9 @@ class WorkerServer:
 
     def __init__(self, address: str, index: int = 0, curve: WorkerCurve | None = None,
                  aof: AofLog | None = None, snapshots: Snapshots | None = None,
-                 rewriter: AofRewriter | None = None) -> None:
+                 rewriter: AofRewriter | None = None, databases: int = 16) -> None:
         self.address = address
-        self.shard = Shard(index)
+        self.shard = Shard(index, databases)
         #: RDB snapshots (SAVE, BGSAVE, save rules); loaded at start unless the AOF is on.
         self.snapshots = snapshots
         self.shard.snapshots = snapshots
@@ -112,8 +112,7 @@ class WorkerServer:
         aof.load(shard)
         shard.stats.dirty = 0
         shard.stats.commands = 0
-        shard.db.expired_log.clear()
-        shard.db.log_expired = True  # from now on expiries are logged as DEL
+        shard.set_log_expired(True)  # from now on expiries are logged as DEL
         aof.open_for_append()
         shard.aof = aof
         shard.replies_log = ReplyLog(os.path.dirname(aof.dir.path))
@@ -194,8 +193,7 @@ class WorkerServer:
         except OSError as exc:
             log.warning("Redis needs to enable the AOF but can't open its file: %s", exc)
             return
-        shard.db.expired_log.clear()
-        shard.db.log_expired = True
+        shard.set_log_expired(True)
         shard.aof = aof
         self.aof = aof
         if shard.replies_log is None:
@@ -226,8 +224,7 @@ class WorkerServer:
                 pass
         shard.aof = None
         self.aof = None
-        shard.db.log_expired = False
-        shard.db.expired_log.clear()
+        shard.set_log_expired(False)
         if shard.replies_log is not None:
             shard.replies_log.close()
             shard.replies_log = None
@@ -285,7 +282,8 @@ class WorkerServer:
         encoded in ``proto``).  Whatever else arrives meanwhile waits in the backlog."""
         peer = self.shard.pubsub.peer
         self.socket.send(peer, SNDMORE)
-        self.socket.send(self.codec.encode_push([(protocol.SCRIPT_CALL, b"%d" % proto, None,
+        db = b"%d" % self.shard.db.index  # the database the script's call runs in
+        self.socket.send(self.codec.encode_push([(protocol.SCRIPT_CALL, b"%d" % proto, db,
                                                   encode(list(args), 2))]))
         while True:
             if not self.socket.poll(POLL_INTERVAL_MS):
@@ -495,7 +493,8 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     rewriter = AofRewriter(own_dir, appenddirname, aof_use_rdb_preamble,
                            auto_aof_rewrite_percentage, auto_aof_rewrite_min_size)
     try:
-        server = WorkerServer(address, index, curve, aof, snapshots, rewriter)
+        server = WorkerServer(address, index, curve, aof, snapshots, rewriter,
+                              extra.get("databases", 16))
     except RdbError as exc:
         log.critical("worker %d can't load its RDB file %s: %s; exiting", index,
                      snapshots.path, exc)

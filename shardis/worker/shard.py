@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shardis import errors
 from shardis.commands import COMMANDS, load_families, lookup
 from shardis.errors import ReplyError
 from shardis.notify import EXPIRED, channel_messages, command_events
@@ -51,18 +52,24 @@ class ShardStats:
 class Shard:
     """Executes batches of commands against one keyspace, in order."""
 
-    def __init__(self, index: int = 0) -> None:
+    def __init__(self, index: int = 0, databases: int = 16) -> None:
         load_families()
         if not PLAIN_OPS:
             _build_plain_ops()
         self.index = index
-        self.db = Keyspace()
         self.stats = ShardStats()
-        self.db.stats = self.stats  # type: ignore[attr-defined]
         self.blocking = BlockingRegistry()
-        self.db.blocking = self.blocking  # type: ignore[attr-defined]
-        self.db.shard = self  # type: ignore[attr-defined]  # scripts run commands through it
         self.pubsub = PubSubRegistry()
+        #: how many databases there are (``databases``); their keyspaces, made on first use.
+        self.databases = databases
+        self.dbs: dict[int, Keyspace] = {}
+        #: notify-keyspace-events and "log expiries" as every keyspace has them (new ones too).
+        self.notify_flags = 0
+        self.log_expired = False
+        #: the keyspace of the database the current command runs in.
+        self.db = self.keyspace(0)
+        #: other databases the running command changed (``changed_elsewhere``).
+        self.elsewhere: list[Keyspace] = []
         #: the command being executed (keyspace notifications name their event after it).
         self.current: list[bytes] | None = None
         #: serves the worker's link while a script is busy (set by the worker's server).
@@ -77,7 +84,6 @@ class Shard:
         self.deferring = False
         #: a script is running here (its commands come through ``run_inside``).
         self.in_script = False
-        self.db.pubsub = self.pubsub  # type: ignore[attr-defined]
         #: client-side caching: who read which keys (``shardis.worker.tracking``).
         self.tracking = Tracking(index)
         #: the server's ACL users, for every router (used on worker 0, the hub).
@@ -91,27 +97,91 @@ class Shard:
         #: expire keys in the background (DEBUG SET-ACTIVE-EXPIRE 0 turns it off).
         self.active_expire_enabled = True
 
+    # Databases ------------------------------------------------------------------------------
+    def keyspace(self, index: int) -> Keyspace:
+        """Database ``index``'s keyspace (made on first use); Redis's error out of range."""
+        db = self.dbs.get(index)
+        if db is None:
+            if not 0 <= index < self.databases:
+                raise ReplyError(errors.DB_OUT_OF_RANGE)
+            db = self.dbs[index] = Keyspace(index)
+            db.stats = self.stats  # type: ignore[attr-defined]
+            db.blocking = self.blocking  # type: ignore[attr-defined]
+            db.shard = self  # type: ignore[attr-defined]  # scripts run commands through it
+            db.pubsub = self.pubsub  # type: ignore[attr-defined]
+            db.notify_flags = self.notify_flags
+            db.log_expired = self.log_expired
+        return db
+
+    def keyspaces(self) -> list[Keyspace]:
+        """The databases that exist so far, by number."""
+        return [self.dbs[index] for index in sorted(self.dbs)]
+
+    def set_notify_flags(self, flags: int) -> None:
+        self.notify_flags = flags
+        for db in self.dbs.values():
+            db.notify_flags = flags
+
+    def set_log_expired(self, on: bool) -> None:
+        """Keep (or stop keeping) the keys expiry reclaims, for the AOF's DELs."""
+        self.log_expired = on
+        for db in self.dbs.values():
+            db.log_expired = on
+            db.expired_log.clear()
+
+    def swap(self, first: int, second: int) -> None:
+        """SWAPDB on this shard: the two databases trade their data.  Clients stay on their
+        database numbers: WATCHes stay with the number and count as changed (Redis's
+        ``touchAllWatchedKeysInDb``), and blocked clients are served if their keys now have
+        data."""
+        number = self.db.index
+        a, b = self.keyspace(first), self.keyspace(second)
+        a.index, b.index = second, first
+        self.dbs[first], self.dbs[second] = b, a
+        a.watched, b.watched = b.watched, a.watched
+        for db in (a, b):
+            for key, entry in db.watched.items():
+                if key in a.data or key in b.data:
+                    entry[1] += 1
+        self.db = self.dbs[number]
+        self.blocking.signal_all((first, second))
+
     def execute_batch(self, batch: list[tuple[int, list[bytes]]]) -> list[bytes]:
         """Run every command of a batch in order; one encoded reply per command.
 
         Written as one loop with hoisted locals: it runs for every command the shard sees.
+        A command's code is its reply's RESP version, plus its database above the two low
+        bits (``shardis.protocol.command_code``): most are plain 2 or 3 in database 0.
         """
         db = self.db
         db.tick()
+        index = db.index
         self.stats.commands += len(batch)
         plain_get = PLAIN_OPS.get
         touched = db.touched
         out: list[bytes] = []
         append = out.append
         for proto, args in batch:
+            if proto > 3 or index:
+                wanted = proto >> 2
+                proto &= 3
+                if wanted != index:
+                    try:
+                        db = self.select(wanted)
+                    except ReplyError as exc:
+                        append(self.encode_other(exc, proto))
+                        continue
+                    index, touched = wanted, db.touched
             entry = plain_get(args[0])
+            if entry is not None:
+                op, arity = entry
+                argc = len(args)
+                if not (argc == arity if arity > 0 else argc >= -arity):
+                    entry = None
             if entry is None:
                 append(self.execute(proto, args))
-                continue
-            op, arity = entry
-            argc = len(args)
-            if not (argc == arity if arity > 0 else argc >= -arity):
-                append(self.execute(proto, args))
+                db = self.db  # SWAPDB, a script's SELECT...: the current database again
+                index, touched = db.index, db.touched
                 continue
             try:
                 reply = op(db, args)
@@ -137,6 +207,14 @@ class Shard:
             else:
                 append(self.encode_other(reply, proto))
         return out
+
+    def select(self, index: int) -> Keyspace:
+        """Make database ``index`` the current one (for the commands that follow)."""
+        db = self.keyspace(index)
+        if db is not self.db:
+            self.db = db
+            db.tick()
+        return db
 
     def execute(self, proto: int, args: list[bytes]) -> bytes:
         """One command by the general path: full lookup with Redis's errors, any reply type."""
@@ -187,12 +265,18 @@ class Shard:
         return ReplyError(f"ERR internal error in '{name}': {exc}")
 
     def housekeeping(self, budget_s: float = 0.025) -> None:
-        """Background work between batches: active expiry, within a time budget."""
+        """Background work between batches: active expiry of every database, within a time
+        budget shared by the databases that have keys with a TTL."""
         self.current = None
         if not self.active_expire_enabled:  # DEBUG SET-ACTIVE-EXPIRE 0
             return
-        if self.db.active_expire(budget_s) and self.db.touched:
-            self.apply_effects()
+        current = self.db
+        timed = [db for db in self.dbs.values() if db.expires or db.touched]
+        for db in timed:
+            self.db = db
+            if db.active_expire(budget_s / len(timed)) and db.touched:
+                self.apply_effects()
+        self.db = current
 
     def apply_effects(self, reply: object = None) -> None:
         """Apply what the last command reported: the single place for write side effects.
@@ -205,11 +289,11 @@ class Shard:
         self.stats.dirty += len(touched)
         if self.aof is not None:
             self.aof.record(self.current, reply, touched, db.expired_log, db.now_ms,
-                            db.propagated)
+                            db.propagated, db.index)
             if not db.notify_flags:
                 db.expired_log.clear()
         if self.blocking.by_key:
-            self.blocking.note_touched(touched)
+            self.blocking.note_touched(touched, db.index)
         if db.watched:
             watched = db.watched
             quiet = db.quiet
@@ -225,6 +309,27 @@ class Shard:
         db.propagated = None
         db.quiet.clear()
         db.events.clear()
+        if self.elsewhere:
+            self._apply_elsewhere(reply)
+
+    def changed_elsewhere(self, db: Keyspace) -> None:
+        """The running command also changed database ``db`` (MOVE, COPY ... DB): its effects
+        there are applied after those in the current one (see ``apply_effects``)."""
+        self.elsewhere.append(db)
+
+    def _apply_elsewhere(self, reply: object) -> None:
+        """The current command's effects in its other databases: WATCH, blocked clients,
+        notifications, client caching — all but the AOF, which logs the command once."""
+        current, aof = self.db, self.aof
+        others, self.elsewhere = self.elsewhere, []
+        self.aof = None
+        try:
+            for db in others:
+                self.db = db
+                if db.touched:
+                    self.apply_effects(reply)
+        finally:
+            self.db, self.aof = current, aof
 
     def notify(self, touched: list[bytes]) -> None:
         """Keyspace notifications for what the current command (or expiry) changed."""
@@ -241,7 +346,7 @@ class Shard:
         publish = self.pubsub.publish
         flags = db.notify_flags
         for event, cls, key in events:
-            for channel, message in channel_messages(flags, event, cls, key):
+            for channel, message in channel_messages(flags, event, cls, key, db.index):
                 publish(channel, message, sharded=False)
 
     def serve_blocked(self) -> None:
@@ -253,7 +358,9 @@ class Shard:
         waiter sees the transaction's end state (``LPUSH l a; DEL l`` leaves it blocked).
         """
         if not self.deferring:
-            self.blocking.serve(self.db, self.after_blocked_attempt)
+            current = self.db
+            self.blocking.serve(self.keyspace, self.after_blocked_attempt)
+            self.db = current
 
     def begin_transaction(self) -> None:
         self.deferring = True
@@ -279,6 +386,7 @@ class Shard:
             self.aof.end_group()
 
     def after_blocked_attempt(self, reply: object, proto: int) -> bytes:
+        self.db = self.blocking.attempt_db  # the waiter's database: its effects are there
         if self.db.touched:
             # a served pop is a write like any other; its effects are named after the command
             # the waiter's attempt ran (narrowed to the ready key), not the one that fed it

@@ -47,21 +47,32 @@ _BUFFER = 1 << 20
 
 
 def write_rdb(db: object, fh: object) -> int:
-    """Write the keyspace ``db`` as an RDB stream to ``fh``; the number of keys written.
+    """Write the keyspace ``db`` (and its shard's other databases, those with keys) as an
+    RDB stream to ``fh``; the number of keys written.
 
     Raises :class:`RdbError` for a value the codec cannot write (which no stored type is).
     """
     from shardis.commands.functions import saved_codes
 
-    data, expires = db.data, db.expires  # type: ignore[attr-defined]
+    shard = db.shard  # type: ignore[attr-defined]
+    keyspaces = shard.keyspaces() if shard is not None else [db]
     writer = RdbWriter(fh)  # type: ignore[arg-type]
-    writer.begin(len(data), len(expires), functions=saved_codes(db))
-    key_out = writer.key
-    get_expire = expires.get
-    for key, value in data.items():
-        key_out(key, value, get_expire(key))
+    written = 0
+    for keyspace in keyspaces:  # database 0 first: a shard always has it
+        data, expires = keyspace.data, keyspace.expires
+        if keyspace.index == 0:
+            writer.begin(len(data), len(expires), functions=saved_codes(db))
+        elif not data:
+            continue  # as Redis: an empty database is not in the file
+        else:
+            writer.select(keyspace.index, len(data), len(expires))
+        key_out = writer.key
+        get_expire = expires.get
+        for key, value in data.items():
+            key_out(key, value, get_expire(key))
+        written += len(data)
     writer.end()
-    return len(data)
+    return written
 
 
 def write_durably(path: str, temp: str, fill: object) -> int:
@@ -110,12 +121,21 @@ def load_rdb(db: object, fh: object, name: str, skip_expired: bool = True) -> tu
     db.tick()  # type: ignore[attr-defined]
     gc_was_on = gc.isenabled()
     gc.disable()  # loading makes no cycles; collections would only rescan the keys
-    reader = RdbReader(fh)  # type: ignore[arg-type]
+    shard = db.shard  # type: ignore[attr-defined]
+    if shard is not None:
+        db = shard.keyspace(0)  # the file's first keys are database 0's
+    keyspaces = shard.keyspaces if shard is not None else lambda: [db]
+    reader = RdbReader(fh, databases=shard.databases if shard is not None else 0)  # type: ignore[arg-type]
+    before = sum(len(keyspace.data) for keyspace in keyspaces())
     try:
-        loaded, expired = _fill(db, reader, name, skip_expired)
+        _, expired = _fill(db, reader, name, skip_expired)
     finally:
         if gc_was_on:
             gc.enable()
+    loaded = sum(len(keyspace.data) for keyspace in keyspaces()) - before
+    for keyspace in keyspaces():
+        keyspace.touched.clear()
+        keyspace.deadline_log.clear()
     if reader.functions:
         from shardis.commands.functions import restore_saved
 
@@ -139,6 +159,7 @@ def _fill(db: object, entries: RdbReader, path: str,
     it parses in place (``RdbReader.into``) and this loop for the others; a key the file
     holds twice, or one already there (DEBUG RELOAD NOFLUSH), goes through ``Keyspace.set``,
     which replaces it as before.  (DEBUG RELOAD signals the watchers of the keys itself.)"""
+    shard = db.shard  # type: ignore[attr-defined]
     data, atime = db.data, db.atime  # type: ignore[attr-defined]
     clock, now = db.clock, db.now_ms  # type: ignore[attr-defined]
     set_deadline = db.set_deadline  # type: ignore[attr-defined]
@@ -146,7 +167,13 @@ def _fill(db: object, entries: RdbReader, path: str,
     start = len(data)
     expired = 0
     progress = start + PROGRESS_EVERY
+    number = 0
     for key, value, expire_ms in entries:
+        if entries.db != number:  # the file's next database (database 0's come first)
+            number = entries.db
+            db = shard.keyspace(number)
+            data, atime = db.data, db.atime  # type: ignore[attr-defined]
+            set_deadline = db.set_deadline  # type: ignore[attr-defined]
         if expire_ms is not None:
             if skip_expired and expire_ms <= now:
                 expired += 1
