@@ -103,6 +103,9 @@ COMMANDS = [
     ["CLIENT", "GETNAME"],
     ["EVAL", "return redis.call('get', KEYS[1])", "1", "a"],
     ["DEL", "a", "b", "c"],
+    ["SELECT", "3"],  # the lines that follow show database 3
+    ["SET", "a", "in 3"],
+    ["SELECT", "0"],
 ]
 
 
