@@ -137,3 +137,45 @@ def test_other_paths_are_not_found(server):
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{server.extra['metrics']}/nope", timeout=10)
     assert info.value.code == 404
+
+
+def shards_info(client: redis.Redis) -> dict:
+    """INFO shards as {worker: {field: value as text}} (redis-py parses the lines)."""
+    return {int(name.removeprefix("shard")): {key: str(value) for key, value in fields.items()}
+            for name, fields in client.info("shards").items()}
+
+
+def test_info_shards_lists_every_worker(server):
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    client.set("x", 1)
+    client.set("y", 2, ex=100)
+    shards = shards_info(client)
+    assert sorted(shards) == [0, 1, 2]
+    assert [shards[w]["slots"] for w in range(3)] == ["0-5461", "5462-10922", "10923-16383"]
+    assert [int(shards[w]["keys"]) for w in range(3)] == [1, 1, 0]
+    assert [int(shards[w]["expires"]) for w in range(3)] == [0, 1, 0]
+    assert all(shards[w]["state"] == "up" and int(shards[w]["pid"]) > 0 for w in range(3))
+    assert "shard0" not in client.info() and "shard0" in client.info("everything")
+    client.close()
+
+
+def test_a_restarted_worker_counts_as_a_restart(server):
+    """``shardis up`` restarts a worker that dies: INFO shards and the metrics say so."""
+    client = redis.Redis(port=server.port)
+    before = shards_info(client)
+    pid = int(before[1]["pid"])
+    os.kill(pid, 9)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        shards = shards_info(client)
+        if shards[1].get("state") == "up" and int(shards[1].get("pid", pid)) != pid:
+            break
+    else:
+        pytest.fail(f"worker 1 did not come back: {shards}")
+    assert shards[1]["restarts"] == "1" and shards[0]["restarts"] == "0"
+    samples = scrape(server)
+    assert value(samples, "shardis_worker_restarts_total", worker="1") == 1
+    assert value(samples, "shardis_worker_up", worker="1") == 1
+    client.close()

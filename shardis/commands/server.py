@@ -338,6 +338,7 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
         b"expired_keys": sum(k.expired_keys for k in keyspaces),
         b"expire_cycle_cpu_milliseconds": sum(k.expire_cycle_ns for k in keyspaces) // 1_000_000,
         b"error_replies": db.stats.error_replies,  # type: ignore[attr-defined]
+        b"commands": db.stats.commands,  # type: ignore[attr-defined]  # INFO shards' ops/s
         b"process_id": os.getpid(),
         b"used_memory_rss": _rss_bytes(),
         b"used_cpu_sys": usage.ru_stime,

@@ -233,6 +233,8 @@ class Observer:
         self.batched = 0
         #: worker -> how many times its link connected (restarts: one less).
         self.worker_connects: dict[int, int] = {}
+        #: worker -> (when, its command count) at the last INFO shards: its ops/s.
+        self.shard_samples: dict[int, tuple[float, int]] = {}
         self.configure()
         from shardis import metrics
 
