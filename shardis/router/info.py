@@ -38,7 +38,8 @@ HEADINGS = {
     "keyspace": "Keyspace", "shards": "Shards",
 }
 #: What ``INFO``/``INFO default`` prints; ``all`` and ``everything`` add commandstats and
-#: latencystats, ``everything`` (or ``INFO shards``) shardis's own Shards section.
+#: latencystats; shardis's own Shards section is printed when asked for (``INFO shards``),
+#: so that ``all`` and ``everything`` list Redis's sections only.
 DEFAULT_SECTIONS = frozenset(HEADINGS) - {"commandstats", "latencystats", "shards"}
 
 #: Fixed for the router's life, as Redis's run id and replication id are for the server's.
@@ -54,8 +55,6 @@ def wanted_sections(args: list[bytes]) -> set[str]:
         names |= DEFAULT_SECTIONS
     if names & {"all", "everything"}:
         names |= {"commandstats", "latencystats"}
-    if "everything" in names:
-        names.add("shards")
     return names
 
 
