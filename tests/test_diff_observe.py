@@ -15,7 +15,15 @@ import re
 import hiredis
 import pytest
 
-from tests.differential import check, cmd, normalized, parametrize, script, sorted_
+from tests.differential import (
+    check,
+    cmd,
+    normalized,
+    parametrize,
+    script,
+    sorted_,
+    type_only,
+)
 from tests.servers import start_redis, start_shardis
 
 
@@ -72,6 +80,21 @@ def _info_text(reply: bytes) -> bytes:
 
 def errorstats(reply: bytes) -> object:
     return _info_text(reply)
+
+
+_PERCENTILES = re.compile(r"^latency_percentiles_usec_(\S+):((?:p[\d.]+=\d+\.\d{3},?)+)$")
+
+
+def latency_percentiles(reply: bytes) -> object:
+    """INFO latencystats as {command: percentile names} (the values are timings)."""
+    lines = _info_text(reply).decode().split("\r\n")
+    found = {}
+    for line in lines[1:]:
+        if line:
+            match = _PERCENTILES.match(line)
+            assert match, line
+            found[match[1]] = [item.split("=")[0] for item in match[2].split(",")]
+    return lines[0], found
 
 
 SLOWLOG_OFF = ["CONFIG", "SET", "slowlog-log-slower-than", "-1"]
@@ -195,6 +218,11 @@ SCRIPTS = [
         ["EXEC"],
         normalized(command_counters, "INFO", "commandstats"),
         normalized(errorstats, "INFO", "errorstats"),
+        normalized(latency_percentiles, "INFO", "latencystats"),
+        type_only("LATENCY", "HISTOGRAM", "mget", "client"),
+        ["CONFIG", "SET", "latency-tracking-info-percentiles", "0 50.5 100"],
+        normalized(latency_percentiles, "INFO", "latencystats"),
+        ["CONFIG", "SET", "latency-tracking-info-percentiles", "50 99 99.9"],
         ["CONFIG", "RESETSTAT"],
         normalized(errorstats, "INFO", "errorstats"),
         normalized(command_counters, "INFO", "COMMANDSTATS"),

@@ -79,20 +79,24 @@ class Monitor:
         self.transactions[client] = [] if queued is None or client.multi_dirty \
             else list(queued)
 
-    def exec_replied(self, reply: Any) -> None:
+    def exec_replied(self, reply: Any, now: float) -> None:
         """EXEC's reply left: its commands count as calls (failed ones, and their errors, as
-        Redis counts them), and show before EXEC."""
+        Redis counts them; each is given an equal share of the transaction's time), and show
+        before EXEC."""
         queued = self.transactions.pop(reply.client, [])
         if not queued:
             return
         observer = observer_of(self.router)
         results = _elements(reply.data) if reply.data[:1] in (b"*", b">") else []
+        share = None if reply.started is None else (now - reply.started) / len(queued)
         for index, args in enumerate(queued):
             spec = lookup_spec(args)
             if spec is None:
                 continue
             stat = observer.stat(spec)
             stat.calls += 1
+            if share is not None:
+                observer.time(stat, share, 1)
             if index < len(results) and isinstance(results[index], hiredis.ReplyError):
                 stat.failed += 1
                 observer.count_error(b"-" + str(results[index]).encode() + b"\r\n")

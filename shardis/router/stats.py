@@ -311,12 +311,22 @@ class Observer:
             monitor = self.router.monitor
             for reply in replies[first:end]:
                 if spec is self.exec_spec:
-                    monitor.exec_replied(reply)  # its commands, before it
+                    monitor.exec_replied(reply, now)  # its commands, before it
                 if self.monitors:
                     monitor.feed(reply)
         if started is None:
             return
-        ns = int((now - started) * 1_000_000_000)
+        usec = self.time(stat, now - started, count)
+        if 0 <= self.slower_than <= usec:
+            for reply in replies[first:end]:
+                self.log_slow(reply, spec, usec)
+        if self.latency_threshold and usec >= self.latency_threshold * 1000:
+            self.latency_sample("fast-command" if "fast" in spec.flags else "command",
+                                usec // 1000)
+
+    def time(self, stat: CommandStat, elapsed: float, count: int) -> int:
+        """``count`` calls of ``elapsed`` seconds each: their microseconds and histogram."""
+        ns = int(elapsed * 1_000_000_000)
         usec = ns // 1000
         stat.usec += usec * count
         if self.tracking:  # histogram_key, inline: this runs for every command
@@ -326,12 +336,7 @@ class Observer:
             key = (ns >> shift) << shift if shift > 0 else ns or 1
             histogram = stat.histogram
             histogram[key] = histogram.get(key, 0) + count
-        if 0 <= self.slower_than <= usec:
-            for reply in replies[first:end]:
-                self.log_slow(reply, spec, usec)
-        if self.latency_threshold and usec >= self.latency_threshold * 1000:
-            self.latency_sample("fast-command" if "fast" in spec.flags else "command",
-                                usec // 1000)
+        return usec
 
     def count_error(self, data: bytes) -> None:
         """errorstats: the error's first word (``ERR``, ``WRONGTYPE``), looked for in its
