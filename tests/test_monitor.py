@@ -101,7 +101,10 @@ COMMANDS = [
     ["AUTH", "nosuchuser", "secret"],  # shown, redacted
     ["HELLO", "2", "AUTH", "default", "wrong"],
     ["CLIENT", "GETNAME"],
-    ["EVAL", "return redis.call('get', KEYS[1])", "1", "a"],
+    ["EVAL", "return redis.call('get', KEYS[1])", "1", "a"],  # and its [0 lua] line
+    ["EVAL", "redis.call('set', KEYS[1], 'x'); return redis.call('get', KEYS[1])", "1",
+     "{t}k"],
+    ["EVAL_RO", "return redis.pcall('incr', KEYS[1])", "1", "{t}k"],
     ["DEL", "a", "b", "c"],
     ["SELECT", "3"],  # the lines that follow show database 3
     ["SET", "a", "in 3"],
@@ -112,8 +115,6 @@ COMMANDS = [
 def test_monitor_shows_what_redis_shows(shardis_clean, oracle_clean):
     ours = _run(shardis_clean.port, COMMANDS, "end-of-test")
     theirs = _run(oracle_clean.port, COMMANDS, "end-of-test")
-    # Redis shows the commands scripts call as [0 lua] lines: shardis does not (yet).
-    theirs = [line for line in theirs if not line.startswith(b"[0 lua]")]
     # redis-py's handshake: CLIENT SETINFO is 7.2's (Redis 7.0 refuses it, so does not show it).
     ours = [line for line in ours if b'"CLIENT" "SETINFO"' not in line]
     assert ours == theirs

@@ -252,6 +252,19 @@ def shard_debug_active_expire_command(db: Keyspace, args: list[bytes]) -> object
     return OK
 
 
+#: The push (``shardis.protocol``) that carries a command a script called to the router that
+#: ran the script, for its MONITOR clients: ``(SCRIPT_MONITOR, db, None, RESP array)``.
+SCRIPT_MONITOR = b"mline"
+
+
+@command("__monitor_scripts", 2, "readonly internal", fanout=Fanout.SINGLE)
+def shard_monitor_scripts_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__monitor_scripts 1|0``: report (or stop reporting) the commands scripts call, for
+    the routers' MONITOR clients (``shardis.router.monitor``)."""
+    db.shard.monitor_scripts = args[1] == b"1"  # type: ignore[attr-defined]
+    return OK
+
+
 @command("__lastsave", 1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_lastsave_command(db: Keyspace, args: list[bytes]) -> object:
     return _snapshots(db).lastsave  # type: ignore[attr-defined]

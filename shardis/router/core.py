@@ -37,6 +37,7 @@ import zmq
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.commands.scripting import BUSY
+from shardis.commands.server import SCRIPT_MONITOR
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT, SCRIPT_CALL, command_code
@@ -826,6 +827,8 @@ class Router:
                         self.script_call(link, entries)
                     elif is_tracking_push(entries):
                         deliver_invalidations(self, entries)
+                    elif entries and entries[0][0] == SCRIPT_MONITOR:
+                        self.monitor.script_lines(entries)
                     else:
                         self.pubsub.deliver(entries)
                 except Exception as exc:  # ProtocolError, or a trusted peer's bad shape
@@ -913,6 +916,7 @@ class Router:
             self.worker_dropped(link)
         if back:
             self.observer.worker_connected(link.index)  # the metrics' restarts
+            self.monitor.worker_connected(link.index)
             self.loop.create_task(self.verify_and_restore(link))
 
     def worker_dropped(self, link: WorkerLink) -> None:

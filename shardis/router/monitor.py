@@ -7,8 +7,11 @@ shown, neither are administrative commands (CONFIG, SLOWLOG, MONITOR...); AUTH's
 AUTH's credentials are shown as ``(redacted)``; a transaction shows MULTI when it runs, then
 at EXEC its commands, then EXEC (a transaction EXEC aborts shows MULTI and EXEC only).
 
-Not shown: the commands scripts call (Redis's ``[0 lua]`` lines): they run inside a worker,
-which does not report them.
+The commands scripts call (Redis's ``[0 lua]`` lines) run inside a worker: while this
+router has monitors, the workers report them (``__monitor_scripts``) in a push after the
+script's reply, and they are shown after the script's own line, as Redis shows them.  Not
+shown: a script's calls to another worker's keys (a script in global mode), its SELECTs and
+the calls the router answers (``shardis.commands.scripting`` runs those itself).
 """
 
 from __future__ import annotations
@@ -109,14 +112,16 @@ class Monitor:
             self.send(reply.client, reply.argv)
 
     def send(self, client: Any, args: list[bytes]) -> None:
+        self.broadcast(monitor_line(time.time(), getattr(client, "db", 0), client.addr,
+                                    redacted_args(args)))
+
+    def broadcast(self, line: bytes) -> None:
         from shardis.router.client import PushReply
 
-        line = monitor_line(time.time(), getattr(client, "db", 0), client.addr,
-                            redacted_args(args))
         router = self.router
         for monitor in list(observer_of(router).monitors):
             if monitor.closed:
-                observer_of(router).monitors.discard(monitor)
+                self.stop(monitor)
                 continue
             monitor.replies.append(PushReply(monitor, line))
             router.touched.add(monitor)
@@ -130,7 +135,7 @@ class Monitor:
         except ReplyError:
             return False  # unknown, wrong arity: the normal path answers first, as Redis
         if spec.name == "reset":  # RESET ends MONITOR (before it runs: no line for itself)
-            observer_of(self.router).monitors.discard(client)
+            self.stop(client)
             return False
         if spec.name not in MAY_REPLICATE and not {"write", "readonly"} & set(spec.flags):
             return False
@@ -139,8 +144,45 @@ class Monitor:
         return True
 
     def client_gone(self, client: Any) -> None:
-        observer_of(self.router).monitors.discard(client)
+        self.stop(client)
         self.transactions.pop(client, None)
+
+    def start(self, client: Any) -> None:
+        """``client`` monitors; the first monitor makes the workers report script calls."""
+        monitors = observer_of(self.router).monitors
+        if not monitors:
+            self.tell_workers(True)
+        monitors.add(client)
+
+    def stop(self, client: Any) -> None:
+        monitors = observer_of(self.router).monitors
+        if client in monitors:
+            monitors.discard(client)
+            if not monitors:
+                self.tell_workers(False)
+
+    def tell_workers(self, on: bool, workers: Any = None) -> None:
+        """``__monitor_scripts`` to the workers (their replies are not waited for)."""
+        router = self.router
+        for worker in range(len(router.links)) if workers is None else workers:
+            router.call(worker, [b"__monitor_scripts", b"1" if on else b"0"])
+
+    def worker_connected(self, worker: int) -> None:
+        """A worker (re)started knows nothing of the monitors: tell it again."""
+        if observer_of(self.router).monitors:
+            self.tell_workers(True, [worker])
+
+    def script_lines(self, entries: list[tuple]) -> None:
+        """A worker's ``[db lua]`` lines: the commands a script called.  The replies already
+        in (the script's own among them) are written first, so that its line comes before
+        the lines of what it called, as in Redis."""
+        router = self.router
+        router.flush_clients()
+        now = time.time()
+        for _, db, _, encoded in entries:
+            args = _elements(encoded)
+            if args and all(type(arg) is bytes for arg in args):
+                self.broadcast(monitor_line(now, int(db), "lua", args))
 
 
 @router_command("monitor")
@@ -149,9 +191,8 @@ def monitor(router: Any, client: Any, args: list[bytes]) -> object:
     RESET ends it (:meth:`Monitor.refuse`); meanwhile the client may not touch keys."""
     if client in router.monitor.transactions:  # run by EXEC
         raise ReplyError("ERR MONITOR isn't allowed for DENY BLOCKING client")
-    monitors = observer_of(router).monitors
-    if client in monitors:
+    if client in observer_of(router).monitors:
         return DEFERRED  # already monitoring: Redis ignores it, without a reply
-    monitors.add(client)
+    router.monitor.start(client)
     client.unrestricted = False  # its commands go through dispatch_guarded: refuse() above
     return OK

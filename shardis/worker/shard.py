@@ -96,6 +96,8 @@ class Shard:
         self.snapshots: object | None = None
         #: expire keys in the background (DEBUG SET-ACTIVE-EXPIRE 0 turns it off).
         self.active_expire_enabled = True
+        #: a router has MONITOR clients: report the commands scripts call (``[0 lua]`` lines).
+        self.monitor_scripts = False
 
     # Databases ------------------------------------------------------------------------------
     def keyspace(self, index: int) -> Keyspace:
@@ -242,6 +244,11 @@ class Shard:
         reaches the shard as ``keyspace.shard``.
         """
         outer, self.current = self.current, args
+        if self.monitor_scripts and self.in_script:  # MONITOR (shardis.router.monitor)
+            from shardis.commands.server import SCRIPT_MONITOR
+
+            self.pubsub.pushes.setdefault(self.pubsub.peer, []).append(
+                (SCRIPT_MONITOR, b"%d" % self.db.index, None, encode(args, 2)))
         try:
             reply = lookup(args, internal).op(self.db, args)  # type: ignore[misc]
         except ReplyError as exc:
