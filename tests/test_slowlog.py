@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 
 import pytest
 import redis
 
 from shardis.config import ConfigError
+from shardis.router.debug import _c_atoi, _c_double, quicklist_fields
 from shardis.router.stats import (
     LatencySeries,
     Observer,
@@ -311,3 +313,16 @@ def test_config_resetstat_clears_command_and_error_stats(client):
     client.config_resetstat()
     assert "cmdstat_set" not in client.info("commandstats")
     assert client.info("errorstats") == {}
+
+
+# DEBUG's argument parsing, as C's (shardis.router.debug) -------------------------------------
+def test_debug_arguments_parse_as_c():
+    assert _c_double(b"0.25") == 0.25 and _c_double(b"x") == 0.0 and _c_double(b"1.5s") == 1.5
+    assert _c_double(b"-3") == 0.0  # a negative sleep is no sleep
+    assert _c_atoi(b"0") == 0 and _c_atoi(b"7x") == 7 and _c_atoi(b"x") == 0
+    assert _c_atoi(b" -1") == -1
+    fields = quicklist_fields(deque([b"a", b"b", b"c"]))
+    assert fields == (b" ql_nodes:1 ql_avg_node:3.00 ql_listpack_max:-2 ql_compressed:0 "
+                      b"ql_uncompressed_size:16")
+    big = quicklist_fields(deque([b"y" * 200] * 100))
+    assert b"ql_nodes:3 " in big  # 8 KB nodes, as RPUSH fills them
