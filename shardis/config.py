@@ -221,6 +221,14 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
             "(with appendonly: then resent, nothing lost) before they fail"),
     _D("worker-restart-buffer", 64 * 1024 * 1024, "memory", 0, LLONG_MAX,
        help="bytes of commands held for a worker that is down; past it they fail"),
+    _D("maxmemory-policy", "noeviction", "enum",
+       choices=("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+                "allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction"),
+       help="what the workers track per key: LFU counters (OBJECT FREQ) under the *-lfu "
+            "policies, access times (OBJECT IDLETIME) otherwise (no eviction: maxmemory 0)"),
+    _D("lfu-log-factor", 10, "int", 0, INT_MAX, help="LFU counter's logarithm factor"),
+    _D("lfu-decay-time", 1, "int", 0, INT_MAX,
+       help="minutes per decrement of an idle key's LFU counter"),
     _D("databases", 16, "int", 1, 16384, mutable=False,
        help="number of databases (SELECT 0 to N-1), on every worker"),
     _D("tls-port", 0, "int", 0, 65535, mutable=False, help="TLS port (0: no TLS)"),
@@ -239,7 +247,8 @@ PERSISTENCE_FLAGS = ("appendonly", "appendfsync", "appenddirname", "dbfilename",
 #: (``__config_set``), and a worker ``shardis up`` restarts gets the current values.  Those
 #: not in PERSISTENCE_FLAGS reach it in the environment (:data:`WORKER_CONFIG_ENV`).
 WORKER_DIRECTIVES = (*PERSISTENCE_FLAGS, "aof-use-rdb-preamble", "auto-aof-rewrite-percentage",
-                     "auto-aof-rewrite-min-size", "databases")
+                     "auto-aof-rewrite-min-size", "databases", "maxmemory-policy",
+                     "lfu-log-factor", "lfu-decay-time")
 WORKER_CONFIG_ENV = "SHARDIS_WORKER_CONFIG"
 
 ALIASES = {d.alias: d.name for d in DIRECTIVES.values() if d.alias}

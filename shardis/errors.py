@@ -68,6 +68,10 @@ def out_of_range(low: int, high: int) -> str:
 
 
 # OBJECT --------------------------------------------------------------------------------------
+LRU_NOT_SELECTED = (
+    "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when "
+    "switching between policies at runtime LRU and LFU data will take some time to adjust."
+)
 LFU_NOT_SELECTED = (
     "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
     "that when switching between policies at runtime LRU and LFU data will take some time to "

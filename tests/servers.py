@@ -63,13 +63,16 @@ class Server:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_redis(*extra_args: str) -> Server:
-    """Real redis-server, no persistence, on a free port (16 databases, as shardis)."""
+def start_redis(*extra_args: str, rdb: str | None = None) -> Server:
+    """Real redis-server, no persistence, on a free port (16 databases, as shardis); with
+    ``rdb``, that file is its ``dump.rdb``, loaded at start."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="oracle-")
+    if rdb is not None:
+        shutil.copy(rdb, os.path.join(workdir, "dump.rdb"))
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", workdir, "--daemonize", "no", *extra_args],

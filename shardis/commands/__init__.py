@@ -254,6 +254,7 @@ def load_families() -> None:
         hyperloglog,
         keys,
         lists,
+        migrate,
         pubsub,
         scripting,
         server,

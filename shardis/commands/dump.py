@@ -105,8 +105,11 @@ def restore_command(db: Keyspace, args: list[bytes]) -> object:
     db.set(key, value)
     if ttl:
         db.set_deadline(key, ttl)
-    if idle >= 0:
+    # Each applies under its own policy (Redis's objectSetLRUOrLFU): IDLETIME under LRU,
+    # FREQ under LFU; the other is checked and ignored.
+    if db.lfu:
+        if freq >= 0:
+            db.lfu_set(key, freq)
+    elif idle >= 0:
         db.atime[key] = db.clock - lru_idle(idle, db.clock)
-    # FREQ is checked and then ignored, as Redis ignores it under an LRU policy (shardis has no
-    # LFU: OBJECT FREQ answers that no LFU policy is selected).
     return OK

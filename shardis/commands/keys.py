@@ -441,6 +441,8 @@ def object_refcount_command(db: Keyspace, args: list[bytes]) -> object:
 def object_idletime_command(db: Keyspace, args: list[bytes]) -> object:
     if _object_value_or_nil(db, args[2]) is None:
         return None
+    if db.lfu:
+        raise ReplyError(errors.LRU_NOT_SELECTED)
     return db.idle_seconds(args[2])
 
 
@@ -449,7 +451,9 @@ def object_idletime_command(db: Keyspace, args: list[bytes]) -> object:
 def object_freq_command(db: Keyspace, args: list[bytes]) -> object:
     if _object_value_or_nil(db, args[2]) is None:
         return None
-    raise ReplyError(errors.LFU_NOT_SELECTED)
+    if not db.lfu:
+        raise ReplyError(errors.LFU_NOT_SELECTED)
+    return db.lfu_counter(args[2])
 
 
 OBJECT_HELP = [

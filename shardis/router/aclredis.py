@@ -19,5 +19,4 @@ REDIS_ONLY: dict[str, str] = {
     "memory|malloc-stats": "slow",
     "memory|purge": "slow",
     "memory|stats": "slow",
-    "migrate": "keyspace write slow dangerous",
 }

@@ -92,6 +92,7 @@ def load_handlers() -> None:
         info,
         keys,
         lists,
+        migrate,
         monitor,
         pubsub,
         scripting,

@@ -389,7 +389,6 @@ def config_table(router: Any) -> dict[bytes, bytes]:
     table = {name.encode(): value.encode() for name, value in render(config).items()}
     table.update({
         b"maxmemory": b"0",
-        b"maxmemory-policy": b"noeviction",
         b"notify-keyspace-events": format_flags(config.get("notify-keyspace-events", 0)),
         b"cluster-enabled": b"no",
     })

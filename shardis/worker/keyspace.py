@@ -104,6 +104,9 @@ except AttributeError:  # not Linux
     _CLOCK_ID = time.CLOCK_MONOTONIC
 
 
+#: A new key's LFU counter (Redis's LFU_INIT_VAL): new keys are not evicted at once.
+LFU_INIT_VAL = 5
+
 #: What :meth:`Keyspace.changed_server_state` records in ``touched``: no key, never equal to one.
 SERVER_STATE: bytes = object()  # type: ignore[assignment]
 
@@ -276,11 +279,18 @@ class Keyspace:
         "_last_sync",
         "_clock_warned",
         "index",
+        "lfu",
+        "lfu_log_factor",
+        "lfu_decay_time",
     )
 
     def __init__(self, index: int = 0) -> None:
         #: the database number (SELECT) this keyspace is.
         self.index = index
+        #: under a ``*-lfu`` maxmemory-policy, ``atime`` holds LFU data (see ``lfu_touch``).
+        self.lfu = False
+        self.lfu_log_factor = 10
+        self.lfu_decay_time = 1
         self.data: dict[bytes, object] = {}
         #: key -> absolute Unix deadline in ms, only for keys with a TTL.
         self.expires: dict[bytes, int] = {}
@@ -362,8 +372,40 @@ class Keyspace:
             return None
         value = self.data.get(key)
         if value is not None:
-            self.atime[key] = self.clock
+            if self.lfu:
+                self.atime[key] = self.lfu_touched(key)
+            else:
+                self.atime[key] = self.clock
         return value
+
+    # LFU (Redis's evict.c): per key, (minutes of the last decrement << 8) | log counter.
+    def lfu_minutes(self) -> int:
+        return (self.now_ms // 60_000) & 0xFFFF
+
+    def lfu_counter(self, key: bytes) -> int:
+        """``LFUDecrAndReturn``: the key's counter, less one per ``lfu-decay-time`` minutes
+        since it was last decremented (OBJECT FREQ's answer; nothing is stored)."""
+        data = self.atime.get(key, LFU_INIT_VAL)
+        counter = data & 0xFF
+        if self.lfu_decay_time:
+            now, last = self.lfu_minutes(), data >> 8
+            elapsed = now - last if now >= last else 65535 - last + now
+            counter = max(counter - elapsed // self.lfu_decay_time, 0)
+        return counter
+
+    def lfu_touched(self, key: bytes) -> int:
+        """``updateLFU``: the decayed counter, incremented with Redis's logarithmic
+        probability."""
+        counter = self.lfu_counter(key)
+        if counter < 255:
+            base = max(counter - LFU_INIT_VAL, 0)
+            if random.random() < 1.0 / (base * self.lfu_log_factor + 1):
+                counter += 1
+        return self.lfu_minutes() << 8 | counter
+
+    def lfu_set(self, key: bytes, counter: int) -> None:
+        """RESTORE ... FREQ: the counter given, as of now."""
+        self.atime[key] = self.lfu_minutes() << 8 | counter
 
     def peek(self, key: bytes) -> object | None:
         """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS, TTL, SCAN)."""
@@ -427,9 +469,15 @@ class Keyspace:
 
     # Writes -----------------------------------------------------------------------------------
     def set(self, key: bytes, value: object, keep_ttl: bool = False) -> None:
-        """Store ``value``; like Redis's ``setKey``, this clears the TTL unless ``keep_ttl``."""
+        """Store ``value``; like Redis's ``setKey``, this clears the TTL unless ``keep_ttl``.
+        Under LFU a replaced value keeps its key's counter (``dbSetValue``), a new key starts
+        at LFU_INIT_VAL."""
+        if self.lfu:
+            if key not in self.data:
+                self.atime[key] = self.lfu_minutes() << 8 | LFU_INIT_VAL
+        else:
+            self.atime[key] = self.clock
         self.data[key] = value
-        self.atime[key] = self.clock
         if not keep_ttl and self.expires:
             self._forget_deadline(key)
         if self.string_hints:

@@ -144,7 +144,9 @@ class WorkerServer:
                              f"'{name}') - {exc}") from None
         snapshots, rewriter, aof = self.snapshots, self.rewriter, self.shard.aof
         name = directive.name
-        if name == "save" and snapshots is not None:
+        if name in ("maxmemory-policy", "lfu-log-factor", "lfu-decay-time"):
+            self.shard.set_access_tracking(**{name.replace("-", "_"): value})
+        elif name == "save" and snapshots is not None:
             snapshots.rules = list(value)
         elif name == "dbfilename" and snapshots is not None:
             snapshots.filename = value
@@ -495,6 +497,10 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     try:
         server = WorkerServer(address, index, curve, aof, snapshots, rewriter,
                               extra.get("databases", 16))
+        server.shard.set_access_tracking(
+            maxmemory_policy=extra.get("maxmemory-policy", "noeviction"),
+            lfu_log_factor=extra.get("lfu-log-factor", 10),
+            lfu_decay_time=extra.get("lfu-decay-time", 1))
     except RdbError as exc:
         log.critical("worker %d can't load its RDB file %s: %s; exiting", index,
                      snapshots.path, exc)

@@ -21,7 +21,7 @@ from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_i
 from shardis.worker.aclhub import AclHub
 from shardis.worker.aoflog import AofLog
 from shardis.worker.blocking import BlockingRegistry
-from shardis.worker.keyspace import Keyspace
+from shardis.worker.keyspace import LFU_INIT_VAL, Keyspace
 from shardis.worker.pubsub import PubSubRegistry
 from shardis.worker.replylog import ReplyLog
 from shardis.worker.tracking import Tracking
@@ -66,6 +66,10 @@ class Shard:
         #: notify-keyspace-events and "log expiries" as every keyspace has them (new ones too).
         self.notify_flags = 0
         self.log_expired = False
+        #: LFU counters instead of access times (a ``*-lfu`` maxmemory-policy), and knobs.
+        self.lfu = False
+        self.lfu_log_factor = 10
+        self.lfu_decay_time = 1
         #: the keyspace of the database the current command runs in.
         self.db = self.keyspace(0)
         #: other databases the running command changed (``changed_elsewhere``).
@@ -113,11 +117,34 @@ class Shard:
             db.pubsub = self.pubsub  # type: ignore[attr-defined]
             db.notify_flags = self.notify_flags
             db.log_expired = self.log_expired
+            self._tracking_of(db)
         return db
 
     def keyspaces(self) -> list[Keyspace]:
         """The databases that exist so far, by number."""
         return [self.dbs[index] for index in sorted(self.dbs)]
+
+    def set_access_tracking(self, maxmemory_policy: str | None = None,
+                            lfu_log_factor: int | None = None,
+                            lfu_decay_time: int | None = None) -> None:
+        """``maxmemory-policy`` and the LFU knobs: under a ``*-lfu`` policy every keyspace
+        keeps LFU counters (OBJECT FREQ) instead of access times (OBJECT IDLETIME)."""
+        if maxmemory_policy is not None:
+            self.lfu = maxmemory_policy.endswith("-lfu")
+        if lfu_log_factor is not None:
+            self.lfu_log_factor = lfu_log_factor
+        if lfu_decay_time is not None:
+            self.lfu_decay_time = lfu_decay_time
+        for db in self.dbs.values():
+            self._tracking_of(db)
+
+    def _tracking_of(self, db: Keyspace) -> None:
+        if db.lfu != self.lfu:  # the other policy's data means nothing: start afresh
+            fresh = db.lfu_minutes() << 8 | LFU_INIT_VAL if self.lfu else db.clock
+            db.atime = dict.fromkeys(db.data, fresh)
+        db.lfu = self.lfu
+        db.lfu_log_factor = self.lfu_log_factor
+        db.lfu_decay_time = self.lfu_decay_time
 
     def set_notify_flags(self, flags: int) -> None:
         self.notify_flags = flags
