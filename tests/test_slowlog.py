@@ -261,9 +261,14 @@ def test_latency_monitor_records_slow_commands(server, client):
     # DEBUG SLEEP's own "command" event may come first or second.
     assert re.search(r"^[12]\. fast-command: 1 latency spikes", text, re.M), text
     assert client.execute_command("LATENCY", "RESET", "FAST-COMMAND") == 1
-    # DEBUG SLEEP itself was a slow (not fast) command.
-    assert [entry[0] for entry in client.execute_command("LATENCY", "LATEST")] == [b"command"]
-    assert client.execute_command("LATENCY", "RESET") == 1
+    # DEBUG SLEEP itself was a slow (not fast) command, and its workers' batches were slow.
+    events = {entry[0]: entry for entry in client.execute_command("LATENCY", "LATEST")}
+    assert set(events) == {b"command", b"worker-batch"}
+    assert events[b"worker-batch"][3] >= 150
+    doctor = client.execute_command("LATENCY", "DOCTOR")
+    doctor = doctor.decode() if isinstance(doctor, bytes) else str(doctor)
+    assert "worker-batch: " in doctor and "A worker was slow" in doctor
+    assert client.execute_command("LATENCY", "RESET") == 2
     assert client.execute_command("LATENCY", "LATEST") == []
 
 

@@ -622,6 +622,8 @@ class Router:
                 self.stats.batches += 1
                 self.observer.batch_sent(len(link.commands))  # the metrics' batch sizes
                 link.flush()
+                if self.observer.latency_threshold:  # LATENCY's worker-batch event
+                    self.observer.batch_flushed(link.index, link.seq)
                 # ZeroMQ's FD may have consumed its edge during the send: look for replies now.
                 self.on_link_readable(link)
 
@@ -848,6 +850,8 @@ class Router:
                 targets, lost = link.take_early(seq ^ EARLY_BIT), None
             else:
                 targets, lost = link.targets_for(seq)
+                if self.observer.latency_threshold:  # LATENCY's worker-batch event
+                    self.observer.batch_answered(link.index, seq)
             if lost:
                 log.error("worker %d lost %d commands (restarted?)", link.index, len(lost))
                 self.fail_targets(lost, f"ERR worker {link.index} restarted; command lost")

@@ -17,7 +17,8 @@ Kept here, as Redis keeps them:
 * SLOWLOG (``slowlog-log-slower-than`` usec, ``slowlog-max-len`` entries; arguments trimmed
   to 32, each to 128 bytes, as ``slowlogCreateEntry``).
 * LATENCY (``latency-monitor-threshold`` ms): the events ``command`` and ``fast-command``,
-  as Redis records them.
+  as Redis records them, and shardis's ``worker-batch``: a worker's answer to one message
+  of commands took that long (timed only while the monitor is on).
 
 CONFIG RESETSTAT calls :func:`reset`.  Blocking commands (BLPOP...) count their calls but
 not their time: Redis leaves the time a client waits for data out of a command's duration.
@@ -233,6 +234,8 @@ class Observer:
         self.batched = 0
         #: worker -> how many times its link connected (restarts: one less).
         self.worker_connects: dict[int, int] = {}
+        #: worker -> {batch number: when it was sent}, while the latency monitor is on.
+        self.batch_times: dict[int, dict[int, float]] = {}
         #: worker -> (when, its command count) at the last INFO shards: its ops/s.
         self.shard_samples: dict[int, tuple[float, int]] = {}
         self.configure()
@@ -245,6 +248,22 @@ class Observer:
         """A message of ``size`` commands left for a worker."""
         self.batch_sizes[min(size.bit_length(), BATCH_SIZE_BITS + 1)] += 1
         self.batched += size
+
+    def batch_flushed(self, worker: int, seq: int) -> None:
+        """Batch ``seq`` left for ``worker`` (only while the latency monitor is on)."""
+        self.batch_times.setdefault(worker, {})[seq] = time.monotonic()
+
+    def batch_answered(self, worker: int, seq: int) -> None:
+        """``worker`` answered batch ``seq``: its round trip is a ``worker-batch`` sample
+        (batches are answered in order: earlier ones still here were lost)."""
+        times = self.batch_times.get(worker)
+        if not times:
+            return
+        for lost in [number for number in times if number < seq]:
+            del times[lost]
+        started = times.pop(seq, None)
+        if started is not None:
+            self.latency_sample("worker-batch", int((time.monotonic() - started) * 1000))
 
     def worker_connected(self, worker: int) -> None:
         self.worker_connects[worker] = self.worker_connects.get(worker, 0) + 1
@@ -259,6 +278,8 @@ class Observer:
         self.slower_than = config.get("slowlog-log-slower-than", 10000)
         self.slowlog_max = config.get("slowlog-max-len", 128)
         self.latency_threshold = config.get("latency-monitor-threshold", 0)
+        if not self.latency_threshold:
+            self.batch_times.clear()
         self.tracking = config.get("latency-tracking", True)
         # A shorter slowlog-max-len trims the log at its next entry, as in Redis.
 
@@ -700,6 +721,10 @@ _ADVICE = {
                  "  5) Check if the problem is allocator-related by recompiling Redis with "
                  "MALLOC=libc, if you are using Jemalloc. However this may create "
                  "fragmentation problems.\n",
+    "worker_batch": "- A worker was slow to answer a batch of commands (shardis's "
+                    "worker-batch event): check that worker's slow commands (SLOWLOG, INFO "
+                    "commandstats), its CPU (INFO shards' pid) and its disk when it writes an "
+                    "AOF with appendfsync always.\n",
     "large_objects": "- Deleting, expiring or evicting (because of maxmemory policy) large "
                      "objects is a blocking operation. If you have very large objects that "
                      "are often deleted, expired, or evicted, try to fragment those objects "
@@ -745,6 +770,8 @@ def _advice_for(observer: Observer, event: str) -> list[str]:
         return [*first, "slowlog_inspect", "large_objects"]
     if event == "fast-command":
         return ["scheduler"]
+    if event == "worker-batch":
+        return ["worker_batch"]
     return []
 
 
