@@ -99,7 +99,9 @@ class Monitor:
             stat = observer.stat(spec)
             stat.calls += 1
             if share is not None:
-                observer.time(stat, share, 1)
+                usec = observer.time(stat, share, 1)
+                if 0 <= observer.slower_than <= usec:  # EXEC is not logged, its commands are
+                    observer.log_entry(reply.client, args, usec)
             if index < len(results) and isinstance(results[index], hiredis.ReplyError):
                 stat.failed += 1
                 observer.count_error(b"-" + str(results[index]).encode() + b"\r\n")

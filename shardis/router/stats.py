@@ -368,13 +368,15 @@ class Observer:
         self.errors[prefix] = self.errors.get(prefix, 0) + 1
 
     def log_slow(self, reply: Any, spec: Command, usec: int) -> None:
-        if "exec" == spec.fullname or reply.argv is None:  # Redis's CMD_SKIP_SLOWLOG
+        if spec is self.exec_spec or reply.argv is None:  # Redis's CMD_SKIP_SLOWLOG
             return
-        client = reply.client
+        self.log_entry(reply.client, reply.argv, usec)
+
+    def log_entry(self, client: Any, args: list[bytes], usec: int) -> None:
+        """A slow log entry for ``client``'s command ``args`` that took ``usec``."""
         self.slowlog.appendleft([
             self.slowlog_id, int(time.time()), usec,
-            slowlog_args(redacted_args(reply.argv)), client.addr.encode(),
-            client.name or b"",
+            slowlog_args(redacted_args(args)), client.addr.encode(), client.name or b"",
         ])
         self.slowlog_id += 1
         while len(self.slowlog) > self.slowlog_max:
