@@ -53,7 +53,8 @@ MAY_REPLICATE = frozenset(("pfcount", "publish", "spublish", "eval", "evalsha", 
 
 
 def _elements(data: bytes) -> list:
-    """EXEC's results, decoded (errors as ``hiredis.ReplyError``); [] if it is not one."""
+    """An encoded array reply (EXEC's results, a script call's command), decoded (errors as
+    ``hiredis.ReplyError``); [] if it is not one."""
     reader = hiredis.Reader()
     try:
         reader.feed(data)
@@ -87,8 +88,8 @@ class Monitor:
         Redis counts them; each is given an equal share of the transaction's time), and show
         before EXEC."""
         queued = self.transactions.pop(reply.client, [])
-        if not queued:
-            return
+        if not queued or reply.data in (b"*-1\r\n", b"_\r\n"):
+            return  # aborted, or a WATCHed key changed: none of them ran
         observer = observer_of(self.router)
         results = _elements(reply.data) if reply.data[:1] in (b"*", b">") else []
         share = None if reply.started is None else (now - reply.started) / len(queued)
