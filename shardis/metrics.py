@@ -135,8 +135,8 @@ class ShardisCollector:
         families = {
             name: GaugeMetricFamily(f"shardis_{name}", text, labels=["worker"])
             for name, text in (
-                ("keys", "Keys held by the worker"),
-                ("expires", "Keys with a TTL held by the worker"),
+                ("keys", "Keys held by the worker, in every database"),
+                ("expires", "Keys with a TTL held by the worker, in every database"),
                 ("memory_rss_bytes", "Resident memory of the worker process"),
                 ("rdb_changes_since_last_save", "Writes since the worker's last snapshot"),
                 ("rdb_last_save_timestamp", "When the worker's last snapshot was written"),
@@ -152,7 +152,7 @@ class ShardisCollector:
                 ("worker_restarts", "Times the worker reconnected after its first start"),
             )
         }
-        fields = {"keys": b"keys", "expires": b"expires", "memory_rss_bytes": b"used_memory_rss",
+        fields = {"memory_rss_bytes": b"used_memory_rss",
                   "rdb_changes_since_last_save": b"rdb_changes_since_last_save",
                   "rdb_last_save_timestamp": b"rdb_last_save_time",
                   "rdb_last_bgsave_ok": b"rdb_last_bgsave_ok"}
@@ -165,6 +165,9 @@ class ShardisCollector:
             counters["worker_restarts"].add_metric(label, max(connects.get(index, 0) - 1, 0))
             if not isinstance(shard, dict):
                 continue
+            databases = shard.get(b"databases", [])  # (number, keys, expires, avg_ttl)
+            families["keys"].add_metric(label, sum(entry[1] for entry in databases))
+            families["expires"].add_metric(label, sum(entry[2] for entry in databases))
             for name, field in fields.items():
                 if field in shard:
                     families[name].add_metric(label, shard[field])

@@ -95,19 +95,22 @@ def test_scrape_reports_commands_workers_and_clients(server):
     for key in ("x", "y", "z"):  # on workers 0, 1 and 2
         client.set(key, "v")
     client.set("{x}ttl", "v", ex=100)
+    client.select(5)  # keys count in every database
+    client.set("z", "in 5")
+    client.select(0)
     client.get("x")
     client.get("nosuch")
     with pytest.raises(redis.ResponseError):
         client.lpush("x", "x")
     samples = scrape(server)
-    assert value(samples, "shardis_commands_total", cmd="set") == 4
+    assert value(samples, "shardis_commands_total", cmd="set") == 5
     assert value(samples, "shardis_commands_total", cmd="get") == 2
     assert value(samples, "shardis_command_errors_total", cmd="lpush") == 1
-    assert value(samples, "shardis_command_duration_seconds_count", cmd="set") == 4
-    assert value(samples, "shardis_command_duration_seconds_bucket", cmd="set", le="+Inf") == 4
+    assert value(samples, "shardis_command_duration_seconds_count", cmd="set") == 5
+    assert value(samples, "shardis_command_duration_seconds_bucket", cmd="set", le="+Inf") == 5
     assert value(samples, "shardis_command_duration_seconds_sum", cmd="set") > 0
     keys = [value(samples, "shardis_keys", worker=str(w)) for w in range(3)]
-    assert sum(keys) == 4 and all(keys)
+    assert keys == [2, 1, 2]
     assert sum(value(samples, "shardis_expires", worker=str(w)) for w in range(3)) == 1
     assert all(value(samples, "shardis_worker_up", worker=str(w)) == 1 for w in range(3))
     assert all(value(samples, "shardis_worker_restarts_total", worker=str(w)) == 0
