@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shardis.metrics import ENV_PORT, batch_buckets, latency_buckets, metrics_port
 from shardis.router.stats import histogram_key
-from tests.servers import free_port, start_shardis
+from tests.servers import start_shardis
 
 
 def test_latency_buckets_are_cumulative_seconds():
@@ -51,13 +52,21 @@ def test_port_from_directive_or_environment(monkeypatch):
     assert metrics_port({}) == 0
 
 
+def two_free_ports() -> tuple[int, int]:
+    """Two distinct free ports (both held while the second is picked)."""
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return first.getsockname()[1], second.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
+    port, server_port = two_free_ports()
     previous = os.environ.get(ENV_PORT)
     os.environ[ENV_PORT] = str(port)
     try:
-        server = start_shardis(3)
+        server = start_shardis(3, port=server_port)
     finally:
         if previous is None:
             del os.environ[ENV_PORT]
