@@ -113,7 +113,7 @@ class ShardisCollector:
         yield batches
 
     def command_metrics(self) -> Iterator[Metric]:
-        from shardis.router.stats import _ordered
+        from shardis.router.stats import _ordered, with_script_calls
 
         calls = CounterMetricFamily("shardis_commands", "Commands run, by command", labels=["cmd"])
         failed = CounterMetricFamily("shardis_command_errors",
@@ -121,7 +121,7 @@ class ShardisCollector:
         latency = HistogramMetricFamily(
             "shardis_command_duration_seconds",
             "Command latency at the router, from read to reply", labels=["cmd"])
-        for spec, stat in _ordered(self.router.observer):
+        for spec, stat in _ordered(with_script_calls(self.router.observer, self.shards)):
             name = spec.fullname
             calls.add_metric([name], stat.calls)
             failed.add_metric([name], stat.failed + stat.rejected)

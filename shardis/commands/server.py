@@ -265,6 +265,13 @@ def shard_monitor_scripts_command(db: Keyspace, args: list[bytes]) -> object:
     return OK
 
 
+@command("__resetstat", 1, "readonly internal", fanout=Fanout.SINGLE)
+def shard_resetstat_command(db: Keyspace, args: list[bytes]) -> object:
+    """CONFIG RESETSTAT's share: the counts of the commands scripts called start again."""
+    db.shard.script_calls.clear()  # type: ignore[attr-defined]
+    return OK
+
+
 @command("__lastsave", 1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_lastsave_command(db: Keyspace, args: list[bytes]) -> object:
     return _snapshots(db).lastsave  # type: ignore[attr-defined]
@@ -352,6 +359,8 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
         b"expire_cycle_cpu_milliseconds": sum(k.expire_cycle_ns for k in keyspaces) // 1_000_000,
         b"error_replies": db.stats.error_replies,  # type: ignore[attr-defined]
         b"commands": db.stats.commands,  # type: ignore[attr-defined]  # INFO shards' ops/s
+        # the commands scripts called, for INFO commandstats: name -> [calls, usec, failed]
+        b"script_calls": db.shard.script_calls,  # type: ignore[attr-defined]
         b"process_id": os.getpid(),
         b"used_memory_rss": _rss_bytes(),
         b"used_cpu_sys": usage.ru_stime,

@@ -296,7 +296,7 @@ def _empty(router: Any, shards: list[dict]) -> Fields:
 
 
 def _commandstats(router: Any, shards: list[dict]) -> Fields:
-    return stats.commandstats(router)
+    return stats.commandstats(router, shards)
 
 
 def _errorstats(router: Any, shards: list[dict]) -> Fields:

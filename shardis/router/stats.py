@@ -417,8 +417,11 @@ def observer_of(router: Any) -> Observer:
 
 
 def reset(router: Any) -> None:
-    """What CONFIG RESETSTAT clears here (for the CONFIG handlers)."""
+    """What CONFIG RESETSTAT clears here (for the CONFIG handlers), and the workers' counts
+    of the commands scripts called (sent on every link: an INFO after it sees them reset)."""
     observer_of(router).reset()
+    for worker in range(len(router.links)):
+        router.call(worker, [b"__resetstat"])
 
 
 # INFO sections -----------------------------------------------------------------------------
@@ -440,10 +443,11 @@ def _ordered(observer: Observer) -> list[tuple[Command, CommandStat]]:
     return out
 
 
-def commandstats(router: Any) -> list[tuple[str, str]]:
-    """INFO commandstats: ``cmdstat_get:calls=..,usec=..,usec_per_call=..,...``."""
+def commandstats(router: Any, shards: list | tuple = ()) -> list[tuple[str, str]]:
+    """INFO commandstats: ``cmdstat_get:calls=..,usec=..,usec_per_call=..,...``, with the
+    commands scripts called on the workers (``shards``: their ``__info``)."""
     fields = []
-    for spec, stat in _ordered(observer_of(router)):
+    for spec, stat in _ordered(with_script_calls(observer_of(router), shards)):
         if not (stat.calls or stat.failed or stat.rejected):
             continue
         per_call = stat.usec / stat.calls if stat.calls else 0
@@ -451,6 +455,44 @@ def commandstats(router: Any) -> list[tuple[str, str]]:
                        f"calls={stat.calls},usec={stat.usec},usec_per_call={per_call:.2f},"
                        f"rejected_calls={stat.rejected},failed_calls={stat.failed}"))
     return fields
+
+
+def with_script_calls(observer: Observer, shards: Any) -> Observer:
+    """``observer`` or, when scripts called commands on the workers, a copy of its counters
+    with those calls added (the histograms are the router's only)."""
+    calls = [shard[b"script_calls"] for shard in shards
+             if isinstance(shard, dict) and shard.get(b"script_calls")]
+    if not calls:
+        return observer
+    merged = _Counters(observer)
+    for table in calls:
+        for name, (count, usec, failed) in table.items():
+            spec = find(name)
+            if spec is None:
+                continue
+            stat = merged.commands.get(spec)
+            if stat is None or stat is observer.commands.get(spec):
+                stat = merged.commands[spec] = _copy(stat)
+            stat.calls += count
+            stat.usec += usec
+            stat.failed += failed
+    return merged  # type: ignore[return-value]
+
+
+class _Counters:
+    """The ``commands`` table of an observer, to add to without touching it."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.commands = dict(observer.commands)
+
+
+def _copy(stat: CommandStat | None) -> CommandStat:
+    copy = CommandStat()
+    if stat is not None:
+        copy.calls, copy.usec = stat.calls, stat.usec
+        copy.rejected, copy.failed = stat.rejected, stat.failed
+        copy.histogram = stat.histogram
+    return copy
 
 
 def errorstats(router: Any) -> list[tuple[str, str]]:
