@@ -21,6 +21,9 @@ def shard_resetstat_command(db: Keyspace, args: list[bytes]) -> object:
     stats = db.stats  # type: ignore[attr-defined]
     stats.commands = 0
     stats.error_replies = 0
-    db.expired_keys = 0
-    db.expire_cycle_ns = 0
+    shard = db.shard  # type: ignore[attr-defined]
+    for keyspace in shard.keyspaces():
+        keyspace.expired_keys = 0
+        keyspace.expire_cycle_ns = 0
+    shard.script_calls.clear()  # commandstats' share of the commands scripts called
     return OK

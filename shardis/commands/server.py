@@ -114,6 +114,34 @@ command("bgrewriteaof", 1, "admin noscript no_async_loading", fanout=Fanout.COOR
 command("debug", -2, "admin noscript loading stale", fanout=Fanout.COORDINATED,
         acl="admin slow dangerous", group="server")(None)
 
+# SLOWLOG, LATENCY, MONITOR: the router keeps these (shardis.router.stats, .monitor).
+container("slowlog", group="server")
+_NODES = "request_policy:all_nodes"
+for _name, _arity, _tips in (
+    ("get", -2, f"{_NODES} nondeterministic_output"),
+    ("len", 2, f"{_NODES} response_policy:agg_sum nondeterministic_output"),
+    ("reset", 2, f"{_NODES} response_policy:all_succeeded"),
+):
+    command(_name, _arity, "admin loading stale", fanout=R, acl="admin slow dangerous",
+            group="server", parent="slowlog", tips=_tips)(None)
+command("help", 2, "loading stale", fanout=R, acl="slow", group="server",
+        parent="slowlog")(None)
+
+container("latency", group="server")
+command("help", 2, "loading stale", fanout=R, acl="slow", group="server",
+        parent="latency")(None)
+_SPECIAL = "nondeterministic_output request_policy:all_nodes response_policy:special"
+for _name, _arity, _tips in (
+    ("histogram", -2, _SPECIAL), ("doctor", 2, _SPECIAL), ("graph", 3, _SPECIAL),
+    ("reset", -2, f"{_NODES} response_policy:all_succeeded"), ("latest", 2, _SPECIAL),
+    ("history", 3, _SPECIAL),
+):
+    command(_name, _arity, "admin noscript loading stale", fanout=R,
+            acl="admin slow dangerous", group="server", parent="latency", tips=_tips)(None)
+
+command("monitor", 1, "admin noscript loading stale", fanout=R, acl="admin slow dangerous",
+        group="server")(None)
+
 _STARTED = time.time()
 
 
@@ -195,6 +223,45 @@ def shard_debug_reload_command(db: Keyspace, args: list[bytes]) -> object:
 def shard_config_set_command(db: Keyspace, args: list[bytes]) -> object:
     """``__config_set directive value``: CONFIG SET of a directive the worker keeps."""
     db.shard.apply_config(args[1].decode(errors="replace"), args[2])  # type: ignore[attr-defined]
+    return OK
+
+
+@command("__debug_object", 2, "readonly internal", keys=(1, 1, 1), fanout=Fanout.SINGLE)
+def shard_debug_object_command(db: Keyspace, args: list[bytes]) -> object:
+    """DEBUG OBJECT's line for a key of this worker (``shardis.router.debug``)."""
+    from shardis.router.debug import debug_object_line
+
+    key = args[1]
+    value = db.peek(key)
+    if value is None:
+        raise ReplyError("ERR no such key")
+    return Status(debug_object_line(db, key, value))
+
+
+@command("__debug_sleep", 2, "readonly internal", fanout=Fanout.SINGLE)
+def shard_debug_sleep_command(db: Keyspace, args: list[bytes]) -> object:
+    """DEBUG SLEEP on this worker: it stops for that long, as Redis's server does."""
+    time.sleep(float(args[1]))
+    return OK
+
+
+@command("__debug_active_expire", 2, "write internal", fanout=Fanout.SINGLE)
+def shard_debug_active_expire_command(db: Keyspace, args: list[bytes]) -> object:
+    """DEBUG SET-ACTIVE-EXPIRE: whether this worker expires keys in the background."""
+    db.shard.active_expire_enabled = args[1] != b"0"  # type: ignore[attr-defined]
+    return OK
+
+
+#: The push (``shardis.protocol``) that carries a command a script called to the router that
+#: ran the script, for its MONITOR clients: ``(SCRIPT_MONITOR, db, None, RESP array)``.
+SCRIPT_MONITOR = b"mline"
+
+
+@command("__monitor_scripts", 2, "readonly internal", fanout=Fanout.SINGLE)
+def shard_monitor_scripts_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__monitor_scripts 1|0``: report (or stop reporting) the commands scripts call, for
+    the routers' MONITOR clients (``shardis.router.monitor``)."""
+    db.shard.monitor_scripts = args[1] == b"1"  # type: ignore[attr-defined]
     return OK
 
 
@@ -284,6 +351,9 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
         b"expired_keys": sum(k.expired_keys for k in keyspaces),
         b"expire_cycle_cpu_milliseconds": sum(k.expire_cycle_ns for k in keyspaces) // 1_000_000,
         b"error_replies": db.stats.error_replies,  # type: ignore[attr-defined]
+        b"commands": db.stats.commands,  # type: ignore[attr-defined]  # INFO shards' ops/s
+        # the commands scripts called, for INFO commandstats: name -> [calls, usec, failed]
+        b"script_calls": db.shard.script_calls,  # type: ignore[attr-defined]
         b"process_id": os.getpid(),
         b"used_memory_rss": _rss_bytes(),
         b"used_cpu_sys": usage.ru_stime,

@@ -13,23 +13,9 @@ from __future__ import annotations
 #: full name (``memory|doctor``) -> ACL categories, from Redis 7.0.15's COMMAND INFO.
 REDIS_ONLY: dict[str, str] = {
     "command|getkeysandflags": "slow connection",
-    "latency": "slow",
-    "latency|doctor": "admin slow dangerous",
-    "latency|graph": "admin slow dangerous",
-    "latency|help": "slow",
-    "latency|histogram": "admin slow dangerous",
-    "latency|history": "admin slow dangerous",
-    "latency|latest": "admin slow dangerous",
-    "latency|reset": "admin slow dangerous",
     "memory|doctor": "slow",
     "memory|help": "slow",
     "memory|malloc-stats": "slow",
     "memory|purge": "slow",
     "memory|stats": "slow",
-    "monitor": "admin slow dangerous",
-    "slowlog": "slow",
-    "slowlog|get": "admin slow dangerous",
-    "slowlog|help": "slow",
-    "slowlog|len": "admin slow dangerous",
-    "slowlog|reset": "admin slow dangerous",
 }

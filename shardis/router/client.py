@@ -35,13 +35,23 @@ PROTOCOL_ERROR: list[bytes] = []
 
 
 class Reply:
-    """The slot for one command's reply; ``data`` is the encoded reply once known."""
+    """The slot for one command's reply; ``data`` is the encoded reply once known.
 
-    __slots__ = ("client", "data")
+    ``cmd`` and ``argv``: the command that will have run when the reply leaves (None for
+    replies no command owns: errors of refused commands, QUEUED, pushes), and ``started``:
+    when the router read it (None: not timed).  ``shardis.router.stats`` aggregates them in
+    :meth:`ClientConnection.flush`.
+    """
 
-    def __init__(self, client: ClientConnection, data: bytes | None = None) -> None:
+    __slots__ = ("client", "data", "cmd", "argv", "started")
+
+    def __init__(self, client: ClientConnection, data: bytes | None = None,
+                 cmd: Any = None, argv: list[bytes] | None = None) -> None:
         self.client = client
         self.data = data
+        self.cmd = cmd
+        self.argv = argv
+        self.started = client.parsed_at
 
 
 class PushReply(Reply):
@@ -98,6 +108,8 @@ class ClientConnection(asyncio.Protocol):
         self.id = router.next_client_id()
         self.created = time.monotonic()
         self.last_active = self.created
+        #: when the router read this client's latest commands (their replies' ``started``).
+        self.parsed_at = self.created
         self.last_command = b"NULL"
         self.addr = "?:0"
         self.laddr = "?:0"
@@ -145,6 +157,8 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        # The start of every command of this read, for its statistics (shardis.router.stats).
+        self.parsed_at = self.last_active = time.monotonic()
         if not self.authenticated:
             if security.auth_required(self.router, self):
                 self.unauthenticated_data(data)
@@ -153,7 +167,6 @@ class ClientConnection(asyncio.Protocol):
                 self.parser.limited = False
                 data = self.parser.take_pending() + data
         commands = self.parser.feed(data)
-        self.last_active = time.monotonic()
         if not commands:
             if self.parser.error is not None:
                 if self.waiting:
@@ -262,12 +275,14 @@ class ClientConnection(asyncio.Protocol):
         replies = self.replies
         if not replies or replies[0].data is None:
             return
-        ready = []
+        done = []
         while replies and replies[0].data is not None:
-            ready.append(replies.popleft().data)
+            done.append(replies.popleft())
+        self.router.observer.replied(done)  # statistics, slow log, MONITOR
         if self.closed or self.transport is None:
             return
-        self.transport.write(b"".join(ready) if len(ready) > 1 else ready[0])  # type: ignore[arg-type]
+        self.transport.write(b"".join([reply.data for reply in done])  # type: ignore[misc]
+                             if len(done) > 1 else done[0].data)  # type: ignore[arg-type]
         if self.closing and not replies:
             self.transport.close()
         elif self.writing_paused or self.backlog:
@@ -286,8 +301,10 @@ class ClientConnection(asyncio.Protocol):
         (OFF: until ON; SKIP: the next command's), never pub/sub messages."""
         replies = self.replies
         ready = []
+        done = []
         while replies and replies[0].data is not None:
             reply = replies.popleft()
+            done.append(reply)
             if type(reply) is ReplyMode:
                 # A SKIP or OFF marker stands for a command without a reply: it ends a SKIP.
                 # SKIP while OFF changes nothing (Redis sets SKIP_NEXT only when not OFF).
@@ -301,6 +318,7 @@ class ClientConnection(asyncio.Protocol):
                 ready.append(reply.data)
             elif self.reply_mode == b"skip":
                 self.reply_mode = b"on"
+        self.router.observer.replied([r for r in done if type(r) is not ReplyMode])
         if self.closed or self.transport is None:
             return
         if ready:

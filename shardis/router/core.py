@@ -37,6 +37,7 @@ import zmq
 from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.commands.scripting import BUSY
+from shardis.commands.server import SCRIPT_MONITOR
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT, SCRIPT_CALL, command_code
@@ -47,8 +48,10 @@ from shardis.router.blocking import BlockingCoordinator
 from shardis.router.client import CURRENT_DB, ClientConnection, PushReply, Reply
 from shardis.router.limits import ClientLimits
 from shardis.router.links import WorkerLink
+from shardis.router.monitor import Monitor
 from shardis.router.pubsub import SUBSCRIBED_MODE_COMMANDS, PubSubRouter, subscribed_mode_error
 from shardis.router.registry import COORDINATED, DEFERRED, ROUTER_COMMANDS, Plan, load_handlers
+from shardis.router.stats import Observer, lookup_spec
 from shardis.router.tracking import deliver as deliver_invalidations
 from shardis.router.tracking import disable as disable_tracking
 from shardis.router.tracking import dispatch_tracked, is_tracking_push
@@ -295,6 +298,9 @@ class Router:
         #: the slot -> worker table itself, for the fast path (resharding rewrites it in place).
         self.owners = self.slots.owners
         self.stats = RouterStats()
+        #: per-command statistics, SLOWLOG, LATENCY (``shardis.router.stats``) and MONITOR.
+        self.observer = Observer(self)
+        self.monitor = Monitor(self)
         #: malformed messages from workers: logged, at most a few lines per interval.
         self.malformed_log = RateLimitedLog(log)
         self.clients: dict[int, ClientConnection] = {}
@@ -346,6 +352,7 @@ class Router:
         end_transaction(self, client)
         self.pubsub.client_gone(client)
         disable_tracking(self, client)
+        self.monitor.client_gone(client)
 
     # Dispatch -------------------------------------------------------------------------------
     def dispatch_all(self, client: ClientConnection, commands: list[list[bytes]],
@@ -392,7 +399,7 @@ class Router:
                     key = hash_tag(key)
                 worker = owners[xxh3(key) & SLOT_MASK]
                 if not gates or worker not in gates:
-                    reply = Reply(client)
+                    reply = Reply(client, None, spec, args)
                     queue_reply(reply)
                     link = links[worker]
                     link.targets.append(reply)
@@ -415,6 +422,9 @@ class Router:
             if client.multi is not None:  # MULTI: what follows is queued
                 self._count_fast(client, commands, fast)
                 return index + 1 + self.dispatch_in_multi(client, commands[index + 1 :])
+            if not client.unrestricted and index + 1 < len(commands):  # e.g. now a MONITOR
+                self._count_fast(client, commands, fast)
+                return index + 1 + self.dispatch_guarded(client, commands[index + 1 :])
             proto = client.proto  # HELLO may have switched it, SELECT the database
             code = proto | client.db << 2
         self._count_fast(client, commands, fast)
@@ -423,9 +433,13 @@ class Router:
     def dispatch_guarded(self, client: ClientConnection, commands: list[list[bytes]]) -> int:
         """One command at a time: NOAUTH / NOPERM (``security.refuse``), else the normal path."""
         for index, args in enumerate(commands):
-            if not security.refuse(self, client, args):
+            if client in self.observer.monitors and self.monitor.refuse(client, args):
+                pass  # a MONITOR client may not touch the keyspace
+            elif not security.refuse(self, client, args):
                 if not self.dispatch_all(client, [args], checked=True):
                     return index  # held by CLIENT PAUSE: it waits in the backlog
+            else:
+                self.observer.rejected(lookup_spec(args))  # NOAUTH, NOPERM: rejected_calls
             if client.waiting or client.closing:
                 return index + 1
             if client.unrestricted:  # AUTH or an ACL change lifted the checks
@@ -460,7 +474,7 @@ class Router:
                 lookup(args)
             except ReplyError as exc:
                 client.multi_dirty = True
-                self.reply_error(client, exc.message)
+                self.reject(client, args, exc.message)
                 continue
             client.multi.append(args)  # type: ignore[union-attr]
             client.reply_now(QUEUED_REPLY)
@@ -475,8 +489,9 @@ class Router:
                 try:
                     spec = lookup(args)
                 except ReplyError as exc:
-                    self.reply_error(client, exc.message)
+                    self.reject(client, args, exc.message)
                 else:  # Redis names a subcommand in full: 'client|reply'
+                    self.observer.rejected(spec)
                     self.reply_error(client, subscribed_mode_error(spec.fullname.encode()))
             if client.waiting or client.closing:
                 return index + 1
@@ -504,9 +519,9 @@ class Router:
             if args[0].lower() == b"exec":  # Redis answers a rejected EXEC this way, always
                 end_transaction(self, client)
                 reason = exc.message.removeprefix("ERR ")
-                self.reply_error(client, f"{errors.EXECABORT_BECAUSE}{reason}")
+                self.reject(client, args, f"{errors.EXECABORT_BECAUSE}{reason}")
             else:
-                self.reply_error(client, exc.message)
+                self.reject(client, args, exc.message)
             return
         client.last_command = spec.fullname.encode()  # CLIENT LIST's cmd=client|list
         fanout = spec.fanout
@@ -516,7 +531,7 @@ class Router:
                 self.hold(client, args)
                 return
             self.stats.commands += 1
-            reply = Reply(client)
+            reply = Reply(client, None, spec, args)
             client.replies.append(reply)
             self.links[worker].send(reply, command_code(client.proto, client.db), args)
             self.schedule_flush()
@@ -526,13 +541,30 @@ class Router:
         elif fanout is Fanout.COORDINATED:
             self.run_coordinated(client, spec, args)
         elif fanout is Fanout.BLOCKING:
+            waiting = len(client.replies)
             self.blocking.start(client, spec, args)
+            if len(client.replies) == waiting + 1:  # it started: counted, not timed
+                reply = client.replies[-1]
+                reply.cmd, reply.argv, reply.started = spec, args, None
         else:
             self.fan_out(client, spec, args)
 
     def reply_error(self, client: ClientConnection, message: str) -> None:
         self.stats.error_replies += 1
         client.reply_now(encode_error(message))
+
+    def reject(self, client: ClientConnection, args: list[bytes], message: str) -> None:
+        """A command refused before it ran (unknown, wrong arity): the error, and the
+        rejected_calls of the command when it is one (a wrong arity)."""
+        if message.startswith("ERR wrong number") or message.startswith("EXECABORT"):
+            self.observer.rejected(lookup_spec(args))
+        self.reply_error(client, message)
+
+    def reply_failed(self, client: ClientConnection, spec: Command, args: list[bytes],
+                     message: str) -> None:
+        """A command that ran and failed: its error counts as its failed call."""
+        self.stats.error_replies += 1
+        client.replies.append(Reply(client, encode_error(message), spec, args))
 
     def hold(self, client: ClientConnection, args: list[bytes]) -> None:
         """Park a command that touches a gated worker; its client waits until release.  Past
@@ -588,22 +620,27 @@ class Router:
                     self.schedule_client_flush()
                     continue
                 self.stats.batches += 1
+                self.observer.batch_sent(len(link.commands))  # the metrics' batch sizes
                 link.flush()
+                if self.observer.latency_threshold:  # LATENCY's worker-batch event
+                    self.observer.batch_flushed(link.index, link.seq)
                 # ZeroMQ's FD may have consumed its edge during the send: look for replies now.
                 self.on_link_readable(link)
 
     def run_router_command(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         handler = ROUTER_COMMANDS[spec.fullname]
+        if spec.name == "exec":
+            self.monitor.exec_started(client)  # its commands show (and count) with its reply
         try:
             value = handler(self, client, args)
         except ReplyError as exc:
-            self.reply_error(client, exc.message)
+            self.reply_failed(client, spec, args, exc.message)
             return
         if value is not DEFERRED:
             if type(value) is PushRaw:  # (un)subscribe confirmations: CLIENT REPLY keeps them
-                client.replies.append(PushReply(client, value))
+                client.replies.append(PushReply(client, value, spec, args))
             else:
-                client.reply_now(encode(value, client.proto))
+                client.replies.append(Reply(client, encode(value, client.proto), spec, args))
 
     def fan_out(self, client: ClientConnection, spec: Command, args: list[bytes]) -> None:
         """SPLIT_* and ALL_* commands: send the shares, merge the parts when all are back."""
@@ -620,7 +657,7 @@ class Router:
             self.hold(client, args)
             return
         self.stats.commands += 1
-        reply = Reply(client)
+        reply = Reply(client, None, spec, args)
         client.replies.append(reply)
         if len(groups) == 1 and fanout not in (Fanout.ALL_SUM, Fanout.ALL_CONCAT):
             (worker,) = groups
@@ -666,7 +703,7 @@ class Router:
         try:
             plan: Plan = plan_fn(self, args)
         except ReplyError as exc:
-            self.reply_error(client, exc.message)
+            self.reply_failed(client, spec, args, exc.message)
             return
         if plan.forward_to is None:
             self.start_operation(client, args, plan.workers, plan.exclusive, operation)
@@ -676,6 +713,7 @@ class Router:
             return
         self.stats.commands += 1
         reply = Reply(client) if plan.target is None else plan.target(client)
+        reply.cmd, reply.argv = spec, args
         client.replies.append(reply)
         if plan.hold_client:
             client.waiting = True
@@ -691,7 +729,7 @@ class Router:
             self.hold(client, args)
             return
         self.stats.commands += 1
-        reply = Reply(client)
+        reply = Reply(client, None, lookup_spec(args), args)
         client.replies.append(reply)
         gated = frozenset(workers) if exclusive else frozenset()
         self.gates.update(gated)
@@ -791,6 +829,8 @@ class Router:
                         self.script_call(link, entries)
                     elif is_tracking_push(entries):
                         deliver_invalidations(self, entries)
+                    elif entries and entries[0][0] == SCRIPT_MONITOR:
+                        self.monitor.script_lines(entries)
                     else:
                         self.pubsub.deliver(entries)
                 except Exception as exc:  # ProtocolError, or a trusted peer's bad shape
@@ -810,6 +850,8 @@ class Router:
                 targets, lost = link.take_early(seq ^ EARLY_BIT), None
             else:
                 targets, lost = link.targets_for(seq)
+                if self.observer.latency_threshold:  # LATENCY's worker-batch event
+                    self.observer.batch_answered(link.index, seq)
             if lost:
                 log.error("worker %d lost %d commands (restarted?)", link.index, len(lost))
                 self.fail_targets(lost, f"ERR worker {link.index} restarted; command lost")
@@ -877,6 +919,8 @@ class Router:
             self.on_link_readable(link)  # replies that arrived before the drop still count
             self.worker_dropped(link)
         if back:
+            self.observer.worker_connected(link.index)  # the metrics' restarts
+            self.monitor.worker_connected(link.index)
             self.loop.create_task(self.verify_and_restore(link))
 
     def worker_dropped(self, link: WorkerLink) -> None:
@@ -1079,6 +1123,7 @@ class Router:
     # Lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         self.limits.stop()
+        self.observer.close()
         for link in self.links:
             self.loop.remove_reader(link.fd)
             self.loop.remove_reader(link.monitor_fd)

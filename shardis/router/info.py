@@ -4,9 +4,10 @@ workers (``__info``) where shardis has them.
 Clients such as redis-py's test tooling read fields by name (``cluster_enabled``...), so every
 field Redis 7.0 prints by default is here.  A field shardis has no counterpart for carries the
 value a Redis server in the same situation reports: replication as a master without
-replicas, zero for counters shardis does not keep (net bytes, keyspace hits).  Not produced: ``commandstats`` and ``latencystats`` (per-command
-counters would cost every command on the router's fast paths), and Errorstats' per-prefix
-lines (shardis counts error replies in total only: ``total_error_replies``).
+replicas, zero for counters shardis does not keep (net bytes, keyspace hits).
+
+Commandstats, Errorstats and Latencystats come from the router's end-to-end timing of every
+command (``shardis.router.stats``): a command's time includes its trip to the worker.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from shardis import REDIS_VERSION, __version__
 from shardis.config import CONFIG_FILE
 from shardis.resp import Verbatim
+from shardis.router import stats
 from shardis.router.registry import Plan, coordinated
 
 Fields = list[tuple[str, Any]]
@@ -32,12 +34,14 @@ Section = Callable[[Any, list], Fields]
 HEADINGS = {
     "server": "Server", "clients": "Clients", "memory": "Memory",
     "persistence": "Persistence", "stats": "Stats", "replication": "Replication",
-    "cpu": "CPU", "modules": "Modules", "errorstats": "Errorstats", "cluster": "Cluster",
-    "keyspace": "Keyspace",
+    "cpu": "CPU", "modules": "Modules", "commandstats": "Commandstats",
+    "errorstats": "Errorstats", "latencystats": "Latencystats", "cluster": "Cluster",
+    "keyspace": "Keyspace", "shards": "Shards",
 }
-#: What ``INFO``/``INFO default`` prints; ``all`` and ``everything`` print the same here
-#: (they add commandstats and latencystats, which shardis does not produce).
-DEFAULT_SECTIONS = frozenset(HEADINGS)
+#: What ``INFO``/``INFO default`` prints; ``all`` and ``everything`` add commandstats and
+#: latencystats; shardis's own Shards section is printed when asked for (``INFO shards``),
+#: so that ``all`` and ``everything`` list Redis's sections only.
+DEFAULT_SECTIONS = frozenset(HEADINGS) - {"commandstats", "latencystats", "shards"}
 
 #: Fixed for the router's life, as Redis's run id and replication id are for the server's.
 RUN_ID = secrets.token_hex(20)
@@ -50,6 +54,8 @@ def wanted_sections(args: list[bytes]) -> set[str]:
     names = {arg.lower().decode(errors="replace") for arg in args} or {"default"}
     if names & {"default", "all", "everything"}:
         names |= DEFAULT_SECTIONS
+    if names & {"all", "everything"}:
+        names |= {"commandstats", "latencystats"}
     return names
 
 
@@ -60,13 +66,16 @@ def _plan_info(router: Any, args: list[bytes]) -> Plan:
 @coordinated("info", _plan_info)
 async def info(router: Any, client: Any, args: list[bytes]) -> object:
     """Ask every worker for its share, then print the selected sections in Redis's order."""
-    shards = [s for s in await router.call_all([b"__info"]) if isinstance(s, dict)]
+    replies = await router.call_all([b"__info"])
+    shards = [s for s in replies if isinstance(s, dict)]
     wanted = wanted_sections(args[1:])
     sections = []
     for name, heading in HEADINGS.items():
         if name in wanted:
             lines = [f"# {heading}"]
-            lines += [f"{key}:{value}" for key, value in SECTIONS[name](router, shards)]
+            # Shards: one line per worker, a worker that did not answer included.
+            source = replies if name == "shards" else shards
+            lines += [f"{key}:{value}" for key, value in SECTIONS[name](router, source)]
             sections.append("\r\n".join(lines) + "\r\n")
     return Verbatim("\r\n".join(sections).encode())
 
@@ -283,8 +292,20 @@ def _cpu(router: Any, shards: list[dict]) -> Fields:
 
 
 def _empty(router: Any, shards: list[dict]) -> Fields:
-    """Modules (none can be loaded) and Errorstats (not counted per error prefix)."""
+    """Modules: none can be loaded."""
     return []
+
+
+def _commandstats(router: Any, shards: list[dict]) -> Fields:
+    return stats.commandstats(router, shards)
+
+
+def _errorstats(router: Any, shards: list[dict]) -> Fields:
+    return stats.errorstats(router)
+
+
+def _latencystats(router: Any, shards: list[dict]) -> Fields:
+    return stats.latencystats(router)
 
 
 def _cluster(router: Any, shards: list[dict]) -> Fields:
@@ -306,10 +327,61 @@ def _keyspace(router: Any, shards: list[dict]) -> Fields:
             for number, (keys, expires, weighted) in sorted(totals.items())]
 
 
+def _shards(router: Any, replies: list) -> Fields:
+    """shardis's own section: per worker, its slots, keys (every database), keys with a TTL,
+    resident memory, commands per second since the previous INFO shards, pid, link state,
+    restarts and last snapshot time."""
+    observer = router.observer
+    now = time.monotonic()
+    fields = []
+    for index, link in enumerate(router.links):
+        shard = replies[index] if index < len(replies) else None
+        state = ("down" if link.down_error is not None or link.refused is not None
+                 else "starting" if link.verifying else "up")
+        if not isinstance(shard, dict):
+            fields.append((f"shard{index}", f"slots={_slot_ranges(router, index)},"
+                                            f"state={'down' if state == 'up' else state}"))
+            continue
+        databases = shard.get(b"databases", [])
+        commands = shard.get(b"commands", 0)
+        last = observer.shard_samples.get(index)
+        observer.shard_samples[index] = (now, commands)
+        rate = (commands - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
+        fields.append((f"shard{index}", ",".join([
+            f"slots={_slot_ranges(router, index)}",
+            f"keys={sum(d[1] for d in databases)}",
+            f"expires={sum(d[2] for d in databases)}",
+            f"used_memory_rss={shard.get(b'used_memory_rss', 0)}",
+            f"ops_per_sec={max(rate, 0.0):.2f}",
+            f"pid={shard.get(b'process_id', 0)}",
+            f"state={state}",
+            f"restarts={max(observer.worker_connects.get(index, 0) - 1, 0)}",
+            f"last_save={shard.get(b'rdb_last_save_time', 0)}",
+        ])))
+    return fields
+
+
+def _slot_ranges(router: Any, worker: int) -> str:
+    """The worker's slots as ``0-5460`` ranges, comma-free (``0-99;200-299``)."""
+    ranges: list[str] = []
+    start = previous = None
+    for slot in router.slots.slots_of(worker):
+        if previous is not None and slot == previous + 1:
+            previous = slot
+            continue
+        if start is not None:
+            ranges.append(f"{start}-{previous}" if start != previous else f"{start}")
+        start = previous = slot
+    if start is not None:
+        ranges.append(f"{start}-{previous}" if start != previous else f"{start}")
+    return ";".join(ranges) or "none"
+
+
 SECTIONS: dict[str, Section] = {
     "server": _server, "clients": _clients, "memory": _memory, "persistence": _persistence,
     "stats": _stats, "replication": _replication, "cpu": _cpu, "modules": _empty,
-    "errorstats": _empty, "cluster": _cluster, "keyspace": _keyspace,
+    "commandstats": _commandstats, "errorstats": _errorstats, "latencystats": _latencystats,
+    "cluster": _cluster, "keyspace": _keyspace, "shards": _shards,
 }
 
 

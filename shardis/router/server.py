@@ -13,6 +13,7 @@ from shardis.commands import Command, all_commands, find, help_reply, lookup
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
 from shardis.resp import OK, SetReply, Status
+from shardis.router import debug as debug_extras
 from shardis.router.registry import DEFERRED, Plan, coordinated, router_command
 
 log = logging.getLogger("shardis.router")
@@ -289,6 +290,7 @@ async def bgrewriteaof(router: Any, client: Any, args: list[bytes]) -> object:
 
 DEBUG_HELP = [
     "DEBUG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    *debug_extras.HELP_OBJECT,
     "RELOAD [option ...]",
     "    Save the RDB on disk and reload it back to memory. Available options:",
     "    * MERGE: Merge the content of the RDB instead of flushing it (implies NOFLUSH).",
@@ -301,8 +303,7 @@ DEBUG_HELP = [
     "      existing RDB file.",
     "    * DEBUG RELOAD NOSAVE NOFLUSH MERGE: add the contents of an existing RDB",
     "      file to the database.",
-    "HELP",
-    "    Print this help.",
+    *debug_extras.HELP_AFTER_RELOAD,
 ]
 
 
@@ -330,6 +331,8 @@ def _debug_plan(router: Any, args: list[bytes]) -> Plan:
     sub = args[1].lower()
     if sub == b"help" and len(args) == 2:
         return Plan()
+    if sub in debug_extras.SUBCOMMANDS:  # SLEEP, OBJECT, SET-ACTIVE-EXPIRE
+        return debug_extras.SUBCOMMANDS[sub][0](router, args)
     if sub != b"reload":
         raise ReplyError("ERR unknown subcommand or wrong number of arguments for "
                          f"'{args[1].decode(errors='replace')}'. Try DEBUG HELP.")
@@ -349,6 +352,8 @@ async def debug(router: Any, client: Any, args: list[bytes]) -> object:
         raise ReplyError(DEBUG_NOT_ALLOWED)
     if args[1].lower() == b"help":
         return help_reply(DEBUG_HELP)
+    if args[1].lower() in debug_extras.SUBCOMMANDS:
+        return await debug_extras.SUBCOMMANDS[args[1].lower()][1](router, client, args)
     for reply in await router.call_all([b"__debug_reload", *args[2:]]):
         if type(reply) is ReplyError:
             raise reply

@@ -88,8 +88,9 @@ for _name in ("asking", "readonly", "readwrite"):
 
 
 def _register_cluster_subcommands() -> None:
-    from shardis.commands import COMMANDS
+    from shardis.commands import COMMANDS, load_families
 
+    load_families()
     for spec in set(COMMANDS[b"cluster"].subcommands.values()):
         router_command(spec.fullname)(_cluster_disabled)
 

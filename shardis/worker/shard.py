@@ -10,6 +10,7 @@ and keyspace notifications.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,6 +99,12 @@ class Shard:
         self.replies_log: ReplyLog | None = None
         #: RDB snapshots (``shardis.worker.snapshot.Snapshots``), set by the worker's server.
         self.snapshots: object | None = None
+        #: expire keys in the background (DEBUG SET-ACTIVE-EXPIRE 0 turns it off).
+        self.active_expire_enabled = True
+        #: a router has MONITOR clients: report the commands scripts call (``[0 lua]`` lines).
+        self.monitor_scripts = False
+        #: the commands scripts called: name -> [calls, microseconds, failed calls].
+        self.script_calls: dict[bytes, list[int]] = {}
 
     # Databases ------------------------------------------------------------------------------
     def keyspace(self, index: int) -> Keyspace:
@@ -267,16 +274,36 @@ class Shard:
         reaches the shard as ``keyspace.shard``.
         """
         outer, self.current = self.current, args
+        if self.monitor_scripts and self.in_script:  # MONITOR (shardis.router.monitor)
+            from shardis.commands.server import SCRIPT_MONITOR
+
+            self.pubsub.pushes.setdefault(self.pubsub.peer, []).append(
+                (SCRIPT_MONITOR, b"%d" % self.db.index, None, encode(args, 2)))
+        spec = None
+        started = time.perf_counter()
         try:
-            reply = lookup(args, internal).op(self.db, args)  # type: ignore[misc]
+            spec = lookup(args, internal)
+            reply = spec.op(self.db, args)  # type: ignore[misc]
         except ReplyError as exc:
             reply = exc
         except Exception as exc:  # a bug must not take the shard down with it
             reply = self.internal_error(args, exc)
+        if spec is not None and not internal:  # INFO commandstats counts scripts' calls
+            self.count_script_call(spec.fullname.encode(), started, type(reply) is ReplyError)
         if self.db.touched:
             self.apply_effects(reply)
         self.current = outer
         return reply
+
+    def count_script_call(self, name: bytes, started: float, failed: bool) -> None:
+        """A script's command: its calls, microseconds and failures, which the router adds
+        to INFO commandstats (``__info``'s ``script_calls``)."""
+        entry = self.script_calls.get(name)
+        if entry is None:
+            entry = self.script_calls[name] = [0, 0, 0]
+        entry[0] += 1
+        entry[1] += int((time.perf_counter() - started) * 1_000_000)
+        entry[2] += failed
 
     def encode_other(self, reply: object, proto: int) -> bytes:
         if type(reply) is ReplyError:
@@ -293,6 +320,8 @@ class Shard:
         """Background work between batches: active expiry of every database, within a time
         budget shared by the databases that have keys with a TTL."""
         self.current = None
+        if not self.active_expire_enabled:  # DEBUG SET-ACTIVE-EXPIRE 0
+            return
         current = self.db
         timed = [db for db in self.dbs.values() if db.expires or db.touched]
         for db in timed:
