@@ -157,8 +157,12 @@ def scenario(port: int) -> list[tuple[str, bytes]]:
 
 
 def test_tracking_as_redis(shardis, oracle):
-    theirs = scenario(oracle.port)
-    ours = scenario(shardis.port)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # the two servers at once: the scenario mostly waits
+        theirs_run, ours_run = pool.submit(scenario, oracle.port), pool.submit(scenario,
+                                                                              shardis.port)
+        theirs, ours = theirs_run.result(), ours_run.result()
     for (label, expected), (our_label, got) in zip(theirs, ours):
         assert (our_label, got) == (label, expected)
     assert len(ours) == len(theirs)
