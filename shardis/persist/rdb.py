@@ -893,18 +893,9 @@ class RdbWriter:
         raise RdbError(f"cannot write a {type(value).__name__} value")
 
     def _quicklist(self, items: Iterable[bytes]) -> bytes:
-        """Nodes filled as RPUSH fills them (``_quicklistNodeAllowInsert`` with the default
-        fill of -2), so a list built by RPUSH is written byte for byte as Redis writes it."""
-        nodes: list[list[bytes]] = [[]]
-        size = _LISTPACK_OVERHEAD
-        for item in items:
-            entry = packs.lp_encode_entry(item)
-            if nodes[-1] and size + len(item) + _SIZE_ESTIMATE_OVERHEAD > _QUICKLIST_NODE_BYTES:
-                nodes.append([])
-                size = _LISTPACK_OVERHEAD
-            nodes[-1].append(entry)
-            size += len(entry)
-        nodes = [node for node in nodes if node]
+        """Nodes filled as RPUSH fills them (:func:`quicklist_nodes`), so a list built by
+        RPUSH is written byte for byte as Redis writes it."""
+        nodes = quicklist_nodes(items)
         out = [encode_length(len(nodes))]
         for node in nodes:
             out.append(encode_length(_QUICKLIST_PACKED))
@@ -972,6 +963,21 @@ class RdbWriter:
             out.append(encode_length(len(consumer.pel)))
             out.extend(struct.pack(">QQ", *entry_id) for entry_id in consumer.pel)
         return b"".join(out)
+
+
+def quicklist_nodes(items: Iterable[bytes]) -> list[list[bytes]]:
+    """A list's quicklist nodes (their listpack entries) as RPUSH fills them
+    (``_quicklistNodeAllowInsert`` with the default fill of -2): RDB's and DEBUG OBJECT's."""
+    nodes: list[list[bytes]] = [[]]
+    size = _LISTPACK_OVERHEAD
+    for item in items:
+        entry = packs.lp_encode_entry(item)
+        if nodes[-1] and size + len(item) + _SIZE_ESTIMATE_OVERHEAD > _QUICKLIST_NODE_BYTES:
+            nodes.append([])
+            size = _LISTPACK_OVERHEAD
+        nodes[-1].append(entry)
+        size += len(entry)
+    return [node for node in nodes if node]
 
 
 def write_rdb(fh: BinaryIO, entries: Iterable[Entry], compress: bool = True) -> None:

@@ -24,11 +24,6 @@ from shardis.errors import ReplyError
 from shardis.resp import OK, Status
 from shardis.router.registry import Plan
 
-#: DEBUG OBJECT's quicklist: nodes filled as RPUSH fills them (list-max-listpack-size -2).
-QUICKLIST_NODE_BYTES = 8192
-LISTPACK_OVERHEAD = 7
-SIZE_ESTIMATE_OVERHEAD = 8
-
 
 def _c_double(text: bytes) -> float:
     """C's atof: the longest leading number, 0 when there is none (Redis sleeps 0 then)."""
@@ -133,17 +128,9 @@ def debug_object_line(db: Any, key: bytes, value: object) -> bytes:
 def quicklist_fields(items: deque) -> bytes:
     """The ``ql_*`` fields: nodes filled as Redis fills them, their listpacks' sizes."""
     from shardis.persist import packs
+    from shardis.persist.rdb import quicklist_nodes
 
-    nodes: list[list[bytes]] = [[]]
-    size = LISTPACK_OVERHEAD
-    for item in items:
-        entry = packs.lp_encode_entry(item)
-        if nodes[-1] and size + len(item) + SIZE_ESTIMATE_OVERHEAD > QUICKLIST_NODE_BYTES:
-            nodes.append([])
-            size = LISTPACK_OVERHEAD
-        nodes[-1].append(entry)
-        size += len(entry)
-    nodes = [node for node in nodes if node]
+    nodes = quicklist_nodes(items)
     uncompressed = sum(len(packs.listpack_from_entries(node)) for node in nodes)
     average = len(items) / len(nodes) if nodes else 0.0
     return (b" ql_nodes:%d ql_avg_node:%.2f ql_listpack_max:-2 ql_compressed:0 "
