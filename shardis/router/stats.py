@@ -308,7 +308,7 @@ class Observer:
         for index, reply in enumerate(replies):
             data = reply.data
             spec = reply.cmd
-            if data[:1] == b"-":
+            if data[:1] == b"-":  # (a one-byte slice is a cached object: no allocation)
                 self.count_error(data)
                 if spec is not None:
                     self.stat(spec).failed += 1
@@ -374,10 +374,15 @@ class Observer:
         self.log_entry(reply.client, reply.argv, usec)
 
     def log_entry(self, client: Any, args: list[bytes], usec: int) -> None:
-        """A slow log entry for ``client``'s command ``args`` that took ``usec``."""
+        """A slow log entry for ``client``'s command ``args`` that took ``usec``.  Under load
+        every command may be slow end to end: the common command (few, short arguments,
+        nothing to redact) is kept as its own list, the others trimmed and redacted."""
+        if (len(args) > SLOWLOG_ENTRY_MAX_ARGC or len(args[0]) in (4, 5)
+                or any(len(arg) > SLOWLOG_ENTRY_MAX_STRING for arg in args)):
+            args = slowlog_args(redacted_args(args))  # (AUTH and HELLO are 4 and 5 long)
         self.slowlog.appendleft([
-            self.slowlog_id, int(time.time()), usec,
-            slowlog_args(redacted_args(args)), client.addr.encode(), client.name or b"",
+            self.slowlog_id, int(time.time()), usec, args, client.addr.encode(),
+            client.name or b"",
         ])
         self.slowlog_id += 1
         while len(self.slowlog) > self.slowlog_max:

@@ -358,9 +358,12 @@ class Shard:
         if self.tracking.peers:
             self.tracking.after_command(self.current, touched, self.pubsub.pushes)
         touched.clear()
-        db.propagated = None
-        db.quiet.clear()
-        db.events.clear()
+        if db.propagated is not None:
+            db.propagated = None
+        if db.quiet:
+            db.quiet.clear()
+        if db.events:
+            db.events.clear()
         if self.elsewhere:
             self._apply_elsewhere(reply)
 
