@@ -65,3 +65,25 @@ SCRIPTS = [
 @parametrize(SCRIPTS)
 def test_standalone(oracle, shardis, script, protocol):
     check(oracle, shardis, script, protocol)
+
+
+MEMORY = script(
+    "memory_help_purge_malloc_stats",
+    ["MEMORY", "HELP"],
+    ["MEMORY", "PURGE"],
+    ["MEMORY", "PURGE", "x"],
+    ["MEMORY", "HELP", "x"],
+    ["MEMORY", "bogus"],
+)
+
+
+@parametrize([MEMORY])
+def test_memory_commands(oracle, shardis, script, protocol):
+    check(oracle, shardis, script, protocol)
+
+
+def test_memory_malloc_stats_says_what_a_redis_without_jemalloc_says(shardis):
+    import redis
+
+    reply = redis.Redis(port=shardis.port).execute_command("MEMORY", "MALLOC-STATS")
+    assert reply == b"Stats not supported for the current allocator"

@@ -14,8 +14,5 @@ from __future__ import annotations
 REDIS_ONLY: dict[str, str] = {
     "command|getkeysandflags": "slow connection",
     "memory|doctor": "slow",
-    "memory|help": "slow",
-    "memory|malloc-stats": "slow",
-    "memory|purge": "slow",
     "memory|stats": "slow",
 }
