@@ -44,6 +44,7 @@ from itertools import accumulate
 
 from shardis import errors
 from shardis.commands import Fanout, command
+from shardis.commands.hashes import commit
 from shardis.errors import ReplyError
 from shardis.resp import OK, Status
 from shardis.worker.keyspace import Keyspace
@@ -696,10 +697,7 @@ def store_merged(db: Keyspace, key: bytes, registers: bytes, use_dense: bool) ->
         value[HLL_HDR_SIZE:] = pack_dense(max_registers(current, registers))
     edit.invalidate_cache()
     edit.commit()
-    if existing is None:
-        db.set(key, value)
-    else:
-        db.changed(key)
+    commit(db, key, value, created=existing is None)
     return OK
 
 
@@ -726,10 +724,7 @@ def pfadd_command(db: Keyspace, args: list[bytes]) -> object:
     if updated:
         edit.invalidate_cache()
         edit.commit()
-        if existing is None:
-            db.set(key, value)
-        else:
-            db.changed(key)
+        commit(db, key, value, created=existing is None)
     return 1 if updated else 0
 
 
