@@ -1,6 +1,6 @@
 """Acceptance test: the job queue rq runs against shardis.
 
-1,000 jobs, some scheduled a second ahead (``enqueue_in``), some depending on other jobs
+300 jobs, some scheduled a second ahead (``enqueue_in``), some depending on other jobs
 (``depends_on``), run by an rq worker in burst mode with its scheduler.  Every job must run
 exactly once, dependents after what they depend on, and every result must be stored (rq keeps
 results in a stream: XADD ... MAXLEN ~ 10, read back with XREVRANGE).  A burst ends as soon as
@@ -20,7 +20,7 @@ import redis
 
 rq = pytest.importorskip("rq", reason="rq is not installed (pip install '.[test]')")
 
-JOBS = 1000
+JOBS = 300
 #: every DELAYED-th job is scheduled with enqueue_in, every DEPENDENT-th depends on the one before
 DELAYED = 10
 DEPENDENT = 7
