@@ -180,3 +180,21 @@ def test_command_codes_carry_the_database():
     bad = protocol.encode_batch(1, [(protocol.command_code(2, 1) - 1, [b"GET", b"k"])])
     with pytest.raises(protocol.ProtocolError, match="protocol is not 2 or 3"):
         protocol.decode_batch(bad)
+
+
+def test_a_batch_naming_a_database_the_worker_lacks_gets_an_error_for_that_command():
+    """A peer's code past ``databases`` (the strict codec carries up to 16383) fails alone:
+    the commands around it run in their own databases."""
+    from shardis.worker.shard import Shard
+
+    shard = Shard(0, databases=4)
+    replies = shard.execute_batch([
+        (protocol.command_code(2, 3), [b"SET", b"k", b"three"]),
+        (protocol.command_code(2, 9), [b"SET", b"k", b"nine"]),
+        (protocol.command_code(2, protocol.MAX_DATABASES - 1), [b"GET", b"k"]),
+        (protocol.command_code(2, 3), [b"GET", b"k"]),
+        (protocol.command_code(3, 0), [b"GET", b"k"]),
+    ])
+    assert replies == [b"+OK\r\n", b"-ERR DB index is out of range\r\n",
+                       b"-ERR DB index is out of range\r\n", b"$5\r\nthree\r\n", b"_\r\n"]
+    assert sorted(shard.dbs) == [0, 3]

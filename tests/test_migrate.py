@@ -81,3 +81,41 @@ def test_migrate_from_redis_to_shardis_in_another_database(shardis, target):
     assert sink.hgetall("h") == {b"f": b"v"}
     assert 90_000 < sink.pttl("s") <= 100_000
     assert redis.Redis(port=shardis.port).exists("h", "s") == 0
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (b"", "IOERR error or timeout reading to target instance"),            # closes at once
+    (b"+OK\r\n", "IOERR error or timeout reading to target instance"),     # stops half-way
+    (b"x" * 200_000, "IOERR error or timeout reading to target instance"),  # a line, no end
+    (b"+OK\r\n-NOPE " + b"y" * 5000 + b"\r\n",
+     "Target instance replied with error: NOPE"),                        # an oversized error
+    (None, "IOERR error or timeout reading to target instance"),          # never answers
+])
+def test_a_hostile_target_gets_an_error_and_keeps_the_key(shardis, answer, expected):
+    """Whatever a target answers (nothing, garbage, too much, too late), MIGRATE ends with
+    Redis's error, the key stays here and the router keeps serving."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        if answer is not None:
+            conn.sendall(answer)
+            conn.close()
+        else:
+            threading.Event().wait(2)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = redis.Redis(port=shardis.port)
+    client.set("hostile", "kept")
+    with pytest.raises(redis.ResponseError, match=expected[:40]):
+        client.migrate("127.0.0.1", listener.getsockname()[1], "hostile", 0, 500)
+    listener.close()
+    assert client.get("hostile") == b"kept"
+    assert client.ping()

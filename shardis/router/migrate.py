@@ -135,9 +135,9 @@ async def _transfer(router: Any, options: Options, found: list[tuple[bytes, int,
             line = await asyncio.wait_for(reader.readline(), seconds)
             if not line:
                 break
-            lines.append(line.rstrip(b"\r\n"))
-    except (OSError, asyncio.TimeoutError):
-        pass
+            lines.append(line.rstrip(b"\r\n")[:1024])  # Redis reads a reply line into 1 KB
+    except (OSError, ValueError, asyncio.TimeoutError):
+        pass  # closed, a line past the reader's limit, or too slow: what was read counts
     setup = len(commands) - len(found)
     error = next((line for line in lines[:setup] if line.startswith(b"-")), None)
     acknowledged = []
