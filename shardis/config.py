@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LLONG_MAX = (1 << 63) - 1
+ULLONG_MAX = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
 UINT_MAX = (1 << 32) - 1
 
@@ -49,7 +50,8 @@ def parse_memory(text: str) -> int:
     unit = text[len(digits):].lower()
     if unit not in _UNITS:
         raise ConfigError("argument couldn't be parsed into an integer")
-    return int(digits or "0") * _UNITS[unit]
+    # strtoull saturates, the unit's multiplication wraps: C's unsigned long long
+    return min(int(digits or "0"), ULLONG_MAX) * _UNITS[unit] % (ULLONG_MAX + 1)
 
 
 def _strtoll(text: str) -> int:
@@ -503,11 +505,18 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
             "(with appendonly: then resent, nothing lost) before they fail"),
     _D("worker-restart-buffer", 64 * 1024 * 1024, "memory", 0, LLONG_MAX,
        help="bytes of commands held for a worker that is down; past it they fail"),
+    _D("maxmemory", 0, "memory", 0, ULLONG_MAX,
+       help="memory limit of the whole server (0: none), divided equally among the workers; "
+            "past it, keys are evicted by maxmemory-policy or writes refused with -OOM"),
     _D("maxmemory-policy", "noeviction", "enum",
        choices=("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
                 "allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction"),
-       help="what the workers track per key: LFU counters (OBJECT FREQ) under the *-lfu "
-            "policies, access times (OBJECT IDLETIME) otherwise (no eviction: maxmemory 0)"),
+       help="which keys go when a worker is over its share of maxmemory (noeviction: none, "
+            "writes are refused); *-lfu policies keep LFU counters (OBJECT FREQ)"),
+    _D("maxmemory-samples", 5, "int", 1, INT_MAX,
+       help="keys sampled per database for each eviction (more: closer to true LRU/LFU)"),
+    _D("maxmemory-eviction-tenacity", 10, "int", 0, 100,
+       help="how long one round of evictions may take (10: 500 us; 100: no limit)"),
     _D("lfu-log-factor", 10, "int", 0, INT_MAX, help="LFU counter's logarithm factor"),
     _D("lfu-decay-time", 1, "int", 0, INT_MAX,
        help="minutes per decrement of an idle key's LFU counter"),
@@ -530,7 +539,8 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
 PERSISTENCE_FLAGS = ("appendonly", "appendfsync", "appenddirname", "dbfilename", "save")
 WORKER_DIRECTIVES = (*PERSISTENCE_FLAGS, "aof-use-rdb-preamble", "auto-aof-rewrite-percentage",
                      "auto-aof-rewrite-min-size", "databases", "maxmemory-policy",
-                     "lfu-log-factor", "lfu-decay-time")
+                     "maxmemory-samples", "maxmemory-eviction-tenacity", "lfu-log-factor",
+                     "lfu-decay-time")
 #: Directives every process applies to itself (its logs); CONFIG SET of ``loglevel`` reaches
 #: the workers too.
 LOG_DIRECTIVES = ("loglevel", "logfile", "log-format")

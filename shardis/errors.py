@@ -20,6 +20,8 @@ class ReplyError(Exception):
 
 # Generic -------------------------------------------------------------------------------------
 SYNTAX = "ERR syntax error"
+#: maxmemory reached with nothing to evict, for a command that may grow memory.
+OOM = "OOM command not allowed when used memory > 'maxmemory'."
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
 NO_SUCH_KEY = "ERR no such key"
 #: Redis Cluster's answer for a slot no node serves: here, a worker that turned out to be

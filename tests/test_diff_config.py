@@ -234,8 +234,9 @@ def test_a_config_file_line_is_refused_as_redis_server_refuses_it(oracle, tmp_pa
     for name in shared_names(oracle):
         directive = config.lookup(name)
         if directive.kind in ("int", "memory"):
-            lines += [f"{name} {directive.low - 1}", f"{name} 12abc",
-                      f"{name} {directive.high + 1}", f"{name} 1 2"]
+            lines += [f"{name} {directive.low - 1}", f"{name} 12abc", f"{name} 1 2"]
+            if directive.high < config.ULLONG_MAX:  # past it, memtoull saturates: accepted
+                lines.append(f"{name} {directive.high + 1}")
         elif directive.kind in ("bool", "enum"):
             lines += [f"{name} maybe-not", f"{name} yes no"]
     assert len(lines) >= 50

@@ -255,6 +255,7 @@ def load_families() -> None:
         hyperloglog,
         keys,
         lists,
+        memory,
         migrate,
         pubsub,
         scripting,

@@ -26,4 +26,6 @@ def shard_resetstat_command(db: Keyspace, args: list[bytes]) -> object:
         keyspace.expired_keys = 0
         keyspace.expire_cycle_ns = 0
     shard.script_calls.clear()  # commandstats' share of the commands scripts called
+    shard.evictor.evicted_keys = 0
+    shard.evictor.exceeded_ms = 0
     return OK

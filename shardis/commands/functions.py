@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shardis.commands import Fanout, command, container, keys_after_numkeys
+from shardis.commands import COMMANDS, Fanout, command, container, keys_after_numkeys
 from shardis.commands.scripting import (
     RO_WITH_WRITE_FLAG,
     LuaRaise,
@@ -45,7 +45,7 @@ from shardis.resp import OK, SetReply, Status
 S = "scripting"
 #: Redis's script flags, in its order (``scripts_flags_def``): FUNCTION LIST shows them so.
 FLAGS = (b"no-writes", b"allow-oom", b"allow-stale", b"no-cluster", b"allow-cross-slot-keys")
-NO_WRITES = 1
+NO_WRITES, ALLOW_OOM = 1, 2
 #: How long a library's code may run at load (Redis's LOAD_TIMEOUT_MS).
 LOAD_TIMEOUT_S = 0.5
 BAD_NAME = ("Library names can only contain letters, numbers, or underscores(_) and must be "
@@ -114,6 +114,10 @@ class Function:
     @property
     def read_only(self) -> bool:
         return bool(self.flags & NO_WRITES)
+
+    @property
+    def allow_oom(self) -> bool:
+        return bool(self.flags & ALLOW_OOM)
 
 
 @dataclass(eq=False)
@@ -448,6 +452,7 @@ def fcall_generic(db: Any, args: list[bytes], read_only: bool) -> object:
     if read_only and not function.read_only:
         raise ReplyError(RO_WITH_WRITE_FLAG)
     label = _text(function.name)
+    engine.allow_oom = function.allow_oom
     return engine.execute(engine._run_function, function.callback, args, numkeys, global_mode,
                           read_only or function.read_only, label, label, function.name)
 
@@ -462,6 +467,16 @@ def fcall_command(db: Any, args: list[bytes]) -> object:
          group=S, key_finder=keys_after_numkeys(2))
 def fcall_ro_command(db: Any, args: list[bytes]) -> object:
     return fcall_generic(db, args, read_only=True)
+
+
+def _function_denies_oom(db: Any, args: list[bytes]) -> bool:
+    """FCALL*'s share of ``Shard.may_grow_memory`` (``scriptFlagsToCmdFlags``)."""
+    function = libraries_of(db).functions.get(args[1])
+    return function is not None and not function.flags & (ALLOW_OOM | NO_WRITES)
+
+
+for _name in (b"fcall", b"fcall_ro"):
+    COMMANDS[_name].oom_flags = _function_denies_oom  # type: ignore[attr-defined]
 
 
 container("function", -2, acl="slow", group=S)

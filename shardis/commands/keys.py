@@ -9,7 +9,6 @@ workers (cross-shard RENAME and COPY); clients cannot call them.
 from __future__ import annotations
 
 import marshal
-import sys
 
 from shardis import errors
 from shardis.commands import Fanout, command, container, help_reply
@@ -477,70 +476,3 @@ OBJECT_HELP = [
          fanout=Fanout.ROUTER)
 def object_help_command(db: Keyspace, args: list[bytes]) -> object:
     return help_reply(OBJECT_HELP)
-
-
-container("memory", acl="slow", group="server")
-
-MEMORY_HELP = [
-    "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-    "DOCTOR",
-    "    Return memory problems reports.",
-    "MALLOC-STATS",
-    "    Return internal statistics report from the memory allocator.",
-    "PURGE",
-    "    Attempt to purge dirty pages for reclamation by the allocator.",
-    "STATS",
-    "    Return information about the memory usage of the server.",
-    "USAGE <key> [SAMPLES <count>]",
-    "    Return memory in bytes used by <key> and its value. Nested values are",
-    "    sampled up to <count> times (default: 5, 0 means sample all).",
-]
-command("help", 2, "loading stale", fanout=Fanout.ROUTER, acl="slow", group="server",
-        parent="memory")(None)
-#: MALLOC-STATS: Python's allocators are not jemalloc; Redis built without it says this.
-command("malloc-stats", 2, "", fanout=Fanout.ROUTER, acl="slow", group="server",
-        parent="memory",
-        tips="nondeterministic_output request_policy:all_shards response_policy:special")(None)
-NO_ALLOCATOR_STATS = b"Stats not supported for the current allocator"
-
-
-@command("purge", 2, "", fanout=Fanout.ALL_OK, acl="slow", group="server", parent="memory",
-         tips="request_policy:all_shards response_policy:all_succeeded")
-def memory_purge_command(db: Keyspace, args: list[bytes]) -> object:
-    """Give freed memory back: a full garbage collection, then glibc's ``malloc_trim``
-    (Redis asks jemalloc to purge its dirty pages)."""
-    purge_memory()
-    return OK
-
-
-def purge_memory() -> None:
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the collection is all there is
-
-#: Bytes a dict entry and the object headers cost per key, beyond the payloads.
-_PER_KEY_OVERHEAD = 48
-
-
-def memory_of(key: bytes, value: object) -> int:
-    """An honest estimate of what a key costs this process: key, value and table entry."""
-    return sys.getsizeof(key) + value_type(value).memory(value) + _PER_KEY_OVERHEAD
-
-
-@command("usage", -3, "readonly", keys=(2, 2, 1), acl="read slow", parent="memory",
-         group="server")
-def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
-    j = 3
-    while j < len(args):
-        if args[j].upper() != b"SAMPLES" or j + 1 >= len(args):
-            raise ReplyError(errors.SYNTAX)
-        if parse_int(args[j + 1]) < 0:
-            raise ReplyError(errors.SYNTAX)
-        j += 2
-    value = db.peek(args[2])  # Redis looks the key up without counting an access
-    return None if value is None else memory_of(args[2], value)

@@ -602,15 +602,23 @@ def _no_attributes(obj: object, name: object, is_setting: bool) -> object:
 class Script:
     """A compiled script and its shebang flags."""
 
-    __slots__ = ("body", "function", "read_only", "shebang")
+    __slots__ = ("body", "function", "read_only", "shebang", "allow_oom")
 
-    def __init__(self, body: bytes, function: Any, read_only: bool, shebang: bool) -> None:
+    def __init__(self, body: bytes, function: Any, read_only: bool, shebang: bool,
+                 allow_oom: bool = False) -> None:
         self.body = body
         self.function = function
         #: ``#!lua flags=no-writes``: writes are refused as in EVAL_RO.
         self.read_only = read_only
         #: declared flags with a shebang (Redis refuses EVAL_RO for such a script with writes).
         self.shebang = shebang
+        #: ``allow-oom``: may write when memory is over maxmemory.
+        self.allow_oom = allow_oom
+
+    def denies_oom(self) -> bool:
+        """Refused as a whole when out of memory: declared flags, neither ``allow-oom`` nor
+        ``no-writes`` (a script without a shebang is checked command by command)."""
+        return self.shebang and not (self.allow_oom or self.read_only)
 
 
 class ScriptEngine:
@@ -668,6 +676,8 @@ class ScriptEngine:
         self.busy = False
         #: the script ran a write command: SCRIPT KILL can no longer stop it (UNKILLABLE).
         self.wrote = False
+        #: the running script or function declared ``allow-oom``.
+        self.allow_oom = False
         #: SCRIPT KILL (or the worker stopping) asked the script to end.
         self.killed = False
         #: the next script runs in global mode (``__script_global``): the router gated every
@@ -691,13 +701,14 @@ class ScriptEngine:
         if sha in self.scripts:
             return sha
         read_only, shebang, skip = parse_shebang(body)
+        allow_oom = shebang and b"allow-oom" in body[:skip].split(b"flags=", 1)[-1].split(b",")
         # The shebang line is skipped but its newline kept: line numbers stay the user's.
         function = self._compile(body[skip:])
         if isinstance(function, tuple):  # loadstring's (nil, message)
             message = function[1]
             text = message.decode("utf-8", "surrogateescape") if message else ""
             raise ReplyError(f"ERR Error compiling script (new function): {text}")
-        self.scripts[sha] = Script(body, function, read_only, shebang)
+        self.scripts[sha] = Script(body, function, read_only, shebang, allow_oom)
         return sha
 
     def flush(self) -> None:
@@ -723,6 +734,7 @@ class ScriptEngine:
             script = self.scripts[sha]
         if read_only and script.shebang and not script.read_only:
             raise ReplyError(RO_WITH_WRITE_FLAG)
+        self.allow_oom = script.allow_oom
         return self.execute(self._run, script.function, args, numkeys, global_mode,
                             read_only or script.read_only, sha, f"f_{sha}", None)
 
@@ -1051,8 +1063,11 @@ class ScriptEngine:
         if "write" in spec.flags or "may_replicate" in spec.flags:
             if self.read_only:
                 return False, "Write commands are not allowed from read-only scripts."
-            # only a write makes the script unkillable (PFCOUNT, may_replicate, does not)
-            self.wrote = self.wrote or "write" in spec.flags
+        if (self.shard.oom_at_start and not self.wrote and not self.allow_oom
+                and "denyoom" in spec.flags):
+            return False, "-" + errors.OOM  # Redis's scriptVerifyOOM: before the first write
+        # only a write makes the script unkillable (PFCOUNT, may_replicate, does not)
+        self.wrote = self.wrote or "write" in spec.flags
         if self.retry_global:
             return False, RETRY_GLOBAL
         index = self.shard.index
@@ -1380,6 +1395,23 @@ def eval_ro_command(db: Any, args: list[bytes]) -> object:
          group=S, key_finder=keys_after_numkeys(2))
 def evalsha_ro_command(db: Any, args: list[bytes]) -> object:
     return engine_of(db).eval(args, by_sha=True, read_only=True)
+
+
+def _script_denies_oom(db: Any, args: list[bytes]) -> bool:
+    """EVAL*'s share of ``Shard.may_grow_memory``: the script's declared flags decide."""
+    engine = engine_of(db)
+    if args[0].lower().startswith(b"evalsha"):
+        script = engine.scripts.get(args[1].decode("latin-1").lower())
+    else:
+        try:
+            script = engine.scripts[engine.load(args[1])]
+        except ReplyError:
+            return False  # the script's own error comes next
+    return script is not None and script.denies_oom()
+
+
+for _name in (b"eval", b"evalsha", b"eval_ro", b"evalsha_ro"):
+    COMMANDS[_name].oom_flags = _script_denies_oom  # type: ignore[attr-defined]
 
 
 container("script", -2, acl="slow", group=S)

@@ -356,6 +356,7 @@ def shard_info_command(db: Keyspace, args: list[bytes]) -> object:
         b"script_calls": db.shard.script_calls,  # type: ignore[attr-defined]
         b"process_id": os.getpid(),
         b"used_memory_rss": _rss_bytes(),
+        b"memory": db.shard.evictor.report(),  # type: ignore[attr-defined]
         b"used_cpu_sys": usage.ru_stime,
         b"used_cpu_user": usage.ru_utime,
     }

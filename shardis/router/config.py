@@ -33,7 +33,7 @@ log = logging.getLogger("shardis.router")
 
 #: Parameters CONFIG GET shows with a fixed value (what shardis does), until the modules that
 #: honour them register them as directives (``shardis.config.register``).
-FIXED = {"maxmemory": "0"}
+FIXED = {"maxmemory-clients": "0"}
 
 #: ``reset(router)`` run by CONFIG RESETSTAT: modules with statistics of their own add theirs.
 RESETSTAT_HOOKS: list[Any] = []

@@ -1089,6 +1089,9 @@ class Router:
         the notification classes, this router's pub/sub subscriptions and parked commands, and
         (worker 0) the server's ACL users."""
         log.info("worker %d connected: restoring subscriptions and blocked commands", worker)
+        from shardis.router.memory import restore_share
+
+        restore_share(self, worker)
         flags = self.config.get("notify-keyspace-events", 0)
         if flags:
             self.call(worker, [b"__notify", b"%d" % flags])

@@ -131,9 +131,6 @@ def _clients(router: Any, shards: list[dict]) -> Fields:
     ]
 
 
-#: router (by id) -> the highest used_memory INFO has seen: Redis's peak, sampled by INFO.
-_PEAK: dict[int, int] = {}
-
 #: Memory fields in Redis's order; those :func:`_memory` does not set are 0.
 MEMORY_FIELDS = """
 used_memory used_memory_human used_memory_rss used_memory_rss_human used_memory_peak
@@ -153,24 +150,10 @@ lazyfreed_objects
 
 
 def _memory(router: Any, shards: list[dict]) -> Fields:
-    """Resident memory of the router and the workers (Python has no allocator statistics to
-    split it into dataset and overhead: all of it counts as dataset, ratios are 1)."""
-    from shardis.commands.server import _rss_bytes
+    """What the data and clients take (``shardis.router.memory`` says how it is counted)."""
+    from shardis.router.memory import info_fields
 
-    used = _rss_bytes() + _total(shards, b"used_memory_rss")
-    peak = _PEAK[id(router)] = max(_PEAK.get(id(router), 0), used)
-    system = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    known: dict[str, Any] = {
-        "used_memory": used, "used_memory_rss": used, "used_memory_peak": peak,
-        "used_memory_peak_perc": f"{100 * used / peak:.2f}%", "used_memory_dataset": used,
-        "used_memory_dataset_perc": "100.00%", "allocator_allocated": used,
-        "allocator_active": used, "allocator_resident": used, "total_system_memory": system,
-        "used_memory_lua_human": "0B", "used_memory_vm_total_human": "0B",
-        "used_memory_scripts_human": "0B", "maxmemory_human": "0B",
-        "maxmemory_policy": "noeviction", "mem_allocator": "libc",
-    }
-    for name in ("used_memory", "used_memory_rss", "used_memory_peak", "total_system_memory"):
-        known[f"{name}_human"] = _human(known[name])
+    known = info_fields(router, shards)
     return [(name, known.get(name, "1.00" if name.endswith("_ratio") else 0))
             for name in MEMORY_FIELDS]
 
@@ -257,10 +240,23 @@ def _stats(router: Any, shards: list[dict]) -> Fields:
         "expired_keys": _total(shards, b"expired_keys"),
         "expire_cycle_cpu_milliseconds": _total(shards, b"expire_cycle_cpu_milliseconds"),
         "total_error_replies": stats.error_replies + _total(shards, b"error_replies"),
+        **_eviction(shards),
     }
     fields = [(name, known.get(name, "0.00" if _is_rate(name) else 0))
               for name in STATS_FIELDS]
     return [*fields, ("shardis_worker_batches", stats.batches)]
+
+
+def _eviction(shards: list[dict]) -> dict[str, int]:
+    """evicted_keys and the time workers spent over their share of maxmemory (ms)."""
+    reports = [shard[b"memory"] for shard in shards if b"memory" in shard]
+    return {
+        "evicted_keys": sum(report[b"evicted_keys"] for report in reports),
+        "total_eviction_exceeded_time": sum(
+            report[b"exceeded_ms"] + report[b"current_exceeded_ms"] for report in reports),
+        "current_eviction_exceeded_time": max(
+            (report[b"current_exceeded_ms"] for report in reports), default=0),
+    }
 
 
 def _is_rate(name: str) -> bool:
@@ -383,14 +379,3 @@ SECTIONS: dict[str, Section] = {
     "commandstats": _commandstats, "errorstats": _errorstats, "latencystats": _latencystats,
     "cluster": _cluster, "keyspace": _keyspace, "shards": _shards,
 }
-
-
-def _human(size: float) -> str:
-    """Redis's bytes-to-human: 913.09K, 11.81M (bytes without decimals)."""
-    if size < 1024:
-        return f"{int(size)}B"
-    for unit in ("K", "M", "G", "T", "P"):
-        size /= 1024
-        if size < 1024 or unit == "P":
-            break
-    return f"{size:.2f}{unit}"

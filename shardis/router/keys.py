@@ -8,8 +8,6 @@ from typing import Any
 from shardis import errors
 from shardis.commands import help_reply
 from shardis.commands.keys import (
-    MEMORY_HELP,
-    NO_ALLOCATOR_STATS,
     OBJECT_HELP,
     parse_copy_options,
     parse_cursor,
@@ -165,13 +163,3 @@ async def scan(router: Any, client: Any, args: list[bytes]) -> object:
 @router_command("object|help")
 def object_help(router: Any, client: Any, args: list[bytes]) -> object:
     return help_reply(OBJECT_HELP)
-
-
-@router_command("memory|help")
-def memory_help(router: Any, client: Any, args: list[bytes]) -> object:
-    return help_reply(MEMORY_HELP)
-
-
-@router_command("memory|malloc-stats")
-def memory_malloc_stats(router: Any, client: Any, args: list[bytes]) -> object:
-    return NO_ALLOCATOR_STATS

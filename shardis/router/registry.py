@@ -93,6 +93,7 @@ def load_handlers() -> None:
         info,
         keys,
         lists,
+        memory,
         migrate,
         monitor,
         pubsub,

@@ -70,10 +70,12 @@ from __future__ import annotations
 import heapq
 import logging
 import random
+import sys
 import time
 
 from shardis import errors
 from shardis.errors import ReplyError
+from shardis.worker.types import value_type
 
 log = logging.getLogger("shardis.worker")
 
@@ -109,6 +111,30 @@ LFU_INIT_VAL = 5
 
 #: What :meth:`Keyspace.changed_server_state` records in ``touched``: no key, never equal to one.
 SERVER_STATE: bytes = object()  # type: ignore[assignment]
+
+#: A ``bytes`` object's header (``sys.getsizeof(b"")``): a string key costs two of them.
+BYTES_HEADER = sys.getsizeof(b"")
+#: What a key costs in its tables (``data``, ``atime``) beyond the key and value objects:
+#: MEMORY USAGE adds it to a key's own bytes, as Redis adds its dictEntry.
+PER_KEY_OVERHEAD = 48
+#: What a deadline costs in ``expires`` beyond the table: the int object (Unix ms needs 32
+#: bytes) and its slot in the timing wheel.
+DEADLINE_BYTES = 32 + 8
+
+
+def payload_of(key: bytes, value: object) -> int:
+    """The bytes the key and value objects take (``used_memory_dataset``'s share of a key).
+
+    A string is ``len`` arithmetic (a ``bytes`` object is its header plus its length); other
+    values ask their type's ``memory`` estimate, which samples big collections (O(1))."""
+    if type(value) is bytes:
+        return len(key) + len(value) + 2 * BYTES_HEADER
+    return sys.getsizeof(key) + value_type(value).memory(value)
+
+
+def memory_of(key: bytes, value: object) -> int:
+    """MEMORY USAGE: what a key costs, its share of the tables included."""
+    return payload_of(key, value) + PER_KEY_OVERHEAD
 
 
 def wall_ms() -> int:
@@ -167,6 +193,8 @@ class ExpiryIndex:
         expires = keyspace.expires
         deadline_of = expires.get
         data = keyspace.data
+        take = data.pop
+        uncount = keyspace._uncount
         forget_atime = keyspace.atime.pop
         hints = keyspace.string_hints
         touched = keyspace.touched.append
@@ -193,7 +221,7 @@ class ExpiryIndex:
                     if when is None or not low <= when < high:
                         continue  # stale: the key went away or has another deadline now
                     if when < now:
-                        del data[key]
+                        uncount(key, take(key))
                         del expires[key]
                         forget_atime(key, None)
                         if hints:
@@ -282,6 +310,11 @@ class Keyspace:
         "lfu",
         "lfu_log_factor",
         "lfu_decay_time",
+        "used",
+        "sizes",
+        "resized",
+        "evicted_log",
+        "_samples",
     )
 
     def __init__(self, index: int = 0) -> None:
@@ -350,6 +383,18 @@ class Keyspace:
         self._old_index: ExpiryIndex | None = None
         self._rebuild: list[bytes] = []
         self._rebuild_pos = 0
+        #: Memory accounting (INFO memory, maxmemory): the sum of ``payload_of`` over every
+        #: key.  A string's share is recomputed from its bytes when it goes; a value that
+        #: changes in place (a collection, a bytearray) keeps the share it was counted with in
+        #: ``sizes``, and ``resized`` lists those changed since, counted again by ``settle``
+        #: (once per key however many changes, and only when someone looks).
+        self.used = 0
+        self.sizes: dict[bytes, int] = {}
+        self.resized: set[bytes] = set()
+        #: keys evicted since the effects were applied (their events say "evicted").
+        self.evicted_log: list[bytes] = []
+        #: eviction's lists of keys to sample from: [all keys, keys with a TTL].
+        self._samples: list[list[bytes]] = [[], []]
 
     def tick(self) -> None:
         """Advance the cached clocks; called once per batch."""
@@ -472,12 +517,21 @@ class Keyspace:
         """Store ``value``; like Redis's ``setKey``, this clears the TTL unless ``keep_ttl``.
         Under LFU a replaced value keeps its key's counter (``dbSetValue``), a new key starts
         at LFU_INIT_VAL."""
+        data = self.data
+        old = data.get(key)
+        if old is not None:
+            self._uncount(key, old)
         if self.lfu:
-            if key not in self.data:
+            if old is None:
                 self.atime[key] = self.lfu_minutes() << 8 | LFU_INIT_VAL
         else:
             self.atime[key] = self.clock
-        self.data[key] = value
+        data[key] = value
+        if type(value) is bytes:
+            self.used += len(key) + len(value) + 2 * BYTES_HEADER
+        else:
+            self.sizes[key] = 0
+            self.resized.add(key)
         if not keep_ttl and self.expires:
             self._forget_deadline(key)
         if self.string_hints:
@@ -487,7 +541,10 @@ class Keyspace:
     def reencode(self, key: bytes, value: object) -> None:
         """Swap the stored object for an equal one (a string becoming a bytearray before it is
         edited in place): not a change, so nothing is reported."""
+        self._uncount(key, self.data[key])
         self.data[key] = value
+        self.sizes[key] = 0
+        self.resized.add(key)
 
     def changed_quietly(self, key: bytes) -> None:
         """Report a change Redis makes without ``signalModifiedKey`` (a stream's consumer
@@ -496,10 +553,12 @@ class Keyspace:
         if key not in self.touched:
             self.quiet.add(key)
         self.touched.append(key)
+        self.resized.add(key)
 
     def changed(self, key: bytes) -> None:
         """Report an in-place change of the value at ``key`` (a bytearray grown, a list pushed)."""
         self.touched.append(key)
+        self.resized.add(key)
         if self.quiet:
             self.quiet.discard(key)
 
@@ -512,7 +571,7 @@ class Keyspace:
         """Remove ``key`` if live; True if it was there."""
         if self.get(key) is None:
             return False
-        del self.data[key]
+        self._uncount(key, self.data.pop(key))
         self.atime.pop(key, None)
         if self.expires:
             self._forget_deadline(key)
@@ -520,6 +579,68 @@ class Keyspace:
             self.string_hints.pop(key, None)
         self.touched.append(key)
         return True
+
+    def _uncount(self, key: bytes, value: object) -> None:
+        """Take a value that goes (or is replaced) out of the memory accounting."""
+        if type(value) is bytes:
+            self.used -= len(key) + len(value) + 2 * BYTES_HEADER
+        else:
+            self.used -= self.sizes.pop(key, 0)
+
+    def settle(self) -> None:
+        """Count again the values changed in place since the last call (see ``used``)."""
+        if not self.resized:
+            return
+        data, sizes = self.data, self.sizes
+        for key in self.resized:
+            value = data.get(key)
+            if value is None or type(value) is bytes:
+                continue  # gone (already uncounted), or replaced by a string (counted)
+            size = payload_of(key, value)
+            self.used += size - sizes.get(key, 0)
+            sizes[key] = size
+        self.resized.clear()
+
+    def recount(self) -> None:
+        """Count every key from scratch: after a load filled ``data`` directly."""
+        self.used = 0
+        self.sizes = {}
+        self.resized = set(key for key, value in self.data.items() if type(value) is not bytes)
+        self.used = sum(len(key) + len(value) + 2 * BYTES_HEADER
+                        for key, value in self.data.items() if type(value) is bytes)
+        self.settle()
+
+    def memory(self) -> tuple[int, int]:
+        """(dataset, overhead) bytes: the keys and values (``used``), and the tables that hold
+        them, measured as they are (``sys.getsizeof`` of a dict is its allocation): O(1)."""
+        self.settle()
+        getsizeof = sys.getsizeof
+        wheel = self._index.entries + (self._old_index.entries if self._old_index else 0)
+        overhead = (getsizeof(self.data) + getsizeof(self.atime) + getsizeof(self.expires)
+                    + getsizeof(self.sizes) + DEADLINE_BYTES * len(self.expires) + 8 * wheel)
+        return self.used, overhead
+
+    def sample_pool(self, volatile: bool, refill: bool = False) -> list[bytes]:
+        """Keys to draw eviction samples from (``shardis.worker.evict.draw``): a list of the
+        keys (``volatile``: those with a TTL) taken when asked to ``refill``, O(keys); the
+        caller drops the keys that went since as it meets them."""
+        if refill:
+            self._samples[volatile] = list(self.expires if volatile else self.data)
+        return self._samples[volatile]
+
+    def evict(self, key: bytes) -> None:
+        """Remove ``key`` for maxmemory (``shardis.worker.evict``): reported like an expiry
+        (the AOF logs a DEL, WATCH and client caching see a change), named "evicted"."""
+        self._uncount(key, self.data.pop(key))
+        self._forget_deadline(key)
+        self.atime.pop(key, None)
+        if self.string_hints:
+            self.string_hints.pop(key, None)
+        self.touched.append(key)
+        if self.notify_flags or self.log_expired:
+            self.expired_log.append(key)
+        if self.notify_flags:
+            self.evicted_log.append(key)
 
     def _forget_deadline(self, key: bytes) -> None:
         when = self.expires.pop(key, None)
@@ -563,6 +684,10 @@ class Keyspace:
         self.string_hints = {}
         self._random_pool = []
         self._deadline_sum = 0
+        self.used = 0
+        self.sizes = {}
+        self.resized = set()
+        self._samples = [[], []]
         self._reset_index()
         return count
 
@@ -605,7 +730,7 @@ class Keyspace:
         return reclaimed
 
     def _expire(self, key: bytes) -> None:
-        del self.data[key]
+        self._uncount(key, self.data.pop(key))
         self._deadline_sum -= self.expires.pop(key)
         self.atime.pop(key, None)
         if self.string_hints:

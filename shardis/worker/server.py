@@ -150,6 +150,10 @@ class WorkerServer:
         name = directive.name
         if name in ("maxmemory-policy", "lfu-log-factor", "lfu-decay-time"):
             self.shard.set_access_tracking(**{name.replace("-", "_"): value})
+        elif name == "maxmemory-samples":
+            self.shard.evictor.samples = value
+        elif name == "maxmemory-eviction-tenacity":
+            self.shard.evictor.tenacity = value
         elif name == "save" and snapshots is not None:
             snapshots.rules = list(value)
         elif name == "dbfilename" and snapshots is not None:
@@ -460,7 +464,8 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
                save: list[tuple[int, int]] | None = None, aof_use_rdb_preamble: bool = True,
                auto_aof_rewrite_percentage: int = 100,
                auto_aof_rewrite_min_size: int = 64 * 1024 * 1024, databases: int = 16,
-               maxmemory_policy: str = "noeviction", lfu_log_factor: int = 10,
+               maxmemory_policy: str = "noeviction", maxmemory_samples: int = 5,
+               maxmemory_eviction_tenacity: int = 10, lfu_log_factor: int = 10,
                lfu_decay_time: int = 1) -> int:
     """Entry point of a worker process; its exit code (1: the AOF or RDB could not be loaded).
 
@@ -479,6 +484,8 @@ def run_worker(address: str, index: int = 0, supervised: bool = False,
     try:
         server = WorkerServer(address, index, curve, aof, snapshots, rewriter, databases)
         server.shard.set_access_tracking(maxmemory_policy, lfu_log_factor, lfu_decay_time)
+        server.shard.evictor.samples = maxmemory_samples
+        server.shard.evictor.tenacity = maxmemory_eviction_tenacity
     except RdbError as exc:
         log.critical("worker %d can't load its RDB file %s: %s; exiting", index,
                      snapshots.path, exc)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from shardis import errors
 from shardis.commands import COMMANDS, load_families, lookup
 from shardis.errors import ReplyError
-from shardis.notify import EXPIRED, channel_messages, command_events
+from shardis.notify import EVICTED, EXPIRED, channel_messages, command_events
 from shardis.resp import NULL_BULK, OK, OK_REPLY, encode, encode_error, encode_int
 from shardis.worker.aclhub import AclHub
 from shardis.worker.aoflog import AofLog
 from shardis.worker.blocking import BlockingRegistry
+from shardis.worker.evict import Evictor
 from shardis.worker.keyspace import LFU_INIT_VAL, Keyspace
 from shardis.worker.pubsub import PubSubRegistry
 from shardis.worker.replylog import ReplyLog
@@ -91,6 +92,12 @@ class Shard:
         self.in_script = False
         #: client-side caching: who read which keys (``shardis.worker.tracking``).
         self.tracking = Tracking(index)
+        #: maxmemory: this worker's share, its policy, and eviction (``shardis.worker.evict``).
+        self.evictor = Evictor(self)
+        #: memory was over the limit with nothing to evict when the running command (a
+        #: script) started: its first write that may grow memory is refused (Redis's
+        #: ``pre_command_oom_state``).
+        self.oom_at_start = False
         #: the server's ACL users, for every router (used on worker 0, the hub).
         self.aclhub = AclHub()
         #: the append-only file (``appendonly yes``), set by the worker once it has loaded.
@@ -134,6 +141,8 @@ class Shard:
         keeps LFU counters (OBJECT FREQ) instead of access times (OBJECT IDLETIME)."""
         if maxmemory_policy is not None:
             self.lfu = maxmemory_policy.endswith("-lfu")
+            self.evictor.policy = maxmemory_policy
+            self.evictor.pool.clear()
         if lfu_log_factor is not None:
             self.lfu_log_factor = lfu_log_factor
         if lfu_decay_time is not None:
@@ -193,6 +202,7 @@ class Shard:
         touched = db.touched
         out: list[bytes] = []
         append = out.append
+        limited = self.evictor.limit
         for proto, args in batch:
             if proto > 3 or index:
                 wanted = proto >> 2
@@ -204,6 +214,11 @@ class Shard:
                         append(self.encode_other(exc, proto))
                         continue
                     index, touched = wanted, db.touched
+            if limited:
+                refused = self.memory_check(args)
+                if refused is not None:
+                    append(self.encode_other(refused, proto))
+                    continue
             entry = plain_get(args[0])
             if entry is not None:
                 op, arity = entry
@@ -239,6 +254,41 @@ class Shard:
             else:
                 append(self.encode_other(reply, proto))
         return out
+
+    # maxmemory ----------------------------------------------------------------------------------
+    def memory_check(self, args: list[bytes]) -> ReplyError | None:
+        """Before a command under maxmemory (Redis's ``processCommand``): evict as the policy
+        says; when memory stays over the limit, Redis's OOM error for a command that may grow
+        it (``denyoom``; a script or function by its flags), None to run it."""
+        ok = self.evictor.perform()
+        self.oom_at_start = not ok
+        if ok:
+            return None
+        if self.may_grow_memory(args):
+            return ReplyError(errors.OOM)
+        return None
+
+    def may_grow_memory(self, args: list[bytes]) -> bool:
+        """Whether Redis refuses the command when out of memory: ``denyoom`` commands, and
+        scripts with flags (a shebang, or a function) that are neither ``allow-oom`` nor
+        ``no-writes`` (``scriptFlagsToCmdFlags``)."""
+        try:
+            spec = lookup(args, allow_internal=True)
+        except ReplyError:
+            return False  # the command's own error comes next
+        if "denyoom" in spec.flags:
+            return True
+        oom_flags = getattr(spec, "oom_flags", None)  # EVAL*, FCALL*: the script's flags
+        return oom_flags is not None and oom_flags(self.db, args)
+
+    def evict(self, db: Keyspace, key: bytes) -> None:
+        """Evict one key (``shardis.worker.evict``), its effects applied as an expiry's."""
+        current, outer = self.db, self.current
+        self.db, self.current = db, None
+        db.evict(key)
+        self.evictor.evicted_keys += 1
+        self.apply_effects()
+        self.db, self.current = current, outer
 
     def select(self, index: int) -> Keyspace:
         """Make database ``index`` the current one (for the commands that follow)."""
@@ -320,6 +370,8 @@ class Shard:
         """Background work between batches: active expiry of every database, within a time
         budget shared by the databases that have keys with a TTL."""
         self.current = None
+        if self.evictor.limit and self.evictor.over_since is not None:
+            self.evictor.perform()  # a round that ran out of time goes on (EVICT_RUNNING)
         if not self.active_expire_enabled:  # DEBUG SET-ACTIVE-EXPIRE 0
             return
         current = self.db
@@ -397,6 +449,11 @@ class Shard:
         args = self.current
         if args is not None:
             events = command_events(args, touched, expired, deadlines, db)
+        if db.evicted_log:  # removed by the server like an expiry, but named for eviction
+            evicted = db.evicted_log
+            expired.difference_update(evicted)
+            events += [(b"evicted", EVICTED, key) for key in evicted]
+            db.evicted_log = []
         events += [(b"expired", EXPIRED, key) for key in expired]
         publish = self.pubsub.publish
         flags = db.notify_flags

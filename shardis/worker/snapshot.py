@@ -136,6 +136,7 @@ def load_rdb(db: object, fh: object, name: str, skip_expired: bool = True) -> tu
     for keyspace in keyspaces():
         keyspace.touched.clear()
         keyspace.deadline_log.clear()
+        keyspace.recount()  # the reader filled the tables directly
     if reader.functions:
         from shardis.commands.functions import restore_saved
 
