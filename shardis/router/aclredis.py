@@ -12,7 +12,6 @@ from __future__ import annotations
 
 #: full name (``memory|doctor``) -> ACL categories, from Redis 7.0.15's COMMAND INFO.
 REDIS_ONLY: dict[str, str] = {
-    "command|getkeysandflags": "slow connection",
     "memory|doctor": "slow",
     "memory|stats": "slow",
 }
