@@ -81,6 +81,7 @@ def _all_flags(specs: tuple[KeySpec, ...], inverted: bool) -> int:
     return bits
 
 
+@cache
 def has_keys(fullname: str) -> bool:
     """Redis's ``doesCommandHaveKeys``: a getkeys function, or a spec that is not NOT_KEY."""
     return fullname in GETKEYS_FUNCTIONS or bool(_all_flags(key_specs(fullname), True) & NOT_KEY)
@@ -346,6 +347,13 @@ FUNCTIONS: dict[str, Callable[[list[bytes]], list[KeyRef]]] = {
 }
 
 
+@cache
+def _specs_reliable(fullname: str) -> bool:
+    """Some spec is a real key (not NOT_KEY) and none has VARIABLE_FLAGS."""
+    specs = key_specs(fullname)
+    return bool(_all_flags(specs, True) & NOT_KEY) and not _all_flags(specs, False) & VARIABLE_FLAGS
+
+
 def get_keys(fullname: str, args: list[bytes]) -> list[KeyRef]:
     """Redis's ``getKeysFromCommandWithSpecs``: the key specs when they are reliable (some key
     is not NOT_KEY, no VARIABLE_FLAGS) and valid for this line, else the getkeys function.
@@ -353,7 +361,7 @@ def get_keys(fullname: str, args: list[bytes]) -> list[KeyRef]:
     ``args`` is the whole command line (the name first), already arity-checked.
     """
     specs = key_specs(fullname)
-    if _all_flags(specs, True) & NOT_KEY and not _all_flags(specs, False) & VARIABLE_FLAGS:
+    if _specs_reliable(fullname):
         keys = keys_using_specs(specs, args)
         if keys is not None:
             return keys

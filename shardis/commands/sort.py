@@ -701,14 +701,5 @@ def internal_sortstore_command(db: Keyspace, args: list[bytes]) -> object:
     return store_sorted(db, args[1], list(args[2:]))
 
 
-def sort_key_access(args: list[bytes], position: int) -> int:
-    """The ACL permission each key of SORT needs, from its key specs: the source is read
-    (RO, ACCESS), the STORE destination written (OW, UPDATE)."""
-    from shardis.router.acl import READ, WRITE
-
-    return READ if position == 1 else WRITE
-
-
-COMMANDS[b"sort"].key_access = sort_key_access  # type: ignore[attr-defined]
 COMMANDS[b"sort"].script_handler = script_sort  # type: ignore[attr-defined]
 COMMANDS[b"sort_ro"].script_handler = script_sort  # type: ignore[attr-defined]
