@@ -166,3 +166,18 @@ def test_generated_module_is_up_to_date():
     specs, functions = gen.collect(MIRROR, "7.0.15")
     expected = gen.render(specs, functions, "7.0.15")
     assert (ROOT / "shardis" / "commands" / "keyspecs.py").read_text() == expected
+
+
+def test_odd_lines_never_raise_nor_point_past_the_end():
+    """Whatever the arguments of a line that passed its arity check (as ACL checks see it)."""
+    odd = [b"", b"\x00", b"STORE", b"KEYS", b"STREAMS", b"GET", b"-1", b"99999999999999999999"]
+    for spec in all_commands():
+        for item in [spec, *spec.subcommands.values()]:
+            name = item.fullname
+            for count in range(1, 10):
+                args = [*name.encode().split(b"|"), *(odd[(count + i) % len(odd)]
+                                                      for i in range(count))]
+                if not item.arity_ok(len(args)):
+                    continue
+                for key in get_keys(name, args):
+                    assert 0 < key.pos < len(args), (name, args, key)

@@ -205,7 +205,10 @@ def keys_using_specs(specs: tuple[KeySpec, ...], args: list[bytes]) -> list[KeyR
 # The getkeys functions (src/db.c) -----------------------------------------------------------
 def _generic(store: int, count_at: int, first: int, step: int,
              args: list[bytes]) -> list[KeyRef]:
-    """``genericGetKeys``: ``numkeys`` keys read with atoi, then the destination; no flags."""
+    """``genericGetKeys``: ``numkeys`` keys read with atoi, then the destination; no flags.
+    (A line too short for its numkeys has no keys: arity checks normally come first.)"""
+    if count_at >= len(args):
+        return []
     num = atoi(args[count_at])
     if num < 1 or num > int((len(args) - first) / step):
         return []
