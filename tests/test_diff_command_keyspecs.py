@@ -72,7 +72,8 @@ def compare_entries(name: bytes, ours: list[bytes], theirs: list[bytes],
 
 
 def listed(port: int) -> set[str]:
-    return {name.decode() for name in decode(RawClient(port).call("COMMAND", "LIST"))}
+    with RawClient(port) as client:
+        return {name.decode() for name in decode(client.call("COMMAND", "LIST"))}
 
 
 @pytest.mark.parametrize("protocol", [2, 3])
