@@ -67,7 +67,8 @@ for _name, _arity, _flags, _acl in (
     ("tracking", -3, "noscript loading stale", "slow connection"),
     ("caching", 3, "noscript loading stale", "slow connection"),
 ):
-    command(_name, _arity, _flags, fanout=R, acl=_acl, group=CONN, parent="client")(None)
+    command(_name, _arity, _flags, fanout=R, acl=_acl, group=CONN, parent="client",
+            tips="nondeterministic_output" if _name in ("info", "list") else "")(None)
 
 container("acl", group="server")
 for _name, _arity, _admin in (
@@ -87,9 +88,10 @@ command("help", 2, "loading stale", fanout=R, acl="slow", group="server", parent
 container("command", arity=-1, flags="loading stale", acl="slow connection", group="server",
           tips="nondeterministic_output_order")
 for _name, _arity in (("count", 2), ("info", -2), ("docs", -2), ("list", -2), ("help", 2),
-                      ("getkeys", -4)):
+                      ("getkeys", -4), ("getkeysandflags", -4)):
     command(_name, _arity, "loading stale", fanout=R, acl="slow connection", group="server",
-            parent="command")(None)
+            parent="command",
+            tips="nondeterministic_output_order" if _name in ("info", "docs", "list") else "")(None)
 
 container("config", group="server")
 command("get", -3, "admin noscript loading stale", fanout=R, acl="admin slow dangerous",

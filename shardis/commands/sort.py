@@ -701,36 +701,5 @@ def internal_sortstore_command(db: Keyspace, args: list[bytes]) -> object:
     return store_sorted(db, args[1], list(args[2:]))
 
 
-# COMMAND INFO's key specs: the source, the keys BY/GET patterns name, the STORE destination.
-_NOTE_PATTERN = (b"For the optional BY/GET keyword. It is marked 'unknown' because the key "
-                 b"names derive from the content of the key we sort")
-_NOTE_STORE = (b"For the optional STORE keyword. It is marked 'unknown' because the keyword "
-               b"can appear anywhere in the argument array")
-
-
-def _key_specs(store: bool) -> list[tuple]:
-    """(flags, begin_search, find_keys, notes) of Redis's sort.json / sort_ro.json."""
-    unknown = ({b"type": b"unknown", b"spec": {}}, {b"type": b"unknown", b"spec": {}})
-    specs = [
-        (("RO", "access"), {b"type": b"index", b"spec": {b"index": 1}},
-         {b"type": b"range", b"spec": {b"lastkey": 0, b"keystep": 1, b"limit": 0}}, None),
-        (("RO", "access"), *unknown, _NOTE_PATTERN),
-    ]
-    if store:
-        specs.append((("OW", "update"), *unknown, _NOTE_STORE))
-    return specs
-
-
-def sort_key_access(args: list[bytes], position: int) -> int:
-    """The ACL permission each key of SORT needs, from its key specs: the source is read
-    (RO, ACCESS), the STORE destination written (OW, UPDATE)."""
-    from shardis.router.acl import READ, WRITE
-
-    return READ if position == 1 else WRITE
-
-
-COMMANDS[b"sort"].key_access = sort_key_access  # type: ignore[attr-defined]
 COMMANDS[b"sort"].script_handler = script_sort  # type: ignore[attr-defined]
 COMMANDS[b"sort_ro"].script_handler = script_sort  # type: ignore[attr-defined]
-COMMANDS[b"sort"].key_specs = _key_specs(store=True)  # type: ignore[attr-defined]
-COMMANDS[b"sort_ro"].key_specs = _key_specs(store=False)  # type: ignore[attr-defined]

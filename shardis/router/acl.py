@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from shardis.commands import getkeys
 from shardis.glob import glob_match
 
 #: Redis's categories, in its order (ACL CAT, the describe algorithm, COMMAND INFO).
@@ -399,15 +400,12 @@ class User:
             name = spec.fullname
             if name not in self.allowed and not self._first_arg_allowed(name, spec, args):
                 return DENIED_CMD, 0
-        if not self.allkeys and spec.first_key and "pubsub" not in spec.flags:
-            need = READ if "readonly" in spec.flags else READ | WRITE
-            # a command whose keys need different access (its key specs: SORT) says which
-            access = getattr(spec, "key_access", None)
-            for position in spec.key_indexes(args):
-                if access is not None:
-                    need = access(args, position)
-                if not self.key_allowed(args[position], need):
-                    return DENIED_KEY, position
+        if not self.allkeys and getkeys.has_keys(spec.fullname):
+            # Redis's keys and key-spec flags for this line: ACCESS needs read permission,
+            # INSERT, DELETE and UPDATE write permission (ACLSelectorCheckKey)
+            for key in getkeys.get_keys(spec.fullname, args):
+                if not self.key_allowed(args[key.pos], key_permission(key.flags)):
+                    return DENIED_KEY, key.pos
         if not self.allchannels:
             for position, is_pattern in channel_positions(spec, args):
                 if not self.channel_allowed(args[position], is_pattern):
@@ -431,6 +429,14 @@ class User:
         if is_pattern:
             return channel in self.channels
         return any(glob_match(pattern, channel) for pattern in self.channels)
+
+
+def key_permission(flags: int) -> int:
+    """The permissions (READ, WRITE) a key with these key-spec flags needs."""
+    need = READ if flags & getkeys.ACCESS else 0
+    if flags & (getkeys.INSERT | getkeys.DELETE | getkeys.UPDATE):
+        need |= WRITE
+    return need
 
 
 def _checked_hash(text: bytes) -> str:

@@ -12,5 +12,4 @@ from __future__ import annotations
 
 #: full name (``memory|doctor``) -> ACL categories, from Redis 7.0.15's COMMAND INFO.
 REDIS_ONLY: dict[str, str] = {
-    "command|getkeysandflags": "slow connection",
 }

@@ -3,13 +3,14 @@ SAVE and the like (INFO is in ``shardis.router.info``, CONFIG in ``shardis.route
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
 from typing import Any
 
 from shardis import errors
-from shardis.commands import Command, all_commands, find, help_reply, lookup
+from shardis.commands import COMMANDS, Command, all_commands, find, getkeys, help_reply
 from shardis.errors import ReplyError
 from shardis.glob import glob_match
 from shardis.resp import OK, SetReply, Status
@@ -23,42 +24,53 @@ SHUTDOWN_ERROR = "ERR Errors trying to SHUTDOWN. Check logs."
 # COMMAND -------------------------------------------------------------------------------------
 
 
-def _key_specs(spec: Command) -> list[dict]:
-    special = getattr(spec, "key_specs", None)  # set by a family with Redis's own (SORT)
-    if special is not None:
-        return [_special_key_spec(*entry) for entry in special]
-    if not spec.first_key:
-        return []
-    flags = ["RO", "access"] if "readonly" in spec.flags else ["RW", "update"]
-    last = spec.last_key
-    return [
-        {
-            b"flags": SetReply(Status(f.encode()) for f in flags),
-            b"begin_search": {b"type": b"index", b"spec": {b"index": spec.first_key}},
-            b"find_keys": {
-                b"type": b"range",
-                b"spec": {
-                    b"lastkey": last - spec.first_key if last >= 0 else last,
-                    b"keystep": spec.step,
-                    b"limit": 0,
-                },
-            },
-        }
-    ]
+def _search_reply(kind: str, spec: dict) -> dict:
+    return {b"type": kind.encode(), b"spec": spec}
 
 
-def _special_key_spec(flags: tuple[str, ...], begin: dict, find: dict,
-                      notes: bytes | None) -> dict:
-    entry: dict = {b"notes": notes} if notes is not None else {}
-    entry[b"flags"] = SetReply(Status(f.encode()) for f in flags)
-    entry[b"begin_search"] = begin
-    entry[b"find_keys"] = find
-    return entry
+def _begin_search_reply(begin: tuple) -> dict:
+    if begin[0] == "index":
+        return _search_reply("index", {b"index": begin[1]})
+    if begin[0] == "keyword":
+        return _search_reply("keyword", {b"keyword": begin[1].encode(), b"startfrom": begin[2]})
+    return _search_reply("unknown", {})
+
+
+def _find_keys_reply(find: tuple) -> dict:
+    if find[0] == "range":
+        return _search_reply("range", {b"lastkey": find[1], b"keystep": find[2],
+                                       b"limit": find[3]})
+    if find[0] == "keynum":
+        return _search_reply("keynum", {b"keynumidx": find[1], b"firstkey": find[2],
+                                        b"keystep": find[3]})
+    return _search_reply("unknown", {})
+
+
+def key_flags_reply(bits: int) -> SetReply:
+    """Key-spec flags as Redis's ``addReplyFlagsForKeyArgs``: a set of status replies."""
+    return SetReply(Status(name.encode()) for name in getkeys.flag_names(bits))
+
+
+@functools.cache
+def key_specs_reply(fullname: str) -> SetReply:
+    """COMMAND INFO's key specs field, Redis's ``addReplyCommandKeySpecs``: a set of maps
+    (notes first when there are some, then flags, begin_search, find_keys) from Redis's own
+    key specs (``shardis.commands.keyspecs``)."""
+    entries = []
+    for spec in getkeys.key_specs(fullname):
+        entry: dict = {b"notes": spec.notes.encode()} if spec.notes is not None else {}
+        entry[b"flags"] = key_flags_reply(spec.flags)
+        entry[b"begin_search"] = _begin_search_reply(spec.begin)
+        entry[b"find_keys"] = _find_keys_reply(spec.find)
+        entries.append(entry)
+    return SetReply(entries)
 
 
 def command_info(spec: Command) -> list:
     """One command's COMMAND INFO entry, Redis 7's ten fields (``may_replicate`` is hidden,
-    as Redis hides it)."""
+    as Redis hides it).  Like Redis's ``addReplyCommandSubCommands``, a command without
+    subcommands answers an empty set for them, one with subcommands an array."""
+    subcommands = _unique(spec.subcommands)
     return [
         spec.fullname.encode(),
         spec.arity,
@@ -68,8 +80,8 @@ def command_info(spec: Command) -> list:
         spec.step,
         SetReply(Status(cat.encode()) for cat in spec.acl),
         SetReply(tip.encode() for tip in spec.tips),
-        _key_specs(spec),
-        [command_info(sub) for sub in _unique(spec.subcommands)],
+        key_specs_reply(spec.fullname),
+        [command_info(sub) for sub in subcommands] if subcommands else SetReply(),
     ]
 
 
@@ -147,19 +159,46 @@ def command_docs(router: Any, client: Any, args: list[bytes]) -> object:
     return {spec.fullname.encode(): _docs(spec) for spec in specs}
 
 
+def _getkeys_target(target: list[bytes]) -> Command | None:
+    """Redis's ``lookupCommand`` for COMMAND GETKEYS: the (sub)command named, without
+    checking arity; None if there is none (internal commands are not there)."""
+    spec = COMMANDS.get(target[0]) or COMMANDS.get(target[0].lower())
+    if spec is None or "internal" in spec.flags:
+        return None
+    if spec.subcommands and len(target) > 1:
+        spec = spec.subcommands.get(target[1]) or spec.subcommands.get(target[1].lower())
+        if spec is None or "internal" in spec.flags:
+            return None
+    return spec
+
+
+def command_keys(target: list[bytes]) -> list[getkeys.KeyRef]:
+    """Redis's ``getKeysSubcommandImpl``: the keys of the command line ``target`` with their
+    flags, or its error (the command is looked up, then must have keys, then its arity)."""
+    spec = _getkeys_target(target)
+    if spec is None:
+        raise ReplyError("ERR Invalid command specified")
+    if not getkeys.has_keys(spec.fullname):
+        raise ReplyError("ERR The command has no key arguments")
+    if not spec.arity_ok(len(target)):
+        raise ReplyError("ERR Invalid number of arguments specified for command")
+    keys = getkeys.get_keys(spec.fullname, target)
+    if not keys and "no_mandatory_keys" not in spec.flags:
+        raise ReplyError("ERR Invalid arguments specified for command")
+    return keys
+
+
 @router_command("command|getkeys")
 def command_getkeys(router: Any, client: Any, args: list[bytes]) -> object:
     target = args[2:]
-    try:
-        spec = lookup(target)
-    except ReplyError as exc:
-        if exc.message.startswith("ERR wrong number"):
-            raise ReplyError("ERR Invalid number of arguments specified for command") from None
-        raise ReplyError("ERR Invalid command specified") from None
-    keys = [target[i] for i in spec.key_indexes(target)]
-    if not keys:
-        raise ReplyError("ERR The command has no key arguments")
-    return keys
+    return [target[key.pos] for key in command_keys(target)]
+
+
+@router_command("command|getkeysandflags")
+def command_getkeysandflags(router: Any, client: Any, args: list[bytes]) -> object:
+    """Each key with its flags, ``[[key, {flag...}], ...]`` (flags a set of status replies)."""
+    target = args[2:]
+    return [[target[key.pos], key_flags_reply(key.flags)] for key in command_keys(target)]
 
 
 COMMAND_HELP = [
@@ -180,6 +219,8 @@ COMMAND_HELP = [
     "    commands are returned.",
     "GETKEYS <full-command>",
     "    Return the keys from a full Redis command.",
+    "GETKEYSANDFLAGS <full-command>",
+    "    Return the keys and the access flags from a full Redis command.",
 ]
 
 
