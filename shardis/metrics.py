@@ -12,7 +12,8 @@ environment variable when the directive is 0 (for a server started without the f
 Metrics (all prefixed ``shardis_``): ``commands_total`` and ``command_errors_total``
 (label ``cmd``, the lowercase command name, ``client|list`` for a subcommand),
 ``command_duration_seconds`` (a histogram per command, end to end at the router),
-``connected_clients``, ``keys`` / ``expires`` / ``memory_rss_bytes`` /
+``connected_clients``, ``keys`` / ``expires`` / ``memory_rss_bytes`` / ``used_memory_bytes`` /
+``maxmemory_bytes`` /
 ``expired_keys_total`` / ``evicted_keys_total`` (label ``worker``), ``worker_up``,
 ``worker_restarts_total``, ``rdb_changes_since_last_save`` / ``rdb_last_save_timestamp``
 / ``rdb_last_bgsave_ok`` (label ``worker``), ``aof_enabled``, and ``batch_commands``
@@ -138,6 +139,8 @@ class ShardisCollector:
                 ("keys", "Keys held by the worker, in every database"),
                 ("expires", "Keys with a TTL held by the worker, in every database"),
                 ("memory_rss_bytes", "Resident memory of the worker process"),
+                ("used_memory_bytes", "Memory the worker's keys, values and tables take"),
+                ("maxmemory_bytes", "The worker's share of maxmemory (0: no limit)"),
                 ("rdb_changes_since_last_save", "Writes since the worker's last snapshot"),
                 ("rdb_last_save_timestamp", "When the worker's last snapshot was written"),
                 ("rdb_last_bgsave_ok", "1 when the worker's last background save succeeded"),
@@ -172,7 +175,11 @@ class ShardisCollector:
                 if field in shard:
                     families[name].add_metric(label, shard[field])
             counters["expired_keys"].add_metric(label, shard.get(b"expired_keys", 0))
-            counters["evicted_keys"].add_metric(label, shard.get(b"evicted_keys", 0))
+            memory = shard.get(b"memory", {})
+            counters["evicted_keys"].add_metric(label, memory.get(b"evicted_keys", 0))
+            families["used_memory_bytes"].add_metric(
+                label, memory.get(b"dataset", 0) + memory.get(b"overhead", 0))
+            families["maxmemory_bytes"].add_metric(label, memory.get(b"limit", 0))
         aof = GaugeMetricFamily("shardis_aof_enabled", "1 when appendonly is on")
         aof.add_metric([], int(bool(router.config.get("appendonly"))))
         yield from families.values()

@@ -9,14 +9,16 @@ count from scratch after any sequence of writes)."""
 from __future__ import annotations
 
 import random
+import socket
 import time
+import urllib.request
 
 import pytest
 import redis
 
 from shardis.worker.shard import Shard
 from tests.differential import check, script, sorted_
-from tests.servers import start_redis, start_shardis
+from tests.servers import free_port, start_redis, start_shardis
 
 LIBRARY = (
     "#!lua name=memlib\n"
@@ -83,6 +85,37 @@ def test_out_of_memory_replies_as_redis(pair, protocol):
     check(pair[0], pair[1], OOM, protocol)
 
 
+def _raw(sock, *args: bytes) -> bytes:
+    sock.sendall(b"*%d\r\n" % len(args)
+                 + b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args))
+    data = b""
+    while not data.endswith(b"\r\n"):
+        data += sock.recv(65536)
+    return data
+
+
+def test_exec_refused_as_a_whole_when_memory_ran_out_after_queueing(pair):
+    """MULTI; SET (queued while under the limit); memory runs out; EXEC: Redis's EXECABORT
+    naming the OOM, and nothing of the transaction ran (keys on several workers)."""
+    replies = []
+    for server in pair:
+        admin = redis.Redis(port=server.port)
+        admin.flushall()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            steps = [_raw(sock, b"MULTI"), _raw(sock, b"SET", b"a", b"1"),
+                     _raw(sock, b"SET", b"b", b"2"), _raw(sock, b"GET", b"c")]
+            admin.config_set("maxmemory", 1)
+            try:
+                steps += [_raw(sock, b"EXEC"), _raw(sock, b"EXEC")]
+            finally:
+                admin.config_set("maxmemory", 0)
+            steps += [_raw(sock, b"MULTI"), _raw(sock, b"SET", b"a", b"1"), _raw(sock, b"EXEC")]
+        steps.append(admin.exists("b"))
+        replies.append(steps)
+    assert replies[1] == replies[0]
+    assert replies[0][4].startswith(b"-EXECABORT Transaction discarded because of: OOM")
+
+
 # Eviction by policy ----------------------------------------------------------------------------
 LIMIT = 3 * 1024 * 1024
 VALUE = b"x" * 100
@@ -90,9 +123,13 @@ VALUE = b"x" * 100
 
 @pytest.fixture(scope="module")
 def evicting():
-    server = start_shardis(2, "--maxmemory-samples", "10")
+    server = start_shardis(2, "--maxmemory-samples", "10", "--metrics-port",
+                           str(METRICS_PORT))
     yield redis.Redis(port=server.port)
     server.stop()
+
+
+METRICS_PORT = free_port()
 
 
 def _fresh(client: redis.Redis, policy: str) -> None:
@@ -204,6 +241,15 @@ def test_allkeys_random_holds_memory_under_the_limit(evicting):
     alive = _alive(evicting, "key", 16000)
     assert 8000 < alive < 16000
     assert evicting.info("stats")["evicted_keys"] == 16000 - alive
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics") as response:
+        text = response.read().decode()
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+               for line in text.splitlines() if line.startswith("shardis_")}
+    evicted = [samples[f'shardis_evicted_keys_total{{worker="{w}"}}'] for w in (0, 1)]
+    assert sum(evicted) == 16000 - alive and min(evicted) > 0  # both workers evicted
+    for worker in (0, 1):
+        assert samples[f'shardis_maxmemory_bytes{{worker="{worker}"}}'] == LIMIT // 2
+        assert samples[f'shardis_used_memory_bytes{{worker="{worker}"}}'] <= LIMIT // 2 * 1.01
 
 
 def test_noeviction_refuses_writes_and_keeps_every_key(evicting):

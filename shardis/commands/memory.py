@@ -87,3 +87,12 @@ def shard_maxmemory_command(db: Keyspace, args: list[bytes]) -> object:
     if evictor.limit:
         evictor.perform()  # over the new limit: evict now, as CONFIG SET maxmemory does
     return OK
+
+
+@command("__oom", 1, "readonly internal", fanout=Fanout.SINGLE)
+def shard_oom_command(db: Keyspace, args: list[bytes]) -> object:
+    """``__oom``: 1 if this worker is over its share with nothing left to evict (EXEC asks
+    before a transaction that may grow memory), 0 otherwise; it evicts first, as Redis's
+    ``performEvictions`` before any command."""
+    evictor = db.shard.evictor  # type: ignore[attr-defined]
+    return int(bool(evictor.limit) and not evictor.perform())

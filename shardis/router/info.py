@@ -247,6 +247,11 @@ def _stats(router: Any, shards: list[dict]) -> Fields:
     return [*fields, ("shardis_worker_batches", stats.batches)]
 
 
+def _worker_used(shard: dict) -> int:
+    memory = shard.get(b"memory", {})
+    return memory.get(b"dataset", 0) + memory.get(b"overhead", 0)
+
+
 def _eviction(shards: list[dict]) -> dict[str, int]:
     """evicted_keys and the time workers spent over their share of maxmemory (ms)."""
     reports = [shard[b"memory"] for shard in shards if b"memory" in shard]
@@ -347,6 +352,9 @@ def _shards(router: Any, replies: list) -> Fields:
             f"slots={_slot_ranges(router, index)}",
             f"keys={sum(d[1] for d in databases)}",
             f"expires={sum(d[2] for d in databases)}",
+            f"used_memory={_worker_used(shard)}",
+            f"maxmemory={shard.get(b'memory', {}).get(b'limit', 0)}",
+            f"evicted_keys={shard.get(b'memory', {}).get(b'evicted_keys', 0)}",
             f"used_memory_rss={shard.get(b'used_memory_rss', 0)}",
             f"ops_per_sec={max(rate, 0.0):.2f}",
             f"pid={shard.get(b'process_id', 0)}",

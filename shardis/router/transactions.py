@@ -167,6 +167,8 @@ async def _exec(router: Any, client: Any, args: list[bytes]) -> object:
     client.multi = None
     client.multi_dirty = False
     try:
+        if await _out_of_memory(router, queued):
+            raise ReplyError(EXEC_OOM)
         if dirty:
             raise ReplyError(errors.EXECABORT)
         if watched and not await watches_hold(router, watched):
@@ -174,6 +176,28 @@ async def _exec(router: Any, client: Any, args: list[bytes]) -> object:
         return await _run_deferring_wakeups(router, client, queued)
     finally:
         release_watches(router, client)  # after the check: the versions must still be kept
+
+
+#: EXEC of commands that may grow memory while out of memory (Redis's ``execCommandAbort``).
+EXEC_OOM = "EXECABORT Transaction discarded because of: " + errors.OOM
+
+
+def _may_grow_memory(args: list[bytes]) -> bool:
+    try:
+        return "denyoom" in lookup(args).flags
+    except ReplyError:
+        return False  # refused when queued: the transaction is aborted anyway
+
+
+async def _out_of_memory(router: Any, queued: list[list[bytes]]) -> bool:
+    """Under maxmemory, a transaction with a command that may grow memory is refused as a
+    whole when a worker it involves is out of memory once it evicted what it could (Redis
+    checks before EXEC runs, for the whole server).  Asked under EXEC's gate: no command
+    runs between the answer and the transaction."""
+    if not router.config.get("maxmemory") or not any(map(_may_grow_memory, queued)):
+        return False
+    requests = [router.call(worker, [b"__oom"]) for worker in involved_workers(router, queued)]
+    return any([await request == 1 for request in requests])
 
 
 async def _run_deferring_wakeups(router: Any, client: Any, queued: list[list[bytes]]) -> object:
