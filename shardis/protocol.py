@@ -11,7 +11,10 @@ call and a RCVMORE check, a few microseconds each, per message, at both ends.
 ``BATCH`` (router -> worker): a list of commands, each ``(code, args)`` where ``code`` is
 ``proto | db << 2``: the RESP version the reply must be encoded in (2 or 3) and the database the
 command runs in (SELECT; 0 for most clients, so a code is usually just 2 or 3), and ``args`` the
-command, a non-empty list of bytes (see :func:`command_code`).  A batch holds every command the router parsed for that worker in one event-loop
+command, a non-empty list of bytes (see :func:`command_code`).  A *step* of an operation the
+router coordinates (``Router.call``: SMOVE's SREM then SADD on two workers) has bit 1 clear
+(its low bits 0 or 1 for RESP2 or 3): the router decided for the whole command, so the worker
+does not refuse the step under maxmemory (a refused SADD after its SREM would lose the member).  A batch holds every command the router parsed for that worker in one event-loop
 iteration, from all clients, in arrival order.
 
 ``REPLIES`` (worker -> router): one encoded RESP reply (bytes) per command of the batch, in
@@ -80,7 +83,7 @@ from struct import Struct, pack, unpack_from
 from struct import error as StructError
 from typing import Any, NamedTuple
 
-VERSION = 4
+VERSION = 5
 #: A PUSH entry kind: a script's call for another worker (see the module docstring).
 SCRIPT_CALL = b"scall"
 #: The sequence bytes of a batch that carries a script call's reply.
@@ -125,9 +128,15 @@ ProtocolMismatch = ProtocolError
 
 
 # Encoding ------------------------------------------------------------------------------------
-def command_code(proto: int, db: int) -> int:
-    """A command's code in a batch: the reply's RESP version and the database it runs in."""
-    return proto | db << 2
+def command_code(proto: int, db: int, step: bool = False) -> int:
+    """A command's code in a batch: the reply's RESP version, the database it runs in, and
+    whether it is a step of a coordinated operation (see the module doc)."""
+    return (proto & ~2 if step else proto) | db << 2
+
+
+def decode_code(code: int) -> tuple[int, int, bool]:
+    """(RESP version, database, step) of a command code."""
+    return (code & 1) | 2, code >> 2, not code & 2
 
 
 def encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:
@@ -195,8 +204,6 @@ def decode_batch(frame: bytes) -> tuple[bytes, list[tuple[int, list[bytes]]]]:
     if start > len(frame):
         raise ProtocolError(f"batch of {count} commands: longer than its frame")
     protos = unpack_from(f"<{count}H", frame, _BODY)
-    if any((code & 3) < 2 for code in protos):
-        raise ProtocolError("batch: a command's protocol is not 2 or 3")
     argcs = unpack_from(f"<{count}I", frame, _BODY + count * 2)
     flat = _split(frame, frame[start - layout_len : start], start, len(frame))
     if count and min(argcs) == 0 or sum(argcs) != len(flat):
@@ -293,7 +300,7 @@ M_BATCH_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + BATCH])
 M_REPLIES_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + REPLIES])
 M_PUSH_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + PUSH])
 # marshal format 4 is stable across CPython 3.4+.
-_MARSHAL_VERSION = 4
+_MARSHAL_VERSION = 5
 
 
 def m_encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:

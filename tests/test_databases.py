@@ -173,13 +173,13 @@ def test_every_database_in_the_rdb_and_real_redis_reads_it(tmp_path):
 def test_command_codes_carry_the_database():
     commands = [(protocol.command_code(3, 0), [b"GET", b"k"]),
                 (protocol.command_code(2, 15), [b"SET", b"k", b"v"]),
-                (protocol.command_code(3, protocol.MAX_DATABASES - 1), [b"PING"])]
+                (protocol.command_code(3, protocol.MAX_DATABASES - 1), [b"PING"]),
+                (protocol.command_code(2, 3, step=True), [b"SADD", b"s", b"m"])]
     for codec in (protocol.STRICT, protocol.MARSHAL):
         _, decoded = codec.decode_batch(codec.encode_batch(7, commands))
         assert [(code, list(args)) for code, args in decoded] == commands
-    bad = protocol.encode_batch(1, [(protocol.command_code(2, 1) - 1, [b"GET", b"k"])])
-    with pytest.raises(protocol.ProtocolError, match="protocol is not 2 or 3"):
-        protocol.decode_batch(bad)
+    assert [protocol.decode_code(code) for code, _ in commands] == [
+        (3, 0, False), (2, 15, False), (3, protocol.MAX_DATABASES - 1, False), (2, 3, True)]
 
 
 def test_a_batch_naming_a_database_the_worker_lacks_gets_an_error_for_that_command():

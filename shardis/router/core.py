@@ -734,7 +734,8 @@ class Router:
         gated = frozenset(workers) if exclusive else frozenset()
         self.gates.update(gated)
         client.waiting = True
-        self.loop.create_task(self._coordinate(client, reply, operation, args, gated))
+        self.loop.create_task(self._coordinate(client, reply, operation, args, gated,
+                                               workers))
 
     async def _coordinate(
         self,
@@ -743,9 +744,13 @@ class Router:
         operation: Any,
         args: list[bytes],
         gated: frozenset[int],
+        workers: Any = (),
     ) -> None:
         CURRENT_DB.set(client.db)  # this task acts in the client's database
         try:
+            if workers and self.config.get("maxmemory") and reply.cmd is not None \
+                    and "denyoom" in reply.cmd.flags and await self.out_of_memory(workers):
+                raise ReplyError(errors.OOM)
             value = await operation(self, client, args)
         except ReplyError as exc:
             value = exc
@@ -762,6 +767,13 @@ class Router:
             self.release_held()
         client.resume()
         client.flush()
+
+    async def out_of_memory(self, workers: Any) -> bool:
+        """Whether one of ``workers`` is over its share of maxmemory with nothing left to
+        evict (``__oom``): a command that may grow memory and spans workers is refused before
+        any of its steps, as a worker refuses one of its own keys."""
+        requests = [self.call(worker, [b"__oom"]) for worker in workers]
+        return any([await request == 1 for request in requests])
 
     def release_held(self) -> None:
         """Re-dispatch held commands in arrival order (some may be held again), and wake the
@@ -792,7 +804,7 @@ class Router:
         decoded (from RESP3), or ``raw`` as encoded in ``proto``.  It runs in database
         ``db``, by default the one of the client the operation acts for (``CURRENT_DB``)."""
         future = self.loop.create_future()
-        code = command_code(proto, CURRENT_DB.get() if db is None else db)
+        code = command_code(proto, CURRENT_DB.get() if db is None else db, step=True)
         self.links[worker].send(FutureTarget(future, raw), code, args)
         self.schedule_flush()
         return future

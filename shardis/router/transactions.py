@@ -196,8 +196,7 @@ async def _out_of_memory(router: Any, queued: list[list[bytes]]) -> bool:
     runs between the answer and the transaction."""
     if not router.config.get("maxmemory") or not any(map(_may_grow_memory, queued)):
         return False
-    requests = [router.call(worker, [b"__oom"]) for worker in involved_workers(router, queued)]
-    return any([await request == 1 for request in requests])
+    return await router.out_of_memory(involved_workers(router, queued))
 
 
 async def _run_deferring_wakeups(router: Any, client: Any, queued: list[list[bytes]]) -> object:

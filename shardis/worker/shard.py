@@ -42,6 +42,13 @@ def _build_plain_ops() -> None:
             PLAIN_OPS[name] = (spec.op, spec.arity)
 
 
+def _spec_or_none(args: list[bytes]) -> object:
+    try:
+        return lookup(args, allow_internal=True)
+    except ReplyError:
+        return None
+
+
 @dataclass
 class ShardStats:
     """Counters the router sums into INFO."""
@@ -204,9 +211,11 @@ class Shard:
         append = out.append
         limited = self.evictor.limit
         for proto, args in batch:
-            if proto > 3 or index:
+            step = False
+            if proto ^ 2 > 1 or index:  # not a plain 2 or 3: another database, or a step
                 wanted = proto >> 2
-                proto &= 3
+                step = not proto & 2
+                proto = (proto & 1) | 2
                 if wanted != index:
                     try:
                         db = self.select(wanted)
@@ -215,7 +224,7 @@ class Shard:
                         continue
                     index, touched = wanted, db.touched
             if limited:
-                refused = self.memory_check(args)
+                refused = self.memory_check(args, step)
                 if refused is not None:
                     append(self.encode_other(refused, proto))
                     continue
@@ -256,10 +265,17 @@ class Shard:
         return out
 
     # maxmemory ----------------------------------------------------------------------------------
-    def memory_check(self, args: list[bytes]) -> ReplyError | None:
+    def memory_check(self, args: list[bytes], step: bool = False) -> ReplyError | None:
         """Before a command under maxmemory (Redis's ``processCommand``): evict as the policy
         says; when memory stays over the limit, Redis's OOM error for a command that may grow
-        it (``denyoom``; a script or function by its flags), None to run it."""
+        it (``denyoom``; a script or function by its flags), None to run it.
+
+        A ``step`` of an operation the router coordinates is neither refused nor preceded by
+        evictions (the router decided for the whole command, and an eviction between two
+        steps could take a key the operation already looked at); only a script sent as one
+        is checked, as Redis checks EVAL."""
+        if step and getattr(_spec_or_none(args), "oom_flags", None) is None:
+            return None
         ok = self.evictor.perform()
         self.oom_at_start = not ok
         if ok:
