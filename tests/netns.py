@@ -23,9 +23,11 @@ process that made them), interfaces ``v<tag><host>`` (15 characters at most).  E
 namespace, veth and process a run made goes when it is closed: :meth:`Topology.close` in a
 ``finally``, plus an ``atexit`` guard for an interpreter that exits without running it; and
 a new run first removes what crashed runs left (:func:`sweep_stale`: namespaces of this
-prefix whose maker is gone, or that are older than any run lasts).  Deleting a veth's
-namespace deletes the veth; a process still inside a stale namespace (listed by ``ip netns
-pids``) was started there by a run of this module, and is stopped first.
+prefix whose maker is gone, or that are older than any run lasts).  A run killed outright
+(SIGKILL, no ``finally``) leaves no process behind either: each gets SIGKILL when the test
+process dies (``PR_SET_PDEATHSIG``).  Deleting a veth's namespace deletes the veth; a
+process still inside a stale namespace (listed by ``ip netns pids``) was started there by a
+run of this module, and is stopped first.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import os
 import secrets
 import shutil
@@ -54,6 +57,7 @@ SUBNET = "198.51.100"
 #: (pids are reused): no run lives this long.
 STALE_AFTER = 2 * 3600.0
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 IFNAMSIZ = 15
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -71,6 +75,7 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+@functools.cache
 def unavailable() -> str | None:
     """Why namespaces cannot be used here (a skip reason), or None: they need root and
     iproute2, and a kernel/container that lets us add one (tried, then removed)."""
@@ -78,7 +83,7 @@ def unavailable() -> str | None:
         return "network namespaces need root (CI runs as root)"
     if shutil.which("ip") is None:
         return "the ip command (iproute2) is not installed"
-    probe = f"{PREFIX}-{os.getpid()}-probe{secrets.token_hex(2)}"
+    probe = f"{PREFIX}-{os.getpid()}-probe-{secrets.token_hex(2)}"
     try:
         ip("netns", "add", probe)
     except NetnsError as exc:
@@ -142,13 +147,14 @@ class Topology:
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     hosts: dict[str, Host] = field(default_factory=dict)
     procs: list[subprocess.Popen] = field(default_factory=list)
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="shdnet-")))
+    workdir: Path = field(init=False)
     made: list[str] = field(default_factory=list)
     closed: bool = False
 
     def __post_init__(self) -> None:
         self.switch = self.netns_name("sw")
         atexit.register(self.close)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.netns_name('')}"))
         self._add_netns(self.switch)
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch, "link", "set", "br0", "up")
@@ -182,7 +188,7 @@ class Topology:
         with open(self.workdir / log, "wb") as out:
             proc = subprocess.Popen(["ip", "netns", "exec", self.hosts[host].netns, *argv],
                                     stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         self.procs.append(proc)
         return proc
 
@@ -216,12 +222,22 @@ class Topology:
         if self.closed:
             return
         self.closed = True
+        for proc in self.procs:  # all asked at once, then waited for
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             _stop(proc)
         for name in reversed(self.made):
             _remove_netns(name)
         shutil.rmtree(self.workdir, ignore_errors=True)
         atexit.unregister(self.close)
+
+
+def _die_with_parent() -> None:
+    """In the child before ``exec``: SIGKILL when the test process dies, however it dies
+    (kept across ``ip netns exec``'s exec): a killed run leaves no server running."""
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
 
 
 def _stop(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -255,23 +271,37 @@ def _alive(pid: int) -> bool:
 
 
 def sweep_stale(now: float | None = None) -> list[str]:
-    """Remove namespaces left by crashed runs: ours by prefix, whose maker (the pid in the
-    name) is gone or that are older than :data:`STALE_AFTER`.  Returns their names."""
+    """Remove what crashed runs left: namespaces (and work dirs) of our prefix whose maker
+    (the pid in the name) is gone, or that are older than :data:`STALE_AFTER`.  Returns the
+    namespaces' names."""
     now = time.time() if now is None else now
     removed = []
-    if not NETNS_DIR.is_dir():
-        return removed
-    for entry in NETNS_DIR.iterdir():
-        parts = entry.name.split("-")
-        if len(parts) != 4 or parts[0] != PREFIX or not parts[1].isdigit():
-            continue
-        maker = int(parts[1])
-        with contextlib.suppress(FileNotFoundError):
-            age = now - entry.stat().st_mtime
-            if (maker != os.getpid() and not _alive(maker)) or age > STALE_AFTER:
-                _remove_netns(entry.name)
-                removed.append(entry.name)
+    for entry in _entries(NETNS_DIR):
+        if _stale(entry, now):
+            _remove_netns(entry.name)
+            removed.append(entry.name)
+    for entry in _entries(Path(tempfile.gettempdir())):
+        if entry.is_dir() and _stale(entry, now):
+            shutil.rmtree(entry, ignore_errors=True)
     return removed
+
+
+def _entries(directory: Path) -> list[Path]:
+    """The entries of ``directory`` named like a run's (``shdnet-<pid>-<tag>-...``)."""
+    if not directory.is_dir():
+        return []
+    return [entry for entry in directory.iterdir()
+            if entry.name.startswith(f"{PREFIX}-") and entry.name.split("-")[1].isdigit()
+            and len(entry.name.split("-")) >= 4]
+
+
+def _stale(entry: Path, now: float) -> bool:
+    maker = int(entry.name.split("-")[1])
+    try:
+        age = now - entry.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return (maker != os.getpid() and not _alive(maker)) or age > STALE_AFTER
 
 
 def python_argv(*args: str) -> list[str]:

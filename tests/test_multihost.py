@@ -25,14 +25,17 @@ root); skipped with the reason otherwise.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -250,6 +253,26 @@ def test_pubsub_across_hosts(hosts: Hosts) -> None:
     finally:
         pubsub.close()
         publisher.close()
+
+
+def test_blocking_pop_across_hosts(hosts: Hosts) -> None:
+    """A BLPOP over keys of two workers, blocked, is served by a push from another client."""
+    waiter, pusher = hosts.cluster.client(), hosts.cluster.client()
+    keys = [key_on(2, "queue"), key_on(0, "queue")]
+    popped: list[Any] = []
+    thread = threading.Thread(target=lambda: popped.append(waiter.blpop(keys, timeout=8)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while pusher.info("clients")["blocked_clients"] != 1:
+            assert time.monotonic() < deadline, "BLPOP never blocked"
+            time.sleep(0.02)
+        assert pusher.rpush(keys[1], "job") == 1
+    finally:
+        thread.join(timeout=10)
+        waiter.close()
+        pusher.close()
+    assert [list(item) for item in popped] == [[keys[1].encode(), b"job"]]
 
 
 # A peer without the keys -------------------------------------------------------------------
@@ -531,32 +554,73 @@ def test_a_command_in_flight_at_the_cut_gets_its_real_reply(hosts: Hosts,
     client.close()
 
 
-def test_the_topology_is_removed_on_close() -> None:
-    """A topology of its own (no processes): close() leaves no namespace behind, and a
-    leftover namespace of a run whose maker is gone is swept."""
+def _gone(pid: int, within: float = 5.0) -> bool:
+    """Whether process ``pid`` exits (or is only a zombie) within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z":
+                return True
+        except (FileNotFoundError, IndexError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _netns_of(maker: int) -> list[str]:
+    return sorted(entry.name for entry in netns.NETNS_DIR.glob(f"{netns.PREFIX}-{maker}-*"))
+
+
+def test_close_removes_namespaces_and_processes() -> None:
     reason = netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
     topology = netns.Topology()
     try:
         topology.add_host("a", 50)
+        sleeper = topology.spawn("a", ["sleep", "600"], "sleep.log")
         names = [topology.switch, topology.hosts["a"].netns]
-        assert all((netns.NETNS_DIR / name).exists() for name in names)
+        assert set(names) <= set(_netns_of(os.getpid()))
+        deadline = time.monotonic() + 5  # ip netns exec: in the namespace once it ran
+        while netns.ip("netns", "pids", names[1]).stdout.split() != [str(sleeper.pid)]:
+            assert time.monotonic() < deadline, "the process is not in its host's namespace"
+            time.sleep(0.05)
     finally:
         topology.close()
-    assert not any((netns.NETNS_DIR / name).exists() for name in names)
-    gone = _dead_pid()
-    leftover = f"{netns.PREFIX}-{gone}-abcdef-x"
-    netns.ip("netns", "add", leftover)
+    assert sleeper.poll() is not None
+    assert not set(names) & set(_netns_of(os.getpid()))
+    assert not topology.workdir.exists()
+
+
+CRASH = r"""
+import os, signal
+from tests import netns
+topology = netns.Topology()
+topology.add_host("a", 50)
+print(topology.spawn("a", ["sleep", "600"], "sleep.log").pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_leaves_nothing_the_next_one_does_not_sweep() -> None:
+    """A run killed outright (no finally, no atexit): its processes die with it, and the
+    next run's sweep removes its namespaces and work dir."""
+    reason = netns.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    crashed = subprocess.Popen([sys.executable, "-c", CRASH], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parent.parent)
+    out, err = crashed.communicate(timeout=60)
+    maker = crashed.pid
     try:
-        assert leftover in netns.sweep_stale()
-        assert not (netns.NETNS_DIR / leftover).exists()
+        assert crashed.returncode == -9, err
+        assert _gone(int(out.split()[0])), "the killed run's process outlived it"
+        names = _netns_of(maker)
+        assert len(names) == 2, names
+        assert set(names) <= set(netns.sweep_stale())
+        assert not _netns_of(maker)
+        assert not list(Path(tempfile.gettempdir()).glob(f"{netns.PREFIX}-{maker}-*"))
     finally:
-        netns.ip("netns", "del", leftover, check=False)
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has exited (one we started and waited for)."""
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
+        for name in _netns_of(maker):
+            netns.ip("netns", "del", name, check=False)
