@@ -44,7 +44,15 @@ import redis
 
 from shardis.slots import SlotMap
 from tests import differential, netns
-from tests.differential import check, parametrize, scan_all, script, sorted_, type_only
+from tests.differential import (
+    check,
+    parametrize,
+    scan_all,
+    script,
+    sleep,
+    sorted_,
+    type_only,
+)
 from tests.resp_client import RawClient
 
 WORKERS = 3
@@ -133,6 +141,12 @@ def _start_oracle(topology: netns.Topology) -> bool:
                        f"{topology.log('oracle.log')}")
 
 
+FUNCTIONS = ("#!lua name=mh\n"
+             "redis.register_function('mh_copy', function(keys, args) "
+             "return redis.call('set', keys[2], redis.call('get', keys[1]) or 'none') end)\n"
+             "redis.register_function{function_name='mh_get', flags={'no-writes'}, "
+             "callback=function(keys, args) return redis.call('get', keys[1]) end}")
+
 # Every family through the router -----------------------------------------------------------
 SMOKE = [
     script("strings",
@@ -193,6 +207,25 @@ SMOKE = [
            ["RENAMENX", B, C], ["COPY", C, A], ["MGET", A, B, C], ["DBSIZE"],
            sorted_("KEYS", "*"), scan_all(), ["MSETNX", A, "x", T1, "y"],
            ["DEL", A, B, C, T1], ["DBSIZE"], ["RENAME", A, B]),
+    script("expiry",
+           ["SET", A, "1", "EX", "100"], ["PEXPIRE", B, "500"], ["SET", B, "2"],
+           ["PEXPIRE", B, "100000"], ["EXPIRE", C, "10"], ["TTL", A], type_only("PTTL", B), ["TTL", C],
+           ["PERSIST", A], ["TTL", A], type_only("EXPIRETIME", B), ["EXPIRE", A, "abc"],
+           ["SET", C, "3", "PX", "1"], sleep(0.05), ["GET", C], ["EXISTS", A, B, C]),
+    script("sort",
+           ["RPUSH", A, "3", "1", "2"], ["MSET", "w_1", "30", "w_2", "10", "w_3", "20"],
+           ["MSET", "o_1", "one", "o_2", "two", "o_3", "three"], ["HSET", "h_2", "f", "hf"],
+           ["SORT", A], ["SORT", A, "BY", "w_*", "GET", "#", "GET", "o_*", "GET", "h_*->f"],
+           ["SORT", A, "DESC", "LIMIT", "0", "2", "STORE", B], ["LRANGE", B, "0", "-1"],
+           ["SORT_RO", A, "ALPHA"], ["SORT", A, "BY", "nosort", "GET", "o_*"]),
+    script("functions",
+           ["FUNCTION", "LOAD", "REPLACE", FUNCTIONS],
+           ["FCALL", "mh_copy", "2", A, B], ["SET", A, "x"], ["FCALL", "mh_copy", "2", A, B],
+           ["MGET", A, B], ["FCALL_RO", "mh_get", "1", B], ["FCALL_RO", "mh_copy", "2", A, C],
+           ["FUNCTION", "DELETE", "mh"], ["FCALL", "mh_get", "1", A]),
+    script("databases",
+           ["SELECT", "2"], ["SET", A, "two"], ["MOVE", A, "0"], ["GET", A], ["SELECT", "0"],
+           ["GET", A], ["MOVE", A, "0"], ["SELECT", "16"]),
     script("transaction",
            ["SET", A, "1"], ["WATCH", A, C], ["MULTI"], ["INCR", A], ["RPUSH", B, "x"],
            ["SET", C, "3"], ["GET", A], ["EXEC"], ["MULTI"], ["INCR", A], ["LPUSH", C, "y"],
