@@ -84,6 +84,22 @@ OOM = script(
 )
 
 
+USAGE_ERRORS = script(
+    "memory-usage-errors",
+    ["SET", "k", "v"],
+    ["MEMORY", "USAGE", "k", "SAMPLES"],
+    ["MEMORY", "USAGE", "k", "SAMPLES", "x"],
+    ["MEMORY", "USAGE", "k", "SAMPLES", "-1"],
+    ["MEMORY", "USAGE", "k", "SAMPLE", "5"],
+    ["MEMORY", "USAGE", "missing"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "0"],
+    ["MEMORY", "USAGE"],
+    ["MEMORY", "STATS", "extra"],
+    ["MEMORY", "DOCTOR", "extra"],
+    ["MEMORY", "NOPE"],
+)
+
+
 @pytest.fixture(scope="module")
 def pair():
     servers = start_redis(), start_shardis(3)
@@ -128,6 +144,24 @@ def test_exec_refused_as_a_whole_when_memory_ran_out_after_queueing(pair):
         replies.append(steps)
     assert replies[1] == replies[0]
     assert replies[0][4].startswith(b"-EXECABORT Transaction discarded because of: OOM")
+
+
+def test_memory_usage_errors_as_redis(pair):
+    check(pair[0], pair[1], USAGE_ERRORS, 2)
+
+
+def test_memory_usage_samples_all_elements_with_zero():
+    """SAMPLES n extrapolates from n elements (5 by default), SAMPLES 0 counts them all."""
+    shard = Shard(0)
+    shard.execute(2, [b"RPUSH", b"l", *[b"x" * i for i in range(200)]])
+    shard.execute(2, [b"HSET", b"h", *[part for i in range(200)
+                                       for part in (b"f%d" % i, b"v" * i)]])
+    for key in (b"l", b"h"):
+        default = int(shard.execute(2, [b"MEMORY", b"USAGE", key])[1:-2])
+        every = int(shard.execute(2, [b"MEMORY", b"USAGE", key, b"SAMPLES", b"0"])[1:-2])
+        more = int(shard.execute(2, [b"MEMORY", b"USAGE", key, b"SAMPLES", b"100"])[1:-2])
+        assert default < more < every  # the first elements are the small ones
+        assert every > 200 * 100  # 200 elements of 100 bytes on average, at least
 
 
 # Eviction by policy ----------------------------------------------------------------------------
