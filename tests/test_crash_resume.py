@@ -218,6 +218,10 @@ def test_a_router_alone_fails_new_commands_at_once_and_resends_those_in_flight(t
                                    "unreachable")
         assert not results  # held, not failed
         assert other.set(f"{{{tag_on(0)}}}x", 1)  # the healthy worker serves meanwhile
+        spanning = {f"{{{tag_on(0)}}}m": "new", f"{{{tag_on(1)}}}m": "new"}
+        with pytest.raises(redis.exceptions.ClusterDownError):
+            other.mset(spanning)  # across workers: all or nothing, so nothing
+        assert other.get(f"{{{tag_on(0)}}}m") is None
         servers.kill(1)
         servers.start(1)
         waiting.join(timeout=20)

@@ -19,6 +19,7 @@ import redis
 from shardis.worker.shard import Shard
 from tests.differential import check, script, sorted_
 from tests.servers import free_port, start_redis, start_shardis
+from tests.test_persistence_aof import tag_on
 
 LIBRARY = (
     "#!lua name=memlib\n"
@@ -310,6 +311,23 @@ def test_noeviction_refuses_writes_and_keeps_every_key(evicting):
     assert evicting.get("key:0") == VALUE  # reads go on
     evicting.delete("key:0", "key:1")  # and deletes
     _held_under_limit(evicting)
+
+
+def test_a_write_across_workers_is_refused_whole_when_one_is_out_of_memory(evicting):
+    """MSET over two workers, one of them full under noeviction: nothing is written (each
+    worker deciding alone would have written the other's half)."""
+    _fresh(evicting, "noeviction")
+    evicting.config_set("maxmemory", LIMIT)
+    full, fine = tag_on(0), tag_on(1)
+    pipe = evicting.pipeline(transaction=False)
+    for i in range(16000):
+        pipe.set(f"{{{full}}}{i}", VALUE)
+    assert not all(reply is True for reply in pipe.execute(raise_on_error=False))
+    assert evicting.set(f"{{{fine}}}alone", 1)  # the other worker has room
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        evicting.mset({f"{{{full}}}m": 1, f"{{{fine}}}m": 1})
+    assert evicting.get(f"{{{fine}}}m") is None
+    assert evicting.delete(f"{{{full}}}0", f"{{{fine}}}alone") == 2  # DEL still goes
 
 
 def test_lowering_maxmemory_evicts_at_once_and_events_say_evicted(evicting):

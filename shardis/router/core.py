@@ -42,7 +42,7 @@ from shardis.config import SUPERVISED
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT, SCRIPT_CALL, command_code
-from shardis.resp import OK_REPLY, PushRaw, encode, encode_error, encode_int
+from shardis.resp import OK_REPLY, PushRaw, Raw, encode, encode_error, encode_int
 from shardis.router import security
 from shardis.router.aclsync import AclSync
 from shardis.router.blocking import BlockingCoordinator
@@ -252,6 +252,17 @@ _MERGES = {
     Fanout.ALL_CONCAT: merge_concat,
     Fanout.ALL_OK: merge_all_ok,
 }
+
+
+async def fan_out_checked(router: Router, client: ClientConnection, args: list[bytes]) -> object:
+    """A write split across workers (MSET...) under maxmemory, run as a coordinated
+    operation: ``Router._coordinate`` refuses it before any part when one of its workers is
+    out of memory; the parts then go as steps, which no worker refuses on its own."""
+    spec = lookup_spec(args)
+    groups = router.split_by_worker(args, spec)
+    requests = [router.call(worker, sub_args, raw=True) for worker, (sub_args, _) in groups.items()]
+    parts = [await request for request in requests]
+    return Raw(_MERGES[spec.fanout](parts, [where for _, where in groups.values()], client.proto))
 
 
 #: How often each link's round trip is measured (``Router.ping_links``).
@@ -660,6 +671,15 @@ class Router:
                 self.reply_error(client, errors.wrong_arity(spec.fullname))
                 return
             groups = self.split_by_worker(args, spec)
+        if len(groups) > 1 and "write" in spec.flags:  # all of its parts run, or none
+            down = next((self.links[w].down_error for w in groups
+                         if self.links[w].down_error is not None), None)
+            if down is not None:
+                self.reply_error(client, down)
+                return
+            if "denyoom" in spec.flags and self.config.get("maxmemory"):
+                self.start_operation(client, args, groups, True, fan_out_checked)
+                return
         if self.gates and not self.gates.isdisjoint(groups):
             self.hold(client, args)
             return
@@ -755,6 +775,10 @@ class Router:
     ) -> None:
         CURRENT_DB.set(client.db)  # this task acts in the client's database
         try:
+            down = next((self.links[w].down_error for w in workers
+                         if self.links[w].down_error is not None), None)
+            if down is not None:  # all or nothing: no step where one of them cannot run
+                raise ReplyError(down)
             if workers and self.config.get("maxmemory") and reply.cmd is not None \
                     and "denyoom" in reply.cmd.flags and await self.out_of_memory(workers):
                 raise ReplyError(errors.OOM)
