@@ -124,19 +124,19 @@ PER_KEY_OVERHEAD = 48
 DEADLINE_BYTES = 32 + 8
 
 
-def payload_of(key: bytes, value: object) -> int:
+def payload_of(key: bytes, value: object, samples: int = 5) -> int:
     """The bytes the key and value objects take (``used_memory_dataset``'s share of a key).
 
     A string is ``len`` arithmetic (a ``bytes`` object is its header plus its length); other
     values ask their type's ``memory`` estimate, which samples big collections (O(1))."""
     if type(value) is bytes:
         return len(key) + len(value) + STRING_KEY_BYTES
-    return sys.getsizeof(key) + value_type(value).memory(value)
+    return sys.getsizeof(key) + value_type(value).memory(value, samples)
 
 
-def memory_of(key: bytes, value: object) -> int:
+def memory_of(key: bytes, value: object, samples: int = 5) -> int:
     """MEMORY USAGE: what a key costs, its share of the tables included."""
-    return payload_of(key, value) + PER_KEY_OVERHEAD
+    return payload_of(key, value, samples) + PER_KEY_OVERHEAD
 
 
 def wall_ms() -> int:
