@@ -596,6 +596,9 @@ def render(config: dict[str, Any]) -> dict[str, str]:
 #: The router's config dict keeps the config file's absolute path under this key (None: the
 #: server runs without one); CONFIG REWRITE writes it.
 CONFIG_FILE = "__config_file__"
+#: Set in the router's config dict by ``shardis up``, whose supervisor restarts a worker that
+#: dies at once: commands then wait for it (a pause); a router run alone fails them fast.
+SUPERVISED = "__supervised__"
 
 
 # Loading: the config file and the flags --------------------------------------------------------

@@ -15,7 +15,7 @@ Metrics (all prefixed ``shardis_``): ``commands_total`` and ``command_errors_tot
 ``connected_clients``, ``keys`` / ``expires`` / ``memory_rss_bytes`` / ``used_memory_bytes`` /
 ``maxmemory_bytes`` /
 ``expired_keys_total`` / ``evicted_keys_total`` (label ``worker``), ``worker_up``,
-``worker_restarts_total``, ``rdb_changes_since_last_save`` / ``rdb_last_save_timestamp``
+``worker_reconnects_total``, ``worker_rtt_seconds``, ``rdb_changes_since_last_save`` / ``rdb_last_save_timestamp``
 / ``rdb_last_bgsave_ok`` (label ``worker``), ``aof_enabled``, and ``batch_commands``
 (a histogram of how many commands each message to a worker carried).
 """
@@ -145,6 +145,7 @@ class ShardisCollector:
                 ("rdb_last_save_timestamp", "When the worker's last snapshot was written"),
                 ("rdb_last_bgsave_ok", "1 when the worker's last background save succeeded"),
                 ("worker_up", "1 when the router is connected to the worker"),
+                ("worker_rtt_seconds", "Round-trip time of the router's last PING to the worker"),
             )
         }
         counters = {
@@ -152,7 +153,8 @@ class ShardisCollector:
             for name, text in (
                 ("expired_keys", "Keys the worker expired"),
                 ("evicted_keys", "Keys the worker evicted under maxmemory"),
-                ("worker_restarts", "Times the worker reconnected after its first start"),
+                ("worker_reconnects", "Times the link came back after its first connection "
+                                      "(a restart, or a network cut)"),
             )
         }
         fields = {"memory_rss_bytes": b"used_memory_rss",
@@ -165,7 +167,9 @@ class ShardisCollector:
             shard = self.shards[index] if index < len(self.shards) else None
             up = link.down_error is None and link.refused is None and not link.verifying
             families["worker_up"].add_metric(label, int(up and isinstance(shard, dict)))
-            counters["worker_restarts"].add_metric(label, max(connects.get(index, 0) - 1, 0))
+            counters["worker_reconnects"].add_metric(label, max(connects.get(index, 0) - 1, 0))
+            if link.rtt_ms is not None:
+                families["worker_rtt_seconds"].add_metric(label, link.rtt_ms / 1000)
             if not isinstance(shard, dict):
                 continue
             databases = shard.get(b"databases", [])  # (number, keys, expires, avg_ttl)

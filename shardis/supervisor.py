@@ -169,8 +169,10 @@ class Supervisor:
             loop.add_signal_handler(sig, stop_requested)
         if self.stopping:
             return 0
+        from shardis.config import SUPERVISED
+
         config: dict[str, Any] = {**self.config, "port": self.port,
-                                  "dir": self.data_dir}
+                                  "dir": self.data_dir, SUPERVISED: True}
         from shardis.router.server import WORKER_CONFIG_LISTENERS
 
         WORKER_CONFIG_LISTENERS.append(self.config_changed)

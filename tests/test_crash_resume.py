@@ -6,7 +6,10 @@ last batch of this router it holds (``__whoami applied``), it resends the rest i
 with ``appendfsync everysec`` a kill -9 of a worker loses no acknowledged write, applies none
 twice, leaves no cross-worker MSET half applied, and clients see a delay, not an error.
 Without an AOF, or past worker-restart-timeout / worker-restart-buffer, commands for that
-worker fail at once with a clear error; a worker that keeps crashing never stops the others.
+worker fail at once with a clear error (``CLUSTERDOWN worker N (address) is down...``); a
+worker that keeps crashing never stops the others.  A router run alone (``shardis router``,
+workers on other hosts) holds only the batches in flight: new commands for a worker that is
+gone fail at once (``... is unreachable``), since nothing says when it comes back.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -163,7 +167,9 @@ class Separate:
         self.router.terminate()
         self.log = self.router.communicate(timeout=20)[1]
         for proc in self.workers.values():
-            proc.terminate()
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)  # a test may have left it stopped
+                proc.terminate()
             proc.wait(timeout=20)
 
 
@@ -176,56 +182,104 @@ def separate(tmp_path, *router_flags: str) -> Separate:
     return servers
 
 
-def test_commands_wait_for_a_dead_worker_and_run_when_it_is_back(tmp_path):
+def _in_flight(client: redis.Redis, command: Any) -> tuple[threading.Thread, list[object]]:
+    """Run ``command(client)`` in a thread; its result or error lands in the list."""
+    results: list[object] = []
+
+    def call() -> None:
+        try:
+            results.append(command(client))
+        except redis.RedisError as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, results
+
+
+def test_a_router_alone_fails_new_commands_at_once_and_resends_those_in_flight(tmp_path):
+    """Run alone (not by ``shardis up``), the router cannot know when a worker on another
+    host comes back: once heartbeats say it is gone (about a second), commands for it fail at
+    once, naming it (CLUSTERDOWN), while the other worker serves; a command that was in
+    flight is held and answered when the worker is back (its AOF)."""
     key = f"{{{tag_on(1)}}}k"
     with separate(tmp_path, "--worker-restart-timeout", "20") as servers:
         client = redis.Redis(port=servers.port, socket_timeout=30, retry=None)
         assert client.set(key, "before")
-        servers.kill(1)
-        results: list[object] = []
-        waiting = threading.Thread(target=lambda: results.append(client.incr(f"{key}n")))
-        waiting.start()
-        time.sleep(1.0)
+        os.kill(servers.workers[1].pid, signal.SIGSTOP)  # a host that stops answering
+        waiting, results = _in_flight(client, lambda c: c.incr(f"{key}n"))
+        time.sleep(2.0)  # heartbeats: gone after about a second
+        other = redis.Redis(port=servers.port, socket_timeout=5, retry=None)
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.ClusterDownError) as down:
+            other.get(key)
+        assert time.monotonic() - started < 0.5  # at once, not after a wait
+        assert str(down.value) == (f"worker 1 (tcp://127.0.0.1:{servers.ports[1]}) is "
+                                   "unreachable")
         assert not results  # held, not failed
-        other = redis.Redis(port=servers.port, socket_timeout=5)
         assert other.set(f"{{{tag_on(0)}}}x", 1)  # the healthy worker serves meanwhile
+        spanning = {f"{{{tag_on(0)}}}m": "new", f"{{{tag_on(1)}}}m": "new"}
+        with pytest.raises(redis.exceptions.ClusterDownError):
+            other.mset(spanning)  # across workers: all or nothing, so nothing
+        assert other.get(f"{{{tag_on(0)}}}m") is None
+        servers.kill(1)
         servers.start(1)
         waiting.join(timeout=20)
         assert results == [1]
-        assert client.get(key) == b"before"
+        assert until_served(lambda: other.get(key)) == b"before"
 
 
-def test_past_worker_restart_timeout_commands_fail_then_work_again(tmp_path):
+def test_past_worker_restart_timeout_commands_in_flight_fail_then_all_work_again(tmp_path):
     key = f"{{{tag_on(1)}}}k"
     with separate(tmp_path, "--worker-restart-timeout", "1") as servers:
         client = redis.Redis(port=servers.port, socket_timeout=10, retry=None)
         assert client.set(key, "kept")
-        servers.kill(1)
+        os.kill(servers.workers[1].pid, signal.SIGSTOP)
         started = time.monotonic()
-        with pytest.raises(redis.ResponseError) as held:
-            client.get(key)
-        assert time.monotonic() - started < 5
-        assert str(held.value) == ("worker 1 is down: it did not come back within "
-                                   "worker-restart-timeout (1s)")
+        waiting, results = _in_flight(client, lambda c: c.get(key))
+        waiting.join(timeout=10)
+        assert time.monotonic() - started < 5  # ~1 s to notice, 1 s held
+        assert str(results[0]) == (f"worker 1 (tcp://127.0.0.1:{servers.ports[1]}) is down: "
+                                   "it did not come back within worker-restart-timeout (1s)")
         started = time.monotonic()
-        with pytest.raises(redis.ResponseError, match="worker 1 is down"):
+        with pytest.raises(redis.exceptions.ClusterDownError, match="worker 1 .* is down"):
             client.get(key)  # fails fast now
         assert time.monotonic() - started < 0.5
+        servers.kill(1)
         servers.start(1)
         assert until_served(lambda: client.get(key)) == b"kept"
 
 
 def test_commands_held_past_worker_restart_buffer_fail(tmp_path):
-    key = f"{{{tag_on(1)}}}big"
-    with separate(tmp_path, "--worker-restart-buffer", "1mb") as servers:
-        client = redis.Redis(port=servers.port, socket_timeout=10, retry=None)
-        servers.kill(1)
+    """Under ``shardis up`` commands wait for a worker being restarted, up to
+    worker-restart-buffer bytes: past it they fail (a worker that cannot start: a corrupt
+    AOF keeps it down)."""
+    data = tmp_path / "data"
+    server = start_shardis(2, "--appendonly", "yes", "--dir", str(data), "--save", "",
+                           "--worker-restart-buffer", "1mb")
+    try:
+        client = redis.Redis(port=server.port, socket_timeout=20, retry=None)
+        key = f"{{{tag_on(1)}}}big"
+        assert client.set(key, "x")
+        _corrupt_aof(data / "worker-1" / "appendonlydir")
+        os.kill(worker_pids(server)[1], signal.SIGKILL)
+        time.sleep(0.5)
         with client.pipeline(transaction=False) as pipe:
             for i in range(20):
                 pipe.set(f"{key}{i}", b"x" * 100_000)
             results = pipe.execute(raise_on_error=False)
         assert all(isinstance(r, redis.ResponseError) for r in results)
         assert "worker-restart-buffer" in str(results[-1])
+    finally:
+        server.stop()
+
+
+def _corrupt_aof(aof_dir) -> None:
+    """Corruption in the middle of the incr file: the worker cannot start any more."""
+    incr = next(p for p in aof_dir.iterdir() if p.name.endswith(".incr.aof"))
+    with open(incr, "r+b") as fh:
+        fh.seek(fh.read().index(b"$3\r\nSET"))
+        fh.write(b"!!")
 
 
 def test_a_worker_that_keeps_crashing_does_not_stop_the_others(tmp_path):
@@ -236,11 +290,7 @@ def test_a_worker_that_keeps_crashing_does_not_stop_the_others(tmp_path):
         client = redis.Redis(port=server.port, socket_timeout=10, retry=None)
         healthy, broken = f"{{{tag_on(0)}}}k", f"{{{tag_on(1)}}}k"
         assert client.set(healthy, "fine") and client.set(broken, "x")
-        aof_dir = data / "worker-1" / "appendonlydir"
-        incr = next(p for p in aof_dir.iterdir() if p.name.endswith(".incr.aof"))
-        with open(incr, "r+b") as fh:  # corruption in the middle: the worker can't start
-            fh.seek(fh.read().index(b"$3\r\nSET"))
-            fh.write(b"!!")
+        _corrupt_aof(data / "worker-1" / "appendonlydir")
         for _ in range(7):  # more than the old limit of 5 exits in 30 s
             pid = worker_pids(server).get(1)
             if pid is not None:
@@ -249,7 +299,7 @@ def test_a_worker_that_keeps_crashing_does_not_stop_the_others(tmp_path):
         time.sleep(3)
         assert server.proc.poll() is None, "the server stopped"
         assert client.get(healthy) == b"fine"
-        with pytest.raises(redis.ResponseError, match="worker 1 is down"):
+        with pytest.raises(redis.exceptions.ClusterDownError, match="worker 1 .* is down"):
             client.get(broken)
         log = open(os.path.join(server.workdir, "shardis.log")).read()
         assert "exits in 5 minutes" in log

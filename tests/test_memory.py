@@ -19,6 +19,7 @@ import redis
 from shardis.worker.shard import Shard
 from tests.differential import check, script, sorted_
 from tests.servers import free_port, start_redis, start_shardis
+from tests.test_persistence_aof import tag_on
 
 LIBRARY = (
     "#!lua name=memlib\n"
@@ -84,6 +85,22 @@ OOM = script(
 )
 
 
+USAGE_ERRORS = script(
+    "memory-usage-errors",
+    ["SET", "k", "v"],
+    ["MEMORY", "USAGE", "k", "SAMPLES"],
+    ["MEMORY", "USAGE", "k", "SAMPLES", "x"],
+    ["MEMORY", "USAGE", "k", "SAMPLES", "-1"],
+    ["MEMORY", "USAGE", "k", "SAMPLE", "5"],
+    ["MEMORY", "USAGE", "missing"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "0"],
+    ["MEMORY", "USAGE"],
+    ["MEMORY", "STATS", "extra"],
+    ["MEMORY", "DOCTOR", "extra"],
+    ["MEMORY", "NOPE"],
+)
+
+
 @pytest.fixture(scope="module")
 def pair():
     servers = start_redis(), start_shardis(3)
@@ -128,6 +145,24 @@ def test_exec_refused_as_a_whole_when_memory_ran_out_after_queueing(pair):
         replies.append(steps)
     assert replies[1] == replies[0]
     assert replies[0][4].startswith(b"-EXECABORT Transaction discarded because of: OOM")
+
+
+def test_memory_usage_errors_as_redis(pair):
+    check(pair[0], pair[1], USAGE_ERRORS, 2)
+
+
+def test_memory_usage_samples_all_elements_with_zero():
+    """SAMPLES n extrapolates from n elements (5 by default), SAMPLES 0 counts them all."""
+    shard = Shard(0)
+    shard.execute(2, [b"RPUSH", b"l", *[b"x" * i for i in range(200)]])
+    shard.execute(2, [b"HSET", b"h", *[part for i in range(200)
+                                       for part in (b"f%d" % i, b"v" * i)]])
+    for key in (b"l", b"h"):
+        default = int(shard.execute(2, [b"MEMORY", b"USAGE", key])[1:-2])
+        every = int(shard.execute(2, [b"MEMORY", b"USAGE", key, b"SAMPLES", b"0"])[1:-2])
+        more = int(shard.execute(2, [b"MEMORY", b"USAGE", key, b"SAMPLES", b"100"])[1:-2])
+        assert default < more < every  # the first elements are the small ones
+        assert every > 200 * 100  # 200 elements of 100 bytes on average, at least
 
 
 # Eviction by policy ----------------------------------------------------------------------------
@@ -276,6 +311,23 @@ def test_noeviction_refuses_writes_and_keeps_every_key(evicting):
     assert evicting.get("key:0") == VALUE  # reads go on
     evicting.delete("key:0", "key:1")  # and deletes
     _held_under_limit(evicting)
+
+
+def test_a_write_across_workers_is_refused_whole_when_one_is_out_of_memory(evicting):
+    """MSET over two workers, one of them full under noeviction: nothing is written (each
+    worker deciding alone would have written the other's half)."""
+    _fresh(evicting, "noeviction")
+    evicting.config_set("maxmemory", LIMIT)
+    full, fine = tag_on(0), tag_on(1)
+    pipe = evicting.pipeline(transaction=False)
+    for i in range(16000):
+        pipe.set(f"{{{full}}}{i}", VALUE)
+    assert not all(reply is True for reply in pipe.execute(raise_on_error=False))
+    assert evicting.set(f"{{{fine}}}alone", 1)  # the other worker has room
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        evicting.mset({f"{{{full}}}m": 1, f"{{{fine}}}m": 1})
+    assert evicting.get(f"{{{fine}}}m") is None
+    assert evicting.delete(f"{{{full}}}0", f"{{{fine}}}alone") == 2  # DEL still goes
 
 
 def test_lowering_maxmemory_evicts_at_once_and_events_say_evicted(evicting):

@@ -122,7 +122,7 @@ def test_scrape_reports_commands_workers_and_clients(server):
     assert keys == [2, 1, 2]
     assert sum(value(samples, "shardis_expires", worker=str(w)) for w in range(3)) == 1
     assert all(value(samples, "shardis_worker_up", worker=str(w)) == 1 for w in range(3))
-    assert all(value(samples, "shardis_worker_restarts_total", worker=str(w)) == 0
+    assert all(value(samples, "shardis_worker_reconnects_total", worker=str(w)) == 0
                for w in range(3))
     assert all(value(samples, "shardis_memory_rss_bytes", worker=str(w)) > 0 for w in range(3))
     assert value(samples, "shardis_connected_clients") >= 1
@@ -186,8 +186,8 @@ def test_a_restarted_worker_counts_as_a_restart(server):
             break
     else:
         pytest.fail(f"worker 1 did not come back: {shards}")
-    assert shards[1]["restarts"] == "1" and shards[0]["restarts"] == "0"
+    assert shards[1]["reconnects"] == "1" and shards[0]["reconnects"] == "0"
     samples = scrape(server)
-    assert value(samples, "shardis_worker_restarts_total", worker="1") == 1
+    assert value(samples, "shardis_worker_reconnects_total", worker="1") == 1
     assert value(samples, "shardis_worker_up", worker="1") == 1
     client.close()

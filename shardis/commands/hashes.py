@@ -87,10 +87,10 @@ def _hash_load(plain: object) -> HashValue:
     return HashValue(items, listpack)
 
 
-def _hash_memory(value: object) -> int:
+def _hash_memory(value: object, samples: int = 5) -> int:
     assert isinstance(value, HashValue)
     return collection_memory(value, lambda field: sys.getsizeof(field) +
-                             sys.getsizeof(value[field]))
+                             sys.getsizeof(value[field]), samples)
 
 
 register_type(
@@ -140,12 +140,12 @@ def commit(db: Keyspace, key: bytes, value: Any, created: bool) -> None:
 
 
 def collection_memory(value: Any, entry_size: Any, samples: int = 5) -> int:
-    """Container size plus its entries, extrapolated from the first ``samples`` entries, as
-    MEMORY USAGE does by default: exact for small values, O(1) for big ones."""
+    """Container size plus its entries, extrapolated from the first ``samples`` entries (0:
+    all), as MEMORY USAGE does: exact for small values, O(1) for big ones by default."""
     size = sys.getsizeof(value)
     if not value:
         return size
-    sampled = [entry_size(entry) for entry in itertools.islice(value, samples)]
+    sampled = [entry_size(entry) for entry in itertools.islice(value, samples or None)]
     return size + sum(sampled) * len(value) // len(sampled)
 
 

@@ -42,16 +42,13 @@ MAXLEN_NEGATIVE = "ERR MAXLEN can't be negative"
 COUNT_NOT_POSITIVE = "ERR count should be greater than 0"
 
 # The value type ------------------------------------------------------------------------------
-#: MEMORY USAGE samples this many elements and extrapolates, as Redis samples (SAMPLES 5 nodes).
-_MEMORY_SAMPLES = 64
-
-
-def list_memory(value: object) -> int:
-    """The deque and its elements; long lists are estimated from a sample, in O(1)."""
+def list_memory(value: object, samples: int = 5) -> int:
+    """The deque and its elements; long lists are estimated from the first ``samples``
+    elements (0: all), in O(1) by default."""
     size = sys.getsizeof(value)
     count = len(value)  # type: ignore[arg-type]
     if count:
-        sample = list(islice(value, _MEMORY_SAMPLES))  # type: ignore[call-overload]
+        sample = list(islice(value, samples or None))  # type: ignore[call-overload]
         size += sum(map(sys.getsizeof, sample)) * count // len(sample)
     return size
 

@@ -61,15 +61,18 @@ def purge_memory() -> None:
 @command("usage", -3, "readonly", keys=(2, 2, 1), acl="read slow", parent="memory",
          group="server")
 def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
+    """MEMORY USAGE key [SAMPLES count]: elements sampled, 5 by default, 0 for all."""
+    samples = 5
     j = 3
     while j < len(args):
         if args[j].upper() != b"SAMPLES" or j + 1 >= len(args):
             raise ReplyError(errors.SYNTAX)
-        if parse_int(args[j + 1]) < 0:
+        samples = parse_int(args[j + 1])
+        if samples < 0:
             raise ReplyError(errors.SYNTAX)
         j += 2
     value = db.peek(args[2])  # Redis looks the key up without counting an access
-    return None if value is None else memory_of(args[2], value)
+    return None if value is None else memory_of(args[2], value, samples)
 
 
 _SPECIAL = "nondeterministic_output request_policy:all_shards response_policy:special"

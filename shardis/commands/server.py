@@ -272,6 +272,13 @@ def shard_lastsave_command(db: Keyspace, args: list[bytes]) -> object:
     return _snapshots(db).lastsave  # type: ignore[attr-defined]
 
 
+@command("__ping", 1, "readonly internal fast", fanout=Fanout.SINGLE)
+def shard_ping_command(db: Keyspace, args: list[bytes]) -> object:
+    """The router's round-trip probe (``Router.ping_links``): PING is answered by the router
+    itself, this one by the worker."""
+    return b"PONG"
+
+
 @command("__whoami", -1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_whoami_command(db: Keyspace, args: list[bytes]) -> object:
     """This worker's shard index: the router checks it against its --connect order.

@@ -112,7 +112,7 @@ register_type(
         encoding=lambda value: b"intset" if value.intset else b"hashtable",  # type: ignore[attr-defined]
         dump=_set_dump,
         load=_set_load,
-        memory=lambda value: collection_memory(value, sys.getsizeof),
+        memory=lambda value, samples=5: collection_memory(value, sys.getsizeof, samples),
     ),
 )
 

@@ -43,6 +43,7 @@ import sys
 import time
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from shardis import errors
@@ -310,11 +311,16 @@ def _stream_load(plain: object) -> StreamValue:
     return value
 
 
-def _stream_memory(value: object) -> int:
+def _stream_memory(value: object, samples: int = 5) -> int:
+    """The tables, the entries extrapolated from the first ``samples`` (0: all), the groups'
+    pending entries and consumers counted."""
     assert isinstance(value, StreamValue)
     size = sys.getsizeof(value) + sys.getsizeof(value.ids) + sys.getsizeof(value.entries)
-    for fields in value.entries.values():
-        size += sys.getsizeof(fields) + sum(sys.getsizeof(f) for f in fields) + 64
+    entries = value.entries
+    if entries:
+        sampled = [sys.getsizeof(fields) + sum(sys.getsizeof(f) for f in fields) + 64
+                   for fields in islice(entries.values(), samples or None)]
+        size += sum(sampled) * len(entries) // len(sampled)
     for name, group in value.groups.items():  # a PEL entry: its dict slot, list, ID tuple
         size += 128 + len(name) + 160 * len(group.pel)
         size += sum(96 + len(c) + 8 * len(k.pel) for c, k in group.consumers.items())

@@ -153,7 +153,7 @@ register_type(
         encoding=lambda value: b"listpack" if value.listpack else b"skiplist",  # type: ignore[attr-defined]
         dump=_zset_dump,
         load=_zset_load,
-        memory=lambda value: collection_memory(value, sys.getsizeof) * 2,
+        memory=lambda value, samples=5: collection_memory(value, sys.getsizeof, samples) * 2,
     ),
 )
 

@@ -46,6 +46,7 @@ async def serve(worker_addresses: list[str], host: str, port: int, config: dict[
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     router.on_shutdown = stop.set  # SHUTDOWN
+    router.ping_links()  # and every second from now on
     log.info("router ready on %s (port %d, tls-port %d) with %d workers", host, port, tls_port,
              len(worker_addresses))
     if ready is not None:

@@ -38,10 +38,11 @@ from shardis import errors
 from shardis.commands import COMMANDS, Command, Fanout, load_families, lookup
 from shardis.commands.scripting import BUSY
 from shardis.commands.server import SCRIPT_MONITOR
+from shardis.config import SUPERVISED
 from shardis.errors import ReplyError
 from shardis.logs import RateLimitedLog
 from shardis.protocol import EARLY_BIT, SCRIPT_CALL, command_code
-from shardis.resp import OK_REPLY, PushRaw, encode, encode_error, encode_int
+from shardis.resp import OK_REPLY, PushRaw, Raw, encode, encode_error, encode_int
 from shardis.router import security
 from shardis.router.aclsync import AclSync
 from shardis.router.blocking import BlockingCoordinator
@@ -253,6 +254,21 @@ _MERGES = {
 }
 
 
+async def fan_out_checked(router: Router, client: ClientConnection, args: list[bytes]) -> object:
+    """A write split across workers (MSET...) under maxmemory, run as a coordinated
+    operation: ``Router._coordinate`` refuses it before any part when one of its workers is
+    out of memory; the parts then go as steps, which no worker refuses on its own."""
+    spec = lookup_spec(args)
+    groups = router.split_by_worker(args, spec)
+    requests = [router.call(worker, sub_args, raw=True) for worker, (sub_args, _) in groups.items()]
+    parts = [await request for request in requests]
+    return Raw(_MERGES[spec.fanout](parts, [where for _, where in groups.values()], client.proto))
+
+
+#: How often each link's round trip is measured (``Router.ping_links``).
+PING_SECONDS = 1.0
+
+
 class Router:
     """Routes commands from client connections to worker links."""
 
@@ -294,6 +310,8 @@ class Router:
             for index, address in enumerate(worker_addresses)
         ]
         self.all_workers = frozenset(range(len(self.links)))
+        #: the next ``ping_links`` (started once the router serves: ``start_pinging``).
+        self.ping_timer: asyncio.TimerHandle | None = None
         self.slots = SlotMap(len(self.links))
         #: the slot -> worker table itself, for the fast path (resharding rewrites it in place).
         self.owners = self.slots.owners
@@ -653,6 +671,15 @@ class Router:
                 self.reply_error(client, errors.wrong_arity(spec.fullname))
                 return
             groups = self.split_by_worker(args, spec)
+        if len(groups) > 1 and "write" in spec.flags:  # all of its parts run, or none
+            down = next((self.links[w].down_error for w in groups
+                         if self.links[w].down_error is not None), None)
+            if down is not None:
+                self.reply_error(client, down)
+                return
+            if "denyoom" in spec.flags and self.config.get("maxmemory"):
+                self.start_operation(client, args, groups, True, fan_out_checked)
+                return
         if self.gates and not self.gates.isdisjoint(groups):
             self.hold(client, args)
             return
@@ -748,6 +775,10 @@ class Router:
     ) -> None:
         CURRENT_DB.set(client.db)  # this task acts in the client's database
         try:
+            down = next((self.links[w].down_error for w in workers
+                         if self.links[w].down_error is not None), None)
+            if down is not None:  # all or nothing: no step where one of them cannot run
+                raise ReplyError(down)
             if workers and self.config.get("maxmemory") and reply.cmd is not None \
                     and "denyoom" in reply.cmd.flags and await self.out_of_memory(workers):
                 raise ReplyError(errors.OOM)
@@ -936,12 +967,18 @@ class Router:
             self.loop.create_task(self.verify_and_restore(link))
 
     def worker_dropped(self, link: WorkerLink) -> None:
-        """A worker's connection dropped.  With an AOF its batches in flight are held (a
-        crash is a pause: resent when it is back, ``resume``) and new commands wait, for
-        worker-restart-timeout at most; without one they fail now, and so do new commands
-        until it is back."""
+        """A worker's connection dropped (it died, or its host stopped answering heartbeats).
+
+        With an AOF its batches in flight are held: resent when it is back (``resume``; those
+        it had logged answer from its reply log), or failed after worker-restart-timeout.
+        New commands for it wait too under ``shardis up``, whose supervisor restarts a dead
+        worker at once (a crash is a pause); a router run alone cannot know when a worker on
+        another host comes back, so they fail at once, naming the worker (Redis Cluster's
+        CLUSTERDOWN), while every other worker keeps serving.  Without an AOF the batches in
+        flight fail too."""
         timeout = self.config["worker-restart-timeout"]
         link.drop_unsent()
+        link.pinging = False
         checks = [t for _, targets, _ in link.inflight for t in targets
                   if type(t) is VerifyTarget]
         self.fail_targets(checks, "ERR connection lost")  # a check in progress starts again
@@ -956,21 +993,31 @@ class Router:
                 link.restart_timer = self.loop.call_later(
                     timeout, self.give_up, link,
                     f"it did not come back within worker-restart-timeout ({timeout}s)")
+            if not self.config.get(SUPERVISED):
+                link.down_error = self.down_message(link, "is unreachable")
+                self.fail_targets(link.take_queued()[0], link.down_error)
+                self.flush_clients()
             return
         lost = link.take_inflight()
-        link.down_error = f"ERR worker {link.index} is down"
+        link.down_error = self.down_message(link, "is down")
         if lost:
             log.error("worker %d disconnected with %d commands in flight", link.index,
                       len(lost))
             self.fail_targets(lost, f"ERR worker {link.index} connection lost")
         self.flush_clients()
 
+    @staticmethod
+    def down_message(link: WorkerLink, what: str) -> str:
+        """The error of a command for a worker that is down: Redis Cluster's CLUSTERDOWN
+        family (its slots are not served), naming the worker and where it was."""
+        return f"CLUSTERDOWN worker {link.index} ({link.address}) {what}"
+
     def give_up(self, link: WorkerLink, reason: str) -> None:
         """Stop holding commands for a worker that is down: they fail, and so does every
         command for it until it is back."""
         if not link.verifying:
             return
-        message = f"ERR worker {link.index} is down: {reason}"
+        message = self.down_message(link, f"is down: {reason}")
         log.error("worker %d is down and %s: failing its commands", link.index, reason)
         link.down_error = message
         self.stop_holding(link)
@@ -1136,7 +1183,30 @@ class Router:
             touched.pop().flush()
 
     # Lifecycle ------------------------------------------------------------------------------
+    # Link round trips --------------------------------------------------------------------------
+    def ping_links(self) -> None:
+        """Every PING_SECONDS, a ``__ping`` to each worker that is up, timed: each link's round-trip
+        time (INFO shards' ``rtt_ms``, the metrics).  It waits behind the commands queued at
+        the worker before it, as theirs do: the time a command takes to get there and back."""
+        self.ping_timer = self.loop.call_later(PING_SECONDS, self.ping_links)
+        for link in self.links:
+            if link.pinging or link.verifying or link.down_error is not None \
+                    or link.refused is not None:
+                continue
+            link.pinging = True
+            started = time.perf_counter()
+            self.call(link.index, [b"__ping"], db=0).add_done_callback(
+                lambda future, link=link, started=started: self._pinged(link, started, future))
+
+    @staticmethod
+    def _pinged(link: WorkerLink, started: float, future: asyncio.Future) -> None:
+        link.pinging = False
+        if not future.cancelled() and future.result() == b"PONG":
+            link.rtt_ms = (time.perf_counter() - started) * 1000
+
     def close(self) -> None:
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
         self.limits.stop()
         self.observer.close()
         for link in self.links:

@@ -331,7 +331,7 @@ def _keyspace(router: Any, shards: list[dict]) -> Fields:
 def _shards(router: Any, replies: list) -> Fields:
     """shardis's own section: per worker, its slots, keys (every database), keys with a TTL,
     resident memory, commands per second since the previous INFO shards, pid, link state,
-    restarts and last snapshot time."""
+    round-trip time, reconnects and last snapshot time."""
     observer = router.observer
     now = time.monotonic()
     fields = []
@@ -341,7 +341,8 @@ def _shards(router: Any, replies: list) -> Fields:
                  else "starting" if link.verifying else "up")
         if not isinstance(shard, dict):
             fields.append((f"shard{index}", f"slots={_slot_ranges(router, index)},"
-                                            f"state={'down' if state == 'up' else state}"))
+                                            f"state={'down' if state == 'up' else state},"
+                                            f"reconnects={_reconnects(router, index)}"))
             continue
         databases = shard.get(b"databases", [])
         commands = shard.get(b"commands", 0)
@@ -359,10 +360,17 @@ def _shards(router: Any, replies: list) -> Fields:
             f"ops_per_sec={max(rate, 0.0):.2f}",
             f"pid={shard.get(b'process_id', 0)}",
             f"state={state}",
-            f"restarts={max(observer.worker_connects.get(index, 0) - 1, 0)}",
+            f"rtt_ms={link.rtt_ms or 0:.3f}",
+            f"reconnects={_reconnects(router, index)}",
             f"last_save={shard.get(b'rdb_last_save_time', 0)}",
         ])))
     return fields
+
+
+def _reconnects(router: Any, worker: int) -> int:
+    """How many times the link came back after its first connection (a worker restarted, or
+    its host was unreachable for a while: the router cannot tell the two apart)."""
+    return max(router.observer.worker_connects.get(worker, 0) - 1, 0)
 
 
 def _slot_ranges(router: Any, worker: int) -> str:

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
     from shardis.router.core import Router
 
 
+#: ZeroMQ heartbeats on every link: a ping this often, the link dropped after this long
+#: without traffic from the worker.
+HEARTBEAT_MS = 250
+HEARTBEAT_TIMEOUT_MS = 1000
+
+
 class WorkerLink:
     """One worker's DEALER socket.  With ``curve`` (the router's keys, the worker's public
     key) the link is encrypted and the worker authenticated; a link is *trusted* with CURVE or
@@ -28,7 +34,7 @@ class WorkerLink:
     __slots__ = ("index", "address", "socket", "fd", "targets", "commands", "inflight", "router",
                  "seq", "monitor", "monitor_fd", "down", "verifying", "refused", "codec",
                  "encode_batch", "resumable", "down_error", "pending", "restart_timer",
-                 "held_bytes", "counted", "unsent", "retry")
+                 "held_bytes", "counted", "unsent", "retry", "rtt_ms", "pinging")
 
     def __init__(self, router: Router, index: int, address: str, context: zmq.Context,
                  curve: tuple[KeyPair, bytes] | None = None,
@@ -45,9 +51,12 @@ class WorkerLink:
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         # Heartbeats find a worker that vanished without closing its connection (a dead host,
-        # a cut link): the disconnect then fails the commands in flight instead of hanging.
-        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        # a cut link) within about a second: the disconnect then fails (or holds) the
+        # commands in flight instead of hanging.  ZeroMQ's I/O thread answers them, so a
+        # worker busy with a long command (a script, DEBUG SLEEP) is not taken for gone.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
         # Batches go to a live connection or nowhere: ZeroMQ must not keep what was sent to a
         # worker that died and hand it to the restarted one, ahead of (or without) the
         # batches lost with the connection — the router resends those itself, in order.
@@ -98,6 +107,10 @@ class WorkerLink:
         #: its handshake event), sent in order before anything newer; and their retry timer.
         self.unsent: deque[bytes] = deque()
         self.retry: Any = None
+        #: round-trip time of the last PING the router sent (ms; None: none answered yet),
+        #: and whether one is out (``Router.ping_links``).
+        self.rtt_ms: float | None = None
+        self.pinging = False
 
     def send(self, target: Any, proto: int, args: list[bytes]) -> None:
         """Queue a command; it leaves with the next flush."""

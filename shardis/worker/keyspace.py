@@ -114,6 +114,8 @@ SERVER_STATE: bytes = object()  # type: ignore[assignment]
 
 #: A ``bytes`` object's header (``sys.getsizeof(b"")``): a string key costs two of them.
 BYTES_HEADER = sys.getsizeof(b"")
+#: A string key's two bytes objects' headers: ``payload_of`` is its lengths plus this.
+STRING_KEY_BYTES = 2 * BYTES_HEADER
 #: What a key costs in its tables (``data``, ``atime``) beyond the key and value objects:
 #: MEMORY USAGE adds it to a key's own bytes, as Redis adds its dictEntry.
 PER_KEY_OVERHEAD = 48
@@ -122,19 +124,19 @@ PER_KEY_OVERHEAD = 48
 DEADLINE_BYTES = 32 + 8
 
 
-def payload_of(key: bytes, value: object) -> int:
+def payload_of(key: bytes, value: object, samples: int = 5) -> int:
     """The bytes the key and value objects take (``used_memory_dataset``'s share of a key).
 
     A string is ``len`` arithmetic (a ``bytes`` object is its header plus its length); other
     values ask their type's ``memory`` estimate, which samples big collections (O(1))."""
     if type(value) is bytes:
-        return len(key) + len(value) + 2 * BYTES_HEADER
-    return sys.getsizeof(key) + value_type(value).memory(value)
+        return len(key) + len(value) + STRING_KEY_BYTES
+    return sys.getsizeof(key) + value_type(value).memory(value, samples)
 
 
-def memory_of(key: bytes, value: object) -> int:
+def memory_of(key: bytes, value: object, samples: int = 5) -> int:
     """MEMORY USAGE: what a key costs, its share of the tables included."""
-    return payload_of(key, value) + PER_KEY_OVERHEAD
+    return payload_of(key, value, samples) + PER_KEY_OVERHEAD
 
 
 def wall_ms() -> int:
@@ -519,17 +521,23 @@ class Keyspace:
         at LFU_INIT_VAL."""
         data = self.data
         old = data.get(key)
-        if old is not None:
-            self._uncount(key, old)
         if self.lfu:
             if old is None:
                 self.atime[key] = self.lfu_minutes() << 8 | LFU_INIT_VAL
         else:
             self.atime[key] = self.clock
         data[key] = value
+        # the accounting (see ``used``), its common cases first: a string new or replacing one
         if type(value) is bytes:
-            self.used += len(key) + len(value) + 2 * BYTES_HEADER
+            if old is None:
+                self.used += len(key) + len(value) + STRING_KEY_BYTES
+            elif type(old) is bytes:
+                self.used += len(value) - len(old)
+            else:
+                self.used += len(key) + len(value) + STRING_KEY_BYTES - self.sizes.pop(key, 0)
         else:
+            if old is not None:
+                self._uncount(key, old)
             self.sizes[key] = 0
             self.resized.add(key)
         if not keep_ttl and self.expires:
@@ -583,7 +591,7 @@ class Keyspace:
     def _uncount(self, key: bytes, value: object) -> None:
         """Take a value that goes (or is replaced) out of the memory accounting."""
         if type(value) is bytes:
-            self.used -= len(key) + len(value) + 2 * BYTES_HEADER
+            self.used -= len(key) + len(value) + STRING_KEY_BYTES
         else:
             self.used -= self.sizes.pop(key, 0)
 
@@ -606,7 +614,7 @@ class Keyspace:
         self.used = 0
         self.sizes = {}
         self.resized = set(key for key, value in self.data.items() if type(value) is not bytes)
-        self.used = sum(len(key) + len(value) + 2 * BYTES_HEADER
+        self.used = sum(len(key) + len(value) + STRING_KEY_BYTES
                         for key, value in self.data.items() if type(value) is bytes)
         self.settle()
 

@@ -277,7 +277,8 @@ class WorkerServer:
                 if seq == CALL_REPLY_SEQ:
                     raise ValueError("a remote call's reply with no call waiting")
                 engine = engine_of(self.shard.db)
-                replies = [self.busy_reply(engine, args, proto) for proto, args in batch]
+                replies = [self.busy_reply(engine, args, protocol.decode_code(code)[0])
+                           for code, args in batch]
                 message = self.codec.encode_replies(protocol.early_seq(seq), replies)
             except Exception as exc:  # malformed, or well-formed but of a wrong shape
                 self.drop(identity, frame, str(exc) or type(exc).__name__)
