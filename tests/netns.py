@@ -59,6 +59,8 @@ STALE_AFTER = 2 * 3600.0
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 IFNAMSIZ = 15
+#: the nftables table of a one-way cut, in the host's own namespace.
+NFT_TABLE = "shdnet_cut"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -89,6 +91,14 @@ def unavailable() -> str | None:
     except NetnsError as exc:
         return f"cannot create a network namespace: {exc}"
     ip("netns", "del", probe, check=False)
+    return None
+
+
+@functools.cache
+def nft_unavailable() -> str | None:
+    """Why one-way cuts (:meth:`Topology.drop_sent`) cannot be made here, or None."""
+    if shutil.which("nft") is None:
+        return "nft (nftables) is not installed (apt-get install nftables)"
     return None
 
 
@@ -208,6 +218,23 @@ class Topology:
     def restore(self, host: str) -> None:
         """Plug ``host`` back in."""
         ip("-n", self.switch, "link", "set", self.hosts[host].veth, "up")
+
+    def drop_sent(self, host: str, port: int) -> None:
+        """A one-way cut: ``host`` still receives, but what it sends from TCP ``port``
+        (replies, acknowledgements) is dropped as it leaves (nftables, in its namespace)."""
+        rules = (f"table inet {NFT_TABLE} {{\n chain out {{\n"
+                 "  type filter hook output priority 0; policy accept;\n"
+                 f"  tcp sport {port} drop\n }}\n}}\n")
+        result = subprocess.run(["ip", "netns", "exec", self.hosts[host].netns, "nft", "-f", "-"],
+                                input=rules, capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise NetnsError(f"nft on {host}: {result.stderr.strip()}")
+
+    def stop_dropping(self, host: str) -> None:
+        """Undo :meth:`drop_sent`."""
+        result = self.run(host, ["nft", "delete", "table", "inet", NFT_TABLE])
+        if result.returncode != 0:
+            raise NetnsError(f"nft on {host}: {result.stderr.strip()}")
 
     def client(self, host: str, address: str, port: int, **kwargs) -> redis.Redis:
         """A redis-py client on ``host`` (its sockets made in that namespace)."""

@@ -40,7 +40,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import redis
 
 from shardis.slots import SlotMap
 from tests import differential, netns
@@ -53,7 +52,7 @@ from tests.differential import (
     sorted_,
     type_only,
 )
-from tests.resp_client import RawClient
+from tests.resp_client import RawClient, RespError, decode
 
 WORKERS = 3
 #: the worker whose link the outage cuts.
@@ -406,16 +405,19 @@ class Outage:
 
 
 def _probe(hosts: Hosts, start: float, timeout: float, *command: str) -> Probe:
-    """``command`` on a connection of its own (a timed-out command stays with the router;
-    the next probe must not queue behind it)."""
-    client = hosts.cluster.client(socket_timeout=timeout, socket_connect_timeout=timeout)
+    """``command`` on a raw connection of its own, from the client host (a timed-out
+    command stays with the router: the next probe must not queue behind it).  The reply is
+    decoded; an error reply is kept as its exact text (``CLUSTERDOWN ...``), a timeout or a
+    closed connection as ``no answer: ...``."""
     sent = time.monotonic()
     try:
-        reply, error = client.execute_command(*command), None
-    except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as exc:
-        reply, error = None, f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
+        with netns.entered(hosts.client_netns):
+            raw = RawClient(netns.ROUTER_PORT, hosts.cluster.router_address, timeout=timeout)
+        with raw:
+            value = decode(raw.call(*command))
+        reply, error = (None, str(value)) if isinstance(value, RespError) else (value, None)
+    except OSError as exc:
+        reply, error = None, f"no answer: {exc}"
     return Probe(sent - start, time.monotonic() - sent, reply, error)
 
 
@@ -430,7 +432,7 @@ def _info_shards(hosts: Hosts) -> str:
 
 
 def _is_clusterdown(probe: Probe) -> bool:
-    return probe.error is not None and probe.error.startswith("ResponseError: CLUSTERDOWN")
+    return probe.error is not None and probe.error.startswith("CLUSTERDOWN ")
 
 
 @pytest.fixture(scope="module")
@@ -468,21 +470,20 @@ def outage(hosts: Hosts) -> Outage:
 
 
 class _InFlight(threading.Thread):
-    """A write for the cut worker sent right after the cut, before the router can know:
-    in flight at the cut, held by the router and resent when the worker is back."""
+    """A command sent in the background (a write for a cut worker, sent before the router
+    can know: in flight at the cut), with a long timeout; its :class:`Probe` when done."""
 
-    def __init__(self, hosts: Hosts, start: float) -> None:
+    def __init__(self, hosts: Hosts, start: float, *command: str) -> None:
         super().__init__(daemon=True)
-        self.hosts, self.start_time = hosts, start
+        self.hosts, self.start_time, self.command = hosts, start, command
         self.probe: Probe | None = None
 
     def run(self) -> None:
-        self.probe = _probe(self.hosts, self.start_time, 30, "SET", key_on(CUT, "inflight"),
-                            "held")
+        self.probe = _probe(self.hosts, self.start_time, 30, *self.command)
 
 
 def _in_flight_write(hosts: Hosts, start: float) -> _InFlight:
-    thread = _InFlight(hosts, start)
+    thread = _InFlight(hosts, start, "SET", key_on(CUT, "inflight"), "held")
     thread.start()
     return thread
 
@@ -518,11 +519,11 @@ def _watch_the_others(hosts: Hosts, seen: Outage, start: float) -> None:
         seen.others.append((_probe(hosts, start, FAST * 2, "GET", key_on(k, "before3")),
                             f"v{k}-3".encode()))
         seen.others.append((_probe(hosts, start, FAST * 2, "SET", key_on(k, "during"), f"d{k}"),
-                            True))
+                            "OK"))
         seen.written[key_on(k, "during")] = f"d{k}"
     pair = [key_on(k, "pair") for k in others]
     seen.others.append((_probe(hosts, start, FAST * 2, "MSET", *(
-        part for key in pair for part in (key, f"p-{key}"))), True))
+        part for key in pair for part in (key, f"p-{key}"))), "OK"))
     seen.others.append((_probe(hosts, start, FAST * 2, "MGET", *pair),
                         [f"p-{key}".encode() for key in pair]))
     seen.written.update({key: f"p-{key}" for key in pair})
@@ -614,10 +615,56 @@ def test_a_command_in_flight_at_the_cut_gets_its_real_reply(hosts: Hosts,
     """Sent before the router could know (it was held, then resent to the worker)."""
     inflight = outage.inflight
     assert inflight is not None and inflight.sent < 0.5, inflight
-    assert inflight.error is None and inflight.reply is True, inflight
+    assert inflight.error is None and inflight.reply == "OK", inflight
     client = hosts.cluster.client()
     assert client.get(key_on(CUT, "inflight")) == b"held"
     client.close()
+
+
+# A one-way cut: the worker runs a write, its reply never arrives --------------------------
+def test_a_write_that_ran_but_whose_reply_was_lost_gets_its_real_reply(
+        hosts: Hosts) -> None:
+    """Worker CUT still receives but nothing it sends leaves (nftables drops its packets
+    from the worker port): an INCR reaches it and runs (its AOF holds it), the reply and
+    the heartbeats' answers are lost, the router declares the link down.  Once packets flow
+    again, the client gets the INCR's real reply (1: it ran once), not an error, and the
+    counter was incremented once, not twice."""
+    reason = netns.nft_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    topology, cluster = hosts.topology, hosts.cluster
+    counter = key_on(CUT, "oneway")
+    topology.drop_sent(f"w{CUT}", netns.WORKER_PORT)
+    start = time.monotonic()
+    write = _InFlight(hosts, start, "INCR", counter)
+    try:
+        write.start()
+        assert _wait_for_aof(topology, CUT, counter.encode()), "the INCR never reached the worker"
+        detected = None
+        while detected is None and time.monotonic() - start < DETECT_WITHIN + FAST:
+            probe = _probe(hosts, start, 0.5, "GET", key_on(CUT, "before0"))
+            detected = probe if _is_clusterdown(probe) else None
+        assert detected is not None, f"the one-way cut was not detected\n{cluster.logs()}"
+    finally:
+        topology.stop_dropping(f"w{CUT}")
+        write.join(timeout=30)
+    assert write.probe is not None
+    after = _probe(hosts, start, 5, "GET", counter)
+    assert after.reply == b"1", (after, write.probe)  # ran once
+    assert (write.probe.reply, write.probe.error) == (1, None), write.probe
+
+
+def _wait_for_aof(topology: netns.Topology, worker: int, needle: bytes,
+                  within: float = 5.0) -> bool:
+    """Whether a file under the worker's data dir (its AOF) comes to hold ``needle``."""
+    folder = topology.workdir / f"w{worker}-data"
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        for path in folder.rglob("*.aof"):
+            if needle in path.read_bytes():
+                return True
+        time.sleep(0.05)
+    return False
 
 
 def _gone(pid: int, within: float = 5.0) -> bool:
