@@ -68,6 +68,8 @@ FAST = 1.5
 DETECT_WITHIN = 2.5
 #: after the link is back, the worker serves again within this many seconds.
 RECOVER_WITHIN = 6.0
+#: the cut lasts at least this long (seconds).
+CUT_FOR = 2.5
 #: how long a peer without the keys waits for any answer.
 STRANGER_WAIT = 3.0
 
@@ -454,6 +456,7 @@ def outage(hosts: Hosts) -> Outage:
     try:
         inflight = _in_flight_write(hosts, start)
         _watch_the_cut(hosts, seen, start)
+        time.sleep(max(0.0, start + CUT_FOR - time.monotonic()))
     finally:
         hosts.topology.restore(f"w{CUT}")
         seen.restored_after = time.monotonic() - start
@@ -492,7 +495,7 @@ def _watch_the_cut(hosts: Hosts, seen: Outage, start: float) -> None:
     then its other commands; the other workers' reads and writes, and INFO shards (still
     within the cut, detected or not)."""
     while time.monotonic() - start < DETECT_WITHIN + FAST:
-        probe = _probe(hosts, start, 0.5, "GET", key_on(CUT, "before0"))
+        probe = _probe(hosts, start, 0.25, "GET", key_on(CUT, "before0"))
         seen.down_probes.append(probe)
         if _is_clusterdown(probe):
             seen.first_down = probe
@@ -644,7 +647,7 @@ def test_a_write_that_ran_but_whose_reply_was_lost_gets_its_real_reply(
         assert _wait_for_aof(topology, CUT, counter.encode()), "the INCR never reached the worker"
         detected = None
         while detected is None and time.monotonic() - start < DETECT_WITHIN + FAST:
-            probe = _probe(hosts, start, 0.5, "GET", key_on(CUT, "before0"))
+            probe = _probe(hosts, start, 0.25, "GET", key_on(CUT, "before0"))
             detected = probe if _is_clusterdown(probe) else None
         assert detected is not None, f"the one-way cut was not detected\n{cluster.logs()}"
     finally:
