@@ -272,11 +272,13 @@ def test_every_family_through_the_router(hosts: Hosts, monkeypatch: pytest.Monke
 def test_pubsub_across_hosts(hosts: Hosts) -> None:
     """Subscribers and publishers on the client host; channels hashed to every worker."""
     publisher = hosts.cluster.client()
-    pubsub = hosts.cluster.client().pubsub(ignore_subscribe_messages=True)
+    pubsub = hosts.cluster.client().pubsub()
     channels = [key_on(k, "chan") for k in range(WORKERS)]
     try:
         pubsub.subscribe(*channels)
         pubsub.psubscribe("news.*")
+        confirmed = [pubsub.get_message(timeout=5) for _ in range(WORKERS + 1)]
+        assert [m and m["type"] for m in confirmed] == ["subscribe"] * WORKERS + ["psubscribe"]
         assert [publisher.publish(c, f"m{n}") for n, c in enumerate(channels)] == [1, 1, 1]
         assert publisher.publish("news.today", "extra") == 1
         assert publisher.pubsub_numsub(*channels) == [(c.encode(), 1) for c in channels]
