@@ -378,6 +378,10 @@ def test_a_peer_without_the_keys_gets_nothing(hosts: Hosts) -> None:
     assert client.get(victim) == b"safe"
     assert client.dbsize() == size
     client.close()
+    refusals = [line for line in topology.log(f"w{CUT}.log").splitlines()
+                if "refused a link handshake" in line]
+    stranger = topology.hosts["stranger"].address
+    assert any(f"address={stranger} " in line for line in refusals), refusals
 
 
 # A cut link --------------------------------------------------------------------------------
