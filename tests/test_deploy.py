@@ -126,14 +126,16 @@ def load_yaml(path: Path) -> list:
 
 # --- shared helpers -------------------------------------------------------------------------
 
-def _load_probe():
-    spec = importlib.util.spec_from_file_location("shardis_ping", DEPLOY / "healthcheck.py")
+def _load(name: str, path: Path):
+    """A deploy/ script as a module (they are installed in the image, not importable)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-probe_module = _load_probe()
+probe_module = _load("shardis_ping", DEPLOY / "healthcheck.py")
+keys_module = _load("shardis_deploy_keys", DEPLOY / "keys.py")
 
 
 def parse_shardis(argv: list, problems: list[str], where: str):
@@ -210,6 +212,8 @@ def check_dockerfile(text: str) -> list[str]:
         problems.append("no install from source when there is no wheelhouse")
     if "deploy/healthcheck.py" not in runs or "shardis-ping" not in runs:
         problems.append("deploy/healthcheck.py is not installed as shardis-ping")
+    if "deploy/keys.py" not in runs or "/opt/shardis/bin/shardis-deploy-keys" not in runs:
+        problems.append("deploy/keys.py is not installed as shardis-deploy-keys")
     last_stage = len(words) - words[::-1].index("FROM") if "FROM" in words else 0
     users = [rest for word, rest in instructions[last_stage:] if word == "USER"]
     if not users or users[-1].split(":")[0] in ("root", "0"):
@@ -223,8 +227,8 @@ def check_dockerfile(text: str) -> list[str]:
         problems.append(f"expected one CMD, found {len(cmds)}")
         return problems
     cmd = json.loads(cmds[0])
-    if cmd != ["shardis", "up", "--bind", "0.0.0.0"]:
-        problems.append(f"CMD is {cmd}, expected shardis up --bind 0.0.0.0")
+    if cmd != IMAGE_CMD:
+        problems.append(f"CMD is {cmd}, expected {' '.join(IMAGE_CMD)}")
     args = parse_shardis(cmd, problems, "CMD")
     if args is not None and exposed != [args.port]:
         problems.append(f"EXPOSE {exposed} does not match the CMD's port {args.port}")
@@ -242,12 +246,19 @@ def check_dockerfile(text: str) -> list[str]:
     return problems
 
 
+#: The image's default command: a router and workers, on every address of the container, and
+#: without protected mode (clients come through Docker's port forwarding, never loopback).
+IMAGE_CMD = ["shardis", "up", "--bind", "0.0.0.0", "--protected-mode", "no"]
+
+
 def test_dockerfile():
     assert check_dockerfile(DOCKERFILE.read_text()) == []
 
 
 @pytest.mark.parametrize("old, new", [
-    ('CMD ["shardis", "up", "--bind", "0.0.0.0"]', 'CMD ["shardis", "up", "--bnd", "0.0.0.0"]'),
+    ('CMD ["shardis", "up", "--bind", "0.0.0.0",', 'CMD ["shardis", "up", "--bnd", "0.0.0.0",'),
+    ('"--protected-mode", "no"]', '"--protected-mode", "yes"]'),
+    ("deploy/keys.py", "deploy/key.py"),
     ("EXPOSE 6379", "EXPOSE 6380"),
     ("USER 10001:10001", "USER root"),
     ("ARG BASE=python:3.12-slim", "ARG BASE=python:3.11"),
@@ -261,11 +272,15 @@ def test_dockerfile_check_catches_mistakes(old, new):
 
 # --- docker-compose.yml ---------------------------------------------------------------------
 
+#: The one-shot Compose service that makes the CURVE keys (deploy/keys.py).
+KEYS_SERVICE = "keys"
+
+
 def check_compose(doc: dict) -> list[str]:
     problems: list[str] = []
     services = doc["services"]
     parsed = {name: parse_shardis(svc.get("command"), problems, f"service {name}")
-              for name, svc in services.items()}
+              for name, svc in services.items() if name != KEYS_SERVICE}
     workers = {name: args for name, args in parsed.items() if args and args.command == "worker"}
     routers = [name for name, args in parsed.items() if args and args.command == "router"]
     singles = [name for name, args in parsed.items() if args and args.command == "up"]
@@ -298,6 +313,7 @@ def check_compose(doc: dict) -> list[str]:
         if "profiles" in svc or any("profiles" in services[w] for w in workers):
             problems.append("the router and workers must run without a profile")
     problems += check_compose_volumes(doc, {n: parsed[n] for n in [*workers, *singles]})
+    problems += check_compose_curve(doc, workers, {n: parsed[n] for n in routers})
     for name in singles:
         if services[name].get("profiles") != ["single"]:
             problems.append(f"{name} must be in the 'single' profile")
@@ -354,6 +370,86 @@ def check_compose_volumes(doc: dict, servers: dict) -> list[str]:
         if volume in owners:
             problems.append(f"{name} and {owners[volume]} share the volume {volume}")
         owners[volume] = name
+    return problems
+
+
+def check_compose_keys_service(doc: dict, workers: int) -> list[str]:
+    """The `keys` service runs deploy/keys.py (as the image installs it) on ./secrets, for the
+    right number of workers, handing the files to the image's user; everyone waits for it."""
+    problems: list[str] = []
+    svc = doc["services"].get(KEYS_SERVICE)
+    if svc is None:
+        return [f"no {KEYS_SERVICE} service: nothing makes the CURVE keys"]
+    argv = [*(svc.get("entrypoint") or []), *(svc.get("command") or [])]
+    if argv[:1] != ["shardis-deploy-keys"]:
+        return [f"{KEYS_SERVICE}: must run shardis-deploy-keys, not {argv}"]
+    try:
+        args = keys_module.build_parser().parse_args([str(a) for a in argv[1:]])
+    except SystemExit:
+        return [f"{KEYS_SERVICE}: shardis-deploy-keys rejects {argv}"]
+    if args.workers != workers:
+        problems.append(f"{KEYS_SERVICE}: --workers {args.workers}, but {workers} workers")
+    if args.owner != (10001, 10001) or str(svc.get("user")) != "0:0":
+        problems.append(f"{KEYS_SERVICE}: run as 0:0 with --owner 10001:10001 (the image's user)")
+    if f"./secrets:{args.dir}" not in (svc.get("volumes") or []) or args.k8s_secret:
+        problems.append(f"{KEYS_SERVICE}: must write into ./secrets mounted on {args.dir}")
+    for name, other in doc["services"].items():
+        wait = (other.get("depends_on") or {}).get(KEYS_SERVICE, {})
+        if name.startswith("worker-") and wait.get("condition") != \
+                "service_completed_successfully":
+            problems.append(f"{name} must wait for {KEYS_SERVICE} to complete successfully")
+    return problems
+
+
+def check_compose_curve(doc: dict, workers: dict, routers: dict) -> list[str]:
+    """CURVE on every link: each process gets its own key folder (deploy/keys.py's layout,
+    deploy/secrets/NAME/) as a Compose secret, and its command uses the files in it."""
+    problems = check_compose_keys_service(doc, len(workers))
+    declared = doc.get("secrets") or {}
+    layout = Path("/run/secrets")
+    copies = {(src.parent.name, dst.parent.name): dst.name
+              for src, dst in keys_module.peer_copies(
+                  layout, 1 + max((a.index for a in workers.values()), default=0))}
+
+    def own(name: str) -> tuple[str, str]:
+        public, secret = keys_module.own_files(layout, name)
+        return (f"/run/secrets/{name}-keys/{public.name}",
+                f"/run/secrets/{name}-keys/{secret.name}")
+
+    def has_folder_secret(service: str, name: str) -> bool:
+        secret = f"{name}-keys"
+        folder = DEPLOY / "secrets" / name
+        ignore = folder / ".gitignore"
+        if doc["services"][service].get("secrets") != [secret]:
+            problems.append(f"{service}: must get exactly its own secret {secret}")
+        elif (declared.get(secret) or {}).get("file") != f"./secrets/{name}":
+            problems.append(f"secret {secret} must be the folder ./secrets/{name}")
+        elif not ignore.is_file() or ignore.read_text().split("\n")[1:3] != ["*", "!.gitignore"]:
+            problems.append(f"deploy/secrets/{name}/ must exist and git-ignore its keys")
+        else:
+            return True
+        return False
+
+    for name, args in workers.items():
+        if getattr(args, "insecure", False):
+            problems.append(f"{name}: --insecure; the workers must use CURVE")
+        if not has_folder_secret(name, name):
+            continue
+        public, secret = own(name)
+        authorized = f"/run/secrets/{name}-keys/{copies[('router', name)]}"
+        if (args.curve_public_key_file, args.curve_secret_key_file,
+                args.curve_authorized_keys) != (public, secret, authorized):
+            problems.append(f"{name}: CURVE files must be {public}, {secret} and {authorized}")
+    for name, args in routers.items():
+        if not has_folder_secret(name, "router"):
+            continue
+        public, secret = own("router")
+        servers = [f"/run/secrets/router-keys/{copies[(w, 'router')]}"
+                   for w in sorted(workers, key=lambda w: workers[w].index)]
+        if (args.curve_public_key_file, args.curve_secret_key_file) != (public, secret):
+            problems.append(f"{name}: CURVE key pair must be {public} and {secret}")
+        if (args.curve_server_key or "").split(",") != servers:
+            problems.append(f"{name}: --curve-server-key must be {','.join(servers)}")
     return problems
 
 
@@ -435,11 +531,53 @@ def _single_without_volume(doc):
     del doc["services"]["single"]["volumes"]
 
 
+def _insecure_worker(doc):
+    cmd = doc["services"]["worker-1"]["command"]
+    doc["services"]["worker-1"]["command"] = cmd[:cmd.index("--curve-secret-key-file")] + [
+        "--insecure"]
+
+
+def _server_keys_swapped(doc):
+    cmd = doc["services"]["router"]["command"]
+    i = cmd.index("--curve-server-key") + 1
+    parts = cmd[i].split(",")
+    cmd[i] = ",".join([parts[1], parts[0], *parts[2:]])
+
+
+def _worker_uses_router_secret(doc):
+    doc["services"]["worker-0"]["secrets"] = ["worker-0-keys", "router-keys"]
+
+
+def _worker_reads_other_key(doc):
+    cmd = doc["services"]["worker-2"]["command"]
+    i = cmd.index("--curve-secret-key-file") + 1
+    cmd[i] = cmd[i].replace("worker-2.key", "worker-1.key")
+
+
+def _secret_elsewhere(doc):
+    doc["secrets"]["worker-1-keys"]["file"] = "./keys/worker-1"
+
+
+def _keys_for_two_workers(doc):
+    entrypoint = doc["services"]["keys"]["entrypoint"]
+    entrypoint[entrypoint.index("--workers") + 1] = "2"
+
+
+def _keys_not_awaited(doc):
+    del doc["services"]["worker-2"]["depends_on"]
+
+
+def _no_keys_service(doc):
+    del doc["services"]["keys"]
+
+
 @pytest.mark.parametrize("breakage", [
     _swap_worker_indexes, _swap_connect_order, _unknown_flag, _wrong_listen_port,
     _public_port, _router_port_mismatch, _missing_worker, _worker_without_volume,
     _volume_elsewhere, _shared_volume, _bind_mount, _undeclared_volume, _no_appendonly,
-    _single_without_volume,
+    _single_without_volume, _insecure_worker, _server_keys_swapped, _worker_uses_router_secret,
+    _worker_reads_other_key, _secret_elsewhere, _keys_for_two_workers, _keys_not_awaited,
+    _no_keys_service,
 ])
 def test_compose_check_catches_mistakes(breakage):
     doc = compose_doc()
