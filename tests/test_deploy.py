@@ -14,16 +14,24 @@ flow lists in JSON form). When PyYAML is there, a test checks that both readers 
 
 from __future__ import annotations
 
+import base64
+import fnmatch
 import importlib.util
 import json
+import os
 import re
 import socket
+import stat
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from zmq.utils import z85
 
-from shardis import config
+from shardis import config, linksec
 from shardis.cli import build_parser, parse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +39,9 @@ DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "docker-compose.yml"
 K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
-YAML_FILES = [COMPOSE, *K8S_FILES]
+#: Not applied with the rest (no .yaml suffix): the shape of the Secret the user makes.
+SECRET_TEMPLATE = DEPLOY / "k8s" / "curve-secret.yaml.template"
+YAML_FILES = [COMPOSE, *K8S_FILES, SECRET_TEMPLATE]
 
 
 # --- reading YAML without PyYAML ------------------------------------------------------------
@@ -588,8 +598,9 @@ def test_compose_check_catches_mistakes(breakage):
 # --- k8s/ -----------------------------------------------------------------------------------
 
 def k8s_objects() -> dict[tuple[str, str], dict]:
+    """Every object of deploy/k8s/, and the Secret of the template, by (kind, name)."""
     objects = {}
-    for path in K8S_FILES:
+    for path in [*K8S_FILES, SECRET_TEMPLATE]:
         for doc in load_yaml(path):
             objects[(doc["kind"], doc["metadata"]["name"])] = doc
     return objects
@@ -710,9 +721,138 @@ def check_k8s_volumes(sts: dict, worker: dict, args) -> list[str]:
     return problems
 
 
+def _pod_labels(workload: dict) -> dict:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    """A label selector (matchLabels only: these manifests use nothing else) and pod labels."""
+    match = selector.get("matchLabels") or {}
+    return bool(match) and set(selector) == {"matchLabels"} and all(
+        labels.get(k) == v for k, v in match.items())
+
+
+def _secret_files(workload: dict, secret: dict) -> tuple[dict[str, str], list[str]]:
+    """The files a pod sees from ``secret``: {path in the container: Secret entry}."""
+    problems: list[str] = []
+    pod = workload["spec"]["template"]["spec"]
+    volumes = [v for v in pod.get("volumes") or []
+               if (v.get("secret") or {}).get("secretName") == secret["metadata"]["name"]]
+    if len(volumes) != 1:
+        return {}, [f"{workload['metadata']['name']} must mount the Secret "
+                    f"{secret['metadata']['name']} once"]
+    volume = volumes[0]
+    mounts = [m for m in _container(workload).get("volumeMounts") or []
+              if m["name"] == volume["name"]]
+    if len(mounts) != 1 or not mounts[0].get("readOnly"):
+        problems.append(f"{workload['metadata']['name']}: mount the keys once, read-only")
+        return {}, problems
+    if (pod.get("securityContext") or {}).get("fsGroup") != 10001:
+        problems.append(f"{workload['metadata']['name']}: fsGroup 10001, or uid 10001 cannot "
+                        "read the key files")
+    entries = set(secret.get("stringData") or secret.get("data") or {})
+    files = {}
+    for item in volume["secret"].get("items") or []:
+        if item["key"] not in entries:
+            problems.append(f"the Secret has no entry {item['key']}")
+        files[f"{mounts[0]['mountPath']}/{item['path']}"] = item["key"]
+    return files, problems
+
+
+def check_k8s_curve(objects: dict) -> list[str]:
+    """Workers and router use CURVE with keys of the Secret: each pod mounts only what its
+    role needs (no worker sees router.key, the router sees no worker's .key), and the
+    router's --curve-server-key lists the workers' public keys in --connect order."""
+    _, secret = _only(objects, "Secret")
+    sts_name, sts = _only(objects, "StatefulSet")
+    _, deployment = _only(objects, "Deployment")
+    problems: list[str] = []
+    worker_files, found = _secret_files(sts, secret)
+    router_files, more = _secret_files(deployment, secret)
+    problems += found + more
+    if "router.key" in worker_files.values():
+        problems.append("worker pods must not mount router.key")
+    if any(key.endswith(".key") and key != "router.key" for key in router_files.values()):
+        problems.append("the router must not mount a worker's secret key")
+    replicas = sts["spec"]["replicas"]
+    command = _container(sts)["command"]
+    for ordinal in range(replicas):
+        argv = [a.replace("$(SHARDIS_INDEX)", str(ordinal)) for a in command]
+        args = parse_shardis(argv, problems, f"{sts_name}-{ordinal}")
+        if args is None:
+            return problems
+        wanted = (f"worker-{ordinal}.pub", f"worker-{ordinal}.key", "router.pub")
+        got = tuple(worker_files.get(path) for path in (
+            args.curve_public_key_file, args.curve_secret_key_file, args.curve_authorized_keys))
+        if got != wanted or args.insecure:
+            problems.append(f"pod {sts_name}-{ordinal}: CURVE files must be {wanted}, got {got}")
+    args = parse_shardis(_container(deployment)["command"], problems, "router")
+    if args is not None:
+        servers = [router_files.get(path) for path in (args.curve_server_key or "").split(",")]
+        if servers != [f"worker-{i}.pub" for i in range(replicas)]:
+            problems.append(f"router --curve-server-key must be worker-0.pub..., got {servers}")
+        if (router_files.get(args.curve_public_key_file),
+                router_files.get(args.curve_secret_key_file)) != ("router.pub", "router.key"):
+            problems.append("the router's key pair must be router.pub and router.key")
+    return problems
+
+
+def check_k8s_policies(objects: dict) -> list[str]:
+    """Only router pods reach the workers' port; disruption budgets for both; the router's
+    readiness must not depend on every worker (degraded is not dead)."""
+    problems: list[str] = []
+    _, sts = _only(objects, "StatefulSet")
+    _, deployment = _only(objects, "Deployment")
+    workers, routers = _pod_labels(sts), _pod_labels(deployment)
+    listen = tcp_port(parse_shardis(
+        [a.replace("$(SHARDIS_INDEX)", "0") for a in _container(sts)["command"]], problems,
+        "worker").listen)
+    _, policy = _only(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    rules = spec.get("ingress") or []
+    if not _matches(spec["podSelector"], workers) or _matches(spec["podSelector"], routers):
+        problems.append("the NetworkPolicy must select the worker pods (only)")
+    if "Ingress" not in (spec.get("policyTypes") or []) or not rules:
+        problems.append("the NetworkPolicy must restrict Ingress, with a rule for the router")
+    for rule in rules:
+        peers = rule.get("from") or []
+        if not peers or any(set(p) != {"podSelector"} or not _matches(p["podSelector"], routers)
+                            or _matches(p["podSelector"], workers) for p in peers):
+            problems.append("the NetworkPolicy may admit router pods only")
+        ports = rule.get("ports") or []
+        if [(p.get("protocol", "TCP"), p.get("port")) for p in ports] != [("TCP", listen)]:
+            problems.append(f"the NetworkPolicy must open TCP {listen} only: {ports}")
+    budgets = [obj for (kind, _), obj in objects.items() if kind == "PodDisruptionBudget"]
+    for what, labels, allowed in (("workers", workers, {("maxUnavailable", 1)}),
+                                  ("router", routers, {("minAvailable", 1)})):
+        mine = [b for b in budgets if _matches(b["spec"]["selector"], labels)]
+        limits = {(k, v) for b in mine for k, v in b["spec"].items()
+                  if k in ("minAvailable", "maxUnavailable")}
+        if len(mine) != 1 or limits != allowed or mine[0]["apiVersion"] != "policy/v1":
+            problems.append(f"one policy/v1 PodDisruptionBudget for the {what}: {allowed}")
+    probe = parse_probe(_container(deployment)["readinessProbe"]["exec"]["command"], problems,
+                        "router readiness")
+    if probe is not None and (probe.deep or probe.tcp):
+        problems.append("the router's readiness must be a PING: --deep fails while a worker "
+                        "is down, and --tcp does not check that the router answers")
+    return problems
+
+
 def test_k8s():
-    assert len(K8S_FILES) >= 2
-    assert check_k8s(k8s_objects()) == []
+    assert len(K8S_FILES) >= 3
+    objects = k8s_objects()
+    kinds = {kind for kind, _ in objects}
+    assert {"Service", "StatefulSet", "Deployment", "PodDisruptionBudget", "NetworkPolicy",
+            "Secret"} <= kinds
+    assert check_k8s(objects) == []
+    assert check_k8s_curve(objects) == []
+    assert check_k8s_policies(objects) == []
+
+
+def test_k8s_secret_is_only_a_template():
+    """`kubectl apply -f deploy/k8s/` must not overwrite the user's Secret with placeholders."""
+    assert SECRET_TEMPLATE not in K8S_FILES
+    assert all(doc["kind"] != "Secret" for path in K8S_FILES for doc in load_yaml(path))
 
 
 def test_k8s_runs_three_workers():
@@ -777,6 +917,123 @@ def test_k8s_check_catches_mistakes(breakage):
     objects = k8s_objects()
     breakage(objects)
     assert check_k8s(objects) != []
+
+
+def _volume(objects, kind):
+    (volume,) = _only(objects, kind)[1]["spec"]["template"]["spec"]["volumes"]
+    return volume
+
+
+def _k8s_router_gets_worker_key(objects):
+    _volume(objects, "Deployment")["secret"]["items"].append(
+        {"key": "worker-1.key", "path": "worker-1.key"})
+
+
+def _k8s_worker_gets_router_key(objects):
+    _volume(objects, "StatefulSet")["secret"]["items"].append(
+        {"key": "router.key", "path": "router.key"})
+
+
+def _k8s_other_secret(objects):
+    _volume(objects, "StatefulSet")["secret"]["secretName"] = "curve"
+
+
+def _k8s_missing_entry(objects):
+    del _only(objects, "Secret")[1]["stringData"]["worker-2.pub"]
+
+
+def _k8s_server_keys_reversed(objects):
+    command = _container(_only(objects, "Deployment")[1])["command"]
+    i = command.index("--curve-server-key") + 1
+    command[i] = ",".join(reversed(command[i].split(",")))
+
+
+def _k8s_worker_fixed_key(objects):
+    command = _container(_only(objects, "StatefulSet")[1])["command"]
+    i = command.index("--curve-secret-key-file") + 1
+    command[i] = "/keys/worker-0.key"
+
+
+def _k8s_insecure(objects):
+    command = _container(_only(objects, "StatefulSet")[1])["command"]
+    del command[command.index("--curve-secret-key-file"):]
+    command.append("--insecure")
+
+
+def _k8s_no_fsgroup(objects):
+    del _only(objects, "Deployment")[1]["spec"]["template"]["spec"]["securityContext"]["fsGroup"]
+
+
+def _k8s_writable_keys(objects):
+    del _container(_only(objects, "StatefulSet")[1])["volumeMounts"][1]["readOnly"]
+
+
+@pytest.mark.parametrize("breakage", [
+    _k8s_router_gets_worker_key, _k8s_worker_gets_router_key, _k8s_other_secret,
+    _k8s_missing_entry, _k8s_server_keys_reversed, _k8s_worker_fixed_key, _k8s_insecure,
+    _k8s_no_fsgroup, _k8s_writable_keys,
+])
+def test_k8s_curve_check_catches_mistakes(breakage):
+    objects = k8s_objects()
+    breakage(objects)
+    assert check_k8s_curve(objects) != []
+
+
+def _k8s_deep_readiness(objects):
+    _container(_only(objects, "Deployment")[1])["readinessProbe"]["exec"]["command"].append(
+        "--deep")
+
+
+def _k8s_policy_open(objects):
+    _only(objects, "NetworkPolicy")[1]["spec"]["ingress"][0]["from"] = []
+
+
+def _k8s_policy_any_namespace(objects):
+    _only(objects, "NetworkPolicy")[1]["spec"]["ingress"][0]["from"].append(
+        {"namespaceSelector": {}})
+
+
+def _k8s_policy_admits_workers(objects):
+    peer = _only(objects, "NetworkPolicy")[1]["spec"]["ingress"][0]["from"][0]
+    peer["podSelector"]["matchLabels"]["app.kubernetes.io/component"] = "worker"
+
+
+def _k8s_policy_wrong_port(objects):
+    _only(objects, "NetworkPolicy")[1]["spec"]["ingress"][0]["ports"][0]["port"] = 6379
+
+
+def _k8s_policy_on_router(objects):
+    selector = _only(objects, "NetworkPolicy")[1]["spec"]["podSelector"]
+    selector["matchLabels"]["app.kubernetes.io/component"] = "router"
+
+
+def _k8s_no_policy(objects):
+    del objects[("NetworkPolicy", _only(objects, "NetworkPolicy")[0])]
+    objects[("NetworkPolicy", "none")] = {"spec": {"podSelector": {}}}
+
+
+def _k8s_no_worker_budget(objects):
+    del objects[("PodDisruptionBudget", "worker")]
+
+
+def _k8s_loose_worker_budget(objects):
+    objects[("PodDisruptionBudget", "worker")]["spec"]["maxUnavailable"] = 2
+
+
+def _k8s_budget_selects_nothing(objects):
+    selector = objects[("PodDisruptionBudget", "router")]["spec"]["selector"]
+    selector["matchLabels"]["app.kubernetes.io/component"] = "routers"
+
+
+@pytest.mark.parametrize("breakage", [
+    _k8s_deep_readiness, _k8s_policy_open, _k8s_policy_any_namespace,
+    _k8s_policy_admits_workers, _k8s_policy_wrong_port, _k8s_policy_on_router, _k8s_no_policy,
+    _k8s_no_worker_budget, _k8s_loose_worker_budget, _k8s_budget_selects_nothing,
+])
+def test_k8s_policy_check_catches_mistakes(breakage):
+    objects = k8s_objects()
+    breakage(objects)
+    assert check_k8s_policies(objects) != []
 
 
 # --- the YAML reader and the probe ----------------------------------------------------------
@@ -844,3 +1101,201 @@ def test_probe_against_real_shardis(shardis):
     assert probe_module.main(["--port", str(shardis.port)]) == 0
     assert probe_module.main(["--port", str(shardis.port), "--deep"]) == 0
     assert probe_module.main(["--port", str(shardis.port), "--tcp"]) == 0
+
+
+# --- deploy/keys.py: the CURVE key layout of Compose, and the Secret of Kubernetes ----------
+
+def _key_of(path: Path) -> bytes:
+    return linksec.read_key_file(str(path))
+
+
+def test_keys_layout(tmp_path):
+    assert keys_module.ensure(tmp_path, 3) == ["router", "worker-0", "worker-1", "worker-2"]
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [
+        "router/router.key", "router/router.pub", "router/worker-0.pub", "router/worker-1.pub",
+        "router/worker-2.pub",
+        *(f"worker-{i}/{f}" for i in range(3)
+          for f in ("router.pub", f"worker-{i}.key", f"worker-{i}.pub"))]
+    for name in keys_module.names(3):
+        public, secret = keys_module.own_files(tmp_path, name)
+        assert linksec.read_key_pair(str(public), str(secret)) is not None  # a real pair
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    router_pub = _key_of(tmp_path / "router" / "router.pub")
+    for i in range(3):
+        worker = tmp_path / f"worker-{i}"
+        assert linksec.read_authorized_keys(str(worker / "router.pub")) == {
+            z85.decode(router_pub)}
+        assert _key_of(tmp_path / "router" / f"worker-{i}.pub") == \
+            _key_of(worker / f"worker-{i}.pub")
+    assert len({_key_of(tmp_path / n / f"{n}.pub") for n in keys_module.names(3)}) == 4
+
+
+def test_keys_are_kept_rotated_and_repaired(tmp_path):
+    keys_module.ensure(tmp_path, 2)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert keys_module.ensure(tmp_path, 2) == []  # a second `up` changes nothing
+    assert {p: p.read_bytes() for p in before} == before
+
+    assert keys_module.ensure(tmp_path, 2, rotate=frozenset({"router"})) == ["router"]
+    new_router = (tmp_path / "router" / "router.pub").read_bytes()
+    assert new_router != before[tmp_path / "router" / "router.pub"]
+    for i in range(2):  # the new public key reached every worker; their pairs are unchanged
+        assert (tmp_path / f"worker-{i}" / "router.pub").read_bytes() == new_router
+        key = tmp_path / f"worker-{i}" / f"worker-{i}.key"
+        assert key.read_bytes() == before[key]
+
+    (tmp_path / "worker-1" / "worker-1.key").unlink()  # half a pair is replaced as a whole
+    assert keys_module.ensure(tmp_path, 2) == ["worker-1"]
+    assert (tmp_path / "router" / "worker-1.pub").read_bytes() == \
+        (tmp_path / "worker-1" / "worker-1.pub").read_bytes() != before[
+            tmp_path / "worker-1" / "worker-1.pub"]
+    with pytest.raises(ValueError, match="worker-5"):
+        keys_module.ensure(tmp_path, 2, rotate=frozenset({"worker-5"}))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_keys_owner(tmp_path):
+    keys_module.ensure(tmp_path / "k", 1, owner=(10001, 10002))
+    files = [p for p in (tmp_path / "k").rglob("*") if p.is_file()]
+    assert files and all((p.stat().st_uid, p.stat().st_gid) == (10001, 10002) for p in files)
+    assert (tmp_path / "k" / "router").stat().st_uid == 0  # folders stay the creator's
+
+
+def test_keys_k8s_secret_matches_the_template(tmp_path):
+    keys_module.ensure(tmp_path, 3)
+    (secret,) = read_yaml(keys_module.k8s_secret(tmp_path, 3, "shardis-curve"))
+    (template,) = load_yaml(SECRET_TEMPLATE)
+    assert (secret["kind"], secret["metadata"]["name"]) == ("Secret", "shardis-curve")
+    assert template["metadata"]["name"] == "shardis-curve"
+    assert set(secret["data"]) == set(template["stringData"])
+    for entry, encoded in secret["data"].items():
+        name = entry.rsplit(".", 1)[0]
+        assert base64.b64decode(encoded) == (tmp_path / name / entry).read_bytes()
+    with pytest.raises(ValueError, match="missing"):
+        keys_module.k8s_secret(tmp_path, 4, "shardis-curve")
+
+
+def test_keys_command_line(tmp_path, capsys):
+    assert keys_module.main([str(tmp_path), "--workers", "1"]) == 0
+    assert "router, worker-0" in capsys.readouterr().out
+    assert keys_module.main([str(tmp_path), "--workers", "1"]) == 0
+    assert "none (all present)" in capsys.readouterr().out
+    assert keys_module.main([str(tmp_path), "--workers", "0"]) == 2
+    assert keys_module.main([str(tmp_path), "--workers", "1", "--rotate", "nobody"]) == 1
+    with pytest.raises(SystemExit):
+        keys_module.main([str(tmp_path), "--workers", "1", "--owner", "x"])
+
+
+# --- .dockerignore --------------------------------------------------------------------------
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Docker's rule: the last pattern that matches the path or one of its parent folders
+    decides; ``!`` re-includes."""
+    parts = path.split("/")
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip("/")
+        if any(fnmatch.fnmatchcase("/".join(parts[:n]), pattern)
+               for n in range(1, len(parts) + 1)):
+            excluded = not negate
+    return excluded
+
+
+def dockerignore_patterns(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+#: (path in the build context, sent to the builder?)
+CONTEXT_PATHS = [
+    ("pyproject.toml", True), ("README.md", True), ("shardis/cli.py", True),
+    ("shardis/router/core.py", True), ("deploy/Dockerfile", True),
+    ("deploy/healthcheck.py", True), ("deploy/keys.py", True), ("deploy/wheels/x.whl", True),
+    ("deploy/secrets/router/router.key", False), ("deploy/secrets/worker-0/worker-0.key", False),
+    (".git/config", False), ("tests/test_deploy.py", False), ("bench/compare.py", False),
+    ("shardis/__pycache__/cli.cpython-311.pyc", False), ("deploy/k8s/router.yaml", False),
+]
+
+
+def check_dockerignore(text: str) -> list[str]:
+    patterns = dockerignore_patterns(text)
+    return [f"{path}: {'sent' if not sent else 'left out'}, expected the opposite"
+            for path, sent in CONTEXT_PATHS if dockerignore_excludes(patterns, path) == sent]
+
+
+def test_dockerignore():
+    """At the repository root, the build context: both builders read it there (BuildKit
+    prefers deploy/Dockerfile.dockerignore, which must then not exist)."""
+    assert not (DEPLOY / "Dockerfile.dockerignore").exists()
+    assert check_dockerignore((ROOT / ".dockerignore").read_text()) == []
+
+
+@pytest.mark.parametrize("old, new", [
+    ("deploy/secrets/\n", ""), ("!shardis/\n", ""), ("*\n", ""), ("!deploy/\n", ""),
+])
+def test_dockerignore_check_catches_mistakes(old, new):
+    text = (ROOT / ".dockerignore").read_text()
+    assert old in text
+    assert check_dockerignore(text.replace(old, new, 1)) != []
+
+
+# --- the probes with a worker down, over CURVE with deploy/keys.py's keys -------------------
+
+def _spawn(*argv: str, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "shardis", *argv], stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def test_router_stays_ready_while_a_worker_is_down(tmp_path):
+    """The k8s readiness and liveness commands, and the image's HEALTHCHECK, keep passing while
+    a worker is down (its keys get errors, the others' are served); --deep would not. The
+    links use CURVE with the keys and file names of deploy/keys.py, as the manifests do."""
+    from tests.servers import free_port, wait_for_port
+
+    keys_module.ensure(tmp_path / "keys", 2)
+    k = tmp_path / "keys"
+    ports, port = [free_port(), free_port()], free_port()
+    procs = []
+    try:
+        for i, worker_port in enumerate(ports):
+            (tmp_path / f"w{i}").mkdir()
+            procs.append(_spawn(
+                "worker", "--listen", f"tcp://127.0.0.1:{worker_port}", "--index", str(i),
+                "--dir", str(tmp_path / f"w{i}"), "--save", "",
+                "--curve-secret-key-file", str(k / f"worker-{i}" / f"worker-{i}.key"),
+                "--curve-public-key-file", str(k / f"worker-{i}" / f"worker-{i}.pub"),
+                "--curve-authorized-keys", str(k / f"worker-{i}" / "router.pub"),
+                log=tmp_path / f"w{i}.log"))
+        router = _spawn(
+            "router", "--connect", ",".join(f"tcp://127.0.0.1:{p}" for p in ports),
+            "--port", str(port), "--save", "",
+            "--curve-secret-key-file", str(k / "router" / "router.key"),
+            "--curve-public-key-file", str(k / "router" / "router.pub"),
+            "--curve-server-key", ",".join(str(k / "router" / f"worker-{i}.pub")
+                                           for i in range(2)),
+            log=tmp_path / "router.log")
+        procs.append(router)
+        wait_for_port(port, router)
+        _, deployment = _only(k8s_objects(), "Deployment")
+        container = _container(deployment)
+        probes = [container[kind]["exec"]["command"][1:]
+                  for kind in ("readinessProbe", "livenessProbe")]
+        probes.append(json.loads(dict(dockerfile_instructions(
+            DOCKERFILE.read_text()))["HEALTHCHECK"].split(" CMD ", 1)[1])[1:])
+        assert probe_module.main(["--port", str(port), "--deep"]) == 0
+        procs[1].kill()
+        procs[1].wait()
+        deadline = time.monotonic() + 15
+        while probe_module.main(["--port", str(port), "--deep", "--timeout", "1"]) == 0:
+            assert time.monotonic() < deadline, "the router never noticed worker 1 is down"
+            time.sleep(0.2)
+        for argv in probes:
+            assert probe_module.main([*argv, "--port", str(port)]) == 0, argv
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
