@@ -850,6 +850,19 @@ def test_k8s():
     assert check_k8s_policies(objects) == []
 
 
+def test_k8s_schemas(tmp_path):
+    """Kubernetes' own schemas, strict (unknown fields refused), when kubernetes-validate (the
+    PyPI package) is installed; the checks above parse the files either way."""
+    tool = shutil.which("kubernetes-validate")
+    if tool is None:
+        pytest.skip("kubernetes-validate is not installed (pip install kubernetes-validate)")
+    secret = tmp_path / "curve-secret.yaml"
+    secret.write_text(SECRET_TEMPLATE.read_text())
+    checked = _run([tool, "--strict", "--quiet", "-k", "1.30.0", *map(str, K8S_FILES),
+                    str(secret)], timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def test_k8s_secret_is_only_a_template():
     """`kubectl apply -f deploy/k8s/` must not overwrite the user's Secret with placeholders."""
     assert SECRET_TEMPLATE not in K8S_FILES
