@@ -1464,13 +1464,14 @@ def _until(check, timeout: float, what: str):
 
 def test_compose_stack_on_docker(tmp_path):
     """Build the image and run deploy/docker-compose.yml as it is on a real engine: the keys
-    are made on the first `up`, the router reaches all three workers over CURVE, each worker
-    keeps its keys across a restart (AOF on its own volume), a process without the keys gets
-    nothing from a worker; everything, volumes included, is removed at the end, also on
+    are made on the first `up`, the router reaches all three workers over CURVE, stays healthy
+    and serves the others while one is stopped, that worker comes back with its keys (AOF on
+    its own volume), a process without the keys gets nothing from a worker; everything, volumes included, is removed at the end, also on
     failure. Skipped when no engine answers (DOCKER_HOST)."""
     problem = docker_engine_problem()
     if problem:
         pytest.skip(problem)
+    from shardis.slots import SlotMap
     from tests.servers import free_port
     from tests.test_atomicity import keys_on_distinct_workers
 
@@ -1498,9 +1499,18 @@ def test_compose_stack_on_docker(tmp_path):
         assert sorted(shards) == ["shard0", "shard1", "shard2"]
         assert all(count == 2 for count in shards.values()), shards
 
-        # A worker restarted: it replays its AOF from its own volume; the router reconnects.
-        restarted = _run([*compose, "restart", "worker-1"], timeout=120, env=env)
-        assert restarted.returncode == 0, restarted.stderr
+        # A worker down: the router stays healthy and serves the other workers' keys.
+        stopped = _run([*compose, "stop", "worker-1"], timeout=120, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        others = [k for k in keys if SlotMap(3).worker_of(k.encode()) != 1]
+        assert len(others) == 2
+        assert RespClient(port)("MGET", *others) == [f"v-{k}".encode() for k in others]
+        probe = _run([*compose, "exec", "-T", "router", "shardis-ping"], timeout=60, env=env)
+        assert probe.returncode == 0, probe.stderr
+
+        # Back: it replays its AOF from its own volume; the router reconnects by itself.
+        started = _run([*compose, "start", "worker-1"], timeout=120, env=env)
+        assert started.returncode == 0, started.stderr
         _until(lambda: RespClient(port)("MGET", *keys) == [f"v-{k}".encode() for k in keys],
                60, "keys back after worker-1 restarted")
         assert _shard_keys(RespClient(port)("INFO", "shards").decode()) == shards
