@@ -1520,6 +1520,11 @@ def test_compose_stack_on_docker(tmp_path):
                         "router", "20", "shardis", "router", "--connect", "tcp://worker-0:7000",
                         "--port", "6390"], timeout=120, env=env)
         assert keyless.returncode != 0 and "router ready" not in keyless.stdout + keyless.stderr
+        # The image's default worker count follows the container's CPU limit (cgroup quota).
+        default = _run(["docker", "run", "--rm", "--cpus", "1", "--entrypoint", "python3", image,
+                        "-c", "from shardis import config; "
+                              "print(config.DIRECTIVES['workers'].default)"], timeout=120)
+        assert default.stdout.strip() == "1", default.stderr
         made = sorted(p.name for p in (ctx / "deploy" / "secrets").rglob("*.key"))
         assert made == ["router.key", "worker-0.key", "worker-1.key", "worker-2.key"]
     finally:
