@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shardis.cpus import usable_cpus
+
 LLONG_MAX = (1 << 63) - 1
 ULLONG_MAX = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
@@ -438,8 +440,9 @@ DIRECTIVES: dict[str, Directive] = {d.name: d for d in (
     _D("port", 6379, "int", 0, 65535, mutable=False, help="TCP port (0: no plain TCP)"),
     _D("dir", ".", mutable=False, protected=True, rewrite=_rewrite_always,
        help="data directory (each worker's files in DIR/worker-INDEX/)"),
-    _D("workers", os.cpu_count() or 1, "int", 1, 1024, mutable=False,
-       help="number of worker processes (its default is the number of cores)"),
+    _D("workers", usable_cpus(), "int", 1, 1024, mutable=False,
+       help="number of worker processes (its default is the number of CPUs this process "
+            "may use: affinity mask and cgroup CPU quota)"),
     _D("pidfile", "", mutable=False, rewrite=_rewrite_unless_empty,
        help="file to write the server's pid to (removed at exit)"),
     _D("loglevel", "notice", "enum", choices=LOGLEVELS, worker_apply=_set_log_level,

@@ -207,8 +207,8 @@ def test_wrong_shapes_to_a_trusted_worker_do_not_crash_it(tmp_path) -> None:
 
 # The router side ------------------------------------------------------------------------------
 class FakeWorker(threading.Thread):
-    """A ROUTER socket that answers ``__whoami`` and ``__acl_sync`` like shard 0 and every other
-    batch with ``answer(seq, commands)``: a list of frames to send back."""
+    """A ROUTER socket that answers ``__whoami``, ``__acl_sync`` and ``__ping`` like shard 0
+    and every other batch with ``answer(seq, commands)``: a list of frames to send back."""
 
     def __init__(self, address: str, answer: Callable[[bytes, list], list[bytes]]) -> None:
         super().__init__(daemon=True)
@@ -225,7 +225,7 @@ class FakeWorker(threading.Thread):
                 continue
             identity, frame = self.socket.recv_multipart()
             seq, commands = protocol.decode_batch(frame)
-            if commands and commands[0][1][0] in (b"__whoami", b"__acl_sync"):
+            if commands and commands[0][1][0] in (b"__whoami", b"__acl_sync", b"__ping"):
                 frames = [protocol.encode_replies(seq, [_startup_reply(args)
                                                         for _, args in commands])]
             else:
@@ -240,6 +240,8 @@ def _startup_reply(args: list[bytes]) -> bytes:
     state the router offered (``__acl_sync version loads text``)."""
     if args[0] == b"__acl_sync":
         return encode([int(args[1]), int(args[2]), args[3]], 3)
+    if args[0] == b"__ping":  # the router's round-trip probe, once a second
+        return b"+PONG\r\n"
     return b":0\r\n"
 
 

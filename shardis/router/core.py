@@ -775,10 +775,11 @@ class Router:
     ) -> None:
         CURRENT_DB.set(client.db)  # this task acts in the client's database
         try:
-            down = next((self.links[w].down_error for w in workers
-                         if self.links[w].down_error is not None), None)
-            if down is not None:  # all or nothing: no step where one of them cannot run
-                raise ReplyError(down)
+            if reply.cmd is not None and "write" in reply.cmd.flags:
+                down = next((self.links[w].down_error for w in workers
+                             if self.links[w].down_error is not None), None)
+                if down is not None:  # all or nothing: no step where one cannot run
+                    raise ReplyError(down)
             if workers and self.config.get("maxmemory") and reply.cmd is not None \
                     and "denyoom" in reply.cmd.flags and await self.out_of_memory(workers):
                 raise ReplyError(errors.OOM)
