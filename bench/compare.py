@@ -1497,7 +1497,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description="Benchmark shardis against a real redis-server on this machine "
-                    "(throughput, latency, memory); see bench/README.md.")
+                    "(throughput, latency, CPU per command, memory); see bench/README.md.")
     parser.add_argument("--workers", type=_worker_list, default=[1, 2, 4],
                         help="comma-separated shardis worker counts (default 1,2,4)")
     parser.add_argument("--quick", action="store_true",
