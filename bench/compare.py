@@ -371,6 +371,8 @@ def cpu_delta(before: CpuSample, after: CpuSample, commands: int) -> dict[str, A
         "vanished": sorted(pid for pid, _ in before.ticks.keys() - common),
         "ticks": ticks,
         "us_per_command": {role: round(t * per_tick_us, 3) for role, t in ticks.items()},
+        # which worker did the work: a one-key test keeps one busy and leaves the others idle
+        "ticks_by_pid": {str(pid): spent[(pid, start)] for pid, start in sorted(common)},
     }
 
 
