@@ -19,6 +19,10 @@ Why it is built this way:
 * Workloads that ``-t`` cannot express (a leaderboard, a bitmap) use redis-benchmark's
   custom-command mode, one command line per invocation, on keys that the script fills first,
   so that every server times the same command on the same data.
+* CPU per command comes from /proc (utime + stime of every process of the server's tree,
+  sampled right before and right after each redis-benchmark invocation, one test per
+  invocation): unlike ops/s it is the work a command took, not how fast it got through a
+  machine the client shares, and it says whether the router or the workers spent it.
 * Everything measured goes to a JSON file next to the printed table, so that later runs can be
   compared with this one.
 """
@@ -45,6 +49,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +78,14 @@ EXTRA_TESTS: dict[str, str] = {
     "hset": "HSET",
     "zadd": "ZADD",
 }
+#: redis-benchmark's own order of the ``-t`` tests (src/redis-benchmark.c), whatever the order
+#: given.  Each test runs in an invocation of its own, so that the server's CPU time can be
+#: sampled around it (see :func:`measure_cpu`), and the invocations keep this order: the pops
+#: need the pushes before them, and every test sees what it saw when they shared one run.
+BENCHMARK_ORDER: tuple[str, ...] = (
+    "ping_mbulk", "set", "get", "incr", "lpush", "rpush", "lpop", "rpop", "sadd", "hset",
+    "zadd", "mset",
+)
 
 
 @dataclass(frozen=True)
@@ -195,18 +208,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, start time) of a process, or None if it is gone.
-
-    The start time tells a process from a later one that reused its PID.
-    """
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (so ``[0]`` is field 3, the state),
+    or None if the process is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rindex(")") + 2:].split()
-    return int(fields[1]), int(fields[19])
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, start time) of a process, or None if it is gone.
+
+    The start time tells a process from a later one that reused its PID.
+    """
+    fields = _stat_fields(pid)
+    return None if fields is None else (int(fields[1]), int(fields[19]))
 
 
 def process_tree(root: int) -> list[int]:
@@ -296,6 +315,65 @@ def unique_resident_bytes(pids: list[int]) -> int | None:
     if frames and frames <= {0}:
         return None  # not allowed to see frame numbers
     return len(frames) * _PAGE
+
+
+#: utime and stime in /proc/PID/stat count clock ticks (USER_HZ, 100 on Linux: 10 ms each).
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: A CPU delta below this many ticks is too coarse to read much into: +-1 tick of rounding at
+#: each end of the run is then +-10% or more of it.  The table marks such figures.
+CPU_MIN_TICKS = 20
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """utime + stime, in clock ticks, of every process of a server's tree at one moment.
+
+    Keyed by (PID, start time) so that a process that died and a later one that reused its PID
+    are never subtracted from each other.  ``root`` is the server's own process: redis-server,
+    or shardis's ``up`` process, which runs the router (the workers are its children).
+    """
+
+    root: int
+    ticks: dict[tuple[int, int], int]
+
+
+def sample_cpu(root: int) -> CpuSample:
+    """CPU time so far of ``root`` and its descendants (all their threads: utime and stime of
+    /proc/PID/stat are the whole process's)."""
+    ticks = {}
+    for pid in process_tree(root):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            ticks[(pid, int(fields[19]))] = int(fields[11]) + int(fields[12])
+    return CpuSample(root, ticks)
+
+
+def cpu_delta(before: CpuSample, after: CpuSample, commands: int) -> dict[str, Any]:
+    """The CPU the server spent between two samples, as JSON: ticks and microseconds per
+    command of its main process (``main``: redis-server, shardis's router) and of the others
+    summed (``children``: shardis's workers), over the processes present at *both* samples.
+
+    A process that started or ended between the samples (a restarted worker, a BGSAVE child)
+    has no CPU time at one end, so it is left out and listed under ``appeared``/``vanished``
+    rather than counted with a guess; a child's time is not folded into its parent's utime.
+    """
+    common = before.ticks.keys() & after.ticks.keys()
+    spent = {key: after.ticks[key] - before.ticks[key] for key in common}
+    ticks = {"main": sum(t for (pid, _), t in spent.items() if pid == after.root),
+             "children": sum(t for (pid, _), t in spent.items() if pid != after.root)}
+    ticks["total"] = ticks["main"] + ticks["children"]
+    per_tick_us = 1e6 / CLOCK_TICKS / max(commands, 1)
+    return {
+        "commands": commands,
+        "clock_ticks_per_s": CLOCK_TICKS,
+        "processes": len(common),
+        "appeared": sorted(pid for pid, _ in after.ticks.keys() - common),
+        "vanished": sorted(pid for pid, _ in before.ticks.keys() - common),
+        "ticks": ticks,
+        "us_per_command": {role: round(t * per_tick_us, 3) for role, t in ticks.items()},
+        # which worker did the work: a one-key test keeps one busy and leaves the others idle
+        "ticks_by_pid": {str(pid): spent[(pid, start)] for pid, start in sorted(common)},
+    }
 
 
 def _listening_inodes(port: int) -> set[str]:
@@ -783,6 +861,8 @@ class BenchRun:
     error: str | None = None
     #: which pass over the servers this run belongs to (``--rounds``), from 1.
     round: int = 1
+    #: the server's CPU time over the run (:func:`cpu_delta`), when it was sampled.
+    cpu: dict[str, Any] | None = None
 
 
 def parse_csv(text: str) -> dict[str, dict[str, float]]:
@@ -809,6 +889,20 @@ def run_custom(port: int, test: CustomTest, config: BenchConfig, requests: int) 
     command = _benchmark_command(port, config, requests) + list(test.argv)
     return _execute(BenchRun(config.name, config.clients, config.pipeline, requests,
                              [test.name], command))
+
+
+def measure_cpu(server: Server, bench: Callable[[], BenchRun]) -> BenchRun:
+    """Run ``bench`` between two samples of the server's CPU time and keep the difference in
+    ``run.cpu``, per command: redis-benchmark sends ``-n`` requests per test.
+
+    The samples are taken right before redis-benchmark starts and right after it exited, so
+    they include its connection set-up and its CONFIG GETs (a handful of commands) and
+    whatever the server does by itself meanwhile (its timers), for Redis as for shardis.
+    """
+    before = sample_cpu(server.proc.pid)
+    run = bench()
+    run.cpu = cpu_delta(before, sample_cpu(server.proc.pid), run.requests * len(run.tests))
+    return run
 
 
 def _execute(run: BenchRun) -> BenchRun:
@@ -850,11 +944,11 @@ class ServerResult:
 def benchmark_server(server: Server, base_requests: int, result: ServerResult,
                      round_number: int = 1) -> None:
     """Probe which tests the server can run, fill the custom tests' keys, then run every
-    configuration back to back: the ``-t`` tests in one invocation, each custom test in its
-    own."""
+    configuration back to back: each ``-t`` test, in redis-benchmark's order, then each custom
+    test, every one in an invocation of its own with the server's CPU time sampled around
+    it."""
     result.supported = supported_commands(server.port, sorted(set(TEST_COMMAND.values())))
-    tests = [name for name in ALL_TESTS
-             if name not in CUSTOM_BY_NAME and result.supported[TEST_COMMAND[name]]]
+    tests = [name for name in BENCHMARK_ORDER if result.supported[TEST_COMMAND[name]]]
     customs = [test for test in CUSTOM_TESTS if result.supported[TEST_COMMAND[test.name]]]
     if customs:
         keys = result.custom_keys = prepare_custom_keys(server.port)
@@ -865,9 +959,12 @@ def benchmark_server(server: Server, base_requests: int, result: ServerResult,
         requests = config.requests(base_requests)
         print(f"  {server.label:<10} {config.name:<12} -n {requests:<7} "
               f"{','.join(tests + [test.name for test in customs])}", flush=True)
-        _record(result, run_benchmark(server.port, tests, config, requests), round_number)
+        for name in tests:
+            _record(result, measure_cpu(server, partial(run_benchmark, server.port, [name],
+                                                        config, requests)), round_number)
         for test in customs:
-            _record(result, run_custom(server.port, test, config, requests), round_number)
+            _record(result, measure_cpu(server, partial(run_custom, server.port, test, config,
+                                                        requests)), round_number)
 
 
 def _record(result: ServerResult, run: BenchRun, round_number: int) -> None:
@@ -1083,6 +1180,99 @@ def _throughput_rows(results: list[ServerResult]) -> list[list[str]]:
     return rows
 
 
+def _cpu_cell(result: ServerResult, config: str, test: str) -> str | dict[str, Any]:
+    """The server's CPU per command for one test, or why there is none (as :func:`_cell`).
+
+    With --rounds every figure is its median over the rounds (the ticks too, so the warning
+    about coarse figures speaks of a typical round); ``changed`` says whether a process
+    appeared or vanished during any of them (its CPU is then not counted).
+    """
+    if result.supported and not result.supported.get(TEST_COMMAND[test], False):
+        return "n/a"
+    label = ALL_TESTS[test]
+    rounds = [run.cpu for run in result.runs if run.config == config and test in run.tests
+              and label in run.results and run.cpu]
+    if not rounds:
+        return "err" if result.error or _run_for(result, config, test) else "-"
+    return {
+        "us_per_command": {role: statistics.median(cpu["us_per_command"][role] for cpu in rounds)
+                           for role in rounds[0]["us_per_command"]},
+        "ticks": {role: statistics.median(cpu["ticks"][role] for cpu in rounds)
+                  for role in rounds[0]["ticks"]},
+        "changed": any(cpu["appeared"] or cpu["vanished"] for cpu in rounds),
+        "rounds": len(rounds),
+    }
+
+
+def _us(cell: dict[str, Any], role: str) -> str:
+    """Microseconds per command, marked ``*`` when it rests on fewer than CPU_MIN_TICKS."""
+    coarse = cell["ticks"][role] < CPU_MIN_TICKS
+    return f"{cell['us_per_command'][role]:.2f}" + ("*" if coarse else "")
+
+
+def _cpu_server_cells(result: ServerResult, base: str | dict[str, Any], config: str,
+                      test: str, is_base: bool) -> list[str]:
+    """main process (redis-server or the router) and its ratio to redis-server; the workers'
+    sum; the total and its ratio to redis-server's total; a note if processes came or went."""
+    cell = _cpu_cell(result, config, test)
+    if isinstance(cell, str):
+        return [cell]
+    us = cell["us_per_command"]
+    base_us = base["us_per_command"] if isinstance(base, dict) else None
+    ratios = (["", ""] if is_base else ["-", "-"] if base_us is None
+              else [_ratio(us["main"], base_us["total"]), _ratio(us["total"], base_us["total"])])
+    workers = "" if result.workers is None else _us(cell, "children")
+    note = "processes came or went" if cell["changed"] else ""
+    return [_us(cell, "main"), ratios[0], workers, _us(cell, "total"), ratios[1], note]
+
+
+def _cpu_rows(results: list[ServerResult]) -> list[list[str]]:
+    """The CPU table: one group of rows per test and configuration, like the throughput's."""
+    rows = []
+    for config in CONFIGS:
+        if not any(_run_for(result, config.name) for result in results):
+            continue
+        for test in ALL_TESTS:
+            base = _cpu_cell(results[0], config.name, test)
+            group = [(result.label,
+                      _cpu_server_cells(result, base, config.name, test, result is results[0]))
+                     for result in results]
+            for i, (label, cells) in enumerate(_collapse_unsupported(group)):
+                rows.append([TEST_LABELS[test] if i == 0 else "", config.name if i == 0 else "",
+                             label, *cells])
+    return rows
+
+
+def cpu_table(results: list[ServerResult], rounds: int = 1) -> str:
+    """The "CPU us/command" table with its legend and, when some figures are too coarse to
+    trust, a warning that says how many and what to do about it."""
+    header = ["CPU us/command", "config", "server", "main", "/redis", "workers", "total",
+              "/redis", "note"]
+    rows = _cpu_rows(results)
+    legend = ("CPU us/command: utime+stime from /proc/PID/stat over each redis-benchmark run, "
+              "divided by its commands;\nmain = redis-server, or shardis's router (the `up` "
+              "process); workers = sum over shardis's workers; total = both;\n/redis = divided "
+              "by redis-server's; only processes alive at both ends of a run are counted"
+              + (f"; each figure is the median of {rounds} rounds" if rounds > 1 else ""))
+    parts = [legend, format_table(header, rows, 3)]
+    coarse = sum(value.endswith("*") for row in rows for value in row)
+    if coarse:
+        parts.append(f"warning: {coarse} figures marked * rest on fewer than {CPU_MIN_TICKS} "
+                     f"clock ticks ({1000 / CLOCK_TICKS:g} ms each) of CPU in a run: too coarse "
+                     "to compare; use a larger --requests")
+    return "\n".join(parts)
+
+
+def cpu_summary(results: list[ServerResult]) -> dict[str, Any]:
+    """The CPU per command that the table shows (medians over rounds), for the JSON:
+    server label -> configuration -> test -> figures."""
+    return {result.label: {config.name: {test: cell for test in ALL_TESTS
+                                         if isinstance(cell := _cpu_cell(result, config.name,
+                                                                         test), dict)}
+                           for config in CONFIGS}
+            for result in results}
+
+
 def _resident(mem: dict[str, Any]) -> int:
     """What the memory target is stated on: distinct resident pages, or the RSS sum when the
     pages could not be told apart (not root)."""
@@ -1188,6 +1378,8 @@ def render(results: list[ServerResult], memory_keys: int | None,
     rounds = max((run.round for result in results for run in result.runs), default=1)
     if rounds > 1:
         parts.insert(0, f"throughput and latency: each number is the median of {rounds} rounds")
+    if any(run.cpu for result in results for run in result.runs):
+        parts.append(cpu_table(results, rounds))
     if memory_keys is not None and any(result.memory for result in results):
         mem_header = ["memory", "procs", "keys", "RSS empty MiB", "RSS MiB", "PSS MiB",
                       "unique MiB", "bytes/key", ratio, f"RSS {ratio}", f"unique {ratio}",
@@ -1249,7 +1441,7 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
                  load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
     return {
-        "schema": 4,
+        "schema": 5,
         "complete": complete,
         "started_utc": started.isoformat(),
         "finished_utc": finished.isoformat(),
@@ -1284,6 +1476,7 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "memory_zset_seed": ZSET_SEED,
         },
         "servers": [asdict(result) for result in results],
+        "cpu_us_per_command": cpu_summary(results),
     }
 
 
@@ -1306,7 +1499,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description="Benchmark shardis against a real redis-server on this machine "
-                    "(throughput, latency, memory); see bench/README.md.")
+                    "(throughput, latency, CPU per command, memory); see bench/README.md.")
     parser.add_argument("--workers", type=_worker_list, default=[1, 2, 4],
                         help="comma-separated shardis worker counts (default 1,2,4)")
     parser.add_argument("--quick", action="store_true",
