@@ -1139,8 +1139,8 @@ class Router:
             elif all(_read_only(args) for _, args in commands):
                 rerun.append(batch)
             else:
-                self.fail_targets(targets, f"ERR worker {link.index} restarted after running "
-                                           "this command; its reply was lost")
+                self.fail_targets(targets, f"ERR worker {link.index} ran this command but its "
+                                           "reply was lost")
         self.flush_clients()
         return rerun
 

@@ -85,7 +85,13 @@ class ReplyLog:
 
     def take(self, origin: bytes, seqs: list[int]) -> list[bytes | None]:
         """The recorded replies of ``origin``'s batches ``seqs`` (None: not recorded).  Asked
-        once per restart: that router's other records are dropped from memory."""
+        once per reconnection: that router's other records are dropped from memory.
+
+        After a restart they were loaded at start; a worker that stayed up while its link
+        was cut wrote them since, so what is missing is read from the files again."""
+        if any((origin, seq) not in self.recorded for seq in seqs):
+            for path in self.paths:
+                self._load(path)
         found = [self.recorded.get((origin, seq)) for seq in seqs]
         self.recorded = {key: value for key, value in self.recorded.items()
                          if key[0] != origin}
