@@ -1084,11 +1084,14 @@ class Router:
         reply, a ReplyError if the connection dropped, None if it did not answer in time."""
         future = self.loop.create_future()
         link.send_alone(VerifyTarget(future), 3, args)
-        self.on_link_readable(link)  # the send may have consumed ZeroMQ's edge
-        try:
-            return await asyncio.wait_for(future, WORKER_CHECK_SECONDS)
-        except asyncio.TimeoutError:
-            return None
+        deadline = self.loop.time() + WORKER_CHECK_SECONDS
+        while not future.done() and self.loop.time() < deadline:
+            # ZeroMQ's FD is edge-triggered and a send (the unsent frames' retries too) may
+            # consume the edge of a reply that arrived: look at the socket now and then
+            # rather than trust the edge alone.
+            self.on_link_readable(link)
+            await asyncio.wait([future], timeout=0.25)
+        return future.result() if future.done() else None
 
     async def resume(self, link: WorkerLink, applied: int | None) -> bool:
         """Finish, in order and before anything new, the batches lost with the worker's last
@@ -1191,6 +1194,7 @@ class Router:
         the worker before it, as theirs do: the time a command takes to get there and back."""
         self.ping_timer = self.loop.call_later(PING_SECONDS, self.ping_links)
         for link in self.links:
+            self.on_link_readable(link)  # a reply whose ZeroMQ edge a send consumed
             if link.pinging or link.verifying or link.down_error is not None \
                     or link.refused is not None:
                 continue

@@ -162,6 +162,7 @@ class WorkerLink:
             unsent.popleft()
         if unsent:
             self.retry = self.router.loop.call_later(0.005, self.send_unsent)
+        self.router.on_link_readable(self)  # the sends may have consumed ZeroMQ's edge
 
     def drop_unsent(self) -> None:
         """The connection dropped: its unsent frames are batches in flight, held or failed
