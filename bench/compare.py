@@ -1164,20 +1164,27 @@ def _collapse_unsupported(group: list[tuple[str, list[str]]]) -> list[tuple[str,
     return kept + [(f"shardis/{counts}", ["n/a"])]
 
 
-def _throughput_rows(results: list[ServerResult]) -> list[list[str]]:
+def _grouped_rows(results: list[ServerResult], cell: Any, server_cells: Any) -> list[list[str]]:
+    """One group of rows per test and configuration, a row per server (the first is the
+    baseline ``cell`` gives, the others' ``server_cells`` compare with it): the throughput
+    and CPU tables' shared layout."""
     rows = []
     for config in CONFIGS:
         if not any(_run_for(result, config.name) for result in results):
             continue  # interrupted before this configuration
         for test in ALL_TESTS:
-            base = _cell(results[0], config.name, test)
+            base = cell(results[0], config.name, test)
             group = [(result.label,
-                      _server_cells(result, base, config.name, test, result is results[0]))
+                      server_cells(result, base, config.name, test, result is results[0]))
                      for result in results]
             for i, (label, cells) in enumerate(_collapse_unsupported(group)):
                 rows.append([TEST_LABELS[test] if i == 0 else "", config.name if i == 0 else "",
                              label, *cells])
     return rows
+
+
+def _throughput_rows(results: list[ServerResult]) -> list[list[str]]:
+    return _grouped_rows(results, _cell, _server_cells)
 
 
 def _cpu_cell(result: ServerResult, config: str, test: str) -> str | dict[str, Any]:
@@ -1228,19 +1235,7 @@ def _cpu_server_cells(result: ServerResult, base: str | dict[str, Any], config: 
 
 def _cpu_rows(results: list[ServerResult]) -> list[list[str]]:
     """The CPU table: one group of rows per test and configuration, like the throughput's."""
-    rows = []
-    for config in CONFIGS:
-        if not any(_run_for(result, config.name) for result in results):
-            continue
-        for test in ALL_TESTS:
-            base = _cpu_cell(results[0], config.name, test)
-            group = [(result.label,
-                      _cpu_server_cells(result, base, config.name, test, result is results[0]))
-                     for result in results]
-            for i, (label, cells) in enumerate(_collapse_unsupported(group)):
-                rows.append([TEST_LABELS[test] if i == 0 else "", config.name if i == 0 else "",
-                             label, *cells])
-    return rows
+    return _grouped_rows(results, _cpu_cell, _cpu_server_cells)
 
 
 def cpu_table(results: list[ServerResult], rounds: int = 1) -> str:
