@@ -39,6 +39,8 @@ class ReplyLog:
         self.paths = [os.path.join(folder, f"replies-{i}") for i in (0, 1)]
         #: (router id, seq) -> reply message, read at start; taken by ``take``.
         self.recorded: dict[tuple[bytes, int], bytes] = {}
+        #: router id -> the highest seq asked for: a reply is handed back once.
+        self.taken: dict[bytes, int] = {}
         for path in self.paths:
             self._load(path)
         sizes = [_size(path) for path in self.paths]
@@ -62,7 +64,8 @@ class ReplyLog:
                 break  # a torn last record
             origin = data[start:start + id_length]
             seq = _SEQ.unpack_from(data, start + id_length)[0]
-            self.recorded[(origin, seq)] = data[start + id_length + 8:end]
+            if seq > self.taken.get(origin, -1):
+                self.recorded[(origin, seq)] = data[start + id_length + 8:end]
             offset = end
 
     def append(self, origin: bytes, seq: bytes, message: bytes) -> None:
@@ -95,6 +98,8 @@ class ReplyLog:
         found = [self.recorded.get((origin, seq)) for seq in seqs]
         self.recorded = {key: value for key, value in self.recorded.items()
                          if key[0] != origin}
+        if seqs:
+            self.taken[origin] = max(self.taken.get(origin, -1), *seqs)
         return found
 
     def close(self) -> None:
