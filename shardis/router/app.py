@@ -103,7 +103,13 @@ async def check_worker_order(router: Any) -> bool:
     from shardis.router.core import WORKER_CHECK_SECONDS
 
     replies = [router.call(i, [b"__whoami"]) for i in range(len(router.links))]
-    await asyncio.wait(replies, timeout=WORKER_CHECK_SECONDS)
+    deadline = asyncio.get_running_loop().time() + WORKER_CHECK_SECONDS
+    while not all(reply.done() for reply in replies) \
+            and asyncio.get_running_loop().time() < deadline:
+        for link in router.links:  # ZeroMQ's FDs are edge-triggered: look, do not only wait
+            router.on_link_event(link)
+            router.on_link_readable(link)
+        await asyncio.wait([reply for reply in replies if not reply.done()], timeout=0.25)
     for index, reply in enumerate(replies):
         if not reply.done():
             log.warning("worker %d (%s) did not answer; starting anyway (its keys answer "

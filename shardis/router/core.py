@@ -1194,6 +1194,8 @@ class Router:
         the worker before it, as theirs do: the time a command takes to get there and back."""
         self.ping_timer = self.loop.call_later(PING_SECONDS, self.ping_links)
         for link in self.links:
+            if link.verifying:
+                self.on_link_event(link)  # a (re)connection whose event's edge was missed
             self.on_link_readable(link)  # a reply whose ZeroMQ edge a send consumed
             if link.pinging or link.verifying or link.down_error is not None \
                     or link.refused is not None:
