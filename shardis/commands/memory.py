@@ -71,7 +71,7 @@ def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
         if samples < 0:
             raise ReplyError(errors.SYNTAX)
         j += 2
-    value = db.peek(args[2])  # Redis looks the key up without counting an access
+    value = db.stored(args[2])  # not an access; a packed value's size is its packed size
     return None if value is None else memory_of(args[2], value, samples)
 
 

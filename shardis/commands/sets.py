@@ -14,6 +14,7 @@ gathered from several workers with ``__sgather``, storing with ``__sstore``.
 
 from __future__ import annotations
 
+import marshal
 import sys
 from collections.abc import Callable, Iterable
 
@@ -33,7 +34,13 @@ from shardis.commands.strings import is_int_encodable, parse_int
 from shardis.errors import ReplyError
 from shardis.resp import SetReply
 from shardis.worker.keyspace import Keyspace
-from shardis.worker.types import ValueType, register_type
+from shardis.worker.types import (
+    PACK_MAX_ENTRIES,
+    ValueType,
+    pack_elements,
+    register_packing,
+    register_type,
+)
 
 #: Redis 7.0's default: an all-integer set stays an intset up to this many members.
 SET_MAX_INTSET_ENTRIES = 512
@@ -115,6 +122,25 @@ register_type(
         memory=lambda value, samples=5: collection_memory(value, sys.getsizeof, samples),
     ),
 )
+
+
+class PackedIntSet(bytes):
+    """An intset at rest (see ``shardis.worker.types``): its members."""
+
+    __slots__ = ()
+
+
+def _pack_set(value: SetValue) -> bytes | None:
+    if not value.intset or len(value) > PACK_MAX_ENTRIES:
+        return None
+    return pack_elements(PackedIntSet, value)
+
+
+def _unpack_set(blob: bytes) -> SetValue:
+    return SetValue(marshal.loads(blob))
+
+
+register_packing(SetValue, PackedIntSet, _pack_set, _unpack_set)
 
 
 # Writes --------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ import time
 
 from shardis import errors
 from shardis.errors import ReplyError
-from shardis.worker.types import value_type
+from shardis.worker.types import PACKERS, UNPACKERS, packed_if_fits, value_type
 
 log = logging.getLogger("shardis.worker")
 
@@ -317,6 +317,7 @@ class Keyspace:
         "resized",
         "evicted_log",
         "_samples",
+        "loose",
     )
 
     def __init__(self, index: int = 0) -> None:
@@ -397,6 +398,9 @@ class Keyspace:
         self.evicted_log: list[bytes] = []
         #: eviction's lists of keys to sample from: [all keys, keys with a TTL].
         self._samples: list[list[bytes]] = [[], []]
+        #: keys whose value may be a full collection that fits its packed form: unpacked by
+        #: a read or stored by a command since the last :meth:`repack`.
+        self.loose: set[bytes] = set()
 
     def tick(self) -> None:
         """Advance the cached clocks; called once per batch."""
@@ -423,7 +427,31 @@ class Keyspace:
                 self.atime[key] = self.lfu_touched(key)
             else:
                 self.atime[key] = self.clock
+            if type(value) in UNPACKERS:
+                return self._unpack(key, value)
         return value
+
+    def _unpack(self, key: bytes, value: object) -> object:
+        """The full form of a packed value, stored in its place until :meth:`repack`."""
+        full = UNPACKERS[type(value)](value)
+        self.data[key] = full
+        self.loose.add(key)
+        return full
+
+    def repack(self) -> None:
+        """Pack again the values unpacked or stored since the last call, where they fit
+        (``shardis.worker.types``): the shard calls this after each batch.  Their share of
+        ``used`` is counted again by ``settle``."""
+        data = self.data
+        resized = self.resized
+        for key in self.loose:
+            value = data.get(key)
+            if type(value) in PACKERS:
+                packed = packed_if_fits(value)
+                if packed is not value:
+                    data[key] = packed
+                    resized.add(key)
+        self.loose.clear()
 
     # LFU (Redis's evict.c): per key, (minutes of the last decrement << 8) | log counter.
     def lfu_minutes(self) -> int:
@@ -456,6 +484,14 @@ class Keyspace:
 
     def peek(self, key: bytes) -> object | None:
         """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS, TTL, SCAN)."""
+        value = self.stored(key)
+        if type(value) in UNPACKERS:
+            return self._unpack(key, value)
+        return value
+
+    def stored(self, key: bytes) -> object | None:
+        """Like :meth:`peek`, but the value as it is stored, packed or not: what a key costs
+        at rest (MEMORY USAGE)."""
         expires = self.expires
         if expires and key in expires and expires[key] < self.now_ms:
             self._expire(key)
@@ -540,6 +576,7 @@ class Keyspace:
                 self._uncount(key, old)
             self.sizes[key] = 0
             self.resized.add(key)
+            self.loose.add(key)
         if not keep_ttl and self.expires:
             self._forget_deadline(key)
         if self.string_hints:
@@ -696,6 +733,7 @@ class Keyspace:
         self.sizes = {}
         self.resized = set()
         self._samples = [[], []]
+        self.loose = set()
         self._reset_index()
         return count
 

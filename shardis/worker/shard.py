@@ -262,6 +262,9 @@ class Shard:
                 append(encode_int(reply))  # type: ignore[arg-type]
             else:
                 append(self.encode_other(reply, proto))
+        for keyspace in self.dbs.values():
+            if keyspace.loose:
+                keyspace.repack()
         return out
 
     # maxmemory ----------------------------------------------------------------------------------
@@ -388,6 +391,9 @@ class Shard:
         self.current = None
         if self.evictor.limit and self.evictor.over_since is not None:
             self.evictor.perform()  # a round that ran out of time goes on (EVICT_RUNNING)
+        for db in self.dbs.values():
+            if db.loose:
+                db.repack()  # what blocked commands served outside a batch unpacked
         if not self.active_expire_enabled:  # DEBUG SET-ACTIVE-EXPIRE 0
             return
         current = self.db
