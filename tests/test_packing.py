@@ -20,9 +20,8 @@ from shardis.commands.hashes import HashValue, PackedHash
 from shardis.commands.lists import PackedList
 from shardis.commands.sets import PackedIntSet, SetValue
 from shardis.commands.zsets import PackedZSet, ZSetValue
-from shardis.worker.shard import Shard
+from shardis.worker.shard import LOOSE_LIMIT, Shard
 from shardis.worker.types import (
-    PACK_MAX_BYTES,
     PACK_MAX_ENTRIES,
     packed_if_fits,
     unpacked,
@@ -32,8 +31,16 @@ from tests.servers import start_redis, start_shardis
 from tests.test_memory import _random_command
 
 
+def eager() -> Shard:
+    """A shard that packs at the end of every batch (by default it waits for housekeeping,
+    or for more than LOOSE_LIMIT unpacked values)."""
+    shard = Shard(0)
+    shard.loose_limit = 0
+    return shard
+
+
 def run(shard: Shard, *args: bytes) -> object:
-    """One command as a batch of its own (so the shard packs at its end), decoded."""
+    """One command as a batch of its own (so an eager shard packs at its end), decoded."""
     return decode(shard.execute_batch([(2, list(args))])[0])
 
 
@@ -92,7 +99,7 @@ def test_only_what_redis_keeps_compact_and_small_is_packed(value):
 
 # A shard packs after each batch ---------------------------------------------------------------
 def test_values_are_packed_between_batches_and_full_within_one():
-    shard = Shard(0)
+    shard = eager()
     replies = shard.execute_batch([
         (2, [b"HSET", b"h", b"a", b"1"]), (2, [b"HSET", b"h", b"b", b"2"]),
         (2, [b"RPUSH", b"l", b"x"]), (2, [b"SADD", b"s", b"7"]), (2, [b"ZADD", b"z", b"1", b"m"]),
@@ -108,7 +115,7 @@ def test_values_are_packed_between_batches_and_full_within_one():
 
 
 def test_a_value_that_outgrows_its_compact_form_stays_full():
-    shard = Shard(0)
+    shard = eager()
     run(shard, b"SADD", b"s", b"1")
     assert type(shard.db.data[b"s"]) is PackedIntSet
     run(shard, b"SADD", b"s", b"not-a-number")
@@ -119,7 +126,7 @@ def test_a_value_that_outgrows_its_compact_form_stays_full():
 
 
 def test_memory_usage_reports_the_packed_size():
-    shard = Shard(0)
+    shard = eager()
     run(shard, b"HSET", b"h", *[part for i in range(10) for part in (b"f%d" % i, b"v%07d" % i)])
     packed = run(shard, b"MEMORY", b"USAGE", b"h")
     full = HashValue((b"f%d" % i, b"v%07d" % i) for i in range(10))
@@ -130,7 +137,7 @@ def test_memory_usage_reports_the_packed_size():
 def test_the_running_memory_count_stays_exact_with_packing():
     """``used`` equals a count from scratch with a batch boundary (a repack) after each
     command, as with the commands run in one go (tests/test_memory.py)."""
-    shard = Shard(0)
+    shard = eager()
     rng = random.Random(11)
     for step in range(4000):
         shard.execute_batch([(2, _random_command(rng))])
@@ -224,3 +231,36 @@ def test_scans_of_packed_values_answer_whole(r):
     assert r.hscan("h{1}", 0, count=2)[0] == 0
     assert r.sscan("s{3}", 0, count=2)[0] == 0
     assert r.zscan("z{4}", 0, count=2)[0] == 0
+
+
+def test_a_read_that_converts_the_encoding_is_not_undone():
+    """SORT makes a listpack zset a skiplist without writing (as Redis): the packed form the
+    read started from must not come back."""
+    shard = eager()
+    run(shard, b"ZADD", b"z", b"1", b"a", b"2", b"b")
+    assert run(shard, b"SORT", b"z", b"ALPHA") == [b"a", b"b"]
+    assert run(shard, b"OBJECT", b"ENCODING", b"z") == b"skiplist"
+    assert type(shard.db.data[b"z"]) is ZSetValue
+
+
+def test_a_value_only_read_gets_its_packed_form_back_unchanged():
+    shard = eager()
+    run(shard, b"HSET", b"h", b"f", b"v")
+    before = shard.db.data[b"h"]
+    assert run(shard, b"HGET", b"h", b"f") == b"v"
+    assert shard.db.data[b"h"] is before
+    run(shard, b"HSET", b"h", b"f", b"w")
+    assert shard.db.data[b"h"] is not before
+    assert run(shard, b"HGET", b"h", b"f") == b"w"
+
+
+def test_values_in_use_stay_unpacked_until_housekeeping_or_the_limit():
+    shard = Shard(0)
+    run(shard, b"HSET", b"h", b"f", b"v")
+    assert type(shard.db.data[b"h"]) is HashValue
+    shard.housekeeping()
+    assert type(shard.db.data[b"h"]) is PackedHash
+    for i in range(LOOSE_LIMIT + 1):
+        run(shard, b"RPUSH", b"l%d" % i, b"x")
+    assert not shard.db.loose  # over the limit: packed at the end of that batch
+    assert all(type(shard.db.data[b"l%d" % i]) is PackedList for i in range(LOOSE_LIMIT + 1))

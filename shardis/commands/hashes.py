@@ -121,12 +121,11 @@ class PackedHash(bytes):
 def _pack_hash(value: HashValue) -> bytes | None:
     if not value.listpack or len(value) > PACK_MAX_ENTRIES:
         return None
-    return pack_elements(PackedHash, itertools.chain.from_iterable(value.items()))
+    return pack_elements(PackedHash, (tuple(value), tuple(value.values())))
 
 
 def _unpack_hash(blob: bytes) -> HashValue:
-    flat = marshal.loads(blob)
-    return HashValue(zip(flat[::2], flat[1::2]))
+    return HashValue(zip(*marshal.loads(blob)))
 
 
 register_packing(HashValue, PackedHash, _pack_hash, _unpack_hash)

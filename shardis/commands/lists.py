@@ -79,7 +79,7 @@ class PackedList(bytes):
 
 
 def _pack_list(value: deque) -> bytes | None:
-    return pack_elements(PackedList, value) if len(value) <= PACK_MAX_ENTRIES else None
+    return pack_elements(PackedList, tuple(value)) if len(value) <= PACK_MAX_ENTRIES else None
 
 
 def _unpack_list(blob: bytes) -> deque:

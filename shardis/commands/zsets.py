@@ -22,7 +22,6 @@ ZUNION, ZINTER, ZDIFF, ZINTERCARD and the *STORE forms are pure functions over t
 
 from __future__ import annotations
 
-import itertools
 import marshal
 import math
 import re
@@ -167,7 +166,7 @@ register_type(
 
 
 class PackedZSet(bytes):
-    """A listpack zset at rest (see ``shardis.worker.types``): member, score, ... in order."""
+    """A listpack zset at rest (see ``shardis.worker.types``): its members and their scores."""
 
     __slots__ = ()
 
@@ -175,13 +174,11 @@ class PackedZSet(bytes):
 def _pack_zset(value: ZSetValue) -> bytes | None:
     if not value.listpack or len(value) > PACK_MAX_ENTRIES:
         return None
-    return pack_elements(PackedZSet, itertools.chain.from_iterable(
-        (member, score) for score, member in value.order))
+    return pack_elements(PackedZSet, (tuple(value), tuple(value.values())))
 
 
 def _unpack_zset(blob: bytes) -> ZSetValue:
-    flat = marshal.loads(blob)
-    return ZSetValue(zip(flat[::2], flat[1::2]))
+    return ZSetValue(zip(*marshal.loads(blob)))
 
 
 register_packing(ZSetValue, PackedZSet, _pack_zset, _unpack_zset)

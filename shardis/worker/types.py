@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import marshal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,7 +53,7 @@ def value_type(value: object) -> ValueType:
 # never see the packed form: ``Keyspace.get``/``peek`` unpack a value when it is read (and keep
 # the full value for the rest of the batch), and the shard packs again, at the end of each
 # batch, every value it unpacked or that a command stored (``Keyspace.repack``).  The format is
-# ``marshal`` of a flat tuple of the elements: packing and unpacking are one C call each
+# ``marshal`` of a tuple of the elements: packing and unpacking are one C call each
 # (~2 us for 10 fields), where a hand-written listpack would be a Python loop per element.
 # Only what Redis keeps in a compact encoding (a listpack hash or zset, an intset; lists up to
 # the bounds below, Redis 7.0 reports every list as a quicklist) is packed, so HSCAN/SSCAN/
@@ -83,9 +83,11 @@ def register_packing(full_type: type, packed_type: type, pack: Callable[[Any], b
         memory=lambda value, samples=5: sys.getsizeof(value))
 
 
-def pack_elements(packed_type: type, elements: Iterable[object]) -> bytes | None:
-    """``elements`` (bytes and floats) as one ``packed_type`` object, or None if too long."""
-    blob = marshal.dumps(tuple(elements))
+def pack_elements(packed_type: type, elements: tuple) -> bytes | None:
+    """``elements`` (a tuple of bytes, floats and such tuples) as one ``packed_type`` object,
+    or None if too long.  marshal's version 2 is the fastest with binary floats (3 and 4
+    add back-references, which cost a hash table per call and save nothing here)."""
+    blob = marshal.dumps(elements, 2)
     return packed_type(blob) if len(blob) <= PACK_MAX_BYTES else None
 
 
