@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MAX_BACKLOG = 10_000
 #: Most replies a client may have due (dispatched, not yet written) before its next commands
 #: wait in the backlog: what a client that pipelines without reading can make us hold.
-MAX_INFLIGHT = 1024
+MAX_INFLIGHT = 4096
 #: Backlog marker: the input turned malformed here; answer what came before, then the error.
 PROTOCOL_ERROR: list[bytes] = []
 
