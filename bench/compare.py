@@ -910,9 +910,9 @@ COLLECTION_SETS: tuple[CollectionSet, ...] = (
     CollectionSet("zset", "zsets, 10 members", b"ZADD", b"ZCARD", b"zset", 10, zset_args, 2.5),
     CollectionSet("list", "lists, 10 elements", b"RPUSH", b"LLEN", b"list", 10, member_args,
                   2.5),
-    CollectionSet("hash100", "hashes, 100 fields", b"HSET", b"HLEN", b"hash", 100,
+    CollectionSet("hash100", "hashes, 100 fields", b"HSET", b"HLEN", b"bighash", 100,
                   partial(hash_args, fields=100, name=b"f:%02d"), keys_per=0.1),
-    CollectionSet("zset100", "zsets, 100 members", b"ZADD", b"ZCARD", b"zset", 100,
+    CollectionSet("zset100", "zsets, 100 members", b"ZADD", b"ZCARD", b"bigzset", 100,
                   partial(zset_args, members=100, name=b"m:%02d"), keys_per=0.1),
 )
 COLLECTIONS_BY_NAME: dict[str, CollectionSet] = {spec.name: spec for spec in COLLECTION_SETS}
@@ -933,12 +933,14 @@ class CollectionLoadResult:
     length_min: int
     length_max: int
     encoding: str | None
+    #: keys the server held before this load (earlier data sets, with ``--quick``)
+    keys_before: int = 0
 
     @property
     def verified(self) -> bool:
         """Every command added all its elements, and DBSIZE and the lengths add up to exactly
         what was sent."""
-        return (self.errors == 0 and self.dbsize == self.keys
+        return (self.errors == 0 and self.dbsize == self.keys_before + self.keys
                 and self.length_total == self.keys * self.elements_per_key
                 and self.length_min == self.length_max == self.elements_per_key)
 
@@ -967,6 +969,7 @@ def collection_batches(spec: CollectionSet, keys: int) -> Iterator[tuple[bytes, 
 def load_collection(port: int, spec: CollectionSet, keys: int) -> CollectionLoadResult:
     """``keys`` commands of ``spec``, pipelined; then DBSIZE, every key's length and OBJECT
     ENCODING of the first key, so that memory is divided by what was really stored."""
+    keys_before = int(call(port, "DBSIZE"))
     errors, first_error, seconds = send_pipelined(port, collection_batches(spec, keys),
                                                   b":%d" % spec.elements)
     dbsize = int(call(port, "DBSIZE"))
@@ -975,7 +978,7 @@ def load_collection(port: int, spec: CollectionSet, keys: int) -> CollectionLoad
     with contextlib.suppress(RespError):
         encoding = call(port, "OBJECT", "ENCODING", spec.key(0).decode())
     return CollectionLoadResult(keys, spec.elements, errors, first_error, round(seconds, 3),
-                                dbsize, total, smallest, largest, encoding)
+                                dbsize, total, smallest, largest, encoding, keys_before)
 
 
 def prepare_custom_keys(port: int) -> dict[str, Any]:
@@ -1173,25 +1176,49 @@ def measure_strings(server: Server, pipe_file: Path, keys: int,
             "bytes_per_key": _per_unit(idle, loaded, load.dbsize)}
 
 
-def measure_collection(server: Server, spec: CollectionSet, keys: int) -> dict[str, Any]:
-    """Idle memory, the pipelined load of ``spec``, memory loaded: the growth per element
-    actually stored (the sum of the lengths), so a short load cannot pass for a small
-    footprint."""
-    idle = _idle_sample(server)
+def _load_and_measure(server: Server, spec: CollectionSet, keys: int,
+                      idle: TreeMemory) -> tuple[dict[str, Any], TreeMemory]:
+    """The pipelined load of ``spec`` and the memory after it: the growth from ``idle`` per
+    element actually stored (the sum of the lengths), so a short load cannot pass for a
+    small footprint.  Returns the measurement and the memory loaded."""
     load = load_collection(server.port, spec, keys)
     loaded = sample_tree(server.proc.pid)
     return {"idle": asdict(idle), "loaded": asdict(loaded),
             "load": asdict(load) | {"verified": load.verified},
-            "bytes_per_element": _per_unit(idle, loaded, load.length_total)}
+            "bytes_per_element": _per_unit(idle, loaded, load.length_total)}, loaded
+
+
+def measure_collection(server: Server, spec: CollectionSet, keys: int) -> dict[str, Any]:
+    """Idle memory of the fresh server, then ``spec``'s load and its growth per element."""
+    return _load_and_measure(server, spec, keys, _idle_sample(server))[0]
+
+
+def measure_collections_together(server: Server,
+                                 loads: list[tuple[CollectionSet, int]]) -> dict[str, Any]:
+    """``--quick``'s shortcut: every data set into the same fresh server, one after another,
+    each measured from the sample that ended the previous one (one server start instead of
+    one per data set; the data sets' key prefixes differ).  Returns name -> measurement."""
+    before = _idle_sample(server)
+    measured = {}
+    for spec, keys in loads:
+        measured[spec.name], before = _load_and_measure(server, spec, keys, before)
+    return measured
 
 
 Plan = list[tuple[str, Any, tuple[Any, ...], int | None]]
 
 
+#: shardis gets Redis's REDIS_NO_PERSISTENCE too (its AOF is off by default, its save rules
+#: are Redis's defaults): otherwise a save rule fires a BGSAVE in the middle of a benchmark or
+#: a load (forked children in the tree being measured) and every stop saves the data set.
+SHARDIS_NO_PERSISTENCE: tuple[str, ...] = ("--save", "")
+
+
 def server_plan(worker_counts: list[int]) -> Plan:
     """(label, start function, its arguments, workers) for redis first, then each shardis."""
     plan: Plan = [("redis", start_redis, (), None)]
-    plan += [(f"shardis/{n}", start_shardis, (n,), n) for n in worker_counts]
+    plan += [(f"shardis/{n}", start_shardis, (n, SHARDIS_NO_PERSISTENCE), n)
+             for n in worker_counts]
     return plan
 
 
@@ -1236,7 +1263,8 @@ def _strings_summary(mem: dict[str, Any]) -> str:
 
 def _collection_summary(mem: dict[str, Any]) -> str:
     load = mem["load"]
-    return (f"{load['dbsize']:,} keys, {load['length_total']:,} elements, {load['encoding']}, "
+    keys = load["dbsize"] - load.get("keys_before", 0)
+    return (f"{keys:,} keys, {load['length_total']:,} elements, {load['encoding']}, "
             f"in {load['seconds']:.2f}s" + ("" if load["verified"] else " (NOT what was sent)"))
 
 
@@ -1253,15 +1281,34 @@ def run_memory(args: argparse.Namespace, plan: Plan, results: list[ServerResult]
                    partial(measure_strings, pipe_file=path, keys=args.memory_keys,
                            settle_s=args.settle),
                    lambda result, mem: setattr(result, "strings", mem), _strings_summary)
-    for name in args.collections:
-        spec = COLLECTIONS_BY_NAME[name]
-        keys = spec.keys_for(args.collection_keys)
+    loads = [(COLLECTIONS_BY_NAME[name], COLLECTIONS_BY_NAME[name].keys_for(args.collection_keys))
+             for name in args.collections]
+    if args.quick and loads:
+        print(f"collection memory (--quick: all into one fresh instance of each server, one "
+              f"after another): {', '.join(f'{spec.name} {keys:,} keys' for spec, keys in loads)}",
+              flush=True)
+        fresh_pass(plan, results, partial(measure_collections_together, loads=loads),
+                   partial(_store_collections, names=[spec.name for spec, _ in loads]),
+                   lambda measured: "; ".join(f"{name}: {_collection_summary(mem)}"
+                                              for name, mem in measured.items()))
+        return
+    for spec, keys in loads:
         print(f"collection memory: {spec.label}: {keys:,} keys x {spec.elements} "
               f"({keys * spec.elements:,} elements, {spec.command.decode()}) on a fresh "
               "instance of each server", flush=True)
         fresh_pass(plan, results, partial(measure_collection, spec=spec, keys=keys),
-                   lambda result, mem, name=name: result.collections.__setitem__(name, mem),
-                   _collection_summary)
+                   partial(_store_collections, names=[spec.name]), _collection_summary)
+
+
+def _store_collections(result: ServerResult, measured: dict[str, Any], names: list[str]) -> None:
+    """Keep one data set's measurement (``names`` has one name), several (name -> each), or
+    the error that stopped them (then recorded for each of ``names``)."""
+    if "error" in measured:
+        result.collections.update({name: measured for name in names})
+    elif len(names) == 1 and names[0] not in measured:
+        result.collections[names[0]] = measured
+    else:
+        result.collections.update(measured)
 
 
 def fresh_pass(plan: Plan, results: list[ServerResult],
@@ -1604,7 +1651,8 @@ def _collection_rows(results: list[ServerResult], collections: list[str]) -> lis
                 continue
             assert mem is not None
             load, per = mem["load"], mem["bytes_per_element"]
-            row = [first, result.label, f"{load['dbsize']:,}", f"{load['length_total']:,}",
+            row = [first, result.label, f"{load['dbsize'] - load.get('keys_before', 0):,}",
+                   f"{load['length_total']:,}",
                    str(load["encoding"] or "?"), f"{load['seconds']:.2f}", _bytes(per["rss"]),
                    "", _bytes(per["unique"]), "", ""]
             if redis is not None and result is not results[0]:
@@ -1624,6 +1672,8 @@ def _collection_rows(results: list[ServerResult], collections: list[str]) -> lis
 def memory_tables(results: list[ServerResult], memory_keys: int, settle_s: float,
                   collections: list[str]) -> list[str]:
     """The memory part of the report: idle, strings, settle, collections, with legends."""
+    together = any(mem.get("load", {}).get("keys_before") for result in results
+                   for mem in result.collections.values())
     parts = []
     if any(_measured(result.strings) for result in results):
         parts += [
@@ -1648,8 +1698,10 @@ def memory_tables(results: list[ServerResult], memory_keys: int, settle_s: float
     if collections and any(_measured(result.collections.get(name)) for result in results
                            for name in collections):
         parts += [
-            "collections: each data set on a fresh server; keys = DBSIZE, elements = sum of "
-            "the lengths (HLEN, SCARD, ZCARD, LLEN);\nencoding = OBJECT ENCODING of the first "
+            ("collections (--quick: all in one fresh server, one after another)" if together
+             else "collections: each data set on a fresh server")
+            + "; keys = DBSIZE growth, elements = sum of the lengths (HLEN, SCARD, ZCARD, "
+            "LLEN);\nencoding = OBJECT ENCODING of the first "
             "key; B/el = memory growth / elements, by RSS sum and by distinct pages (the "
             f"target's,\n{Target('<=', 2.5)} of Redis's for the issue's data sets)",
             format_table(["collection", "server", "keys", "elements", "encoding", "load s",
@@ -1715,8 +1767,8 @@ def throughput_summary(redis: ServerResult, shardis: ServerResult) -> list[Summa
             worst = (min if target.comparison == ">=" else max)(ratios, key=ratios.__getitem__)
             meeting = sum(target.met(ratio) for ratio in ratios.values())
             lines.append(SummaryLine(
-                f"all {len(ratios)} tests `{config}`, {unit}: geometric mean of the ratios "
-                f"({meeting} of {len(ratios)} meet it; worst {TEST_LABELS[worst]} "
+                f"all {len(ratios)} tests `{config}`, {unit}, geometric mean ({meeting} of "
+                f"{len(ratios)} meet the target; worst {TEST_LABELS[worst]} "
                 f"{ratios[worst]:.2f}x)", "", "", _geomean(list(ratios.values())), target))
     return lines
 
