@@ -6,6 +6,7 @@ benchmark runs here: these are the parts whose mistakes would silently skew a re
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import subprocess
@@ -375,3 +376,35 @@ def test_parse_args_defaults() -> None:
     full = compare.parse_args([])
     assert (full.memory_keys, full.collection_keys, full.collections) == (
         1_000_000, 100_000, list(compare.DEFAULT_COLLECTIONS))
+
+
+@pytest.mark.parametrize("argv", [["--skip-memory", "--workers", "2"],
+                                  ["--memory-only", "--workers", "3"]])
+def test_build_report_is_json_with_the_summary(argv: list[str]) -> None:
+    """The JSON is written whatever ran: no memory section with --skip-memory, no
+    throughput with --memory-only; the summary lines are those the table shows."""
+    args = compare.parse_args(argv)
+    if args.memory_only:
+        results = [memory_result("redis", None, 10, 100, 1, 20),
+                   memory_result("shardis/3", 3, 80, 200, 2.5, 60)]
+    else:
+        results = [bench_result("redis", None, 1000.0, 0.1),
+                   bench_result("shardis/2", 2, 500.0, 0.2)]
+    started = compare.datetime.now(compare.timezone.utc)
+    report = json.loads(json.dumps(compare.build_report(args, results, started,
+                                                        (0.0, 0.0, 0.0), True)))
+    assert report["schema"] == 6
+    summary = report["summary"]
+    assert summary["server"] == results[1].label
+    workloads = [line["workload"] for line in summary["lines"]]
+    if args.memory_only:
+        assert report["parameters"]["base_requests"] is None
+        assert not any("ops/s" in workload for workload in workloads)
+        assert report["parameters"]["collections"]["hash"]["target"] == 2.5
+        resident = next(line for line in summary["lines"] if "total resident" in line["workload"])
+        assert resident["status"] == "met" and resident["target"] == {"comparison": "<=",
+                                                                      "goal": 2.0}
+    else:
+        assert report["parameters"]["memory_keys"] is None
+        assert not any("bytes" in workload for workload in workloads)
+        assert {line["status"] for line in summary["lines"]} == {"met", "missed"}
