@@ -12,10 +12,14 @@ Why it is built this way:
   Ctrl-C in the terminal reaches us, not them) and are always stopped by PID with SIGTERM,
   then waited for, before the next one starts.  We check that a port is served by one of our
   processes before we ever connect to it: other people run servers on the same machine.
-* Memory is measured on a fresh instance of each server, after a fixed, known data set was
-  loaded, so that the benchmark runs' leftovers do not blur it: once for a million small
-  string keys, once (on yet another fresh instance) for a million small hash fields and once
-  more for a million sorted-set members.
+* Memory is measured on a fresh instance of each server, idle and after a fixed, known data
+  set was loaded, so that the benchmark runs' leftovers do not blur it: a million small
+  string keys fed by ``redis-cli --pipe`` (whose time is a target too), then one instance
+  per collection data set (100,000 hashes, sets, integer sets, zsets, lists of 10 elements).
+  Memory is the RSS summed over the server's processes (what ``ps`` shows) and the distinct
+  physical pages they map (shared library pages once), per process and in all.
+* Last comes a summary of issue #19's targets, met or missed, as a markdown table for the
+  README's Performance section.
 * Workloads that ``-t`` cannot express (a leaderboard, a bitmap) use redis-benchmark's
   custom-command mode, one command line per invocation, on keys that the script fills first,
   so that every server times the same command on the same data.
