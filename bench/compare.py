@@ -1747,7 +1747,14 @@ def summary_server(results: list[ServerResult]) -> ServerResult | None:
 
 
 def _geomean(values: list[float]) -> float:
-    return statistics.geometric_mean(values)
+    """Geometric mean of ratios; 0 if one is 0 (a test that got nothing through)."""
+    return 0.0 if min(values) <= 0 else statistics.geometric_mean(values)
+
+
+def _checked(label: str, *measured: dict[str, Any]) -> str:
+    """``label``, flagged when a load it rests on did not store exactly what was sent."""
+    return label if all(mem["load"]["verified"] for mem in measured) else (
+        f"{label} (load check FAILED)")
 
 
 def throughput_summary(redis: ServerResult, shardis: ServerResult) -> list[SummaryLine]:
@@ -1785,7 +1792,7 @@ def memory_summary(redis: ServerResult, shardis: ServerResult, memory_keys: int,
     if _measured(redis.strings) and _measured(shardis.strings):
         mine, base = shardis.strings, redis.strings
         assert mine is not None and base is not None
-        keys = f"{memory_keys:,} keys"
+        keys = _checked(f"{memory_keys:,} keys", mine, base)
         for label, key in (("distinct pages", "unique_bytes"), ("RSS sum", "rss_bytes")):
             lines.append(SummaryLine(f"idle server, {label}, MiB", _mib(mine["idle"][key]),
                                      _mib(base["idle"][key]),
@@ -1801,7 +1808,8 @@ def memory_summary(redis: ServerResult, shardis: ServerResult, memory_keys: int,
             SummaryLine(f"{keys}: bytes per key (growth)", _bytes(_per(mine["bytes_per_key"])),
                         _bytes(_per(base["bytes_per_key"])),
                         _div(_per(mine["bytes_per_key"]), _per(base["bytes_per_key"]))),
-            SummaryLine(f"`redis-cli --pipe` of {memory_keys:,} SETs, seconds",
+            SummaryLine(_checked(f"`redis-cli --pipe` of {memory_keys:,} SETs, seconds",
+                                 mine, base),
                         f"{mine['load']['seconds']:.2f}", f"{base['load']['seconds']:.2f}",
                         _div(mine["load"]["seconds"], base["load"]["seconds"]),
                         PIPE_TIME_TARGET),
@@ -1812,9 +1820,9 @@ def memory_summary(redis: ServerResult, shardis: ServerResult, memory_keys: int,
         if _measured(mine) and _measured(base):
             assert mine is not None and base is not None
             mine_per, base_per = _per(mine["bytes_per_element"]), _per(base["bytes_per_element"])
-            lines.append(SummaryLine(
+            lines.append(SummaryLine(_checked(
                 f"{spec.label}: bytes per element ({mine['load']['encoding']} / "
-                f"{base['load']['encoding']})", _bytes(mine_per), _bytes(base_per),
+                f"{base['load']['encoding']})", mine, base), _bytes(mine_per), _bytes(base_per),
                 _div(mine_per, base_per), Target("<=", spec.target) if spec.target else None))
     return lines
 

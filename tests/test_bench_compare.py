@@ -408,3 +408,18 @@ def test_build_report_is_json_with_the_summary(argv: list[str]) -> None:
         assert report["parameters"]["memory_keys"] is None
         assert not any("bytes" in workload for workload in workloads)
         assert {line["status"] for line in summary["lines"]} == {"met", "missed"}
+
+
+def test_summary_flags_a_load_that_did_not_check_out() -> None:
+    redis = memory_result("redis", None, 10.0, 100.0, 1.0, 20.0)
+    shardis = memory_result("shardis/3", 3, 80.0, 200.0, 2.5, 60.0)
+    shardis.collections["hash"]["load"]["verified"] = False
+    lines = compare.memory_summary(redis, shardis, 1000, ["hash"])
+    flagged = [line.workload for line in lines if "load check FAILED" in line.workload]
+    assert flagged == ["hashes, 10 fields: bytes per element (listpack / listpack) "
+                       "(load check FAILED)"]
+
+
+def test_geomean_of_ratios() -> None:
+    assert compare._geomean([0.5, 2.0]) == pytest.approx(1.0)
+    assert compare._geomean([0.5, 0.0]) == 0.0
