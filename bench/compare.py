@@ -1926,6 +1926,21 @@ def shardis_version() -> str:
     return str(shardis.__version__)
 
 
+def shardis_commit() -> str | None:
+    """The checkout's commit (``+dirty`` when shardis/ has changes not committed): the version
+    number does not move between the commits that a baseline is compared across; None
+    outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--", "shardis") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def write_json(report: dict[str, Any], started: datetime, bench: str = "compare",
                indent: int = 2) -> Path:
     """``bench/results/<bench>-<UTC start>.json``, written whole or not at all."""
@@ -1960,7 +1975,8 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "versions": {"redis_server": redis_version(), "shardis": shardis_version()},
+        "versions": {"redis_server": redis_version(), "shardis": shardis_version(),
+                     "shardis_commit": shardis_commit()},
         "parameters": {
             "workers": args.workers,
             "quick": args.quick,
