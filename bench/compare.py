@@ -12,10 +12,14 @@ Why it is built this way:
   Ctrl-C in the terminal reaches us, not them) and are always stopped by PID with SIGTERM,
   then waited for, before the next one starts.  We check that a port is served by one of our
   processes before we ever connect to it: other people run servers on the same machine.
-* Memory is measured on a fresh instance of each server, after a fixed, known data set was
-  loaded, so that the benchmark runs' leftovers do not blur it: once for a million small
-  string keys, once (on yet another fresh instance) for a million small hash fields and once
-  more for a million sorted-set members.
+* Memory is measured on a fresh instance of each server, idle and after a fixed, known data
+  set was loaded, so that the benchmark runs' leftovers do not blur it: a million small
+  string keys fed by ``redis-cli --pipe`` (whose time is a target too), then one instance
+  per collection data set (100,000 hashes, sets, integer sets, zsets, lists of 10 elements).
+  Memory is the RSS summed over the server's processes (what ``ps`` shows) and the distinct
+  physical pages they map (shared library pages once), per process and in all.
+* Last comes a summary of issue #19's targets, met or missed, as a markdown table for the
+  README's Performance section.
 * Workloads that ``-t`` cannot express (a leaderboard, a bitmap) use redis-benchmark's
   custom-command mode, one command line per invocation, on keys that the script fills first,
   so that every server times the same command on the same data.
@@ -135,30 +139,27 @@ TEST_COMMAND: dict[str, str] = ({name: name for name in ALL_TESTS} | {"ping_mbul
 RANDOM_KEYS = 100_000
 DEFAULT_REQUESTS = 50_000
 QUICK_REQUESTS = 5_000
+#: The strings data set, loaded with ``redis-cli --pipe`` (issue #19): ``SET key:%012d`` to
+#: 16 x 'x', the data of ``redis-benchmark -t set -r <keys> -d 16`` but exactly ``keys`` keys.
 DEFAULT_MEMORY_KEYS = 1_000_000
 QUICK_MEMORY_KEYS = 100_000
-#: The memory data set mimics ``redis-benchmark -t set -d 16``: key:%012d -> 16 x 'x'.
 MEMORY_VALUE_SIZE = 16
 LOAD_BATCH = 1_000
-#: The hash memory data set: hashes of 100 small fields (``f:00`` .. ``f:99``, 8-byte values),
-#: the shape of a typical object-per-hash schema.  100 fields and 8-byte values stay far below
-#: Redis 7.0's ``hash-max-listpack-entries`` (512) and ``-value`` (64), so Redis keeps every
-#: hash in its compact listpack encoding, which is what it does for such hashes in practice.
-DEFAULT_MEMORY_HASHES = 10_000
-QUICK_MEMORY_HASHES = 1_000
-HASH_FIELDS = 100
-HASH_VALUE_SIZE = 8
-#: HSETs (of HASH_FIELDS fields each) per pipelined batch: 10,000 fields, about 240 KB.
-HASH_LOAD_BATCH = 100
-#: The zset memory data set: many small sorted sets (a per-user or per-item top-100), members
-#: ``m:00`` .. ``m:99`` with seeded pseudo-random float scores.  100 members of 4 bytes stay
-#: below Redis 7.0's ``zset-max-listpack-entries`` (128) and ``-value`` (64): listpack, as for
-#: such zsets in production.  One huge zset (skiplist) is what the leaderboard tests time.
-DEFAULT_MEMORY_ZSETS = 10_000
-QUICK_MEMORY_ZSETS = 1_000
-ZSET_MEMBERS = 100
-ZSET_LOAD_BATCH = 100
+#: After the strings load, the servers sit idle this long and memory is sampled again: a
+#: router whose buffers grew during the load and never shrank shows there.
+DEFAULT_SETTLE_S = 5.0
+QUICK_SETTLE_S = 1.0
+#: The collection data sets (issue #19): this many keys of 10 elements each, one data set per
+#: type, each on a fresh server (see COLLECTION_SETS).
+DEFAULT_COLLECTION_KEYS = 100_000
+QUICK_COLLECTION_KEYS = 5_000
+#: Seed of the sorted sets' scores (and of the leaderboard's bitmap bits): the same data for
+#: every server.
 ZSET_SEED = 7
+#: Elements per pipelined batch of a collection load: 1,000 commands of 10 elements, ~130 KB.
+COLLECTION_BATCH_ELEMENTS = 10_000
+#: A fresh server's idle memory is sampled this long after it first answered PING.
+IDLE_WAIT_S = 0.5
 #: The leaderboard holds every member ZINCRBY can pick (``-r``), the bitmap every bit up to
 #: the SETBIT offset, before any custom test runs; the bitmap gets this many bits set.
 BITMAP_BITS = RANDOM_KEYS
@@ -291,30 +292,109 @@ _PRESENT = 1 << 63
 _PFN_MASK = (1 << 55) - 1
 
 
-def unique_resident_bytes(pids: list[int]) -> int | None:
-    """Bytes of the distinct physical pages the processes map (pages in RAM, each once).
+def resident_frames(pid: int) -> set[int] | None:
+    """The physical page frames a process has in RAM, from /proc/PID/pagemap.
 
-    Reads each mapping's entries in /proc/PID/pagemap; without CAP_SYS_ADMIN the frame numbers
-    read as 0 and pages cannot be told apart: then None.
+    Without CAP_SYS_ADMIN the frame numbers read as 0 and pages cannot be told apart: None
+    then, and None if the process is gone.
     """
     frames: set[int] = set()
     try:
-        for pid in pids:
-            with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
-                for line in maps:
-                    if line.rstrip().endswith("[vsyscall]"):
-                        continue
-                    start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
-                    pagemap.seek(start // _PAGE * 8)
-                    entries = pagemap.read((end - start) // _PAGE * 8)
-                    for (entry,) in struct.iter_unpack("<Q", entries):
-                        if entry & _PRESENT:
-                            frames.add(entry & _PFN_MASK)
+        with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            for line in maps:
+                if line.rstrip().endswith("[vsyscall]"):
+                    continue
+                start, end = (int(x, 16) for x in line.split(None, 1)[0].split("-"))
+                pagemap.seek(start // _PAGE * 8)
+                entries = pagemap.read((end - start) // _PAGE * 8)
+                frames.update(entry & _PFN_MASK for (entry,) in struct.iter_unpack("<Q", entries)
+                              if entry & _PRESENT)
     except OSError:
         return None
     if frames and frames <= {0}:
         return None  # not allowed to see frame numbers
+    return frames
+
+
+def unique_resident_bytes(pids: list[int]) -> int | None:
+    """Bytes of the distinct physical pages the processes map (pages in RAM, each once), or
+    None when the frame numbers cannot be read (see :func:`resident_frames`)."""
+    frames: set[int] = set()
+    for pid in pids:
+        own = resident_frames(pid)
+        if own is None:
+            return None
+        frames |= own
     return len(frames) * _PAGE
+
+
+def process_role(pid: int, root: int) -> str:
+    """What a process of a server's tree is, from its command line: ``redis-server``,
+    ``router`` (shardis's ``up`` process, which runs the router beside the supervisor) or
+    ``worker N`` (``shardis worker --index N``)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "?"
+    if "--index" in argv[:-1]:
+        return f"worker {argv[argv.index('--index') + 1]}"
+    if pid == root and "shardis" in argv and "up" in argv:
+        return "router"
+    name = argv[0].split()[0] if argv and argv[0] else "?"
+    return os.path.basename(name)
+
+
+@dataclass
+class ProcessMemory:
+    """One process of a server: its RSS and ``own_bytes``, the resident pages that no other
+    process of the same server maps (None without access to frame numbers)."""
+
+    pid: int
+    role: str
+    rss_bytes: int
+    own_bytes: int | None
+
+
+@dataclass
+class TreeMemory:
+    """A server's memory at one moment, summed over its processes (``rss_bytes``, PSS) and as
+    distinct resident pages (``unique_bytes``; None without access to frame numbers), with
+    each process apart.  ``unique_bytes`` minus the processes' ``own_bytes`` is what they
+    share (the interpreter's and libraries' pages, for shardis)."""
+
+    rss_bytes: int
+    pss_bytes: int
+    unique_bytes: int | None
+    processes: list[ProcessMemory]
+
+
+def own_pages(frames: dict[int, set[int]]) -> dict[int, int]:
+    """Per process, how many of its frames no other process of ``frames`` maps."""
+    return {pid: len(pages.difference(*(other for key, other in frames.items() if key != pid)))
+            for pid, pages in frames.items()}
+
+
+def sample_tree(root: int) -> TreeMemory:
+    """:class:`TreeMemory` of ``root``'s process tree, each process's pages read once."""
+    pids = process_tree(root)
+    frames = {pid: resident_frames(pid) for pid in pids}
+    readable = {pid: pages for pid, pages in frames.items() if pages is not None}
+    complete = len(readable) == len(pids)
+    own = own_pages(readable) if complete else {}
+    processes = [ProcessMemory(pid, process_role(pid, root), _status_kib(pid, "VmRSS") * 1024,
+                               own[pid] * _PAGE if complete else None) for pid in pids]
+    unique = len(set().union(*readable.values())) * _PAGE if complete else None
+    return TreeMemory(sum(proc.rss_bytes for proc in processes),
+                      sum(_status_kib(pid, "Pss", "smaps_rollup") for pid in pids) * 1024,
+                      unique, sorted(processes, key=_role_order))
+
+
+def _role_order(proc: ProcessMemory) -> tuple[int, str]:
+    """The main process (redis-server, router) first, then the workers by index."""
+    if proc.role.startswith("worker "):
+        index = proc.role.split()[1]
+        return 1, index.zfill(6) if index.isdigit() else index
+    return 0, proc.role
 
 
 #: utime and stime in /proc/PID/stat count clock ticks (USER_HZ, 100 on Linux: 10 ms each).
@@ -686,45 +766,192 @@ def load_keys(port: int, count: int, value_size: int = MEMORY_VALUE_SIZE) -> Loa
     return LoadResult(count, errors, first_error, seconds, int(call(port, "DBSIZE")))
 
 
-@dataclass
-class HashLoadResult:
-    """What the hash load asked for and what the server says it holds afterwards."""
+def pipe_protocol(count: int, value_size: int = MEMORY_VALUE_SIZE,
+                  batch: int = 10_000) -> Iterator[bytes]:
+    """The strings data set as the RESP that ``redis-cli --pipe`` sends: ``SET key:%012d
+    <value_size x 'x'>`` for 0 .. count-1, in chunks of ``batch`` commands."""
+    value = b"x" * value_size
+    for start in range(0, count, batch):
+        yield _set_batch(start, min(count, start + batch), value)
 
-    hashes: int
-    fields_per_hash: int
+
+def write_pipe_file(path: Path, count: int, value_size: int = MEMORY_VALUE_SIZE) -> int:
+    """Write :func:`pipe_protocol` to ``path`` once, for every server to be fed the same
+    bytes; returns its size."""
+    with open(path, "wb") as out:
+        for chunk in pipe_protocol(count, value_size):
+            out.write(chunk)
+    return path.stat().st_size
+
+
+def parse_pipe_output(text: str) -> tuple[int, int] | None:
+    """(errors, replies) from redis-cli --pipe's last line, ``errors: 0, replies: 1000000``
+    (the ECHO it appends to spot the last reply is not counted); None if it is missing."""
+    for line in reversed(text.splitlines()):
+        words = line.replace(",", " ").split()
+        if len(words) == 4 and words[0] == "errors:" and words[2] == "replies:":
+            with contextlib.suppress(ValueError):
+                return int(words[1]), int(words[3])
+    return None
+
+
+@dataclass
+class PipeLoadResult:
+    """One ``redis-cli --pipe`` load: what it sent, how long it took, what it and the server
+    said afterwards."""
+
+    keys: int
+    seconds: float
+    exit_code: int | None
+    errors: int | None
+    replies: int | None
+    dbsize: int
+    output: str
+
+    @property
+    def verified(self) -> bool:
+        """redis-cli saw every reply and no error, and DBSIZE holds every key."""
+        return (self.exit_code == 0 and self.errors == 0 and self.replies == self.keys
+                and self.dbsize == self.keys)
+
+
+def pipe_load(port: int, path: Path, keys: int) -> PipeLoadResult:
+    """``redis-cli -p PORT --pipe < path``, timed from start to exit (its start-up included,
+    a few ms), then DBSIZE."""
+    begin = time.monotonic()
+    exit_code: int | None
+    try:
+        with open(path, "rb") as data:
+            done = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--pipe"],
+                                  stdin=data, capture_output=True, text=True,
+                                  timeout=BENCH_TIMEOUT_S)
+        exit_code, output = done.returncode, (done.stdout + done.stderr).strip()
+    except subprocess.TimeoutExpired:
+        exit_code, output = None, f"redis-cli --pipe did not finish within {BENCH_TIMEOUT_S:.0f}s"
+    seconds = time.monotonic() - begin
+    counts = parse_pipe_output(output)
+    errors, replies = counts if counts else (None, None)
+    return PipeLoadResult(keys, round(seconds, 3), exit_code, errors, replies,
+                          int(call(port, "DBSIZE")), output[-500:])
+
+
+def _text(prefix: bytes, number: int) -> bytes:
+    """``prefix`` + 7 digits: 8 bytes that are not a number (Redis would store an all-digit
+    value as an integer), distinct for numbers below 10^7."""
+    return b"%s%07d" % (prefix, number % 10_000_000)
+
+
+def hash_args(index: int, _rng: random.Random, fields: int = 10,
+              name: bytes = b"f%d") -> list[bytes]:
+    """``f0 v.. f1 v.. ... f9 v..``: short field names, distinct 8-byte values."""
+    base = index * fields
+    return [arg for n in range(fields) for arg in (name % n, _text(b"v", base + n))]
+
+
+def member_args(index: int, _rng: random.Random, members: int = 10) -> list[bytes]:
+    """10 distinct 8-byte members that are not integers (``m`` + 7 digits): SADD, RPUSH."""
+    return [_text(b"m", index * members + n) for n in range(members)]
+
+
+def integer_args(index: int, _rng: random.Random, members: int = 10) -> list[bytes]:
+    """10 distinct 9-digit integers (100,000,000 + a running number): Redis keeps such a set
+    as an intset of 32-bit integers."""
+    return [b"%d" % (100_000_000 + index * members + n) for n in range(members)]
+
+
+def zset_args(index: int, rng: random.Random, members: int = 10,
+              name: bytes | None = None) -> list[bytes]:
+    """``score member`` pairs: seeded floats in [0, 1000) with 4 decimals (Redis keeps a
+    non-integer score as text in a listpack, ~17 bytes), 8-byte members (or ``name % n``)."""
+    names = ([name % n for n in range(members)] if name
+             else [_text(b"m", index * members + n) for n in range(members)])
+    return [arg for member in names for arg in (b"%.4f" % (rng.random() * 1000), member)]
+
+
+@dataclass(frozen=True)
+class CollectionSet:
+    """A collection data set for memory: ``keys`` keys ``<prefix>:%08d``, each written by one
+    ``command`` of ``elements`` new elements (which answers ``:<elements>``), counted after
+    the load with ``length_command`` (HLEN, SCARD, ZCARD, LLEN).
+
+    ``keys_per`` scales the run's ``--collection-keys`` (stated for 10 elements a key) so
+    that a data set of 100-element keys holds as many elements with a tenth of the keys.
+    ``target`` is the issue's bound on shardis's bytes per element over Redis's, if any.
+    """
+
+    name: str
+    label: str
+    command: bytes
+    length_command: bytes
+    prefix: bytes
+    elements: int
+    arguments: Callable[[int, random.Random], list[bytes]]
+    target: float | None = None
+    keys_per: float = 1.0
+
+    def key(self, index: int) -> bytes:
+        return b"%s:%08d" % (self.prefix, index)
+
+    def encode(self, index: int, rng: random.Random) -> bytes:
+        return encode_command(self.command, self.key(index), *self.arguments(index, rng))
+
+    def keys_for(self, collection_keys: int) -> int:
+        return max(1, round(collection_keys * self.keys_per))
+
+
+#: The collection data sets, in the order they run.  The first five are issue #19's (10
+#: elements a key, each with its 2.5x bound); ``hash100`` and ``zset100`` are the earlier
+#: runs' shapes (100 fields or members a key, as many elements in all), run on request only.
+#: Every shape stays inside Redis 7.0's compact encodings' limits (``*-max-listpack-entries``
+#: 128 or 512, values <= 64 bytes, ``set-max-intset-entries`` 512): a listpack for hashes,
+#: zsets and the lists' quicklist nodes, an intset for the integer sets; Redis 7.0 has no
+#: listpack for sets, so other sets are a hashtable.
+COLLECTION_SETS: tuple[CollectionSet, ...] = (
+    CollectionSet("hash", "hashes, 10 fields", b"HSET", b"HLEN", b"hash", 10, hash_args, 2.5),
+    CollectionSet("set", "sets, 10 members", b"SADD", b"SCARD", b"set", 10, member_args, 2.5),
+    CollectionSet("intset", "sets, 10 integers", b"SADD", b"SCARD", b"iset", 10, integer_args,
+                  2.5),
+    CollectionSet("zset", "zsets, 10 members", b"ZADD", b"ZCARD", b"zset", 10, zset_args, 2.5),
+    CollectionSet("list", "lists, 10 elements", b"RPUSH", b"LLEN", b"list", 10, member_args,
+                  2.5),
+    CollectionSet("hash100", "hashes, 100 fields", b"HSET", b"HLEN", b"bighash", 100,
+                  partial(hash_args, fields=100, name=b"f:%02d"), keys_per=0.1),
+    CollectionSet("zset100", "zsets, 100 members", b"ZADD", b"ZCARD", b"bigzset", 100,
+                  partial(zset_args, members=100, name=b"m:%02d"), keys_per=0.1),
+)
+COLLECTIONS_BY_NAME: dict[str, CollectionSet] = {spec.name: spec for spec in COLLECTION_SETS}
+DEFAULT_COLLECTIONS: tuple[str, ...] = ("hash", "set", "intset", "zset", "list")
+
+
+@dataclass
+class CollectionLoadResult:
+    """What a collection load asked for and what the server says it holds afterwards."""
+
+    keys: int
+    elements_per_key: int
     errors: int
     first_error: str | None
     seconds: float
     dbsize: int
-    hlen_total: int
-    hlen_min: int
-    hlen_max: int
+    length_total: int
+    length_min: int
+    length_max: int
     encoding: str | None
+    #: keys the server held before this load (earlier data sets, with ``--quick``)
+    keys_before: int = 0
 
     @property
     def verified(self) -> bool:
-        """Every HSET succeeded and DBSIZE and the HLENs add up to exactly what was sent."""
-        return (self.errors == 0 and self.dbsize == self.hashes
-                and self.hlen_total == self.hashes * self.fields_per_hash
-                and self.hlen_min == self.hlen_max == self.fields_per_hash)
-
-
-def hash_key(index: int) -> bytes:
-    return b"hash:%08d" % index
-
-
-def _hset(index: int) -> bytes:
-    """HSET hash:<index> f:00 v<7 digits> ... f:99 v<7 digits>: distinct 8-byte values that are
-    not numbers (Redis's listpack would store a number as a small integer)."""
-    base = index * HASH_FIELDS
-    pairs = [arg for n in range(HASH_FIELDS)
-             for arg in (b"f:%02d" % n, b"v%0*d" % (HASH_VALUE_SIZE - 1, (base + n) % 10_000_000))]
-    return encode_command(b"HSET", hash_key(index), *pairs)
+        """Every command added all its elements, and DBSIZE and the lengths add up to exactly
+        what was sent."""
+        return (self.errors == 0 and self.dbsize == self.keys_before + self.keys
+                and self.length_total == self.keys * self.elements_per_key
+                and self.length_min == self.length_max == self.elements_per_key)
 
 
 def _length_totals(port: int, command: bytes, key: Callable[[int], bytes],
                    keys: int) -> tuple[int, int, int]:
-    """(sum, min, max) of ``command`` (HLEN, ZCARD) over every key we loaded, pipelined."""
+    """(sum, min, max) of ``command`` (HLEN, ZCARD...) over every key we loaded, pipelined."""
     batches = ((b"".join(encode_command(command, key(i))
                          for i in range(start, min(keys, start + LOAD_BATCH))),
                 min(keys, start + LOAD_BATCH) - start) for start in range(0, keys, LOAD_BATCH))
@@ -733,83 +960,29 @@ def _length_totals(port: int, command: bytes, key: Callable[[int], bytes],
     return sum(counts), min(counts), max(counts)
 
 
-def _hlen_totals(port: int, hashes: int) -> tuple[int, int, int]:
-    """(sum, min, max) of HLEN over every hash we loaded, pipelined."""
-    return _length_totals(port, b"HLEN", hash_key, hashes)
-
-
-def load_hashes(port: int, hashes: int) -> HashLoadResult:
-    """``hashes`` x HSET of HASH_FIELDS fields each, pipelined; then DBSIZE, every HLEN and
-    OBJECT ENCODING of the first hash, so that the memory per field is divided by what was
-    really stored (and in which encoding)."""
-    batches = ((b"".join(_hset(i) for i in range(start, min(hashes, start + HASH_LOAD_BATCH))),
-                min(hashes, start + HASH_LOAD_BATCH) - start)
-               for start in range(0, hashes, HASH_LOAD_BATCH))
-    errors, first_error, seconds = send_pipelined(port, batches, b":%d" % HASH_FIELDS)
-    dbsize = int(call(port, "DBSIZE"))
-    total, smallest, largest = _hlen_totals(port, hashes)
-    encoding = None
-    with contextlib.suppress(RespError):
-        encoding = call(port, "OBJECT", "ENCODING", hash_key(0).decode())
-    return HashLoadResult(hashes, HASH_FIELDS, errors, first_error, round(seconds, 3), dbsize,
-                          total, smallest, largest, encoding)
-
-
-@dataclass
-class ZsetLoadResult:
-    """What the zset load asked for and what the server says it holds afterwards."""
-
-    zsets: int
-    members_per_zset: int
-    errors: int
-    first_error: str | None
-    seconds: float
-    dbsize: int
-    zcard_total: int
-    zcard_min: int
-    zcard_max: int
-    encoding: str | None
-
-    @property
-    def verified(self) -> bool:
-        """Every ZADD added all its members and DBSIZE and the ZCARDs add up to what was sent."""
-        return (self.errors == 0 and self.dbsize == self.zsets
-                and self.zcard_total == self.zsets * self.members_per_zset
-                and self.zcard_min == self.zcard_max == self.members_per_zset)
-
-
-def zset_key(index: int) -> bytes:
-    return b"zset:%08d" % index
-
-
-def _zadd_batch(start: int, stop: int, rng: random.Random) -> bytes:
-    """ZADD zset:<i> s m:00 ... s m:99 for i in [start, stop): scores are seeded uniform floats
-    in [0, 1000) with 4 decimals, so Redis stores each as a float's text, not a small int."""
-    members = [b"m:%02d" % n for n in range(ZSET_MEMBERS)]
-    commands = []
-    for index in range(start, stop):
-        pairs = [arg for member in members
-                 for arg in (b"%.4f" % (rng.random() * 1000), member)]
-        commands.append(encode_command(b"ZADD", zset_key(index), *pairs))
-    return b"".join(commands)
-
-
-def load_zsets(port: int, zsets: int) -> ZsetLoadResult:
-    """``zsets`` x ZADD of ZSET_MEMBERS members each, pipelined ZSET_LOAD_BATCH at a time; then
-    DBSIZE, every ZCARD and OBJECT ENCODING of the first zset, so that the memory per member is
-    divided by what was really stored.  The seed makes both servers get the same scores."""
+def collection_batches(spec: CollectionSet, keys: int) -> Iterator[tuple[bytes, int]]:
+    """The load of ``spec`` as (RESP, commands) batches of about COLLECTION_BATCH_ELEMENTS
+    elements; the scores' generator is seeded here, so every server gets the same bytes."""
     rng = random.Random(ZSET_SEED)
-    batches = ((_zadd_batch(start, min(zsets, start + ZSET_LOAD_BATCH), rng),
-                min(zsets, start + ZSET_LOAD_BATCH) - start)
-               for start in range(0, zsets, ZSET_LOAD_BATCH))
-    errors, first_error, seconds = send_pipelined(port, batches, b":%d" % ZSET_MEMBERS)
+    per_batch = max(1, COLLECTION_BATCH_ELEMENTS // spec.elements)
+    for start in range(0, keys, per_batch):
+        stop = min(keys, start + per_batch)
+        yield b"".join(spec.encode(i, rng) for i in range(start, stop)), stop - start
+
+
+def load_collection(port: int, spec: CollectionSet, keys: int) -> CollectionLoadResult:
+    """``keys`` commands of ``spec``, pipelined; then DBSIZE, every key's length and OBJECT
+    ENCODING of the first key, so that memory is divided by what was really stored."""
+    keys_before = int(call(port, "DBSIZE"))
+    errors, first_error, seconds = send_pipelined(port, collection_batches(spec, keys),
+                                                  b":%d" % spec.elements)
     dbsize = int(call(port, "DBSIZE"))
-    total, smallest, largest = _length_totals(port, b"ZCARD", zset_key, zsets)
+    total, smallest, largest = _length_totals(port, spec.length_command, spec.key, keys)
     encoding = None
     with contextlib.suppress(RespError):
-        encoding = call(port, "OBJECT", "ENCODING", zset_key(0).decode())
-    return ZsetLoadResult(zsets, ZSET_MEMBERS, errors, first_error, round(seconds, 3), dbsize,
-                          total, smallest, largest, encoding)
+        encoding = call(port, "OBJECT", "ENCODING", spec.key(0).decode())
+    return CollectionLoadResult(keys, spec.elements, errors, first_error, round(seconds, 3),
+                                dbsize, total, smallest, largest, encoding, keys_before)
 
 
 def prepare_custom_keys(port: int) -> dict[str, Any]:
@@ -934,9 +1107,10 @@ class ServerResult:
     workers: int | None
     supported: dict[str, bool] = field(default_factory=dict)
     runs: list[BenchRun] = field(default_factory=list)
-    memory: dict[str, Any] | None = None
-    hash_memory: dict[str, Any] | None = None
-    zset_memory: dict[str, Any] | None = None
+    #: the strings pass (:func:`measure_strings`): memory idle, loaded and settled, the load
+    strings: dict[str, Any] | None = None
+    #: collection data set name -> :func:`measure_collection` on a fresh instance
+    collections: dict[str, dict[str, Any]] = field(default_factory=dict)
     custom_keys: dict[str, Any] | None = None
     error: str | None = None
 
@@ -975,70 +1149,98 @@ def _record(result: ServerResult, run: BenchRun, round_number: int) -> None:
         print(f"    {run.error}: {run.stderr[-500:]}", file=sys.stderr)
 
 
-def _memory_fields(empty: MemorySample, loaded: MemorySample) -> dict[str, Any]:
-    return {
-        "processes": len(loaded.pids),
-        "rss_empty": empty.rss_bytes,
-        "rss_loaded": loaded.rss_bytes,
-        "pss_empty": empty.pss_bytes,
-        "pss_loaded": loaded.pss_bytes,
-        "unique_empty": empty.unique_bytes,
-        "unique_loaded": loaded.unique_bytes,
-    }
+def _per_unit(idle: TreeMemory, loaded: TreeMemory, count: int) -> dict[str, float | None]:
+    """Memory growth per key or element, by the RSS sum and by distinct resident pages."""
+    def per(before: int | None, after: int | None) -> float | None:
+        return None if count <= 0 or before is None or after is None else (after - before) / count
+
+    return {"rss": per(idle.rss_bytes, loaded.rss_bytes),
+            "unique": per(idle.unique_bytes, loaded.unique_bytes)}
 
 
-def measure_memory(server: Server, keys: int) -> dict[str, Any]:
-    """RSS (and PSS) of the whole process tree, empty and after loading ``keys`` keys."""
-    empty = sample_memory(server.proc.pid)
-    load = load_keys(server.port, keys)
-    loaded = sample_memory(server.proc.pid)
-    return _memory_fields(empty, loaded) | {
-        "load": asdict(load),
-        "bytes_per_key": ((loaded.rss_bytes - empty.rss_bytes) / load.dbsize
-                          if load.dbsize else None),
-    }
+def _idle_sample(server: Server) -> TreeMemory:
+    """The fresh server's memory, once whatever it does right after answering its first PING
+    has had IDLE_WAIT_S to finish."""
+    time.sleep(IDLE_WAIT_S)
+    return sample_tree(server.proc.pid)
 
 
-def measure_hash_memory(server: Server, hashes: int) -> dict[str, Any]:
-    """The same for ``hashes`` hashes of HASH_FIELDS small fields, per field actually stored
-    (the sum of HLEN), so that a short load cannot pass for a small footprint."""
-    empty = sample_memory(server.proc.pid)
-    load = load_hashes(server.port, hashes)
-    loaded = sample_memory(server.proc.pid)
-    return _memory_fields(empty, loaded) | {
-        "load": asdict(load) | {"verified": load.verified},
-        "bytes_per_field": ((loaded.rss_bytes - empty.rss_bytes) / load.hlen_total
-                            if load.hlen_total > 0 else None),
-    }
+def measure_strings(server: Server, pipe_file: Path, keys: int,
+                    settle_s: float) -> dict[str, Any]:
+    """Idle memory, a timed ``redis-cli --pipe`` of ``keys`` SETs, memory right after it and
+    again after ``settle_s`` seconds of idleness (buffers that grew during the load and were
+    or were not given back)."""
+    idle = _idle_sample(server)
+    load = pipe_load(server.port, pipe_file, keys)
+    loaded = sample_tree(server.proc.pid)
+    time.sleep(settle_s)
+    settled = sample_tree(server.proc.pid)
+    return {"idle": asdict(idle), "loaded": asdict(loaded), "settled": asdict(settled),
+            "settle_s": settle_s, "load": asdict(load) | {"verified": load.verified},
+            "bytes_per_key": _per_unit(idle, loaded, load.dbsize)}
 
 
-def measure_zset_memory(server: Server, zsets: int) -> dict[str, Any]:
-    """The same for ``zsets`` sorted sets of ZSET_MEMBERS members, per member actually stored
-    (the sum of ZCARD)."""
-    empty = sample_memory(server.proc.pid)
-    load = load_zsets(server.port, zsets)
-    loaded = sample_memory(server.proc.pid)
-    return _memory_fields(empty, loaded) | {
-        "load": asdict(load) | {"verified": load.verified},
-        "bytes_per_member": ((loaded.rss_bytes - empty.rss_bytes) / load.zcard_total
-                             if load.zcard_total > 0 else None),
-    }
+def _load_and_measure(server: Server, spec: CollectionSet, keys: int,
+                      idle: TreeMemory) -> tuple[dict[str, Any], TreeMemory]:
+    """The pipelined load of ``spec`` and the memory after it: the growth from ``idle`` per
+    element actually stored (the sum of the lengths), so a short load cannot pass for a
+    small footprint.  Returns the measurement and the memory loaded."""
+    load = load_collection(server.port, spec, keys)
+    loaded = sample_tree(server.proc.pid)
+    return {"idle": asdict(idle), "loaded": asdict(loaded),
+            "load": asdict(load) | {"verified": load.verified},
+            "bytes_per_element": _per_unit(idle, loaded, load.length_total)}, loaded
 
 
-def server_plan(worker_counts: list[int]) -> list[tuple[str, Any, tuple[Any, ...], int | None]]:
+def measure_collection(server: Server, spec: CollectionSet, keys: int) -> dict[str, Any]:
+    """Idle memory of the fresh server, then ``spec``'s load and its growth per element."""
+    return _load_and_measure(server, spec, keys, _idle_sample(server))[0]
+
+
+def measure_collections_together(server: Server,
+                                 loads: list[tuple[CollectionSet, int]]) -> dict[str, Any]:
+    """``--quick``'s shortcut: every data set into the same fresh server, one after another,
+    each measured from the sample that ended the previous one (one server start instead of
+    one per data set; the data sets' key prefixes differ).  Returns name -> measurement."""
+    before = _idle_sample(server)
+    measured = {}
+    for spec, keys in loads:
+        measured[spec.name], before = _load_and_measure(server, spec, keys, before)
+    return measured
+
+
+Plan = list[tuple[str, Any, tuple[Any, ...], int | None]]
+
+
+#: shardis gets Redis's REDIS_NO_PERSISTENCE too (its AOF is off by default, its save rules
+#: are Redis's defaults): otherwise a save rule fires a BGSAVE in the middle of a benchmark or
+#: a load (forked children in the tree being measured) and every stop saves the data set.
+SHARDIS_NO_PERSISTENCE: tuple[str, ...] = ("--save", "")
+
+
+def server_plan(worker_counts: list[int]) -> Plan:
     """(label, start function, its arguments, workers) for redis first, then each shardis."""
-    plan: list[tuple[str, Any, tuple[Any, ...], int | None]] = [("redis", start_redis, (), None)]
-    plan += [(f"shardis/{n}", start_shardis, (n,), n) for n in worker_counts]
+    plan: Plan = [("redis", start_redis, (), None)]
+    plan += [(f"shardis/{n}", start_shardis, (n, SHARDIS_NO_PERSISTENCE), n)
+             for n in worker_counts]
     return plan
 
 
 def run_all(args: argparse.Namespace, results: list[ServerResult]) -> None:
     """Throughput for every server first (back to back, so they see the same machine), then
-    memory on fresh instances."""
+    memory on fresh instances; either part may be skipped."""
     plan = server_plan(args.workers)
+    results.extend(ServerResult(label, workers) for label, _, _, workers in plan)
+    if not args.memory_only:
+        run_throughput(args, plan, results)
+    if not args.skip_memory:
+        run_memory(args, plan, results)
+
+
+def run_throughput(args: argparse.Namespace, plan: Plan, results: list[ServerResult]) -> None:
+    """Every server in turn, ``--rounds`` times: redis-benchmark's tests, CPU sampled."""
     print(f"throughput: {len(plan)} servers x {len(CONFIGS)} configurations"
           + (f", {args.rounds} rounds" if args.rounds > 1 else ""), flush=True)
-    results.extend(ServerResult(label, workers) for label, _, _, workers in plan)
     for round_number in range(1, args.rounds + 1):
         if args.rounds > 1:
             print(f" round {round_number} of {args.rounds}", flush=True)
@@ -1049,43 +1251,85 @@ def run_all(args: argparse.Namespace, results: list[ServerResult]) -> None:
             except (RuntimeError, OSError, RespError) as exc:
                 result.error = str(exc)
                 print(f"  {label}: {exc}", file=sys.stderr)
-    if args.skip_memory:
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / (1 << 20):.1f}"
+
+
+def _strings_summary(mem: dict[str, Any]) -> str:
+    load = mem["load"]
+    return (f"{load['dbsize']:,} keys in {load['seconds']:.2f}s; RSS {_mib(mem['idle']['rss_bytes'])}"
+            f" -> {_mib(mem['loaded']['rss_bytes'])} MiB, unique {_mib(mem['idle']['unique_bytes'])}"
+            f" -> {_mib(mem['loaded']['unique_bytes'])} MiB"
+            + ("" if load["verified"] else f" (NOT verified: {load['output'][-200:]!r})"))
+
+
+def _collection_summary(mem: dict[str, Any]) -> str:
+    load = mem["load"]
+    keys = load["dbsize"] - load.get("keys_before", 0)
+    return (f"{keys:,} keys, {load['length_total']:,} elements, {load['encoding']}, "
+            f"in {load['seconds']:.2f}s" + ("" if load["verified"] else " (NOT what was sent)"))
+
+
+def run_memory(args: argparse.Namespace, plan: Plan, results: list[ServerResult]) -> None:
+    """The strings pass (idle, ``redis-cli --pipe``, settled), then each collection data set,
+    every one on a fresh instance of each server."""
+    with tempfile.TemporaryDirectory(prefix="bench-pipe-") as tmp:
+        path = Path(tmp) / "strings.resp"
+        size = write_pipe_file(path, args.memory_keys)
+        print(f"memory: idle, then {args.memory_keys:,} SETs ({size / (1 << 20):.0f} MiB of RESP)"
+              f" through redis-cli --pipe, then {args.settle:g}s idle, on a fresh instance of "
+              "each server", flush=True)
+        fresh_pass(plan, results,
+                   partial(measure_strings, pipe_file=path, keys=args.memory_keys,
+                           settle_s=args.settle),
+                   lambda result, mem: setattr(result, "strings", mem), _strings_summary)
+    loads = [(COLLECTIONS_BY_NAME[name], COLLECTIONS_BY_NAME[name].keys_for(args.collection_keys))
+             for name in args.collections]
+    if args.quick and loads:
+        print(f"collection memory (--quick: all into one fresh instance of each server, one "
+              f"after another): {', '.join(f'{spec.name} {keys:,} keys' for spec, keys in loads)}",
+              flush=True)
+        fresh_pass(plan, results, partial(measure_collections_together, loads=loads),
+                   partial(_store_collections, names=[spec.name for spec, _ in loads]),
+                   lambda measured: "; ".join(f"{name}: {_collection_summary(mem)}"
+                                              for name, mem in measured.items()))
         return
-    print(f"memory: loading {args.memory_keys:,} keys into a fresh instance of each server",
-          flush=True)
-    fresh_pass(plan, results, "memory", lambda server: measure_memory(server, args.memory_keys),
-               lambda mem: f"{mem['load']['dbsize']:,} keys in {mem['load']['seconds']:.1f}s")
-    fields = args.memory_hashes * HASH_FIELDS
-    print(f"hash memory: loading {args.memory_hashes:,} hashes x {HASH_FIELDS} fields "
-          f"({fields:,} fields) into a fresh instance of each server", flush=True)
-    fresh_pass(plan, results, "hash_memory",
-               lambda server: measure_hash_memory(server, args.memory_hashes),
-               lambda mem: (f"{mem['load']['dbsize']:,} hashes, {mem['load']['hlen_total']:,} "
-                            f"fields in {mem['load']['seconds']:.1f}s"
-                            + ("" if mem["load"]["verified"] else " (NOT what was sent)")))
-    members = args.memory_zsets * ZSET_MEMBERS
-    print(f"zset memory: loading {args.memory_zsets:,} zsets x {ZSET_MEMBERS} members "
-          f"({members:,} members) into a fresh instance of each server", flush=True)
-    fresh_pass(plan, results, "zset_memory",
-               lambda server: measure_zset_memory(server, args.memory_zsets),
-               lambda mem: (f"{mem['load']['dbsize']:,} zsets, {mem['load']['zcard_total']:,} "
-                            f"members in {mem['load']['seconds']:.1f}s"
-                            + ("" if mem["load"]["verified"] else " (NOT what was sent)")))
+    for spec, keys in loads:
+        print(f"collection memory: {spec.label}: {keys:,} keys x {spec.elements} "
+              f"({keys * spec.elements:,} elements, {spec.command.decode()}) on a fresh "
+              "instance of each server", flush=True)
+        fresh_pass(plan, results, partial(measure_collection, spec=spec, keys=keys),
+                   partial(_store_collections, names=[spec.name]), _collection_summary)
 
 
-def fresh_pass(plan: list[tuple[str, Any, tuple[Any, ...], int | None]],
-               results: list[ServerResult], attribute: str,
+def _store_collections(result: ServerResult, measured: dict[str, Any], names: list[str]) -> None:
+    """Keep one data set's measurement (``names`` has one name), several (name -> each), or
+    the error that stopped them (then recorded for each of ``names``)."""
+    if "error" in measured:
+        result.collections.update({name: measured for name in names})
+    elif len(names) == 1 and names[0] not in measured:
+        result.collections[names[0]] = measured
+    else:
+        result.collections.update(measured)
+
+
+def fresh_pass(plan: Plan, results: list[ServerResult],
                measure: Callable[[Server], dict[str, Any]],
+               store: Callable[[ServerResult, dict[str, Any]], None],
                summary: Callable[[dict[str, Any]], str]) -> None:
-    """Run ``measure`` on a fresh instance of each server (one at a time) and keep what it
-    returns in ``result.<attribute>``: memory must not include an earlier test's data."""
+    """Run ``measure`` on a fresh instance of each server (one at a time) and ``store`` what
+    it returns (or the error) in the server's result: memory must not include an earlier
+    test's data."""
     for (label, start, start_args, _), result in zip(plan, results):
         try:
             with running(start, *start_args) as server:
-                setattr(result, attribute, measure(server))
-            print(f"  {label:<10} {summary(getattr(result, attribute))}", flush=True)
+                mem = measure(server)
+            store(result, mem)
+            print(f"  {label:<10} {summary(mem)}", flush=True)
         except (RuntimeError, OSError, RespError) as exc:
-            setattr(result, attribute, {"error": str(exc)})
+            store(result, {"error": str(exc)})
             print(f"  {label}: {exc}", file=sys.stderr)
 
 
@@ -1119,21 +1363,42 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}" if base else "-"
 
 
-def target_for(config: str, test: str) -> tuple[str, str, float] | None:
-    """(metric, comparison, ratio) that the issue asks of shardis at 3 workers, if any."""
-    if config == "-c 50 -P 16":
-        return ("rps", ">=", 0.6 if test in ("set", "get") else 0.5)
-    if config == "-c 50 -P 1":
-        return ("rps", ">=", 0.7)
-    if config == "-c 1 -P 1":
-        return ("p50_latency_ms", "<=", 3.0)
-    return None
+@dataclass(frozen=True)
+class Target:
+    """A bound on a shardis / redis ratio: ``>= goal`` (throughput) or ``<= goal`` (latency,
+    memory, time).  A ratio equal to the goal meets it."""
+
+    comparison: str
+    goal: float
+
+    def met(self, ratio: float) -> bool:
+        return ratio >= self.goal if self.comparison == ">=" else ratio <= self.goal
+
+    def __str__(self) -> str:
+        return f"{self.comparison} {self.goal:g}x"
 
 
-def _target_status(ratio: float, target: tuple[str, str, float]) -> str:
-    _, comparison, goal = target
-    met = ratio >= goal if comparison == ">=" else ratio <= goal
-    return f"{'ok' if met else 'MISS'} ({comparison}{goal:g})"
+#: Issue #19's targets ("performance round two"), for shardis at TARGET_WORKERS workers:
+#: per configuration, the redis-benchmark figure compared and its bound, for every test.
+THROUGHPUT_TARGETS: dict[str, tuple[str, Target]] = {
+    "-c 50 -P 16": ("rps", Target(">=", 0.4)),
+    "-c 50 -P 1": ("rps", Target(">=", 0.55)),
+    "-c 1 -P 1": ("p50_latency_ms", Target("<=", 4.0)),
+}
+#: Total resident memory (distinct pages, idle included) after the strings load.
+STRINGS_MEMORY_TARGET = Target("<=", 2.0)
+#: The wall time of ``redis-cli --pipe`` of the strings data set.
+PIPE_TIME_TARGET = Target("<=", 3.0)
+
+
+def target_for(config: str, test: str) -> tuple[str, Target] | None:
+    """(metric, target) that the issue asks of shardis at 3 workers, if any (the same for
+    every test of a configuration)."""
+    return THROUGHPUT_TARGETS.get(config)
+
+
+def _target_status(ratio: float, target: Target) -> str:
+    return f"{'ok' if target.met(ratio) else 'MISS'} ({target.comparison}{target.goal:g})"
 
 
 def _server_cells(result: ServerResult, base: str | dict[str, float], config: str, test: str,
@@ -1150,7 +1415,8 @@ def _server_cells(result: ServerResult, base: str | dict[str, float], config: st
                    else "-")
     target = target_for(config, test)
     if result.workers == TARGET_WORKERS and target and isinstance(base, dict):
-        row.append(_target_status(cell[target[0]] / base[target[0]], target))
+        metric, bound = target
+        row.append(_target_status(cell[metric] / base[metric], bound) if base[metric] else "-")
     return row
 
 
@@ -1268,74 +1534,325 @@ def cpu_summary(results: list[ServerResult]) -> dict[str, Any]:
             for result in results}
 
 
-def _resident(mem: dict[str, Any]) -> int:
-    """What the memory target is stated on: distinct resident pages, or the RSS sum when the
-    pages could not be told apart (not root)."""
-    return mem.get("unique_loaded") or mem["rss_loaded"]
+def _resident(tree: dict[str, Any]) -> int | None:
+    """What the memory targets are stated on: distinct resident pages, or the RSS sum when
+    the pages could not be told apart (not root)."""
+    return tree.get("unique_bytes") or tree.get("rss_bytes")
 
 
-def _memory_rows(results: list[ServerResult]) -> list[list[str]]:
-    redis = results[0].memory or {}
+def _per(per_unit: dict[str, float | None]) -> float | None:
+    """Bytes per key or element by distinct pages, or by RSS when pages are unreadable."""
+    return per_unit["unique"] if per_unit.get("unique") is not None else per_unit.get("rss")
+
+
+def _div(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def _fmt_ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def _bytes(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _measured(mem: dict[str, Any] | None) -> bool:
+    return bool(mem) and "error" not in mem
+
+
+def _idle_rows(results: list[ServerResult]) -> list[list[str]]:
+    """Per server, each process's RSS and the pages only it maps, then the sums: RSS of all
+    processes and their distinct pages, each with its ratio to Redis's."""
+    base = (results[0].strings or {}).get("idle") if _measured(results[0].strings) else None
     rows = []
     for result in results:
-        mem = result.memory or {}
-        if "rss_loaded" not in mem:
-            rows.append([result.label, "err" if mem else "-"])
+        if not _measured(result.strings):
+            rows.append([result.label, "err" if result.strings else "-"])
             continue
-        mib = 1 << 20
-        unique = mem.get("unique_loaded")
-        row = [result.label, str(mem["processes"]), f"{mem['load']['dbsize']:,}",
-               f"{mem['rss_empty'] / mib:.1f}", f"{mem['rss_loaded'] / mib:.1f}",
-               f"{mem['pss_loaded'] / mib:.1f}", f"{unique / mib:.1f}" if unique else "-",
-               f"{mem['bytes_per_key']:.0f}" if mem["bytes_per_key"] else "-"]
-        if result is results[0] or "rss_loaded" not in redis:
-            row += ["", "", ""]
-        else:
-            row += [_ratio(mem["bytes_per_key"] or 0, redis["bytes_per_key"] or 0),
-                    _ratio(mem["rss_loaded"], redis["rss_loaded"]),
-                    _ratio(_resident(mem), _resident(redis))]
-        if result.workers == TARGET_WORKERS and "rss_loaded" in redis:
-            row.append(_target_status(_resident(mem) / _resident(redis), ("", "<=", 2.0)))
-        rows.append(row)
+        idle = result.strings["idle"]  # type: ignore[index]
+        for i, proc in enumerate(idle["processes"]):
+            rows.append([result.label if i == 0 else "", proc["role"], _mib(proc["rss_bytes"]),
+                         _mib(proc["own_bytes"])])
+        owns = [proc["own_bytes"] for proc in idle["processes"]]
+        if len(owns) > 1 and idle["unique_bytes"] is not None and None not in owns:
+            rows.append(["", "shared", "", _mib(idle["unique_bytes"] - sum(owns))])
+        ratios = (["", ""] if result is results[0] or base is None else
+                  [_fmt_ratio(_div(idle["rss_bytes"], base["rss_bytes"])),
+                   _fmt_ratio(_div(idle["unique_bytes"], base["unique_bytes"]))])
+        rows.append(["", f"all {len(idle['processes'])}", _mib(idle["rss_bytes"]),
+                     _mib(idle["unique_bytes"]), *ratios])
     return rows
 
 
-def _collection_memory_rows(results: list[ServerResult], attribute: str, length: str,
-                            unit: str) -> list[list[str]]:
-    """Like :func:`_memory_rows`, per element (``unit``: field, member) of the hashes or zsets
-    in ``result.<attribute>``, with the load check in place of a target (the issues set none
-    for them): ``ok`` when DBSIZE and the ``length``s (hlen, zcard) match what was sent."""
-    redis = getattr(results[0], attribute) or {}
-    per = f"bytes_per_{unit}"
+def _strings_rows(results: list[ServerResult]) -> list[list[str]]:
+    """The strings pass: the --pipe time, memory loaded (idle included), bytes per key, each
+    against Redis, and the targets for the shardis row at TARGET_WORKERS."""
+    redis = results[0].strings if _measured(results[0].strings) else None
     rows = []
     for result in results:
-        mem = getattr(result, attribute) or {}
-        if "rss_loaded" not in mem:
+        mem = result.strings
+        if not _measured(mem):
             rows.append([result.label, "err" if mem else "-"])
             continue
-        mib, load = 1 << 20, mem["load"]
-        row = [result.label, str(mem["processes"]), f"{load['dbsize']:,}",
-               f"{load[f'{length}_total']:,}", str(load["encoding"] or "?"),
-               f"{mem['rss_empty'] / mib:.1f}", f"{mem['rss_loaded'] / mib:.1f}",
-               f"{mem['pss_loaded'] / mib:.1f}", f"{mem[per]:.1f}" if mem[per] else "-"]
-        if result is results[0] or "rss_loaded" not in redis:
-            row += ["", ""]
-        else:
-            row += [_ratio(mem[per] or 0, redis[per] or 0),
-                    _ratio(mem["rss_loaded"], redis["rss_loaded"])]
-        row.append("ok" if load["verified"] else
-                   f"MISMATCH ({load['errors']} bad replies, {length.upper()} "
-                   f"{load[f'{length}_min']}..{load[f'{length}_max']})")
-        rows.append(row)
+        assert mem is not None
+        load, loaded, per_key = mem["load"], mem["loaded"], mem["bytes_per_key"]
+        row = [result.label, f"{load['dbsize']:,}", f"{load['seconds']:.2f}", "",
+               _mib(loaded["rss_bytes"]), _mib(loaded["unique_bytes"]),
+               _bytes(per_key["rss"]), _bytes(per_key["unique"]), "", "", "", ""]
+        if redis is not None and result is not results[0]:
+            row[3] = _fmt_ratio(_div(load["seconds"], redis["load"]["seconds"]))
+            row[8] = _fmt_ratio(_div(_per(per_key), _per(redis["bytes_per_key"])))
+            row[9] = _fmt_ratio(_div(loaded["rss_bytes"], redis["loaded"]["rss_bytes"]))
+            row[10] = _fmt_ratio(_div(_resident(loaded), _resident(redis["loaded"])))
+            if result.workers == TARGET_WORKERS:
+                row[11] = _statuses((_div(_resident(loaded), _resident(redis["loaded"])),
+                                     STRINGS_MEMORY_TARGET, "mem"),
+                                    (_div(load["seconds"], redis["load"]["seconds"]),
+                                     PIPE_TIME_TARGET, "time"))
+        rows.append(row + ["ok" if load["verified"] else "MISMATCH"])
     return rows
 
 
-def _hash_memory_rows(results: list[ServerResult]) -> list[list[str]]:
-    return _collection_memory_rows(results, "hash_memory", "hlen", "field")
+def _statuses(*checks: tuple[float | None, Target, str]) -> str:
+    """``mem ok (<=2) time MISS (<=3)``: several targets in one cell."""
+    return " ".join(f"{name} {_target_status(ratio, target)}" for ratio, target, name in checks
+                    if ratio is not None)
 
 
-def _zset_memory_rows(results: list[ServerResult]) -> list[list[str]]:
-    return _collection_memory_rows(results, "zset_memory", "zcard", "member")
+def _settle_rows(results: list[ServerResult]) -> list[list[str]]:
+    """Memory right after the strings load and after the idle wait: the main process
+    (redis-server, the router) alone, then all processes."""
+    rows = []
+    for result in results:
+        mem = result.strings
+        if not _measured(mem):
+            continue
+        assert mem is not None
+        loaded, settled = mem["loaded"], mem["settled"]
+        main = [next((proc["rss_bytes"] for proc in tree["processes"]
+                      if not proc["role"].startswith("worker ")), None)
+                for tree in (loaded, settled)]
+        rows.append([result.label, _mib(main[0]), _mib(main[1]), _mib(loaded["rss_bytes"]),
+                     _mib(settled["rss_bytes"]), _mib(loaded["unique_bytes"]),
+                     _mib(settled["unique_bytes"])])
+    return rows
+
+
+def _collection_rows(results: list[ServerResult], collections: list[str]) -> list[list[str]]:
+    """Per data set and server: what was stored, its encoding, bytes per element by RSS and by
+    distinct pages against Redis's, the target check and the load check."""
+    rows = []
+    for name in collections:
+        spec = COLLECTIONS_BY_NAME[name]
+        redis = results[0].collections.get(name)
+        redis = redis if _measured(redis) else None
+        for i, result in enumerate(results):
+            first = spec.label if i == 0 else ""
+            mem = result.collections.get(name)
+            if not _measured(mem):
+                rows.append([first, result.label, "err" if mem else "-"])
+                continue
+            assert mem is not None
+            load, per = mem["load"], mem["bytes_per_element"]
+            row = [first, result.label, f"{load['dbsize'] - load.get('keys_before', 0):,}",
+                   f"{load['length_total']:,}",
+                   str(load["encoding"] or "?"), f"{load['seconds']:.2f}", _bytes(per["rss"]),
+                   "", _bytes(per["unique"]), "", ""]
+            if redis is not None and result is not results[0]:
+                base = redis["bytes_per_element"]
+                row[7] = _fmt_ratio(_div(per["rss"], base["rss"]))
+                row[9] = _fmt_ratio(_div(per["unique"], base["unique"]))
+                ratio = _div(_per(per), _per(base))
+                if result.workers == TARGET_WORKERS and spec.target and ratio is not None:
+                    row[10] = _target_status(ratio, Target("<=", spec.target))
+            rows.append(row + ["ok" if load["verified"] else
+                               f"MISMATCH ({load['errors']} bad replies, "
+                               f"{spec.length_command.decode()} {load['length_min']}.."
+                               f"{load['length_max']})"])
+    return rows
+
+
+def memory_tables(results: list[ServerResult], memory_keys: int, settle_s: float,
+                  collections: list[str]) -> list[str]:
+    """The memory part of the report: idle, strings, settle, collections, with legends."""
+    together = any(mem.get("load", {}).get("keys_before") for result in results
+                   for mem in result.collections.values())
+    parts = []
+    if any(_measured(result.strings) for result in results):
+        parts += [
+            "idle memory of a fresh server (MiB): RSS per process; unique = pages only that "
+            "process maps; shared = pages\nseveral of them map (the interpreter's, the "
+            "libraries'); all = RSS sum, and distinct pages (unique + shared)",
+            format_table(["idle", "process", "RSS", "unique", "RSS /redis", "unique /redis"],
+                         _idle_rows(results), 2),
+            f"strings: {memory_keys:,} x SET key:%012d <{MEMORY_VALUE_SIZE} bytes> through "
+            "`redis-cli --pipe` (s = its wall time); RSS and unique (distinct pages) MiB loaded,"
+            "\nidle included; B/key = growth / DBSIZE; the targets: mem = unique / redis "
+            f"{STRINGS_MEMORY_TARGET}, time = --pipe s / redis {PIPE_TIME_TARGET}",
+            format_table(["strings", "keys", "pipe s", "/redis", "RSS MiB", "unique MiB",
+                          "B/key RSS", "B/key uniq", "/redis", "RSS /redis", "unique /redis",
+                          f"target@{TARGET_WORKERS}w", "load check"],
+                         _strings_rows(results), 1),
+            f"after the strings load, then after {settle_s:g}s idle (MiB): main = redis-server "
+            "or the router alone; all = every process",
+            format_table(["settle", "main loaded", "main idle", "RSS loaded", "RSS idle",
+                          "unique loaded", "unique idle"], _settle_rows(results), 1),
+        ]
+    if collections and any(_measured(result.collections.get(name)) for result in results
+                           for name in collections):
+        parts += [
+            ("collections (--quick: all in one fresh server, one after another)" if together
+             else "collections: each data set on a fresh server")
+            + "; keys = DBSIZE growth, elements = sum of the lengths (HLEN, SCARD, ZCARD, "
+            "LLEN);\nencoding = OBJECT ENCODING of the first "
+            "key; B/el = memory growth / elements, by RSS sum and by distinct pages (the "
+            f"target's,\n{Target('<=', 2.5)} of Redis's for the issue's data sets)",
+            format_table(["collection", "server", "keys", "elements", "encoding", "load s",
+                          "B/el RSS", "/redis", "B/el uniq", "/redis", f"target@{TARGET_WORKERS}w",
+                          "load check"], _collection_rows(results, collections), 2),
+        ]
+    return parts
+
+
+# --------------------------------------------------------------------------------------------
+# The summary: every target of issue #19 on one shardis, met or missed
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SummaryLine:
+    """One line of the summary: a workload, shardis's and Redis's figures (text, with their
+    unit), their ratio and the target, if the issue sets one."""
+
+    workload: str
+    shardis: str
+    redis: str
+    ratio: float | None
+    target: Target | None = None
+
+    @property
+    def status(self) -> str:
+        """``met``, ``missed``, or ``-`` (no target, or nothing measured)."""
+        if self.target is None or self.ratio is None:
+            return "-"
+        return "met" if self.target.met(self.ratio) else "missed"
+
+
+def summary_server(results: list[ServerResult]) -> ServerResult | None:
+    """The shardis the summary speaks of: the one with TARGET_WORKERS workers, else the last."""
+    shardis = [result for result in results[1:] if result.workers is not None]
+    return next((result for result in shardis if result.workers == TARGET_WORKERS),
+                shardis[-1] if shardis else None)
+
+
+def _geomean(values: list[float]) -> float:
+    """Geometric mean of ratios; 0 if one is 0 (a test that got nothing through)."""
+    return 0.0 if min(values) <= 0 else statistics.geometric_mean(values)
+
+
+def _checked(label: str, *measured: dict[str, Any]) -> str:
+    """``label``, flagged when a load it rests on did not store exactly what was sent."""
+    return label if all(mem["load"]["verified"] for mem in measured) else (
+        f"{label} (load check FAILED)")
+
+
+def throughput_summary(redis: ServerResult, shardis: ServerResult) -> list[SummaryLine]:
+    """Per configuration: SET and GET, then every test that both servers ran, summed up as
+    the geometric mean of the ratios (its line says how many tests meet the target and which
+    is the worst)."""
+    lines = []
+    for config, (metric, target) in THROUGHPUT_TARGETS.items():
+        unit = "ops/s" if metric == "rps" else "p50 ms"
+        ratios: dict[str, float] = {}
+        for test in ALL_TESTS:
+            mine, base = _cell(shardis, config, test), _cell(redis, config, test)
+            if isinstance(mine, dict) and isinstance(base, dict) and base[metric]:
+                ratios[test] = mine[metric] / base[metric]
+                if test in ("set", "get"):
+                    fmt = "{:,.0f}" if metric == "rps" else "{:.3f}"
+                    lines.append(SummaryLine(f"{TEST_LABELS[test]} `{config}`, {unit}",
+                                             fmt.format(mine[metric]), fmt.format(base[metric]),
+                                             ratios[test], target))
+        if ratios:
+            worst = (min if target.comparison == ">=" else max)(ratios, key=ratios.__getitem__)
+            meeting = sum(target.met(ratio) for ratio in ratios.values())
+            lines.append(SummaryLine(
+                f"all {len(ratios)} tests `{config}`, {unit}, geometric mean ({meeting} of "
+                f"{len(ratios)} meet the target; worst {TEST_LABELS[worst]} "
+                f"{ratios[worst]:.2f}x)", "", "", _geomean(list(ratios.values())), target))
+    return lines
+
+
+def memory_summary(redis: ServerResult, shardis: ServerResult, memory_keys: int,
+                   collections: list[str]) -> list[SummaryLine]:
+    """Idle size, the strings data set (resident memory, bytes per key, --pipe time) and each
+    collection data set's bytes per element, when measured on both servers."""
+    lines = []
+    if _measured(redis.strings) and _measured(shardis.strings):
+        mine, base = shardis.strings, redis.strings
+        assert mine is not None and base is not None
+        keys = _checked(f"{memory_keys:,} keys", mine, base)
+        for label, key in (("distinct pages", "unique_bytes"), ("RSS sum", "rss_bytes")):
+            lines.append(SummaryLine(f"idle server, {label}, MiB", _mib(mine["idle"][key]),
+                                     _mib(base["idle"][key]),
+                                     _div(mine["idle"][key], base["idle"][key])))
+        lines += [
+            SummaryLine(f"{keys}: total resident memory (distinct pages, idle included), MiB",
+                        _mib(_resident(mine["loaded"])), _mib(_resident(base["loaded"])),
+                        _div(_resident(mine["loaded"]), _resident(base["loaded"])),
+                        STRINGS_MEMORY_TARGET),
+            SummaryLine(f"{keys}: RSS sum of all processes, MiB",
+                        _mib(mine["loaded"]["rss_bytes"]), _mib(base["loaded"]["rss_bytes"]),
+                        _div(mine["loaded"]["rss_bytes"], base["loaded"]["rss_bytes"])),
+            SummaryLine(f"{keys}: bytes per key (growth)", _bytes(_per(mine["bytes_per_key"])),
+                        _bytes(_per(base["bytes_per_key"])),
+                        _div(_per(mine["bytes_per_key"]), _per(base["bytes_per_key"]))),
+            SummaryLine(_checked(f"`redis-cli --pipe` of {memory_keys:,} SETs, seconds",
+                                 mine, base),
+                        f"{mine['load']['seconds']:.2f}", f"{base['load']['seconds']:.2f}",
+                        _div(mine["load"]["seconds"], base["load"]["seconds"]),
+                        PIPE_TIME_TARGET),
+        ]
+    for name in collections:
+        spec = COLLECTIONS_BY_NAME[name]
+        mine, base = shardis.collections.get(name), redis.collections.get(name)
+        if _measured(mine) and _measured(base):
+            assert mine is not None and base is not None
+            mine_per, base_per = _per(mine["bytes_per_element"]), _per(base["bytes_per_element"])
+            lines.append(SummaryLine(_checked(
+                f"{spec.label}: bytes per element ({mine['load']['encoding']} / "
+                f"{base['load']['encoding']})", mine, base), _bytes(mine_per), _bytes(base_per),
+                _div(mine_per, base_per), Target("<=", spec.target) if spec.target else None))
+    return lines
+
+
+def build_summary(results: list[ServerResult], memory_keys: int | None,
+                  collections: list[str]) -> tuple[ServerResult | None, list[SummaryLine]]:
+    """The summary's shardis and its lines: throughput first (if run), then memory."""
+    shardis = summary_server(results)
+    if shardis is None:
+        return None, []
+    lines = throughput_summary(results[0], shardis)
+    if memory_keys is not None:
+        lines += memory_summary(results[0], shardis, memory_keys, collections)
+    return shardis, lines
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_summary(label: str, lines: list[SummaryLine]) -> str:
+    """The summary as a markdown table, "workload | shardis / redis | target | met?", to
+    paste into the README's Performance section."""
+    out = [f"| workload | {label} / redis | target | met? |", "|---|---|---|---|"]
+    for line in lines:
+        figures = f" ({line.shardis} / {line.redis})" if line.shardis or line.redis else ""
+        ratio = "-" if line.ratio is None else f"{line.ratio:.2f}x"
+        out.append(f"| {_markdown_cell(line.workload)} | {ratio}{figures} | "
+                   f"{line.target or '-'} | {line.status} |")
+    return "\n".join(out)
 
 
 def custom_legend() -> str:
@@ -1362,44 +1879,32 @@ def format_table(header: list[str], rows: list[list[str]], labels: int) -> str:
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
 
 
-def render(results: list[ServerResult], memory_keys: int | None,
-           memory_hashes: int | None = None, memory_zsets: int | None = None) -> str:
-    """The one table: throughput and latency per test and configuration, then memory for
-    small keys, for small hash fields and for small sorted-set members."""
-    ratio = "/redis"
-    header = ["test", "config", "server", "ops/s", ratio, "p50 ms", ratio, "p99 ms", ratio,
-              f"target@{TARGET_WORKERS}w"]
-    parts = [format_table(header, _throughput_rows(results), 3), custom_legend()]
-    rounds = max((run.round for result in results for run in result.runs), default=1)
-    if rounds > 1:
-        parts.insert(0, f"throughput and latency: each number is the median of {rounds} rounds")
-    if any(run.cpu for result in results for run in result.runs):
-        parts.append(cpu_table(results, rounds))
-    if memory_keys is not None and any(result.memory for result in results):
-        mem_header = ["memory", "procs", "keys", "RSS empty MiB", "RSS MiB", "PSS MiB",
-                      "unique MiB", "bytes/key", ratio, f"RSS {ratio}", f"unique {ratio}",
-                      f"target@{TARGET_WORKERS}w"]
-        parts.append(f"memory: {memory_keys:,} keys of {MEMORY_VALUE_SIZE} bytes; bytes/key = "
-                     "(RSS loaded - RSS empty) / DBSIZE; shardis = sum over all its processes;\n"
-                     "unique = resident pages of all its processes, each counted once (RSS "
-                     "counts shared library pages once per process): the target's measure")
-        parts.append(format_table(mem_header, _memory_rows(results), 1))
-    if memory_hashes is not None and any(result.hash_memory for result in results):
-        hash_header = ["hash memory", "procs", "hashes", "fields", "encoding", "RSS empty MiB",
-                       "RSS MiB", "PSS MiB", "bytes/field", ratio, f"RSS {ratio}", "load check"]
-        parts.append(f"hash memory: {memory_hashes:,} hashes x {HASH_FIELDS} fields "
-                     f"(f:NN -> {HASH_VALUE_SIZE}-byte values); hashes = DBSIZE, fields = sum "
-                     "of HLEN;\nbytes/field = (RSS loaded - RSS empty) / fields; shardis = sum "
-                     "over all its processes")
-        parts.append(format_table(hash_header, _hash_memory_rows(results), 1))
-    if memory_zsets is not None and any(result.zset_memory for result in results):
-        zset_header = ["zset memory", "procs", "zsets", "members", "encoding", "RSS empty MiB",
-                       "RSS MiB", "PSS MiB", "bytes/member", ratio, f"RSS {ratio}",
-                       "load check"]
-        parts.append(f"zset memory: {memory_zsets:,} zsets x {ZSET_MEMBERS} members (m:NN, "
-                     "float scores); zsets = DBSIZE, members = sum of ZCARD;\nbytes/member = "
-                     "(RSS loaded - RSS empty) / members; shardis = sum over all its processes")
-        parts.append(format_table(zset_header, _zset_memory_rows(results), 1))
+def render(results: list[ServerResult], memory_keys: int | None, settle_s: float = 0.0,
+           collections: list[str] | None = None) -> str:
+    """The report: throughput and latency per test and configuration, CPU per command, then
+    memory (idle, strings, collections) when ``memory_keys`` is given, then the summary of
+    the targets."""
+    parts = []
+    if any(result.runs for result in results):
+        ratio = "/redis"
+        header = ["test", "config", "server", "ops/s", ratio, "p50 ms", ratio, "p99 ms", ratio,
+                  f"target@{TARGET_WORKERS}w"]
+        parts += [format_table(header, _throughput_rows(results), 3), custom_legend()]
+        rounds = max((run.round for result in results for run in result.runs), default=1)
+        if rounds > 1:
+            parts.insert(0, "throughput and latency: each number is the median of "
+                         f"{rounds} rounds")
+        if any(run.cpu for result in results for run in result.runs):
+            parts.append(cpu_table(results, rounds))
+    if memory_keys is not None:
+        parts += memory_tables(results, memory_keys, settle_s, collections or [])
+    shardis, lines = build_summary(results, memory_keys, collections or [])
+    if shardis is not None and lines:
+        note = ("" if shardis.workers == TARGET_WORKERS else
+                f" (the targets are stated at {TARGET_WORKERS} workers)")
+        parts.append(f"summary: issue #19's targets, {shardis.label}{note}; ratios are "
+                     "shardis / redis, figures (shardis / redis) in brackets\n\n"
+                     + markdown_summary(shardis.label, lines))
     return "\n\n".join(parts)
 
 
@@ -1421,6 +1926,21 @@ def shardis_version() -> str:
     return str(shardis.__version__)
 
 
+def shardis_commit() -> str | None:
+    """The checkout's commit (``+dirty`` when shardis/ has changes not committed): the version
+    number does not move between the commits that a baseline is compared across; None
+    outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--", "shardis") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def write_json(report: dict[str, Any], started: datetime, bench: str = "compare",
                indent: int = 2) -> Path:
     """``bench/results/<bench>-<UTC start>.json``, written whole or not at all."""
@@ -1432,11 +1952,18 @@ def write_json(report: dict[str, Any], started: datetime, bench: str = "compare"
     return path
 
 
+#: The JSON's schema; bench/README.md says what each version added.
+SCHEMA = 6
+
+
 def build_report(args: argparse.Namespace, results: list[ServerResult], started: datetime,
                  load_before: tuple[float, float, float], complete: bool) -> dict[str, Any]:
     finished = datetime.now(timezone.utc)
+    memory = not args.skip_memory
+    shardis, lines = build_summary(results, args.memory_keys if memory else None,
+                                   args.collections if memory else [])
     return {
-        "schema": 5,
+        "schema": SCHEMA,
         "complete": complete,
         "started_utc": started.isoformat(),
         "finished_utc": finished.isoformat(),
@@ -1448,11 +1975,13 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "versions": {"redis_server": redis_version(), "shardis": shardis_version()},
+        "versions": {"redis_server": redis_version(), "shardis": shardis_version(),
+                     "shardis_commit": shardis_commit()},
         "parameters": {
             "workers": args.workers,
             "quick": args.quick,
-            "base_requests": args.requests,
+            "memory_only": args.memory_only,
+            "base_requests": None if args.memory_only else args.requests,
             "rounds": args.rounds,
             "random_keys": RANDOM_KEYS,
             "configs": [asdict(config) | {"requests": config.requests(args.requests)}
@@ -1461,17 +1990,30 @@ def build_report(args: argparse.Namespace, results: list[ServerResult], started:
             "custom_tests": [test.name for test in CUSTOM_TESTS],
             "custom_keys": {"leaderboard_members": RANDOM_KEYS, "bitmap_bits": BITMAP_BITS,
                             "bitmap_set_bits": BITMAP_SET_BITS},
-            "memory_keys": None if args.skip_memory else args.memory_keys,
+            "memory_keys": args.memory_keys if memory else None,
             "memory_value_size": MEMORY_VALUE_SIZE,
-            "memory_hashes": None if args.skip_memory else args.memory_hashes,
-            "memory_hash_fields": HASH_FIELDS,
-            "memory_hash_value_size": HASH_VALUE_SIZE,
-            "memory_zsets": None if args.skip_memory else args.memory_zsets,
-            "memory_zset_members": ZSET_MEMBERS,
-            "memory_zset_seed": ZSET_SEED,
+            "idle_wait_s": IDLE_WAIT_S,
+            "settle_s": args.settle if memory else None,
+            "collection_keys": args.collection_keys if memory else None,
+            "collections": {name: {"label": spec.label, "command": spec.command.decode(),
+                                   "keys": spec.keys_for(args.collection_keys),
+                                   "elements_per_key": spec.elements, "target": spec.target}
+                            for name in (args.collections if memory else [])
+                            for spec in [COLLECTIONS_BY_NAME[name]]},
+            "score_seed": ZSET_SEED,
+        },
+        "targets": {
+            "workers": TARGET_WORKERS,
+            "throughput": {config: {"metric": metric, "comparison": target.comparison,
+                                    "goal": target.goal}
+                           for config, (metric, target) in THROUGHPUT_TARGETS.items()},
+            "strings_resident": asdict(STRINGS_MEMORY_TARGET),
+            "pipe_seconds": asdict(PIPE_TIME_TARGET),
         },
         "servers": [asdict(result) for result in results],
         "cpu_us_per_command": cpu_summary(results),
+        "summary": {"server": shardis.label if shardis else None,
+                    "lines": [asdict(line) | {"status": line.status} for line in lines]},
     }
 
 
@@ -1490,46 +2032,73 @@ def _worker_list(text: str) -> list[int]:
     return counts
 
 
+def _collection_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in COLLECTIONS_BY_NAME]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown data set(s) {', '.join(unknown)}; choose among "
+            f"{', '.join(COLLECTIONS_BY_NAME)}")
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.compare",
         description="Benchmark shardis against a real redis-server on this machine "
-                    "(throughput, latency, CPU per command, memory); see bench/README.md.")
+                    "(throughput, latency, CPU per command, memory) and check issue #19's "
+                    "targets; see bench/README.md.")
     parser.add_argument("--workers", type=_worker_list, default=[1, 2, 4],
                         help="comma-separated shardis worker counts (default 1,2,4)")
     parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run: -n based on {QUICK_REQUESTS}, "
-                             f"{QUICK_MEMORY_KEYS:,} keys, {QUICK_MEMORY_HASHES:,} hashes and "
-                             f"{QUICK_MEMORY_ZSETS:,} zsets for memory")
+                        help=f"smoke run: -n based on {QUICK_REQUESTS}, {QUICK_MEMORY_KEYS:,} "
+                             f"string keys and {QUICK_COLLECTION_KEYS:,} keys per collection "
+                             f"for memory, {QUICK_SETTLE_S:g}s settle")
     parser.add_argument("--requests", type=int, metavar="N",
                         help=f"base -n per test (default {DEFAULT_REQUESTS}); "
                              + ", ".join(f"'{c.name}' uses N x {c.scale:g}" for c in CONFIGS))
     parser.add_argument("--memory-keys", type=int, metavar="N",
-                        help=f"keys to load for the memory test (default {DEFAULT_MEMORY_KEYS:,})")
-    parser.add_argument("--memory-hashes", type=int, metavar="N",
-                        help=f"hashes of {HASH_FIELDS} fields to load for the hash memory test "
-                             f"(default {DEFAULT_MEMORY_HASHES:,})")
-    parser.add_argument("--memory-zsets", type=int, metavar="N",
-                        help=f"zsets of {ZSET_MEMBERS} members to load for the zset memory test "
-                             f"(default {DEFAULT_MEMORY_ZSETS:,})")
-    parser.add_argument("--skip-memory", action="store_true",
-                        help="skip the three memory tests (keys, hashes and zsets)")
+                        help="string keys to load with redis-cli --pipe for the memory test "
+                             f"(default {DEFAULT_MEMORY_KEYS:,})")
+    parser.add_argument("--collection-keys", type=int, metavar="N",
+                        help="keys of 10 elements per collection data set (default "
+                             f"{DEFAULT_COLLECTION_KEYS:,}; hash100 and zset100 use N/10 keys "
+                             "of 100)")
+    parser.add_argument("--collections", type=_collection_list,
+                        default=list(DEFAULT_COLLECTIONS), metavar="LIST",
+                        help="comma-separated collection data sets, among "
+                             f"{','.join(COLLECTIONS_BY_NAME)} (default "
+                             f"{','.join(DEFAULT_COLLECTIONS)}); empty: none")
+    parser.add_argument("--settle", type=float, metavar="S",
+                        help="seconds of idleness after the strings load before memory is "
+                             f"sampled again (default {DEFAULT_SETTLE_S:g})")
+    skip = parser.add_mutually_exclusive_group()
+    skip.add_argument("--skip-memory", action="store_true",
+                      help="skip every memory test (idle, strings, collections)")
+    skip.add_argument("--memory-only", action="store_true",
+                      help="skip the throughput and CPU tests: memory (and the --pipe time) "
+                           "alone")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="run the throughput tests N times over all servers, in turn, and "
                              "report each number's median (default 1)")
+    parser.add_argument("--markdown", type=Path, metavar="FILE",
+                        help="also write the summary's markdown table to FILE (it is always "
+                             "printed last)")
     args = parser.parse_args(argv)
+    quick = args.quick
     if args.requests is None:
-        args.requests = QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS
+        args.requests = QUICK_REQUESTS if quick else DEFAULT_REQUESTS
     if args.memory_keys is None:
-        args.memory_keys = QUICK_MEMORY_KEYS if args.quick else DEFAULT_MEMORY_KEYS
-    if args.memory_hashes is None:
-        args.memory_hashes = QUICK_MEMORY_HASHES if args.quick else DEFAULT_MEMORY_HASHES
-    if args.memory_zsets is None:
-        args.memory_zsets = QUICK_MEMORY_ZSETS if args.quick else DEFAULT_MEMORY_ZSETS
-    if min(args.requests, args.memory_keys, args.memory_hashes, args.memory_zsets,
-           args.rounds) < 1:
-        parser.error("--requests, --rounds, --memory-keys, --memory-hashes and --memory-zsets "
-                     "must be positive")
+        args.memory_keys = QUICK_MEMORY_KEYS if quick else DEFAULT_MEMORY_KEYS
+    if args.collection_keys is None:
+        args.collection_keys = QUICK_COLLECTION_KEYS if quick else DEFAULT_COLLECTION_KEYS
+    if args.settle is None:
+        args.settle = QUICK_SETTLE_S if quick else DEFAULT_SETTLE_S
+    if min(args.requests, args.memory_keys, args.collection_keys, args.rounds) < 1:
+        parser.error("--requests, --rounds, --memory-keys and --collection-keys must be "
+                     "positive")
+    if args.settle < 0:
+        parser.error("--settle must not be negative")
     return args
 
 
@@ -1542,7 +2111,8 @@ def run_reported(run_all: Any, report: Any) -> int:
     """What every benchmark's main does: check the tools, run (Ctrl-C and SIGTERM stop the
     servers and keep partial results), then ``report(results, started, load_before,
     complete)``, which prints the table and returns the JSON path."""
-    missing = [tool for tool in ("redis-server", "redis-benchmark") if not shutil.which(tool)]
+    missing = [tool for tool in ("redis-server", "redis-benchmark", "redis-cli")
+               if not shutil.which(tool)]
     if missing:
         print(f"missing {', '.join(missing)} (apt-get install redis-server redis-tools)",
               file=sys.stderr)
@@ -1571,10 +2141,14 @@ def main(argv: list[str] | None = None) -> int:
     memory = not args.skip_memory
 
     def report(results: list, started: datetime, load_before: tuple, complete: bool) -> Path:
-        print(render(results, args.memory_keys if memory else None,
-                     args.memory_hashes if memory else None,
-                     args.memory_zsets if memory else None))
-        return write_json(build_report(args, results, started, load_before, complete), started)
+        print(render(results, args.memory_keys if memory else None, args.settle,
+                     args.collections if memory else []))
+        data = build_report(args, results, started, load_before, complete)
+        shardis, lines = build_summary(results, args.memory_keys if memory else None,
+                                       args.collections if memory else [])
+        if args.markdown and shardis is not None:
+            args.markdown.write_text(markdown_summary(shardis.label, lines) + "\n")
+        return write_json(data, started)
 
     return run_reported(lambda results: run_all(args, results), report)
 
