@@ -299,8 +299,9 @@ def _fields(frame: bytes, lengths: tuple[int, ...], start: int) -> list[bytes | 
 M_BATCH_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + BATCH])
 M_REPLIES_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + REPLIES])
 M_PUSH_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + PUSH])
-# marshal format 4 is stable across CPython 3.4+.
-_MARSHAL_VERSION = 5
+# marshal format 4 is stable across CPython 3.4+ (it is marshal's own format, not the link's
+# VERSION: the two change independently).
+_MARSHAL_VERSION = 4
 
 
 def m_encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:

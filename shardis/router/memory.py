@@ -169,7 +169,8 @@ async def memory_stats(router: Any, client: Any, args: list[bytes]) -> object:
     }
     for number, (main, expires) in memory["databases"].items():
         reply[b"db.%d" % number] = {b"overhead.hashtable.main": main,
-                                    b"overhead.hashtable.expires": expires}
+                                    b"overhead.hashtable.expires": expires,
+                                    b"overhead.hashtable.slot-to-keys": 0}  # cluster mode's
     reply.update({
         b"overhead.total": overhead, b"keys.count": keys,
         b"keys.bytes-per-key": used // keys if keys else 0,

@@ -32,8 +32,6 @@ from shardis.worker.keyspace import Keyspace
 
 #: Redis's EVPOOL_SIZE: the candidates kept between two evictions.
 POOL_SIZE = 16
-POLICIES = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
-            "allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction")
 
 
 def time_limit_us(tenacity: int) -> int:
@@ -102,7 +100,13 @@ class Evictor:
     # Evicting ---------------------------------------------------------------------------------
     def perform(self) -> bool:
         """``performEvictions``: evict until under the limit or out of time; False when over
-        it with nothing left to evict (the caller refuses commands that may grow memory)."""
+        it with nothing left to evict (the caller refuses commands that may grow memory).
+
+        No limit is never over it: a batch that started limited checks each of its commands,
+        and ``__maxmemory 0`` may come first (CONFIG SET maxmemory 0 beside a client's
+        writes), after which "over 0" would evict every key or refuse every write."""
+        if not self.limit:
+            return True
         used = self.used()
         if used <= self.limit:
             self._note_over(False)
@@ -128,6 +132,8 @@ class Evictor:
         return True
 
     def _note_over(self, over: bool) -> None:
+        """Time spent over the limit (INFO stats' ``total_eviction_exceeded_time``): it
+        starts at the first check found over and ends at the first found under."""
         now = time.monotonic()
         if over:
             if self.over_since is None:
@@ -137,6 +143,7 @@ class Evictor:
             self.over_since = None
 
     def current_exceeded_ms(self) -> int:
+        """How long memory has been over the limit so far (0: it is not)."""
         return 0 if self.over_since is None else int((time.monotonic() - self.over_since) * 1000)
 
     def _pick(self) -> tuple[Keyspace, bytes] | None:

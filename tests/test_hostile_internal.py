@@ -1,0 +1,430 @@
+"""Hostile input for the surfaces maxmemory and the multi-host links added: the internal
+commands ``__maxmemory``, ``__oom``, ``__ping`` (and ``__info``, ``__lost_replies``), the
+batch code's step bit, MEMORY USAGE/STATS/DOCTOR and the maxmemory directives.
+
+Three kinds of attacker:
+
+* a client of the router: internal commands must be as unknown to it as to Redis, however it
+  names them (directly, queued in MULTI, from a script or a function, through COMMAND GETKEYS,
+  ACL rules) and the ones the router sends itself (a ping every second, ``__oom`` before a
+  write across workers, ``__maxmemory`` on CONFIG SET) must not show in MONITOR, SLOWLOG or
+  INFO commandstats; compared byte for byte with real Redis 7.0, keys on several workers;
+* a client's garbage arguments to MEMORY and CONFIG SET maxmemory*: Redis's exact errors;
+* a peer on a worker's ZeroMQ link (anyone who reaches a worker's port): malformed internal
+  commands and every u16 command code get an error per command, never a crash, and never a
+  wrong change of state (a negative ``__maxmemory`` would evict every key).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from shardis import errors, protocol
+from shardis.commands.memory import parse_share
+from shardis.errors import ReplyError
+from shardis.worker.replylog import ReplyLog
+from tests.differential import check, parametrize, script, sorted_, type_only
+from tests.resp_client import RawClient, decode
+from tests.servers import free_port
+from tests.test_atomicity import keys_on_distinct_workers
+from tests.test_worker_link import start_worker, stop
+
+#: Three keys on three different workers of the session shardis, and two forced together.
+A, B, C = keys_on_distinct_workers(3)
+TOGETHER = ("{m}one", "{m}two")
+BINARY = b"bin\x00\r\nkey\xff"
+INTERNAL = ("__maxmemory", "__oom", "__ping", "__info", "__lost_replies")
+
+LIBRARY = (
+    "#!lua name=hostile\n"
+    "redis.register_function('oom', function(k) return redis.call('__oom') end)\n"
+    "redis.register_function('limit', function(k) return redis.pcall('__maxmemory', '1') end)\n"
+    "redis.register_function('ping', function(k) return redis.pcall('__ping') end)\n"
+)
+
+
+def _unknown_everywhere() -> list[list[str]]:
+    """Each internal command named every way a client can name a command."""
+    steps: list[list[str]] = []
+    for name in INTERNAL:
+        steps += [
+            [name], [name.upper()], [name, "1"], [name, A, B, C],
+            ["MULTI"], [name, "0"], ["SET", A, "1"], ["EXEC"], ["GET", A],
+            ["EVAL", f"return redis.call('{name}')", "0"],
+            ["EVAL", f"return redis.pcall('{name}', '0')", "1", A],
+            ["EVAL", f"return redis.pcall('{name}', KEYS[1])", "2", *TOGETHER],
+            ["EVAL", f"#!lua\nreturn redis.pcall('{name}', '-1')", "0"],
+            ["EVAL_RO", f"return redis.pcall('{name}')", "1", B],
+            ["COMMAND", "GETKEYS", name, A],
+            ["COMMAND", "GETKEYSANDFLAGS", name, "1"],
+            ["COMMAND", "INFO", name, "get"],
+            ["COMMAND", "DOCS", name],
+            ["ACL", "SETUSER", "hostile", f"+{name}"],
+            ["ACL", "SETUSER", "hostile", f"-{name}|x"],
+            ["ACL", "DRYRUN", "default", name, "1"],
+        ]
+    return steps
+
+
+INTERNAL_UNKNOWN = script(
+    "internal-commands-unknown-to-clients",
+    ["SET", A, "0"],
+    ["FUNCTION", "LOAD", "REPLACE", LIBRARY],
+    *_unknown_everywhere(),
+    ["FCALL", "oom", "0"],
+    ["FCALL", "limit", "1", C],
+    ["FCALL", "ping", "2", *TOGETHER],
+    ["FCALL_RO", "ping", "0"],
+    ["COMMAND", "LIST", "FILTERBY", "PATTERN", "__*"],
+    ["COMMAND", "LIST", "FILTERBY", "PATTERN", "*oom*"],
+    ["ACL", "SETUSER", "hostile", "on", "nopass", "+@all", "~*"],
+    ["ACL", "DRYRUN", "hostile", "__oom"],
+    ["ACL", "DRYRUN", "hostile", "__maxmemory", "0"],
+    ["ACL", "DELUSER", "hostile"],
+    ["GET", A],
+    ["DBSIZE"],
+    ["FUNCTION", "FLUSH"],
+)
+
+#: MEMORY's errors and reply shapes, every type, keys on three workers and a binary key.
+MEMORY_HOSTILE = script(
+    "memory-hostile-arguments",
+    ["SET", A, "v"], ["RPUSH", B, "a", "b"], ["SADD", C, "a"], ["ZADD", "z", "1", "a"],
+    ["HSET", "h", "f", "v"], ["XADD", "x", "1-1", "f", "v"], ["PFADD", "hll", "a"],
+    ["SET", BINARY, "v"],
+    *[type_only("MEMORY", "USAGE", key) for key in (A, B, C, "z", "h", "x", "hll", BINARY)],
+    *[type_only("MEMORY", "USAGE", key, "SAMPLES", count)
+      for key in (B, "h") for count in ("0", "1", "9223372036854775807")],
+    ["MEMORY", "USAGE", A, "SAMPLES", "-1"],
+    ["MEMORY", "USAGE", A, "SAMPLES", "-9223372036854775808"],
+    ["MEMORY", "USAGE", A, "SAMPLES", "9223372036854775808"],
+    ["MEMORY", "USAGE", A, "SAMPLES", "-0"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "-1"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "abc"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES"],
+    ["MEMORY", "USAGE", "missing", "FOO"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "1", "SAMPLES", "x"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "1", "SAMPLES"],
+    ["MEMORY", "USAGE", "missing", "SAMPLES", "5", "SAMPLES", "7"],
+    *[["MEMORY", "USAGE", A, "samples", bad]
+      for bad in ("1.5", " 1", "+1", "01", "", "1\x00", "0x1", "1e2")],
+    ["MEMORY", "USAGE", "missing"],
+    ["MEMORY", "USAGE", ""],
+    ["MEMORY", "USAGE", b"bin\x00\r\nkey\xfe"],
+    ["MEMORY", "USAGE"], ["MEMORY"], ["MEMORY", "usage"],
+    ["MEMORY", "STATS", "x"], ["MEMORY", "DOCTOR", "x"], ["MEMORY", "HELP", "x"],
+    ["MEMORY", "MALLOC-STATS", "x"], ["MEMORY", "PURGE", "x"], ["MEMORY", "PURGE"],
+    ["MEMORY", "bogus"], ["MEMORY", "bogus", "x"], ["MEMORY", b"\x00\xff"],
+    ["MEMORY", "HELP"], ["MEMORY", "help"],
+    type_only("MEMORY", "STATS"), type_only("MEMORY", "DOCTOR"),
+    ["MULTI"], ["MEMORY", "USAGE", A, "SAMPLES", "-1"], ["MEMORY", "USAGE", "missing"],
+    ["MEMORY", "bogus"], ["EXEC"],
+    ["MULTI"], ["MEMORY", "USAGE", "missing", "SAMPLES", "x"], ["MEMORY", "PURGE"], ["EXEC"],
+    ["EVAL", "return redis.pcall('memory', 'usage', KEYS[1], 'samples', '-1')", "1", B],
+    ["EVAL", "return redis.call('memory', 'usage', KEYS[1])", "1", "missing"],
+    ["EVAL", "return redis.pcall('memory', 'purge')", "0"],
+    ["COMMAND", "GETKEYS", "MEMORY", "USAGE", A, "SAMPLES", "-1"],
+    ["COMMAND", "GETKEYS", "MEMORY", "USAGE"],
+    ["COMMAND", "GETKEYSANDFLAGS", "MEMORY", "USAGE", A],
+    ["COMMAND", "GETKEYS", "MEMORY", "STATS"],
+    ["ACL", "SETUSER", "mem", "on", "nopass", "+memory|usage", f"~{A}"],
+    ["ACL", "DRYRUN", "mem", "MEMORY", "USAGE", B],
+    ["ACL", "DRYRUN", "mem", "MEMORY", "USAGE", A],
+    ["ACL", "DRYRUN", "mem", "MEMORY", "STATS"],
+    ["ACL", "DELUSER", "mem"],
+)
+
+_MAXMEMORY_VALUES = (
+    "-1", "abc", "", "1x", "18446744073709551615", "18446744073709551616",
+    "99999999999999999999999", "1gb", "1GB", "1.5gb", "1k", "1kb", " 5", "+5", "0x10", "-0",
+    "17179869184g", "17179869183g", "00", "1e3", "5b", "5 ", "-1gb",
+)
+
+#: CONFIG SET of the maxmemory directives with out-of-range and garbage values; each value
+#: that Redis takes is read back, then the defaults come back.
+CONFIG_HOSTILE = script(
+    "config-set-maxmemory-hostile",
+    *[step for value in _MAXMEMORY_VALUES
+      for step in (["CONFIG", "SET", "maxmemory", value], ["CONFIG", "GET", "maxmemory"])],
+    ["CONFIG", "SET", "maxmemory", "0"],
+    *[step for value in ("bogus", "", "ALLKEYS-LRU", "allkeys-lru ", "1", "volatile-lfu",
+                         "\x00noeviction")
+      for step in (["CONFIG", "SET", "maxmemory-policy", value],
+                   ["CONFIG", "GET", "maxmemory-policy"])],
+    ["CONFIG", "SET", "maxmemory-policy", "volatile-lru", "maxmemory-policy", "allkeys-lfu"],
+    *[step for name in ("maxmemory-samples", "maxmemory-eviction-tenacity")
+      for value in ("0", "-1", "1", "100", "101", "2147483647", "2147483648", "abc", "1.5", "",
+                    "5k", "99999999999999999999", "5\x00", " 5")
+      for step in (["CONFIG", "SET", name, value], ["CONFIG", "GET", name])],
+    ["CONFIG", "SET", "maxmemory", "5", "maxmemory-policy", "bad"],
+    ["CONFIG", "SET", "maxmemory-samples", "3", "maxmemory-eviction-tenacity", "500"],
+    ["CONFIG", "SET", "maxmemory", "7", "maxmemory", "8"],
+    sorted_("CONFIG", "GET", "maxmemory*"),
+    ["CONFIG", "SET", "maxmemory", "0", "maxmemory-policy", "noeviction",
+     "maxmemory-samples", "5", "maxmemory-eviction-tenacity", "10"],
+    sorted_("CONFIG", "GET", "maxmemory*"),
+)
+
+#: Redis parses a memory value or an enum as a C string: what follows a NUL is ignored.
+#: shardis reads the whole argument (a ``shardis.config`` matter, shared by every directive).
+CONFIG_NUL = script(
+    "config-set-maxmemory-nul-truncated",
+    ["CONFIG", "SET", "maxmemory", "5\x00abc"],
+    ["CONFIG", "SET", "maxmemory-policy", "allkeys-lru\x00x"],
+    ["CONFIG", "SET", "maxmemory", "0", "maxmemory-policy", "noeviction"],
+    divergence="shardis.config reads a memory or enum value whole; Redis stops at a NUL",
+)
+
+
+@pytest.fixture
+def maxmemory_reset(shardis, oracle) -> Iterator[None]:
+    """Whatever a script leaves, the shared servers get their defaults back."""
+    yield
+    for server in (shardis, oracle):
+        with RawClient(server.port) as client:
+            client.call("CONFIG", "SET", "maxmemory", "0", "maxmemory-policy", "noeviction",
+                        "maxmemory-samples", "5", "maxmemory-eviction-tenacity", "10")
+
+
+@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, CONFIG_HOSTILE, CONFIG_NUL])
+def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
+    check(oracle, shardis, script, protocol)
+
+
+# What the router sends on its own is not a client's command ------------------------------------
+def _raw(sock: socket.socket, *args: bytes) -> bytes:
+    sock.sendall(b"*%d\r\n" % len(args)
+                 + b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args))
+    data = b""
+    while not data.endswith(b"\r\n"):
+        data += sock.recv(65536)
+    return data
+
+
+def _monitor_lines(sock: socket.socket) -> list[bytes]:
+    """What a MONITOR connection received, each line without its timestamp and client."""
+    sock.settimeout(0.5)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        pass
+    return [line.split(b"] ", 1)[-1] for line in data.split(b"\r\n") if line]
+
+
+def _observe(port: int) -> dict[str, object]:
+    """Commands that make the router send internal ones (CONFIG SET maxmemory, writes and
+    EXEC across workers under maxmemory, MEMORY STATS, a second of pings), and what MONITOR,
+    SLOWLOG and INFO commandstats then show."""
+    with socket.create_connection(("127.0.0.1", port)) as client, \
+            socket.create_connection(("127.0.0.1", port)) as monitor:
+        _raw(client, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"0")
+        _raw(client, b"SLOWLOG", b"RESET")
+        _raw(client, b"CONFIG", b"RESETSTAT")
+        _raw(monitor, b"MONITOR")
+        steps = [
+            _raw(client, b"CONFIG", b"SET", b"maxmemory", b"1gb"),
+            _raw(client, b"MSET", A.encode(), b"1", B.encode(), b"2", C.encode(), b"3"),
+            _raw(client, b"SADD", b"s" + A.encode(), b"1"),
+            _raw(client, b"SUNIONSTORE", C.encode() + b"x", b"s" + A.encode(), B.encode()),
+            _raw(client, b"MULTI"), _raw(client, b"SET", A.encode(), b"x"),
+            _raw(client, b"SET", B.encode(), b"y"), _raw(client, b"EXEC"),
+        ]
+        time.sleep(1.3)  # the router's link probes
+        steps.append(_raw(client, b"CONFIG", b"SET", b"maxmemory", b"0"))
+        slowlog = decode(_raw(client, b"SLOWLOG", b"GET", b"100"))
+        stats = _raw(client, b"INFO", b"commandstats")
+        lines = _monitor_lines(monitor)
+        _raw(client, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"10000")
+    names = sorted(line.split(b":")[0] for line in decode(stats).splitlines()
+                   if line.startswith(b"cmdstat_"))
+    return {"replies": steps, "monitor": lines, "stats": names,
+            "slowlog": [entry[3] for entry in reversed(slowlog)]}
+
+
+def test_the_routers_own_internal_commands_are_not_shown(oracle, shardis, maxmemory_reset):
+    seen = _observe(shardis.port)
+    assert seen == _observe(oracle.port)
+    assert not any(b"__" in line for line in seen["monitor"])  # type: ignore[union-attr]
+
+
+# A hostile peer on a worker's link ---------------------------------------------------------------
+class Peer:
+    """A router as a worker sees it (a DEALER speaking the strict codec); ``batch`` sends
+    commands with the codes given and returns the encoded replies."""
+
+    def __init__(self, address: str) -> None:
+        self.codec = protocol.codec_for(False)
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 20_000)
+        self.sock.connect(address)
+        self.seq = 0
+
+    def batch(self, *commands: tuple[int, list[bytes]]) -> list[bytes]:
+        self.seq += 1
+        self.sock.send(self.codec.encode_batch(self.seq, list(commands)))
+        seq, replies, _ = self.codec.decode_replies(self.sock.recv())
+        assert seq == self.seq
+        return replies
+
+    def run(self, *commands: list[bytes]) -> list[bytes]:
+        """Commands as a client's (RESP2, database 0, not steps)."""
+        return self.batch(*[(2, args) for args in commands])
+
+    def memory(self) -> dict:
+        """The worker's ``__info`` memory share (its limit, evicted keys...)."""
+        return decode(self.batch((3, [b"__info"]))[0])[b"memory"]
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory) -> Iterator[str]:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_worker(address, str(tmp_path_factory.mktemp("worker") / "worker.log"))
+    try:
+        yield address
+        assert proc.poll() is None, "the worker died"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def peer(worker: str) -> Iterator[Peer]:
+    peer = Peer(worker)
+    peer.run([b"FLUSHALL"], [b"__maxmemory", b"0"],
+             [b"__config_set", b"maxmemory-policy", b"allkeys-lru"])
+    yield peer
+    peer.run([b"__maxmemory", b"0"], [b"__config_set", b"maxmemory-policy", b"noeviction"])
+    peer.sock.close()
+
+
+NOT_INTEGER = b"-%s\r\n" % errors.NOT_INTEGER.encode()
+GARBAGE_SHARES = [b"-1", b"-0", b"abc", b"", b" 5", b"5 ", b"+5", b"1_0", b"0x10", b"1e3",
+                  b"01", b"\xff\x00", b"5\x00", b"18446744073709551616",
+                  b"99999999999999999999999", b"-18446744073709551615"]
+
+
+def test_garbage_maxmemory_from_a_peer_is_refused_and_changes_nothing(peer):
+    """Python's ``int()`` took ``-1`` (a limit every key is over: all evicted under
+    allkeys-lru), ``1_0`` and `` 5``; each is now Redis's not-an-integer error."""
+    peer.run(*[[b"SET", b"k%d" % i, b"v"] for i in range(50)])
+    for garbage in GARBAGE_SHARES:
+        assert peer.run([b"__maxmemory", garbage], [b"DBSIZE"]) == [NOT_INTEGER, b":50\r\n"]
+    assert peer.memory()[b"limit"] == 0
+    assert peer.memory()[b"evicted_keys"] == 0
+    assert peer.run([b"__maxmemory", b"18446744073709551615"], [b"DBSIZE"],
+                    [b"__maxmemory", b"0"]) == [b"+OK\r\n", b":50\r\n", b"+OK\r\n"]
+
+
+def test_wrong_arity_to_internal_commands_from_a_peer(peer):
+    replies = peer.run([b"__maxmemory"], [b"__maxmemory", b"1", b"2"], [b"__oom", b"x"],
+                       [b"__ping", b"x"], [b"__info", b"x"], [b"__lost_replies"],
+                       [b"__lost_replies", b"abc"], [b"__oom"], [b"__ping"])
+    assert replies == [
+        b"-ERR wrong number of arguments for '__maxmemory' command\r\n",
+        b"-ERR wrong number of arguments for '__maxmemory' command\r\n",
+        b"-ERR wrong number of arguments for '__oom' command\r\n",
+        b"-ERR wrong number of arguments for '__ping' command\r\n",
+        b"-ERR wrong number of arguments for '__info' command\r\n",
+        b"-ERR wrong number of arguments for '__lost_replies' command\r\n",
+        b"*1\r\n$-1\r\n",  # no AOF, no reply log: nothing recorded, whatever is asked
+        b":0\r\n", b"$4\r\nPONG\r\n",
+    ]
+
+
+def test_maxmemory_0_ahead_of_writes_in_one_batch_neither_evicts_nor_refuses(peer):
+    """A batch that starts under a limit checks each of its commands; ``__maxmemory 0``
+    (CONFIG SET maxmemory 0) in the same batch as a client's writes lifts it for them: they
+    must not be measured against a limit of 0 (every key evicted, or every write refused)."""
+    peer.run(*[[b"SET", b"k%d" % i, b"v" * 100] for i in range(200)])
+    peer.run([b"__maxmemory", b"%d" % (1 << 30)])
+    assert peer.run([b"__maxmemory", b"0"], [b"SET", b"new", b"v"], [b"DBSIZE"]) == [
+        b"+OK\r\n", b"+OK\r\n", b":201\r\n"]
+    peer.run([b"__config_set", b"maxmemory-policy", b"noeviction"], [b"__maxmemory", b"1"])
+    assert peer.run([b"__maxmemory", b"0"], [b"SET", b"more", b"v"], [b"DBSIZE"]) == [
+        b"+OK\r\n", b"+OK\r\n", b":202\r\n"]
+    assert peer.memory()[b"evicted_keys"] == 0
+
+
+def _expected(code: int) -> bytes:
+    """GET k's reply for a command code: k holds "v" in database 0 only."""
+    database, resp3 = code >> 2, code & 1
+    if database >= 16:
+        return b"-%s\r\n" % errors.DB_OUT_OF_RANGE.encode()
+    if database == 0:
+        return b"$1\r\nv\r\n"
+    return b"_\r\n" if resp3 else b"$-1\r\n"
+
+
+def test_every_command_code_gets_its_own_reply(peer):
+    """All 65536 u16 codes in one batch (a database out of range, the step bit on a command
+    no router coordinates): each command its own reply, and the worker serves on."""
+    peer.run([b"SET", b"k", b"v"])
+    codes = range(1 << 16)
+    replies = peer.batch(*[(code, [b"GET", b"k"]) for code in codes])
+    assert replies == [_expected(code) for code in codes]
+    assert peer.run([b"GET", b"k"]) == [b"$1\r\nv\r\n"]
+
+
+def test_the_step_bit_under_maxmemory(peer):
+    """Over the limit with nothing to evict: a client's write is refused, a step of a
+    coordinated operation is not (the router decided for the whole), a script sent as a
+    step is still checked, as Redis checks EVAL; a step in another database too."""
+    peer.run([b"__config_set", b"maxmemory-policy", b"noeviction"], [b"SET", b"k", b"v"],
+             [b"__maxmemory", b"1"])
+    oom = b"-%s\r\n" % errors.OOM.encode()
+    step2, step3 = protocol.command_code(2, 0, step=True), protocol.command_code(3, 5, step=True)
+    replies = peer.batch(
+        (2, [b"SET", b"a", b"v"]), (step2, [b"SET", b"b", b"v"]),
+        (step3, [b"SET", b"c", b"v"]), (3 | 5 << 2, [b"SET", b"d", b"v"]),
+        (step2, [b"EVAL", b"#!lua\nreturn redis.call('set', KEYS[1], 'x')", b"1", b"e"]),
+        (step2, [b"GET", b"k"]), (2, [b"GET", b"k"]))
+    assert replies == [oom, b"+OK\r\n", b"+OK\r\n", oom, oom, b"$1\r\nv\r\n", b"$1\r\nv\r\n"]
+    assert protocol.decode_code(step3) == (3, 5, True)
+
+
+# Pure parts ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("garbage", GARBAGE_SHARES)
+def test_parse_share_refuses_garbage(garbage):
+    with pytest.raises(ReplyError) as raised:
+        parse_share(garbage)
+    assert raised.value.message == errors.NOT_INTEGER
+
+
+def test_parse_share_takes_every_unsigned_64_bit_value():
+    for text in (b"0", b"1", b"1048576", b"9223372036854775808", b"18446744073709551615"):
+        assert parse_share(text) == int(text)
+
+
+def _seq(number: int) -> bytes:
+    return number.to_bytes(8, "big")
+
+
+def test_reply_log_hands_a_reply_back_once_and_reads_what_was_written_since(tmp_path):
+    """A worker that stayed up while its link was cut: what it recorded since it started is
+    read from the files when asked; each reply once, another router's records untouched."""
+    log = ReplyLog(str(tmp_path))
+    log.append(b"r1", _seq(1), b"one")
+    log.append(b"r2", _seq(1), b"other")
+    log.append(b"r1", _seq(2), b"two")
+    assert log.take(b"r1", [2, 1, 3]) == [b"two", b"one", None]
+    assert log.take(b"r1", [1, 2]) == [None, None]  # handed back already
+    log.append(b"r1", _seq(4), b"four")
+    assert log.take(b"r1", [4]) == [b"four"]
+    assert log.take(b"r2", [1]) == [b"other"]
+    assert log.take(b"r1", []) == []
+    log.close()
+
+
+def test_reply_log_survives_hostile_sequence_numbers(tmp_path):
+    """``__lost_replies`` parses any integer: negative or beyond 64 bits, nothing raises."""
+    log = ReplyLog(str(tmp_path))
+    log.append(b"r1", _seq(7), b"seven")
+    assert log.take(b"r1", [-1, 1 << 70]) == [None, None]
+    log.close()
