@@ -27,7 +27,9 @@ import zmq
 from shardis import errors, protocol
 from shardis.commands.memory import parse_share
 from shardis.errors import ReplyError
+from shardis.worker.evict import draw, time_limit_us
 from shardis.worker.replylog import ReplyLog
+from shardis.worker.shard import Shard
 from tests.differential import check, parametrize, script, sorted_, type_only
 from tests.resp_client import RawClient, decode
 from tests.servers import free_port
@@ -428,3 +430,61 @@ def test_reply_log_survives_hostile_sequence_numbers(tmp_path):
     log.append(b"r1", _seq(7), b"seven")
     assert log.take(b"r1", [-1, 1 << 70]) == [None, None]
     log.close()
+
+
+def _shard_with_keys(count: int, policy: str = "allkeys-lru") -> Shard:
+    shard = Shard(0)
+    shard.set_access_tracking(maxmemory_policy=policy)
+    for i in range(count):
+        shard.execute(2, [b"SET", b"k%d" % i, b"v" * 50])
+    return shard
+
+
+def test_no_limit_is_never_over_it():
+    shard = _shard_with_keys(100)
+    assert shard.evictor.perform() is True
+    assert len(shard.db.data) == 100 and shard.evictor.evicted_keys == 0
+    assert shard.evictor.over_since is None
+
+
+def test_time_over_the_limit_is_counted_from_first_over_to_first_under():
+    shard = _shard_with_keys(10, "noeviction")
+    evictor = shard.evictor
+    evictor.set_limit(1)
+    assert evictor.perform() is False  # over, nothing may go
+    time.sleep(0.05)
+    assert evictor.perform() is False
+    assert evictor.current_exceeded_ms() >= 50 and evictor.exceeded_ms == 0
+    evictor.set_limit(1 << 40)
+    assert evictor.perform() is True
+    assert evictor.current_exceeded_ms() == 0 and evictor.exceeded_ms >= 50
+
+
+def test_eviction_time_limit_is_redis_formula():
+    """``evictionTimeLimitUs``: 50 us per step up to 10, then 15% more per step, no limit at
+    100."""
+    assert [time_limit_us(t) for t in (0, 1, 10)] == [0, 50, 500]
+    assert time_limit_us(11) == int(500 * 1.15) and time_limit_us(99) == int(500 * 1.15 ** 89)
+    assert time_limit_us(100) > 1 << 62
+
+
+def test_draw_skips_keys_gone_since_the_pool_was_taken():
+    shard = _shard_with_keys(50)
+    db = shard.db
+    db.sample_pool(False, refill=True)
+    for i in range(40):
+        shard.execute(2, [b"DEL", b"k%d" % i])
+    picked = draw(db, False, 20)
+    assert sorted(picked) == sorted(db.data)  # the 10 left, each once, no ghost
+    assert draw(db, True, 5) == []  # none has a TTL
+
+
+def test_a_huge_sample_count_stays_linear():
+    """CONFIG SET maxmemory-samples 2147483647 is valid (Redis takes it): a draw then takes
+    every key of the database, in time linear in the keys (it was quadratic: minutes for
+    50,000 keys, a worker that answered nothing meanwhile)."""
+    shard = _shard_with_keys(50_000)
+    started = time.perf_counter()
+    picked = draw(shard.db, False, 2_147_483_647)
+    assert len(picked) == len(set(picked)) == 50_000
+    assert time.perf_counter() - started < 5

@@ -133,13 +133,13 @@ class Evictor:
 
     def _note_over(self, over: bool) -> None:
         """Time spent over the limit (INFO stats' ``total_eviction_exceeded_time``): it
-        starts at the first check found over and ends at the first found under."""
-        now = time.monotonic()
+        starts at the first check found over and ends at the first found under.  The clock
+        is read only then: under a limit this runs before every command."""
         if over:
             if self.over_since is None:
-                self.over_since = now
+                self.over_since = time.monotonic()
         elif self.over_since is not None:
-            self.exceeded_ms += int((now - self.over_since) * 1000)
+            self.exceeded_ms += int((time.monotonic() - self.over_since) * 1000)
             self.over_since = None
 
     def current_exceeded_ms(self) -> int:
@@ -197,10 +197,15 @@ class Evictor:
 
 
 def draw(db: Keyspace, volatile: bool, count: int) -> list[bytes]:
-    """Up to ``count`` random keys of ``db`` (with a TTL if ``volatile``), distinct."""
+    """Up to ``count`` random keys of ``db`` (with a TTL if ``volatile``), distinct.
+
+    A key drawn twice is dropped from the pool like a ghost (it is picked already); the
+    picks are checked in a set: ``maxmemory-samples`` may be anything up to 2^31-1, and a
+    list's membership test made a large one quadratic in the keys of the database."""
     table = db.expires if volatile else db.data
     pool = db.sample_pool(volatile)
     picked: list[bytes] = []
+    chosen: set[bytes] = set()
     misses = 0
     while len(picked) < count and len(picked) < len(table):
         if not pool or misses > 2 * count + 8:
@@ -210,8 +215,9 @@ def draw(db: Keyspace, volatile: bool, count: int) -> list[bytes]:
                 break
         position = int(random.random() * len(pool))
         key = pool[position]
-        if key in table and key not in picked:
+        if key in table and key not in chosen:
             picked.append(key)
+            chosen.add(key)
         else:
             misses += 1
             pool[position] = pool[-1]  # a ghost: drop it in O(1)
