@@ -30,7 +30,14 @@ from shardis.errors import ReplyError
 from shardis.worker.evict import draw, time_limit_us
 from shardis.worker.replylog import ReplyLog
 from shardis.worker.shard import Shard
-from tests.differential import check, parametrize, script, sorted_, type_only
+from tests.differential import (
+    check,
+    normalized,
+    parametrize,
+    script,
+    sorted_,
+    type_only,
+)
 from tests.resp_client import RawClient, decode
 from tests.servers import free_port
 from tests.test_atomicity import keys_on_distinct_workers
@@ -141,6 +148,26 @@ MEMORY_HOSTILE = script(
     ["ACL", "DELUSER", "mem"],
 )
 
+def stats_counts(raw: bytes) -> object:
+    """MEMORY STATS's deterministic part: its fields in order, the databases it lists and
+    keys.count (the byte counts are the servers' own)."""
+    value = decode(raw)
+    if isinstance(value, list):  # RESP2: a flat list of names and values
+        value = dict(zip(value[::2], value[1::2]))
+    return list(value), value[b"keys.count"]
+
+
+#: keys.count and the db.N entries sum every worker's databases (keys on three workers, in
+#: databases 0 and 3).
+MEMORY_STATS_COUNTS = script(
+    "memory-stats-counts-every-database",
+    normalized(stats_counts, "MEMORY", "STATS"),
+    ["MSET", A, "1", B, "2", C, "3"],
+    ["SELECT", "3"], ["SET", A, "x"], ["RPUSH", B, "a"], ["SELECT", "0"],
+    normalized(stats_counts, "MEMORY", "STATS"),
+    ["FLUSHALL"],
+)
+
 _MAXMEMORY_VALUES = (
     "-1", "abc", "", "1x", "18446744073709551615", "18446744073709551616",
     "99999999999999999999999", "1gb", "1GB", "1.5gb", "1k", "1kb", " 5", "+5", "0x10", "-0",
@@ -220,7 +247,7 @@ def maxmemory_reset(shardis, oracle) -> Iterator[None]:
                         "maxmemory-samples", "5", "maxmemory-eviction-tenacity", "10")
 
 
-@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED,
+@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED,
               ALLOW_OOM_SHEBANG])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)

@@ -30,11 +30,14 @@ _PEAK: dict[int, int] = {}
 
 @router_command("memory|help")
 def memory_help(router: Any, client: Any, args: list[bytes]) -> object:
+    """MEMORY HELP: Redis's lines, answered by the router (no worker involved)."""
     return help_reply(MEMORY_HELP)
 
 
 @router_command("memory|malloc-stats")
 def memory_malloc_stats(router: Any, client: Any, args: list[bytes]) -> object:
+    """MEMORY MALLOC-STATS: what Redis built without jemalloc answers (Python's allocators
+    have no such report)."""
     return NO_ALLOCATOR_STATS
 
 
@@ -80,12 +83,12 @@ def totals(router: Any, shards: list[dict]) -> dict[str, Any]:
         "clients": clients, "scripts": scripts, "functions": functions,
         "databases": dict(sorted(databases.items())),
         "rss": _rss_bytes() + sum(shard.get(b"used_memory_rss", 0) for shard in shards),
-        "keys": sum(shard.get(b"keys", 0) for shard in shards if b"databases" not in shard)
-        + sum(db[1] for shard in shards for db in shard.get(b"databases", [])),
+        "keys": sum(db[1] for shard in shards for db in shard.get(b"databases", [])),
     }
 
 
 def _output_buffer(client: Any) -> int:
+    """What a client's transport holds unsent (Redis's output buffer), 0 once closed."""
     transport = getattr(client, "transport", None)
     if transport is None or client.closed:
         return 0
@@ -127,10 +130,12 @@ def info_fields(router: Any, shards: list[dict]) -> dict[str, Any]:
 
 
 def _percent(part: float, whole: float) -> float:
+    """``part`` as a percentage of ``whole``; 0 when there is no whole (Redis's 0/0)."""
     return 100 * part / whole if whole else 0.0
 
 
 def _ratio(part: float, whole: float) -> float:
+    """``part / whole``; 0 when there is no whole."""
     return part / whole if whole else 0.0
 
 
@@ -147,10 +152,13 @@ def human(size: float) -> str:
 
 # MEMORY STATS and DOCTOR ---------------------------------------------------------------------
 def _plan_all(router: Any, args: list[bytes]) -> Plan:
+    """STATS and DOCTOR ask every worker, ungated (they read, and need no atomicity)."""
     return Plan(workers=router.all_workers)
 
 
 async def _gathered(router: Any) -> dict[str, Any]:
+    """The server's memory counts from every worker's ``__info`` (a worker that is down
+    answers an error and is left out, as INFO leaves it out)."""
     replies = await router.call_all([b"__info"])
     return totals(router, [reply for reply in replies if isinstance(reply, dict)])
 
@@ -179,7 +187,7 @@ async def memory_stats(router: Any, client: Any, args: list[bytes]) -> object:
         b"peak.percentage": _percent(used, memory["peak"]),
         b"allocator.allocated": used, b"allocator.active": used, b"allocator.resident": rss,
         b"allocator-fragmentation.ratio": 1.0, b"allocator-fragmentation.bytes": 0,
-        b"allocator.rss-ratio": _ratio(rss, used), b"allocator.rss-bytes": rss - used,
+        b"allocator-rss.ratio": _ratio(rss, used), b"allocator-rss.bytes": rss - used,
         b"rss-overhead.ratio": 1.0, b"rss-overhead.bytes": 0,
         b"fragmentation": _ratio(rss, used), b"fragmentation.bytes": rss - used,
     })
