@@ -237,6 +237,21 @@ ALLOW_OOM_SHEBANG = script(
 )
 
 
+#: BLMOVE and BRPOPLPUSH are ``denyoom``: Redis refuses them out of memory; shardis sends
+#: them as ``__block``/``__tryblock``, whose own flags the worker's check reads
+#: (``shardis.router.blocking``, ``shardis.commands.blocking``), and moves the element.
+OOM_BLOCKING = script(
+    "oom-refuses-blocking-moves",
+    ["RPUSH", "{l}src", "x", "y"], ["RPUSH", C, "x", "y"],
+    ["CONFIG", "SET", "maxmemory", "1"],
+    ["BLMOVE", "{l}src", "{l}dst", "LEFT", "RIGHT", "0.01"],
+    ["BRPOPLPUSH", C, A, "0.01"],
+    ["CONFIG", "SET", "maxmemory", "0"],
+    ["LRANGE", "{l}src", "0", "-1"], ["LRANGE", C, "0", "-1"],
+    divergence="blocking list moves are not refused when out of memory",
+)
+
+
 @pytest.fixture
 def maxmemory_reset(shardis, oracle) -> Iterator[None]:
     """Whatever a script leaves, the shared servers get their defaults back."""
@@ -247,8 +262,8 @@ def maxmemory_reset(shardis, oracle) -> Iterator[None]:
                         "maxmemory-samples", "5", "maxmemory-eviction-tenacity", "10")
 
 
-@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED,
-              ALLOW_OOM_SHEBANG])
+@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, CONFIG_HOSTILE, CONFIG_NUL,
+              OOM_QUEUED, ALLOW_OOM_SHEBANG, OOM_BLOCKING])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)
 
