@@ -168,6 +168,43 @@ MEMORY_STATS_COUNTS = script(
     ["FLUSHALL"],
 )
 
+#: Command lines whose keys COMMAND GETKEYS/GETKEYSANDFLAGS find from Redis's key specs
+#: (``shardis.commands.getkeys``): counts negative, huge, not numbers, past the end; options
+#: repeated or missing their argument; internal commands.
+GETKEYS_TARGETS: list[list[str]] = [
+    [], [""], ["\x00"], ["get"], ["GET", "k"], ["get", "k", "x"], ["set", "k"],
+    ["EVAL", "s", "-1"], ["EVAL", "s", "0"], ["EVAL", "s", "1"], ["EVAL", "s", "2", "a"],
+    ["EVAL", "s", "x", "a"], ["EVAL", "s", "99999999999999999999", "a"],
+    ["EVAL", "s", "1", "a", "b"], ["EVALSHA_RO", "s", "1", "a"], ["FCALL", "f", "-5", "a"],
+    ["FCALL_RO", "f", "2", "a", "b"], ["ZUNIONSTORE", "d", "0", "a"],
+    ["ZUNIONSTORE", "d", "-1", "a"], ["ZUNIONSTORE", "d", "2", "a"],
+    ["ZUNIONSTORE", "d", "2", "a", "b", "WEIGHTS", "1", "2"], ["ZUNIONSTORE", "d", "x", "a"],
+    ["ZUNION", "2", "a", "b"], ["ZDIFF", "1", "a", "WITHSCORES"], ["ZINTERCARD", "3", "a", "b"],
+    ["SINTERCARD", "2", "a", "b", "LIMIT", "1"], ["SINTERCARD", "0", "a"],
+    ["LMPOP", "0", "a", "LEFT"], ["LMPOP", "5", "a", "LEFT"], ["BLMPOP", "0", "1", "a", "LEFT"],
+    ["BLMPOP", "x", "1", "a", "LEFT"], ["BZMPOP", "1", "2", "a", "b", "MIN"],
+    ["XREAD", "STREAMS", "a", "0"], ["XREAD", "STREAMS", "a", "b", "0"],
+    ["XREAD", "COUNT", "1", "STREAMS", "a", "b", "0", "0"], ["XREAD", "a"], ["XREAD", "STREAMS"],
+    ["XREADGROUP", "GROUP", "g", "c", "STREAMS", "a", ">"], ["XREADGROUP", "GROUP", "g", "c", "a"],
+    ["MIGRATE", "h", "1", "", "0", "5", "KEYS", "a", "b"], ["MIGRATE", "h", "1", "k", "0", "5"],
+    ["MIGRATE", "h", "1", "", "0", "5"], ["SORT", "a", "BY", "w*", "GET", "o*", "STORE", "d"],
+    ["SORT", "a", "STORE"], ["SORT", "a", "STORE", "d", "STORE", "e"], ["SORT_RO", "a", "BY", "x"],
+    ["GEORADIUS", "a", "0", "0", "1", "km", "STORE", "d"],
+    ["GEORADIUSBYMEMBER", "a", "m", "1", "km", "STORE", "d", "STOREDIST", "e"],
+    ["OBJECT", "ENCODING", "a"], ["OBJECT", "HELP"], ["MEMORY", "USAGE", "a"],
+    ["MEMORY", "USAGE", "a", "SAMPLES", "-1"], ["MEMORY", "STATS"], ["XINFO", "STREAM", "a"],
+    ["PING"], ["PUBLISH", "c", "m"], ["MSET", "a", "1", "b"], ["MSETNX", "a"], ["DEL"],
+    ["BITFIELD_RO", "a"], ["LCS", "a", "b"], ["SMOVE", "a", "b", "m"], ["COPY", "a", "b"],
+    ["BLMOVE", "a", "b", "LEFT", "RIGHT", "0"], ["PFDEBUG", "GETREG", "a"], ["SPUBLISH", "c", "m"],
+    ["__oom"], ["__maxmemory", "1"], ["__tryblock", "BLPOP", "a", "0"], ["__dump", "a"],
+]
+
+GETKEYS_HOSTILE = script(
+    "getkeys-hostile-command-lines",
+    *[[*prefix, *target] for target in GETKEYS_TARGETS
+      for prefix in (["COMMAND", "GETKEYS"], ["COMMAND", "GETKEYSANDFLAGS"])],
+)
+
 _MAXMEMORY_VALUES = (
     "-1", "abc", "", "1x", "18446744073709551615", "18446744073709551616",
     "99999999999999999999999", "1gb", "1GB", "1.5gb", "1k", "1kb", " 5", "+5", "0x10", "-0",
@@ -262,8 +299,8 @@ def maxmemory_reset(shardis, oracle) -> Iterator[None]:
                         "maxmemory-samples", "5", "maxmemory-eviction-tenacity", "10")
 
 
-@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, CONFIG_HOSTILE, CONFIG_NUL,
-              OOM_QUEUED, ALLOW_OOM_SHEBANG, OOM_BLOCKING])
+@parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, GETKEYS_HOSTILE,
+              CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED, ALLOW_OOM_SHEBANG, OOM_BLOCKING])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)
 
