@@ -23,8 +23,9 @@ from shardis.resp import Verbatim
 from shardis.router.registry import Plan, coordinated, router_command
 from shardis.router.server import on_config_set
 
-#: router (by id) -> the highest used_memory seen (INFO, MEMORY STATS and housekeeping
-#: sample it; each worker keeps its own peak too).
+#: router (by id) -> the highest used_memory seen: sampled when INFO, MEMORY STATS or
+#: DOCTOR gather the workers' counts (a worker's own peak would not add up: the workers'
+#: peaks need not be at the same time).
 _PEAK: dict[int, int] = {}
 
 

@@ -59,7 +59,6 @@ class Evictor:
         #: when memory went over the limit and stayed (ms, monotonic); None: under it.
         self.over_since: float | None = None
         self.exceeded_ms = 0
-        self.peak = 0
         self._next_db = 0
 
     # Measuring --------------------------------------------------------------------------------
@@ -69,8 +68,6 @@ class Evictor:
         for db in self.shard.dbs.values():
             dataset, overhead = db.memory()
             total += dataset + overhead
-        if total > self.peak:
-            self.peak = total
         return total
 
     def report(self) -> dict[bytes, object]:
@@ -84,11 +81,9 @@ class Evictor:
             if db.data:
                 main = sys.getsizeof(db.data) + sys.getsizeof(db.atime)
                 databases.append([db.index, main, tables - main])
-        self.peak = max(self.peak, dataset + overhead)
-        return {b"dataset": dataset, b"overhead": overhead, b"peak": self.peak,
-                b"limit": self.limit, b"evicted_keys": self.evicted_keys,
-                b"exceeded_ms": self.exceeded_ms, b"current_exceeded_ms":
-                self.current_exceeded_ms(), b"databases": databases}
+        return {b"dataset": dataset, b"overhead": overhead, b"limit": self.limit,
+                b"evicted_keys": self.evicted_keys, b"exceeded_ms": self.exceeded_ms,
+                b"current_exceeded_ms": self.current_exceeded_ms(), b"databases": databases}
 
     def set_limit(self, limit: int) -> None:
         """``__maxmemory``: this worker's share of maxmemory (0: none)."""
