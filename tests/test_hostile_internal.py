@@ -580,10 +580,12 @@ def test_reply_log_hands_a_reply_back_once_and_reads_what_was_written_since(tmp_
 
 
 def test_reply_log_survives_hostile_sequence_numbers(tmp_path):
-    """``__lost_replies`` parses any integer: negative or beyond 64 bits, nothing raises."""
+    """``__lost_replies`` parses any integer: negative or beyond 64 bits, nothing raises, and
+    a number no record can hold does not mark the later replies as handed back."""
     log = ReplyLog(str(tmp_path))
     log.append(b"r1", _seq(7), b"seven")
     assert log.take(b"r1", [-1, 1 << 70]) == [None, None]
+    assert log.take(b"r1", [7]) == [b"seven"]
     log.close()
 
 
