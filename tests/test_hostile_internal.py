@@ -39,11 +39,12 @@ from tests.differential import (
     normalized,
     parametrize,
     script,
+    sleep,
     sorted_,
     type_only,
 )
 from tests.resp_client import RawClient, decode
-from tests.servers import free_port
+from tests.servers import Server, free_port, start_redis, start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
 from tests.test_worker_link import start_worker, stop
 
@@ -151,6 +152,28 @@ MEMORY_HOSTILE = script(
     ["ACL", "DRYRUN", "mem", "MEMORY", "STATS"],
     ["ACL", "DELUSER", "mem"],
 )
+
+
+def expired_keys(raw: bytes) -> bytes:
+    """INFO stats' expired_keys line."""
+    return next(line for line in decode(raw).splitlines() if line.startswith(b"expired_keys:"))
+
+
+#: MEMORY USAGE finds a key as Redis's ``dictFind`` does: one past its TTL that nothing
+#: reclaimed yet (active expiry off) is measured and stays: not counted as expired.
+MEMORY_USAGE_EXPIRED = script(
+    "memory-usage-of-a-key-past-its-ttl",
+    ["DEBUG", "SET-ACTIVE-EXPIRE", "0"],
+    ["CONFIG", "RESETSTAT"],
+    ["SET", A, "v", "PX", "1"], ["RPUSH", B, "a"], ["PEXPIRE", B, "1"],
+    sleep(0.05),
+    type_only("MEMORY", "USAGE", A), type_only("MEMORY", "USAGE", B, "SAMPLES", "0"),
+    normalized(expired_keys, "INFO", "stats"),
+    ["GET", A], ["LPOP", B],
+    normalized(expired_keys, "INFO", "stats"),
+    ["DEBUG", "SET-ACTIVE-EXPIRE", "1"],
+)
+
 
 def stats_counts(raw: bytes) -> object:
     """MEMORY STATS's deterministic part: its fields in order, the databases it lists and
@@ -324,6 +347,21 @@ def maxmemory_reset(shardis, oracle) -> Iterator[None]:
               OOM_EVAL_ORDER])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)
+
+
+@pytest.fixture(scope="module")
+def debug_pair() -> Iterator[tuple[Server, Server]]:
+    """Redis and shardis that take DEBUG (SET-ACTIVE-EXPIRE: a key stays past its TTL)."""
+    servers = (start_redis("--enable-debug-command", "yes"),
+               start_shardis(3, "--enable-debug-command", "yes"))
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_memory_usage_of_a_key_past_its_ttl_as_redis(debug_pair, protocol):
+    check(*debug_pair, MEMORY_USAGE_EXPIRED, protocol)
 
 
 # What the router sends on its own is not a client's command ------------------------------------

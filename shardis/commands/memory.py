@@ -74,7 +74,9 @@ def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
         if samples < 0:
             raise ReplyError(errors.SYNTAX)
         j += 2
-    value = db.peek(args[2])  # Redis looks the key up without counting an access
+    # Redis's dictFind: no access counted, and a key past its TTL that no one reclaimed yet
+    # is measured, not expired (DBSIZE still counts it; no "expired" event).
+    value = db.data.get(args[2])
     return None if value is None else memory_of(args[2], value, samples)
 
 
