@@ -332,19 +332,35 @@ OOM_BLOCKING = script(
 )
 
 
+#: An EXEC that ``processCommand`` rejects (ACL here; also OOM, NOAUTH...) is answered by
+#: ``rejectCommand`` as ``execCommandAbort``: EXECABORT naming the error, even outside MULTI;
+#: shardis's ACL check answers the plain NOPERM (``shardis.router.security``).
+EXEC_REJECTED = script(
+    "exec-rejected-by-acl-is-an-execabort",
+    ["ACL", "SETUSER", "hostile-lim", "on", ">pw", "+get", "~*"],
+    ["AUTH", "hostile-lim", "pw"],
+    ["MULTI"], ["GET", A], ["EXEC"],
+    ["AUTH", "default", "any"],
+    ["ACL", "DELUSER", "hostile-lim"],
+    divergence="an EXEC refused by ACL answers NOPERM, not EXECABORT",
+)
+
+
 @pytest.fixture
 def maxmemory_reset(shardis, oracle) -> Iterator[None]:
-    """Whatever a script leaves, the shared servers get their defaults back."""
+    """Whatever a script leaves (it stops at its first difference), the shared servers get
+    their defaults back: maxmemory's directives, no users of this suite's own."""
     yield
     for server in (shardis, oracle):
         with RawClient(server.port) as client:
             client.call("CONFIG", "SET", "maxmemory", "0", "maxmemory-policy", "noeviction",
                         "maxmemory-samples", "5", "maxmemory-eviction-tenacity", "10")
+            client.call("ACL", "DELUSER", "hostile-lim", "hostile", "mem")
 
 
 @parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, GETKEYS_HOSTILE,
               CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED, ALLOW_OOM_SHEBANG, OOM_BLOCKING,
-              OOM_EVAL_ORDER])
+              OOM_EVAL_ORDER, EXEC_REJECTED])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)
 
