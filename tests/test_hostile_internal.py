@@ -406,27 +406,27 @@ def _observe(port: int) -> dict[str, object]:
     """Commands that make the router send internal ones (CONFIG SET maxmemory, writes and
     EXEC across workers under maxmemory, MEMORY STATS, a second of pings), and what MONITOR,
     SLOWLOG and INFO commandstats then show."""
-    with socket.create_connection(("127.0.0.1", port)) as client, \
-            socket.create_connection(("127.0.0.1", port)) as monitor:
-        _raw(client, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"0")
-        _raw(client, b"SLOWLOG", b"RESET")
-        _raw(client, b"CONFIG", b"RESETSTAT")
+    with RawClient(port) as client, socket.create_connection(("127.0.0.1", port)) as monitor:
+        client.call("CONFIG", "SET", "slowlog-log-slower-than", "0")
+        client.call("SLOWLOG", "RESET")
+        client.call("CONFIG", "RESETSTAT")
         _raw(monitor, b"MONITOR")
         steps = [
-            _raw(client, b"CONFIG", b"SET", b"maxmemory", b"1gb"),
-            _raw(client, b"MSET", A.encode(), b"1", B.encode(), b"2", C.encode(), b"3"),
-            _raw(client, b"SADD", b"s" + A.encode(), b"1"),
-            _raw(client, b"SUNIONSTORE", C.encode() + b"x", b"s" + A.encode(), B.encode()),
-            _raw(client, b"MULTI"), _raw(client, b"SET", A.encode(), b"x"),
-            _raw(client, b"SET", B.encode(), b"y"), _raw(client, b"EXEC"),
+            client.call("CONFIG", "SET", "maxmemory", "1gb"),
+            client.call("MSET", A, "1", B, "2", C, "3"),
+            client.call("SADD", "s" + A, "1"),
+            client.call("SUNIONSTORE", C + "x", "s" + A, B),
+            client.call("MULTI"), client.call("SET", A, "x"), client.call("SET", B, "y"),
+            client.call("EXEC"),
         ]
+        client.call("MEMORY", "STATS")  # its numbers are the servers' own
         time.sleep(1.3)  # the router's link probes
-        steps.append(_raw(client, b"CONFIG", b"SET", b"maxmemory", b"0"))
-        slowlog = decode(_raw(client, b"SLOWLOG", b"GET", b"100"))
-        stats = _raw(client, b"INFO", b"commandstats")
+        steps.append(client.call("CONFIG", "SET", "maxmemory", "0"))
+        slowlog = decode(client.call("SLOWLOG", "GET", "100"))
+        stats = decode(client.call("INFO", "commandstats"))
         lines = _monitor_lines(monitor)
-        _raw(client, b"CONFIG", b"SET", b"slowlog-log-slower-than", b"10000")
-    names = sorted(line.split(b":")[0] for line in decode(stats).splitlines()
+        client.call("CONFIG", "SET", "slowlog-log-slower-than", "10000")
+    names = sorted(line.split(b":")[0] for line in stats.splitlines()
                    if line.startswith(b"cmdstat_"))
     return {"replies": steps, "monitor": lines, "stats": names,
             "slowlog": [entry[3] for entry in reversed(slowlog)]}
