@@ -238,6 +238,23 @@ _MAXMEMORY_VALUES = (
     "17179869184g", "17179869183g", "00", "1e3", "5b", "5 ", "-1gb",
 )
 
+def maxmemory_lines(raw: bytes) -> list[bytes]:
+    """INFO memory's maxmemory lines (the rest are the servers' own numbers)."""
+    return [line for line in decode(raw).splitlines() if line.startswith(b"maxmemory")]
+
+
+#: INFO memory's maxmemory_human at each unit's edges, up to 2^64-1 (Redis's bytesToHuman
+#: prints bytes again past 1024 P; maxmemory itself is printed signed, -1 for 2^64-1).
+MAXMEMORY_HUMAN = script(
+    "maxmemory-human-at-every-unit",
+    *[step for value in ("1023", "1024", "1048575", "1073741824", "1099511627776",
+                         "1125899906842624", "1152921504606846975", "1152921504606846976",
+                         "9223372036854775807", "9223372036854775808", "18446744073709551615")
+      for step in (["CONFIG", "SET", "maxmemory", value],
+                   normalized(maxmemory_lines, "INFO", "memory"))],
+    ["CONFIG", "SET", "maxmemory", "0"],
+)
+
 #: CONFIG SET of the maxmemory directives with out-of-range and garbage values; each value
 #: that Redis takes is read back, then the defaults come back.
 CONFIG_HOSTILE = script(
@@ -359,8 +376,8 @@ def maxmemory_reset(shardis, oracle) -> Iterator[None]:
 
 
 @parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, GETKEYS_HOSTILE,
-              CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED, ALLOW_OOM_SHEBANG, OOM_BLOCKING,
-              OOM_EVAL_ORDER, EXEC_REJECTED])
+              MAXMEMORY_HUMAN, CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED, ALLOW_OOM_SHEBANG,
+              OOM_BLOCKING, OOM_EVAL_ORDER, EXEC_REJECTED])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)
 

@@ -126,6 +126,8 @@ def info_fields(router: Any, shards: list[dict]) -> dict[str, Any]:
     for name in ("used_memory", "used_memory_rss", "used_memory_peak", "total_system_memory",
                  "used_memory_scripts", "maxmemory"):
         known[f"{name}_human"] = human(known[name])
+    if limit >= 1 << 63:  # Redis prints the unsigned maxmemory with %lld (its _human: unsigned)
+        known["maxmemory"] = limit - (1 << 64)
     known["used_memory_lua_human"] = known["used_memory_vm_total_human"] = "0B"
     return known
 
@@ -141,8 +143,9 @@ def _ratio(part: float, whole: float) -> float:
 
 
 def human(size: float) -> str:
-    """Redis's bytes-to-human: 913.09K, 11.81M (bytes without decimals)."""
-    if size < 1024:
+    """Redis's bytes-to-human: 913.09K, 11.81M (bytes without decimals, and from 1024 P on:
+    a maxmemory near 2^64 is shown in bytes, as Redis does)."""
+    if size < 1024 or size >= 1024 ** 6:
         return f"{int(size)}B"
     for unit in ("K", "M", "G", "T", "P"):
         size /= 1024
