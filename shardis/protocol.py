@@ -14,8 +14,10 @@ command runs in (SELECT; 0 for most clients, so a code is usually just 2 or 3), 
 command, a non-empty list of bytes (see :func:`command_code`).  A *step* of an operation the
 router coordinates (``Router.call``: SMOVE's SREM then SADD on two workers) has bit 1 clear
 (its low bits 0 or 1 for RESP2 or 3): the router decided for the whole command, so the worker
-does not refuse the step under maxmemory (a refused SADD after its SREM would lose the member).  A batch holds every command the router parsed for that worker in one event-loop
-iteration, from all clients, in arrival order.
+does not refuse the step under maxmemory (a refused SADD after its SREM would lose the member).
+Every u16 is a valid code: a database out of range is that command's error, not the batch's.
+A batch holds every command the router parsed for that worker in one event-loop iteration,
+from all clients, in arrival order.
 
 ``REPLIES`` (worker -> router): one encoded RESP reply (bytes) per command of the batch, in
 order, under the batch's sequence number, and the blocking events (``[(ticket, reply or None),
