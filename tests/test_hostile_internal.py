@@ -95,6 +95,9 @@ INTERNAL_UNKNOWN = script(
     ["FCALL", "ping", "2", *TOGETHER],
     ["FCALL_RO", "ping", "0"],
     ["COMMAND", "LIST", "FILTERBY", "PATTERN", "__*"],
+    # the router's own config key (``shardis.config.SUPERVISED``) is no directive
+    ["CONFIG", "GET", "__supervised__"], ["CONFIG", "SET", "__supervised__", "yes"],
+    ["CONFIG", "GET", "__*"],
     ["COMMAND", "LIST", "FILTERBY", "PATTERN", "*oom*"],
     ["ACL", "SETUSER", "hostile", "on", "nopass", "+@all", "~*"],
     ["ACL", "DRYRUN", "hostile", "__oom"],
