@@ -33,6 +33,7 @@ from shardis.persist.rdb import (
     read_rdb,
     write_rdb,
 )
+from shardis.worker.types import unpacked
 from tests.servers import start_redis
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
@@ -68,7 +69,9 @@ def _entries() -> list[tuple[bytes, object, int | None]]:
 
 
 def _plain(value: object) -> object:
-    """A value as plain, comparable data (and its encoding flag, so encodings are compared)."""
+    """A value as plain, comparable data (and its encoding flag, so encodings are compared);
+    a packed value as its full form (``shardis.worker.types``)."""
+    value = unpacked(value)
     if isinstance(value, deque):
         return list(value)
     if isinstance(value, SetValue):

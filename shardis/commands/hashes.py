@@ -16,6 +16,7 @@ HRANDFIELD ... WITHVALUES answers pairs nested in RESP3 and flat in RESP2: the o
 from __future__ import annotations
 
 import itertools
+import marshal
 import random
 import sys
 from collections.abc import Callable, Iterable
@@ -30,7 +31,13 @@ from shardis.floats import hincr_by_float
 from shardis.glob import compile_glob
 from shardis.resp import OK, Pairs
 from shardis.worker.keyspace import Keyspace
-from shardis.worker.types import ValueType, register_type
+from shardis.worker.types import (
+    PACK_MAX_ENTRIES,
+    ValueType,
+    pack_elements,
+    register_packing,
+    register_type,
+)
 
 #: Redis 7.0 defaults (config.c; 512, not the 128 of older docs): a hash stays a listpack up
 #: to this many fields...
@@ -103,6 +110,25 @@ register_type(
         memory=_hash_memory,
     ),
 )
+
+
+class PackedHash(bytes):
+    """A listpack hash at rest (see ``shardis.worker.types``): its fields and values in order."""
+
+    __slots__ = ()
+
+
+def _pack_hash(value: HashValue) -> bytes | None:
+    if not value.listpack or len(value) > PACK_MAX_ENTRIES:
+        return None
+    return pack_elements(PackedHash, (tuple(value), tuple(value.values())))
+
+
+def _unpack_hash(blob: bytes) -> HashValue:
+    return HashValue(zip(*marshal.loads(blob)))
+
+
+register_packing(HashValue, PackedHash, _pack_hash, _unpack_hash)
 
 
 # Helpers shared with sets ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ command below keeps its C counterpart's order.
 
 from __future__ import annotations
 
+import marshal
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,13 @@ from shardis.commands.strings import LLONG_MAX, LLONG_MIN, parse_int
 from shardis.errors import ReplyError
 from shardis.resp import NULL_ARRAY, OK
 from shardis.worker.keyspace import Keyspace
-from shardis.worker.types import ValueType, register_type
+from shardis.worker.types import (
+    PACK_MAX_ENTRIES,
+    ValueType,
+    pack_elements,
+    register_packing,
+    register_type,
+)
 
 #: Redis's LIST_HEAD / LIST_TAIL: which end a command works on.
 LEFT, RIGHT = 0, 1
@@ -63,6 +70,23 @@ register_type(
         memory=list_memory,
     ),
 )
+
+
+class PackedList(bytes):
+    """A short list at rest (see ``shardis.worker.types``): its elements."""
+
+    __slots__ = ()
+
+
+def _pack_list(value: deque) -> bytes | None:
+    return pack_elements(PackedList, tuple(value)) if len(value) <= PACK_MAX_ENTRIES else None
+
+
+def _unpack_list(blob: bytes) -> deque:
+    return deque(marshal.loads(blob))
+
+
+register_packing(deque, PackedList, _pack_list, _unpack_list)
 
 
 # Helpers -------------------------------------------------------------------------------------

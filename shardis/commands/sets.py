@@ -15,6 +15,7 @@ gathered from several workers with ``__sgather``, storing with ``__sstore``.
 from __future__ import annotations
 
 import sys
+from array import array
 from collections.abc import Callable, Iterable
 
 from shardis import errors
@@ -29,11 +30,16 @@ from shardis.commands.hashes import (
     scan_generic,
     value_of_type,
 )
-from shardis.commands.strings import is_int_encodable, parse_int
+from shardis.commands.strings import LLONG_MAX, LLONG_MIN, is_int_encodable, parse_int
 from shardis.errors import ReplyError
 from shardis.resp import SetReply
 from shardis.worker.keyspace import Keyspace
-from shardis.worker.types import ValueType, register_type
+from shardis.worker.types import (
+    PACK_MAX_ENTRIES,
+    ValueType,
+    register_packing,
+    register_type,
+)
 
 #: Redis 7.0's default: an all-integer set stays an intset up to this many members.
 SET_MAX_INTSET_ENTRIES = 512
@@ -115,6 +121,36 @@ register_type(
         memory=lambda value, samples=5: collection_memory(value, sys.getsizeof, samples),
     ),
 )
+
+
+class PackedIntSet(bytes):
+    """An intset at rest (see ``shardis.worker.types``): its members."""
+
+    __slots__ = ()
+
+
+#: Integer widths of a packed intset, narrowest first, as Redis's intset encodings: the
+#: blob is the ``array`` typecode, then the members at that width.
+_INT_WIDTHS = ((b"h", -(1 << 15), 1 << 15), (b"i", -(1 << 31), 1 << 31), (b"q", LLONG_MIN, LLONG_MAX + 1))
+
+
+def _pack_set(value: SetValue) -> bytes | None:
+    if not value.intset or len(value) > PACK_MAX_ENTRIES:
+        return None
+    numbers = [int(member) for member in value]
+    low, high = min(numbers), max(numbers)
+    for code, least, limit in _INT_WIDTHS:
+        if low >= least and high < limit:
+            return PackedIntSet(code + array(code.decode(), numbers).tobytes())
+    return None  # not reached: an intset's members are 64-bit integers
+
+
+def _unpack_set(blob: bytes) -> SetValue:
+    numbers = array(blob[:1].decode(), blob[1:])
+    return SetValue([b"%d" % number for number in numbers])
+
+
+register_packing(SetValue, PackedIntSet, _pack_set, _unpack_set)
 
 
 # Writes --------------------------------------------------------------------------------------

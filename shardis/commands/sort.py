@@ -250,6 +250,7 @@ def read_source(db: Keyspace, key: bytes) -> Source:
         return Source(SET, value.in_order())  # type: ignore[attr-defined]
     if kind is ZSetValue:
         value.listpack = False  # type: ignore[attr-defined]  # Redis converts it for SORT
+        db.converted(key)
         return Source(ZSET, [member for _, member in value.order])  # type: ignore[attr-defined]
     raise ReplyError(errors.WRONGTYPE)
 

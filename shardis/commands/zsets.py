@@ -22,6 +22,7 @@ ZUNION, ZINTER, ZDIFF, ZINTERCARD and the *STORE forms are pure functions over t
 
 from __future__ import annotations
 
+import marshal
 import math
 import re
 import sys
@@ -51,7 +52,13 @@ from shardis.glob import compile_glob
 from shardis.resp import NULL_ARRAY, Pairs, format_double
 from shardis.worker.blocking import blocking_attempt, numkeys_narrowed
 from shardis.worker.keyspace import Keyspace
-from shardis.worker.types import ValueType, register_type
+from shardis.worker.types import (
+    PACK_MAX_ENTRIES,
+    ValueType,
+    pack_elements,
+    register_packing,
+    register_type,
+)
 
 #: Redis 7.0.15's defaults as the real server reports them (CONFIG GET zset-*).
 ZSET_MAX_LISTPACK_ENTRIES = 128
@@ -156,6 +163,25 @@ register_type(
         memory=lambda value, samples=5: collection_memory(value, sys.getsizeof, samples) * 2,
     ),
 )
+
+
+class PackedZSet(bytes):
+    """A listpack zset at rest (see ``shardis.worker.types``): its members and their scores."""
+
+    __slots__ = ()
+
+
+def _pack_zset(value: ZSetValue) -> bytes | None:
+    if not value.listpack or len(value) > PACK_MAX_ENTRIES:
+        return None
+    return pack_elements(PackedZSet, (tuple(value), tuple(value.values())))
+
+
+def _unpack_zset(blob: bytes) -> ZSetValue:
+    return ZSetValue(zip(*marshal.loads(blob)))
+
+
+register_packing(ZSetValue, PackedZSet, _pack_zset, _unpack_zset)
 
 
 # Parsing -------------------------------------------------------------------------------------

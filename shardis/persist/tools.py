@@ -46,6 +46,7 @@ from shardis.persist.aof import (
 )
 from shardis.persist.rdb import RdbError, RdbReader, RdbWriter
 from shardis.slots import SlotMap
+from shardis.worker.types import unpacked
 
 log = logging.getLogger("shardis.tools")
 
@@ -223,7 +224,7 @@ def _replay_aof(worker_dir: str, index: int, appenddirname: str) -> Iterator[Ent
     db = shard.db
     db.tick()
     for key, value in db.data.items():
-        yield key, value, db.expires.get(key)
+        yield key, unpacked(value), db.expires.get(key)
 
 
 def dataset(data_dir: str, source: str, summary: Summary, count: int,

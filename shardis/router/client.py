@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MAX_BACKLOG = 10_000
 #: Most replies a client may have due (dispatched, not yet written) before its next commands
 #: wait in the backlog: what a client that pipelines without reading can make us hold.
-MAX_INFLIGHT = 256
+MAX_INFLIGHT = 1024
 #: Backlog marker: the input turned malformed here; answer what came before, then the error.
 PROTOCOL_ERROR: list[bytes] = []
 
@@ -395,6 +395,9 @@ class ClientConnection(asyncio.Protocol):
         room = max(MAX_INFLIGHT - len(self.replies), 1)
         while backlog and len(chunk) < room and backlog[0] is not PROTOCOL_ERROR:
             chunk.append(backlog.popleft())
+        # Timed from now: Redis times a command's execution, not its wait in the backlog (a
+        # pipeline that outruns the workers waits there for seconds).
+        self.parsed_at = time.monotonic()
         done = self.router.dispatch_all(self, chunk)
         if done < len(chunk) and not self.closing:
             backlog.extendleft(reversed(chunk[done:]))

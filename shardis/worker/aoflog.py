@@ -80,6 +80,7 @@ from shardis.persist.rdb import RdbError
 from shardis.protocol import command_code
 from shardis.resp import Status
 from shardis.worker.snapshot import Child, load_rdb, write_rdb
+from shardis.worker.types import unpacked
 
 log = logging.getLogger("shardis.worker")
 
@@ -453,7 +454,7 @@ def write_base(db: object, path: str, rdb_preamble: bool) -> None:
                 fh.write(encode_command([b"FUNCTION", b"LOAD", code]))
             fh.write(encode_command([b"SELECT", b"0"]))
             for key, value in db.data.items():  # type: ignore[attr-defined]
-                payload = dump_payload(value)
+                payload = dump_payload(unpacked(value))
                 deadline = expires.get(key)
                 ttl = [b"0"] if deadline is None else [b"%d" % deadline]
                 fh.write(encode_command([b"RESTORE", key, *ttl, payload,

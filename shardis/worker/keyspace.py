@@ -75,7 +75,7 @@ import time
 
 from shardis import errors
 from shardis.errors import ReplyError
-from shardis.worker.types import value_type
+from shardis.worker.types import PACKERS, UNPACKERS, packed_if_fits, value_type
 
 log = logging.getLogger("shardis.worker")
 
@@ -317,6 +317,7 @@ class Keyspace:
         "resized",
         "evicted_log",
         "_samples",
+        "loose",
     )
 
     def __init__(self, index: int = 0) -> None:
@@ -397,6 +398,10 @@ class Keyspace:
         self.evicted_log: list[bytes] = []
         #: eviction's lists of keys to sample from: [all keys, keys with a TTL].
         self._samples: list[list[bytes]] = [[], []]
+        #: keys whose value may be a full collection that fits its packed form, unpacked by a
+        #: read or stored by a command since the last :meth:`repack`: key -> the packed value
+        #: it was unpacked from, None once changed (``set``, ``changed``) or new.
+        self.loose: dict[bytes, bytes | None] = {}
 
     def tick(self) -> None:
         """Advance the cached clocks; called once per batch."""
@@ -423,7 +428,35 @@ class Keyspace:
                 self.atime[key] = self.lfu_touched(key)
             else:
                 self.atime[key] = self.clock
+            if type(value) in UNPACKERS:
+                return self._unpack(key, value)
         return value
+
+    def _unpack(self, key: bytes, value: object) -> object:
+        """The full form of a packed value, stored in its place until :meth:`repack`."""
+        full = UNPACKERS[type(value)](value)
+        self.data[key] = full
+        self.loose[key] = value  # type: ignore[assignment]
+        return full
+
+    def repack(self) -> None:
+        """Pack again the values unpacked or stored since the last call, where they fit
+        (``shardis.worker.types``): the shard calls this after each batch.  A value only read
+        gets its packed form back as it was; the others are packed anew, and their share of
+        ``used`` is counted again by ``settle``."""
+        data = self.data
+        resized = self.resized
+        for key, was in self.loose.items():
+            value = data.get(key)
+            if type(value) in PACKERS:
+                if was is not None:
+                    data[key] = was
+                    continue
+                packed = packed_if_fits(value)
+                if packed is not value:
+                    data[key] = packed
+                    resized.add(key)
+        self.loose.clear()
 
     # LFU (Redis's evict.c): per key, (minutes of the last decrement << 8) | log counter.
     def lfu_minutes(self) -> int:
@@ -456,6 +489,14 @@ class Keyspace:
 
     def peek(self, key: bytes) -> object | None:
         """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS, TTL, SCAN)."""
+        value = self.stored(key)
+        if type(value) in UNPACKERS:
+            return self._unpack(key, value)
+        return value
+
+    def stored(self, key: bytes) -> object | None:
+        """Like :meth:`peek`, but the value as it is stored, packed or not: what a key costs
+        at rest (MEMORY USAGE)."""
         expires = self.expires
         if expires and key in expires and expires[key] < self.now_ms:
             self._expire(key)
@@ -540,6 +581,7 @@ class Keyspace:
                 self._uncount(key, old)
             self.sizes[key] = 0
             self.resized.add(key)
+            self.loose[key] = None
         if not keep_ttl and self.expires:
             self._forget_deadline(key)
         if self.string_hints:
@@ -554,6 +596,12 @@ class Keyspace:
         self.sizes[key] = 0
         self.resized.add(key)
 
+    def converted(self, key: bytes) -> None:
+        """The value at ``key`` changed its encoding in place, not its contents (SORT makes a
+        listpack zset a skiplist): nothing to report, but the packed form it was read from
+        no longer says what it is."""
+        self.loose[key] = None
+
     def changed_quietly(self, key: bytes) -> None:
         """Report a change Redis makes without ``signalModifiedKey`` (a stream's consumer
         groups): logged and counted like any change, but WATCH does not see it.  A key also
@@ -562,11 +610,13 @@ class Keyspace:
             self.quiet.add(key)
         self.touched.append(key)
         self.resized.add(key)
+        self.loose[key] = None
 
     def changed(self, key: bytes) -> None:
         """Report an in-place change of the value at ``key`` (a bytearray grown, a list pushed)."""
         self.touched.append(key)
         self.resized.add(key)
+        self.loose[key] = None
         if self.quiet:
             self.quiet.discard(key)
 
@@ -696,6 +746,7 @@ class Keyspace:
         self.sizes = {}
         self.resized = set()
         self._samples = [[], []]
+        self.loose = {}
         self._reset_index()
         return count
 

@@ -31,6 +31,8 @@ from shardis.worker.tracking import Tracking
 log = logging.getLogger("shardis.worker")
 
 _BULK_HEADERS = [b"$%d\r\n" % length for length in range(1024)]
+#: How many unpacked small values a database keeps between housekeeping passes.
+LOOSE_LIMIT = 256
 
 #: name -> (op, arity) for commands without subcommands: the executor's fast lookup.
 PLAIN_OPS: dict[bytes, tuple] = {}
@@ -115,6 +117,10 @@ class Shard:
         self.snapshots: object | None = None
         #: expire keys in the background (DEBUG SET-ACTIVE-EXPIRE 0 turns it off).
         self.active_expire_enabled = True
+        #: small values unpacked by reads stay so until housekeeping, or until a database has
+        #: more than this many (``Keyspace.repack``): the values in use are not unpacked and
+        #: packed again by every batch, and their memory stays bounded.
+        self.loose_limit = LOOSE_LIMIT
         #: a router has MONITOR clients: report the commands scripts call (``[0 lua]`` lines).
         self.monitor_scripts = False
         #: the commands scripts called: name -> [calls, microseconds, failed calls].
@@ -262,6 +268,9 @@ class Shard:
                 append(encode_int(reply))  # type: ignore[arg-type]
             else:
                 append(self.encode_other(reply, proto))
+        for keyspace in self.dbs.values():
+            if len(keyspace.loose) > self.loose_limit:
+                keyspace.repack()
         return out
 
     # maxmemory ----------------------------------------------------------------------------------
@@ -383,11 +392,15 @@ class Shard:
         return ReplyError(f"ERR internal error in '{name}': {exc}")
 
     def housekeeping(self, budget_s: float = 0.025) -> None:
-        """Background work between batches: active expiry of every database, within a time
-        budget shared by the databases that have keys with a TTL."""
+        """Background work between batches: small values used since the last time packed
+        again, and active expiry of every database, within a time budget shared by the
+        databases that have keys with a TTL."""
         self.current = None
         if self.evictor.limit and self.evictor.over_since is not None:
             self.evictor.perform()  # a round that ran out of time goes on (EVICT_RUNNING)
+        for db in self.dbs.values():
+            if db.loose:
+                db.repack()
         if not self.active_expire_enabled:  # DEBUG SET-ACTIVE-EXPIRE 0
             return
         current = self.db

@@ -34,6 +34,7 @@ import time
 
 from shardis.errors import ReplyError
 from shardis.persist.rdb import RdbError, RdbReader, RdbWriter
+from shardis.worker.types import packed_if_fits, unpacked
 
 log = logging.getLogger("shardis.worker")
 
@@ -69,7 +70,7 @@ def write_rdb(db: object, fh: object) -> int:
         key_out = writer.key
         get_expire = expires.get
         for key, value in data.items():
-            key_out(key, value, get_expire(key))
+            key_out(key, unpacked(value), get_expire(key))
         written += len(data)
     writer.end()
     return written
@@ -182,13 +183,13 @@ def _fill(db: object, entries: RdbReader, path: str,
             if key in data:
                 db.set(key, value)  # type: ignore[attr-defined]
             else:
-                data[key] = value
+                data[key] = packed_if_fits(value)
                 atime[key] = clock
             set_deadline(key, expire_ms)
         elif key in data:
             db.set(key, value)  # type: ignore[attr-defined]
         else:
-            data[key] = value
+            data[key] = packed_if_fits(value)
             atime[key] = clock
         if len(data) >= progress:
             progress += PROGRESS_EVERY
