@@ -14,8 +14,10 @@ command runs in (SELECT; 0 for most clients, so a code is usually just 2 or 3), 
 command, a non-empty list of bytes (see :func:`command_code`).  A *step* of an operation the
 router coordinates (``Router.call``: SMOVE's SREM then SADD on two workers) has bit 1 clear
 (its low bits 0 or 1 for RESP2 or 3): the router decided for the whole command, so the worker
-does not refuse the step under maxmemory (a refused SADD after its SREM would lose the member).  A batch holds every command the router parsed for that worker in one event-loop
-iteration, from all clients, in arrival order.
+does not refuse the step under maxmemory (a refused SADD after its SREM would lose the member).
+Every u16 is a valid code: a database out of range is that command's error, not the batch's.
+A batch holds every command the router parsed for that worker in one event-loop iteration,
+from all clients, in arrival order.
 
 ``REPLIES`` (worker -> router): one encoded RESP reply (bytes) per command of the batch, in
 order, under the batch's sequence number, and the blocking events (``[(ticket, reply or None),
@@ -299,8 +301,9 @@ def _fields(frame: bytes, lengths: tuple[int, ...], start: int) -> list[bytes | 
 M_BATCH_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + BATCH])
 M_REPLIES_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + REPLIES])
 M_PUSH_PREFIX = MAGIC + bytes([VERSION, MARSHALLED + PUSH])
-# marshal format 4 is stable across CPython 3.4+.
-_MARSHAL_VERSION = 5
+# marshal format 4 is stable across CPython 3.4+ (it is marshal's own format, not the link's
+# VERSION: the two change independently).
+_MARSHAL_VERSION = 4
 
 
 def m_encode_batch(seq: int, commands: list[tuple[int, list[bytes]]]) -> bytes:

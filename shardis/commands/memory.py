@@ -5,9 +5,12 @@ STATS and DOCTOR (``shardis.router.memory``)."""
 
 from __future__ import annotations
 
+import re
+
 from shardis import errors
 from shardis.commands import Fanout, command, container
 from shardis.commands.strings import parse_int
+from shardis.config import ULLONG_MAX
 from shardis.errors import ReplyError
 from shardis.resp import OK
 from shardis.worker.keyspace import Keyspace, memory_of
@@ -46,8 +49,8 @@ def memory_purge_command(db: Keyspace, args: list[bytes]) -> object:
     return OK
 
 
-
 def purge_memory() -> None:
+    """Collect every generation, then hand glibc's free pages back to the system."""
     import ctypes
     import gc
 
@@ -71,7 +74,10 @@ def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
         if samples < 0:
             raise ReplyError(errors.SYNTAX)
         j += 2
-    value = db.stored(args[2])  # not an access; a packed value's size is its packed size
+    # Redis's dictFind: no access counted, and a key past its TTL that no one reclaimed yet
+    # is measured, not expired (no "expired" event); the value as stored, packed or not (a
+    # packed value's size is its packed size), as ``Keyspace.stored`` gives it.
+    value = db.data.get(args[2])
     return None if value is None else memory_of(args[2], value, samples)
 
 
@@ -82,11 +88,26 @@ command("doctor", 2, "", fanout=Fanout.COORDINATED, acl="slow", group="server", 
         tips=_SPECIAL)(None)
 
 
+#: A share of maxmemory: a plain unsigned decimal (what ``worker_share`` formats).
+_SHARE_RE = re.compile(rb"(?:0|[1-9][0-9]{0,19})\Z")
+
+
+def parse_share(raw: bytes) -> int:
+    """``__maxmemory``'s argument, or Redis's not-an-integer error: a peer's garbage (a sign,
+    spaces, ``1_0``, beyond 64 bits) must not become a limit (a negative one would evict
+    every key)."""
+    if _SHARE_RE.match(raw):
+        value = int(raw)
+        if value <= ULLONG_MAX:
+            return value
+    raise ReplyError(errors.NOT_INTEGER)
+
+
 @command("__maxmemory", 2, "admin internal", fanout=Fanout.SINGLE)
 def shard_maxmemory_command(db: Keyspace, args: list[bytes]) -> object:
     """``__maxmemory <bytes>``: this worker's share of maxmemory (0: no limit)."""
     evictor = db.shard.evictor  # type: ignore[attr-defined]
-    evictor.set_limit(int(args[1]))
+    evictor.set_limit(parse_share(args[1]))
     if evictor.limit:
         evictor.perform()  # over the new limit: evict now, as CONFIG SET maxmemory does
     return OK

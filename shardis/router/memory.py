@@ -23,18 +23,22 @@ from shardis.resp import Verbatim
 from shardis.router.registry import Plan, coordinated, router_command
 from shardis.router.server import on_config_set
 
-#: router (by id) -> the highest used_memory seen (INFO, MEMORY STATS and housekeeping
-#: sample it; each worker keeps its own peak too).
+#: router (by id) -> the highest used_memory seen: sampled when INFO, MEMORY STATS or
+#: DOCTOR gather the workers' counts (a worker's own peak would not add up: the workers'
+#: peaks need not be at the same time).
 _PEAK: dict[int, int] = {}
 
 
 @router_command("memory|help")
 def memory_help(router: Any, client: Any, args: list[bytes]) -> object:
+    """MEMORY HELP: Redis's lines, answered by the router (no worker involved)."""
     return help_reply(MEMORY_HELP)
 
 
 @router_command("memory|malloc-stats")
 def memory_malloc_stats(router: Any, client: Any, args: list[bytes]) -> object:
+    """MEMORY MALLOC-STATS: what Redis built without jemalloc answers (Python's allocators
+    have no such report)."""
     return NO_ALLOCATOR_STATS
 
 
@@ -80,12 +84,12 @@ def totals(router: Any, shards: list[dict]) -> dict[str, Any]:
         "clients": clients, "scripts": scripts, "functions": functions,
         "databases": dict(sorted(databases.items())),
         "rss": _rss_bytes() + sum(shard.get(b"used_memory_rss", 0) for shard in shards),
-        "keys": sum(shard.get(b"keys", 0) for shard in shards if b"databases" not in shard)
-        + sum(db[1] for shard in shards for db in shard.get(b"databases", [])),
+        "keys": sum(db[1] for shard in shards for db in shard.get(b"databases", [])),
     }
 
 
 def _output_buffer(client: Any) -> int:
+    """What a client's transport holds unsent (Redis's output buffer), 0 once closed."""
     transport = getattr(client, "transport", None)
     if transport is None or client.closed:
         return 0
@@ -122,21 +126,26 @@ def info_fields(router: Any, shards: list[dict]) -> dict[str, Any]:
     for name in ("used_memory", "used_memory_rss", "used_memory_peak", "total_system_memory",
                  "used_memory_scripts", "maxmemory"):
         known[f"{name}_human"] = human(known[name])
+    if limit >= 1 << 63:  # Redis prints the unsigned maxmemory with %lld (its _human: unsigned)
+        known["maxmemory"] = limit - (1 << 64)
     known["used_memory_lua_human"] = known["used_memory_vm_total_human"] = "0B"
     return known
 
 
 def _percent(part: float, whole: float) -> float:
+    """``part`` as a percentage of ``whole``; 0 when there is no whole (Redis's 0/0)."""
     return 100 * part / whole if whole else 0.0
 
 
 def _ratio(part: float, whole: float) -> float:
+    """``part / whole``; 0 when there is no whole."""
     return part / whole if whole else 0.0
 
 
 def human(size: float) -> str:
-    """Redis's bytes-to-human: 913.09K, 11.81M (bytes without decimals)."""
-    if size < 1024:
+    """Redis's bytes-to-human: 913.09K, 11.81M (bytes without decimals, and from 1024 P on:
+    a maxmemory near 2^64 is shown in bytes, as Redis does)."""
+    if size < 1024 or size >= 1024 ** 6:
         return f"{int(size)}B"
     for unit in ("K", "M", "G", "T", "P"):
         size /= 1024
@@ -147,10 +156,13 @@ def human(size: float) -> str:
 
 # MEMORY STATS and DOCTOR ---------------------------------------------------------------------
 def _plan_all(router: Any, args: list[bytes]) -> Plan:
+    """STATS and DOCTOR ask every worker, ungated (they read, and need no atomicity)."""
     return Plan(workers=router.all_workers)
 
 
 async def _gathered(router: Any) -> dict[str, Any]:
+    """The server's memory counts from every worker's ``__info`` (a worker that is down
+    answers an error and is left out, as INFO leaves it out)."""
     replies = await router.call_all([b"__info"])
     return totals(router, [reply for reply in replies if isinstance(reply, dict)])
 
@@ -169,7 +181,8 @@ async def memory_stats(router: Any, client: Any, args: list[bytes]) -> object:
     }
     for number, (main, expires) in memory["databases"].items():
         reply[b"db.%d" % number] = {b"overhead.hashtable.main": main,
-                                    b"overhead.hashtable.expires": expires}
+                                    b"overhead.hashtable.expires": expires,
+                                    b"overhead.hashtable.slot-to-keys": 0}  # cluster mode's
     reply.update({
         b"overhead.total": overhead, b"keys.count": keys,
         b"keys.bytes-per-key": used // keys if keys else 0,
@@ -178,7 +191,7 @@ async def memory_stats(router: Any, client: Any, args: list[bytes]) -> object:
         b"peak.percentage": _percent(used, memory["peak"]),
         b"allocator.allocated": used, b"allocator.active": used, b"allocator.resident": rss,
         b"allocator-fragmentation.ratio": 1.0, b"allocator-fragmentation.bytes": 0,
-        b"allocator.rss-ratio": _ratio(rss, used), b"allocator.rss-bytes": rss - used,
+        b"allocator-rss.ratio": _ratio(rss, used), b"allocator-rss.bytes": rss - used,
         b"rss-overhead.ratio": 1.0, b"rss-overhead.bytes": 0,
         b"fragmentation": _ratio(rss, used), b"fragmentation.bytes": rss - used,
     })

@@ -32,8 +32,6 @@ from shardis.worker.keyspace import Keyspace
 
 #: Redis's EVPOOL_SIZE: the candidates kept between two evictions.
 POOL_SIZE = 16
-POLICIES = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
-            "allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction")
 
 
 def time_limit_us(tenacity: int) -> int:
@@ -61,7 +59,6 @@ class Evictor:
         #: when memory went over the limit and stayed (ms, monotonic); None: under it.
         self.over_since: float | None = None
         self.exceeded_ms = 0
-        self.peak = 0
         self._next_db = 0
 
     # Measuring --------------------------------------------------------------------------------
@@ -71,8 +68,6 @@ class Evictor:
         for db in self.shard.dbs.values():
             dataset, overhead = db.memory()
             total += dataset + overhead
-        if total > self.peak:
-            self.peak = total
         return total
 
     def report(self) -> dict[bytes, object]:
@@ -86,11 +81,9 @@ class Evictor:
             if db.data:
                 main = sys.getsizeof(db.data) + sys.getsizeof(db.atime)
                 databases.append([db.index, main, tables - main])
-        self.peak = max(self.peak, dataset + overhead)
-        return {b"dataset": dataset, b"overhead": overhead, b"peak": self.peak,
-                b"limit": self.limit, b"evicted_keys": self.evicted_keys,
-                b"exceeded_ms": self.exceeded_ms, b"current_exceeded_ms":
-                self.current_exceeded_ms(), b"databases": databases}
+        return {b"dataset": dataset, b"overhead": overhead, b"limit": self.limit,
+                b"evicted_keys": self.evicted_keys, b"exceeded_ms": self.exceeded_ms,
+                b"current_exceeded_ms": self.current_exceeded_ms(), b"databases": databases}
 
     def set_limit(self, limit: int) -> None:
         """``__maxmemory``: this worker's share of maxmemory (0: none)."""
@@ -102,7 +95,13 @@ class Evictor:
     # Evicting ---------------------------------------------------------------------------------
     def perform(self) -> bool:
         """``performEvictions``: evict until under the limit or out of time; False when over
-        it with nothing left to evict (the caller refuses commands that may grow memory)."""
+        it with nothing left to evict (the caller refuses commands that may grow memory).
+
+        No limit is never over it: a batch that started limited checks each of its commands,
+        and ``__maxmemory 0`` may come first (CONFIG SET maxmemory 0 beside a client's
+        writes), after which "over 0" would evict every key or refuse every write."""
+        if not self.limit:
+            return True
         used = self.used()
         if used <= self.limit:
             self._note_over(False)
@@ -128,15 +127,18 @@ class Evictor:
         return True
 
     def _note_over(self, over: bool) -> None:
-        now = time.monotonic()
+        """Time spent over the limit (INFO stats' ``total_eviction_exceeded_time``): it
+        starts at the first check found over and ends at the first found under.  The clock
+        is read only then: under a limit this runs before every command."""
         if over:
             if self.over_since is None:
-                self.over_since = now
+                self.over_since = time.monotonic()
         elif self.over_since is not None:
-            self.exceeded_ms += int((now - self.over_since) * 1000)
+            self.exceeded_ms += int((time.monotonic() - self.over_since) * 1000)
             self.over_since = None
 
     def current_exceeded_ms(self) -> int:
+        """How long memory has been over the limit so far (0: it is not)."""
         return 0 if self.over_since is None else int((time.monotonic() - self.over_since) * 1000)
 
     def _pick(self) -> tuple[Keyspace, bytes] | None:
@@ -190,10 +192,15 @@ class Evictor:
 
 
 def draw(db: Keyspace, volatile: bool, count: int) -> list[bytes]:
-    """Up to ``count`` random keys of ``db`` (with a TTL if ``volatile``), distinct."""
+    """Up to ``count`` random keys of ``db`` (with a TTL if ``volatile``), distinct.
+
+    A key drawn twice is dropped from the pool like a ghost (it is picked already); the
+    picks are checked in a set: ``maxmemory-samples`` may be anything up to 2^31-1, and a
+    list's membership test made a large one quadratic in the keys of the database."""
     table = db.expires if volatile else db.data
     pool = db.sample_pool(volatile)
     picked: list[bytes] = []
+    chosen: set[bytes] = set()
     misses = 0
     while len(picked) < count and len(picked) < len(table):
         if not pool or misses > 2 * count + 8:
@@ -203,8 +210,9 @@ def draw(db: Keyspace, volatile: bool, count: int) -> list[bytes]:
                 break
         position = int(random.random() * len(pool))
         key = pool[position]
-        if key in table and key not in picked:
+        if key in table and key not in chosen:
             picked.append(key)
+            chosen.add(key)
         else:
             misses += 1
             pool[position] = pool[-1]  # a ghost: drop it in O(1)

@@ -29,6 +29,9 @@ log = logging.getLogger("shardis.worker")
 FILE_LIMIT = 8 * 1024 * 1024
 _HEAD = struct.Struct("<IB")
 _SEQ = struct.Struct(">Q")
+#: The highest sequence number a record can hold: a larger one asked for (a peer's junk)
+#: must not mark every later reply as handed back.
+_SEQ_MAX = (1 << 64) - 1
 
 
 class ReplyLog:
@@ -98,8 +101,9 @@ class ReplyLog:
         found = [self.recorded.get((origin, seq)) for seq in seqs]
         self.recorded = {key: value for key, value in self.recorded.items()
                          if key[0] != origin}
-        if seqs:
-            self.taken[origin] = max(self.taken.get(origin, -1), *seqs)
+        asked = [seq for seq in seqs if seq <= _SEQ_MAX]  # a record's seq is a u64
+        if asked:
+            self.taken[origin] = max(self.taken.get(origin, -1), *asked)
         return found
 
     def close(self) -> None:
