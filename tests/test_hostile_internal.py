@@ -306,8 +306,7 @@ OOM_QUEUED = script(
     divergence="queued commands are not refused when out of memory",
 )
 
-#: Redis splits a shebang into options at whitespace, ``\r`` included; shardis finds
-#: ``allow-oom`` by splitting the rest of the line at commas only (``ScriptEngine.load``).
+#: Redis splits a shebang into options at whitespace, ``\r`` included, then flags at commas.
 ALLOW_OOM_SHEBANG = script(
     "allow-oom-shebang-with-trailing-space",
     ["SET", A, "v"],
@@ -317,7 +316,6 @@ ALLOW_OOM_SHEBANG = script(
     ["EVAL", "#!lua flags=no-writes flags=allow-oom\nreturn redis.call('get', KEYS[1])",
      "1", A],
     ["CONFIG", "SET", "maxmemory", "0"],
-    divergence="allow-oom is not found beside whitespace in the shebang",
 )
 
 

@@ -424,3 +424,13 @@ def test_running_count_equals_a_count_from_scratch():
                 db.recount()
                 assert counted == db.used, (step, db.index)
     assert any(db.used for db in shard.keyspaces())
+
+
+def test_deleted_collections_leave_nothing_in_the_accounting():
+    """A collection written then deleted, many times over, leaves no key behind in the
+    tables that count memory (``resized`` kept every one until someone looked)."""
+    shard = Shard(0)
+    for i in range(2000):
+        shard.execute_batch([(2, [b"RPUSH", b"l%d" % i, b"x"]), (2, [b"DEL", b"l%d" % i])])
+    db = shard.db
+    assert not db.resized and not db.sizes and not db.data

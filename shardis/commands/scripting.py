@@ -701,7 +701,8 @@ class ScriptEngine:
         if sha in self.scripts:
             return sha
         read_only, shebang, skip = parse_shebang(body)
-        allow_oom = shebang and b"allow-oom" in body[:skip].split(b"flags=", 1)[-1].split(b",")
+        allow_oom = shebang and any(b"allow-oom" in part[6:].split(b",")
+                                    for part in body[:skip].split()[1:])
         # The shebang line is skipped but its newline kept: line numbers stay the user's.
         function = self._compile(body[skip:])
         if isinstance(function, tuple):  # loadstring's (nil, message)

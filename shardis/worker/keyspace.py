@@ -644,6 +644,7 @@ class Keyspace:
             self.used -= len(key) + len(value) + STRING_KEY_BYTES
         else:
             self.used -= self.sizes.pop(key, 0)
+            self.resized.discard(key)  # (a key set anew right after is added back)
 
     def settle(self) -> None:
         """Count again the values changed in place since the last call (see ``used``)."""
