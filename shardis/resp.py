@@ -453,27 +453,35 @@ class RequestParser:
         """
         reader = self._reader
         reader.feed(data)
-        before = len(commands)
-        empty = 0
+        gets, has_data = reader.gets, reader.has_data
+        got: list = []
+        append = got.append
+        exact = False
         try:
-            while (command := reader.gets()) is not False:
-                if type(command) is not list:
-                    raise ProtocolError(errors.PROTO_INVALID_MULTIBULK)
-                if command:
-                    for arg in command:
-                        if type(arg) is not bytes:
-                            raise ProtocolError(errors.PROTO_INVALID_BULK)
-                    commands.append(command)
-                else:
-                    empty += 1  # "*0": nothing to run, 4 bytes to count
-                if not reader.has_data():
-                    return len(data)  # the read ended exactly after a request
+            while (command := gets()) is not False:
+                append(command)
+                if not has_data():
+                    exact = True  # the read ended exactly after a request
+                    break
         except hiredis.ProtocolError as exc:
             raise ProtocolError(_hiredis_error_text(str(exc))) from None
         except MemoryError:
             raise ProtocolError(errors.PROTO_INVALID_MULTIBULK) from None
+        # What hiredis accepts and Redis does not, checked for the whole read at once (the
+        # loops stay in C): a request that is not an array, an argument that is not a bulk.
+        if got and (set(map(type, got)) != _LISTS
+                    or not set(map(type, chain.from_iterable(got))) <= _BULKS):
+            raise ProtocolError(errors.PROTO_INVALID_BULK)  # (parsed again in Python)
+        empty = 0
+        if not all(got):
+            empty = len(got)
+            got = [command for command in got if command]  # "*0": nothing to run...
+            empty -= len(got)  # ...and 4 bytes each to count
+        commands.extend(got)
+        if exact:
+            return len(data)
         self._reader = hiredis.Reader()
-        return _wire_size(commands, before) + 4 * empty
+        return _wire_size(got, 0) + 4 * empty
 
     def _parse_slowly(self, data: bytes, commands: list[list[bytes]], pos: int) -> None:
         """Inline and multibulk requests, in Python, with Redis's checks and error texts."""
@@ -497,6 +505,11 @@ class RequestParser:
                 self._request = request
                 return
             pos = next_pos
+
+
+#: The only types a parsed request and its arguments may have (:meth:`RequestParser._drain`).
+_LISTS = {list}
+_BULKS = {bytes}
 
 
 def _wire_size(commands: list[list[bytes]], start: int) -> int:
