@@ -72,6 +72,7 @@ import logging
 import random
 import sys
 import time
+from sys import getsizeof
 
 from shardis import errors
 from shardis.errors import ReplyError
@@ -387,10 +388,12 @@ class Keyspace:
         self._rebuild: list[bytes] = []
         self._rebuild_pos = 0
         #: Memory accounting (INFO memory, maxmemory): the sum of ``payload_of`` over every
-        #: key.  A string's share is recomputed from its bytes when it goes; a value that
-        #: changes in place (a collection, a bytearray) keeps the share it was counted with in
-        #: ``sizes``, and ``resized`` lists those changed since, counted again by ``settle``
-        #: (once per key however many changes, and only when someone looks).
+        #: key.  A string's or a packed value's share is recomputed from its bytes when it
+        #: goes (``counted_of``); a value that changes in place (a collection, a bytearray)
+        #: keeps the share it was counted with in ``sizes``, and ``resized`` lists those
+        #: changed since, counted again by ``settle`` (once per key however many changes, and
+        #: only when someone looks).  An unpacked value is counted as its packed form until it
+        #: changes.
         self.used = 0
         self.sizes: dict[bytes, int] = {}
         self.resized: set[bytes] = set()
@@ -437,25 +440,25 @@ class Keyspace:
         full = UNPACKERS[type(value)](value)
         self.data[key] = full
         self.loose[key] = value  # type: ignore[assignment]
+        self.sizes[key] = getsizeof(key) + getsizeof(value)  # its share until it changes
         return full
 
     def repack(self) -> None:
         """Pack again the values unpacked or stored since the last call, where they fit
         (``shardis.worker.types``): the shard calls this after each batch.  A value only read
-        gets its packed form back as it was; the others are packed anew, and their share of
-        ``used`` is counted again by ``settle``."""
-        data = self.data
-        resized = self.resized
+        gets its packed form back as it was; the others are packed anew.  A packed value's
+        share of ``used`` is its size, like a string's: nothing is kept in ``sizes``."""
+        data, sizes, resized = self.data, self.sizes, self.resized
+        used = self.used
         for key, was in self.loose.items():
             value = data.get(key)
             if type(value) in PACKERS:
-                if was is not None:
-                    data[key] = was
-                    continue
-                packed = packed_if_fits(value)
+                packed = was if was is not None else packed_if_fits(value)
                 if packed is not value:
                     data[key] = packed
-                    resized.add(key)
+                    used += getsizeof(key) + getsizeof(packed) - sizes.pop(key, 0)
+                    resized.discard(key)
+        self.used = used
         self.loose.clear()
 
     # LFU (Redis's evict.c): per key, (minutes of the last decrement << 8) | log counter.
@@ -575,7 +578,8 @@ class Keyspace:
             elif type(old) is bytes:
                 self.used += len(value) - len(old)
             else:
-                self.used += len(key) + len(value) + STRING_KEY_BYTES - self.sizes.pop(key, 0)
+                self._uncount(key, old)
+                self.used += len(key) + len(value) + STRING_KEY_BYTES
         else:
             if old is not None:
                 self._uncount(key, old)
@@ -642,6 +646,8 @@ class Keyspace:
         """Take a value that goes (or is replaced) out of the memory accounting."""
         if type(value) is bytes:
             self.used -= len(key) + len(value) + STRING_KEY_BYTES
+        elif type(value) in UNPACKERS:
+            self.used -= getsizeof(key) + getsizeof(value)
         else:
             self.used -= self.sizes.pop(key, 0)
             self.resized.discard(key)  # (a key set anew right after is added back)
@@ -653,8 +659,8 @@ class Keyspace:
         data, sizes = self.data, self.sizes
         for key in self.resized:
             value = data.get(key)
-            if value is None or type(value) is bytes:
-                continue  # gone (already uncounted), or replaced by a string (counted)
+            if value is None or type(value) is bytes or type(value) in UNPACKERS:
+                continue  # gone (already uncounted), or replaced by a string or packed (counted)
             size = payload_of(key, value)
             self.used += size - sizes.get(key, 0)
             sizes[key] = size
@@ -662,11 +668,13 @@ class Keyspace:
 
     def recount(self) -> None:
         """Count every key from scratch: after a load filled ``data`` directly."""
-        self.used = 0
         self.sizes = {}
-        self.resized = set(key for key, value in self.data.items() if type(value) is not bytes)
+        self.resized = set(key for key, value in self.data.items()
+                           if type(value) is not bytes and type(value) not in UNPACKERS)
         self.used = sum(len(key) + len(value) + STRING_KEY_BYTES
                         for key, value in self.data.items() if type(value) is bytes)
+        self.used += sum(getsizeof(key) + getsizeof(value)
+                         for key, value in self.data.items() if type(value) in UNPACKERS)
         self.settle()
 
     def memory(self) -> tuple[int, int]:
