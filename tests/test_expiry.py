@@ -289,7 +289,9 @@ def test_every_read_hides_a_key_whose_deadline_passed_before_active_expiry(shard
     assert run(shard, "PEXPIRETIME", "k5") == -2
     assert run(shard, "OBJECT", "ENCODING", "k6") is None
     assert run(shard, "OBJECT", "IDLETIME", "k7") is None
-    assert run(shard, "MEMORY", "USAGE", "k8") is None
+    # Redis 7.0's MEMORY USAGE looks in the dict without expiring: a key nothing has
+    # reclaimed yet is measured.
+    assert isinstance(run(shard, "MEMORY", "USAGE", "k8"), int)
     assert run(shard, "STRLEN", "k9") == 0
     assert run(shard, "INCR", "k10") == 1
     assert run(shard, "TTL", "k10") == -1

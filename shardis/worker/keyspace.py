@@ -492,19 +492,14 @@ class Keyspace:
 
     def peek(self, key: bytes) -> object | None:
         """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS, TTL, SCAN)."""
-        value = self.stored(key)
-        if type(value) in UNPACKERS:
-            return self._unpack(key, value)
-        return value
-
-    def stored(self, key: bytes) -> object | None:
-        """Like :meth:`peek`, but the value as it is stored, packed or not: what a key costs
-        at rest (MEMORY USAGE)."""
         expires = self.expires
         if expires and key in expires and expires[key] < self.now_ms:
             self._expire(key)
             return None
-        return self.data.get(key)
+        value = self.data.get(key)
+        if type(value) in UNPACKERS:
+            return self._unpack(key, value)
+        return value
 
     def idle_seconds(self, key: bytes) -> int:
         return max(self.clock - self.atime.get(key, self.clock), 0)
