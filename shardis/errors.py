@@ -145,7 +145,6 @@ BITFIELD_RO_GET_ONLY = "ERR BITFIELD_RO only supports the GET subcommand"
 
 
 # Authentication and ACL (Redis 7.0's acl.c, server.c, multi.c, script.c) -----------------------
-NOAUTH = "NOAUTH Authentication required."
 NOAUTH_HELLO = "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"  # noqa: E501
 WRONGPASS = "WRONGPASS invalid username-password pair or user is disabled."
 AUTH_NO_PASSWORD = (

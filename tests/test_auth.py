@@ -66,6 +66,9 @@ def test_unauthenticated_client_gets_noauth_for_everything_but_no_auth_commands(
             b"-WRONGPASS invalid username-password pair or user is disabled.\r\n")
         assert raw.call("RESET") == b"+RESET\r\n"
         assert raw.call("GET", "k").startswith(b"-NOAUTH")
+        # A refused EXEC is Redis's execCommandAbort, in MULTI or not (checked on 7.0.15).
+        assert raw.call("EXEC") == (
+            b"-EXECABORT Transaction discarded because of: NOAUTH Authentication required.\r\n")
 
 
 def test_unauthenticated_client_cannot_learn_keys(locked, admin):

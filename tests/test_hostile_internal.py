@@ -360,7 +360,11 @@ EXEC_REJECTED = script(
     ["MULTI"], ["GET", A], ["EXEC"],
     ["AUTH", "default", "any"],
     ["ACL", "DELUSER", "hostile-lim"],
-    divergence="an EXEC refused by ACL answers NOPERM, not EXECABORT",
+    ["ACL", "SETUSER", "hostile-lim", "on", ">pw", "+get", "+multi", "+watch", "~*"],
+    ["AUTH", "hostile-lim", "pw"],
+    ["WATCH", A], ["MULTI"], ["GET", A], ["EXEC"], ["EXEC"], ["DISCARD"],
+    ["AUTH", "default", "any"],
+    ["ACL", "DELUSER", "hostile-lim"],
 )
 
 

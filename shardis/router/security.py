@@ -188,18 +188,26 @@ def refuse(router: Any, client: Any, args: list[bytes]) -> bool:
     if auth_required(router, client):
         if "no_auth" in spec.flags:
             return False
-        _deny(router, client, errors.NOAUTH)
+        _deny(router, client, errors.NOAUTH, spec)
         return True
     result, position = client.user.check(spec, args)
     if result == acl.OK:
         return False
     context = "multi" if client.multi is not None else "toplevel"
     log_denial(router, client, result, context, spec, args, position)
-    _deny(router, client, denial_text(result, spec))
+    _deny(router, client, denial_text(result, spec), spec)
     return True
 
 
-def _deny(router: Any, client: Any, message: str) -> None:
+def _deny(router: Any, client: Any, message: str, spec: Any) -> None:
+    if spec.name == "exec":
+        # Redis's execCommandAbort: a refused EXEC discards the transaction (and the
+        # watches), in MULTI or not, and says why.
+        from shardis.router.transactions import end_transaction
+
+        end_transaction(router, client)
+        router.reply_error(client, errors.EXECABORT_BECAUSE + message)
+        return
     if client.multi is not None:
         client.multi_dirty = True
     router.reply_error(client, message)
