@@ -47,7 +47,8 @@ class ConfigError(ValueError):
 
 def parse_memory(text: str) -> int:
     """Redis's ``memtoull``: leading digits (none is 0) then nothing or a unit, b, k, kb, m,
-    mb, g or gb in any case; no sign, no spaces."""
+    mb, g or gb in any case; no sign, no spaces.  It reads a C string: a NUL ends it."""
+    text = _c_string(text)
     digits = re.match(r"[0-9]*", text).group()  # type: ignore[union-attr]
     unit = text[len(digits):].lower()
     if unit not in _UNITS:
@@ -63,8 +64,14 @@ def _strtoll(text: str) -> int:
     return int(text)
 
 
+def _c_string(text: str) -> str:
+    """What C code that reads the value as a NUL-terminated string sees of it (memtoull,
+    yesnotoi, strcasecmp against an enum's names)."""
+    return text.split("\0", 1)[0]
+
+
 def _parse_yes_no(text: str) -> bool:
-    lowered = text.lower()
+    lowered = _c_string(text).lower()
     if lowered not in ("yes", "no"):
         raise ConfigError("argument must be 'yes' or 'no'")
     return lowered == "yes"
@@ -140,7 +147,7 @@ class Directive:
         return value
 
     def _parse_enum(self, text: str) -> str:
-        lowered = text.lower()
+        lowered = _c_string(text).lower()
         if lowered not in self.choices:
             raise ConfigError("argument(s) must be one of the following: "
                               + ", ".join(self.choices))
