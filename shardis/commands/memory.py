@@ -113,10 +113,15 @@ def shard_maxmemory_command(db: Keyspace, args: list[bytes]) -> object:
     return OK
 
 
-@command("__oom", 1, "readonly internal", fanout=Fanout.SINGLE)
+@command("__oom", -1, "readonly internal", fanout=Fanout.SINGLE)
 def shard_oom_command(db: Keyspace, args: list[bytes]) -> object:
-    """``__oom``: 1 if this worker is over its share with nothing left to evict (EXEC asks
-    before a transaction that may grow memory), 0 otherwise; it evicts first, as Redis's
-    ``performEvictions`` before any command."""
-    evictor = db.shard.evictor  # type: ignore[attr-defined]
-    return int(bool(evictor.limit) and not evictor.perform())
+    """``__oom [command ...]``: 1 if this worker is over its share with nothing left to
+    evict (EXEC asks before a transaction that may grow memory) and, with a command (a
+    queued script or function, whose declared flags only a worker knows), that command may
+    grow memory; 0 otherwise.  It evicts first, as Redis's ``performEvictions`` before any
+    command."""
+    shard = db.shard  # type: ignore[attr-defined]
+    evictor = shard.evictor
+    if not evictor.limit or evictor.perform():
+        return 0
+    return int(len(args) == 1 or shard.may_grow_memory(args[1:]))

@@ -189,14 +189,28 @@ def _may_grow_memory(args: list[bytes]) -> bool:
         return False  # refused when queued: the transaction is aborted anyway
 
 
+def _runs_a_script(args: list[bytes]) -> bool:
+    """EVAL*, FCALL*: whether they may grow memory depends on the script's declared flags."""
+    try:
+        return getattr(lookup(args), "oom_flags", None) is not None
+    except ReplyError:
+        return False
+
+
 async def _out_of_memory(router: Any, queued: list[list[bytes]]) -> bool:
     """Under maxmemory, a transaction with a command that may grow memory is refused as a
     whole when a worker it involves is out of memory once it evicted what it could (Redis
-    checks before EXEC runs, for the whole server).  Asked under EXEC's gate: no command
-    runs between the answer and the transaction."""
-    if not router.config.get("maxmemory") or not any(map(_may_grow_memory, queued)):
+    checks before EXEC runs, for the whole server).  A queued script or function counts by
+    its declared flags (``getCommandFlags``), which the workers know: they are asked about
+    it.  Asked under EXEC's gate: no command runs between the answer and the transaction."""
+    if not router.config.get("maxmemory"):
         return False
-    return await router.out_of_memory(involved_workers(router, queued))
+    workers = involved_workers(router, queued)
+    if any(map(_may_grow_memory, queued)):
+        return await router.out_of_memory(workers)
+    scripts = [args for args in queued if _runs_a_script(args)]
+    requests = [router.call(worker, [b"__oom", *args]) for args in scripts for worker in workers]
+    return any([await request == 1 for request in requests])
 
 
 async def _run_deferring_wakeups(router: Any, client: Any, queued: list[list[bytes]]) -> object:
