@@ -46,6 +46,7 @@ from tests.differential import (
 from tests.resp_client import RawClient, decode
 from tests.servers import Server, free_port, start_redis, start_shardis
 from tests.test_atomicity import keys_on_distinct_workers
+from tests.test_memory import _raw
 from tests.test_worker_link import start_worker, stop
 
 #: Three keys on three different workers of the session shardis, and two forced together.
@@ -404,13 +405,6 @@ def test_memory_usage_of_a_key_past_its_ttl_as_redis(debug_pair, protocol):
 
 
 # What the router sends on its own is not a client's command ------------------------------------
-def _raw(sock: socket.socket, *args: bytes) -> bytes:
-    sock.sendall(b"*%d\r\n" % len(args)
-                 + b"".join(b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in args))
-    data = b""
-    while not data.endswith(b"\r\n"):
-        data += sock.recv(65536)
-    return data
 
 
 def _monitor_lines(sock: socket.socket) -> list[bytes]:

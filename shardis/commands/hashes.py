@@ -16,7 +16,6 @@ HRANDFIELD ... WITHVALUES answers pairs nested in RESP3 and flat in RESP2: the o
 from __future__ import annotations
 
 import itertools
-import marshal
 import random
 import sys
 from collections.abc import Callable, Iterable
@@ -32,10 +31,8 @@ from shardis.glob import compile_glob
 from shardis.resp import OK, Pairs
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.types import (
-    PACK_MAX_ENTRIES,
     ValueType,
-    pack_elements,
-    register_packing,
+    register_listpack_packing,
     register_type,
 )
 
@@ -118,17 +115,7 @@ class PackedHash(bytes):
     __slots__ = ()
 
 
-def _pack_hash(value: HashValue) -> bytes | None:
-    if not value.listpack or len(value) > PACK_MAX_ENTRIES:
-        return None
-    return pack_elements(PackedHash, (tuple(value), tuple(value.values())))
-
-
-def _unpack_hash(blob: bytes) -> HashValue:
-    return HashValue(zip(*marshal.loads(blob)))
-
-
-register_packing(HashValue, PackedHash, _pack_hash, _unpack_hash)
+register_listpack_packing(HashValue, PackedHash)
 
 
 # Helpers shared with sets ---------------------------------------------------------------------

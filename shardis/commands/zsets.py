@@ -22,7 +22,6 @@ ZUNION, ZINTER, ZDIFF, ZINTERCARD and the *STORE forms are pure functions over t
 
 from __future__ import annotations
 
-import marshal
 import math
 import re
 import sys
@@ -53,10 +52,8 @@ from shardis.resp import NULL_ARRAY, Pairs, format_double
 from shardis.worker.blocking import blocking_attempt, numkeys_narrowed
 from shardis.worker.keyspace import Keyspace
 from shardis.worker.types import (
-    PACK_MAX_ENTRIES,
     ValueType,
-    pack_elements,
-    register_packing,
+    register_listpack_packing,
     register_type,
 )
 
@@ -171,17 +168,7 @@ class PackedZSet(bytes):
     __slots__ = ()
 
 
-def _pack_zset(value: ZSetValue) -> bytes | None:
-    if not value.listpack or len(value) > PACK_MAX_ENTRIES:
-        return None
-    return pack_elements(PackedZSet, (tuple(value), tuple(value.values())))
-
-
-def _unpack_zset(blob: bytes) -> ZSetValue:
-    return ZSetValue(zip(*marshal.loads(blob)))
-
-
-register_packing(ZSetValue, PackedZSet, _pack_zset, _unpack_zset)
+register_listpack_packing(ZSetValue, PackedZSet)
 
 
 # Parsing -------------------------------------------------------------------------------------

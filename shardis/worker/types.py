@@ -83,6 +83,21 @@ def register_packing(full_type: type, packed_type: type, pack: Callable[[Any], b
         memory=lambda value, samples=5: sys.getsizeof(value))
 
 
+def register_listpack_packing(full_type: type, packed_type: type) -> None:
+    """Packing for a mapping that keeps Redis's ``listpack`` flag (a hash: field -> value, a
+    zset: member -> score): its keys and values as two columns, while it is a listpack."""
+
+    def pack(value: Any) -> bytes | None:
+        if not value.listpack or len(value) > PACK_MAX_ENTRIES:
+            return None
+        return pack_elements(packed_type, (tuple(value), tuple(value.values())))
+
+    def unpack(blob: bytes) -> object:
+        return full_type(zip(*marshal.loads(blob)))
+
+    register_packing(full_type, packed_type, pack, unpack)
+
+
 def pack_elements(packed_type: type, elements: tuple) -> bytes | None:
     """``elements`` (a tuple of bytes, floats and such tuples) as one ``packed_type`` object,
     or None if too long.  marshal's version 2 is the fastest with binary floats (3 and 4
