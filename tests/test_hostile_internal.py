@@ -325,16 +325,28 @@ ALLOW_OOM_SHEBANG = script(
 #: reads numkeys or compiles the body (``evalGetCommandFlags`` parses the shebang alone);
 #: shardis checks numkeys first (the router routes by the keys), and compiles the body to
 #: find the flags (``_script_denies_oom``), so a body that does not compile answers its error.
+OOM_EVAL_COMPILE = script(
+    "oom-before-eval-compile-errors",
+    ["SET", A, "v"],
+    ["CONFIG", "SET", "maxmemory", "1"],
+    ["EVAL", "#!lua\nsyntax error(", "0"],
+    ["EVAL", "#!lua flags=no-writes\nsyntax error(", "0"],
+    ["EVAL", "#!lua flags=allow-oom\nsyntax error(", "0"],
+    ["EVAL", "#!lua flags=bogus\nreturn 1", "0"],
+    ["EVAL", "syntax error(", "0"],
+    ["CONFIG", "SET", "maxmemory", "0"],
+)
+
+#: The router reads numkeys to route EVAL, before any worker is asked about memory.
 OOM_EVAL_ORDER = script(
     "oom-before-eval-argument-errors",
     ["SET", A, "v"],
     ["CONFIG", "SET", "maxmemory", "1"],
-    ["EVAL", "#!lua\nsyntax error(", "0"],
     ["EVAL", "#!lua\nreturn 1", "-1"],
     ["EVAL", "#!lua\nreturn 1", "x"],
     ["EVAL", "#!lua\nreturn 1", "3", A],
     ["CONFIG", "SET", "maxmemory", "0"],
-    divergence="EVAL's argument and compile errors come before OOM",
+    divergence="EVAL's numkeys errors come before OOM (the router checks them to route)",
 )
 
 #: BLMOVE and BRPOPLPUSH are ``denyoom``: Redis refuses them out of memory; shardis sends
@@ -384,7 +396,7 @@ def maxmemory_reset(shardis, oracle) -> Iterator[None]:
 
 @parametrize([INTERNAL_UNKNOWN, MEMORY_HOSTILE, MEMORY_STATS_COUNTS, GETKEYS_HOSTILE,
               MAXMEMORY_HUMAN, CONFIG_HOSTILE, CONFIG_NUL, OOM_QUEUED, ALLOW_OOM_SHEBANG,
-              OOM_BLOCKING, OOM_EVAL_ORDER, EXEC_REJECTED])
+              OOM_BLOCKING, OOM_EVAL_COMPILE, OOM_EVAL_ORDER, EXEC_REJECTED])
 def test_hostile_client_input_as_redis(oracle, shardis, maxmemory_reset, script, protocol):
     check(oracle, shardis, script, protocol)
 

@@ -701,8 +701,7 @@ class ScriptEngine:
         if sha in self.scripts:
             return sha
         read_only, shebang, skip = parse_shebang(body)
-        allow_oom = shebang and any(b"allow-oom" in part[6:].split(b",")
-                                    for part in body[:skip].split()[1:])
+        allow_oom = _allows_oom(body, shebang, skip)
         # The shebang line is skipped but its newline kept: line numbers stay the user's.
         function = self._compile(body[skip:])
         if isinstance(function, tuple):  # loadstring's (nil, message)
@@ -1398,17 +1397,29 @@ def evalsha_ro_command(db: Any, args: list[bytes]) -> object:
     return engine_of(db).eval(args, by_sha=True, read_only=True)
 
 
+def _allows_oom(body: bytes, shebang: bool, skip: int) -> bool:
+    """``allow-oom`` among the flags of the shebang line ``body[:skip]`` (options split at
+    whitespace, flags at commas, as Redis's ``evalExtractShebangFlags``)."""
+    return shebang and any(b"allow-oom" in part[6:].split(b",")
+                           for part in body[:skip].split()[1:])
+
+
 def _script_denies_oom(db: Any, args: list[bytes]) -> bool:
-    """EVAL*'s share of ``Shard.may_grow_memory``: the script's declared flags decide."""
+    """EVAL*'s share of ``Shard.may_grow_memory``: the script's declared flags decide.  A
+    script not cached yet is judged by its shebang alone, as Redis's ``evalGetCommandFlags``:
+    out of memory, a script that does not compile gets the OOM error first."""
     engine = engine_of(db)
     if args[0].lower().startswith(b"evalsha"):
         script = engine.scripts.get(args[1].decode("latin-1").lower())
-    else:
-        try:
-            script = engine.scripts[engine.load(args[1])]
-        except ReplyError:
-            return False  # the script's own error comes next
-    return script is not None and script.denies_oom()
+        return script is not None and script.denies_oom()
+    script = engine.scripts.get(sha1hex(args[1]))
+    if script is not None:
+        return script.denies_oom()
+    try:
+        read_only, shebang, skip = parse_shebang(args[1])
+    except ReplyError:
+        return False  # a shebang Redis cannot read: the command's flags, its own error next
+    return shebang and not (read_only or _allows_oom(args[1], shebang, skip))
 
 
 for _name in (b"eval", b"evalsha", b"eval_ro", b"evalsha_ro"):
