@@ -350,8 +350,7 @@ OOM_EVAL_ORDER = script(
 )
 
 #: BLMOVE and BRPOPLPUSH are ``denyoom``: Redis refuses them out of memory; shardis sends
-#: them as ``__block``/``__tryblock``, whose own flags the worker's check reads
-#: (``shardis.router.blocking``, ``shardis.commands.blocking``), and moves the element.
+#: them as ``__block``/``__tryblock``, which the worker's check judges by the wrapped command.
 OOM_BLOCKING = script(
     "oom-refuses-blocking-moves",
     ["RPUSH", "{l}src", "x", "y"], ["RPUSH", C, "x", "y"],
@@ -360,7 +359,6 @@ OOM_BLOCKING = script(
     ["BRPOPLPUSH", C, A, "0.01"],
     ["CONFIG", "SET", "maxmemory", "0"],
     ["LRANGE", "{l}src", "0", "-1"], ["LRANGE", C, "0", "-1"],
-    divergence="blocking list moves are not refused when out of memory",
 )
 
 

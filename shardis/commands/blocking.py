@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from shardis import errors
-from shardis.commands import Fanout, command, keys_after_numkeys, lookup
+from shardis.commands import COMMANDS, Fanout, command, keys_after_numkeys, lookup
 from shardis.commands.lists import (
     LEFT,
     RIGHT,
@@ -153,6 +153,26 @@ def internal_try_command(db: Keyspace, args: list[bytes]) -> object:
     inner = args[1:]
     reply = ATTEMPTS[lookup(inner).name.encode()](db, inner)
     return BLOCKED if reply is None else reply
+
+
+def _attempt_denies_oom(db: Keyspace, args: list[bytes]) -> bool:
+    """``Shard.may_grow_memory`` for ``__block``/``__tryblock``: the wrapped command's
+    ``denyoom`` (BLMOVE, BRPOPLPUSH) refuses its attempt out of memory, as Redis refuses the
+    command; a notify-only registration attempts nothing."""
+    if args[0].lower() == b"__tryblock":
+        inner = args[1:]
+    elif args[2] == b"1":
+        return False
+    else:
+        inner = args[4:]
+    try:
+        return "denyoom" in lookup(inner).flags
+    except ReplyError:
+        return False  # its own error comes next
+
+
+for _name in (b"__block", b"__tryblock"):
+    COMMANDS[_name].oom_flags = _attempt_denies_oom  # type: ignore[attr-defined]
 
 
 @command("__unblock", 2, "write internal", fanout=Fanout.SINGLE)

@@ -35,7 +35,8 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from shardis.commands import Command
+from shardis import errors
+from shardis.commands import Command, lookup
 from shardis.commands.lists import LEFT, RIGHT, parse_position
 from shardis.errors import ReplyError
 from shardis.floats import parse_long_double
@@ -250,6 +251,8 @@ class BlockingCoordinator:
             if request.done or request.expiring:
                 return  # timed out (or finished) while we waited for the gate: pop nothing
             try:
+                if gated and await self.out_of_memory(request):
+                    raise ReplyError(errors.OOM)
                 data = await self.cross_attempt(request, retry=not gated)
             except ReplyError as exc:
                 data = encode_error(exc.message)
@@ -272,6 +275,15 @@ class BlockingCoordinator:
         if request.notified and not request.done and not request.expiring:
             request.notified = False
             router.loop.create_task(self.attempt_across(request, gated=False))
+
+    async def out_of_memory(self, request: BlockedRequest) -> bool:
+        """A ``denyoom`` blocking command (BLMOVE, BRPOPLPUSH) over workers one of which is
+        out of memory is refused before its first attempt, as Redis's ``processCommand``
+        refuses it; a waiter served later is not asked again (Redis serves it)."""
+        router = self.router
+        return (bool(router.config.get("maxmemory"))
+                and "denyoom" in lookup(request.args).flags
+                and await router.out_of_memory(request.workers))
 
     async def cross_attempt(self, request: BlockedRequest, retry: bool = False) -> bytes | None:
         """The command once, without waiting, over its workers (gated): the encoded reply, or
