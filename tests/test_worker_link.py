@@ -348,3 +348,36 @@ def test_frames_zeromq_refuses_are_sent_later_in_order():
         link.drop_unsent()
         link.close()
         FakeRouter.loop.close()
+
+
+def test_a_worker_already_listening_is_seen_connecting():
+    """A worker that listens before the router starts (one with nothing to load) completes the
+    handshake in ZeroMQ's I/O thread the moment the router connects: the link's monitor must
+    exist by then, or the handshake event is lost and the link waits for it forever (the
+    "did not answer PING within 20 s" startup failures)."""
+    import time
+
+    from shardis.router.links import WorkerLink
+
+    class FakeRouter:
+        loop = None
+
+    context = zmq.Context.instance()
+    missed = 0
+    for attempt in range(100):
+        address = f"ipc:///tmp/shardis-test-listening-{os.getpid()}-{attempt}.sock"
+        server = context.socket(zmq.ROUTER)
+        server.setsockopt(zmq.LINGER, 0)
+        server.bind(address)
+        link = WorkerLink(FakeRouter(), 0, address, context)  # type: ignore[arg-type]
+        try:
+            deadline = time.monotonic() + 5
+            back = False
+            while not back and time.monotonic() < deadline:
+                back = link.connection_events()[1]
+                time.sleep(0.001)
+            missed += not back
+        finally:
+            link.close()
+            server.close()
+    assert missed == 0

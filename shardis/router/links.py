@@ -65,13 +65,16 @@ class WorkerLink:
             # One id per router process, kept across reconnects: a worker's AOF remembers
             # the last batch of each router by it.
             sock.setsockopt(zmq.ROUTING_ID, identity)
-        sock.connect(address)
-        self.socket = sock
-        self.fd = sock.getsockopt(zmq.FD)
-        # Disconnect events tell us when a worker went away with batches in flight.
+        # Disconnect events tell us when a worker went away with batches in flight, handshakes
+        # when it is (back) there.  The monitor comes before the connect: a worker already
+        # listening completes the handshake in ZeroMQ's I/O thread at once, and an event from
+        # before the monitor existed would be lost (the link would wait for it forever).
         self.monitor = sock.get_monitor_socket(
             zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
         )
+        sock.connect(address)
+        self.socket = sock
+        self.fd = sock.getsockopt(zmq.FD)
         #: the worker dropped (or has not connected yet) and has not reconnected: its next
         #: handshake is checked (which shard is it?) before anything queued reaches it.
         self.down = True
