@@ -264,3 +264,15 @@ def test_values_in_use_stay_unpacked_until_housekeeping_or_the_limit():
         run(shard, b"RPUSH", b"l%d" % i, b"x")
     assert not shard.db.loose  # over the limit: packed at the end of that batch
     assert all(type(shard.db.data[b"l%d" % i]) is PackedList for i in range(LOOSE_LIMIT + 1))
+
+
+def test_exists_type_and_touch_leave_a_packed_value_packed():
+    shard = Shard(0)
+    run(shard, b"HSET", b"h", b"f", b"v")
+    shard.housekeeping()
+    packed = shard.db.data[b"h"]
+    assert type(packed) is PackedHash
+    assert run(shard, b"EXISTS", b"h", b"nosuch") == 1
+    assert run(shard, b"TYPE", b"h") == "hash"
+    assert run(shard, b"TOUCH", b"h") == 1
+    assert shard.db.data[b"h"] is packed and not shard.db.loose

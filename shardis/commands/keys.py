@@ -37,13 +37,13 @@ def unlink_command(db: Keyspace, args: list[bytes]) -> object:
 @command("exists", -2, "readonly fast", keys=(1, -1, 1), fanout=Fanout.SPLIT_SUM,
          acl="keyspace read fast", tips="request_policy:multi_shard response_policy:agg_sum")
 def exists_command(db: Keyspace, args: list[bytes]) -> object:
-    return sum(db.peek(key) is not None for key in args[1:])
+    return sum(db.stored(key) is not None for key in args[1:])
 
 
 @command("touch", -2, "readonly fast", keys=(1, -1, 1), fanout=Fanout.SPLIT_SUM,
          acl="keyspace read fast", tips="request_policy:multi_shard response_policy:agg_sum")
 def touch_command(db: Keyspace, args: list[bytes]) -> object:
-    return sum(db.get(key) is not None for key in args[1:])
+    return sum(db.stored(key, access=True) is not None for key in args[1:])
 
 
 # Whole keyspace ------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def type_of(value: object) -> bytes:
 
 @command("type", 2, "readonly fast", keys=(1, 1, 1), acl="keyspace read fast")
 def type_command(db: Keyspace, args: list[bytes]) -> object:
-    value = db.peek(args[1])
+    value = db.stored(args[1])
     return Status(b"none" if value is None else type_of(value))
 
 

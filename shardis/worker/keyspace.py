@@ -491,14 +491,22 @@ class Keyspace:
         self.atime[key] = self.lfu_minutes() << 8 | counter
 
     def peek(self, key: bytes) -> object | None:
-        """Like :meth:`get` without counting as an access (OBJECT, TYPE, EXISTS, TTL, SCAN)."""
+        """Like :meth:`get` without counting as an access (OBJECT, TTL, SCAN)."""
+        value = self.stored(key)
+        if type(value) in UNPACKERS:
+            return self._unpack(key, value)
+        return value
+
+    def stored(self, key: bytes, access: bool = False) -> object | None:
+        """The live value as it is stored, packed or not, for what needs no more than its
+        type (EXISTS, TYPE, TOUCH): nothing is unpacked.  ``access``: counts as a read."""
         expires = self.expires
         if expires and key in expires and expires[key] < self.now_ms:
             self._expire(key)
             return None
         value = self.data.get(key)
-        if type(value) in UNPACKERS:
-            return self._unpack(key, value)
+        if access and value is not None:
+            self.atime[key] = self.lfu_touched(key) if self.lfu else self.clock
         return value
 
     def idle_seconds(self, key: bytes) -> int:
@@ -510,9 +518,6 @@ class Keyspace:
         if value is None or type(value) is bytes or type(value) is bytearray:
             return value  # type: ignore[return-value]
         raise ReplyError(errors.WRONGTYPE)
-
-    def exists(self, key: bytes) -> bool:
-        return self.get(key) is not None
 
     def deadline(self, key: bytes) -> int | None:
         """Absolute deadline (Unix ms) of a live key, or None."""
