@@ -589,6 +589,26 @@ def test_maxmemory_0_ahead_of_writes_in_one_batch_neither_evicts_nor_refuses(pee
     assert peer.memory()[b"evicted_keys"] == 0
 
 
+def test_oom_asked_about_hostile_commands_answers_and_changes_nothing(peer):
+    """``__oom <command>`` (EXEC asks it about a queued script) from a peer: whatever the
+    command (missing, malformed, internal, wrapped), an integer, and nothing runs."""
+    peer.run([b"SET", b"kept", b"v" * 100], [b"__config_set", b"maxmemory-policy", b"noeviction"],
+             [b"__maxmemory", b"1"])
+    try:
+        replies = peer.run(
+            [b"__oom", b"EVAL"], [b"__oom", b"EVAL", b"#!lua\nreturn 1", b"x"],
+            [b"__oom", b"EVALSHA", b"\xff", b"0"], [b"__oom", b"FCALL", b"nosuch", b"0"],
+            [b"__oom", b"__oom", b"__oom"], [b"__oom", b"\xff\x00"],
+            [b"__oom", b"__block", b"1", b"0", b"2", b"BLMOVE", b"a"],
+            [b"__oom", b"__tryblock", b"BLMOVE", b"a", b"b", b"LEFT", b"RIGHT", b"0"],
+            [b"__oom", b"SET", b"a", b"b"], [b"__oom", b"GET", b"a"])
+        assert replies == [b":0\r\n", b":1\r\n", b":0\r\n", b":0\r\n", b":0\r\n",
+                           b":0\r\n", b":0\r\n", b":1\r\n", b":1\r\n", b":0\r\n"]
+        assert peer.run([b"EXISTS", b"a", b"b", b"kept"]) == [b":1\r\n"]
+    finally:
+        peer.run([b"__maxmemory", b"0"], [b"DEL", b"kept"])
+
+
 def _expected(code: int) -> bytes:
     """GET k's reply for a command code: k holds "v" in database 0 only."""
     database, resp3 = code >> 2, code & 1

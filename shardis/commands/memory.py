@@ -76,7 +76,7 @@ def memory_usage_command(db: Keyspace, args: list[bytes]) -> object:
         j += 2
     # Redis's dictFind: no access counted, and a key past its TTL that no one reclaimed yet
     # is measured, not expired (no "expired" event); the value as stored, packed or not (a
-    # packed value's size is its packed size), as ``Keyspace.stored`` gives it.
+    # packed value's size is its packed size).
     value = db.data.get(args[2])
     return None if value is None else memory_of(args[2], value, samples)
 

@@ -389,7 +389,7 @@ class Keyspace:
         self._rebuild_pos = 0
         #: Memory accounting (INFO memory, maxmemory): the sum of ``payload_of`` over every
         #: key.  A string's or a packed value's share is recomputed from its bytes when it
-        #: goes (``counted_of``); a value that changes in place (a collection, a bytearray)
+        #: goes (``_uncount``); a value that changes in place (a collection, a bytearray)
         #: keeps the share it was counted with in ``sizes``, and ``resized`` lists those
         #: changed since, counted again by ``settle`` (once per key however many changes, and
         #: only when someone looks).  An unpacked value is counted as its packed form until it
@@ -445,8 +445,9 @@ class Keyspace:
 
     def repack(self) -> None:
         """Pack again the values unpacked or stored since the last call, where they fit
-        (``shardis.worker.types``): the shard calls this after each batch.  A value only read
-        gets its packed form back as it was; the others are packed anew.  A packed value's
+        (``shardis.worker.types``): the shard calls this at housekeeping, and after a batch
+        that left more than ``Shard.loose_limit`` unpacked.  A value only read gets its packed
+        form back as it was; the others are packed anew.  A packed value's
         share of ``used`` is its size, like a string's: nothing is kept in ``sizes``."""
         data, sizes, resized = self.data, self.sizes, self.resized
         used = self.used
